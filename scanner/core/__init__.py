@@ -1,0 +1,1 @@
+"""Pure decision logic: no sockets, no trio, no OpenSSL connections, no clocks."""

@@ -1,0 +1,256 @@
+"""Result records and vocabulary shared across the scanner.
+
+Every record is a frozen, slotted dataclass; every vocabulary is a string enum
+whose values are the wire strings of the JSON output (DESIGN §4–5). Nothing in
+this module touches the network, the clock or OpenSSL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class ResultType(StrEnum):
+    """RFC 8460 §4.3 / IANA "STARTTLS Validation Result Types" used by the scanner."""
+
+    STARTTLS_NOT_SUPPORTED = "starttls-not-supported"
+    CERTIFICATE_HOST_MISMATCH = "certificate-host-mismatch"
+    CERTIFICATE_EXPIRED = "certificate-expired"
+    CERTIFICATE_NOT_TRUSTED = "certificate-not-trusted"
+    VALIDATION_FAILURE = "validation-failure"
+    STS_POLICY_FETCH_ERROR = "sts-policy-fetch-error"
+    STS_POLICY_INVALID = "sts-policy-invalid"
+    STS_WEBPKI_INVALID = "sts-webpki-invalid"
+
+
+class IndicatorCode(StrEnum):
+    """Downgrade indicators (DESIGN §5)."""
+
+    STARTTLS_MISSING = "starttls-missing"
+    STARTTLS_STRIPPED = "starttls-stripped"
+    STARTTLS_GARBLED = "starttls-garbled"
+    STARTTLS_REFUSED = "starttls-refused"
+    PLAINTEXT_INJECTION = "plaintext-injection"
+    TLS_HANDSHAKE_FAILED = "tls-handshake-failed"
+    WEAK_TLS_VERSION = "weak-tls-version"
+    CERTIFICATE_NOT_TRUSTED = "certificate-not-trusted"
+    CERTIFICATE_EXPIRED = "certificate-expired"
+    CERTIFICATE_HOST_MISMATCH = "certificate-host-mismatch"
+    MX_NOT_IN_POLICY = "mx-not-in-policy"
+    HELO_ONLY = "helo-only"
+    TLS_INCONSISTENT = "tls-inconsistent"
+
+
+class StartTlsStatus(StrEnum):
+    """What became of STARTTLS on one session (DESIGN §4 `starttls`)."""
+
+    OFFERED = "offered"
+    MISSING = "missing"
+    STRIPPED = "stripped"
+    GARBLED = "garbled"
+    REFUSED = "refused"
+
+
+class AddressStatus(StrEnum):
+    TESTED = "tested"
+    NOT_TESTABLE = "not-testable"
+
+
+class MxSource(StrEnum):
+    DNS = "dns"
+    POLICY = "policy"
+
+
+class PolicyMode(StrEnum):
+    ENFORCE = "enforce"
+    TESTING = "testing"
+    NONE = "none"
+
+
+class Phase(StrEnum):
+    """Phases of one probe session; each has its own deadline."""
+
+    CONNECT = "connect"
+    GREETING = "greeting"
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    HANDSHAKE = "handshake"
+    EHLO_AFTER_TLS = "ehlo-after-tls"
+    QUIT = "quit"
+
+
+class DnsStatus(StrEnum):
+    ANSWER = "answer"
+    NXDOMAIN = "nxdomain"
+    NODATA = "nodata"
+    SERVFAIL = "servfail"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+# ---------------------------------------------------------------- DNS
+
+
+@dataclass(frozen=True, slots=True)
+class MxRecord:
+    preference: int
+    host: str  # normalised: A-label, lower case, no trailing dot
+
+
+@dataclass(frozen=True, slots=True)
+class TxtAnswer:
+    """TXT lookup: each record's character-strings joined with no separator (RFC 8461 §3.1)."""
+
+    status: DnsStatus
+    records: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MxAnswer:
+    """MX lookup. `null_mx` is RFC 7505 (`0 .`); `implicit` is RFC 5321 §5.1."""
+
+    status: DnsStatus
+    records: tuple[MxRecord, ...] = ()
+    null_mx: bool = False
+    implicit: bool = False
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AddressAnswer:
+    """A or AAAA lookup, after following CNAMEs."""
+
+    status: DnsStatus
+    addresses: tuple[str, ...] = ()
+    detail: str = ""
+
+
+# ---------------------------------------------------------------- TLS and certificates
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSummary:
+    subject: str
+    san: tuple[str, ...]  # SAN dNSName entries as presented
+    issuer: str
+    not_before: datetime
+    not_after: datetime
+    sha256: str  # hex of the DER encoding
+
+
+@dataclass(frozen=True, slots=True)
+class ChainVerdict:
+    """Outcome of verifying a presented chain against the run's trust store.
+
+    `verify_error` is the OpenSSL `X509_V_ERR_*` name when `trusted` is false.
+    """
+
+    trusted: bool
+    verify_error: str | None = None
+
+    @property
+    def expired(self) -> bool:
+        return self.verify_error == "X509_V_ERR_CERT_HAS_EXPIRED"
+
+    @property
+    def not_yet_valid(self) -> bool:
+        return self.verify_error == "X509_V_ERR_CERT_NOT_YET_VALID"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSession:
+    """What one completed handshake showed: negotiated parameters and the peer chain."""
+
+    version: str  # "TLSv1.3", "TLSv1.2", ...
+    cipher: str
+    chain: tuple[CertificateSummary, ...]  # leaf first
+    chain_der: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @property
+    def leaf(self) -> CertificateSummary | None:
+        return self.chain[0] if self.chain else None
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateCheck:
+    """Leaf summary plus the verdicts against the trust store and the expected name."""
+
+    leaf: CertificateSummary
+    chain: ChainVerdict
+    name_matches: bool
+
+
+# ---------------------------------------------------------------- SMTP probe facts
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOutcome:
+    """Everything one STARTTLS probe of one (MX host, address) observed.
+
+    Facts only; judgement (status words, result types, indicators) is made by
+    `scanner.core.assess` from these facts.
+    """
+
+    hostname: str
+    ip: str
+    status: AddressStatus
+    reason: str | None = None  # why not testable, e.g. "connect-refused", "timeout:greeting"
+    local_ip: str | None = None
+    greeting: str | None = None
+    ehlo_keywords: tuple[str, ...] = ()  # pre-TLS EHLO keywords, upper case
+    helo_only: bool = False  # EHLO rejected, HELO accepted
+    starttls_advertised: bool = False
+    masked_keyword: str | None = None  # e.g. "XXXXXXXA" where STARTTLS was
+    starttls_reply: int | None = None  # reply code to the STARTTLS command
+    starttls_reply_text: str | None = None
+    plaintext_injection: int = 0  # bytes received after the 220 and before the handshake
+    handshake_error: str | None = None
+    tls: TlsSession | None = None
+    certificate: CertificateCheck | None = None
+    ehlo_after_tls: tuple[str, ...] | None = None
+    starttls_after_tls: bool = False
+    transcript: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- MTA-STS and TLS-RPT
+
+
+@dataclass(frozen=True, slots=True)
+class StsRecord:
+    """A parsed `_mta-sts` TXT record (RFC 8461 §3.1)."""
+
+    raw: str
+    id: str
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A parsed MTA-STS policy body (RFC 8461 §3.2)."""
+
+    version: str
+    mode: PolicyMode
+    max_age: int
+    mx: tuple[str, ...]
+    lines: tuple[str, ...]  # as served, for the report's policy-string
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFailure:
+    """A policy-level failure: one of the three sts-* result types with an actionable detail."""
+
+    result_type: ResultType
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class TlsRptRecord:
+    """A parsed `_smtp._tls` TXT record (RFC 8460 §3)."""
+
+    raw: str
+    rua: tuple[str, ...]

@@ -1,0 +1,1 @@
+"""I/O shell: trio code that moves bytes for the pure core."""
