@@ -254,3 +254,76 @@ class TlsRptRecord:
 
     raw: str
     rua: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFetch:
+    """Outcome of fetching and validating https://mta-sts.<domain>/.well-known/mta-sts.txt.
+
+    Exactly one of `policy` and `failure` is set.
+    """
+
+    policy: Policy | None
+    failure: PolicyFailure | None
+    ip: str | None = None  # address of the policy host that was used
+    http_status: int | None = None
+    content_type: str | None = None
+    location: str | None = None  # Location of a 3xx (never followed)
+    text: str | None = None  # body as served (decoded), when one was read
+    certificate: CertificateCheck | None = None
+
+
+# ---------------------------------------------------------------- per-domain facts and verdicts
+
+
+@dataclass(frozen=True, slots=True)
+class MxHostFacts:
+    """One MX host of a domain (from DNS, or an exact `mx:` name of the policy) and its probes."""
+
+    hostname: str
+    preference: int | None
+    source: MxSource
+    addresses: tuple[AddressAnswer, ...]  # the A answer, then the AAAA answer
+    probes: tuple[ProbeOutcome, ...]  # one per address, in address order
+
+
+@dataclass(frozen=True, slots=True)
+class DomainFacts:
+    """Everything the I/O shell gathered about one domain; the input of `core.assess`."""
+
+    domain: str
+    scanned_at: datetime
+    sts_txt: TxtAnswer
+    sts_record: StsRecord | None
+    sts_record_error: str | None  # why there is no usable record, when there is none
+    policy_fetch: PolicyFetch | None  # None when there was no usable record
+    tlsrpt_txt: TxtAnswer
+    tlsrpt_record: TlsRptRecord | None
+    tlsrpt_error: str | None
+    mx: MxAnswer
+    hosts: tuple[MxHostFacts, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFailure:
+    """One RFC 8460 result type that applies to a tested session."""
+
+    result_type: ResultType
+    reason_code: str | None = None  # RFC 8460 failure-reason-code
+
+
+@dataclass(frozen=True, slots=True)
+class Indicator:
+    code: IndicatorCode
+    mx: str | None
+    ip: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOptions:
+    """Report metadata from the command line (`--org`, `--contact`)."""
+
+    organization_name: str = "scanner"
+    contact_info: str = "postmaster@localhost"
+    submitter: str = "scanner.invalid"
