@@ -489,12 +489,96 @@ def demo(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output JSON lines file.")] = None,
     timeout: TimeoutOpt = 2.0,
 ) -> None:
-    """Start the bundled lab on loopback, scan its demo world, and compare with the expected verdicts."""
-    from scanner.demo import run_demo
+    """Start the bundled lab on loopback, scan its demo world, compare with the expected verdicts."""
+    from scanner.lab import demo_world_path, load_world
 
+    world_path = demo_world_path()
+    world = load_world(world_path)
     out_path = out or Path("results") / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl"
-    ok = run_demo(out_path, timeout=timeout, console=Console())
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    console.print(f"Serving the demo world ({len(world.domains)} domains) on loopback and scanning it ...")
+    with out_path.open("w", encoding="utf-8") as handle:
+        lines = trio.run(scan_world, world, world.domain_names, handle, timeout)
+    ok = render_demo_summary(console, world, lines)
+    console.print(f"Results: {out_path}  (RFC 8460 reports: scanner report {out_path} --out-dir results/reports)")
     raise typer.Exit(0 if ok else 1)
+
+
+async def scan_world(
+    world: Any, domains: tuple[str, ...], out: TextIO, step_timeout: float
+) -> list[dict[str, Any]]:
+    """Serve `world` with the lab in this process and scan `domains` against it."""
+    import tempfile
+
+    from scanner.lab import open_lab
+
+    collected: list[dict[str, Any]] = []
+
+    def write_line(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+        collected.append(json.loads(text))
+
+    with tempfile.TemporaryDirectory(prefix="scanner-lab-") as workdir:
+        async with open_lab(world, Path(workdir)) as lab:
+            options = network_options(
+                [f"{lab.resolver[0]}:{lab.resolver[1]}"], [lab.ca_file], True, step_timeout,
+                20, 4, "scanner.invalid", lab.smtp_port, lab.https_port, None,
+                "scanner demo", "postmaster@scanner.invalid",
+            )
+            scanner = build_scanner(options)
+            reader = InputReader()
+
+            async def items() -> Any:
+                for name in domains:
+                    yield name
+
+            await scanner.run(reader.stream(items()), write_line)
+    return collected
+
+
+def render_demo_summary(console: Console, world: Any, lines: list[dict[str, Any]]) -> bool:
+    """Print one row per domain with the scanner's verdict and whether it is the expected one."""
+    from rich.table import Table
+
+    from scanner.expectations import mismatches
+
+    by_domain = {str(line.get("domain")): line for line in lines}
+    table = Table(title="Demo world: verdicts")
+    for column in ("domain", "verdict", "indicators / error", "expected?"):
+        table.add_column(column)
+    all_ok = True
+    for domain in world.domains:
+        line = by_domain.get(domain.name)
+        if line is None:
+            from scanner.core.inputs import InvalidInput, parse_input_line
+
+            item = parse_input_line(domain.name)
+            key = item.text if isinstance(item, InvalidInput) else item
+            line = by_domain.get(str(key))
+        if line is None:
+            table.add_row(domain.name, "[red]missing[/]", "", "[red]no line[/]")
+            all_ok = False
+            continue
+        if line.get("error"):
+            verdict = "[yellow]error[/]"
+            detail = str(line["error"])
+        else:
+            verdict = "[green]ready[/]" if line.get("enforce_ready") else "[red]not ready[/]"
+            detail = ", ".join(sorted({str(i.get("code")) for i in line.get("indicators") or []}))
+            if not detail and not line.get("enforce_ready"):
+                detail = (line.get("blockers") or [""])[0]
+        problems = mismatches(line, domain.expect) if domain.expect is not None else []
+        all_ok = all_ok and not problems
+        table.add_row(domain.name, verdict, detail[:80], "[green]yes[/]" if not problems else "[red]" + "; ".join(problems)[:120] + "[/]")
+    console.print(table)
+    expected = sum(1 for d in world.domains if d.expect is not None)
+    console.print(
+        "[bold green]Every verdict is the expected one.[/]" if all_ok
+        else f"[bold red]Some verdicts differ from the {expected} expected ones.[/]"
+    )
+    return all_ok
 
 
 @lab_app.command("serve")

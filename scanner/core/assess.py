@@ -1,0 +1,654 @@
+"""Judgement: facts of a scan → RFC 8460 result types, downgrade indicators, readiness.
+
+Theory of operation. The I/O shell records what it saw in `DomainFacts` (DNS answers,
+the policy fetch, one `ProbeOutcome` per (MX host, address)). This module turns those
+facts into words, and nothing else does:
+
+* `starttls_status` names what became of STARTTLS on one session;
+* `session_failures` gives the RFC 8460 result types of one tested session (DESIGN §5 table);
+* `indicators_for` gives the downgrade indicators of one session, each with a detail an
+  operator can read; every session failure has at least one matching indicator, so the
+  readiness blockers (built from indicators) always explain every result type;
+* `assess_domain` puts it together per domain: per-address verdicts, the domain-wide
+  `tls-inconsistent` indicator, and the enforce-readiness verdict with blockers and warnings.
+
+Everything here is pure: times come in through the facts (`scanned_at`), never from a clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from scanner.core.sts import policy_covers, policy_warnings
+from scanner.models import (
+    AddressAnswer,
+    AddressStatus,
+    DnsStatus,
+    DomainFacts,
+    Indicator,
+    IndicatorCode,
+    MxHostFacts,
+    MxSource,
+    Policy,
+    PolicyMode,
+    ProbeOutcome,
+    ReportOptions,
+    ResultType,
+    SessionFailure,
+    StartTlsStatus,
+)
+
+# RFC 3207 §4: "220 Ready to start TLS" is the only reply that starts the handshake.
+STARTTLS_READY = 220
+
+# RFC 8461 §7.2: MTA-STS senders and receivers must support TLS 1.2 or later.
+VERSIONS_BELOW_TLS_1_2 = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.0", "TLSv1.1"})
+
+# DESIGN §5 "Enforce readiness": certificates expiring this soon after the scan are a warning.
+EXPIRY_WARNING_WINDOW = timedelta(days=14)
+
+X509_EXPIRED = "X509_V_ERR_CERT_HAS_EXPIRED"
+X509_NOT_YET_VALID = "X509_V_ERR_CERT_NOT_YET_VALID"
+X509_HOSTNAME_MISMATCH = "X509_V_ERR_HOSTNAME_MISMATCH"
+
+# failure-reason-code values of `validation-failure` (DESIGN §5 table)
+REASON_HANDSHAKE_FAILED = "tls-handshake-failed"
+REASON_TLS_BELOW_1_2 = "tls-version-below-1.2"
+REASON_PLAINTEXT_INJECTION = "plaintext-injection"
+REASON_MX_NOT_IN_POLICY = "mx-not-in-policy"
+
+# DNS statuses that say "there is no such address" (as opposed to "we could not find out")
+DEFINITIVE_DNS = frozenset({DnsStatus.ANSWER, DnsStatus.NXDOMAIN, DnsStatus.NODATA})
+
+# Address reason for an address DNS returned that has no probe outcome.
+REASON_NOT_PROBED = "not-probed"
+
+
+# ---------------------------------------------------------------- verdict records
+
+
+@dataclass(frozen=True, slots=True)
+class AddressVerdict:
+    """The judgement of one (MX host, address): DESIGN §4 `mx[].addresses[]`.
+
+    `probe` is the outcome the judgement was made from (None when DNS returned the address
+    but nothing probed it: then `status` is not-testable with reason `not-probed`).
+    """
+
+    ip: str  # RFC 5952 form for IPv6
+    status: AddressStatus
+    reason: str | None
+    starttls: StartTlsStatus | None
+    failures: tuple[SessionFailure, ...]
+    indicators: tuple[Indicator, ...]
+    probe: ProbeOutcome | None
+
+    @property
+    def result_types(self) -> tuple[ResultType, ...]:
+        """Distinct result types of the session, in order of first appearance."""
+        return tuple(dict.fromkeys(failure.result_type for failure in self.failures))
+
+    @property
+    def passed(self) -> bool:
+        """Tested, with no result type."""
+        return self.status is AddressStatus.TESTED and not self.failures
+
+
+@dataclass(frozen=True, slots=True)
+class MxVerdict:
+    """One MX host (DNS-sourced or policy-only) with its address verdicts.
+
+    `in_policy` is None when there is no policy to match against.
+    """
+
+    hostname: str
+    preference: int | None
+    source: MxSource
+    in_policy: bool | None
+    addresses: tuple[AddressVerdict, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DomainVerdict:
+    """The judgement of one domain (DESIGN §4–5).
+
+    `enforce_ready` is true exactly when `blockers` is empty. `indicators` holds every
+    session's indicators (DNS and policy-only hosts) followed by domain-wide ones.
+    """
+
+    domain: str
+    mx: tuple[MxVerdict, ...]
+    indicators: tuple[Indicator, ...]
+    enforce_ready: bool
+    blockers: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def dns_addresses(self) -> Iterable[tuple[MxVerdict, AddressVerdict]]:
+        """(host, address) pairs of DNS-sourced MX hosts: the ones that count."""
+        for host in self.mx:
+            if host.source is MxSource.DNS:
+                for address in host.addresses:
+                    yield host, address
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def canonical_ip(text: str) -> str:
+    """IPv4 dotted quad or IPv6 in RFC 5952 form; text that is no address comes back as is."""
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        return text
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _day(moment: datetime) -> str:
+    return as_utc(moment).date().isoformat()
+
+
+def _reply(outcome: ProbeOutcome) -> str:
+    if outcome.starttls_reply is None:
+        return "no reply"
+    text = (outcome.starttls_reply_text or "").strip()
+    return f"{outcome.starttls_reply} {text}".strip()
+
+
+def _policy_applies(policy: Policy | None) -> bool:
+    # RFC 8461 §5: mode none means "as if no policy were active".
+    return policy is not None and policy.mode is not PolicyMode.NONE
+
+
+# ---------------------------------------------------------------- one session
+
+
+def starttls_status(outcome: ProbeOutcome) -> StartTlsStatus | None:
+    """What became of STARTTLS on one session; None when the address was not testable.
+
+    The probe always sends STARTTLS, advertised or not (DESIGN §5), which tells a stripped
+    advertisement (command accepted) from a missing one (command refused). A masked
+    keyword wins over everything: it is the middlebox signature.
+    """
+    if outcome.status is not AddressStatus.TESTED:
+        return None
+    if outcome.masked_keyword is not None:
+        return StartTlsStatus.GARBLED
+    accepted = outcome.starttls_reply == STARTTLS_READY
+    if outcome.starttls_advertised:
+        return StartTlsStatus.OFFERED if accepted else StartTlsStatus.REFUSED
+    return StartTlsStatus.STRIPPED if accepted else StartTlsStatus.MISSING
+
+
+def _handshake_failed(outcome: ProbeOutcome) -> bool:
+    """220 to STARTTLS, then no TLS session: an error, or (STARTTLS offered) no session at all."""
+    if outcome.starttls_reply != STARTTLS_READY:
+        return False
+    if outcome.handshake_error is not None:
+        return True
+    return outcome.tls is None and starttls_status(outcome) is StartTlsStatus.OFFERED
+
+
+def _weak_version(outcome: ProbeOutcome) -> bool:
+    return outcome.tls is not None and outcome.tls.version in VERSIONS_BELOW_TLS_1_2
+
+
+def _certificate_problems(
+    outcome: ProbeOutcome, at: datetime | None
+) -> tuple[bool, str | None, str | None, bool]:
+    """(expired, not-trusted reason, not-yet-valid day, host mismatch) of the session's leaf.
+
+    The verifier reports one `X509_V_ERR_*` only, so the leaf dates are also compared
+    with the scan time `at` when it is given: a self-signed leaf can be expired too.
+    """
+    check = outcome.certificate
+    if check is None:
+        return False, None, None, False
+    leaf = check.leaf
+    expired = check.chain.expired
+    untrusted: str | None = None
+    not_yet_valid: str | None = None
+    error = check.chain.verify_error
+    if not check.chain.trusted and not check.chain.expired:
+        if error == X509_HOSTNAME_MISMATCH:
+            pass  # a name problem, reported below as certificate-host-mismatch
+        else:
+            untrusted = error or "X509_V_ERR_UNSPECIFIED"
+    if check.chain.not_yet_valid:
+        not_yet_valid = _day(leaf.not_before)
+    if at is not None:
+        now = as_utc(at)
+        if as_utc(leaf.not_after) < now:
+            expired = True
+        if as_utc(leaf.not_before) > now and not_yet_valid is None:
+            not_yet_valid = _day(leaf.not_before)
+            untrusted = untrusted or X509_NOT_YET_VALID
+    mismatch = not check.name_matches or error == X509_HOSTNAME_MISMATCH
+    return expired, untrusted, not_yet_valid, mismatch
+
+
+# RFC 8460 §4.3 result types per session, mapped as in DESIGN §5.
+def session_failures(
+    outcome: ProbeOutcome,
+    *,
+    policy: Policy | None,
+    in_policy: bool | None,
+    at: datetime | None = None,
+) -> tuple[SessionFailure, ...]:
+    """Every RFC 8460 result type that applies to one session, in a stable order.
+
+    Not-testable sessions have none. `mx-not-in-policy` applies only when a policy in
+    mode testing or enforce exists and `in_policy` is False. `at` (the scan time) lets a
+    leaf's dates count even when the verifier stopped at another error.
+    """
+    status = starttls_status(outcome)
+    if status is None:
+        return ()
+    failures: list[SessionFailure] = []
+    if status is not StartTlsStatus.OFFERED:
+        reason = "helo-only" if outcome.helo_only else f"starttls-{status.value}"
+        failures.append(SessionFailure(ResultType.STARTTLS_NOT_SUPPORTED, reason))
+    if status is not StartTlsStatus.MISSING and status is not StartTlsStatus.REFUSED:
+        if outcome.plaintext_injection > 0:
+            failures.append(
+                SessionFailure(ResultType.VALIDATION_FAILURE, REASON_PLAINTEXT_INJECTION)
+            )
+        if _handshake_failed(outcome):
+            failures.append(SessionFailure(ResultType.VALIDATION_FAILURE, REASON_HANDSHAKE_FAILED))
+        if _weak_version(outcome):
+            failures.append(SessionFailure(ResultType.VALIDATION_FAILURE, REASON_TLS_BELOW_1_2))
+        expired, untrusted, _, mismatch = _certificate_problems(outcome, at)
+        if expired:
+            failures.append(SessionFailure(ResultType.CERTIFICATE_EXPIRED, X509_EXPIRED))
+        if untrusted is not None:
+            failures.append(SessionFailure(ResultType.CERTIFICATE_NOT_TRUSTED, untrusted))
+        if mismatch:
+            failures.append(
+                SessionFailure(ResultType.CERTIFICATE_HOST_MISMATCH, X509_HOSTNAME_MISMATCH)
+            )
+    # RFC 8461 §4.1: the MX host must match a policy mx pattern.
+    if _policy_applies(policy) and in_policy is False:
+        failures.append(SessionFailure(ResultType.VALIDATION_FAILURE, REASON_MX_NOT_IN_POLICY))
+    return tuple(failures)
+
+
+def indicators_for(
+    outcome: ProbeOutcome,
+    *,
+    mx: str,
+    policy: Policy | None,
+    in_policy: bool | None,
+    at: datetime | None = None,
+) -> tuple[Indicator, ...]:
+    """The downgrade indicators of one session (DESIGN §5), with operator-readable details.
+
+    Every result type of `session_failures` (same arguments) has at least one indicator here.
+    """
+    status = starttls_status(outcome)
+    if status is None:
+        return ()
+    ip = canonical_ip(outcome.ip)
+    found: list[Indicator] = []
+
+    def add(code: IndicatorCode, detail: str) -> None:
+        found.append(Indicator(code=code, mx=mx, ip=ip, detail=detail))
+
+    if status is StartTlsStatus.GARBLED:
+        add(
+            IndicatorCode.STARTTLS_GARBLED,
+            f"EHLO shows {outcome.masked_keyword!r} where STARTTLS belongs: "
+            "an SMTP-inspecting middlebox masks it",
+        )
+    elif status is StartTlsStatus.MISSING and outcome.helo_only:
+        add(
+            IndicatorCode.HELO_ONLY,
+            f"EHLO is rejected and only HELO works, so STARTTLS cannot be offered "
+            f"(STARTTLS got {_reply(outcome)})",
+        )
+    elif status is StartTlsStatus.MISSING:
+        add(
+            IndicatorCode.STARTTLS_MISSING,
+            f"STARTTLS is not offered and the command is refused ({_reply(outcome)})",
+        )
+    elif status is StartTlsStatus.STRIPPED:
+        add(
+            IndicatorCode.STARTTLS_STRIPPED,
+            "STARTTLS is missing from EHLO yet the command is accepted (220): "
+            "the advertisement is removed on the path",
+        )
+    elif status is StartTlsStatus.REFUSED:
+        add(
+            IndicatorCode.STARTTLS_REFUSED,
+            f"STARTTLS is offered but the command gets {_reply(outcome)}",
+        )
+
+    if status is not StartTlsStatus.MISSING and status is not StartTlsStatus.REFUSED:
+        if outcome.plaintext_injection > 0:
+            add(
+                IndicatorCode.PLAINTEXT_INJECTION,
+                f"{outcome.plaintext_injection} bytes arrived in plaintext after the 220 "
+                "to STARTTLS and before the TLS handshake",
+            )
+        if _handshake_failed(outcome):
+            add(
+                IndicatorCode.TLS_HANDSHAKE_FAILED,
+                f"TLS handshake failed: {outcome.handshake_error or 'no TLS session'}",
+            )
+        if outcome.tls is not None and _weak_version(outcome):
+            add(
+                IndicatorCode.WEAK_TLS_VERSION,
+                f"negotiated {outcome.tls.version}, below TLS 1.2",
+            )
+        expired, untrusted, not_yet_valid, mismatch = _certificate_problems(outcome, at)
+        check = outcome.certificate
+        if check is not None:
+            if expired:
+                add(
+                    IndicatorCode.CERTIFICATE_EXPIRED,
+                    f"certificate expired on {_day(check.leaf.not_after)}",
+                )
+            if untrusted is not None:
+                detail = (
+                    f"certificate not valid before {not_yet_valid} ({untrusted})"
+                    if untrusted == X509_NOT_YET_VALID and not_yet_valid
+                    else f"certificate not trusted: {untrusted}"
+                )
+                add(IndicatorCode.CERTIFICATE_NOT_TRUSTED, detail)
+            if mismatch:
+                names = ", ".join(check.leaf.san) or "no DNS name"
+                add(
+                    IndicatorCode.CERTIFICATE_HOST_MISMATCH,
+                    f"certificate names ({names}) do not match {mx}",
+                )
+
+    if _policy_applies(policy) and in_policy is False:
+        assert policy is not None
+        add(
+            IndicatorCode.MX_NOT_IN_POLICY,
+            f"{mx} matches no mx pattern of the policy ({', '.join(policy.mx) or 'none'})",
+        )
+    return tuple(found)
+
+
+# ---------------------------------------------------------------- one domain
+
+
+def _address_verdicts(
+    host: MxHostFacts, *, policy: Policy | None, in_policy: bool | None, at: datetime
+) -> tuple[AddressVerdict, ...]:
+    """One verdict per address: DNS answer order, probes matched by address.
+
+    An answered address without a probe is not-testable (`not-probed`); a probe whose
+    address DNS did not list is kept, after the answered ones.
+    """
+    probes: dict[str, ProbeOutcome] = {}
+    for outcome in host.probes:
+        probes.setdefault(canonical_ip(outcome.ip), outcome)
+    order = list(
+        dict.fromkeys(canonical_ip(a) for answer in host.addresses for a in answer.addresses)
+    )
+    order += [ip for ip in probes if ip not in order]
+    verdicts: list[AddressVerdict] = []
+    for ip in order:
+        probe = probes.get(ip)
+        if probe is None:
+            verdicts.append(
+                AddressVerdict(
+                    ip=ip,
+                    status=AddressStatus.NOT_TESTABLE,
+                    reason=REASON_NOT_PROBED,
+                    starttls=None,
+                    failures=(),
+                    indicators=(),
+                    probe=None,
+                )
+            )
+            continue
+        tested = probe.status is AddressStatus.TESTED
+        verdicts.append(
+            AddressVerdict(
+                ip=ip,
+                status=probe.status,
+                reason=None if tested else (probe.reason or "unknown"),
+                starttls=starttls_status(probe),
+                failures=session_failures(probe, policy=policy, in_policy=in_policy, at=at),
+                indicators=indicators_for(
+                    probe, mx=host.hostname, policy=policy, in_policy=in_policy, at=at
+                ),
+                probe=probe,
+            )
+        )
+    return tuple(verdicts)
+
+
+def _tls_inconsistent(hosts: tuple[MxVerdict, ...]) -> Indicator | None:
+    """DESIGN §5 `tls-inconsistent`: among tested addresses of DNS MX hosts, some complete
+    valid TLS (no result type besides mx-not-in-policy) and others do not."""
+    good: list[str] = []
+    bad: list[str] = []
+    for host in hosts:
+        if host.source is not MxSource.DNS:
+            continue
+        for address in host.addresses:
+            if address.status is not AddressStatus.TESTED:
+                continue
+            tls_failures = [f for f in address.failures if f.reason_code != REASON_MX_NOT_IN_POLICY]
+            (bad if tls_failures else good).append(f"{host.hostname} ({address.ip})")
+    if not good or not bad:
+        return None
+    return Indicator(
+        code=IndicatorCode.TLS_INCONSISTENT,
+        mx=None,
+        ip=None,
+        detail=f"valid TLS on {', '.join(good)}; not on {', '.join(bad)}: "
+        "a downgrade lands on the weakest",
+    )
+
+
+def _dns_words(answer: AddressAnswer) -> str:
+    return f"{answer.status.value}{': ' + answer.detail if answer.detail else ''}"
+
+
+def _mx_blockers(facts: DomainFacts, dns_hosts: list[MxHostFacts]) -> list[str]:
+    mx = facts.mx
+    if mx.null_mx:
+        return ["null MX (RFC 7505): the domain accepts no mail, so there is nothing to enforce"]
+    if mx.status is DnsStatus.NXDOMAIN:
+        return ["the domain does not exist (NXDOMAIN)"]
+    if mx.status not in DEFINITIVE_DNS:
+        detail = f": {mx.detail}" if mx.detail else ""
+        return [f"MX lookup failed ({mx.status.value}{detail}): scan again"]
+    if not dns_hosts:
+        return ["no MX record and no address for the domain: it cannot receive mail"]
+    if all(not any(a.addresses for a in host.addresses) and not host.probes for host in dns_hosts):
+        return ["no MX host has an A or AAAA address: the domain cannot receive mail"]
+    return []
+
+
+def _host_address_problems(host: MxHostFacts) -> tuple[list[str], list[str]]:
+    """(blockers, warnings) about a host's address lookups."""
+    if host.probes or any(a.addresses for a in host.addresses):
+        failed = [a for a in host.addresses if a.status not in DEFINITIVE_DNS]
+        blockers = [
+            f"{host.hostname}: an address lookup failed ({_dns_words(a)}), "
+            "so some addresses could not be tested"
+            for a in failed
+        ]
+        return blockers, []
+    if all(a.status in DEFINITIVE_DNS for a in host.addresses):
+        return [], [f"{host.hostname} has no A or AAAA address: senders skip it"]
+    words = ", ".join(_dns_words(a) for a in host.addresses)
+    return [f"{host.hostname}: address lookup failed ({words}), so it could not be tested"], []
+
+
+def _expiry_warnings(host: str, address: AddressVerdict, at: datetime) -> list[str]:
+    probe = address.probe
+    if probe is None or probe.certificate is None:
+        return []
+    not_after = as_utc(probe.certificate.leaf.not_after)
+    now = as_utc(at)
+    if now <= not_after <= now + EXPIRY_WARNING_WINDOW:
+        days = (not_after - now).days
+        return [
+            f"{host} ({address.ip}): certificate expires on {_day(not_after)}, "
+            f"{days} days after the scan"
+        ]
+    return []
+
+
+def _policy_blockers(facts: DomainFacts) -> tuple[list[str], Policy | None]:
+    if facts.sts_record is None:
+        why = facts.sts_record_error or "none published"
+        return [f"no usable _mta-sts record at _mta-sts.{facts.domain}: {why}"], None
+    fetch = facts.policy_fetch
+    if fetch is None:
+        return ["the policy was not fetched"], None
+    if fetch.policy is None:
+        failure = fetch.failure
+        detail = failure.detail if failure else "no policy"
+        words = {
+            ResultType.STS_POLICY_FETCH_ERROR: "policy fetch failed",
+            ResultType.STS_POLICY_INVALID: "policy is invalid",
+            ResultType.STS_WEBPKI_INVALID: f"certificate of mta-sts.{facts.domain} is not valid",
+        }.get(failure.result_type if failure else ResultType.STS_POLICY_FETCH_ERROR)
+        return [f"{words or 'policy fetch failed'}: {detail}"], None
+    policy = fetch.policy
+    if policy.mode is PolicyMode.NONE:
+        return ["mode is none: the policy is switched off; publish mode testing or enforce"], policy
+    return [], policy
+
+
+# DESIGN §5 "Enforce readiness".
+def assess_domain(
+    facts: DomainFacts,
+    *,
+    options: ReportOptions,
+    window: tuple[datetime, datetime],
+) -> DomainVerdict:
+    """Judge one domain: per-address verdicts, indicators, readiness, blockers, warnings.
+
+    Ready only with a usable record, a valid policy in mode testing or enforce, every DNS
+    MX host covered by the policy, and every address of every DNS MX host tested and
+    passed with no result type. Policy-only hosts never block: their problems are
+    warnings. `options` and `window` are the report's; they take no part in the verdict
+    today and are accepted so that the verdict and the report are built from the same
+    arguments.
+    """
+    del options, window
+    at = facts.scanned_at
+    blockers: list[str] = []
+    warnings: list[str] = []
+
+    policy_blockers, fetched = _policy_blockers(facts)
+    dns_hosts = [h for h in facts.hosts if h.source is MxSource.DNS]
+    blockers += _mx_blockers(facts, dns_hosts)
+    blockers += policy_blockers
+
+    # The policy object of the facts, even in mode none: in_policy is reported for it.
+    policy = fetched
+    hosts: list[MxVerdict] = []
+    for host in facts.hosts:
+        in_policy = policy_covers(policy, host.hostname) if policy is not None else None
+        hosts.append(
+            MxVerdict(
+                hostname=host.hostname,
+                preference=host.preference,
+                source=host.source,
+                in_policy=in_policy,
+                addresses=_address_verdicts(host, policy=policy, in_policy=in_policy, at=at),
+            )
+        )
+
+    for facts_host, verdict_host in zip(facts.hosts, hosts, strict=True):
+        name = verdict_host.hostname
+        dns = verdict_host.source is MxSource.DNS
+        lookup_blockers, lookup_warnings = _host_address_problems(facts_host)
+        if dns:
+            # RFC 8461 §4.1: every MX host must match a policy mx pattern.
+            if _policy_applies(policy) and verdict_host.in_policy is False:
+                assert policy is not None
+                patterns = ", ".join(policy.mx) or "none"
+                blockers.append(f"{name} is not covered by the policy's mx patterns ({patterns})")
+            blockers += lookup_blockers
+            warnings += lookup_warnings
+        else:
+            warnings += [f"policy-only host {text}" for text in lookup_blockers + lookup_warnings]
+        for address in verdict_host.addresses:
+            problems: list[str] = []
+            if address.status is not AddressStatus.TESTED:
+                problems.append(f"{name} ({address.ip}) could not be tested: {address.reason}")
+            else:
+                problems += [
+                    f"{name} ({address.ip}): {indicator.detail}"
+                    for indicator in address.indicators
+                    if indicator.code is not IndicatorCode.MX_NOT_IN_POLICY
+                ]
+                unexplained = [
+                    f.result_type.value
+                    for f in address.failures
+                    if f.reason_code != REASON_MX_NOT_IN_POLICY
+                ]
+                if unexplained and not problems:  # every failure has an indicator; a safety net
+                    problems.append(f"{name} ({address.ip}): {', '.join(unexplained)}")
+            if dns:
+                blockers += problems
+            else:
+                warnings += [f"policy-only host {text}" for text in problems]
+            warnings += _expiry_warnings(name, address, at)
+
+    indicators = [i for host in hosts for address in host.addresses for i in address.indicators]
+    inconsistent = _tls_inconsistent(tuple(hosts))
+    if inconsistent is not None:
+        indicators.append(inconsistent)
+
+    warnings += _domain_warnings(facts, policy, dns_hosts)
+    blockers = list(dict.fromkeys(blockers))
+    warnings = list(dict.fromkeys(warnings))
+    return DomainVerdict(
+        domain=facts.domain,
+        mx=tuple(hosts),
+        indicators=tuple(indicators),
+        enforce_ready=not blockers,
+        blockers=tuple(blockers),
+        warnings=tuple(warnings),
+    )
+
+
+def _domain_warnings(
+    facts: DomainFacts, policy: Policy | None, dns_hosts: list[MxHostFacts]
+) -> list[str]:
+    warnings: list[str] = []
+    if facts.mx.implicit:
+        warnings.append(
+            "no MX record: mail goes to the domain's own address (implicit MX, RFC 5321 §5.1)"
+        )
+    if facts.tlsrpt_record is None:
+        why = facts.tlsrpt_error or "none published"
+        warnings.append(
+            f"no TLS-RPT record at _smtp._tls.{facts.domain} ({why}): "
+            "senders cannot report TLS failures to you"
+        )
+    if facts.sts_record is not None:
+        warnings += [f"_mta-sts record: {w}" for w in facts.sts_record.warnings]
+    if policy is not None:
+        warnings += [f"policy: {w}" for w in policy.warnings]
+        # mode none, short max_age, broad wildcards, mx patterns matching no MX host
+        warnings += policy_warnings(policy, tuple(h.hostname for h in dns_hosts))
+    fetch = facts.policy_fetch
+    if fetch is not None and fetch.certificate is not None:
+        not_after = as_utc(fetch.certificate.leaf.not_after)
+        now = as_utc(facts.scanned_at)
+        if now <= not_after <= now + EXPIRY_WARNING_WINDOW:
+            warnings.append(
+                f"policy host mta-sts.{facts.domain}: certificate expires on {_day(not_after)}, "
+                f"{(not_after - now).days} days after the scan"
+            )
+    return warnings

@@ -1,0 +1,144 @@
+"""Hostname normalisation and certificate name matching.
+
+Two jobs, both pure:
+
+* `normalize_hostname` turns a user- or DNS-supplied name into the one form the
+  scanner compares and prints: A-labels, lower case, no trailing dot.
+* `certificate_matches` decides whether a certificate's SAN dNSName entries
+  cover a reference hostname, with the rules RFC 8461 §4.2 takes from
+  RFC 6125 (and RFC 9525, which obsoletes it): DNS-ID only, no CN fallback,
+  a wildcard only as the entire left-most label, matching exactly one label.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+import idna
+
+MAX_NAME_LENGTH = 253  # RFC 1035 §2.3.4, without the trailing dot
+MAX_LABEL_LENGTH = 63  # RFC 1035 §2.3.4
+
+_LDH = frozenset(string.ascii_lowercase + string.digits + "-")
+_LDH_UNDERSCORE = _LDH | {"_"}
+
+
+class InvalidHostname(ValueError):
+    """A name that is not a usable DNS hostname; the message says why."""
+
+
+def _check_label(label: str, name: str, allowed: frozenset[str]) -> None:
+    if not label:
+        raise InvalidHostname(f"{name!r}: empty label")
+    if len(label) > MAX_LABEL_LENGTH:
+        raise InvalidHostname(f"{name!r}: label {label[:20]!r}... longer than 63 octets")
+    bad = sorted(set(label) - allowed)
+    if bad:
+        raise InvalidHostname(f"{name!r}: label {label!r} has invalid characters {bad!r}")
+    # RFC 952 / RFC 1123 §2.1: a label neither starts nor ends with a hyphen.
+    if label.startswith("-") or label.endswith("-"):
+        raise InvalidHostname(f"{name!r}: label {label!r} starts or ends with a hyphen")
+
+
+# RFC 5890 §2.3.2.1 (A-labels), RFC 1123 §2.1 (LDH), RFC 3696 §2 (numeric TLD).
+def normalize_hostname(name: str, *, allow_underscore: bool = False) -> str:
+    """Return `name` as lower-case A-labels without a trailing dot.
+
+    U-labels are converted with UTS 46 mapping (non-transitional) and IDNA 2008.
+    Raises `InvalidHostname` for an empty name or label, a label over 63 octets,
+    a name over 253 octets, characters outside letters, digits and hyphen
+    (underscore too when `allow_underscore`), a label starting or ending with a
+    hyphen, or an all-numeric last label (which also rejects IPv4 literals).
+    Idempotent: normalising a normalised name returns it unchanged.
+    """
+    if not name:
+        raise InvalidHostname("empty name")
+    if name.isascii():
+        ascii_name = name.lower()
+    else:
+        try:
+            ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
+        except idna.IDNAError as exc:
+            raise InvalidHostname(f"{name!r}: not a valid internationalised name ({exc})") from exc
+    if ascii_name.endswith("."):
+        ascii_name = ascii_name[:-1]
+    if not ascii_name:
+        raise InvalidHostname(f"{name!r}: empty name")
+    if len(ascii_name) > MAX_NAME_LENGTH:
+        raise InvalidHostname(f"{name!r}: longer than {MAX_NAME_LENGTH} octets")
+    allowed = _LDH_UNDERSCORE if allow_underscore else _LDH
+    labels = ascii_name.split(".")
+    for label in labels:
+        _check_label(label, name, allowed)
+    if labels[-1].isdigit():
+        raise InvalidHostname(f"{name!r}: the last label is all digits (an address, not a name)")
+    return ascii_name
+
+
+def is_valid_hostname(name: str, *, allow_underscore: bool = False) -> bool:
+    """True when `normalize_hostname(name)` would succeed."""
+    try:
+        normalize_hostname(name, allow_underscore=allow_underscore)
+    except InvalidHostname:
+        return False
+    return True
+
+
+def _presented_labels(presented: str) -> list[str] | None:
+    """Labels of a presented DNS-ID, lower case; None when the identifier is unusable.
+
+    RFC 5280 §4.2.1.6: dNSName is an IA5String, so a non-ASCII entry is
+    malformed and ignored (RFC 9525 §6.3: invalid identifiers are ignored).
+    """
+    if not presented.isascii():
+        return None
+    text = presented.lower()
+    if text.endswith("."):
+        text = text[:-1]
+    labels = text.split(".")
+    if any(not label for label in labels):
+        return None
+    return labels
+
+
+# RFC 9525 §6.3 / RFC 6125 §6.4.3, narrowed by RFC 8461 §4.2: a wildcard is
+# valid only as the entire left-most label, and matches exactly one label.
+# Choice: `*` must be followed by at least two labels (`*.example.com`), so
+# `*` and `*.com` never match anything; public-suffix wildcards such as
+# `*.co.uk` are out of scope here (RFC 9525 §7.1) and flagged elsewhere.
+def presented_identifier_matches(reference: str, presented: str) -> bool:
+    """Does one presented DNS-ID match a normalised reference hostname?
+
+    `reference` must already be normalised (A-labels, lower case, no dot).
+    Partial wildcards (`b*z.example.net`, `xn--*.example`), wildcards in any
+    other label and more than one `*` never match.
+    """
+    labels = _presented_labels(presented)
+    if labels is None:
+        return False
+    reference_labels = reference.split(".")
+    if len(labels) != len(reference_labels):
+        return False
+    if labels[0] == "*":
+        rest = labels[1:]
+        if len(rest) < 2 or any("*" in label for label in rest):
+            return False
+        return rest == reference_labels[1:] and bool(reference_labels[0])
+    if any("*" in label for label in labels):
+        return False
+    return labels == reference_labels
+
+
+def certificate_matches(hostname: str, san_dns_names: Sequence[str]) -> bool:
+    """True when some SAN dNSName entry matches `hostname` (RFC 8461 §4.2).
+
+    The caller passes the SAN dNSName entries only; the subject CN is never a
+    fallback. Comparison is on A-labels, case-insensitive. A `hostname` that is
+    not a valid name (underscores are tolerated) matches nothing.
+    """
+    try:
+        reference = normalize_hostname(hostname, allow_underscore=True)
+    except InvalidHostname:
+        return False
+    return any(presented_identifier_matches(reference, entry) for entry in san_dns_names)

@@ -1,0 +1,167 @@
+"""The RFC 8460 report object of one domain, and the report file name (RFC 8460 §4.4, §5.1).
+
+This is a JSON edge: `build_report` returns plain dicts and lists with the exact RFC 8460
+§4.4 keys and nothing else (strict parsers reject unknown keys). The scan stands in for
+a day of sending: one probe of one (MX host, address) is one session, and `date-range`
+is the scan window rather than a full UTC day (RFC 8460 §4.1 SHOULD).
+
+Counting (DESIGN §5): only tested sessions of DNS-sourced MX hosts count. A session with
+no result type is a success; one with any is a failure, and adds one to every
+`failure-details` entry it belongs to (result types are not mutually exclusive, §4.3).
+Not-testable addresses and policy-only hosts count in neither.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from scanner.core.assess import DomainVerdict, as_utc, canonical_ip
+from scanner.models import AddressStatus, DomainFacts, PolicyFetch, ReportOptions, ResultType
+
+POLICY_TYPE_STS = "sts"
+POLICY_TYPE_NO_POLICY = "no-policy-found"
+
+# RFC 8460 §5.1: unique-id = 1*(ALPHA / DIGIT)
+_UNIQUE_ID = re.compile(r"[A-Za-z0-9]+")
+
+
+def rfc3339_utc(moment: datetime) -> str:
+    """RFC 3339 §5.6 date-time in UTC with a `Z`, whole seconds (naive input is taken as UTC)."""
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _policy_object(facts: DomainFacts) -> dict[str, object]:
+    """`policies[0].policy`: sts with a usable record (policy lines when fetched), else
+    no-policy-found. `policy-domain` is always present (some parsers need it)."""
+    if facts.sts_record is None:
+        return {"policy-type": POLICY_TYPE_NO_POLICY, "policy-domain": facts.domain}
+    policy_object: dict[str, object] = {"policy-type": POLICY_TYPE_STS}
+    fetch = facts.policy_fetch
+    lines = _policy_lines(fetch)
+    if lines is not None:
+        policy_object["policy-string"] = lines
+    policy_object["policy-domain"] = facts.domain
+    if fetch is not None and fetch.policy is not None:
+        policy_object["mx-host"] = list(fetch.policy.mx)
+    return policy_object
+
+
+# RFC 8460 §4.5: the policy-string of sts is every line as served, erroneous ones included.
+def _policy_lines(fetch: PolicyFetch | None) -> list[str] | None:
+    if fetch is None:
+        return None
+    if fetch.policy is not None:
+        return list(fetch.policy.lines)
+    failure = fetch.failure
+    if failure is not None and failure.result_type is ResultType.STS_POLICY_INVALID and fetch.text:
+        return [line.rstrip("\r") for line in fetch.text.split("\n") if line.strip()]
+    return None
+
+
+def build_report(
+    facts: DomainFacts,
+    verdict: DomainVerdict,
+    *,
+    options: ReportOptions,
+    window: tuple[datetime, datetime],
+    report_id: str,
+) -> dict[str, object]:
+    """The RFC 8460 §4.4 report of one domain, keys in the RFC's order.
+
+    `policies` always holds exactly one entry. `failure-details` is present (possibly
+    empty) and has one entry per (result-type, sending-mta-ip, receiving-mx-hostname,
+    receiving-ip, failure-reason-code), sorted by first appearance. A policy-level failure
+    (`PolicyFetch.failure`) comes first, with no receiving address and a
+    `failed-session-count` of the counted sessions it would have applied to (at least 1).
+    `sending-mta-ip` is the probe's local address, omitted when unknown.
+    """
+    successes = 0
+    failures = 0
+    details: dict[tuple[str, str | None, str, str, str | None], int] = {}
+    for host, address in verdict.dns_addresses():
+        if address.status is not AddressStatus.TESTED:
+            continue
+        if not address.failures:
+            successes += 1
+            continue
+        failures += 1
+        probe = address.probe
+        local_ip = canonical_ip(probe.local_ip) if probe and probe.local_ip else None
+        for failure in dict.fromkeys(address.failures):
+            key = (failure.result_type.value, local_ip, host.hostname, address.ip,
+                   failure.reason_code)  # fmt: skip
+            details[key] = details.get(key, 0) + 1
+
+    entries: list[dict[str, object]] = []
+    fetch = facts.policy_fetch
+    if fetch is not None and fetch.failure is not None:
+        entries.append(
+            {
+                "result-type": fetch.failure.result_type.value,
+                "failed-session-count": max(1, successes + failures),
+                "failure-reason-code": fetch.failure.detail,
+            }
+        )
+    for (result_type, local_ip, mx_host, receiving_ip, reason), count in details.items():
+        entry: dict[str, object] = {"result-type": result_type}
+        if local_ip is not None:
+            entry["sending-mta-ip"] = local_ip
+        entry["receiving-mx-hostname"] = mx_host
+        entry["receiving-ip"] = receiving_ip
+        entry["failed-session-count"] = count
+        if reason is not None:
+            entry["failure-reason-code"] = reason
+        entries.append(entry)
+
+    start, end = window
+    return {
+        "organization-name": options.organization_name,
+        "date-range": {"start-datetime": rfc3339_utc(start), "end-datetime": rfc3339_utc(end)},
+        "contact-info": options.contact_info,
+        "report-id": report_id,
+        "policies": [
+            {
+                "policy": _policy_object(facts),
+                "summary": {
+                    "total-successful-session-count": successes,
+                    "total-failure-session-count": failures,
+                },
+                "failure-details": entries,
+            }
+        ],
+    }
+
+
+# RFC 8460 §5.1:
+#   filename = sender "!" policy-domain "!" begin-timestamp "!" end-timestamp
+#              [ "!" unique-id ] "." extension
+#   unique-id = 1*(ALPHA / DIGIT);  extension = "json" / "json.gz"
+def report_filename(
+    submitter: str,
+    policy_domain: str,
+    begin: datetime,
+    end: datetime,
+    *,
+    gzip: bool,
+    unique_id: str | None,
+) -> str:
+    """The recommended report file name; timestamps are Unix seconds (naive input is UTC).
+
+    Raises ValueError for a `unique_id` that is not letters and digits, or a name
+    containing `!` (both are caller bugs: the grammar has no escape).
+    """
+    if unique_id is not None and _UNIQUE_ID.fullmatch(unique_id) is None:
+        raise ValueError(f"unique-id must be letters and digits: {unique_id!r}")
+    for name in (submitter, policy_domain):
+        if "!" in name or not name:
+            raise ValueError(f"not a usable file name part: {name!r}")
+    parts = [
+        submitter,
+        policy_domain,
+        str(int(as_utc(begin).timestamp())),
+        str(int(as_utc(end).timestamp())),
+    ]
+    if unique_id is not None:
+        parts.append(unique_id)
+    return "!".join(parts) + (".json.gz" if gzip else ".json")

@@ -1,0 +1,113 @@
+"""The `_smtp._tls` TLS-RPT reporting-policy record (RFC 8460 §3).
+
+Pure: takes the TXT records found at `_smtp._tls.<domain>` (each already
+joined) and returns a `TlsRptRecord` or a `TlsRptRecordError` whose reason an
+operator can act on. Nothing raises on malformed input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scanner.core.sts import (
+    TaggedRecordError,
+    is_extension_value,
+    split_tagged_record,
+    starts_with_version,
+)
+from scanner.models import TlsRptRecord
+
+TLSRPT_RECORD_VERSION = "v=TLSRPTv1"
+
+# RFC 8460 §3: a URI inside rua must percent-encode ",", "!" and ";"; WSP
+# only surrounds the commas. We also refuse the characters RFC 3986 never
+# allows unencoded.
+_URI_TEXT = re.compile(r"[\x21-\x7e]+")
+_URI_FORBIDDEN = set('!,;"<>\\^`{|}')
+_HTTPS_URI = re.compile(r"https://[^/?#@]+(?:[/?#].*)?", re.IGNORECASE)
+_MAILTO_URI = re.compile(r"mailto:[^@]+@[^@]+", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsRptRecordError:
+    """Why a domain has no usable `_smtp._tls` record; `reason` is meant for an operator."""
+
+    reason: str
+
+
+def rua_uri_problem(uri: str) -> str | None:
+    """Why `uri` is not a usable rua destination, or None (RFC 8460 §3: mailto: or https:)."""
+    if _URI_TEXT.fullmatch(uri) is None:
+        return f"rua URI {uri!r} contains spaces or non-printable characters"
+    bad = sorted(set(uri) & _URI_FORBIDDEN)
+    if bad:
+        return f"rua URI {uri!r} contains {''.join(bad)!r}, which must be percent-encoded"
+    scheme = uri.partition(":")[0].lower()
+    if scheme == "mailto":
+        if _MAILTO_URI.fullmatch(uri) is None:
+            return f"rua URI {uri!r} is not mailto:local@domain"
+        return None
+    if scheme == "https":
+        if _HTTPS_URI.fullmatch(uri) is None:
+            return f"rua URI {uri!r} is not https://host/path"
+        return None
+    return f"rua URI {uri!r} is neither mailto: nor https:"
+
+
+def split_rua(value: str) -> tuple[str, ...]:
+    """The URIs of one rua value: tlsrpt-uri *(*WSP "," *WSP tlsrpt-uri)."""
+    return tuple(uri.strip(" \t") for uri in value.split(","))
+
+
+# RFC 8460 §3: drop records not starting with v=TLSRPTv1; exactly one must
+# remain. rua is required and may repeat (all are collected); extensions are
+# ignored.
+def select_tlsrpt_record(txt_records: Sequence[str]) -> TlsRptRecord | TlsRptRecordError:
+    """Pick and parse the one `v=TLSRPTv1` record among the TXT records at `_smtp._tls.<domain>`."""
+    candidates = [r for r in txt_records if starts_with_version(r, TLSRPT_RECORD_VERSION)]
+    if not candidates:
+        hint = ""
+        for record in txt_records:
+            if "v=tlsrptv1" in record.lower():
+                hint = f" ({record!r} is not it: 'v=TLSRPTv1' must come first, case-sensitive)"
+                break
+        return TlsRptRecordError("no v=TLSRPTv1 record" + hint)
+    if len(candidates) > 1:
+        return TlsRptRecordError(
+            f"{len(candidates)} v=TLSRPTv1 records; exactly one is required, so reporters send no reports"
+        )
+    return parse_tlsrpt_record(candidates[0])
+
+
+def parse_tlsrpt_record(record: str) -> TlsRptRecord | TlsRptRecordError:
+    """Parse one `v=TLSRPTv1` record; `rua` collects the URIs of every rua field in order."""
+    split = split_tagged_record(record, TLSRPT_RECORD_VERSION)
+    if isinstance(split, TaggedRecordError):
+        return TlsRptRecordError(f"v=TLSRPTv1 record {record!r} is invalid: {split.reason}")
+    rua: list[str] = []
+    seen_rua_field = False
+    for name, value in split.fields:
+        if name == "rua":
+            seen_rua_field = True
+            for uri in split_rua(value):
+                if uri == "":
+                    return TlsRptRecordError(
+                        f"v=TLSRPTv1 record {record!r} is invalid: empty URI in rua"
+                    )
+                problem = rua_uri_problem(uri)
+                if problem is not None:
+                    return TlsRptRecordError(f"v=TLSRPTv1 record {record!r} is invalid: {problem}")
+                rua.append(uri)
+        elif not is_extension_value(value):
+            return TlsRptRecordError(
+                f"v=TLSRPTv1 record {record!r} is invalid: value of {name!r} must be printable "
+                "ASCII without spaces, '=' or ';'"
+            )
+    if not seen_rua_field:
+        hint = ""
+        if any(name.lower() == "rua" for name, _ in split.fields):
+            hint = " (field names are case-sensitive: write 'rua=')"
+        return TlsRptRecordError(f"v=TLSRPTv1 record {record!r} has no rua field{hint}")
+    return TlsRptRecord(raw=record, rua=tuple(rua))

@@ -1,0 +1,188 @@
+"""Certificates for lab servers: one lab CA, minted once per (kind, hostname) and cached.
+
+The lab CA is the only trust anchor the scanner is given (`Lab.ca_file`). Every
+other kind of certificate is wrong in exactly one way:
+
+| kind                 | chain served        | what a verifier should say                    |
+|----------------------|---------------------|-----------------------------------------------|
+| good                 | leaf (lab CA)       | valid for the hostname                        |
+| wildcard             | leaf (lab CA)       | valid: SAN `*.<parent of hostname>`           |
+| wrong-name           | leaf (lab CA)       | SAN `wrong-name.invalid`; CN is the hostname  |
+| expired              | leaf (lab CA)       | X509_V_ERR_CERT_HAS_EXPIRED                   |
+| not-yet-valid        | leaf (lab CA)       | X509_V_ERR_CERT_NOT_YET_VALID                 |
+| unknown-ca           | leaf (other CA)     | X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY  |
+| self-signed          | the leaf itself     | X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT        |
+| missing-intermediate | leaf (intermediate) | X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY  |
+
+Keys are ECDSA P-256 (fast to make). The mint is process-wide (`default_mint()`),
+so many labs in one test run share the CA and the leaves.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from scanner.lab.world import CertificateKind
+
+WRONG_NAME = "wrong-name.invalid"
+VALIDITY_DAYS = 365
+
+# Picks (kind, hostname) for the SNI name a client sent (None when it sent none).
+CertificateChooser = Callable[[str | None], tuple[CertificateKind, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class LeafMaterial:
+    """PEM of a served chain (leaf first, no root) and its private key."""
+
+    chain_pem: bytes
+    key_pem: bytes
+
+    @property
+    def combined_pem(self) -> bytes:
+        return self.key_pem + self.chain_pem
+
+
+class CertificateMint:
+    """Makes and caches lab certificates and server-side `ssl.SSLContext`s."""
+
+    def __init__(self) -> None:
+        self.ca = trustme.CA(organization_name="scanner lab CA")
+        self._other_ca: trustme.CA | None = None
+        self._intermediate: trustme.CA | None = None
+        self._leaves: dict[tuple[CertificateKind, str], LeafMaterial] = {}
+        self._contexts: dict[tuple[CertificateKind, str], ssl.SSLContext] = {}
+
+    @property
+    def ca_pem(self) -> bytes:
+        """PEM of the lab CA certificate: the trust anchor to give the scanner."""
+        pem: bytes = self.ca.cert_pem.bytes()
+        return pem
+
+    def leaf(self, kind: CertificateKind, hostname: str) -> LeafMaterial:
+        """The certificate a server of `kind` presents for `hostname` (cached)."""
+        key = (kind, hostname)
+        material = self._leaves.get(key)
+        if material is None:
+            material = self._mint(kind, hostname)
+            self._leaves[key] = material
+        return material
+
+    def context(self, kind: CertificateKind, hostname: str) -> ssl.SSLContext:
+        """A server context presenting `leaf(kind, hostname)` (cached; do not mutate)."""
+        key = (kind, hostname)
+        context = self._contexts.get(key)
+        if context is None:
+            context = _server_context(self.leaf(kind, hostname))
+            self._contexts[key] = context
+        return context
+
+    def dispatching_context(self, choose: CertificateChooser) -> ssl.SSLContext:
+        """A fresh server context that picks its certificate from the client's SNI.
+
+        RFC 6066 §3: without SNI the server presents its default (`choose(None)`).
+        """
+        default_kind, default_host = choose(None)
+        context = _server_context(self.leaf(default_kind, default_host))
+
+        def on_server_name(
+            connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
+        ) -> None:
+            kind, host = choose(server_name)
+            connection.context = self.context(kind, host)
+
+        context.sni_callback = on_server_name
+        return context
+
+    # ------------------------------------------------------------ minting
+
+    def _mint(self, kind: CertificateKind, hostname: str) -> LeafMaterial:
+        now = datetime.datetime.now(datetime.UTC)
+        day = datetime.timedelta(days=1)
+        match kind:
+            case CertificateKind.GOOD:
+                return _material(self.ca.issue_cert(hostname))
+            case CertificateKind.WILDCARD:
+                parent = hostname.partition(".")[2] or hostname
+                return _material(self.ca.issue_cert(f"*.{parent}"))
+            case CertificateKind.WRONG_NAME:
+                return _material(self.ca.issue_cert(WRONG_NAME, common_name=hostname))
+            case CertificateKind.EXPIRED:
+                return _material(
+                    self.ca.issue_cert(
+                        hostname, not_before=now - 60 * day, not_after=now - 30 * day
+                    )
+                )
+            case CertificateKind.NOT_YET_VALID:
+                return _material(
+                    self.ca.issue_cert(
+                        hostname, not_before=now + 30 * day, not_after=now + 400 * day
+                    )
+                )
+            case CertificateKind.UNKNOWN_CA:
+                if self._other_ca is None:
+                    self._other_ca = trustme.CA(organization_name="scanner lab unknown CA")
+                return _material(self._other_ca.issue_cert(hostname))
+            case CertificateKind.MISSING_INTERMEDIATE:
+                if self._intermediate is None:
+                    self._intermediate = self.ca.create_child_ca()
+                return _material(self._intermediate.issue_cert(hostname), leaf_only=True)
+            case CertificateKind.SELF_SIGNED:
+                return _self_signed(hostname, now)
+
+
+@functools.cache
+def default_mint() -> CertificateMint:
+    """The process-wide mint shared by every lab."""
+    return CertificateMint()
+
+
+def _material(leaf: trustme.LeafCert, *, leaf_only: bool = False) -> LeafMaterial:
+    pems = leaf.cert_chain_pems[:1] if leaf_only else leaf.cert_chain_pems
+    return LeafMaterial(
+        chain_pem=b"".join(pem.bytes() for pem in pems),
+        key_pem=leaf.private_key_pem.bytes(),
+    )
+
+
+def _self_signed(hostname: str, now: datetime.datetime) -> LeafMaterial:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=VALIDITY_DAYS))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return LeafMaterial(
+        chain_pem=certificate.public_bytes(serialization.Encoding.PEM),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def _server_context(material: LeafMaterial) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # The stdlib loads key material from files only.
+    with trustme.Blob(material.combined_pem).tempfile() as path:
+        context.load_cert_chain(path)
+    return context

@@ -1,0 +1,186 @@
+"""Starting and stopping a lab: every server of a world, on loopback, in the caller's task tree.
+
+`open_lab` binds all sockets before it returns control (so clients may connect
+at once: the kernel queues them until the accept loops run), starts the DNS,
+SMTP and HTTPS servers in a nursery, and cancels them when the block exits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+import scanner
+from scanner.lab.certificates import CertificateMint, default_mint
+from scanner.lab.connections import ConnectionStats
+from scanner.lab.dns_server import Responder, TcpHandler, Zone, serve_udp
+from scanner.lab.https_server import DEFAULT_SLOW_INTERVAL, HttpsHandler, https_context_factory
+from scanner.lab.listeners import bind_dns, bind_shared_port
+from scanner.lab.smtp_server import SmtpHandler, smtp_context_factory
+from scanner.lab.world import PolicyHost, SmtpBehaviour, World, load_world
+
+CA_FILE_NAME = "lab-ca.pem"
+DEMO_WORLD_NAME = "demo-world.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    """A running lab. Valid only inside the `open_lab` block that made it."""
+
+    world: World
+    resolver: tuple[str, int]  # the authoritative DNS server, UDP and TCP
+    smtp_port: int  # shared by every SMTP address
+    https_port: int  # shared by every policy host address
+    ca_file: Path  # PEM of the lab CA
+    smtp_stats: ConnectionStats = field(repr=False)
+    https_stats: ConnectionStats = field(repr=False)
+    dns: Responder = field(repr=False)
+
+    def smtp_connections(self, ip: str) -> int:
+        """SMTP connections accepted on `ip` so far."""
+        return self.smtp_stats.total(ip)
+
+    def smtp_max_concurrent(self, ip: str) -> int:
+        """The most SMTP connections open at once on `ip` so far."""
+        return self.smtp_stats.peak(ip)
+
+    def https_connections(self, ip: str) -> int:
+        """HTTPS connections accepted on `ip` so far."""
+        return self.https_stats.total(ip)
+
+    def scanner_args(self) -> list[str]:
+        """The scanner options that point a scan at this lab."""
+        host, port = self.resolver
+        return [
+            "--resolver",
+            f"{host}:{port}",
+            "--smtp-port",
+            str(self.smtp_port),
+            "--https-port",
+            str(self.https_port),
+            "--ca-file",
+            str(self.ca_file),
+            "--allow-private",
+        ]
+
+
+def demo_world_path() -> Path:
+    """The bundled demo world: in an installed wheel, else in the source tree."""
+    package_dir = Path(scanner.__file__).resolve().parent
+    candidates = (
+        package_dir / "_fixtures" / DEMO_WORLD_NAME,
+        package_dir.parent / "fixtures" / DEMO_WORLD_NAME,
+    )
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"demo world not found (looked for {', '.join(str(c) for c in candidates)})"
+    )
+
+
+def _write_ca_file(workdir: Path, mint: CertificateMint) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / CA_FILE_NAME
+    path.write_bytes(mint.ca_pem)
+    return path
+
+
+@asynccontextmanager
+async def open_lab(
+    world: World,
+    workdir: Path,
+    *,
+    mint: CertificateMint | None = None,
+    slow_interval: float = DEFAULT_SLOW_INTERVAL,
+) -> AsyncIterator[Lab]:
+    """Serve `world` on loopback for the duration of the block.
+
+    `workdir` receives the lab CA file. `mint` defaults to the process-wide
+    one; `slow_interval` is the pause between body bytes of "slow" policy hosts.
+    Raises OSError when the lab addresses cannot be bound.
+    """
+    mint = mint or default_mint()
+    ca_file = _write_ca_file(Path(workdir), mint)
+
+    smtp_servers = {
+        server.address: server
+        for server in world.servers
+        if server.behaviour is not SmtpBehaviour.CLOSED
+    }
+    hosts_by_address: dict[str, dict[str, PolicyHost]] = {}
+    for host in world.policy_hosts:
+        hosts_by_address.setdefault(host.address, {})[host.hostname] = host
+
+    dns_sockets = bind_dns()
+    try:
+        smtp_bound = bind_shared_port(list(smtp_servers), avoid={dns_sockets.port})
+        try:
+            https_bound = bind_shared_port(
+                list(hosts_by_address), avoid={dns_sockets.port, smtp_bound.port}
+            )
+        except BaseException:
+            for sock in smtp_bound.sockets:
+                sock.close()
+            raise
+    except BaseException:
+        dns_sockets.udp.close()
+        dns_sockets.tcp.close()
+        raise
+
+    responder = Responder(Zone(world))
+    smtp_stats = ConnectionStats()
+    https_stats = ConnectionStats()
+    lab = Lab(
+        world=world,
+        resolver=("127.0.0.1", dns_sockets.port),
+        smtp_port=smtp_bound.port,
+        https_port=https_bound.port,
+        ca_file=ca_file,
+        smtp_stats=smtp_stats,
+        https_stats=https_stats,
+        dns=responder,
+    )
+    smtp_handler = SmtpHandler(smtp_servers, smtp_context_factory(mint), smtp_stats)
+    https_handler = HttpsHandler(
+        hosts_by_address,
+        https_context_factory(mint, hosts_by_address),
+        https_stats,
+        slow_interval=slow_interval,
+    )
+    udp = trio.socket.from_stdlib_socket(dns_sockets.udp)
+    dns_tcp = trio.SocketListener(trio.socket.from_stdlib_socket(dns_sockets.tcp))
+    smtp_listeners = smtp_bound.listeners()
+    https_listeners = https_bound.listeners()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_udp, udp, responder)
+            nursery.start_soon(trio.serve_listeners, TcpHandler(responder), [dns_tcp])
+            if smtp_listeners:
+                nursery.start_soon(trio.serve_listeners, smtp_handler, smtp_listeners)
+            if https_listeners:
+                nursery.start_soon(trio.serve_listeners, https_handler, https_listeners)
+            try:
+                yield lab
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The servers never fail on their own; surface the caller's own exception as is.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+async def serve_forever(
+    world_path: Path | str, workdir: Path, *, on_ready: Callable[[Lab], None]
+) -> None:
+    """Load a world, serve it until cancelled, and call `on_ready` once it is listening."""
+    world = load_world(world_path)
+    async with open_lab(world, workdir) as lab:
+        on_ready(lab)
+        await trio.sleep_forever()

@@ -1,0 +1,720 @@
+"""World descriptions: a small internet of mail domains, read from TOML.
+
+A world says which DNS records exist, which SMTP servers listen on which
+loopback address and how they misbehave, which MTA-STS policy hosts serve
+which body, and what verdict a correct scanner must reach for each domain.
+The lab (`scanner.lab.open_lab`) serves a world; tests compare the scanner's
+output with the `expect` tables.
+
+File format (TOML, read with `tomllib`; unknown keys are errors)::
+
+    [lab]                                   # optional
+    description = "free text"
+
+    [dns]                                   # optional: records at absolute names
+    "_mta-sts.provider.example" = { txt = ["v=STSv1; id=p1"] }
+
+    [[servers]]                             # optional: SMTP servers shared by domains
+    address = "127.0.1.10"                  # loopback only; one listener per address
+    hostnames = ["mx1.provider.example"]    # or hostname = "..."; gets an automatic A/AAAA
+    behaviour = "good"                      # SmtpBehaviour value (default "good")
+    certificate = "good"                    # CertificateKind value (default "good")
+
+    [domains."example.org"]                 # one table per domain to scan, in file order
+    description = "free text"
+
+    [domains."example.org".dns]             # owner names: "@" = the domain, "x" = x.<domain>,
+    "@" = { mx = ["10 mx.example.org"] }    # "x." = absolute
+    "_mta-sts" = { txt = [["v=STSv1; ", "id=abc"]] }   # a list inside txt = one multi-string record
+    "_smtp._tls" = { txt = ["v=TLSRPTv1; rua=mailto:tlsrpt@example.org"] }
+
+    [[domains."example.org".servers]]       # SMTP servers, same keys as [[servers]]
+    hostname = "mx.example.org"
+    address = "127.0.1.1"
+
+    [domains."example.org".policy]          # the policy host mta-sts.<domain>
+    address = "127.0.2.1"                   # gets an automatic A record unless dns names it
+    behaviour = "good"                      # PolicyBehaviour value (default "good")
+    body = "version: STSv1\\nmode: testing\\nmx: mx.example.org\\nmax_age: 86400\\n"
+    line_endings = "crlf"                   # optional: "lf" (default, as written) or "crlf"
+    location = "https://elsewhere.example/" # optional: Location of the "redirect" behaviour
+
+    [domains."example.org".expect]          # the verdict a correct scanner must reach
+    enforce_ready = true                    # required
+    policy_type = "sts"                     # "sts" | "no-policy-found"
+    policy_error = "sts-policy-fetch-error" # or sts-policy-invalid | sts-webpki-invalid
+    indicators = ["starttls-stripped"]      # DESIGN §5 codes that must be present
+    result_types = ["certificate-expired"]  # RFC 8460 types that must appear among sessions
+    starttls = { "127.0.1.1" = "offered" }  # offered | missing | stripped | garbled | refused
+    not_testable = { "127.0.1.2" = "busy:421" }   # reason prefix
+    error = "invalid-domain"                # error prefix, for a name that cannot be scanned
+
+Record keys: `a`, `aaaa` (lists of addresses), `mx` (list of "PREF HOST"; "0 ." is a null
+MX), `txt` (list; each item a string, split into 255-byte character-strings when longer,
+or a list of character-strings), `cname` (a name; no other data may sit beside it),
+`servfail = true` (every query at the name gets SERVFAIL), `timeout = true` (queries at
+the name are never answered). A domain whose name is not a valid DNS name may only carry
+`description` and `expect`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from scanner.models import IndicatorCode, ResultType, StartTlsStatus
+
+MAX_CHARACTER_STRING = 255
+MAX_CNAME_TARGET_LENGTH = 253
+
+
+class WorldError(ValueError):
+    """A world file that cannot be served; the message names the offending key."""
+
+
+class SmtpBehaviour(StrEnum):
+    """How one lab SMTP server behaves."""
+
+    GOOD = "good"
+    GOOD_MULTILINE_GREETING = "good-multiline-greeting"
+    NO_STARTTLS = "no-starttls"  # not advertised, command answered 502
+    STARTTLS_HIDDEN = "starttls-hidden"  # not advertised, command accepted: a stripped EHLO
+    STARTTLS_MASKED = "starttls-masked"  # XXXXXXXA in place of STARTTLS, command 500
+    STARTTLS_454 = "starttls-454"
+    STARTTLS_220_NO_TLS = "starttls-220-no-tls"  # 220, then plaintext instead of TLS
+    PLAINTEXT_INJECTION = "plaintext-injection"  # bytes after the 220 in the same write
+    GREETING_421 = "greeting-421"
+    GREETING_554 = "greeting-554"
+    HELO_ONLY = "helo-only"
+    SILENT = "silent"  # accepts, never greets
+    FLOOD = "flood"  # endless 250- lines after EHLO
+    CLOSED = "closed"  # no listener: connection refused
+    STARTTLS_AFTER_TLS = "starttls-after-tls"  # advertises STARTTLS again after TLS
+
+
+class PolicyBehaviour(StrEnum):
+    """How one lab MTA-STS policy host answers GET /.well-known/mta-sts.txt."""
+
+    GOOD = "good"
+    WRONG_CONTENT_TYPE = "wrong-content-type"
+    REDIRECT = "redirect"
+    NOT_FOUND = "not-found"
+    OVERSIZE = "oversize"
+    SLOW = "slow"
+    UNTRUSTED_CERT = "untrusted-cert"
+    WRONG_NAME_CERT = "wrong-name-cert"
+
+
+class CertificateKind(StrEnum):
+    """Which certificate a lab server presents for a hostname."""
+
+    GOOD = "good"
+    WRONG_NAME = "wrong-name"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    UNKNOWN_CA = "unknown-ca"
+    SELF_SIGNED = "self-signed"
+    WILDCARD = "wildcard"
+    MISSING_INTERMEDIATE = "missing-intermediate"
+
+
+POLICY_CERTIFICATES: Mapping[PolicyBehaviour, CertificateKind] = MappingProxyType(
+    {
+        PolicyBehaviour.UNTRUSTED_CERT: CertificateKind.UNKNOWN_CA,
+        PolicyBehaviour.WRONG_NAME_CERT: CertificateKind.WRONG_NAME,
+    }
+)
+
+E = TypeVar("E", bound=StrEnum)
+
+POLICY_TYPES = ("sts", "no-policy-found")
+POLICY_ERRORS = (
+    ResultType.STS_POLICY_FETCH_ERROR,
+    ResultType.STS_POLICY_INVALID,
+    ResultType.STS_WEBPKI_INVALID,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class MxSpec:
+    """One MX record; `host` is "." for a null MX (RFC 7505)."""
+
+    preference: int
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class NameRecords:
+    """Everything the lab DNS server holds at one absolute name (lower case, no trailing dot)."""
+
+    name: str
+    a: tuple[str, ...] = ()
+    aaaa: tuple[str, ...] = ()
+    mx: tuple[MxSpec, ...] = ()
+    txt: tuple[tuple[str, ...], ...] = ()  # each record: its character-strings
+    cname: str | None = None
+    servfail: bool = False
+    timeout: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpServer:
+    """One SMTP listener: every hostname that resolves to `address` shares its behaviour."""
+
+    address: str
+    hostnames: tuple[str, ...]
+    behaviour: SmtpBehaviour = SmtpBehaviour.GOOD
+    certificate: CertificateKind = CertificateKind.GOOD
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyHost:
+    """One MTA-STS policy host; several may share an address (selected by SNI and Host)."""
+
+    hostname: str
+    address: str
+    behaviour: PolicyBehaviour
+    body: str
+    location: str
+
+    @property
+    def certificate(self) -> CertificateKind:
+        return POLICY_CERTIFICATES.get(self.behaviour, CertificateKind.GOOD)
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """The verdict a correct scanner must reach for one domain.
+
+    `indicators` and `result_types` must be present (others may appear too);
+    `starttls` must match exactly per address; `not_testable` values are
+    prefixes of the address's reason; None means "not checked".
+    """
+
+    enforce_ready: bool
+    policy_error: ResultType | None = None
+    policy_type: str | None = None
+    indicators: tuple[IndicatorCode, ...] = ()
+    result_types: tuple[ResultType, ...] = ()
+    starttls: Mapping[str, StartTlsStatus] = field(default_factory=lambda: MappingProxyType({}))
+    not_testable: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str
+    description: str = ""
+    policy: PolicyHost | None = None
+    servers: tuple[SmtpServer, ...] = ()  # as declared under the domain
+    expect: Expectation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """A loaded world. `records` includes the automatic A/AAAA records of servers and policy hosts."""
+
+    domains: tuple[Domain, ...]
+    records: Mapping[str, NameRecords]
+    servers: tuple[SmtpServer, ...]  # one per address, merged
+    policy_hosts: tuple[PolicyHost, ...]
+    description: str = ""
+    source: str = "<string>"
+
+    @property
+    def domain_names(self) -> tuple[str, ...]:
+        """The scan input: every domain, in file order."""
+        return tuple(domain.name for domain in self.domains)
+
+    def domain(self, name: str) -> Domain:
+        """The domain called `name`; KeyError when there is none."""
+        for domain in self.domains:
+            if domain.name == name:
+                return domain
+        raise KeyError(name)
+
+    def server(self, address: str) -> SmtpServer | None:
+        for server in self.servers:
+            if server.address == address:
+                return server
+        return None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_world(path: Path | str) -> World:
+    """Read and validate a world file; WorldError (with the file name) on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise WorldError(f"{path}: cannot read world file: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise WorldError(f"{path}: world file is not UTF-8: {error}") from error
+    return parse_world(text, source=str(path))
+
+
+def parse_world(text: str, *, source: str = "<string>") -> World:
+    """Parse a world from TOML text; WorldError (prefixed with `source`) on any problem."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise WorldError(f"{source}: not valid TOML: {error}") from error
+    try:
+        return _Builder(source).build(document)
+    except WorldError as error:
+        raise WorldError(f"{source}: {error}") from None
+
+
+def normalise_name(name: str) -> str:
+    """Lower case, no trailing dot ("." stays the root)."""
+    name = name.strip().lower()
+    if name != "." and name.endswith("."):
+        name = name[:-1]
+    return name
+
+
+def is_valid_dns_name(name: str) -> bool:
+    """Letters, digits, hyphens and underscores; 1–63 octet labels; 253 octets in all."""
+    if not name or len(name) > MAX_CNAME_TARGET_LENGTH or not name.isascii():
+        return False
+    for label in name.split("."):
+        if not 1 <= len(label) <= 63:
+            return False
+        if label.startswith("-") or label.endswith("-"):
+            return False
+        if not all(c.isalnum() or c in "-_*" for c in label):
+            return False
+    return True
+
+
+def _path(*parts: str) -> str:
+    return ".".join(
+        f'"{p}"' if ("." in p or not p.replace("_", "").isalnum()) else p for p in parts
+    )
+
+
+class _Builder:
+    """Turns the decoded TOML document into a World, collecting automatic records."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.records: dict[str, dict[str, Any]] = {}
+        self.explicit_names: set[str] = set()
+        self.servers: dict[str, SmtpServer] = {}
+        self.policy_hosts: dict[str, PolicyHost] = {}
+        self.known_ips: set[str] = set()
+
+    def build(self, document: dict[str, Any]) -> World:
+        _check_keys(document, {"lab", "dns", "servers", "domains"}, "top level")
+        lab = _table(document.get("lab", {}), "lab")
+        _check_keys(lab, {"description"}, "lab")
+        description = _string(lab.get("description", ""), "lab.description")
+
+        for owner, spec in _table(document.get("dns", {}), "dns").items():
+            name = normalise_name(owner)
+            self._add_records(name, spec, _path("dns", owner))
+
+        declared: list[SmtpServer] = []
+        for index, spec in enumerate(_array(document.get("servers", []), "servers")):
+            declared.append(self._server(spec, f"servers[{index}]"))
+
+        domains = [
+            self._domain(name, spec)
+            for name, spec in _table(document.get("domains", {}), "domains").items()
+        ]
+        if not domains:
+            raise WorldError("no [domains] defined")
+
+        for server in declared:
+            self._add_server(server, "servers")
+        for domain in domains:
+            for server in domain.servers:
+                self._add_server(server, _path("domains", domain.name, "servers"))
+            if domain.policy is not None:
+                self._add_policy(domain.policy, _path("domains", domain.name, "policy"))
+
+        records = {name: self._freeze_records(name, data) for name, data in self.records.items()}
+        for node in records.values():
+            self.known_ips.update(node.a)
+            self.known_ips.update(node.aaaa)
+        for domain in domains:
+            if domain.expect is not None:
+                self._check_expected_ips(domain)
+
+        return World(
+            domains=tuple(domains),
+            records=MappingProxyType(records),
+            servers=tuple(self.servers.values()),
+            policy_hosts=tuple(self.policy_hosts.values()),
+            description=description,
+            source=self.source,
+        )
+
+    # ------------------------------------------------------------ domains
+
+    def _domain(self, raw_name: str, spec: Any) -> Domain:
+        where = _path("domains", raw_name)
+        spec = _table(spec, where)
+        _check_keys(spec, {"description", "dns", "servers", "policy", "expect"}, where)
+        name = normalise_name(raw_name)
+        if not is_valid_dns_name(name):
+            name = raw_name.strip()
+        description = _string(spec.get("description", ""), f"{where}.description")
+        expect = self._expectation(spec["expect"], f"{where}.expect") if "expect" in spec else None
+        if not is_valid_dns_name(normalise_name(name)):
+            extra = sorted(set(spec) - {"description", "expect"})
+            if extra:
+                raise WorldError(
+                    f"{where}: not a valid DNS name, so it may only carry description and "
+                    f"expect (found {', '.join(extra)})"
+                )
+            return Domain(name=name, description=description, expect=expect)
+
+        for owner, records in _table(spec.get("dns", {}), f"{where}.dns").items():
+            self._add_records(_owner_name(owner, name), records, f"{where}.dns.{_path(owner)}")
+        servers = tuple(
+            self._server(item, f"{where}.servers[{index}]")
+            for index, item in enumerate(_array(spec.get("servers", []), f"{where}.servers"))
+        )
+        policy = self._policy(spec["policy"], name, f"{where}.policy") if "policy" in spec else None
+        return Domain(
+            name=name, description=description, policy=policy, servers=servers, expect=expect
+        )
+
+    def _expectation(self, spec: Any, where: str) -> Expectation:
+        spec = _table(spec, where)
+        _check_keys(
+            spec,
+            {
+                "enforce_ready",
+                "policy_error",
+                "policy_type",
+                "indicators",
+                "result_types",
+                "starttls",
+                "not_testable",
+                "error",
+            },
+            where,
+        )
+        if "enforce_ready" not in spec:
+            raise WorldError(f"{where}: enforce_ready is required")
+        ready = spec["enforce_ready"]
+        if not isinstance(ready, bool):
+            raise WorldError(f"{where}.enforce_ready: expected true or false, got {ready!r}")
+        policy_error = None
+        if "policy_error" in spec:
+            policy_error = _choice(
+                spec["policy_error"], POLICY_ERRORS, ResultType, f"{where}.policy_error"
+            )
+        policy_type = None
+        if "policy_type" in spec:
+            policy_type = _string(spec["policy_type"], f"{where}.policy_type")
+            if policy_type not in POLICY_TYPES:
+                raise WorldError(
+                    f"{where}.policy_type: {policy_type!r} is not one of {', '.join(POLICY_TYPES)}"
+                )
+        indicators = tuple(
+            _choice(item, tuple(IndicatorCode), IndicatorCode, f"{where}.indicators")
+            for item in _array(spec.get("indicators", []), f"{where}.indicators")
+        )
+        result_types = tuple(
+            _choice(item, tuple(ResultType), ResultType, f"{where}.result_types")
+            for item in _array(spec.get("result_types", []), f"{where}.result_types")
+        )
+        starttls: dict[str, StartTlsStatus] = {}
+        for ip, status in _table(spec.get("starttls", {}), f"{where}.starttls").items():
+            _address(ip, f"{where}.starttls", loopback=False)
+            starttls[ip] = _choice(
+                status, tuple(StartTlsStatus), StartTlsStatus, f"{where}.starttls.{_path(ip)}"
+            )
+        not_testable: dict[str, str] = {}
+        for ip, reason in _table(spec.get("not_testable", {}), f"{where}.not_testable").items():
+            _address(ip, f"{where}.not_testable", loopback=False)
+            not_testable[ip] = _string(reason, f"{where}.not_testable.{_path(ip)}")
+        error = _string(spec["error"], f"{where}.error") if "error" in spec else None
+        return Expectation(
+            enforce_ready=ready,
+            policy_error=policy_error,
+            policy_type=policy_type,
+            indicators=indicators,
+            result_types=result_types,
+            starttls=MappingProxyType(starttls),
+            not_testable=MappingProxyType(not_testable),
+            error=error,
+        )
+
+    def _check_expected_ips(self, domain: Domain) -> None:
+        assert domain.expect is not None
+        where = _path("domains", domain.name, "expect")
+        for table, ips in (
+            ("starttls", domain.expect.starttls),
+            ("not_testable", domain.expect.not_testable),
+        ):
+            for ip in ips:
+                if ip not in self.known_ips:
+                    raise WorldError(
+                        f"{where}.{table}: {ip} is not the address of any server or A/AAAA record"
+                    )
+
+    # ------------------------------------------------------------ servers and policy hosts
+
+    def _server(self, spec: Any, where: str) -> SmtpServer:
+        spec = _table(spec, where)
+        _check_keys(spec, {"address", "hostname", "hostnames", "behaviour", "certificate"}, where)
+        if "address" not in spec:
+            raise WorldError(f"{where}: address is required")
+        address = _address(spec["address"], f"{where}.address", loopback=True)
+        if ("hostname" in spec) == ("hostnames" in spec):
+            raise WorldError(f"{where}: give exactly one of hostname and hostnames")
+        raw_hosts = (
+            [spec["hostname"]]
+            if "hostname" in spec
+            else _array(spec["hostnames"], f"{where}.hostnames")
+        )
+        hostnames = []
+        for raw in raw_hosts:
+            host = normalise_name(_string(raw, f"{where}.hostname"))
+            if not is_valid_dns_name(host) or "*" in host:
+                raise WorldError(f"{where}.hostname: {raw!r} is not a valid host name")
+            hostnames.append(host)
+        if not hostnames:
+            raise WorldError(f"{where}.hostnames: at least one host name is required")
+        behaviour = _choice(
+            spec.get("behaviour", "good"), tuple(SmtpBehaviour), SmtpBehaviour, f"{where}.behaviour"
+        )
+        certificate = _choice(
+            spec.get("certificate", "good"),
+            tuple(CertificateKind),
+            CertificateKind,
+            f"{where}.certificate",
+        )
+        return SmtpServer(
+            address=address,
+            hostnames=tuple(hostnames),
+            behaviour=behaviour,
+            certificate=certificate,
+        )
+
+    def _add_server(self, server: SmtpServer, where: str) -> None:
+        existing = self.servers.get(server.address)
+        if existing is not None:
+            if (existing.behaviour, existing.certificate) != (server.behaviour, server.certificate):
+                raise WorldError(
+                    f"{where}: address {server.address} is already used by a server with "
+                    f"behaviour {existing.behaviour!s} and certificate {existing.certificate!s}; "
+                    "servers sharing an address must behave alike"
+                )
+            merged = existing.hostnames + tuple(
+                h for h in server.hostnames if h not in existing.hostnames
+            )
+            server = SmtpServer(server.address, merged, server.behaviour, server.certificate)
+        self.servers[server.address] = server
+        for host in server.hostnames:
+            self._add_automatic_address(host, server.address, where)
+
+    def _policy(self, spec: Any, domain: str, where: str) -> PolicyHost:
+        spec = _table(spec, where)
+        _check_keys(
+            spec, {"address", "hostname", "behaviour", "body", "line_endings", "location"}, where
+        )
+        if "address" not in spec:
+            raise WorldError(f"{where}: address is required")
+        address = _address(spec["address"], f"{where}.address", loopback=True)
+        hostname = normalise_name(
+            _string(spec.get("hostname", f"mta-sts.{domain}"), f"{where}.hostname")
+        )
+        behaviour = _choice(
+            spec.get("behaviour", "good"),
+            tuple(PolicyBehaviour),
+            PolicyBehaviour,
+            f"{where}.behaviour",
+        )
+        if "body" not in spec and behaviour not in (
+            PolicyBehaviour.REDIRECT,
+            PolicyBehaviour.NOT_FOUND,
+        ):
+            raise WorldError(f"{where}: body is required for behaviour {behaviour!s}")
+        body = _string(spec.get("body", ""), f"{where}.body")
+        endings = _string(spec.get("line_endings", "lf"), f"{where}.line_endings")
+        if endings == "crlf":
+            body = body.replace("\r\n", "\n").replace("\n", "\r\n")
+        elif endings != "lf":
+            raise WorldError(f"{where}.line_endings: expected 'lf' or 'crlf', got {endings!r}")
+        location = _string(
+            spec.get("location", f"https://www.{domain}/.well-known/mta-sts.txt"),
+            f"{where}.location",
+        )
+        return PolicyHost(
+            hostname=hostname, address=address, behaviour=behaviour, body=body, location=location
+        )
+
+    def _add_policy(self, policy: PolicyHost, where: str) -> None:
+        if policy.hostname in self.policy_hosts:
+            raise WorldError(f"{where}: policy host {policy.hostname} is defined twice")
+        self.policy_hosts[policy.hostname] = policy
+        if policy.hostname not in self.explicit_names:
+            self._add_automatic_address(policy.hostname, policy.address, where)
+
+    # ------------------------------------------------------------ records
+
+    def _add_records(self, name: str, spec: Any, where: str) -> None:
+        spec = _table(spec, where)
+        _check_keys(spec, {"a", "aaaa", "mx", "txt", "cname", "servfail", "timeout"}, where)
+        if not is_valid_dns_name(name):
+            raise WorldError(f"{where}: {name!r} is not a valid owner name")
+        if name in self.explicit_names:
+            raise WorldError(f"{where}: records for {name} are defined twice")
+        self.explicit_names.add(name)
+        node = self.records.setdefault(name, {})
+        for family, key in ((4, "a"), (6, "aaaa")):
+            for item in _array(spec.get(key, []), f"{where}.{key}"):
+                ip = _address(item, f"{where}.{key}", loopback=False)
+                if ipaddress.ip_address(ip).version != family:
+                    raise WorldError(f"{where}.{key}: {ip} is not an IPv{family} address")
+                node.setdefault(key, []).append(ip)
+        for item in _array(spec.get("mx", []), f"{where}.mx"):
+            node.setdefault("mx", []).append(_mx(item, f"{where}.mx"))
+        for item in _array(spec.get("txt", []), f"{where}.txt"):
+            node.setdefault("txt", []).append(_txt(item, f"{where}.txt"))
+        if "cname" in spec:
+            target = normalise_name(_string(spec["cname"], f"{where}.cname"))
+            if not is_valid_dns_name(target):
+                raise WorldError(f"{where}.cname: {target!r} is not a valid name")
+            if set(spec) - {"cname", "servfail", "timeout"}:
+                raise WorldError(f"{where}: a CNAME cannot sit beside other records")
+            node["cname"] = target
+        for flag in ("servfail", "timeout"):
+            if flag in spec:
+                value = spec[flag]
+                if not isinstance(value, bool):
+                    raise WorldError(f"{where}.{flag}: expected true or false, got {value!r}")
+                node[flag] = value
+
+    def _add_automatic_address(self, host: str, address: str, where: str) -> None:
+        node = self.records.setdefault(host, {})
+        if "cname" in node:
+            raise WorldError(f"{where}: host {host} is a CNAME, so it cannot get address {address}")
+        key = "a" if ipaddress.ip_address(address).version == 4 else "aaaa"
+        addresses = node.setdefault(key, [])
+        if address not in addresses:
+            addresses.append(address)
+
+    def _freeze_records(self, name: str, data: dict[str, Any]) -> NameRecords:
+        return NameRecords(
+            name=name,
+            a=tuple(data.get("a", ())),
+            aaaa=tuple(data.get("aaaa", ())),
+            mx=tuple(data.get("mx", ())),
+            txt=tuple(data.get("txt", ())),
+            cname=data.get("cname"),
+            servfail=bool(data.get("servfail", False)),
+            timeout=bool(data.get("timeout", False)),
+        )
+
+
+# ---------------------------------------------------------------- value checks
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise WorldError(
+            f"{where}: unknown key {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise WorldError(f"{where}: expected a table, got {type(value).__name__}")
+    return value
+
+
+def _array(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise WorldError(f"{where}: expected an array, got {type(value).__name__}")
+    return value
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise WorldError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _choice(value: Any, allowed: tuple[E, ...], enum: type[E], where: str) -> E:
+    text = _string(value, where)
+    if text not in {str(item) for item in allowed}:
+        raise WorldError(
+            f"{where}: unknown value {text!r} (known: {', '.join(str(item) for item in allowed)})"
+        )
+    return enum(text)
+
+
+def _address(value: Any, where: str, *, loopback: bool) -> str:
+    text = _string(value, where)
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise WorldError(f"{where}: {text!r} is not an IP address") from None
+    if loopback and not ip.is_loopback:
+        raise WorldError(
+            f"{where}: {text} is not a loopback address (lab servers bind only 127.0.0.0/8 or ::1)"
+        )
+    return str(ip)
+
+
+def _mx(value: Any, where: str) -> MxSpec:
+    text = _string(value, where)
+    parts = text.split()
+    if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) > 65535:
+        raise WorldError(f"{where}: {text!r} is not 'PREFERENCE HOST' (e.g. '10 mx.example')")
+    host = normalise_name(parts[1])
+    if host != "." and not is_valid_dns_name(host):
+        raise WorldError(f"{where}: {parts[1]!r} is not a valid host name")
+    return MxSpec(preference=int(parts[0]), host=host)
+
+
+def _txt(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return _split_character_strings(value)
+    strings = _array(value, where)
+    if not strings:
+        raise WorldError(f"{where}: a multi-string record needs at least one string")
+    for item in strings:
+        text = _string(item, where)
+        if len(text.encode("utf-8")) > MAX_CHARACTER_STRING:
+            raise WorldError(f"{where}: character-string longer than 255 bytes: {text[:20]!r}...")
+    return tuple(strings)
+
+
+def _split_character_strings(text: str) -> tuple[str, ...]:
+    """Cut a long TXT value into character-strings of at most 255 octets (RFC 1035 §3.3)."""
+    chunks: list[str] = []
+    current = ""
+    size = 0
+    for char in text:
+        width = len(char.encode("utf-8"))
+        if size + width > MAX_CHARACTER_STRING:
+            chunks.append(current)
+            current, size = "", 0
+        current += char
+        size += width
+    chunks.append(current)
+    return tuple(chunks)
+
+
+def _owner_name(owner: str, domain: str) -> str:
+    if owner == "@":
+        return domain
+    if owner.endswith("."):
+        return normalise_name(owner)
+    return f"{owner.lower()}.{domain}"

@@ -1,0 +1,435 @@
+"""Fetch and validate a domain's MTA-STS policy over HTTPS (RFC 8461 §3.3, §7.1).
+
+Theory of operation: `fetch_policy` resolves `mta-sts.<domain>`, connects to
+its addresses in order (A, then AAAA) until one accepts, runs the TLS
+handshake with SNI through `scanner.net.tls`, checks the certificate against
+the trust store and the name *before* sending anything, then speaks HTTP/1.1
+through h11: one GET of the fixed well-known path with `Connection: close`,
+no cache and no conditional headers. Only a 200 with a `text/plain` body of at
+most `max_body` bytes goes on to `scanner.core.sts.parse_policy`.
+
+Every expected failure (DNS, refused or disallowed address, timeout, TLS,
+certificate, HTTP status, size, media type, syntax) comes back as a
+`PolicyFetch` whose `failure` carries one of the three sts-* result types and a
+detail an operator can act on. Each network step has its own deadline
+(`FetchSettings.timeout`), held here with `trio.move_on_after`; cancellation
+from outside is never swallowed.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+import h11
+import trio
+from OpenSSL import SSL
+
+from scanner import __version__
+from scanner.core.addresses import is_address_allowed
+from scanner.core.sts import parse_policy
+from scanner.models import (
+    AddressAnswer,
+    CertificateCheck,
+    DnsStatus,
+    PolicyFailure,
+    PolicyFetch,
+    ResultType,
+)
+from scanner.net.tls import TlsFailure, TrustStore, check_certificate, start_tls
+
+POLICY_PATH = "/.well-known/mta-sts.txt"
+USER_AGENT = f"scanner/{__version__} (MTA-STS policy check)"
+RECEIVE_SIZE = 16384
+MAX_RESPONSE_HEADERS = 16384
+
+
+@dataclass(frozen=True, slots=True)
+class FetchSettings:
+    """Limits of one policy fetch.
+
+    `timeout` bounds each network step (connect, TLS handshake, response
+    headers) and, separately, the whole body. RFC 8461 §3.3 suggests a 64 KiB
+    body cap (`max_body`).
+    """
+
+    https_port: int = 443
+    timeout: float = 10.0
+    allow_private: bool = False
+    max_body: int = 65536
+
+
+class AddressResolver(Protocol):
+    """What the fetch needs from `scanner.net.resolver.Resolver`."""
+
+    async def addresses(self, name: str) -> tuple[AddressAnswer, AddressAnswer]: ...
+
+
+# Errors of an established stream (TCP or TLS) that mean "the peer went away
+# or broke the protocol"; mapped to fetch errors once, here.
+STREAM_ERRORS: tuple[type[BaseException], ...] = (trio.BrokenResourceError, OSError, SSL.Error)
+
+
+def policy_host(domain: str) -> str:
+    """RFC 8461 §1.1: the Policy Host is `mta-sts.` + the Policy Domain."""
+    return f"mta-sts.{domain}"
+
+
+def _fetch_error(detail: str, ip: str | None = None) -> PolicyFetch:
+    failure = PolicyFailure(ResultType.STS_POLICY_FETCH_ERROR, detail)
+    return PolicyFetch(policy=None, failure=failure, ip=ip)
+
+
+def _failure(result_type: ResultType, detail: str, partial: PolicyFetch) -> PolicyFetch:
+    return replace(partial, policy=None, failure=PolicyFailure(result_type, detail))
+
+
+async def fetch_policy(
+    domain: str,
+    *,
+    resolver: AddressResolver,
+    context: SSL.Context,
+    trust: TrustStore,
+    settings: FetchSettings,
+    now: datetime,
+) -> PolicyFetch:
+    """Fetch `https://mta-sts.<domain>/.well-known/mta-sts.txt` and parse it.
+
+    `domain` is an A-label without trailing dot. `now` is the instant the
+    certificate must be valid at. Never raises for a network or content
+    problem; returns a `PolicyFetch` with exactly one of policy and failure set.
+    """
+    host = policy_host(domain)
+    addresses = await _resolve(host, resolver, settings)
+    if isinstance(addresses, PolicyFetch):
+        return addresses
+    connected = await _connect(host, addresses, settings)
+    if isinstance(connected, PolicyFetch):
+        return connected
+    ip, tcp_stream = connected
+    try:
+        return await _fetch_over(host, ip, tcp_stream, context, trust, settings, now)
+    finally:
+        await trio.aclose_forcefully(tcp_stream)
+
+
+# ---------------------------------------------------------------- DNS and connect
+
+
+def _dns_problem(host: str, a: AddressAnswer, aaaa: AddressAnswer) -> str:
+    statuses = {a.status, aaaa.status}
+    if DnsStatus.NXDOMAIN in statuses:
+        return f"policy host {host} does not exist in DNS (NXDOMAIN); publish an A or AAAA record for it"
+    if statuses == {DnsStatus.NODATA}:
+        return f"policy host {host} has no A or AAAA record (NODATA)"
+    if DnsStatus.TIMEOUT in statuses:
+        return f"DNS lookup of policy host {host} timed out"
+    if DnsStatus.SERVFAIL in statuses:
+        return f"DNS lookup of policy host {host} failed (SERVFAIL); check its zone's name servers"
+    parts = [
+        f"{kind} {answer.status.value}" + (f" ({answer.detail})" if answer.detail else "")
+        for kind, answer in (("A", a), ("AAAA", aaaa))
+    ]
+    return f"DNS lookup of policy host {host} gave no address: {'; '.join(parts)}"
+
+
+async def _resolve(
+    host: str, resolver: AddressResolver, settings: FetchSettings
+) -> tuple[str, ...] | PolicyFetch:
+    with trio.move_on_after(settings.timeout):
+        a, aaaa = await resolver.addresses(host)
+        found = a.addresses + aaaa.addresses
+        if found:
+            return found
+        return _fetch_error(_dns_problem(host, a, aaaa))
+    return _fetch_error(f"DNS lookup of policy host {host} timed out after {settings.timeout:g} s")
+
+
+async def _connect(
+    host: str, addresses: Sequence[str], settings: FetchSettings
+) -> tuple[str, trio.SocketStream] | PolicyFetch:
+    """Connect to the first address that accepts; say what happened to each one otherwise."""
+    problems: list[str] = []
+    refused_by_guard: list[str] = []
+    for ip in addresses:
+        if not is_address_allowed(ip, allow_private=settings.allow_private):
+            refused_by_guard.append(ip)
+            continue
+        with trio.move_on_after(settings.timeout):
+            try:
+                stream = await trio.open_tcp_stream(ip, settings.https_port)
+            except OSError as error:
+                problems.append(f"{ip}: {_connect_error(error)}")
+                continue
+            return ip, stream
+        problems.append(f"{ip}: connect timed out after {settings.timeout:g} s")
+    if refused_by_guard and not problems:
+        return _fetch_error(
+            f"policy host {host} resolves only to addresses the scanner may not contact "
+            f"({', '.join(refused_by_guard)}: loopback, private or reserved); "
+            "use --allow-private for a lab",
+            ip=refused_by_guard[0],
+        )
+    skipped = f" (not contacted: {', '.join(refused_by_guard)})" if refused_by_guard else ""
+    return _fetch_error(
+        f"could not connect to policy host {host} port {settings.https_port}: "
+        f"{'; '.join(problems)}{skipped}",
+        ip=addresses[0] if len(addresses) == 1 else None,
+    )
+
+
+_ERRNO_WORDS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.ECONNRESET: "connection reset",
+}
+
+
+def _connect_error(error: OSError) -> str:
+    """Name a connect failure; trio wraps the real errors in the OSError's cause."""
+    cause = error.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        inner = [e for e in cause.exceptions if isinstance(e, OSError)]
+        if inner:
+            error = inner[0]
+    if error.errno in _ERRNO_WORDS:
+        return _ERRNO_WORDS[error.errno]
+    return f"connect failed ({error})"
+
+
+# ---------------------------------------------------------------- TLS, certificate, HTTP
+
+
+async def _fetch_over(
+    host: str,
+    ip: str,
+    tcp_stream: trio.SocketStream,
+    context: SSL.Context,
+    trust: TrustStore,
+    settings: FetchSettings,
+    now: datetime,
+) -> PolicyFetch:
+    partial = PolicyFetch(policy=None, failure=None, ip=ip)
+    where = f"policy host {host} ({ip})"
+
+    # RFC 8461 §7.1: SNI is the policy host name.
+    tls_stream = None
+    with trio.move_on_after(settings.timeout):
+        tls_stream = await start_tls(tcp_stream, context, host)
+    if tls_stream is None:
+        return _failure(
+            ResultType.STS_POLICY_FETCH_ERROR,
+            f"TLS handshake with {where} timed out after {settings.timeout:g} s",
+            partial,
+        )
+    if isinstance(tls_stream, TlsFailure):
+        return _failure(
+            ResultType.STS_POLICY_FETCH_ERROR,
+            f"TLS handshake with {where} failed: {tls_stream.reason}",
+            partial,
+        )
+    try:
+        # RFC 8461 §3.3: the certificate must be valid for the policy host, checked
+        # before any request is sent.
+        session = tls_stream.session()
+        if session.leaf is None:
+            return _failure(
+                ResultType.STS_WEBPKI_INVALID, f"{where} presented no certificate", partial
+            )
+        check = check_certificate(session, trust, host, now)
+        partial = replace(partial, certificate=check)
+        problem = _certificate_problem(host, check)
+        if problem is not None:
+            return _failure(ResultType.STS_WEBPKI_INVALID, f"{where}: {problem}", partial)
+        return await _http_get(host, where, tls_stream, settings, partial)
+    finally:
+        await trio.aclose_forcefully(tls_stream)
+
+
+def _certificate_problem(host: str, check: CertificateCheck) -> str | None:
+    problems: list[str] = []
+    error = check.chain.verify_error
+    if check.chain.expired:
+        problems.append(
+            f"certificate expired on {check.leaf.not_after:%Y-%m-%d %H:%M:%SZ} ({error})"
+        )
+    elif check.chain.not_yet_valid:
+        problems.append(
+            f"certificate is not valid before {check.leaf.not_before:%Y-%m-%d %H:%M:%SZ} ({error})"
+        )
+    elif not check.chain.trusted:
+        problems.append(f"certificate does not chain to a trusted root ({error})")
+    if not check.name_matches:
+        names = ", ".join(check.leaf.san) if check.leaf.san else "none"
+        problems.append(
+            f"certificate is not valid for {host} (SAN dNSNames: {names}; the subject CN is not used)"
+        )
+    return "; ".join(problems) if problems else None
+
+
+def _request_bytes(connection: h11.Connection, host: str) -> bytes:
+    # RFC 8461 §3.3: GET of the fixed path; no HTTP cache (RFC 7234) and so no
+    # conditional request headers.
+    request = h11.Request(
+        method="GET",
+        target=POLICY_PATH,
+        headers=[
+            ("Host", host),
+            ("User-Agent", USER_AGENT),
+            ("Accept", "text/plain"),
+            ("Cache-Control", "no-cache"),
+            ("Connection", "close"),
+        ],
+    )
+    return connection.send(request) + (connection.send(h11.EndOfMessage()) or b"")
+
+
+def _header(response: h11.Response, name: bytes) -> str | None:
+    for key, value in response.headers:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _is_text_plain(content_type: str | None) -> bool:
+    # RFC 8461 §3.2: media type text/plain; parameters (charset) are allowed.
+    if content_type is None:
+        return False
+    return content_type.split(";", 1)[0].strip(" \t").lower() == "text/plain"
+
+
+async def _http_get(
+    host: str,
+    where: str,
+    stream: trio.abc.Stream,
+    settings: FetchSettings,
+    partial: PolicyFetch,
+) -> PolicyFetch:
+    connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEADERS)
+    timeout = f"{settings.timeout:g} s"
+    response: h11.Response | None = None
+    try:
+        with trio.move_on_after(settings.timeout):
+            await stream.send_all(_request_bytes(connection, host))
+            response = await _receive_response(connection, stream)
+        if response is None:
+            return _failure(
+                ResultType.STS_POLICY_FETCH_ERROR,
+                f"{where} sent no response headers within {timeout}",
+                partial,
+            )
+        content_type = _header(response, b"content-type")
+        partial = replace(partial, http_status=response.status_code, content_type=content_type)
+
+        # RFC 8461 §3.3: only 200 is a policy; redirects must not be followed.
+        if 300 <= response.status_code < 400:
+            location = _header(response, b"location")
+            return _failure(
+                ResultType.STS_POLICY_FETCH_ERROR,
+                f"{where} answered HTTP {response.status_code} redirect to "
+                f"{location or '(no Location)'}; redirects are never followed, serve the policy "
+                f"at https://{host}{POLICY_PATH} directly",
+                replace(partial, location=location),
+            )
+        if response.status_code != 200:
+            status = f"{response.status_code} {bytes(response.reason).decode('latin-1')}".strip()
+            return _failure(
+                ResultType.STS_POLICY_FETCH_ERROR,
+                f"{where} answered HTTP {status} for {POLICY_PATH}; only 200 is a policy",
+                partial,
+            )
+        if not _is_text_plain(content_type):
+            return _failure(
+                ResultType.STS_POLICY_INVALID,
+                f"{where} served the policy as {content_type or 'no Content-Type'!r}, "
+                "not text/plain; strict senders reject it (lenient ones may still accept it)",
+                partial,
+            )
+        announced = _header(response, b"content-length")
+        if announced is not None and announced.isdigit() and int(announced) > settings.max_body:
+            return _failure(
+                ResultType.STS_POLICY_FETCH_ERROR,
+                f"{where} announced a {int(announced)}-byte policy (Content-Length), over the "
+                f"{settings.max_body}-byte limit senders apply",
+                partial,
+            )
+
+        body: bytes | None = None
+        with trio.move_on_after(settings.timeout):
+            body = await _receive_body(connection, stream, settings.max_body)
+        if body is None:
+            return _failure(
+                ResultType.STS_POLICY_FETCH_ERROR,
+                f"{where} did not finish sending the policy body within {timeout}",
+                partial,
+            )
+        if len(body) > settings.max_body:
+            return _failure(
+                ResultType.STS_POLICY_FETCH_ERROR,
+                f"{where} sent a policy body over the {settings.max_body}-byte limit senders "
+                "apply; reading stopped there",
+                partial,
+            )
+    except h11.RemoteProtocolError as error:
+        return _failure(
+            ResultType.STS_POLICY_FETCH_ERROR,
+            f"{where} sent a malformed HTTP response ({error})",
+            partial,
+        )
+    except STREAM_ERRORS as error:
+        return _failure(
+            ResultType.STS_POLICY_FETCH_ERROR,
+            f"connection to {where} broke during the HTTP exchange ({type(error).__name__}: {error})",
+            partial,
+        )
+
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return _failure(
+            ResultType.STS_POLICY_INVALID,
+            f"the policy served by {where} is not valid UTF-8 (byte offset {error.start})",
+            partial,
+        )
+    partial = replace(partial, text=text)
+    parsed = parse_policy(text)
+    if isinstance(parsed, PolicyFailure):
+        return replace(partial, failure=parsed)
+    return replace(partial, policy=parsed)
+
+
+async def _receive_event(connection: h11.Connection, stream: trio.abc.Stream, size: int) -> object:
+    while True:
+        event = connection.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        connection.receive_data(bytes(await stream.receive_some(size)))
+
+
+async def _receive_response(connection: h11.Connection, stream: trio.abc.Stream) -> h11.Response:
+    while True:
+        event = await _receive_event(connection, stream, RECEIVE_SIZE)
+        if isinstance(event, h11.Response):
+            return event
+        if isinstance(event, h11.InformationalResponse):
+            continue
+        raise h11.RemoteProtocolError(f"unexpected {type(event).__name__} before the response")
+
+
+async def _receive_body(connection: h11.Connection, stream: trio.abc.Stream, cap: int) -> bytes:
+    """Body bytes until the end of the message, or the first `cap + 1` bytes when it is longer."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= cap:
+        # Never ask for much more than the cap allows: stop reading at the limit.
+        event = await _receive_event(connection, stream, min(RECEIVE_SIZE, cap + 1 - size))
+        if isinstance(event, h11.Data):
+            chunks.append(bytes(event.data))
+            size += len(event.data)
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            break
+    return b"".join(chunks)

@@ -1,0 +1,420 @@
+"""One STARTTLS probe of one (MX host, address), the way a sending MTA would try.
+
+Theory of operation
+-------------------
+The dialogue is fixed (DESIGN §1, RFC-NOTES §3.4):
+
+    connect → greeting → EHLO (HELO if EHLO gets 5xx) → STARTTLS → handshake
+            → EHLO again → QUIT
+
+STARTTLS is sent whether or not EHLO advertised it, so that a stripped
+advertisement (the command still works) is told apart from a missing one. MAIL,
+RCPT and DATA are never sent.
+
+`scanner.core.smtp.SmtpClient` decides everything about the SMTP bytes; this
+module only moves them, holds one deadline per phase (`ProbeSettings.step_timeout`)
+inside one deadline for the whole session (`total_timeout`), and records facts.
+
+Failures are values. Before the 220 to STARTTLS, a timeout, a close by the server
+or a reply that breaks the grammar or a limit makes the address *not testable*
+(`reason` = `timeout:<phase>`, `closed:<phase>`, `protocol-error: <why>`), as do a
+refused greeting (`busy:<code> <text>`) and connect errors (`connect-refused`,
+`connect-failed: <errno name>`). From the 220 on, the session counts as *tested*:
+a handshake that fails, stalls or is cut off sets `handshake_error`, and trouble
+after the handshake is only noted in the transcript, keeping what was learnt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Final
+
+import trio
+from OpenSSL import SSL
+
+from scanner.core.addresses import is_address_allowed
+from scanner.core.smtp import (
+    NEED_DATA,
+    ConnectionClosed,
+    LimitExceeded,
+    MalformedReply,
+    Reply,
+    SmtpClient,
+    SmtpLimits,
+    find_masked_starttls,
+    parse_ehlo_reply,
+)
+from scanner.models import AddressStatus, Phase, ProbeOutcome
+from scanner.net.tls import TlsFailure, TrustStore, check_certificate, start_tls
+
+RECEIVE_CHUNK: Final = 4096  # bytes per read; the client buffers at most a line more
+TRANSCRIPT_MAX_LINES: Final = 100
+TRANSCRIPT_MAX_LINE_LENGTH: Final = 200
+CLOSE_GRACE: Final = 1.0  # seconds allowed for a polite close (TLS close_notify)
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    """Knobs of one probe; the CLI builds them from its options."""
+
+    smtp_port: int = 25
+    ehlo_name: str = "scanner.invalid"
+    step_timeout: float = 10.0  # seconds, each phase of `models.Phase`
+    total_timeout: float = 60.0  # seconds, the whole session
+    allow_private: bool = False
+    limits: SmtpLimits = field(default_factory=SmtpLimits)
+
+
+# ---------------------------------------------------------------- transcript
+
+
+def _printable(text: str) -> str:
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+class Transcript:
+    """A bounded, sanitised record of the dialogue.
+
+    Lines are `C: <command>`, `S: <reply line>` or `[note] ...`; non-printable
+    characters are escaped, each line is cut at `TRANSCRIPT_MAX_LINE_LENGTH`
+    characters and the whole at `TRANSCRIPT_MAX_LINES` lines (the last one then
+    says so).
+    """
+
+    def __init__(
+        self, max_lines: int = TRANSCRIPT_MAX_LINES, max_length: int = TRANSCRIPT_MAX_LINE_LENGTH
+    ) -> None:
+        self._lines: list[str] = []
+        self._max_lines = max_lines
+        self._max_length = max_length
+        self._dropped = 0
+
+    def add(self, line: str) -> None:
+        if len(self._lines) >= self._max_lines - 1:
+            self._dropped += 1
+            return
+        line = _printable(line)
+        if len(line) > self._max_length:
+            line = line[: self._max_length - 3] + "..."
+        self._lines.append(line)
+
+    def sent(self, command: bytes) -> None:
+        self.add("C: " + command.rstrip(b"\r\n").decode("ascii", errors="backslashreplace"))
+
+    def received(self, reply: Reply) -> None:
+        for line in reply.lines:
+            self.add("S: " + line)
+
+    def lines(self) -> tuple[str, ...]:
+        if self._dropped:
+            return (*self._lines, f"[transcript truncated: {self._dropped} more lines]")
+        return tuple(self._lines)
+
+
+# ---------------------------------------------------------------- failures
+
+
+class _Interrupted(Exception):
+    """The dialogue cannot go on; `reason` is the not-testable reason it implies.
+
+    Raised and caught inside this module only.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The errno of a connect error, looking through trio's "all attempts failed" group."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno
+    cause = exc.__cause__
+    if isinstance(cause, BaseExceptionGroup):
+        for inner in cause.exceptions:
+            found = _errno_of(inner)
+            if found is not None:
+                return found
+    elif cause is not None:
+        return _errno_of(cause)
+    return None
+
+
+# Connect errors that have a name of their own in the output (DESIGN §4 `reason`).
+_CONNECT_REASONS: Final = {errno.ECONNREFUSED: "connect-refused"}
+
+
+def connect_failure_reason(exc: OSError) -> str:
+    """`connect-refused`, or `connect-failed: <errno name>` for other connect errors."""
+    code = _errno_of(exc)
+    if code is None:
+        return f"connect-failed: {exc}"
+    return _CONNECT_REASONS.get(code, f"connect-failed: {errno.errorcode.get(code, str(code))}")
+
+
+def _busy_reason(reply: Reply) -> str:
+    return f"busy:{reply.code} {reply.text}".rstrip()
+
+
+def _sni(hostname: str) -> str | None:
+    try:
+        ipaddress.ip_address(hostname.strip("[]"))
+    except ValueError:
+        return hostname
+    return None  # RFC 6066 §3: no IP literal in SNI
+
+
+# ---------------------------------------------------------------- the session
+
+
+class _Session:
+    """The mutable state of one probe: the stream, the SMTP client and the facts so far."""
+
+    def __init__(
+        self,
+        hostname: str,
+        ip: str,
+        *,
+        context: SSL.Context,
+        trust: TrustStore,
+        settings: ProbeSettings,
+        now: datetime,
+    ) -> None:
+        self.hostname = hostname
+        self.ip = ip
+        self.context = context
+        self.trust = trust
+        self.settings = settings
+        self.now = now
+        self.client = SmtpClient(settings.limits)
+        self.transcript = Transcript()
+        self.outcome = ProbeOutcome(hostname=hostname, ip=ip, status=AddressStatus.TESTED)
+        self.phase = Phase.CONNECT
+        self.tcp: trio.SocketStream | None = None
+        self.stream: trio.abc.Stream | None = None
+        self.tls_started = False  # the 220 to STARTTLS was received
+        self.refusal: str | None = None  # the server declined to serve us: not testable
+
+    def finish(self, reason: str | None = None) -> ProbeOutcome:
+        status = AddressStatus.TESTED if reason is None else AddressStatus.NOT_TESTABLE
+        return replace(
+            self.outcome, status=status, reason=reason, transcript=self.transcript.lines()
+        )
+
+    # -- moving bytes
+
+    async def _read_reply(self) -> Reply:
+        assert self.stream is not None
+        while True:
+            event = self.client.next_event()
+            if event is NEED_DATA:
+                try:
+                    data = bytes(await self.stream.receive_some(RECEIVE_CHUNK))
+                except trio.BrokenResourceError:
+                    data = b""  # reset by the peer: the same as a close here
+                self.client.receive_data(data)
+                continue
+            if isinstance(event, Reply):
+                self.transcript.received(event)
+                if event.bare_lf:
+                    self.transcript.add("[note] reply lines end in bare LF")
+                return event
+            if isinstance(event, ConnectionClosed):
+                self.transcript.add(f"[closed by server during {self.phase.value}]")
+                raise _Interrupted(f"closed:{self.phase.value}")
+            if isinstance(event, LimitExceeded | MalformedReply):
+                self.transcript.add(f"[protocol error] {event.reason}")
+                raise _Interrupted(f"protocol-error: {event.reason}")
+            raise AssertionError(f"unexpected SMTP client event {event!r}")
+
+    async def exchange(self, phase: Phase, command: bytes | None) -> Reply:
+        """Send `command` (if any) and read one reply, within the phase's deadline."""
+        assert self.stream is not None
+        self.phase = phase
+        with trio.move_on_after(self.settings.step_timeout):
+            if command is not None:
+                self.transcript.sent(command)
+                try:
+                    await self.stream.send_all(command)
+                except trio.BrokenResourceError:
+                    self.transcript.add(f"[closed by server during {phase.value}]")
+                    raise _Interrupted(f"closed:{phase.value}") from None
+            return await self._read_reply()
+        self.transcript.add(f"[timeout during {phase.value}]")
+        raise _Interrupted(f"timeout:{phase.value}")
+
+    # -- the dialogue
+
+    async def connect(self) -> None:
+        self.phase = Phase.CONNECT
+        with trio.move_on_after(self.settings.step_timeout) as scope:
+            try:
+                self.tcp = await trio.open_tcp_stream(self.ip, self.settings.smtp_port)
+            except OSError as exc:
+                reason = connect_failure_reason(exc)
+                self.transcript.add(f"[{reason}]")
+                raise _Interrupted(reason) from None
+        if scope.cancelled_caught or self.tcp is None:
+            self.transcript.add("[timeout during connect]")
+            raise _Interrupted("timeout:connect")
+        self.stream = self.tcp
+        local = self.tcp.socket.getsockname()
+        self.outcome = replace(self.outcome, local_ip=str(local[0]))
+        self.transcript.add(f"[connected to {self.ip} port {self.settings.smtp_port}]")
+
+    async def refuse(self, reply: Reply) -> None:
+        """The server declined the session with `reply`: QUIT, then give up."""
+        self.refusal = _busy_reason(reply)
+        await self.quit()
+        raise _Interrupted(self.refusal)
+
+    async def dialogue(self) -> None:
+        """Greeting to STARTTLS; raises `_Interrupted` when the address is not testable."""
+        await self.connect()
+
+        greeting = await self.exchange(Phase.GREETING, None)
+        self.outcome = replace(self.outcome, greeting=greeting.text)
+        if greeting.code != 220:
+            # RFC 5321 §3.1: 554 means no service here; QUIT anyway, politely.
+            await self.refuse(greeting)
+
+        name = self.settings.ehlo_name
+        ehlo = await self.exchange(Phase.EHLO, self.client.send_ehlo(name))
+        if ehlo.code == 250:
+            parsed = parse_ehlo_reply(ehlo)
+            self.outcome = replace(
+                self.outcome,
+                ehlo_keywords=tuple(dict.fromkeys(parsed.keywords)),
+                starttls_advertised=parsed.has("STARTTLS"),
+                masked_keyword=find_masked_starttls(parsed.keywords),
+            )
+        elif 500 <= ehlo.code < 600:
+            # RFC 5321 §3.2: EHLO refused, fall back to HELO (no extensions, no STARTTLS).
+            helo = await self.exchange(Phase.EHLO, self.client.send_helo(name))
+            if helo.code != 250:
+                await self.refuse(helo)
+            self.outcome = replace(self.outcome, helo_only=True)
+        else:
+            await self.refuse(ehlo)
+
+        starttls = await self.exchange(Phase.STARTTLS, self.client.send_starttls())
+        self.outcome = replace(
+            self.outcome, starttls_reply=starttls.code, starttls_reply_text=starttls.text
+        )
+        if starttls.code != 220:
+            await self.quit()
+            return
+        self.tls_started = True
+        await self.secure()
+
+    async def secure(self) -> None:
+        """Handshake and the post-TLS EHLO; failures here are recorded, never raised."""
+        # RFC 3207 §4.2 / Poddebniak et al. 2021: bytes past the 220 are plaintext
+        # injection; they are counted and never handed to TLS.
+        injected = self.client.trailing_data
+        if injected:
+            self.outcome = replace(self.outcome, plaintext_injection=len(injected))
+            self.transcript.add(
+                "[plaintext after 220] " + injected.decode("ascii", errors="backslashreplace")
+            )
+        assert self.tcp is not None
+        self.phase = Phase.HANDSHAKE
+        with trio.move_on_after(self.settings.step_timeout):
+            result = await start_tls(self.tcp, self.context, _sni(self.hostname))
+            if isinstance(result, TlsFailure):
+                self.outcome = replace(self.outcome, handshake_error=result.reason)
+                self.transcript.add(f"[tls] handshake failed: {result.reason}")
+                return
+            self.stream = result
+            session = result.session()
+            self.transcript.add(f"[tls] {session.version} {session.cipher}")
+            certificate = (
+                check_certificate(session, self.trust, self.hostname, self.now)
+                if session.leaf is not None
+                else None
+            )
+            self.outcome = replace(self.outcome, tls=session, certificate=certificate)
+            self.client.tls_established()
+        if self.outcome.tls is None:
+            self.outcome = replace(self.outcome, handshake_error="timeout:handshake")
+            self.transcript.add("[tls] handshake failed: timeout:handshake")
+            return
+
+        try:
+            ehlo = await self.exchange(
+                Phase.EHLO_AFTER_TLS, self.client.send_ehlo(self.settings.ehlo_name)
+            )
+        except _Interrupted:
+            return  # noted in the transcript; the TLS facts stand
+        if ehlo.code == 250:
+            parsed = parse_ehlo_reply(ehlo)
+            self.outcome = replace(
+                self.outcome,
+                ehlo_after_tls=tuple(dict.fromkeys(parsed.keywords)),
+                # RFC 3207 §4.2: a server must not advertise STARTTLS after TLS.
+                starttls_after_tls=parsed.has("STARTTLS"),
+            )
+        await self.quit()
+
+    async def quit(self) -> None:
+        """QUIT and read the 221, within the QUIT deadline; trouble is only noted."""
+        with contextlib.suppress(_Interrupted):
+            await self.exchange(Phase.QUIT, self.client.send_quit())
+
+    async def close(self) -> None:
+        """Close the stream (TLS close_notify if healthy), then make sure the socket is gone."""
+        if self.stream is not None and self.stream is not self.tcp:
+            with trio.move_on_after(CLOSE_GRACE):
+                await self.stream.aclose()
+        if self.tcp is not None:
+            await trio.aclose_forcefully(self.tcp)
+
+
+async def probe(
+    hostname: str,
+    ip: str,
+    *,
+    context: SSL.Context,
+    trust: TrustStore,
+    settings: ProbeSettings,
+    now: datetime,
+) -> ProbeOutcome:
+    """Probe `ip` as an MX for `hostname` (SNI, certificate name) and report what it did.
+
+    Never raises for anything the server or the network does; cancellation from
+    the caller propagates. `now` is the time certificates are verified at. An
+    address `is_address_allowed` refuses is not contacted at all.
+    """
+    if not is_address_allowed(ip, allow_private=settings.allow_private):
+        return ProbeOutcome(
+            hostname=hostname,
+            ip=ip,
+            status=AddressStatus.NOT_TESTABLE,
+            reason="address-not-allowed",
+        )
+    session = _Session(hostname, ip, context=context, trust=trust, settings=settings, now=now)
+    reason: str | None = None
+    try:
+        with trio.move_on_after(settings.total_timeout) as total:
+            try:
+                await session.dialogue()
+            except _Interrupted as interrupted:
+                reason = interrupted.reason
+        if total.cancelled_caught:
+            phase = session.phase
+            session.transcript.add(f"[session deadline during {phase.value}]")
+            if phase is Phase.HANDSHAKE and session.outcome.tls is None:
+                session.outcome = replace(session.outcome, handshake_error="timeout:handshake")
+            elif phase in (Phase.EHLO_AFTER_TLS, Phase.QUIT):
+                reason = session.refusal  # the facts gathered so far stand
+            else:
+                reason = f"timeout:{phase.value}"
+    finally:
+        await session.close()
+    return session.finish(reason)

@@ -1,0 +1,180 @@
+"""The JSON line of one domain (DESIGN §4) and its JSON Schema.
+
+A JSON edge: records come in, dicts go out, keys in DESIGN §4 order. `result_line` is the
+line of a scanned domain; `error_line` the line of an input that could not be scanned (an
+invalid name, or an unexpected exception in that domain's scan). `dumps_line` writes one
+line of compact JSON. `load_schema` returns the JSON Schema (draft 2020-12) every line
+satisfies, shipped as `scanner/schema/result-line.schema.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from importlib import resources
+
+from scanner.core.assess import AddressVerdict, DomainVerdict, MxVerdict
+from scanner.core.tlsrpt import rfc3339_utc
+from scanner.models import CertificateCheck, DomainFacts, Indicator, ProbeOutcome
+
+SCHEMA_VERSION = 1
+SCHEMA_RESOURCE = "schema/result-line.schema.json"
+
+# Characters `str.splitlines` breaks on that `json.dumps(ensure_ascii=False)` leaves raw.
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
+
+
+def _certificate(check: CertificateCheck) -> dict[str, object]:
+    leaf = check.leaf
+    return {
+        "subject": leaf.subject,
+        "san": list(leaf.san),
+        "issuer": leaf.issuer,
+        "not_before": rfc3339_utc(leaf.not_before),
+        "not_after": rfc3339_utc(leaf.not_after),
+        "sha256": leaf.sha256,
+        "chain_valid": check.chain.trusted,
+        "verify_error": check.chain.verify_error,
+        "name_matches": check.name_matches,
+    }
+
+
+def _tls(probe: ProbeOutcome | None) -> dict[str, object] | None:
+    if probe is None or probe.tls is None:
+        return None
+    return {"version": probe.tls.version, "cipher": probe.tls.cipher}
+
+
+def _address(address: AddressVerdict) -> dict[str, object]:
+    probe = address.probe
+    return {
+        "ip": address.ip,
+        "status": address.status.value,
+        "reason": address.reason,
+        "starttls": address.starttls.value if address.starttls is not None else None,
+        "tls": _tls(probe),
+        "certificate": (
+            _certificate(probe.certificate)
+            if probe is not None and probe.certificate is not None
+            else None
+        ),
+        "result_types": [result_type.value for result_type in address.result_types],
+        "transcript": list(probe.transcript) if probe is not None else [],
+    }
+
+
+def _mx(host: MxVerdict) -> dict[str, object]:
+    return {
+        "hostname": host.hostname,
+        "preference": host.preference,
+        "source": host.source.value,
+        "in_policy": host.in_policy,
+        "addresses": [_address(address) for address in host.addresses],
+    }
+
+
+def _indicator(indicator: Indicator) -> dict[str, object]:
+    return {
+        "code": indicator.code.value,
+        "mx": indicator.mx,
+        "ip": indicator.ip,
+        "detail": indicator.detail,
+    }
+
+
+def _mta_sts(facts: DomainFacts) -> dict[str, object]:
+    record = facts.sts_record
+    fetch = facts.policy_fetch
+    policy = fetch.policy if fetch is not None else None
+    error: dict[str, object] | None = None
+    if record is None:
+        error = {"result_type": None, "detail": facts.sts_record_error or "no v=STSv1 record"}
+    elif fetch is not None and fetch.failure is not None:
+        error = {"result_type": fetch.failure.result_type.value, "detail": fetch.failure.detail}
+    return {
+        "record": record.raw if record is not None else None,
+        "id": record.id if record is not None else None,
+        "policy": (
+            {
+                "version": policy.version,
+                "mode": policy.mode.value,
+                "mx": list(policy.mx),
+                "max_age": policy.max_age,
+            }
+            if policy is not None
+            else None
+        ),
+        "policy_text": fetch.text if fetch is not None else None,
+        "error": error,
+    }
+
+
+def _tlsrpt(facts: DomainFacts) -> dict[str, object]:
+    record = facts.tlsrpt_record
+    return {
+        "record": record.raw if record is not None else None,
+        "rua": list(record.rua) if record is not None else [],
+        "error": None if record is not None else (facts.tlsrpt_error or "no v=TLSRPTv1 record"),
+    }
+
+
+def result_line(
+    facts: DomainFacts, verdict: DomainVerdict, report: dict[str, object]
+) -> dict[str, object]:
+    """The DESIGN §4 line of a scanned domain; `report` is `core.tlsrpt.build_report`'s."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "domain": facts.domain,
+        "scanned_at": rfc3339_utc(facts.scanned_at),
+        "error": None,
+        "mta_sts": _mta_sts(facts),
+        "tlsrpt": _tlsrpt(facts),
+        "mx": [_mx(host) for host in verdict.mx],
+        "indicators": [_indicator(indicator) for indicator in verdict.indicators],
+        "enforce_ready": verdict.enforce_ready,
+        "blockers": list(verdict.blockers),
+        "warnings": list(verdict.warnings),
+        "report": report,
+    }
+
+
+def error_line(domain: str, error: str, scanned_at: datetime) -> dict[str, object]:
+    """The line of an input that could not be scanned.
+
+    Every DESIGN §4 field is present: `error` is set (e.g. "invalid-domain: ..."), nothing
+    was observed so `mx` and `indicators` are empty, `enforce_ready` is false with one
+    blocker stating the error, and `report` is null: no sessions were attempted, so there
+    is nothing to report (a zero-count report would read as a heartbeat).
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "domain": domain,
+        "scanned_at": rfc3339_utc(scanned_at),
+        "error": error,
+        "mta_sts": {"record": None, "id": None, "policy": None, "policy_text": None, "error": None},
+        "tlsrpt": {"record": None, "rua": [], "error": None},
+        "mx": [],
+        "indicators": [],
+        "enforce_ready": False,
+        "blockers": [f"could not scan: {error}"],
+        "warnings": [],
+        "report": None,
+    }
+
+
+def dumps_line(obj: object) -> str:
+    """Compact JSON on one line, non-ASCII kept, key order kept, no trailing newline.
+
+    U+0085, U+2028 and U+2029 are escaped too: line-splitting readers (Python's
+    `str.splitlines` among them) would otherwise cut a line inside a string. NaN and
+    infinities are refused.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.translate(_LINE_BREAKS)
+
+
+def load_schema() -> dict[str, object]:
+    """The JSON Schema of a line, read from the installed package."""
+    resource = resources.files("scanner").joinpath(SCHEMA_RESOURCE)
+    schema: dict[str, object] = json.loads(resource.read_text(encoding="utf-8"))
+    return schema

@@ -1,0 +1,588 @@
+"""Judgement of facts (DESIGN §5): STARTTLS status, result types, indicators, readiness.
+
+The builders at the top (`probe`, `host`, `domain_facts`, ...) make small realistic facts;
+`test_tlsrpt_report.py` and `test_output.py` reuse them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scanner.core.assess import (
+    AddressVerdict,
+    DomainVerdict,
+    assess_domain,
+    indicators_for,
+    session_failures,
+    starttls_status,
+)
+from scanner.models import (
+    AddressAnswer,
+    AddressStatus,
+    CertificateCheck,
+    CertificateSummary,
+    ChainVerdict,
+    DnsStatus,
+    DomainFacts,
+    IndicatorCode,
+    MxAnswer,
+    MxHostFacts,
+    MxRecord,
+    MxSource,
+    Policy,
+    PolicyFailure,
+    PolicyFetch,
+    PolicyMode,
+    ProbeOutcome,
+    ReportOptions,
+    ResultType,
+    SessionFailure,
+    StartTlsStatus,
+    StsRecord,
+    TlsRptRecord,
+    TlsSession,
+    TxtAnswer,
+)
+
+DOMAIN = "example.com"
+SCANNED = datetime(2026, 11, 28, 4, 0, tzinfo=UTC)
+WINDOW = (SCANNED, SCANNED + timedelta(seconds=42))
+OPTIONS = ReportOptions(
+    organization_name="Example Scanner",
+    contact_info="reports@scanner.example",
+    submitter="scanner.example",
+)
+LOCAL_IP = "127.0.0.1"
+
+# ---------------------------------------------------------------- builders
+
+
+def certificate(
+    host: str,
+    *,
+    trusted: bool = True,
+    verify_error: str | None = None,
+    name_matches: bool = True,
+    not_before: datetime = SCANNED - timedelta(days=30),
+    not_after: datetime = SCANNED + timedelta(days=60),
+    san: tuple[str, ...] | None = None,
+) -> CertificateCheck:
+    leaf = CertificateSummary(
+        subject=f"CN={host}",
+        san=san if san is not None else (host,),
+        issuer="CN=Example Test CA",
+        not_before=not_before,
+        not_after=not_after,
+        sha256="ab" * 32,
+    )
+    return CertificateCheck(
+        leaf=leaf,
+        chain=ChainVerdict(trusted=trusted, verify_error=verify_error),
+        name_matches=name_matches,
+    )
+
+
+def probe(host: str, ip: str, **changes: object) -> ProbeOutcome:
+    """A session that passed everything: STARTTLS offered, 220, TLS 1.3, valid certificate."""
+    good = ProbeOutcome(
+        hostname=host,
+        ip=ip,
+        status=AddressStatus.TESTED,
+        local_ip=LOCAL_IP if ":" not in ip else "::1",
+        greeting=f"220 {host} ESMTP",
+        ehlo_keywords=("PIPELINING", "SIZE", "STARTTLS", "8BITMIME"),
+        starttls_advertised=True,
+        starttls_reply=220,
+        starttls_reply_text="2.0.0 Ready to start TLS",
+        tls=TlsSession(version="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384", chain=()),
+        certificate=certificate(host),
+        ehlo_after_tls=("PIPELINING", "SIZE", "8BITMIME"),
+        transcript=(f"S: 220 {host} ESMTP", "C: EHLO scanner.example", "C: STARTTLS"),
+    )
+    if "starttls_reply" in changes:
+        changes.setdefault("starttls_reply_text", None)
+    return dataclasses.replace(good, **changes)  # type: ignore[arg-type]
+
+
+def untestable(host: str, ip: str, reason: str) -> ProbeOutcome:
+    return ProbeOutcome(hostname=host, ip=ip, status=AddressStatus.NOT_TESTABLE, reason=reason)
+
+
+def host(
+    name: str,
+    *probes: ProbeOutcome,
+    preference: int | None = 10,
+    source: MxSource = MxSource.DNS,
+) -> MxHostFacts:
+    """An MX host whose A and AAAA answers list exactly its probes' addresses."""
+    v4 = tuple(p.ip for p in probes if ipaddress.ip_address(p.ip).version == 4)
+    v6 = tuple(p.ip for p in probes if ipaddress.ip_address(p.ip).version == 6)
+    return MxHostFacts(
+        hostname=name,
+        preference=preference,
+        source=source,
+        addresses=(
+            AddressAnswer(DnsStatus.ANSWER if v4 else DnsStatus.NODATA, v4),
+            AddressAnswer(DnsStatus.ANSWER if v6 else DnsStatus.NODATA, v6),
+        ),
+        probes=probes,
+    )
+
+
+def policy(*mx: str, mode: PolicyMode = PolicyMode.TESTING, max_age: int = 604800) -> Policy:
+    patterns = mx or ("mx1.example.com", "mx2.example.com")
+    lines = (
+        "version: STSv1",
+        f"mode: {mode}",
+        *(f"mx: {p}" for p in patterns),
+        f"max_age: {max_age}",
+    )
+    return Policy(version="STSv1", mode=mode, max_age=max_age, mx=patterns, lines=lines)
+
+
+def fetched(p: Policy) -> PolicyFetch:
+    return PolicyFetch(
+        policy=p,
+        failure=None,
+        ip="127.0.0.1",
+        http_status=200,
+        content_type="text/plain",
+        text="\r\n".join(p.lines) + "\r\n",
+        certificate=certificate(f"mta-sts.{DOMAIN}"),
+    )
+
+
+def failed_fetch(result_type: ResultType, detail: str, text: str | None = None) -> PolicyFetch:
+    return PolicyFetch(policy=None, failure=PolicyFailure(result_type, detail), text=text)
+
+
+STS_RECORD = StsRecord(raw="v=STSv1; id=20261128T0400", id="20261128T0400")
+TLSRPT_RECORD = TlsRptRecord(
+    raw="v=TLSRPTv1; rua=mailto:tlsrpt@example.com", rua=("mailto:tlsrpt@example.com",)
+)
+
+
+def good_hosts() -> tuple[MxHostFacts, ...]:
+    return (
+        host("mx1.example.com", probe("mx1.example.com", "127.0.1.1"), preference=10),
+        host("mx2.example.com", probe("mx2.example.com", "127.0.1.2"), preference=20),
+    )
+
+
+def domain_facts(
+    *hosts: MxHostFacts,
+    fetch: PolicyFetch | str | None = "default",
+    record: StsRecord | None = STS_RECORD,
+    record_error: str | None = None,
+    tlsrpt: TlsRptRecord | None = TLSRPT_RECORD,
+    mx: MxAnswer | None = None,
+) -> DomainFacts:
+    """A domain; by default both MX hosts are good and a testing policy covers them."""
+    hosts = hosts or good_hosts()
+    policy_fetch = fetched(policy()) if fetch == "default" else fetch
+    assert not isinstance(policy_fetch, str)
+    if record is None:
+        policy_fetch = None
+    if mx is None:
+        records = tuple(
+            MxRecord(h.preference or 0, h.hostname) for h in hosts if h.source is MxSource.DNS
+        )
+        mx = MxAnswer(DnsStatus.ANSWER, records)
+    return DomainFacts(
+        domain=DOMAIN,
+        scanned_at=SCANNED,
+        sts_txt=TxtAnswer(DnsStatus.ANSWER, (STS_RECORD.raw,))
+        if record
+        else TxtAnswer(DnsStatus.NXDOMAIN),
+        sts_record=record,
+        sts_record_error=None if record else (record_error or "no v=STSv1 record"),
+        policy_fetch=policy_fetch,
+        tlsrpt_txt=TxtAnswer(DnsStatus.ANSWER, (TLSRPT_RECORD.raw,))
+        if tlsrpt
+        else TxtAnswer(DnsStatus.NXDOMAIN),
+        tlsrpt_record=tlsrpt,
+        tlsrpt_error=None if tlsrpt else "no v=TLSRPTv1 record",
+        mx=mx,
+        hosts=hosts,
+    )
+
+
+def no_hosts(facts: DomainFacts) -> DomainFacts:
+    return dataclasses.replace(facts, hosts=())
+
+
+def assess(facts: DomainFacts) -> DomainVerdict:
+    return assess_domain(facts, options=OPTIONS, window=WINDOW)
+
+
+def only_address(verdict: DomainVerdict, ip: str) -> AddressVerdict:
+    (found,) = [a for h in verdict.mx for a in h.addresses if a.ip == ip]
+    return found
+
+
+# ---------------------------------------------------------------- STARTTLS status
+
+H, IP = "mx1.example.com", "127.0.1.1"
+
+STATUS_CASES = [
+    ("offered", probe(H, IP), StartTlsStatus.OFFERED),
+    ("refused-454", probe(H, IP, starttls_reply=454, tls=None, certificate=None), StartTlsStatus.REFUSED),
+    ("refused-no-reply", probe(H, IP, starttls_reply=None, tls=None, certificate=None), StartTlsStatus.REFUSED),
+    ("missing", probe(H, IP, starttls_advertised=False, starttls_reply=502, tls=None, certificate=None), StartTlsStatus.MISSING),
+    ("helo-only", probe(H, IP, helo_only=True, starttls_advertised=False, ehlo_keywords=(), starttls_reply=503, tls=None, certificate=None), StartTlsStatus.MISSING),
+    ("stripped", probe(H, IP, starttls_advertised=False), StartTlsStatus.STRIPPED),
+    ("garbled", probe(H, IP, starttls_advertised=False, masked_keyword="XXXXXXXA", starttls_reply=500, tls=None, certificate=None), StartTlsStatus.GARBLED),
+    ("garbled-but-accepted", probe(H, IP, starttls_advertised=False, masked_keyword="XXXXXXXA"), StartTlsStatus.GARBLED),
+    ("not-testable", untestable(H, IP, "timeout:greeting"), None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected"), [c[1:] for c in STATUS_CASES], ids=[c[0] for c in STATUS_CASES]
+)
+def test_starttls_status(outcome: ProbeOutcome, expected: StartTlsStatus | None) -> None:
+    assert starttls_status(outcome) is expected
+
+
+# ---------------------------------------------------------------- result types per session (DESIGN §5 table)
+
+VF = ResultType.VALIDATION_FAILURE
+NS = ResultType.STARTTLS_NOT_SUPPORTED
+IN_POLICY = policy()
+
+FAILURE_CASES: list[tuple[str, ProbeOutcome, bool | None, set[tuple[ResultType, str | None]]]] = [
+    ("clean", probe(H, IP), True, set()),
+    ("clean-no-policy", probe(H, IP), None, set()),
+    ("missing", probe(H, IP, starttls_advertised=False, starttls_reply=502, tls=None, certificate=None), True, {(NS, "starttls-missing")}),
+    ("stripped", probe(H, IP, starttls_advertised=False), True, {(NS, "starttls-stripped")}),
+    ("garbled", probe(H, IP, starttls_advertised=False, masked_keyword="XXXXXXXA", starttls_reply=500, tls=None, certificate=None), True, {(NS, "starttls-garbled")}),
+    ("refused", probe(H, IP, starttls_reply=454, tls=None, certificate=None), True, {(NS, "starttls-refused")}),
+    ("helo-only", probe(H, IP, helo_only=True, starttls_advertised=False, starttls_reply=503, tls=None, certificate=None), True, {(NS, "helo-only")}),
+    ("handshake-failed", probe(H, IP, handshake_error="tlsv1 alert protocol version", tls=None, certificate=None), True, {(VF, "tls-handshake-failed")}),
+    ("tls-1.1", probe(H, IP, tls=TlsSession("TLSv1.1", "ECDHE-RSA-AES128-SHA", ())), True, {(VF, "tls-version-below-1.2")}),
+    ("tls-1.2-is-fine", probe(H, IP, tls=TlsSession("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", ())), True, set()),
+    ("plaintext-injection", probe(H, IP, plaintext_injection=29), True, {(VF, "plaintext-injection")}),
+    ("mx-not-in-policy", probe(H, IP), False, {(VF, "mx-not-in-policy")}),
+    ("expired", probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_CERT_HAS_EXPIRED", not_after=SCANNED - timedelta(days=3))), True, {(ResultType.CERTIFICATE_EXPIRED, "X509_V_ERR_CERT_HAS_EXPIRED")}),
+    ("self-signed-and-expired", probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT", not_after=SCANNED - timedelta(days=3))), True, {(ResultType.CERTIFICATE_EXPIRED, "X509_V_ERR_CERT_HAS_EXPIRED"), (ResultType.CERTIFICATE_NOT_TRUSTED, "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT")}),
+    ("untrusted", probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY")), True, {(ResultType.CERTIFICATE_NOT_TRUSTED, "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY")}),
+    ("not-yet-valid", probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_CERT_NOT_YET_VALID", not_before=SCANNED + timedelta(days=2))), True, {(ResultType.CERTIFICATE_NOT_TRUSTED, "X509_V_ERR_CERT_NOT_YET_VALID")}),
+    ("host-mismatch", probe(H, IP, certificate=certificate(H, name_matches=False, san=("other.example.net",))), True, {(ResultType.CERTIFICATE_HOST_MISMATCH, "X509_V_ERR_HOSTNAME_MISMATCH")}),
+    ("several", probe(H, IP, plaintext_injection=5, certificate=certificate(H, name_matches=False)), False, {(VF, "plaintext-injection"), (VF, "mx-not-in-policy"), (ResultType.CERTIFICATE_HOST_MISMATCH, "X509_V_ERR_HOSTNAME_MISMATCH")}),
+    ("not-testable", untestable(H, IP, "connect-refused"), False, set()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("outcome", "in_policy", "expected"),
+    [c[1:] for c in FAILURE_CASES],
+    ids=[c[0] for c in FAILURE_CASES],
+)
+def test_session_failures(
+    outcome: ProbeOutcome, in_policy: bool | None, expected: set[tuple[ResultType, str | None]]
+) -> None:
+    pol = IN_POLICY if in_policy is not None else None
+    found = session_failures(outcome, policy=pol, in_policy=in_policy, at=SCANNED)
+    assert {(f.result_type, f.reason_code) for f in found} == expected
+    assert len(found) == len(set(found))
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [(PolicyMode.TESTING, True), (PolicyMode.ENFORCE, True), (PolicyMode.NONE, False)],
+    ids=["testing", "enforce", "none"],
+)
+def test_mx_not_in_policy_needs_an_active_policy(mode: PolicyMode, expected: bool) -> None:
+    found = session_failures(probe(H, IP), policy=policy(mode=mode), in_policy=False)
+    assert (SessionFailure(VF, "mx-not-in-policy") in found) is expected
+
+
+# ---------------------------------------------------------------- indicators per session
+
+INDICATOR_CASES = [
+    ("clean", probe(H, IP), True, set()),
+    ("missing", FAILURE_CASES[2][1], True, {IndicatorCode.STARTTLS_MISSING}),
+    ("stripped", FAILURE_CASES[3][1], True, {IndicatorCode.STARTTLS_STRIPPED}),
+    ("garbled", FAILURE_CASES[4][1], True, {IndicatorCode.STARTTLS_GARBLED}),
+    ("refused", FAILURE_CASES[5][1], True, {IndicatorCode.STARTTLS_REFUSED}),
+    ("helo-only", FAILURE_CASES[6][1], True, {IndicatorCode.HELO_ONLY}),
+    ("handshake-failed", FAILURE_CASES[7][1], True, {IndicatorCode.TLS_HANDSHAKE_FAILED}),
+    ("weak-tls", FAILURE_CASES[8][1], True, {IndicatorCode.WEAK_TLS_VERSION}),
+    ("injection", FAILURE_CASES[10][1], True, {IndicatorCode.PLAINTEXT_INJECTION}),
+    ("mx-not-in-policy", probe(H, IP), False, {IndicatorCode.MX_NOT_IN_POLICY}),
+    ("expired", FAILURE_CASES[12][1], True, {IndicatorCode.CERTIFICATE_EXPIRED}),
+    ("untrusted", FAILURE_CASES[14][1], True, {IndicatorCode.CERTIFICATE_NOT_TRUSTED}),
+    ("host-mismatch", FAILURE_CASES[16][1], True, {IndicatorCode.CERTIFICATE_HOST_MISMATCH}),
+    ("not-testable", untestable(H, IP, "timeout:connect"), False, set()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("outcome", "in_policy", "expected"),
+    [c[1:] for c in INDICATOR_CASES],
+    ids=[c[0] for c in INDICATOR_CASES],
+)
+def test_indicators_for(
+    outcome: ProbeOutcome, in_policy: bool, expected: set[IndicatorCode]
+) -> None:
+    found = indicators_for(outcome, mx=H, policy=IN_POLICY, in_policy=in_policy, at=SCANNED)
+    assert {i.code for i in found} == expected
+    assert all(i.mx == H and i.ip == IP and i.detail for i in found)
+
+
+def test_indicator_details_name_the_evidence() -> None:
+    garbled = indicators_for(FAILURE_CASES[4][1], mx=H, policy=None, in_policy=None)
+    assert "XXXXXXXA" in garbled[0].detail
+    refused = indicators_for(FAILURE_CASES[5][1], mx=H, policy=None, in_policy=None)
+    assert "454" in refused[0].detail
+    expired = indicators_for(FAILURE_CASES[12][1], mx=H, policy=None, in_policy=None)
+    assert expired[0].detail == "certificate expired on 2026-11-25"
+
+
+def test_ipv6_addresses_are_rfc5952() -> None:
+    facts = domain_facts(host("mx1.example.com", probe("mx1.example.com", "0:0:0:0:0:0:0:1")))
+    verdict = assess(facts)
+    assert [a.ip for a in verdict.mx[0].addresses] == ["::1"]
+
+
+# ---------------------------------------------------------------- domain-wide indicator
+
+
+def bad_mx2() -> MxHostFacts:
+    return host(
+        "mx2.example.com",
+        probe("mx2.example.com", "127.0.1.5", starttls_advertised=False, starttls_reply=502, tls=None, certificate=None),
+        preference=20,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("second", "inconsistent"),
+    [
+        (good_hosts()[1], False),
+        (bad_mx2(), True),
+        (
+            host("mx2.example.com", untestable("mx2.example.com", "127.0.1.5", "timeout:connect")),
+            False,
+        ),
+    ],
+    ids=["all-valid", "one-without-tls", "untestable-does-not-count"],
+)
+def test_tls_inconsistent(second: MxHostFacts, inconsistent: bool) -> None:
+    verdict = assess(domain_facts(good_hosts()[0], second))
+    codes = [i.code for i in verdict.indicators]
+    assert (IndicatorCode.TLS_INCONSISTENT in codes) is inconsistent
+    if inconsistent:
+        (indicator,) = [i for i in verdict.indicators if i.code is IndicatorCode.TLS_INCONSISTENT]
+        assert "mx2.example.com (127.0.1.5)" in indicator.detail
+
+
+# ---------------------------------------------------------------- enforce readiness
+
+
+def expired_mx2() -> MxHostFacts:
+    cert = certificate(
+        "mx2.example.com",
+        trusted=False,
+        verify_error="X509_V_ERR_CERT_HAS_EXPIRED",
+        not_after=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    return host(
+        "mx2.example.com", probe("mx2.example.com", "127.0.1.5", certificate=cert), preference=20
+    )
+
+
+READINESS_CASES: list[tuple[str, DomainFacts, bool, list[str]]] = [
+    ("all-good-testing", domain_facts(), True, []),
+    ("all-good-enforce", domain_facts(fetch=fetched(policy(mode=PolicyMode.ENFORCE))), True, []),
+    ("bad-backup-mx", domain_facts(good_hosts()[0], expired_mx2()), False,
+     ["mx2.example.com (127.0.1.5): certificate expired on 2026-01-01"]),
+    ("backup-mx-without-starttls", domain_facts(good_hosts()[0], bad_mx2()), False,
+     ["mx2.example.com (127.0.1.5): STARTTLS is not offered and the command is refused (502)"]),
+    ("mx-covered-by-wildcard", domain_facts(fetch=fetched(policy("*.example.com"))), True, []),
+    ("mx-outside-policy", domain_facts(fetch=fetched(policy("mx1.example.com"))), False,
+     ["mx2.example.com is not covered by the policy's mx patterns (mx1.example.com)"]),
+    ("no-policy", domain_facts(record=None), False,
+     ["no usable _mta-sts record at _mta-sts.example.com: no v=STSv1 record"]),
+    ("two-records", domain_facts(record=None, record_error="2 v=STSv1 records; exactly one is required"), False,
+     ["no usable _mta-sts record at _mta-sts.example.com: 2 v=STSv1 records; exactly one is required"]),
+    ("policy-fetch-error", domain_facts(fetch=failed_fetch(ResultType.STS_POLICY_FETCH_ERROR, "http-404 from mta-sts.example.com")), False,
+     ["policy fetch failed: http-404 from mta-sts.example.com"]),
+    ("policy-invalid", domain_facts(fetch=failed_fetch(ResultType.STS_POLICY_INVALID, "missing required field(s): mode", "version: STSv1\nmx: mx1.example.com\nmax_age: 86400\n")), False,
+     ["policy is invalid: missing required field(s): mode"]),
+    ("policy-webpki", domain_facts(fetch=failed_fetch(ResultType.STS_WEBPKI_INVALID, "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT")), False,
+     ["certificate of mta-sts.example.com is not valid: X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT"]),
+    ("untestable-mx", domain_facts(host("mx1.example.com", probe("mx1.example.com", "127.0.1.1"), untestable("mx1.example.com", "::1", "timeout:greeting")), good_hosts()[1]), False,
+     ["mx1.example.com (::1) could not be tested: timeout:greeting"]),
+    ("mode-none", domain_facts(fetch=fetched(policy(mode=PolicyMode.NONE))), False,
+     ["mode is none: the policy is switched off; publish mode testing or enforce"]),
+    ("null-mx", no_hosts(domain_facts(mx=MxAnswer(DnsStatus.ANSWER, null_mx=True))), False,
+     ["null MX (RFC 7505): the domain accepts no mail, so there is nothing to enforce"]),
+    ("mx-servfail", no_hosts(domain_facts(mx=MxAnswer(DnsStatus.SERVFAIL, detail="127.0.0.53"))), False,
+     ["MX lookup failed (servfail: 127.0.0.53): scan again"]),
+    ("policy-only-host-never-blocks", domain_facts(*good_hosts(), host("standby.example.com", untestable("standby.example.com", "127.0.1.9", "connect-refused"), preference=None, source=MxSource.POLICY), fetch=fetched(policy("mx1.example.com", "mx2.example.com", "standby.example.com"))), True, []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("facts", "ready", "blockers"),
+    [c[1:] for c in READINESS_CASES],
+    ids=[c[0] for c in READINESS_CASES],
+)
+def test_enforce_readiness(facts: DomainFacts, ready: bool, blockers: list[str]) -> None:
+    verdict = assess(facts)
+    assert verdict.enforce_ready is ready
+    assert verdict.enforce_ready is (not verdict.blockers)
+    assert list(verdict.blockers) == blockers
+
+
+def test_in_policy_per_mx() -> None:
+    verdict = assess(domain_facts(fetch=fetched(policy("mx1.example.com"))))
+    assert [(h.hostname, h.in_policy) for h in verdict.mx] == [
+        ("mx1.example.com", True),
+        ("mx2.example.com", False),
+    ]
+    mx2 = only_address(verdict, "127.0.1.2")
+    assert mx2.result_types == (ResultType.VALIDATION_FAILURE,)
+    no_policy = assess(domain_facts(record=None))
+    assert [h.in_policy for h in no_policy.mx] == [None, None]
+
+
+def test_untestable_address_has_no_result_type() -> None:
+    verdict = assess(READINESS_CASES[11][1])
+    address = only_address(verdict, "::1")
+    assert (address.status, address.reason, address.starttls, address.failures) == (
+        AddressStatus.NOT_TESTABLE,
+        "timeout:greeting",
+        None,
+        (),
+    )
+
+
+def test_answered_address_without_probe_is_not_probed() -> None:
+    mx1 = dataclasses.replace(
+        good_hosts()[0],
+        addresses=(AddressAnswer(DnsStatus.ANSWER, ("127.0.1.1", "127.0.1.3")), AddressAnswer(DnsStatus.NODATA)),
+    )  # fmt: skip
+    verdict = assess(domain_facts(mx1, good_hosts()[1]))
+    assert only_address(verdict, "127.0.1.3").reason == "not-probed"
+    assert "mx1.example.com (127.0.1.3) could not be tested: not-probed" in verdict.blockers
+
+
+@pytest.mark.parametrize(
+    ("aaaa", "blocks"),
+    [
+        (AddressAnswer(DnsStatus.NODATA), False),
+        (AddressAnswer(DnsStatus.TIMEOUT, detail="5 s"), True),
+    ],
+    ids=["aaaa-nodata", "aaaa-timeout"],
+)
+def test_failed_address_lookup_blocks(aaaa: AddressAnswer, blocks: bool) -> None:
+    mx1 = dataclasses.replace(good_hosts()[0], addresses=(good_hosts()[0].addresses[0], aaaa))
+    verdict = assess(domain_facts(mx1, good_hosts()[1]))
+    assert verdict.enforce_ready is (not blocks)
+    assert any("address lookup failed (timeout: 5 s)" in b for b in verdict.blockers) is blocks
+
+
+# ---------------------------------------------------------------- warnings
+
+
+def test_warnings_of_a_ready_domain() -> None:
+    soon = certificate("mx1.example.com", not_after=SCANNED + timedelta(days=5))
+    mx1 = host("mx1.example.com", probe("mx1.example.com", "127.0.1.1", certificate=soon))
+    standby = host(
+        "standby.example.com",
+        probe("standby.example.com", "127.0.1.9", certificate=certificate("standby.example.com", name_matches=False)),
+        preference=None,
+        source=MxSource.POLICY,
+    )  # fmt: skip
+    pol = policy(
+        "mx1.example.com", "mx2.example.com", "standby.example.com", "*.com", max_age=86400
+    )
+    verdict = assess(domain_facts(mx1, good_hosts()[1], standby, fetch=fetched(pol), tlsrpt=None))
+    assert verdict.enforce_ready
+    text = "\n".join(verdict.warnings)
+    assert "no TLS-RPT record at _smtp._tls.example.com" in text
+    assert "max_age 86400 is under one week" in text
+    assert (
+        "mx1.example.com (127.0.1.1): certificate expires on 2026-12-03, 5 days after the scan"
+        in text
+    )
+    assert "'*.com' is a wildcard under a public suffix" in text
+    assert "policy-only host standby.example.com (127.0.1.9): certificate names" in text
+    # mx: patterns matching no MX host; the standby is not an MX record, so it is listed too
+    assert "mx pattern 'standby.example.com' matches none of the domain's MX hosts" in text
+
+
+def test_clean_domain_has_no_warnings() -> None:
+    assert assess(domain_facts()).warnings == ()
+
+
+# ---------------------------------------------------------------- properties
+
+ips = st.sampled_from(["127.0.1.1", "127.0.1.2", "::1", "0:0::2"])
+certs = st.builds(
+    certificate,
+    st.just(H),
+    trusted=st.booleans(),
+    verify_error=st.sampled_from(
+        [None, "X509_V_ERR_CERT_HAS_EXPIRED", "X509_V_ERR_CERT_NOT_YET_VALID",
+         "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT", "X509_V_ERR_HOSTNAME_MISMATCH"]
+    ),
+    name_matches=st.booleans(),
+    not_after=st.sampled_from([SCANNED - timedelta(days=1), SCANNED + timedelta(days=3), SCANNED + timedelta(days=90)]),
+)  # fmt: skip
+outcomes = st.one_of(
+    st.builds(untestable, st.just(H), ips, st.sampled_from(["connect-refused", "timeout:ehlo"])),
+    st.builds(
+        probe,
+        st.just(H),
+        ips,
+        helo_only=st.booleans(),
+        starttls_advertised=st.booleans(),
+        masked_keyword=st.sampled_from([None, "XXXXXXXA"]),
+        starttls_reply=st.sampled_from([None, 220, 454, 502]),
+        plaintext_injection=st.sampled_from([0, 0, 17]),
+        handshake_error=st.sampled_from([None, "alert handshake failure"]),
+        tls=st.sampled_from([None, TlsSession("TLSv1.3", "X", ()), TlsSession("TLSv1", "Y", ())]),
+        certificate=st.one_of(st.none(), certs),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(outcome=outcomes, in_policy=st.sampled_from([None, True, False]))
+def test_every_failure_has_an_indicator(outcome: ProbeOutcome, in_policy: bool | None) -> None:
+    pol = None if in_policy is None else IN_POLICY
+    failures = session_failures(outcome, policy=pol, in_policy=in_policy, at=SCANNED)
+    indicators = indicators_for(outcome, mx=H, policy=pol, in_policy=in_policy, at=SCANNED)
+    assert bool(failures) == bool(indicators)
+    if outcome.status is AddressStatus.NOT_TESTABLE:
+        assert failures == ()
+        assert indicators == ()
+
+
+@settings(max_examples=100, deadline=None)
+@given(first=st.lists(outcomes, min_size=1, max_size=3), second=st.lists(outcomes, max_size=2))
+def test_ready_exactly_when_every_session_passes(
+    first: list[ProbeOutcome], second: list[ProbeOutcome]
+) -> None:
+    def unique(outcomes: list[ProbeOutcome], name: str) -> tuple[ProbeOutcome, ...]:
+        by_ip = {
+            ipaddress.ip_address(o.ip): dataclasses.replace(o, hostname=name) for o in outcomes
+        }
+        return tuple(by_ip.values())
+
+    hosts = [host("mx1.example.com", *unique(first, "mx1.example.com"))]
+    if second:
+        hosts.append(host("mx2.example.com", *unique(second, "mx2.example.com"), preference=20))
+    verdict = assess(domain_facts(*hosts))
+    every_passed = all(a.passed for _, a in verdict.dns_addresses())
+    assert verdict.enforce_ready is every_passed
+    assert verdict.enforce_ready is (not verdict.blockers)

@@ -1,0 +1,256 @@
+"""Hostname normalisation and RFC 6125 / RFC 9525 certificate name matching."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scanner.core.names import (
+    InvalidHostname,
+    certificate_matches,
+    is_valid_hostname,
+    normalize_hostname,
+    presented_identifier_matches,
+)
+
+# ---------------------------------------------------------------- normalisation
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("example.com", "example.com"),
+        ("Example.COM", "example.com"),
+        ("mx1.example.com.", "mx1.example.com"),
+        ("Bücher.example", "xn--bcher-kva.example"),
+        ("BÜCHER.example.", "xn--bcher-kva.example"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("例え。テスト", "xn--r8jz45g.xn--zckzah"),  # ideographic full stop is a dot (UTS 46)
+        ("faß.de", "xn--fa-hia.de"),  # non-transitional: ß stays ß
+        ("a-b.example", "a-b.example"),
+        ("localhost", "localhost"),
+        ("1password.com", "1password.com"),
+        ("a" * 63 + ".example", "a" * 63 + ".example"),
+    ],
+    ids=[
+        "plain",
+        "upper",
+        "trailing-dot",
+        "u-label",
+        "u-label-upper-dot",
+        "a-label",
+        "fullwidth-dot",
+        "eszett",
+        "hyphen",
+        "single-label",
+        "leading-digit",
+        "label-63",
+    ],
+)
+def test_normalize_hostname(raw: str, normalised: str) -> None:
+    assert normalize_hostname(raw) == normalised
+    assert is_valid_hostname(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("", "empty"),
+        (".", "empty"),
+        ("a..example", "empty label"),
+        (".example.com", "empty label"),
+        ("example.com..", "empty label"),
+        ("a" * 64 + ".example", "longer than 63"),
+        (".".join(["a" * 60] * 5), "longer than 253"),
+        ("exa mple.com", "invalid characters"),
+        ("exa_mple.com", "invalid characters"),
+        ("-mx.example.com", "hyphen"),
+        ("mx-.example.com", "hyphen"),
+        ("192.0.2.1", "all digits"),
+        ("mx.example.123", "all digits"),
+        ("a\u200db.example", "internationalised"),  # ZWJ not allowed in this context
+        ("*.example.com", "invalid characters"),
+    ],
+    ids=[
+        "empty",
+        "dot",
+        "double-dot",
+        "leading-dot",
+        "two-trailing-dots",
+        "label-64",
+        "name-over-253",
+        "space",
+        "underscore",
+        "leading-hyphen",
+        "trailing-hyphen",
+        "ipv4-literal",
+        "numeric-tld",
+        "bad-idn",
+        "wildcard",
+    ],
+)
+def test_normalize_hostname_rejects(raw: str, message: str) -> None:
+    with pytest.raises(InvalidHostname, match=message):
+        normalize_hostname(raw)
+    assert not is_valid_hostname(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "allow", "valid"),
+    [
+        ("_mta-sts.example.com", True, True),
+        ("_mta-sts.example.com", False, False),
+        ("mx_1.example.com", True, True),
+        ("mx_1.example.com", False, False),
+    ],
+    ids=["service-allowed", "service-refused", "host-allowed", "host-refused"],
+)
+def test_underscore_flag(raw: str, allow: bool, valid: bool) -> None:
+    assert is_valid_hostname(raw, allow_underscore=allow) is valid
+
+
+# ---------------------------------------------------------------- certificate matching
+
+
+@pytest.mark.parametrize(
+    ("hostname", "san", "matches"),
+    [
+        # exact, case-insensitive (RFC 6125 §6.4.1)
+        ("mx.example.com", ["mx.example.com"], True),
+        ("mx.example.com", ["mx.example.org"], False),
+        ("MX.Example.COM", ["mx.example.com"], True),
+        ("mx.example.com", ["MX.EXAMPLE.COM"], True),
+        ("mx.example.com.", ["mx.example.com"], True),
+        ("mx.example.com", ["mx.example.com."], True),
+        ("mx.example.com", ["mx.example.co"], False),
+        # several presented identifiers
+        ("mx2.example.com", ["mx1.example.com", "mx2.example.com"], True),
+        ("mx3.example.com", ["mx1.example.com", "mx2.example.com"], False),
+        # wildcard: entire left-most label, exactly one label (RFC 9525 §6.3)
+        ("mx.example.com", ["*.example.com"], True),
+        ("example.com", ["*.example.com"], False),
+        ("a.mx.example.com", ["*.example.com"], False),
+        ("mx.example.com", ["*.EXAMPLE.com"], True),
+        ("mx.example.org", ["*.example.com"], False),
+        # partial wildcards and wildcards elsewhere never match
+        ("baz.example.net", ["b*z.example.net"], False),
+        ("baz.example.net", ["baz.example.net"], True),
+        ("foox.example.com", ["*x.example.com"], False),
+        ("xn--bcher-kva.example", ["xn--*.example"], False),
+        ("xn--bcher-kva.example", ["*.example.org", "xn--bcher-kva.example"], True),
+        ("mx.sub.example.com", ["mx.*.example.com"], False),
+        ("mx.a.example.com", ["*.*.example.com"], False),
+        # a wildcard needs two labels after it
+        ("example.com", ["*.com"], False),
+        ("example", ["*"], False),
+        ("mx.example.co.uk", ["*.example.co.uk"], True),
+        # IDN: A-label comparison (RFC 6125 §6.4.2)
+        ("Bücher.example", ["xn--bcher-kva.example"], True),
+        ("Bücher.example", ["bücher.example"], False),  # U-label in a SAN is malformed
+        ("mx.bücher.example", ["*.xn--bcher-kva.example"], True),
+        ("mx.bücher.example", ["*.xn--bcher.example"], False),
+        # nothing presented, or junk presented
+        ("mx.example.com", [], False),
+        ("mx.example.com", ["", ".", "mx..example.com"], False),
+        # invalid reference names match nothing
+        ("", ["*.example.com"], False),
+        ("192.0.2.1", ["192.0.2.1"], False),
+    ],
+    ids=[
+        "exact",
+        "exact-other",
+        "reference-case",
+        "presented-case",
+        "reference-dot",
+        "presented-dot",
+        "suffix-shorter",
+        "second-of-two",
+        "none-of-two",
+        "wildcard",
+        "wildcard-not-parent",
+        "wildcard-one-label-only",
+        "wildcard-case",
+        "wildcard-other-domain",
+        "partial-wildcard",
+        "partial-wildcard-twin",
+        "suffix-wildcard",
+        "a-label-wildcard",
+        "a-label-wildcard-twin",
+        "inner-wildcard",
+        "double-wildcard",
+        "tld-wildcard",
+        "bare-star",
+        "second-level-wildcard",
+        "idn-reference",
+        "idn-presented-u-label",
+        "idn-wildcard",
+        "idn-wildcard-other",
+        "empty-san",
+        "junk-san",
+        "empty-reference",
+        "ip-reference",
+    ],
+)
+def test_certificate_matches(hostname: str, san: list[str], matches: bool) -> None:
+    assert certificate_matches(hostname, san) is matches
+
+
+def test_reference_with_underscore_is_tolerated() -> None:
+    assert certificate_matches("mx_1.example.com", ["*.example.com"])
+    assert not certificate_matches("mx_1.example.com", ["mx-1.example.com"])
+
+
+# ---------------------------------------------------------------- properties
+
+LABEL = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\Z")
+TLD = st.from_regex(r"\A[a-z]{2,8}\Z")
+HOSTNAME = st.builds(
+    lambda labels, tld: ".".join([*labels, tld]), st.lists(LABEL, min_size=1, max_size=4), TLD
+)
+
+
+@given(HOSTNAME)
+def test_normalisation_is_idempotent(name: str) -> None:
+    once = normalize_hostname(name)
+    assert normalize_hostname(once) == once
+
+
+@given(st.text(max_size=40))
+def test_normalisation_never_crashes_and_is_idempotent(text: str) -> None:
+    try:
+        once = normalize_hostname(text)
+    except InvalidHostname:
+        assert not is_valid_hostname(text)
+        return
+    assert normalize_hostname(once) == once
+    assert once == once.lower()
+    assert once.isascii()
+    assert not once.endswith(".")
+
+
+@given(HOSTNAME, st.booleans())
+def test_exact_match_is_case_insensitive(name: str, upper_reference: bool) -> None:
+    reference = name.upper() if upper_reference else name
+    presented = name if upper_reference else name.upper()
+    assert certificate_matches(reference, [presented])
+
+
+@given(HOSTNAME, HOSTNAME)
+def test_different_names_do_not_match(first: str, second: str) -> None:
+    assert certificate_matches(first, [second]) is (first == second)
+
+
+@given(LABEL, st.lists(LABEL, min_size=1, max_size=3), TLD)
+def test_wildcard_matches_exactly_one_label(label: str, parent: list[str], tld: str) -> None:
+    parent_name = ".".join([*parent, tld])
+    assert certificate_matches(f"{label}.{parent_name}", [f"*.{parent_name}"])
+    assert not certificate_matches(parent_name, [f"*.{parent_name}"])
+    assert not certificate_matches(f"{label}.{label}.{parent_name}", [f"*.{parent_name}"])
+
+
+@given(HOSTNAME, HOSTNAME)
+def test_wildcard_never_matches_other_label_count(reference: str, presented_base: str) -> None:
+    presented = "*." + presented_base
+    if reference.count(".") != presented.count("."):
+        assert not presented_identifier_matches(reference, presented)

@@ -1,0 +1,416 @@
+"""The STARTTLS probe end to end, against real servers on loopback.
+
+Two kinds of server: small scripted servers written here, for exact byte-level
+misbehaviour (malformed replies, stalls at a chosen phase), and the fixture lab
+serving its worlds, for every SMTP behaviour and certificate kind it knows.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trustme
+from OpenSSL import SSL
+
+from scanner.core.smtp import SmtpLimits
+from scanner.lab.certificates import default_mint
+from scanner.lab.world import CertificateKind
+from scanner.models import AddressStatus, ProbeOutcome
+from scanner.net.probe import ProbeSettings, Transcript, connect_failure_reason, probe
+from scanner.net.tls import TrustStore, build_client_context
+
+MX = "mx.probe.example"
+STEP = 1.0
+
+
+@pytest.fixture(scope="module")
+def context() -> SSL.Context:
+    return build_client_context()
+
+
+@pytest.fixture(scope="module")
+def lab_trust(tmp_path_factory: pytest.TempPathFactory) -> TrustStore:
+    ca_file = tmp_path_factory.mktemp("ca") / "lab-ca.pem"
+    ca_file.write_bytes(default_mint().ca_pem)
+    return TrustStore.from_files([ca_file], include_certifi=False)
+
+
+def settings(port: int, **changes: Any) -> ProbeSettings:
+    base = ProbeSettings(
+        smtp_port=port,
+        ehlo_name="probe.scanner.example",
+        step_timeout=STEP,
+        total_timeout=10.0,
+        allow_private=True,
+    )
+    return replace(base, **changes)
+
+
+# ---------------------------------------------------------------- scripted servers
+
+
+class Peer:
+    """The server side of one scripted connection: line reads and raw writes."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.buffer = b""
+        self.received: list[bytes] = []
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def line(self) -> bytes:
+        while b"\n" not in self.buffer:
+            data = await self.stream.receive_some(4096)
+            if not data:
+                raise trio.BrokenResourceError("client closed")
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        self.received.append(line.rstrip(b"\r"))
+        return line.rstrip(b"\r")
+
+    async def expect(self, verb: bytes, reply: bytes) -> None:
+        line = await self.line()
+        assert line.split(b" ")[0].upper() == verb, line
+        await self.send(reply)
+
+
+Script = Callable[[Peer], Awaitable[None]]
+
+
+async def start_server(nursery: trio.Nursery, script: Script) -> tuple[int, list[Peer]]:
+    """Serve `script` on 127.0.0.1 (a fresh port); returns the port and the peers seen."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port: int = listeners[0].socket.getsockname()[1]
+    peers: list[Peer] = []
+
+    async def handler(stream: trio.SocketStream) -> None:
+        peer = Peer(stream)
+        peers.append(peer)
+        try:
+            async with stream:
+                await script(peer)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
+            pass
+
+    nursery.start_soon(trio.serve_listeners, handler, listeners)
+    return port, peers
+
+
+async def run_probe(
+    port: int, context: SSL.Context, trust: TrustStore, **changes: Any
+) -> ProbeOutcome:
+    return await probe(
+        MX,
+        "127.0.0.1",
+        context=context,
+        trust=trust,
+        settings=settings(port, **changes),
+        now=datetime.now(UTC),
+    )
+
+
+async def greet_and_ehlo(peer: Peer, ehlo: bytes = b"250-mx\r\n250 STARTTLS\r\n") -> None:
+    await peer.send(b"220 mx.probe.example ESMTP\r\n")
+    await peer.expect(b"EHLO", ehlo)
+
+
+async def good_tls_session(
+    peer: Peer, *, after_tls: bytes = b"250-mx\r\n250 SIZE 1000\r\n"
+) -> None:
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
+    tls = trio.SSLStream(
+        peer.stream, default_mint().context(CertificateKind.GOOD, MX), server_side=True
+    )
+    await tls.do_handshake()
+    secure = Peer(tls)
+    await secure.expect(b"EHLO", after_tls)
+    await secure.expect(b"QUIT", b"221 bye\r\n")
+    peer.received += secure.received
+
+
+async def test_scripted_good_session(
+    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+) -> None:
+    port, peers = await start_server(nursery, good_tls_session)
+    outcome = await run_probe(port, context, lab_trust)
+    assert outcome.status is AddressStatus.TESTED
+    assert outcome.reason is None
+    assert outcome.local_ip == "127.0.0.1"
+    assert outcome.greeting == "mx.probe.example ESMTP"
+    assert outcome.ehlo_keywords == ("STARTTLS",)
+    assert outcome.starttls_advertised
+    assert outcome.starttls_reply == 220
+    assert outcome.plaintext_injection == 0
+    assert outcome.handshake_error is None
+    assert outcome.tls is not None
+    assert outcome.tls.version in ("TLSv1.2", "TLSv1.3")
+    assert outcome.certificate is not None
+    assert outcome.certificate.chain.trusted
+    assert outcome.certificate.name_matches
+    assert outcome.ehlo_after_tls == ("SIZE",)
+    assert not outcome.starttls_after_tls
+    assert peers[0].received == [
+        b"EHLO probe.scanner.example",
+        b"STARTTLS",
+        b"EHLO probe.scanner.example",
+        b"QUIT",
+    ]
+    assert outcome.transcript[1:5] == (
+        "S: 220 mx.probe.example ESMTP",
+        "C: EHLO probe.scanner.example",
+        "S: 250-mx",
+        "S: 250 STARTTLS",
+    )
+    assert any(line.startswith("[tls] TLSv1.") for line in outcome.transcript)
+    assert "C: QUIT" in outcome.transcript
+
+
+async def test_scripted_session_untrusted_without_lab_ca(
+    nursery: trio.Nursery, context: SSL.Context, tmp_path: Path
+) -> None:
+    """The failing twin of the good session: the same server, a trust store without the lab CA."""
+    other = tmp_path / "other.pem"
+    other.write_bytes(trustme.CA().cert_pem.bytes())
+    port, _ = await start_server(nursery, good_tls_session)
+    outcome = await run_probe(port, context, TrustStore.from_files([other], include_certifi=False))
+    assert outcome.status is AddressStatus.TESTED
+    assert outcome.certificate is not None
+    assert not outcome.certificate.chain.trusted
+    assert outcome.certificate.chain.verify_error == "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY"
+
+
+async def _malformed_greeting(peer: Peer) -> None:
+    await peer.send(b"hello there\r\n")
+    await trio.sleep_forever()
+
+
+async def _long_greeting_line(peer: Peer) -> None:
+    await peer.send(b"220 " + b"x" * 100 + b"\r\n")
+    await trio.sleep_forever()
+
+
+async def _mismatched_ehlo(peer: Peer) -> None:
+    await greet_and_ehlo(peer, b"250-mx\r\n251 STARTTLS\r\n")
+    await trio.sleep_forever()
+
+
+async def _close_on_ehlo(peer: Peer) -> None:
+    await peer.send(b"220 mx ESMTP\r\n")
+    await peer.line()
+
+
+async def _silent_on_starttls(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.line()
+    await trio.sleep_forever()
+
+
+async def _slow_greeting(peer: Peer) -> None:
+    await trio.sleep(STEP / 2)
+    await peer.send(b"220-mx\r\n")
+    await trio.sleep(STEP / 2)
+    await peer.send(b"220-still here\r\n")
+    await trio.sleep_forever()
+
+
+async def _ehlo_421(peer: Peer) -> None:
+    await peer.send(b"220 mx ESMTP\r\n")
+    await peer.expect(b"EHLO", b"421 4.7.0 try again later\r\n")
+    await peer.expect(b"QUIT", b"221 bye\r\n")
+
+
+async def _ehlo_and_helo_refused(peer: Peer) -> None:
+    await peer.send(b"220 mx ESMTP\r\n")
+    await peer.expect(b"EHLO", b"502 5.5.2 what\r\n")
+    await peer.expect(b"HELO", b"550 5.7.1 go away\r\n")
+    await peer.expect(b"QUIT", b"221 bye\r\n")
+
+
+async def _refused_starttls(peer: Peer) -> None:
+    await greet_and_ehlo(peer, b"250 mx\r\n")
+    await peer.expect(b"STARTTLS", b"502 5.5.1 unrecognized\r\n")
+    await peer.expect(b"QUIT", b"221 bye\r\n")
+
+
+NOT_TESTABLE_SCRIPTS = [
+    pytest.param(
+        _malformed_greeting,
+        {},
+        "protocol-error: reply line does not start with a reply code: 'hello there'",
+        id="malformed-greeting",
+    ),
+    pytest.param(
+        _long_greeting_line,
+        {"limits": SmtpLimits(max_line_length=64, max_reply_bytes=1024)},
+        "protocol-error: reply line longer than 64 bytes",
+        id="long-line",
+    ),
+    pytest.param(
+        _mismatched_ehlo,
+        {},
+        "protocol-error: reply lines carry different codes: 250 then 251",
+        id="mismatched-codes",
+    ),
+    pytest.param(_close_on_ehlo, {}, "closed:ehlo", id="closed-during-ehlo"),
+    pytest.param(_silent_on_starttls, {}, "timeout:starttls", id="silent-on-starttls"),
+    pytest.param(
+        _slow_greeting, {"total_timeout": STEP * 0.75}, "timeout:greeting", id="session-deadline"
+    ),
+    pytest.param(_ehlo_421, {}, "busy:421 4.7.0 try again later", id="ehlo-421"),
+    pytest.param(_ehlo_and_helo_refused, {}, "busy:550 5.7.1 go away", id="helo-refused"),
+]
+
+
+@pytest.mark.parametrize(("script", "changes", "reason"), NOT_TESTABLE_SCRIPTS)
+async def test_scripted_not_testable(
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    script: Script,
+    changes: dict[str, Any],
+    reason: str,
+) -> None:
+    port, _ = await start_server(nursery, script)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust, **changes)
+    assert outcome.status is AddressStatus.NOT_TESTABLE
+    assert outcome.reason == reason
+    assert outcome.tls is None
+
+
+async def test_scripted_refused_starttls_is_tested(
+    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+) -> None:
+    """The twin of the not-testable cases: a refusal of STARTTLS itself is a finding."""
+    port, peers = await start_server(nursery, _refused_starttls)
+    outcome = await run_probe(port, context, lab_trust)
+    assert outcome.status is AddressStatus.TESTED
+    assert (outcome.starttls_advertised, outcome.starttls_reply) == (False, 502)
+    assert outcome.starttls_reply_text == "5.5.1 unrecognized"
+    assert peers[0].received[-1] == b"QUIT"
+
+
+async def _stall_handshake(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
+    await trio.sleep_forever()
+
+
+async def _close_before_handshake(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
+
+
+@pytest.mark.parametrize(
+    ("script", "errors"),
+    [
+        pytest.param(_stall_handshake, {"timeout:handshake"}, id="stalled"),
+        # Which one depends on whether the ClientHello was sent before the close.
+        pytest.param(
+            _close_before_handshake, {"eof-during-handshake", "connection-lost"}, id="closed"
+        ),
+    ],
+)
+async def test_trouble_after_220_is_a_handshake_failure(
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    script: Script,
+    errors: set[str],
+) -> None:
+    port, _ = await start_server(nursery, script)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust)
+    assert outcome.status is AddressStatus.TESTED
+    assert outcome.starttls_reply == 220
+    assert outcome.handshake_error in errors
+    assert outcome.tls is None
+
+
+async def test_refused_address_is_never_contacted(
+    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+) -> None:
+    port, peers = await start_server(nursery, good_tls_session)
+    outcome = await run_probe(port, context, lab_trust, allow_private=False)
+    assert (outcome.status, outcome.reason) == (AddressStatus.NOT_TESTABLE, "address-not-allowed")
+    await trio.sleep(0.05)
+    assert peers == []
+    assert outcome.transcript == ()
+
+
+async def test_connection_refused(context: SSL.Context, lab_trust: TrustStore) -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port: int = listeners[0].socket.getsockname()[1]
+    await listeners[0].aclose()  # nothing listens there any more
+    outcome = await run_probe(port, context, lab_trust)
+    assert (outcome.status, outcome.reason) == (AddressStatus.NOT_TESTABLE, "connect-refused")
+    assert outcome.local_ip is None
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        pytest.param(ConnectionRefusedError(111, "refused"), "connect-refused", id="refused"),
+        pytest.param(OSError(113, "no route"), "connect-failed: EHOSTUNREACH", id="unreachable"),
+        pytest.param(OSError("no errno"), "connect-failed: no errno", id="no-errno"),
+    ],
+)
+def test_connect_failure_reason(error: OSError, reason: str) -> None:
+    assert connect_failure_reason(error) == reason
+
+
+def test_connect_failure_reason_looks_inside_trio_groups() -> None:
+    error = OSError("all attempts failed")
+    error.__cause__ = ExceptionGroup("x", [OSError(111, "refused")])
+    assert connect_failure_reason(error) == "connect-refused"
+
+
+async def _chatty_greeting(peer: Peer) -> None:
+    lines = [b"220-" + b"\x01line %d " % i + b"y" * 300 + b"\r\n" for i in range(150)]
+    await peer.send(b"".join(lines) + b"220 ok\r\n")
+    await peer.expect(b"EHLO", b"250 mx\r\n")
+    await peer.expect(b"STARTTLS", b"454 later\r\n")
+    await peer.expect(b"QUIT", b"221 bye\r\n")
+
+
+async def test_transcript_is_bounded_and_sanitised(
+    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+) -> None:
+    port, _ = await start_server(nursery, _chatty_greeting)
+    outcome = await run_probe(port, context, lab_trust, limits=SmtpLimits(max_lines_per_reply=200))
+    assert outcome.status is AddressStatus.TESTED
+    assert outcome.starttls_reply == 454
+    transcript = outcome.transcript
+    assert len(transcript) == 100
+    assert transcript[-1].startswith("[transcript truncated:")
+    assert all(len(line) <= 200 for line in transcript)
+    assert transcript[1].startswith("S: 220-\\x01line 0 yyy")
+    assert all(c.isprintable() for line in transcript for c in line)
+
+
+@pytest.mark.parametrize(
+    ("lines", "kept"),
+    [
+        pytest.param(["a"] * 3, ("a", "a", "a"), id="short"),
+        pytest.param(
+            ["a"] * 5, ("a", "a", "a", "a", "[transcript truncated: 1 more lines]"), id="full"
+        ),
+        pytest.param(["x" * 12], ("xxxxxxx...",), id="long-line"),
+        pytest.param(["\r\n\x00"], ("\\r\\n\\x00",), id="control-characters"),
+    ],
+)
+def test_transcript_limits(lines: list[str], kept: tuple[str, ...]) -> None:
+    transcript = Transcript(max_lines=5, max_length=10)
+    for line in lines:
+        transcript.add(line)
+    assert transcript.lines() == kept

@@ -1,0 +1,335 @@
+"""MTA-STS policy body parsing (RFC 8461 §3.2; RFC-NOTES §1.4, §7 P1–P8)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scanner.core.sts import MAX_AGE_LIMIT, parse_policy, parse_policy_bytes
+from scanner.models import Policy, PolicyFailure, PolicyMode, ResultType
+
+RFC_EXAMPLE = (
+    "version: STSv1\n"
+    "mode: enforce\n"
+    "mx: mail.example.com\n"
+    "mx: *.example.net\n"
+    "mx: backupmx.example.com\n"
+    "max_age: 604800\n"
+)
+
+
+def body(*lines: str, end: str = "\n") -> str:
+    return end.join(lines) + end
+
+
+BASE = ("version: STSv1", "mode: enforce", "mx: mail.example.com", "max_age: 86400")
+
+# Each valid case is followed by its failing twin.
+CASES = [
+    # P1: line endings.
+    pytest.param(body(*BASE, end="\r\n"), True, id="P1-crlf"),
+    pytest.param(body(*BASE, end="\r"), False, id="P1-bare-cr-twin"),
+    pytest.param(body(*BASE), True, id="P1-lf"),
+    pytest.param(
+        "version: STSv1\nmode: enforce mx: mail.example.com\nmax_age: 86400\n",
+        False,
+        id="P1-joined-lines-twin",
+    ),
+    pytest.param(
+        "version: STSv1\r\nmode: enforce\nmx: mail.example.com\r\nmax_age: 86400",
+        True,
+        id="P1-mixed-no-final",
+    ),
+    pytest.param(
+        "version: STSv1\r\r\nmode: enforce\nmx: mail.example.com\nmax_age: 86400",
+        False,
+        id="P1-double-cr-twin",
+    ),
+    # P2: required fields; mx required unless mode none.
+    pytest.param(body(*BASE), True, id="P2-all-present"),
+    pytest.param(
+        body("mode: enforce", "mx: mail.example.com", "max_age: 86400"),
+        False,
+        id="P2-no-version-twin",
+    ),
+    pytest.param(
+        body("version: STSv1", "mode: testing", "mx: a.example", "max_age: 1"),
+        True,
+        id="P2-testing",
+    ),
+    pytest.param(
+        body("version: STSv1", "mx: a.example", "max_age: 1"), False, id="P2-no-mode-twin"
+    ),
+    pytest.param(
+        body("version: STSv1", "mode: none", "max_age: 86400"), True, id="P2-none-without-mx"
+    ),
+    pytest.param(
+        body("version: STSv1", "mode: enforce", "max_age: 86400"),
+        False,
+        id="P2-enforce-without-mx-twin",
+    ),
+    pytest.param(body("version: STSv1", "mode: none", "max_age: 0"), True, id="P2-max-age-zero"),
+    pytest.param(body("version: STSv1", "mode: none"), False, id="P2-no-max-age-twin"),
+    pytest.param(
+        body("version: STSv1", "mode: testing", "mx: a.example", "max_age: 1"),
+        True,
+        id="P2-testing-mx",
+    ),
+    pytest.param(
+        body("version: STSv1", "mode: testing", "max_age: 1"),
+        False,
+        id="P2-testing-without-mx-twin",
+    ),
+    # P3: first occurrence wins for non-mx keys.
+    pytest.param(
+        body(*BASE, "mode: bogus", "version: STSv2"), True, id="P3-later-duplicates-ignored"
+    ),
+    pytest.param(body("mode: bogus", *BASE), False, id="P3-first-is-invalid-twin"),
+    # P4: unknown keys ignored, UTF-8 extension values accepted.
+    pytest.param(body(*BASE, "x-comment: héllo wörld"), True, id="P4-utf8-extension"),
+    pytest.param(body(*BASE, "x-comment: bell\x07"), False, id="P4-control-char-twin"),
+    pytest.param(body(*BASE, "future_field.v2: 1"), True, id="P4-unknown-key"),
+    pytest.param(body(*BASE, "future field: 1"), False, id="P4-bad-key-name-twin"),
+    pytest.param(body(*BASE, "x: y"), True, id="P4-unknown-key-with-value"),
+    pytest.param(body(*BASE, "x:"), False, id="P4-empty-value-twin"),
+    pytest.param(body(*BASE, "note: a: b"), True, id="P4-colon-in-value"),
+    pytest.param(body(*BASE, "no colon here"), False, id="P4-no-colon-twin"),
+    # P5: max_age digits and range.
+    pytest.param(body(*BASE[:3], f"max_age: {MAX_AGE_LIMIT}"), True, id="P5-max"),
+    pytest.param(body(*BASE[:3], f"max_age: {MAX_AGE_LIMIT + 1}"), False, id="P5-above-max-twin"),
+    pytest.param(body(*BASE[:3], "max_age: 0000604800"), True, id="P5-ten-digits"),
+    pytest.param(body(*BASE[:3], "max_age: 12345678901"), False, id="P5-eleven-digits-twin"),
+    pytest.param(body(*BASE[:3], "max_age: 1"), True, id="P5-one"),
+    pytest.param(body(*BASE[:3], "max_age: -1"), False, id="P5-negative-twin"),
+    pytest.param(body(*BASE[:3], "max_age: 604800"), True, id="P5-week"),
+    pytest.param(body(*BASE[:3], "max_age: 1w"), False, id="P5-unit-twin"),
+    pytest.param(body(*BASE[:3], "max_age: 86400"), True, id="P5-day"),
+    pytest.param(body(*BASE[:3], "max_age: +86400"), False, id="P5-plus-twin"),
+    # P6: mx syntax.
+    pytest.param(body(*BASE[:2], "mx: *.example.com", BASE[3]), True, id="P6-wildcard"),
+    pytest.param(
+        body(*BASE[:2], "mx: *example.com", BASE[3]), False, id="P6-partial-wildcard-twin"
+    ),
+    pytest.param(body(*BASE[:2], "mx: mail.example.com", BASE[3]), True, id="P6-plain"),
+    pytest.param(
+        body(*BASE[:2], "mx: mail.*.example.com", BASE[3]), False, id="P6-inner-wildcard-twin"
+    ),
+    pytest.param(body(*BASE[:2], "mx: *.mx.example.com", BASE[3]), True, id="P6-deep-wildcard"),
+    pytest.param(
+        body(*BASE[:2], "mx: *.*.example.com", BASE[3]), False, id="P6-double-wildcard-twin"
+    ),
+    pytest.param(body(*BASE[:2], "mx: mx-1.example.com", BASE[3]), True, id="P6-hyphen"),
+    pytest.param(
+        body(*BASE[:2], "mx: -mx.example.com", BASE[3]), False, id="P6-leading-hyphen-twin"
+    ),
+    pytest.param(body(*BASE[:2], "mx: mx1.example.com", BASE[3]), True, id="P6-digits"),
+    pytest.param(body(*BASE[:2], "mx: ex_ample.com", BASE[3]), False, id="P6-underscore-twin"),
+    pytest.param(body(*BASE[:2], "mx: xn--bcher-kva.example", BASE[3]), True, id="P6-a-label"),
+    pytest.param(body(*BASE[:2], "mx: bücher.example", BASE[3]), False, id="P6-u-label-twin"),
+    pytest.param(body(*BASE[:2], "mx: 192-0-2-1.example", BASE[3]), True, id="P6-digit-name"),
+    pytest.param(body(*BASE[:2], "mx: 192.0.2.1", BASE[3]), False, id="P6-ipv4-twin"),
+    pytest.param(body(*BASE[:2], "mx: mail.example.com", BASE[3]), True, id="P6-no-trailing-dot"),
+    pytest.param(body(*BASE[:2], "mx: [2001:db8::1]", BASE[3]), False, id="P6-ipv6-twin"),
+    pytest.param(body(*BASE[:2], "mx: localhost", BASE[3]), True, id="P6-single-label"),
+    pytest.param(
+        body(*BASE[:2], "mx: mail.example.com.", BASE[3]), False, id="P6-trailing-dot-twin"
+    ),
+    pytest.param(body(*BASE[:2], "mx: a.b", BASE[3]), True, id="P6-short"),
+    pytest.param(body(*BASE[:2], "mx: a..b", BASE[3]), False, id="P6-empty-label-twin"),
+    pytest.param(body(*BASE[:2], "mx:  a.b", BASE[3]), True, id="P6-extra-space"),
+    pytest.param(body(*BASE[:2], "mx:", BASE[3]), False, id="P6-empty-twin"),
+    pytest.param(body(*BASE[:2], "mx: *.b", BASE[3]), True, id="P6-star-dot-tld"),
+    pytest.param(body(*BASE[:2], "mx: *.", BASE[3]), False, id="P6-star-dot-twin"),
+    # P7: literals case-sensitive.
+    pytest.param(body("version: STSv1", *BASE[1:]), True, id="P7-version"),
+    pytest.param(body("version: stsv1", *BASE[1:]), False, id="P7-version-case-twin"),
+    pytest.param(body(BASE[0], "mode: enforce", *BASE[2:]), True, id="P7-mode"),
+    pytest.param(body(BASE[0], "mode: Enforce", *BASE[2:]), False, id="P7-mode-case-twin"),
+    pytest.param(body("version: STSv1", *BASE[1:]), True, id="P7-version-value"),
+    pytest.param(body("version: STSv2", *BASE[1:]), False, id="P7-version-2-twin"),
+    pytest.param(body("version: STSv1", *BASE[1:]), True, id="P7-key-lower"),
+    pytest.param(body("Version: STSv1", *BASE[1:]), False, id="P7-key-case-twin"),
+    # P8: blank and indented lines accepted (with warnings).
+    pytest.param(body(BASE[0], "", *BASE[1:]), True, id="P8-blank-line"),
+    pytest.param("", False, id="P8-empty-body-twin"),
+    pytest.param(body(BASE[0], "  " + BASE[1], *BASE[2:]), True, id="P8-indented"),
+    pytest.param("\n\n  \n", False, id="P8-only-blank-twin"),
+    # The RFC 8461 §3.2 example.
+    pytest.param(RFC_EXAMPLE, True, id="rfc-example"),
+    pytest.param(
+        RFC_EXAMPLE.replace("max_age: 604800\n", ""), False, id="rfc-example-truncated-twin"
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "valid"), CASES)
+def test_parse_policy(text: str, valid: bool) -> None:
+    result = parse_policy(text)
+    if valid:
+        assert isinstance(result, Policy), result
+    else:
+        assert isinstance(result, PolicyFailure)
+        assert result.result_type is ResultType.STS_POLICY_INVALID
+        assert result.detail
+
+
+def test_rfc_example_fields() -> None:
+    result = parse_policy(RFC_EXAMPLE)
+    assert result == Policy(
+        version="STSv1",
+        mode=PolicyMode.ENFORCE,
+        max_age=604800,
+        mx=("mail.example.com", "*.example.net", "backupmx.example.com"),
+        lines=tuple(RFC_EXAMPLE.splitlines()),
+    )
+
+
+def test_first_occurrence_wins_and_all_mx_kept() -> None:
+    result = parse_policy(
+        body(
+            "version: STSv1",
+            "mode: testing",
+            "mx: a.example",
+            "max_age: 5",
+            "mode: enforce",
+            "mx: b.example",
+            "max_age: 9",
+        )
+    )
+    assert isinstance(result, Policy)
+    assert result.mode is PolicyMode.TESTING
+    assert result.max_age == 5
+    assert result.mx == ("a.example", "b.example")
+    assert any("repeated 'mode'" in w for w in result.warnings)
+
+
+def test_mx_lower_cased_lines_as_served() -> None:
+    result = parse_policy(
+        body("version: STSv1", "mode: enforce", "mx: Mail.EXAMPLE.com", "max_age: 5")
+    )
+    assert isinstance(result, Policy)
+    assert result.mx == ("mail.example.com",)
+    assert "mx: Mail.EXAMPLE.com" in result.lines
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        pytest.param(
+            body(*BASE[:3], "max_age: 31557601"), "line 4 'max_age: 31557601'", id="line-number"
+        ),
+        pytest.param(body(*BASE[:3], "max_age: 31557601"), "cap it", id="max-age-cap-note"),
+        pytest.param(body(*BASE[:2], "mx: 192.0.2.1", BASE[3]), "IP address", id="ip-literal"),
+        pytest.param(
+            body(*BASE[:2], "mx: *example.com", BASE[3]), "left-most label", id="wildcard"
+        ),
+        pytest.param(body(*BASE[:2], "mx: bücher.example", BASE[3]), "A-labels", id="u-label"),
+        pytest.param(body("Version: STSv1", *BASE[1:]), "case-sensitive", id="key-case"),
+        pytest.param(
+            body("version: STSv1", "mode: enforce", "max_age: 1"), "at least one mx", id="no-mx"
+        ),
+        pytest.param(
+            body("version: STSv1", "mode: strict", *BASE[2:]), "line 2 'mode: strict'", id="mode"
+        ),
+    ],
+)
+def test_failure_detail_is_actionable(text: str, fragment: str) -> None:
+    result = parse_policy(text)
+    assert isinstance(result, PolicyFailure)
+    assert fragment in result.detail
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        pytest.param(body(BASE[0], "", *BASE[1:]), "line 2 is blank", id="blank"),
+        pytest.param(body(BASE[0], "\t" + BASE[1], *BASE[2:]), "line 2 is indented", id="indented"),
+        pytest.param(
+            body("version : STSv1", *BASE[1:]), "whitespace before ':'", id="space-before-colon"
+        ),
+    ],
+)
+def test_lenient_lines_warn(text: str, fragment: str) -> None:
+    result = parse_policy(text)
+    assert isinstance(result, Policy)
+    assert any(fragment in warning for warning in result.warnings)
+    assert "" not in result.lines
+
+
+def test_clean_policy_has_no_warnings() -> None:
+    result = parse_policy(body(*BASE))
+    assert isinstance(result, Policy)
+    assert result.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("data", "valid"),
+    [
+        pytest.param(body(*BASE, "note: ünïcödé").encode(), True, id="utf8"),
+        pytest.param(body(*BASE, "note: ünïcödé").encode("latin-1"), False, id="latin1-twin"),
+    ],
+)
+def test_parse_policy_bytes(data: bytes, valid: bool) -> None:
+    result = parse_policy_bytes(data)
+    assert isinstance(result, Policy) is valid
+    if not valid:
+        assert isinstance(result, PolicyFailure)
+        assert "UTF-8" in result.detail
+
+
+# ---------------------------------------------------------------- properties
+
+labels = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+domains = (
+    st.lists(labels, min_size=2, max_size=4)
+    .map(".".join)
+    .filter(lambda d: not d.replace(".", "").isdigit())
+)
+patterns = st.one_of(domains, domains.map(lambda d: "*." + d))
+
+
+@st.composite
+def policy_fields(draw: st.DrawFn) -> list[str]:
+    mode = draw(st.sampled_from(["enforce", "testing", "none"]))
+    fields = ["version: STSv1", f"mode: {mode}", f"max_age: {draw(st.integers(0, MAX_AGE_LIMIT))}"]
+    fields += [f"mx: {p}" for p in draw(st.lists(patterns, min_size=1, max_size=4))]
+    fields += draw(st.lists(st.sampled_from(["x-a: 1", "ext.b: two words", "c_d: é"]), max_size=2))
+    return draw(st.permutations(fields))
+
+
+@given(
+    policy_fields(),
+    st.data(),
+)
+def test_same_policy_for_any_line_endings_and_trailing_whitespace(
+    fields: list[str], data: st.DataObject
+) -> None:
+    reference = parse_policy("\n".join(fields))
+    assert isinstance(reference, Policy)
+    pieces: list[str] = []
+    for field in fields:
+        trailing = data.draw(st.text(alphabet=" \t", max_size=3))
+        ending = data.draw(st.sampled_from(["\n", "\r\n"]))
+        pieces.append(field + trailing + ending)
+    if data.draw(st.booleans()):
+        pieces[-1] = pieces[-1].rstrip("\r\n")
+    assert parse_policy("".join(pieces)) == reference
+
+
+@given(st.text(max_size=300))
+def test_never_raises_on_arbitrary_text(text: str) -> None:
+    result = parse_policy(text)
+    assert isinstance(result, Policy | PolicyFailure)
+
+
+@given(st.binary(max_size=300))
+def test_bytes_never_raises(data: bytes) -> None:
+    assert isinstance(parse_policy_bytes(data), Policy | PolicyFailure)
+
+
+@given(policy_fields())
+def test_valid_policy_round_trips_through_its_lines(fields: list[str]) -> None:
+    first = parse_policy("\n".join(fields))
+    assert isinstance(first, Policy)
+    assert parse_policy("\r\n".join(first.lines)) == first

@@ -1,0 +1,162 @@
+"""`_mta-sts` TXT record selection and parsing (RFC 8461 §3.1; RFC-NOTES §1.2, §7 T2–T8)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scanner.core.sts import NONCONFORMANT_DELIMITER, StsRecordError, select_sts_record
+from scanner.models import StsRecord
+
+# Each valid case is followed by its failing twin.
+CASES = [
+    # T3/T8: the reference vectors (postfix-mta-sts-resolver) and near misses.
+    pytest.param(["v=STSv1; id=20160831085700Z;"], "20160831085700Z", id="T8-trailing-delimiter"),
+    pytest.param(["v=STSv1; id=20160831085700Z:"], None, id="T8-trailing-colon-twin"),
+    pytest.param(["v=STSv1;id=20160831085700Z"], "20160831085700Z", id="T8-no-space"),
+    pytest.param(["v=STSv1id=20160831085700Z"], None, id="T8-no-delimiter-twin"),
+    pytest.param(["v=STSv1;        id=20160831085700Z   "], "20160831085700Z", id="T8-wsp"),
+    pytest.param(["v=STSv1;        id=2016 0831085700Z"], None, id="T8-wsp-inside-id-twin"),
+    pytest.param(
+        ["v=STSv1; id=20160831085700Z;;;"], "20160831085700Z", id="T8-repeated-delimiters"
+    ),
+    pytest.param(["v=STSv1; id=20160831085700Z;;;="], None, id="T8-repeated-then-junk-twin"),
+    pytest.param(["v=STSv1;\tid=abc"], "abc", id="T8-tab"),
+    pytest.param(["v=STSv1;\nid=abc"], None, id="T8-newline-twin"),
+    # T5: version first, literals case-sensitive.
+    pytest.param(["v=STSv1; id=abc"], "abc", id="T5-version-first"),
+    pytest.param(["id=abc; v=STSv1"], None, id="T5-version-not-first-twin"),
+    pytest.param(["v=STSv1; id=abc; v=STSv1"], "abc", id="T5-v-again-as-extension"),
+    pytest.param(["v=stsv1; id=abc"], None, id="T5-version-case-twin"),
+    pytest.param(["v=STSv1; id=AbC123"], "AbC123", id="T5-id-case-kept"),
+    pytest.param(["v=STSv1; ID=AbC123"], None, id="T5-id-name-case-twin"),
+    pytest.param(["v=STSv1; id=1"], "1", id="T5-STSv1"),
+    pytest.param(["v=STSv10; id=1"], None, id="T5-STSv10-twin"),
+    # T6: id is 1-32 letters and digits.
+    pytest.param(["v=STSv1; id=" + "a" * 32], "a" * 32, id="T6-32-chars"),
+    pytest.param(["v=STSv1; id=" + "a" * 33], None, id="T6-33-chars-twin"),
+    pytest.param(["v=STSv1; id=20190101"], "20190101", id="T6-digits"),
+    pytest.param(["v=STSv1; id=2019-01-01"], None, id="T6-hyphen-twin"),
+    pytest.param(["v=STSv1; id=abc"], "abc", id="T6-letters"),
+    pytest.param(["v=STSv1; id=a.b"], None, id="T6-dot-twin"),
+    pytest.param(["v=STSv1; id=T102030Z"], "T102030Z", id="T6-stamp"),
+    pytest.param(["v=STSv1; id=10:20:30"], None, id="T6-colon-twin"),
+    pytest.param(["v=STSv1; id=x"], "x", id="T6-one-char"),
+    pytest.param(["v=STSv1; id="], None, id="T6-empty-twin"),
+    pytest.param(["v=STSv1; id=abc"], "abc", id="T6-present"),
+    pytest.param(["v=STSv1"], None, id="T6-missing-twin"),
+    # T7: extensions accepted and ignored; their values exclude '=', ';' and space.
+    pytest.param(["v=STSv1; id=abc; ext_a.b-c=val!ue"], "abc", id="T7-extension"),
+    pytest.param(["v=STSv1; id=abc; ext=va=lue"], None, id="T7-equals-in-value-twin"),
+    pytest.param(["v=STSv1; ext=1; id=abc"], "abc", id="T7-extension-before-id"),
+    pytest.param(["v=STSv1; ext=a b; id=abc"], None, id="T7-space-in-value-twin"),
+    pytest.param(["v=STSv1; id=abc; " + "e" * 32 + "=1"], "abc", id="T7-32-char-name"),
+    pytest.param(["v=STSv1; id=abc; " + "e" * 33 + "=1"], None, id="T7-33-char-name-twin"),
+    pytest.param(["v=STSv1; id=abc; e=1"], "abc", id="T7-name-alnum-first"),
+    pytest.param(["v=STSv1; id=abc; _e=1"], None, id="T7-name-underscore-first-twin"),
+    pytest.param(["v=STSv1; id=abc; e=é"], None, id="T7-non-ascii-value-twin"),
+    # T2/T3/T4: selection among several records (already joined).
+    pytest.param(["v=spf1 -all", "v=STSv1; id=abc"], "abc", id="T3-spf-discarded"),
+    pytest.param(["v=spf1 -all"], None, id="T4-only-spf-twin"),
+    pytest.param(["v=STSv1; id=abc", "v=STSv2; id=def"], "abc", id="T3-other-version-discarded"),
+    pytest.param(["v=STSv1; id=abc", "v=STSv1; id=def"], None, id="T4-two-records-twin"),
+    pytest.param(["v=STSv1; id=" + "ab" + "cd"], "abcd", id="T2-joined"),
+    pytest.param([], None, id="T4-no-records-twin"),
+]
+
+
+@pytest.mark.parametrize(("records", "expected_id"), CASES)
+def test_select_sts_record(records: list[str], expected_id: str | None) -> None:
+    result = select_sts_record(records)
+    if expected_id is None:
+        assert isinstance(result, StsRecordError)
+        assert result.reason
+    else:
+        assert isinstance(result, StsRecord)
+        assert result.id == expected_id
+
+
+@pytest.mark.parametrize(
+    ("records", "fragment"),
+    [
+        pytest.param([], "no v=STSv1 record", id="none"),
+        pytest.param(["v=STSv1; id=a", "v=STSv1; id=b"], "2 v=STSv1 records", id="two"),
+        pytest.param(["v=stsv1; id=a"], "case-sensitive", id="case"),
+        pytest.param(["id=a; v=STSv1"], "must come first", id="order"),
+        pytest.param(["v=STSv1"], "no id field", id="no-id"),
+        pytest.param(["v=STSv1; ID=a"], "write 'id='", id="id-case"),
+        pytest.param(["v=STSv1; id=a-b"], "1 to 32 letters and digits", id="bad-id"),
+        pytest.param(["v=STSv1 id=a"], "separated by ';'", id="missing-delimiter"),
+    ],
+)
+def test_error_reason_is_actionable(records: list[str], fragment: str) -> None:
+    result = select_sts_record(records)
+    assert isinstance(result, StsRecordError)
+    assert fragment in result.reason
+
+
+@pytest.mark.parametrize(
+    ("record", "warned"),
+    [
+        pytest.param("v=STSv1 ; id=abc", True, id="wsp-before-first-delimiter"),
+        pytest.param("v=STSv1; id=abc", False, id="wsp-after-delimiter-twin"),
+        pytest.param("v=STSv1; id=abc ;", True, id="wsp-before-trailing-delimiter"),
+        pytest.param("v=STSv1; id=abc;", False, id="no-wsp-trailing-twin"),
+    ],
+)
+def test_erratum_6285_delimiter_warning(record: str, warned: bool) -> None:
+    result = select_sts_record([record])
+    assert isinstance(result, StsRecord)
+    assert (NONCONFORMANT_DELIMITER in result.warnings) is warned
+    assert result.warnings.count(NONCONFORMANT_DELIMITER) <= 1
+
+
+def test_record_keeps_raw_text() -> None:
+    result = select_sts_record(["v=STSv1; id=abc; ext=1"])
+    assert isinstance(result, StsRecord)
+    assert result.raw == "v=STSv1; id=abc; ext=1"
+
+
+def test_duplicate_id_first_wins_with_warning() -> None:
+    result = select_sts_record(["v=STSv1; id=first; id=second"])
+    assert isinstance(result, StsRecord)
+    assert result.id == "first"
+    assert any("duplicate id" in warning for warning in result.warnings)
+
+
+@given(st.lists(st.text(max_size=80), max_size=4))
+def test_never_raises_on_arbitrary_text(records: list[str]) -> None:
+    result = select_sts_record(records)
+    assert isinstance(result, StsRecord | StsRecordError)
+
+
+ids = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+    min_size=1,
+    max_size=32,
+)
+wsp = st.text(alphabet=" \t", max_size=3)
+
+
+@given(ids, wsp, wsp, st.sampled_from(["", ";", ";;"]))
+def test_valid_id_always_parses_whatever_the_spacing(
+    record_id: str, before: str, after: str, trailer: str
+) -> None:
+    record = f"v=STSv1{before};{after}id={record_id}{trailer}"
+    result = select_sts_record([record])
+    assert isinstance(result, StsRecord)
+    assert result.id == record_id
+    assert (NONCONFORMANT_DELIMITER in result.warnings) is (before != "")
+
+
+@given(
+    st.text(min_size=1, max_size=40).filter(
+        lambda s: not s.isascii() or not s.isalnum() or len(s) > 32
+    )
+)
+def test_invalid_id_never_parses(record_id: str) -> None:
+    result = select_sts_record([f"v=STSv1; id={record_id}"])
+    if isinstance(result, StsRecord):
+        # Only possible when the junk splits into a valid id plus more fields.
+        assert result.id != record_id

@@ -1,0 +1,383 @@
+"""Trust store, chain verification, certificate summaries and check_certificate (no network)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scanner.models import TlsSession
+from scanner.net.tls import (
+    NO_CERTIFICATE_ERROR,
+    TrustStore,
+    check_certificate,
+    summarize_certificate,
+    verify_error_name,
+)
+
+NOW = datetime.now(UTC)
+DAY = timedelta(days=1)
+
+
+def der_of_pem(pem: bytes) -> bytes:
+    return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+
+
+def chain_der(leaf: trustme.LeafCert) -> list[bytes]:
+    """The chain a server configured with trustme presents: leaf, then intermediates."""
+    return [der_of_pem(blob.bytes()) for blob in leaf.cert_chain_pems]
+
+
+def self_signed_der(
+    *,
+    dns_names: Sequence[str] = ("mx.example.net",),
+    serial: int = 0x1234,
+    not_before: datetime = NOW - DAY,
+    not_after: datetime = NOW + DAY,
+) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self-signed.example.net")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    if dns_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
+        )
+    certificate = builder.sign(key, hashes.SHA256())
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def with_negative_serial(der: bytes, serial: int) -> bytes:
+    """Flip the sign bit of the serial INTEGER in place (the signature no longer matters)."""
+    encoded = bytes([2, 8]) + serial.to_bytes(8, "big")
+    index = der.index(encoded)
+    return der[: index + 2] + bytes([der[index + 2] | 0x80]) + der[index + 3 :]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trust(ca_file: Path) -> TrustStore:
+    return TrustStore.from_files([ca_file])
+
+
+@pytest.fixture(scope="module")
+def certifi_only() -> TrustStore:
+    return TrustStore.from_files([])
+
+
+# ---------------------------------------------------------------- TrustStore construction
+
+
+def test_certifi_only_store_does_not_trust_the_test_ca(
+    ca: trustme.CA, certifi_only: TrustStore, trust: TrustStore
+) -> None:
+    chain = chain_der(ca.issue_cert("mx.example.net"))
+    verdict = certifi_only.verify(chain, NOW)
+    assert not verdict.trusted
+    assert verdict.verify_error == "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY"
+    assert trust.verify(chain, NOW).trusted
+
+
+def test_store_without_certifi(ca: trustme.CA, ca_file: Path) -> None:
+    only_test_ca = TrustStore.from_files([ca_file], include_certifi=False)
+    assert only_test_ca.verify(chain_der(ca.issue_cert("mx.example.net")), NOW).trusted
+    empty = TrustStore.from_files([], include_certifi=False)
+    assert not empty.verify(chain_der(ca.issue_cert("mx.example.net")), NOW).trusted
+
+
+def test_several_certificates_in_one_file(tmp_path: Path) -> None:
+    first, second = trustme.CA(), trustme.CA()
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(first.cert_pem.bytes() + b"\n" + second.cert_pem.bytes())
+    store = TrustStore.from_files([bundle], include_certifi=False)
+    for authority in (first, second):
+        assert store.verify(chain_der(authority.issue_cert("mx.example.net")), NOW).trusted
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read"),
+        (b"", "no PEM certificate"),
+        (b"this is not PEM\n", "no PEM certificate"),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "not a valid PEM"),
+    ],
+    ids=["missing", "empty", "text", "broken-pem"],
+)
+def test_bad_ca_files_are_refused(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "ca.pem"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        TrustStore.from_files([path])
+
+
+# ---------------------------------------------------------------- verification table
+
+
+def verify_case(ca: trustme.CA, trust: TrustStore, case: str) -> tuple[str | None, datetime]:
+    """Build the chain for one named case; return (error name or None, verification time)."""
+    unknown = trustme.CA()
+    if case == "good":
+        chain, at = chain_der(ca.issue_cert("mx.example.net")), NOW
+    elif case == "intermediate":
+        chain, at = chain_der(ca.create_child_ca().issue_cert("mx.example.net")), NOW
+    elif case == "missing-intermediate":
+        chain, at = chain_der(ca.create_child_ca().issue_cert("mx.example.net"))[:1], NOW
+    elif case == "expired":
+        leaf = ca.issue_cert("mx.example.net", not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+        chain, at = chain_der(leaf), NOW
+    elif case == "expired-at-injected-time":
+        chain, at = chain_der(ca.issue_cert("mx.example.net")), datetime(3001, 1, 1, tzinfo=UTC)
+    elif case == "not-yet-valid":
+        leaf = ca.issue_cert("mx.example.net", not_before=NOW + DAY, not_after=NOW + 10 * DAY)
+        chain, at = chain_der(leaf), NOW
+    elif case == "not-yet-valid-at-injected-time":
+        chain, at = chain_der(ca.issue_cert("mx.example.net")), datetime(1999, 1, 1, tzinfo=UTC)
+    elif case == "valid-at-injected-time":
+        leaf = ca.issue_cert("mx.example.net", not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+        chain, at = chain_der(leaf), NOW - 5 * DAY
+    elif case == "valid-in-other-timezone":
+        leaf = ca.issue_cert("mx.example.net", not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+        chain, at = chain_der(leaf), (NOW - 5 * DAY).astimezone(timezone(timedelta(hours=-11)))
+    elif case == "self-signed":
+        chain, at = [self_signed_der()], NOW
+    elif case == "unknown-ca":
+        chain, at = chain_der(unknown.issue_cert("mx.example.net")), NOW
+    elif case == "unknown-ca-expired":
+        leaf = unknown.issue_cert("mx.example.net", not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+        chain, at = chain_der(leaf), NOW
+    elif case == "unknown-root-in-chain":
+        chain = [
+            *chain_der(unknown.issue_cert("mx.example.net")),
+            der_of_pem(unknown.cert_pem.bytes()),
+        ]
+        at = NOW
+    elif case == "unrelated-extra-certificate":
+        chain = [*chain_der(ca.issue_cert("mx.example.net")), self_signed_der()]
+        at = NOW
+    else:  # pragma: no cover - table typo
+        raise AssertionError(case)
+    verdict = trust.verify(chain, at)
+    assert verdict.trusted is (verdict.verify_error is None)
+    return verdict.verify_error, at
+
+
+VERIFY_CASES = [
+    ("good", None),
+    ("intermediate", None),
+    ("missing-intermediate", "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY"),
+    ("expired", "X509_V_ERR_CERT_HAS_EXPIRED"),
+    ("expired-at-injected-time", "X509_V_ERR_CERT_HAS_EXPIRED"),
+    ("not-yet-valid", "X509_V_ERR_CERT_NOT_YET_VALID"),
+    ("not-yet-valid-at-injected-time", "X509_V_ERR_CERT_NOT_YET_VALID"),
+    ("valid-at-injected-time", None),
+    ("valid-in-other-timezone", None),
+    ("self-signed", "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT"),
+    ("unknown-ca", "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY"),
+    # untrusted dominates expired
+    ("unknown-ca-expired", "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY"),
+    ("unknown-root-in-chain", "X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN"),
+    ("unrelated-extra-certificate", None),
+]
+
+
+@pytest.mark.parametrize(("case", "error"), VERIFY_CASES, ids=[case for case, _ in VERIFY_CASES])
+def test_verify(ca: trustme.CA, trust: TrustStore, case: str, error: str | None) -> None:
+    assert verify_case(ca, trust, case)[0] == error
+
+
+def test_verdict_properties(ca: trustme.CA, trust: TrustStore) -> None:
+    expired = trust.verify(
+        chain_der(ca.issue_cert("mx.example.net", not_before=NOW - 2 * DAY, not_after=NOW - DAY)),
+        NOW,
+    )
+    assert expired.expired
+    assert not expired.not_yet_valid
+    early = trust.verify(
+        chain_der(ca.issue_cert("mx.example.net")), datetime(1999, 1, 1, tzinfo=UTC)
+    )
+    assert early.not_yet_valid
+    assert not early.expired
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [[], [b"not a certificate"], [b"\x30\x03\x02\x01\x01"]],
+    ids=["empty", "garbage", "truncated-der"],
+)
+def test_verify_without_a_usable_leaf(trust: TrustStore, chain: list[bytes]) -> None:
+    verdict = trust.verify(chain, NOW)
+    assert not verdict.trusted
+    assert verdict.verify_error == NO_CERTIFICATE_ERROR
+
+
+def test_verify_requires_an_aware_time(ca: trustme.CA, trust: TrustStore) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        trust.verify(chain_der(ca.issue_cert("mx.example.net")), datetime(2030, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (10, "X509_V_ERR_CERT_HAS_EXPIRED"),
+        (9, "X509_V_ERR_CERT_NOT_YET_VALID"),
+        (18, "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT"),
+        (19, "X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN"),
+        (20, "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY"),
+        (21, "X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE"),
+        (9999, "X509_V_ERR_UNKNOWN_9999"),
+    ],
+    ids=[
+        "expired",
+        "not-yet-valid",
+        "self-signed",
+        "self-signed-in-chain",
+        "issuer",
+        "leaf",
+        "unknown",
+    ],
+)
+def test_verify_error_names(code: int, name: str) -> None:
+    assert verify_error_name(code) == name
+
+
+# ---------------------------------------------------------------- summaries
+
+
+def test_summary_of_a_trustme_leaf(ca: trustme.CA) -> None:
+    der = chain_der(ca.issue_cert("mx.example.net", "*.example.org"))[0]
+    summary = summarize_certificate(der)
+    assert summary.san == ("mx.example.net", "*.example.org")
+    assert "O=trustme" in summary.subject
+    assert "Testing CA" in summary.issuer
+    assert summary.not_before.tzinfo is not None
+    assert summary.not_after.tzinfo is not None
+    assert summary.not_before < summary.not_after
+    assert summary.sha256 == hashlib.sha256(der).hexdigest()
+
+
+def test_summary_without_san() -> None:
+    summary = summarize_certificate(self_signed_der(dns_names=()))
+    assert summary.san == ()
+    assert summary.subject == "CN=self-signed.example.net"
+    assert summary.issuer == summary.subject
+
+
+def test_summary_keeps_only_dns_names() -> None:
+    der = chain_der(
+        trustme.CA().issue_cert("mx.example.net", "192.0.2.1", "postmaster@example.net")
+    )[0]
+    assert summarize_certificate(der).san == ("mx.example.net",)  # IP and email SANs dropped
+
+
+def test_summary_of_a_negative_serial() -> None:
+    serial = 0x7A1B2C3D4E5F6071
+    der = with_negative_serial(self_signed_der(serial=serial), serial)
+    summary = summarize_certificate(der)  # warnings are errors in this suite
+    assert summary.san == ("mx.example.net",)
+
+
+@pytest.mark.parametrize(
+    "der", [b"", b"garbage", b"\x30\x03\x02\x01\x01"], ids=["empty", "garbage", "truncated"]
+)
+def test_summary_of_unparsable_bytes(der: bytes) -> None:
+    summary = summarize_certificate(der)
+    assert summary.subject.startswith("<unparsable")
+    assert summary.san == ()
+    assert summary.not_before == datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.binary(max_size=300))
+def test_summary_never_crashes(data: bytes) -> None:
+    summary = summarize_certificate(data)
+    assert summary.sha256 == hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------- check_certificate
+
+
+def session_of(chain: Sequence[bytes]) -> TlsSession:
+    return TlsSession(
+        version="TLSv1.3",
+        cipher="TLS_AES_256_GCM_SHA384",
+        chain=tuple(summarize_certificate(der) for der in chain),
+        chain_der=tuple(chain),
+    )
+
+
+@pytest.mark.parametrize(
+    ("identities", "expected_name", "matches"),
+    [
+        (("mx.example.net",), "mx.example.net", True),
+        (("mx.example.net",), "mx2.example.net", False),
+        (("*.example.net",), "mx.example.net", True),
+        (("*.example.net",), "a.mx.example.net", False),
+        (("*.example.net",), "example.net", False),
+        (("mx.xn--bcher-kva.example",), "mx.bücher.example", True),
+        (("mx.xn--bcher-kva.example",), "mx.bucher.example", False),
+    ],
+    ids=[
+        "exact",
+        "wrong-name",
+        "wildcard",
+        "wildcard-two-labels",
+        "wildcard-parent",
+        "idn",
+        "idn-twin",
+    ],
+)
+def test_check_certificate_names(
+    ca: trustme.CA,
+    trust: TrustStore,
+    identities: tuple[str, ...],
+    expected_name: str,
+    matches: bool,
+) -> None:
+    check = check_certificate(
+        session_of(chain_der(ca.issue_cert(*identities))), trust, expected_name, NOW
+    )
+    assert check.chain.trusted
+    assert check.name_matches is matches
+    assert check.leaf.san == identities
+
+
+def test_check_certificate_ignores_the_common_name(trust: TrustStore) -> None:
+    der = self_signed_der(dns_names=())  # CN=self-signed.example.net, no SAN
+    check = check_certificate(session_of([der]), trust, "self-signed.example.net", NOW)
+    assert not check.name_matches
+    assert check.chain.verify_error == "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT"
+
+
+def test_check_certificate_without_a_certificate(trust: TrustStore) -> None:
+    with pytest.raises(ValueError, match="no peer certificate"):
+        check_certificate(session_of([]), trust, "mx.example.net", NOW)
