@@ -39,7 +39,9 @@ def test_invalid_lines_give_an_error_value(line: str) -> None:
 
 def test_reader_dedupes_across_spellings_and_skips_resumed() -> None:
     reader = InputReader(skip={"done.example"})
-    items = [reader.accept(line) for line in ["A.example", "a.example.", "done.example", "b.example"]]
+    items = [
+        reader.accept(line) for line in ["A.example", "a.example.", "done.example", "b.example"]
+    ]
     assert items == ["a.example", None, None, "b.example"]
     assert reader.duplicates == 1
     assert reader.skipped == 1

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import trio
+import trio.testing
 
 from scanner.lab import CertificateKind, Lab, SmtpBehaviour, SmtpServer, World
 
@@ -15,11 +16,14 @@ STEP = 5.0  # seconds; every dialogue step is far quicker on loopback
 
 def server_with(
     world: World,
-    behaviour: SmtpBehaviour = SmtpBehaviour.GOOD,
-    certificate: CertificateKind = CertificateKind.GOOD,
+    behaviour: SmtpBehaviour | None = SmtpBehaviour.GOOD,
+    certificate: CertificateKind | None = CertificateKind.GOOD,
 ) -> SmtpServer:
+    """The first demo server with that behaviour and certificate (None: any)."""
     for server in world.servers:
-        if server.behaviour is behaviour and server.certificate is certificate:
+        if behaviour not in (None, server.behaviour):
+            continue
+        if certificate in (None, server.certificate):
             return server
     raise LookupError(f"no demo server with {behaviour} and {certificate}")
 
@@ -260,7 +264,7 @@ async def test_flood_never_ends_its_ehlo_reply(demo_lab: Lab, connect: Connect) 
 
 async def test_closed_address_refuses(demo_lab: Lab) -> None:
     server = server_with(demo_lab.world, SmtpBehaviour.CLOSED)
-    with trio.fail_after(STEP), pytest.raises(OSError):
+    with trio.fail_after(STEP), pytest.raises(OSError, match="connect"):
         await trio.open_tcp_stream(server.address, demo_lab.smtp_port)
 
 
@@ -298,7 +302,7 @@ VERIFY_CODES = {
 async def test_certificate_kind_verification(
     demo_lab: Lab, connect: Connect, kind: CertificateKind, verify_code: int | None
 ) -> None:
-    server = server_with(demo_lab.world, certificate=kind)
+    server = server_with(demo_lab.world, behaviour=None, certificate=kind)
     with trio.fail_after(STEP):
         client = await connect(server)
         await client.reply()
@@ -346,15 +350,14 @@ async def test_connection_counts(demo_lab: Lab) -> None:
     with trio.fail_after(STEP):
         for _ in range(3):
             streams.append(await trio.open_tcp_stream(server.address, demo_lab.smtp_port))
-        while demo_lab.smtp_stats.open_now(server.address) < 3:
-            await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert demo_lab.smtp_stats.open_now(server.address) == 3
         for stream in streams:
             await stream.aclose()
-        while demo_lab.smtp_stats.open_now(server.address) > 0:
-            await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked(0.05)
+        assert demo_lab.smtp_stats.open_now(server.address) == 0
         last = await trio.open_tcp_stream(server.address, demo_lab.smtp_port)
-        while demo_lab.smtp_connections(server.address) < 4:
-            await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked(0.05)
         await last.aclose()
     assert demo_lab.smtp_connections(server.address) == 4
     assert demo_lab.smtp_max_concurrent(server.address) == 3

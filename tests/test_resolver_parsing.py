@@ -20,7 +20,9 @@ def test_valid_resolver(text: str, expected: Nameserver) -> None:
     assert parse_nameserver(text) == expected
 
 
-@pytest.mark.parametrize("text", ["dns.example", "127.0.0.1:0", "127.0.0.1:99999", "[::1", "[::1]x", "1.2.3.4:ab"])
+@pytest.mark.parametrize(
+    "text", ["dns.example", "127.0.0.1:0", "127.0.0.1:99999", "[::1", "[::1]x", "1.2.3.4:ab"]
+)
 def test_invalid_resolver(text: str) -> None:
     with pytest.raises(ValueError, match="invalid resolver"):
         parse_nameserver(text)

@@ -243,7 +243,8 @@ def summarize_certificate(der: bytes) -> CertificateSummary:
     )
 
 
-# OpenSSL's X509_V_ERR_* codes (include/openssl/x509_vfy.h, stable across 1.1–3.x).
+# OpenSSL's X509_V_ERR_* codes (include/openssl/x509_vfy.h; the numbers never change).
+# A code missing here (newer OpenSSL) is named X509_V_ERR_UNKNOWN_<n>.
 _VERIFY_ERROR_NAMES: dict[int, str] = {
     1: "X509_V_ERR_UNSPECIFIED",
     2: "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT",
@@ -660,8 +661,9 @@ async def start_tls(
 ) -> TlsStream | TlsFailure:
     """Handshake on `transport`; the open `TlsStream`, or a `TlsFailure` value.
 
-    `server_hostname` is sent as SNI unless it is None or an IP literal. On
-    failure the transport is left for the caller to close. Deadlines are the
+    `server_hostname` is sent as SNI unless it is None or an IP literal (an
+    invalid name raises `InvalidHostname`). On failure the transport is left
+    for the caller to close. Deadlines are the
     caller's (`trio.fail_after` around this call); cancellation propagates.
     """
     stream = TlsStream(transport, context, server_hostname)

@@ -1,0 +1,232 @@
+"""End to end: the `scanner` command against the fixture lab's worlds.
+
+The lab runs in the test's trio loop; the scanner runs as a real subprocess
+(`python -m scanner ...`), exactly as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import trio
+
+from scanner.expectations import mismatches
+from scanner.lab import Lab, World, load_world, open_lab
+from scanner.output import load_schema
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+STEP_TIMEOUT = "1"
+
+
+async def run_scanner(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "scanner", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        stdin=stdin,
+    )
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def bulk_world() -> World:
+    return load_world(FIXTURES / "world-bulk.toml")
+
+
+@pytest.fixture
+async def bulk_lab(bulk_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
+    async with open_lab(bulk_world, workdir=tmp_path / "lab") as lab:
+        yield lab
+
+
+async def test_scan_of_demo_world_reaches_every_expected_verdict(
+    demo_lab: Lab, demo_world: World, tmp_path: Path
+) -> None:
+    domains = tmp_path / "domains.txt"
+    domains.write_text("\n".join(demo_world.domain_names) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    result = await run_scanner(
+        "scan", "--input", str(domains), "--out", str(out), "--timeout", STEP_TIMEOUT,
+        "--no-progress", *demo_lab.scanner_args(),
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = read_jsonl(out)
+    assert len(lines) == len(demo_world.domains)  # one line per input domain
+    schema = load_schema()
+    by_domain = {line["domain"]: line for line in lines}
+    failures = {}
+    for domain in demo_world.domains:
+        jsonschema.validate(by_domain.get(domain.name) or {}, schema) if domain.name in by_domain else None
+        line = by_domain.get(domain.name)
+        if line is None:  # an invalid name is reported under its input text
+            line = next(entry for entry in lines if entry["domain"] == domain.name.strip())
+        assert domain.expect is not None
+        problems = mismatches(line, domain.expect)
+        if problems:
+            failures[domain.name] = problems
+    assert failures == {}
+    for line in lines:
+        jsonschema.validate(line, schema)
+
+
+async def test_check_exit_codes_and_verdict(demo_lab: Lab) -> None:
+    ready = await run_scanner("check", "testing-ready.example", "--timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
+    assert ready.returncode == 0, ready.stdout.decode() + ready.stderr.decode()
+    assert "Ready for mode: enforce" in ready.stdout.decode()
+
+    not_ready = await run_scanner("check", "backup-bad.example", "--timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
+    assert not_ready.returncode == 1
+    text = not_ready.stdout.decode()
+    assert "Not ready" in text
+    assert "mx2.backup-bad.example" in text  # the blocker names the bad backup MX
+
+    invalid = await run_scanner("check", "invalid..example", *demo_lab.scanner_args())
+    assert invalid.returncode == 2
+    assert "invalid-domain" in invalid.stdout.decode()
+
+
+async def test_report_writes_one_rfc8460_file_per_domain(demo_lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    scanned = await run_scanner(
+        "scan", "testing-ready.example", "backup-bad.example", "invalid..example",
+        "--out", str(out), "--timeout", STEP_TIMEOUT, "--no-progress",
+        "--contact", "tlsrpt@reporter.example", *demo_lab.scanner_args(),
+    )
+    assert scanned.returncode == 0, scanned.stderr.decode()
+    reports = tmp_path / "reports"
+    result = await run_scanner("report", str(out), "--out-dir", str(reports), "--gzip")
+    assert result.returncode == 0, result.stderr.decode()
+    names = sorted(path.name for path in reports.iterdir())
+    assert len(names) == 2  # the invalid name has no report
+    pattern = re.compile(r"^reporter\.example!(backup-bad|testing-ready)\.example!\d+!\d+\.json\.gz$")
+    assert all(pattern.match(name) for name in names), names
+    import gzip
+
+    backup = json.loads(gzip.decompress(next(reports.glob("*backup-bad*")).read_bytes()))
+    policy = backup["policies"][0]
+    assert policy["policy"]["policy-type"] == "sts"
+    assert policy["summary"]["total-failure-session-count"] == 1
+    assert policy["summary"]["total-successful-session-count"] == 1
+    assert {d["result-type"] for d in policy["failure-details"]} == {"certificate-expired"}
+
+
+async def test_input_lines_are_normalised_deduplicated_and_invalid_ones_recorded(
+    bulk_lab: Lab, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    stdin = b"# comment\n\n  Hosted0.Example.  \nhosted0.example\nhosted1.example\nnot a domain\n"
+    result = await run_scanner(
+        "scan", "--input", "-", "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT,
+        *bulk_lab.scanner_args(), stdin=stdin,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = read_jsonl(out)
+    assert sorted(line["domain"] for line in lines) == ["hosted0.example", "hosted1.example", "not a domain"]
+    invalid = next(line for line in lines if line["domain"] == "not a domain")
+    assert invalid["error"].startswith("invalid-domain")
+    assert invalid["mx"] == []
+
+
+async def test_probe_cache_one_connection_per_address(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+    hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
+    out = tmp_path / "out.jsonl"
+    result = await run_scanner(
+        "scan", *hosted, "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT,
+        "--concurrency", "16", *bulk_lab.scanner_args(),
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = read_jsonl(out)
+    assert len(lines) == len(hosted)
+    for line in lines:  # every domain got the shared result
+        assert [a["starttls"] for mx in line["mx"] for a in mx["addresses"]] == ["offered", "offered"]
+    assert bulk_lab.smtp_connections("127.0.3.1") == 1
+    assert bulk_lab.smtp_connections("127.0.3.2") == 1
+
+
+@pytest.mark.parametrize("per_ip", [1, 3])
+async def test_per_ip_limit_is_honoured(bulk_lab: Lab, bulk_world: World, tmp_path: Path, per_ip: int) -> None:
+    slow = [name for name in bulk_world.domain_names if name.startswith("slow")]
+    out = tmp_path / "out.jsonl"
+    started = trio.current_time()
+    result = await run_scanner(
+        "scan", *slow, "--out", str(out), "--no-progress", "--timeout", "0.5",
+        "--concurrency", "8", "--per-ip", str(per_ip), *bulk_lab.scanner_args(),
+    )
+    elapsed = trio.current_time() - started
+    assert result.returncode == 0, result.stderr.decode()
+    assert bulk_lab.smtp_connections("127.0.3.9") == len(slow)  # eight hostnames, eight probes
+    # The lab counts a connection open until it reads the client's FIN, so the next connection
+    # of a waiting probe may be accepted a moment before the previous one is seen closing:
+    # the peak is per_ip, or per_ip + 1 in that race; without the limit it would be 8.
+    assert per_ip <= bulk_lab.smtp_max_concurrent("127.0.3.9") <= per_ip + 1
+    # Eight probes that each wait out a 0.5 s greeting deadline, per_ip at a time.
+    assert elapsed >= 0.5 * len(slow) / per_ip * 0.9
+
+
+async def test_resume_completes_a_torn_file(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+    hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")][:6]
+    out = tmp_path / "out.jsonl"
+    first = await run_scanner(
+        "scan", *hosted[:3], "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT,
+        *bulk_lab.scanner_args(),
+    )
+    assert first.returncode == 0
+    with out.open("a", encoding="utf-8") as handle:
+        handle.write('{"schema_version": 1, "domain": "hosted5.exa')  # an interrupted write
+    second = await run_scanner(
+        "scan", *hosted, "--out", str(out), "--resume", "--no-progress", "--timeout", STEP_TIMEOUT,
+        *bulk_lab.scanner_args(),
+    )
+    assert second.returncode == 0, second.stderr.decode()
+    lines = read_jsonl(out)  # every line parses: the torn one is gone
+    assert sorted(line["domain"] for line in lines) == sorted(hosted)
+
+
+async def test_shards_split_the_input_without_overlap(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+    hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
+    seen: list[str] = []
+    for index in range(3):
+        out = tmp_path / f"shard{index}.jsonl"
+        result = await run_scanner(
+            "scan", *hosted, "--shard", f"{index}/3", "--out", str(out), "--no-progress",
+            "--timeout", STEP_TIMEOUT, *bulk_lab.scanner_args(),
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        shard_domains = [line["domain"] for line in read_jsonl(out)]
+        assert shard_domains, "a shard of 30 domains in 3 slices should not be empty"
+        seen.extend(shard_domains)
+    assert sorted(seen) == sorted(hosted)
+
+
+async def test_interrupt_leaves_only_complete_lines(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    domains = [name for name in bulk_world.domain_names if name.startswith("hosted")]
+    domains += [name for name in bulk_world.domain_names if name.startswith("slow")]
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "scanner", "scan", *domains, "--out", str(out), "--no-progress",
+         "--timeout", "5", "--per-ip", "1", *bulk_lab.scanner_args()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    with trio.fail_after(30):
+        while not out.exists() or out.read_text(encoding="utf-8").count("\n") < len(domains) - 8:
+            await trio.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        returncode = await process.wait()
+    assert returncode == 130
+    lines = read_jsonl(out)  # raises if any line is torn
+    assert len(lines) < len(domains)  # the silent hosts were still in flight
+    assert all(line["domain"] in domains for line in lines)
