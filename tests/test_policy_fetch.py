@@ -18,8 +18,10 @@ import pytest
 import trio
 import trustme
 
+from scanner.lab import Lab, World, load_world, open_lab
 from scanner.models import AddressAnswer, DnsStatus, PolicyFetch, PolicyMode, ResultType
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
+from scanner.net.resolver import Nameserver, Resolver
 from scanner.net.tls import TrustStore, build_client_context
 
 DOMAIN = "example.com"
@@ -566,3 +568,153 @@ async def test_outer_cancellation_is_not_swallowed(pki: Pki) -> None:
             await fetch(pki, port, timeout=30.0)
             pytest.fail("fetch returned although its caller's deadline expired")
     assert scope.cancelled_caught
+
+
+# ---------------------------------------------------------------- end to end against the fixture lab
+
+FETCH_WORLD = Path(__file__).resolve().parent.parent / "fixtures" / "world-policy-fetch.toml"
+
+
+@pytest.fixture(scope="module")
+def fetch_world() -> World:
+    return load_world(FETCH_WORLD)
+
+
+@pytest.fixture
+async def fetch_lab(fetch_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
+    async with open_lab(fetch_world, workdir=tmp_path / "lab", slow_interval=0.2) as lab:
+        yield lab
+
+
+async def fetch_from_lab(
+    lab: Lab, domain: str, *, step_timeout: float = 1.0, allow_private: bool = True
+) -> PolicyFetch:
+    host, port = lab.resolver
+    return await fetch_policy(
+        domain,
+        resolver=Resolver.create([Nameserver(host, port)], timeout=step_timeout),
+        context=build_client_context(),
+        trust=TrustStore.from_files([lab.ca_file], include_certifi=False),
+        settings=FetchSettings(
+            https_port=lab.https_port, timeout=step_timeout, allow_private=allow_private
+        ),
+        now=datetime.now(UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("domain", "result_type", "fragments"),
+    [
+        pytest.param("good.fetch.example", None, (), id="good"),
+        pytest.param(
+            "content-type.fetch.example",
+            ResultType.STS_POLICY_INVALID,
+            ("'text/html'", "not text/plain"),
+            id="wrong-content-type",
+        ),
+        pytest.param(
+            "redirect.fetch.example",
+            ResultType.STS_POLICY_FETCH_ERROR,
+            ("HTTP 301", "https://www.redirect.fetch.example/.well-known/mta-sts.txt"),
+            id="redirect",
+        ),
+        pytest.param(
+            "not-found.fetch.example",
+            ResultType.STS_POLICY_FETCH_ERROR,
+            ("HTTP 404",),
+            id="not-found",
+        ),
+        pytest.param(
+            "oversize.fetch.example",
+            ResultType.STS_POLICY_FETCH_ERROR,
+            ("65536-byte limit",),
+            id="oversize",
+        ),
+        pytest.param(
+            "slow.fetch.example",
+            ResultType.STS_POLICY_FETCH_ERROR,
+            ("did not finish sending the policy body within 1 s",),
+            id="slow",
+        ),
+        pytest.param(
+            "untrusted.fetch.example",
+            ResultType.STS_WEBPKI_INVALID,
+            ("X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY",),
+            id="untrusted-cert",
+        ),
+        pytest.param(
+            "wrong-name.fetch.example",
+            ResultType.STS_WEBPKI_INVALID,
+            ("not valid for mta-sts.wrong-name.fetch.example",),
+            id="wrong-name-cert",
+        ),
+        pytest.param(
+            "invalid.fetch.example",
+            ResultType.STS_POLICY_INVALID,
+            ("max_age above 31557600",),
+            id="invalid-policy",
+        ),
+        pytest.param(
+            "no-host.fetch.example",
+            ResultType.STS_POLICY_FETCH_ERROR,
+            ("mta-sts.no-host.fetch.example does not exist in DNS (NXDOMAIN)",),
+            id="no-host",
+        ),
+        pytest.param(
+            "servfail.fetch.example",
+            ResultType.STS_POLICY_FETCH_ERROR,
+            ("(SERVFAIL)",),
+            id="servfail",
+        ),
+        pytest.param(
+            "refused.fetch.example",
+            ResultType.STS_POLICY_FETCH_ERROR,
+            ("127.0.3.99: connection refused",),
+            id="connection-refused",
+        ),
+    ],
+)
+async def test_lab_policy_hosts(
+    fetch_lab: Lab, domain: str, result_type: ResultType | None, fragments: tuple[str, ...]
+) -> None:
+    with trio.fail_after(5):
+        result = await fetch_from_lab(fetch_lab, domain)
+    expected = fetch_lab.world.domain(domain).expect
+    assert expected is not None
+    assert expected.policy_error == result_type  # the world file agrees with this table
+    if result_type is None:
+        assert result.failure is None, result.failure
+        assert result.policy is not None
+        assert result.policy.mode is PolicyMode.ENFORCE
+    else:
+        assert_failure(result, result_type, *fragments)
+
+
+async def test_lab_private_address_refused_without_allow_private(fetch_lab: Lab) -> None:
+    result = await fetch_from_lab(fetch_lab, "good.fetch.example", allow_private=False)
+    assert_failure(result, ResultType.STS_POLICY_FETCH_ERROR, "127.0.3.10", "--allow-private")
+    assert fetch_lab.https_connections("127.0.3.10") == 0
+
+
+async def test_demo_world_policy_hosts(demo_lab: Lab) -> None:
+    """Every demo domain with a usable record gets the policy outcome its expectation names."""
+    domains = [
+        domain
+        for domain in demo_lab.world.domains
+        if domain.expect is not None and domain.expect.policy_type == "sts"
+    ]
+    outcomes: dict[str, PolicyFetch] = {}
+
+    async def one(name: str) -> None:
+        outcomes[name] = await fetch_from_lab(demo_lab, name)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for domain in domains:
+                nursery.start_soon(one, domain.name)
+    assert domains
+    for domain in domains:
+        assert domain.expect is not None
+        failure = outcomes[domain.name].failure
+        got = failure.result_type if failure is not None else None
+        assert got == domain.expect.policy_error, (domain.name, failure)

@@ -20,8 +20,15 @@ import trustme
 from OpenSSL import SSL
 
 from scanner.core.smtp import SmtpLimits
-from scanner.lab.certificates import default_mint
-from scanner.lab.world import CertificateKind
+from scanner.lab import (
+    CertificateKind,
+    Lab,
+    SmtpBehaviour,
+    SmtpServer,
+    default_mint,
+    load_world,
+    open_lab,
+)
 from scanner.models import AddressStatus, ProbeOutcome
 from scanner.net.probe import ProbeSettings, Transcript, connect_failure_reason, probe
 from scanner.net.tls import TrustStore, build_client_context
@@ -414,3 +421,227 @@ def test_transcript_limits(lines: list[str], kept: tuple[str, ...]) -> None:
     for line in lines:
         transcript.add(line)
     assert transcript.lines() == kept
+
+
+# ---------------------------------------------------------------- against the lab
+
+PROBE_WORLD = Path(__file__).resolve().parent.parent / "fixtures" / "world-probe.toml"
+INJECTED_BYTES = len(b"250 injected\r\n")
+
+# What a probe must record for each lab behaviour (with a good certificate).
+BEHAVIOUR_FACTS: dict[SmtpBehaviour, dict[str, object]] = {
+    SmtpBehaviour.GOOD: {
+        "starttls_advertised": True,
+        "starttls_reply": 220,
+        "handshake_error": None,
+        "plaintext_injection": 0,
+        "starttls_after_tls": False,
+    },
+    SmtpBehaviour.GOOD_MULTILINE_GREETING: {
+        "starttls_advertised": True,
+        "starttls_reply": 220,
+        "handshake_error": None,
+    },
+    SmtpBehaviour.NO_STARTTLS: {
+        "starttls_advertised": False,
+        "masked_keyword": None,
+        "starttls_reply": 502,
+        "tls": None,
+        "handshake_error": None,
+    },
+    SmtpBehaviour.STARTTLS_HIDDEN: {
+        "starttls_advertised": False,
+        "masked_keyword": None,
+        "starttls_reply": 220,
+        "handshake_error": None,
+    },
+    SmtpBehaviour.STARTTLS_MASKED: {
+        "starttls_advertised": False,
+        "masked_keyword": "XXXXXXXA",
+        "starttls_reply": 500,
+        "starttls_reply_text": "#5.5.1 command not recognized",
+        "tls": None,
+    },
+    SmtpBehaviour.STARTTLS_454: {
+        "starttls_advertised": True,
+        "starttls_reply": 454,
+        "tls": None,
+        "handshake_error": None,
+    },
+    SmtpBehaviour.STARTTLS_220_NO_TLS: {
+        "starttls_advertised": True,
+        "starttls_reply": 220,
+        "tls": None,
+        "handshake_error": "not-tls",
+    },
+    SmtpBehaviour.PLAINTEXT_INJECTION: {
+        "starttls_advertised": True,
+        "starttls_reply": 220,
+        "plaintext_injection": INJECTED_BYTES,
+        "handshake_error": None,
+    },
+    SmtpBehaviour.HELO_ONLY: {
+        "helo_only": True,
+        "ehlo_keywords": (),
+        "starttls_advertised": False,
+        "starttls_reply": 502,
+        "tls": None,
+    },
+    SmtpBehaviour.STARTTLS_AFTER_TLS: {
+        "starttls_advertised": True,
+        "handshake_error": None,
+        "starttls_after_tls": True,
+    },
+}
+NOT_TESTABLE_REASONS: dict[SmtpBehaviour, str] = {
+    SmtpBehaviour.GREETING_421: "busy:421 4.3.2 ",
+    SmtpBehaviour.GREETING_554: "busy:554 5.3.2 ",
+    SmtpBehaviour.SILENT: "timeout:greeting",
+    SmtpBehaviour.FLOOD: "protocol-error: more than 100 lines in one reply",
+    SmtpBehaviour.CLOSED: "connect-refused",
+}
+TLS_BEHAVIOURS = frozenset(
+    {
+        SmtpBehaviour.GOOD,
+        SmtpBehaviour.GOOD_MULTILINE_GREETING,
+        SmtpBehaviour.STARTTLS_HIDDEN,
+        SmtpBehaviour.PLAINTEXT_INJECTION,
+        SmtpBehaviour.STARTTLS_AFTER_TLS,
+    }
+)
+# (verify_error, name_matches) for each certificate kind, checked against the MX host name.
+CERTIFICATE_VERDICTS: dict[CertificateKind, tuple[str | None, bool]] = {
+    CertificateKind.GOOD: (None, True),
+    CertificateKind.WILDCARD: (None, True),
+    CertificateKind.WRONG_NAME: (None, False),
+    CertificateKind.EXPIRED: ("X509_V_ERR_CERT_HAS_EXPIRED", True),
+    CertificateKind.NOT_YET_VALID: ("X509_V_ERR_CERT_NOT_YET_VALID", True),
+    CertificateKind.UNKNOWN_CA: ("X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY", True),
+    CertificateKind.SELF_SIGNED: ("X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT", True),
+    CertificateKind.MISSING_INTERMEDIATE: ("X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY", True),
+}
+
+
+def test_every_lab_behaviour_has_an_expectation() -> None:
+    assert set(BEHAVIOUR_FACTS) | set(NOT_TESTABLE_REASONS) == set(SmtpBehaviour)
+    assert set(CERTIFICATE_VERDICTS) == set(CertificateKind)
+    probe_world = load_world(PROBE_WORLD)
+    assert {s.behaviour for s in probe_world.servers} == set(SmtpBehaviour)
+    assert {s.certificate for s in probe_world.servers} == set(CertificateKind)
+
+
+def check_outcome(outcome: ProbeOutcome, server: SmtpServer) -> None:
+    """Assert what a probe of `server` must have recorded, given its behaviour and certificate."""
+    behaviour = server.behaviour
+    if behaviour in NOT_TESTABLE_REASONS:
+        assert outcome.status is AddressStatus.NOT_TESTABLE
+        assert outcome.reason is not None
+        assert outcome.reason.startswith(NOT_TESTABLE_REASONS[behaviour])
+        assert outcome.tls is None
+        return
+    assert outcome.status is AddressStatus.TESTED
+    assert outcome.reason is None
+    assert outcome.local_ip is not None
+    for name, value in BEHAVIOUR_FACTS[behaviour].items():
+        assert getattr(outcome, name) == value, name
+    if behaviour not in TLS_BEHAVIOURS:
+        assert outcome.certificate is None
+        assert outcome.ehlo_after_tls is None
+        return
+    assert outcome.tls is not None
+    assert outcome.tls.version in ("TLSv1.2", "TLSv1.3")
+    assert f"[tls] {outcome.tls.version} {outcome.tls.cipher}" in outcome.transcript
+    assert outcome.ehlo_after_tls is not None
+    assert "PIPELINING" in outcome.ehlo_after_tls
+    certificate = outcome.certificate
+    assert certificate is not None
+    verify_error, name_matches = CERTIFICATE_VERDICTS[server.certificate]
+    assert certificate.chain.verify_error == verify_error
+    assert certificate.chain.trusted is (verify_error is None)
+    assert certificate.name_matches is name_matches
+    assert outcome.transcript[-2:] == ("C: QUIT", "S: 221 2.0.0 Bye")
+
+
+async def probe_lab_server(
+    lab: Lab, server: SmtpServer, context: SSL.Context, hostname: str | None = None
+) -> ProbeOutcome:
+    return await probe(
+        hostname or server.hostnames[0],
+        server.address,
+        context=context,
+        trust=TrustStore.from_files([lab.ca_file], include_certifi=False),
+        settings=settings(lab.smtp_port),
+        now=datetime.now(UTC),
+    )
+
+
+PROBE_SERVERS = load_world(PROBE_WORLD).servers
+
+
+@pytest.mark.parametrize(
+    "server",
+    [pytest.param(s, id=f"{s.behaviour.value}+{s.certificate.value}") for s in PROBE_SERVERS],
+)
+async def test_probe_lab_server(server: SmtpServer, context: SSL.Context, tmp_path: Path) -> None:
+    async with open_lab(load_world(PROBE_WORLD), tmp_path) as lab:
+        with trio.fail_after(STEP * 5):
+            outcome = await probe_lab_server(lab, server, context)
+        check_outcome(outcome, server)
+        if server.behaviour is not SmtpBehaviour.CLOSED:
+            assert lab.smtp_connections(server.address) == 1
+
+
+async def test_certificate_is_checked_against_the_mx_name(
+    context: SSL.Context, tmp_path: Path
+) -> None:
+    """The twin of the good server: same certificate, probed as another MX host name."""
+    world = load_world(PROBE_WORLD)
+    good = world.server("127.0.9.1")
+    assert good is not None
+    async with open_lab(world, tmp_path) as lab:
+        outcome = await probe_lab_server(lab, good, context, hostname="other.probe.example")
+    assert outcome.certificate is not None
+    assert outcome.certificate.chain.trusted
+    assert not outcome.certificate.name_matches
+
+
+async def test_multiline_greeting_is_recorded_whole(context: SSL.Context, tmp_path: Path) -> None:
+    world = load_world(PROBE_WORLD)
+    server = world.server("127.0.9.2")
+    assert server is not None
+    async with open_lab(world, tmp_path) as lab:
+        outcome = await probe_lab_server(lab, server, context)
+    assert outcome.greeting == (
+        "multiline.probe.example ESMTP scanner lab This server greets on several lines. Ready"
+    )
+    assert outcome.transcript[1:4] == (
+        "S: 220-multiline.probe.example ESMTP scanner lab",
+        "S: 220-This server greets on several lines.",
+        "S: 220 Ready",
+    )
+
+
+async def test_plaintext_injection_is_not_fed_to_tls(context: SSL.Context, tmp_path: Path) -> None:
+    world = load_world(PROBE_WORLD)
+    server = world.server("127.0.9.8")
+    assert server is not None
+    async with open_lab(world, tmp_path) as lab:
+        outcome = await probe_lab_server(lab, server, context)
+    assert outcome.plaintext_injection == INJECTED_BYTES
+    assert "[plaintext after 220] 250 injected\\r\\n" in outcome.transcript
+    assert outcome.tls is not None  # the handshake still ran on the bytes after the injection
+
+
+async def test_every_demo_world_server(demo_lab: Lab, context: SSL.Context) -> None:
+    """Every SMTP server of the demo world, probed at once, records what its behaviour implies."""
+    outcomes: dict[str, ProbeOutcome] = {}
+
+    async def one(server: SmtpServer) -> None:
+        outcomes[server.address] = await probe_lab_server(demo_lab, server, context)
+
+    with trio.fail_after(STEP * 5):
+        async with trio.open_nursery() as nursery:
+            for server in demo_lab.world.servers:
+                nursery.start_soon(one, server)
+    for server in demo_lab.world.servers:
+        check_outcome(outcomes[server.address], server)

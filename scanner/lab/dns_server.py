@@ -206,7 +206,10 @@ async def serve_udp(sock: trio.socket.SocketType, responder: Responder) -> None:
     """Answer datagrams on `sock` until cancelled; closes it on exit."""
     with sock:
         while True:
-            data, address = await sock.recvfrom(TCP_MAX_MESSAGE)
+            try:
+                data, address = await sock.recvfrom(TCP_MAX_MESSAGE)
+            except OSError:
+                continue  # a stray ICMP error reported on the socket; keep serving
             reply = responder.reply(data, transport="udp")
             if reply is not None:
                 # A vanished client is not our concern: UDP gives no other signal.

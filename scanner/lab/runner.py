@@ -174,6 +174,11 @@ async def open_lab(
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+    finally:
+        # Normally closed by the serving tasks already; closing twice is harmless.
+        udp.close()
+        for listener in (dns_tcp, *smtp_listeners, *https_listeners):
+            listener.socket.close()
 
 
 async def serve_forever(

@@ -369,11 +369,13 @@ class _Session:
 
     async def close(self) -> None:
         """Close the stream (TLS close_notify if healthy), then make sure the socket is gone."""
-        if self.stream is not None and self.stream is not self.tcp:
-            with trio.move_on_after(CLOSE_GRACE):
-                await self.stream.aclose()
-        if self.tcp is not None:
-            await trio.aclose_forcefully(self.tcp)
+        try:
+            if self.stream is not None and self.stream is not self.tcp:
+                with trio.move_on_after(CLOSE_GRACE):
+                    await self.stream.aclose()
+        finally:
+            if self.tcp is not None:
+                await trio.aclose_forcefully(self.tcp)
 
 
 async def probe(

@@ -1,0 +1,167 @@
+"""Benchmark: scan a generated world of N domains served by the fixture lab in another process.
+
+    python bench/run.py [--domains 2000] [--concurrency 200] [--timeout 5]
+
+The world: every domain has an MX pair and an MTA-STS policy. Half of the
+domains are hosted by a few shared providers (so the probe cache matters);
+the other half have their own MX hostnames, four domains per address like
+small hosters. A tenth of the domains have a fault (no STARTTLS, expired or
+wrong-name certificate, STARTTLS refused, a policy that does not cover the MX).
+
+Reports domains per second, SMTP sessions per second and the scanner's peak
+RSS (from wait4, so the lab's memory is not counted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROVIDERS = 4
+FAULTS = [
+    ("no-starttls", "good"),
+    ("good", "expired"),
+    ("good", "wrong-name"),
+    ("starttls-454", "good"),
+    ("good", "good"),  # with a policy that does not cover the MX
+]
+
+
+def address(index: int) -> str:
+    """The index-th lab address in 127.10.0.0/16 and beyond (never .0 or .255)."""
+    base = 10 * 65536 * 1 + index
+    second, rest = divmod(base, 254 * 254)
+    third, fourth = divmod(rest, 254)
+    return f"127.{second}.{third + 1}.{fourth + 1}"
+
+
+def policy_body(mx: list[str], *, cover: bool) -> str:
+    lines = ["version: STSv1", "mode: testing"]
+    lines += [f"mx: {host}" for host in (mx if cover else ["elsewhere.invalid"])]
+    lines.append("max_age: 604800")
+    return "\\n".join(lines) + "\\n"
+
+
+def generate_world(count: int) -> tuple[str, list[str]]:
+    out: list[str] = ['[lab]\ndescription = "generated benchmark world"\n']
+    next_address = 0
+
+    def new_address() -> str:
+        nonlocal next_address
+        next_address += 1
+        return address(next_address)
+
+    for provider in range(PROVIDERS):
+        for n in (1, 2):
+            out.append(
+                f'[[servers]]\nhostnames = ["mx{n}.provider{provider}.example"]\n'
+                f'address = "{new_address()}"\n'
+            )
+    policy_addresses = [new_address() for _ in range(4)]
+    domains: list[str] = []
+    shared_address: str | None = None
+    for index in range(count):
+        name = f"d{index}.example"
+        domains.append(name)
+        fault = FAULTS[(index // 10) % len(FAULTS)] if index % 10 == 9 else None
+        hosted = index % 2 == 0 and fault is None
+        if hosted:
+            provider = index % PROVIDERS
+            mx = [f"mx1.provider{provider}.example", f"mx2.provider{provider}.example"]
+            servers = ""
+        else:
+            mx = [f"mx1.{name}", f"mx2.{name}"]
+            behaviour, certificate = fault[:2] if fault else ("good", "good")
+            if fault is not None:
+                first = new_address()  # a faulty server behaves alone on its address
+            else:
+                if index % 4 in (1, 3) and shared_address is not None:
+                    first = shared_address
+                else:
+                    first = shared_address = new_address()
+            second = new_address()
+            servers = (
+                f'servers = [{{ hostname = "{mx[0]}", address = "{first}", '
+                f'behaviour = "{behaviour}", certificate = "{certificate}" }}, '
+                f'{{ hostname = "{mx[1]}", address = "{second}" }}]\n'
+            )
+        cover = fault != ("good", "good")
+        out.append(
+            f'[domains."{name}"]\n'
+            f'dns."@" = {{ mx = ["10 {mx[0]}", "20 {mx[1]}"] }}\n'
+            f'dns."_mta-sts" = {{ txt = ["v=STSv1; id=bench{index}"] }}\n'
+            f'{servers}'
+            f'policy.address = "{policy_addresses[index % len(policy_addresses)]}"\n'
+            f'policy.body = "{policy_body(mx, cover=cover)}"\n'
+        )
+    return "\n".join(out), domains
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domains", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--profile", metavar="HTML", help="run the scan under pyinstrument, write a text profile here")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="scanner-bench-") as tmp:
+        work = Path(tmp)
+        started = time.monotonic()
+        world_text, domains = generate_world(args.domains)
+        world = work / "world.toml"
+        world.write_text(world_text, encoding="utf-8")
+        (work / "domains.txt").write_text("\n".join(domains) + "\n", encoding="utf-8")
+        lab = subprocess.Popen(
+            [sys.executable, "-m", "scanner", "lab", "serve", str(world), "--workdir", str(work / "lab")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert lab.stdout is not None
+        scan_args: list[str] = []
+        for line in lab.stdout:
+            match = re.match(r"scan with: scanner scan DOMAIN (.*)$", line.strip())
+            if match:
+                scan_args = match.group(1).split()
+                break
+        if not scan_args:
+            print("the lab did not start", file=sys.stderr)
+            return 1
+        print(f"lab ready in {time.monotonic() - started:.1f} s ({args.domains} domains)")
+        out = work / "out.jsonl"
+        runner = [sys.executable, "-m"]
+        if args.profile:
+            runner += ["pyinstrument", "-r", "text", "-o", args.profile, "-m"]
+        command = [
+            *runner, "scanner", "scan", "--input", str(work / "domains.txt"),
+            "--out", str(out), "--no-progress", "--concurrency", str(args.concurrency),
+            "--timeout", str(args.timeout), *scan_args,
+        ]
+        began = time.monotonic()
+        scan = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        _, status, usage = os.wait4(scan.pid, 0)
+        elapsed = time.monotonic() - began
+        assert scan.stderr is not None
+        summary = scan.stderr.read()
+        lab.terminate()
+        lab.wait()
+        lines = out.read_text(encoding="utf-8").count("\n")
+        sessions_match = re.search(r"(\d+) SMTP sessions", summary)
+        sessions = int(sessions_match.group(1)) if sessions_match else 0
+        print(summary.strip())
+        print(f"exit status        {os.waitstatus_to_exitcode(status)}")
+        print(f"domains            {lines} in {elapsed:.2f} s = {lines / elapsed:.1f} domains/s")
+        print(f"SMTP sessions      {sessions} = {sessions / elapsed:.1f} sessions/s")
+        print(f"scanner peak RSS   {usage.ru_maxrss / 1024:.1f} MB")
+        print(f"scanner CPU        {usage.ru_utime + usage.ru_stime:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,275 @@
+"""The world loader: the demo world, the format's rules and its error messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scanner.lab import (
+    CertificateKind,
+    PolicyBehaviour,
+    SmtpBehaviour,
+    World,
+    WorldError,
+    demo_world_path,
+    load_world,
+    parse_world,
+)
+from scanner.models import IndicatorCode, ResultType, StartTlsStatus
+
+MINIMAL = """
+[domains."ok.example"]
+dns."@" = { mx = ["10 mx.ok.example"] }
+servers = [{ hostname = "mx.ok.example", address = "127.0.1.1" }]
+"""
+
+
+# ---------------------------------------------------------------- the demo world
+
+
+def test_demo_world_path_is_in_the_source_tree() -> None:
+    path = demo_world_path()
+    assert path.name == "demo-world.toml"
+    assert path.is_file()
+
+
+def test_demo_world_covers_every_behaviour(demo_world: World) -> None:
+    smtp = {server.behaviour for server in demo_world.servers}
+    certificates = {server.certificate for server in demo_world.servers}
+    policies = {host.behaviour for host in demo_world.policy_hosts}
+    assert set(SmtpBehaviour) - smtp == set()
+    assert set(CertificateKind) - certificates == set()
+    assert set(PolicyBehaviour) - policies == set()
+
+
+def test_demo_world_expectations_cover_the_vocabulary(demo_world: World) -> None:
+    expectations = [d.expect for d in demo_world.domains if d.expect is not None]
+    assert len(expectations) == len(demo_world.domains)
+    indicators = {code for e in expectations for code in e.indicators}
+    result_types = {t for e in expectations for t in e.result_types}
+    result_types |= {e.policy_error for e in expectations if e.policy_error is not None}
+    starttls = {status for e in expectations for status in e.starttls.values()}
+    # weak-tls-version needs a TLS 1.1 server that modern OpenSSL builds refuse to run.
+    assert set(IndicatorCode) - indicators == {IndicatorCode.WEAK_TLS_VERSION}
+    assert set(ResultType) - result_types == set()
+    assert set(StartTlsStatus) - starttls == set()
+    ready = [d.name for d in demo_world.domains if d.expect and d.expect.enforce_ready]
+    assert "testing-ready.example" in ready
+    assert "enforce-ready.example" in ready
+
+
+def test_demo_world_addresses_follow_the_convention(demo_world: World) -> None:
+    assert all(s.address.startswith("127.0.1.") for s in demo_world.servers)
+    assert all(h.address.startswith("127.0.2.") for h in demo_world.policy_hosts)
+    addresses = [h.address for h in demo_world.policy_hosts]
+    assert len(addresses) == len(set(addresses))
+
+
+def test_demo_world_keeps_an_invalid_name_verbatim(demo_world: World) -> None:
+    domain = demo_world.domain("invalid..example")
+    assert domain.expect is not None
+    assert domain.expect.error == "invalid-domain"
+    assert "invalid..example" in demo_world.domain_names
+
+
+# ---------------------------------------------------------------- what the loader derives
+
+
+def test_servers_get_automatic_address_records() -> None:
+    world = parse_world(MINIMAL)
+    assert world.records["mx.ok.example"].a == ("127.0.1.1",)
+    assert world.records["ok.example"].mx[0].host == "mx.ok.example"
+
+
+def test_policy_host_gets_an_a_record_unless_named_in_dns() -> None:
+    base = MINIMAL + 'policy = { address = "127.0.2.1", body = "x" }\n'
+    assert parse_world(base).records["mta-sts.ok.example"].a == ("127.0.2.1",)
+    delegated = base.replace(
+        'dns."@"', 'dns."mta-sts" = { cname = "policy.provider.example" }\ndns."@"'
+    )
+    records = parse_world(delegated).records["mta-sts.ok.example"]
+    assert records.a == ()
+    assert records.cname == "policy.provider.example"
+
+
+def test_servers_sharing_an_address_merge_their_hostnames() -> None:
+    text = (
+        MINIMAL
+        + """
+[[servers]]
+hostnames = ["mx.other.example", "MX.OK.example."]
+address = "127.0.1.1"
+"""
+    )
+    world = parse_world(text)
+    assert len(world.servers) == 1
+    assert set(world.servers[0].hostnames) == {"mx.ok.example", "mx.other.example"}
+
+
+def test_crlf_line_endings() -> None:
+    text = (
+        MINIMAL
+        + 'policy = { address = "127.0.2.1", body = "a\\nb\\r\\nc\\n", line_endings = "crlf" }\n'
+    )
+    policy = parse_world(text).domain("ok.example").policy
+    assert policy is not None
+    assert policy.body == "a\r\nb\r\nc\r\n"
+
+
+def test_owner_names() -> None:
+    text = MINIMAL.replace(
+        'dns."@"',
+        'dns."sub" = { a = ["127.0.9.1"] }\ndns."abs.other.example." = { a = ["127.0.9.2"] }\ndns."@"',
+    )
+    records = parse_world(text).records
+    assert records["sub.ok.example"].a == ("127.0.9.1",)
+    assert records["abs.other.example"].a == ("127.0.9.2",)
+
+
+def test_load_world_reads_files(tmp_path: Path) -> None:
+    path = tmp_path / "w.toml"
+    path.write_text(MINIMAL, encoding="utf-8")
+    world = load_world(path)
+    assert world.source == str(path)
+    assert world.domain_names == ("ok.example",)
+
+
+# ---------------------------------------------------------------- error messages
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(MINIMAL, None, id="valid-twin"),
+        pytest.param("[domains", "not valid TOML", id="bad-toml"),
+        pytest.param("", "no [domains] defined", id="empty"),
+        pytest.param(MINIMAL + "colour = 1\n", "unknown key colour", id="unknown-domain-key"),
+        pytest.param(
+            MINIMAL.replace('address = "127.0.1.1"', 'address = "192.0.2.1"'),
+            "not a loopback address",
+            id="public-address",
+        ),
+        pytest.param(
+            MINIMAL.replace('address = "127.0.1.1"', 'address = "nope"'),
+            "'nope' is not an IP address",
+            id="bad-address",
+        ),
+        pytest.param(
+            MINIMAL.replace(" }]", ', behaviour = "grumpy" }]'),
+            "unknown value 'grumpy'",
+            id="unknown-behaviour",
+        ),
+        pytest.param(
+            MINIMAL.replace(" }]", ', certificate = "shiny" }]'),
+            "servers[0].certificate: unknown value 'shiny'",
+            id="unknown-certificate",
+        ),
+        pytest.param(
+            MINIMAL.replace('"10 mx.ok.example"', '"ten mx.ok.example"'),
+            "is not 'PREFERENCE HOST'",
+            id="bad-mx",
+        ),
+        pytest.param(
+            MINIMAL.replace('mx = ["10 mx.ok.example"]', 'txt = [["' + "x" * 256 + '"]]'),
+            "longer than 255 bytes",
+            id="long-character-string",
+        ),
+        pytest.param(
+            MINIMAL.replace('mx = ["10 mx.ok.example"]', 'cname = "x.example", a = ["127.0.0.9"]'),
+            "CNAME cannot sit beside other records",
+            id="cname-and-data",
+        ),
+        pytest.param(
+            MINIMAL + 'expect = { policy_type = "sts" }\n',
+            "enforce_ready is required",
+            id="expect-needs-ready",
+        ),
+        pytest.param(
+            MINIMAL + 'expect = { enforce_ready = false, indicators = ["starttls-gone"] }\n',
+            "unknown value 'starttls-gone'",
+            id="bad-indicator",
+        ),
+        pytest.param(
+            MINIMAL + 'expect = { enforce_ready = false, policy_error = "certificate-expired" }\n',
+            "policy_error: unknown value 'certificate-expired'",
+            id="policy-error-not-policy-level",
+        ),
+        pytest.param(
+            MINIMAL
+            + 'expect = { enforce_ready = false, starttls = { "127.0.1.99" = "offered" } }\n',
+            "127.0.1.99 is not the address of any server",
+            id="expect-unknown-ip",
+        ),
+        pytest.param(
+            MINIMAL + 'expect = { enforce_ready = false, starttls = { "127.0.1.1" = "gone" } }\n',
+            "unknown value 'gone'",
+            id="bad-starttls-status",
+        ),
+        pytest.param(
+            MINIMAL + 'policy = { address = "127.0.2.1" }\n',
+            "body is required for behaviour good",
+            id="policy-without-body",
+        ),
+        pytest.param(
+            MINIMAL
+            + '[[servers]]\nhostname = "mx.b.example"\naddress = "127.0.1.1"\nbehaviour = "silent"\n',
+            "servers sharing an address must behave alike",
+            id="address-conflict",
+        ),
+        pytest.param(
+            '[domains."bad..example"]\ndns."@" = { a = ["127.0.0.1"] }\n',
+            "not a valid DNS name",
+            id="records-on-invalid-name",
+        ),
+        pytest.param(
+            MINIMAL.replace('hostname = "mx.ok.example", ', ""),
+            "give exactly one of hostname and hostnames",
+            id="server-without-hostname",
+        ),
+    ],
+)
+def test_world_errors(text: str, message: str | None) -> None:
+    if message is None:
+        parse_world(text, source="w.toml")
+        return
+    with pytest.raises(WorldError) as raised:
+        parse_world(text, source="w.toml")
+    assert str(raised.value).startswith("w.toml: ")
+    assert message in str(raised.value)
+
+
+def test_missing_file_error(tmp_path: Path) -> None:
+    with pytest.raises(WorldError, match="cannot read world file"):
+        load_world(tmp_path / "absent.toml")
+
+
+# ---------------------------------------------------------------- property tests
+
+
+@given(
+    st.text(
+        alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x2FF, exclude_characters="\x7f"),
+        max_size=900,
+    )
+)
+def test_long_txt_values_split_into_character_strings(value: str) -> None:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    world = parse_world(MINIMAL.replace('mx = ["10 mx.ok.example"]', f'txt = ["{escaped}"]'))
+    (strings,) = world.records["ok.example"].txt
+    assert "".join(strings) == value
+    assert all(len(s.encode()) <= 255 for s in strings)
+    assert all(strings[:-1])
+
+
+@given(st.integers(min_value=0, max_value=70000), st.sampled_from(["mx.a.example", "."]))
+def test_mx_preferences(preference: int, host: str) -> None:
+    text = MINIMAL.replace('"10 mx.ok.example"', f'"{preference} {host}"')
+    if preference > 65535:
+        with pytest.raises(WorldError, match="PREFERENCE HOST"):
+            parse_world(text)
+        return
+    (mx,) = parse_world(text).records["ok.example"].mx
+    assert (mx.preference, mx.host) == (preference, host)
