@@ -25,7 +25,7 @@ import dataclasses
 import json
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,7 +60,7 @@ from scanner.net.resolver import Resolver
 from scanner.net.tls import TrustStore
 from scanner.output import dumps_line, error_line, result_line
 
-DEFAULT_PROBE_CACHE_SIZE = 8192
+DEFAULT_PROBE_CACHE_SIZE = 4096
 
 
 def utc_now() -> datetime:
@@ -268,7 +268,7 @@ class Scanner:
         return result_line(facts, verdict, report)
 
     async def _hosts(
-        self, hosts: list[tuple[str, int | None]], source: MxSource
+        self, hosts: Sequence[tuple[str, int | None]], source: MxSource
     ) -> list[MxHostFacts]:
         results: list[MxHostFacts | None] = [None] * len(hosts)
 

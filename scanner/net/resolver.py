@@ -31,7 +31,7 @@ from scanner.models import AddressAnswer, DnsStatus, MxAnswer, MxRecord, TxtAnsw
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_IN_FLIGHT = 256
-DEFAULT_CACHE_SIZE = 100_000
+DEFAULT_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
