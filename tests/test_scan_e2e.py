@@ -231,3 +231,56 @@ async def test_interrupt_leaves_only_complete_lines(bulk_lab: Lab, bulk_world: W
     lines = read_jsonl(out)  # raises if any line is torn
     assert len(lines) < len(domains)  # the silent hosts were still in flight
     assert all(line["domain"] in domains for line in lines)
+
+
+async def test_demo_command_scans_the_bundled_world_and_agrees_with_it(tmp_path: Path, demo_world: World) -> None:
+    out = tmp_path / "demo.jsonl"
+    result = await run_scanner("demo", "--out", str(out), "--timeout", STEP_TIMEOUT)
+    text = result.stdout.decode()
+    assert result.returncode == 0, text + result.stderr.decode()
+    assert "Every verdict is the expected one" in text
+    assert len(read_jsonl(out)) == len(demo_world.domains)
+
+
+async def test_stats_counts_a_results_file(demo_lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    scanned = await run_scanner(
+        "scan", "testing-ready.example", "backup-bad.example", "no-sts.example", "invalid..example",
+        "--out", str(out), "--timeout", STEP_TIMEOUT, "--no-progress", *demo_lab.scanner_args(),
+    )
+    assert scanned.returncode == 0, scanned.stderr.decode()
+    result = await run_scanner("stats", str(out), "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    numbers = json.loads(result.stdout)
+    assert numbers["domains"] == 4
+    assert numbers["errors"] == 1
+    assert numbers["with_mta_sts_record"] == 2
+    assert numbers["enforce_ready"] == 1
+    assert numbers["policy_modes"] == {"testing": 2}
+    assert numbers["domains_with_indicator"]["certificate-expired"] == 1
+
+
+async def test_lab_serve_prints_how_to_reach_it_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    from scanner.net.resolver import Resolver, parse_nameserver
+
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "scanner", "lab", "serve", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    output = b""
+    with trio.fail_after(20):
+        while b"serving until Ctrl-C" not in output:
+            chunk = await process.stdout.receive_some()
+            assert chunk, output.decode()
+            output += chunk
+        text = output.decode()
+        resolver_text = re.search(r"resolver:\s+(\S+)", text)
+        assert resolver_text is not None
+        assert (tmp_path / "lab-ca.pem").is_file()
+        resolver = Resolver.create([parse_nameserver(resolver_text.group(1))], timeout=2)
+        answer = await resolver.mx("testing-ready.example")
+        assert [record.host for record in answer.records] == ["mx.testing-ready.example"]
+        process.send_signal(signal.SIGINT)
+        assert await process.wait() == 130

@@ -1,0 +1,129 @@
+"""The scan pipeline in-process against the lab: isolation of failures, exclusions, the address guard."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from scanner.core.addresses import parse_exclusions
+from scanner.core.inputs import InvalidInput
+from scanner.lab import Lab, load_world, open_lab
+from scanner.net.policy_fetch import FetchSettings
+from scanner.net.probe import ProbeSettings
+from scanner.net.resolver import Nameserver, Resolver
+from scanner.net.tls import TrustStore, build_client_context
+from scanner.output import load_schema
+from scanner.scan import InputReader, Scanner, ScanSettings
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.fixture
+async def bulk_lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    async with open_lab(load_world(FIXTURES / "world-bulk.toml"), workdir=tmp_path / "lab") as lab:
+        yield lab
+
+
+def make_scanner(lab: Lab, *, cls: type[Scanner] = Scanner, **overrides: Any) -> Scanner:
+    host, port = lab.resolver
+    allow_private = overrides.pop("allow_private", True)
+    settings = ScanSettings(
+        concurrency=8,
+        allow_private=allow_private,
+        probe=ProbeSettings(smtp_port=lab.smtp_port, step_timeout=0.5, total_timeout=4, allow_private=allow_private),
+        fetch=FetchSettings(https_port=lab.https_port, timeout=0.5, allow_private=allow_private),
+    )
+    settings = dataclasses.replace(settings, **overrides)
+    return cls(
+        resolver=Resolver.create([Nameserver(host, port)], timeout=1.0),
+        context=build_client_context(),
+        trust=TrustStore.from_files([lab.ca_file]),
+        settings=settings,
+    )
+
+
+async def scan_all(scanner: Scanner, lines: list[str]) -> list[dict[str, Any]]:
+    import json
+
+    written: list[dict[str, Any]] = []
+
+    async def source() -> AsyncIterator[str]:
+        for line in lines:
+            yield line
+
+    await scanner.run(InputReader().stream(source()), lambda text: written.append(json.loads(text)))
+    return written
+
+
+class ExplodingScanner(Scanner):
+    async def _scan_domain(self, domain: str, started: Any) -> dict[str, Any]:
+        if domain == "hosted1.example":
+            raise RuntimeError("boom in one domain")
+        return await super()._scan_domain(domain, started)
+
+
+async def test_an_exception_in_one_domain_becomes_its_error_line(bulk_lab: Lab) -> None:
+    import jsonschema
+
+    lines = await scan_all(make_scanner(bulk_lab, cls=ExplodingScanner), ["hosted0.example", "hosted1.example", "hosted2.example"])
+    by_domain = {line["domain"]: line for line in lines}
+    assert set(by_domain) == {"hosted0.example", "hosted1.example", "hosted2.example"}
+    error = by_domain["hosted1.example"]["error"]
+    assert error.startswith("internal-error: RuntimeError: boom in one domain")
+    assert "_scan_domain" in error  # the traceback is summarised
+    assert by_domain["hosted0.example"]["error"] is None
+    assert by_domain["hosted2.example"]["error"] is None
+    for line in lines:
+        jsonschema.validate(line, load_schema())
+
+
+class HangingScanner(Scanner):
+    async def _scan_domain(self, domain: str, started: Any) -> dict[str, Any]:
+        if domain == "hosted1.example":
+            await trio.sleep_forever()
+        return await super()._scan_domain(domain, started)
+
+
+async def test_a_hanging_domain_times_out_without_stalling_the_others(bulk_lab: Lab) -> None:
+    scanner = make_scanner(bulk_lab, cls=HangingScanner, domain_timeout=1.0)
+    lines = await scan_all(scanner, ["hosted0.example", "hosted1.example", "hosted2.example"])
+    by_domain = {line["domain"]: line for line in lines}
+    assert by_domain["hosted1.example"]["error"].startswith("timeout:")
+    assert by_domain["hosted0.example"]["error"] is None
+
+
+async def test_excluded_domains_and_addresses_are_never_contacted(bulk_lab: Lab) -> None:
+    exclusions = parse_exclusions(["# never", "hosted0.example", "127.0.3.2/32"])
+    lines = await scan_all(make_scanner(bulk_lab, exclusions=exclusions), ["hosted0.example", "hosted1.example"])
+    by_domain = {line["domain"]: line for line in lines}
+    assert by_domain["hosted0.example"]["error"].startswith("excluded")
+    addresses = {a["ip"]: a for mx in by_domain["hosted1.example"]["mx"] for a in mx["addresses"]}
+    assert addresses["127.0.3.2"]["status"] == "not-testable"
+    assert addresses["127.0.3.2"]["reason"] == "excluded"
+    assert addresses["127.0.3.1"]["status"] == "tested"
+    assert bulk_lab.smtp_connections("127.0.3.2") == 0
+
+
+async def test_private_targets_are_refused_without_allow_private(bulk_lab: Lab) -> None:
+    lines = await scan_all(make_scanner(bulk_lab, allow_private=False), ["hosted0.example"])
+    addresses = [a for mx in lines[0]["mx"] for a in mx["addresses"]]
+    assert [a["reason"] for a in addresses] == ["address-not-allowed", "address-not-allowed"]
+    assert bulk_lab.smtp_connections("127.0.3.1") == 0
+    assert lines[0]["enforce_ready"] is False
+
+
+async def test_invalid_input_never_reaches_the_network(bulk_lab: Lab) -> None:
+    scanner = make_scanner(bulk_lab)
+    lines = await scan_all(scanner, ["bad..name", "# comment", ""])
+    assert len(lines) == 1
+    assert lines[0]["error"].startswith("invalid-domain")
+    assert scanner.resolver.lookups == 0
+
+
+def test_input_reader_reports_invalid_lines_as_values() -> None:
+    assert isinstance(InputReader().accept("bad..name"), InvalidInput)
