@@ -555,8 +555,10 @@ def render_demo_summary(console: Console, world: Any, lines: list[dict[str, Any]
 
     by_domain = {str(line.get("domain")): line for line in lines}
     table = Table(title="Demo world: verdicts")
-    for column in ("domain", "verdict", "indicators / error", "expected?"):
-        table.add_column(column)
+    table.add_column("domain", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("indicators, or the first blocker", overflow="fold", ratio=3)
+    table.add_column("as expected?", overflow="fold", ratio=1)
     all_ok = True
     for domain in world.domains:
         line = by_domain.get(domain.name)
@@ -580,7 +582,12 @@ def render_demo_summary(console: Console, world: Any, lines: list[dict[str, Any]
                 detail = (line.get("blockers") or [""])[0]
         problems = mismatches(line, domain.expect) if domain.expect is not None else []
         all_ok = all_ok and not problems
-        table.add_row(domain.name, verdict, detail[:80], "[green]yes[/]" if not problems else "[red]" + "; ".join(problems)[:120] + "[/]")
+        table.add_row(
+            domain.name,
+            verdict,
+            detail if len(detail) <= 90 else detail[:89] + "…",
+            "[green]yes[/]" if not problems else "[red]" + "; ".join(problems) + "[/]",
+        )
     console.print(table)
     expected = sum(1 for d in world.domains if d.expect is not None)
     console.print(
