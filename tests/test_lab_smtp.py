@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -207,6 +208,65 @@ async def test_220_then_plaintext_fails_the_handshake(demo_lab: Lab, connect: Co
         assert (await client.command("STARTTLS"))[0] == 220
         with pytest.raises(trio.BrokenResourceError):
             await upgrade(demo_lab, client, server.hostnames[0])
+
+
+def legacy_client_context(lab: Lab) -> ssl.SSLContext:
+    """A verifying client that also accepts TLS 1.0 and 1.1 (security level 0)."""
+    context = client_context(lab)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    return context
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "sni", "version"),
+    [
+        pytest.param(SmtpBehaviour.WEAK_TLS, True, "TLSv1.1", id="weak-with-sni"),
+        pytest.param(SmtpBehaviour.WEAK_TLS, False, "TLSv1.1", id="weak-without-sni"),
+        pytest.param(SmtpBehaviour.GOOD, True, "TLSv1.3", id="good-twin"),
+    ],
+)
+async def test_weak_tls_negotiates_at_most_tls_1_1(
+    demo_lab: Lab, connect: Connect, behaviour: SmtpBehaviour, sni: bool, version: str
+) -> None:
+    server = server_with(demo_lab.world, behaviour)
+    host = server.hostnames[0]
+    context = legacy_client_context(demo_lab)
+    context.check_hostname = sni
+    with trio.fail_after(STEP):
+        client = await connect(server)
+        assert (await client.reply())[0] == 220
+        code, ehlo = await client.command("EHLO probe.test")
+        assert code == 250
+        assert "STARTTLS" in ehlo[1:]
+        assert (await client.command("STARTTLS"))[0] == 220
+        tls = trio.SSLStream(client.stream, context, server_hostname=host if sni else None)
+        await tls.do_handshake()
+        assert tls.version() == version
+        assert tls.getpeercert() is not None  # the lab CA's good certificate verified
+        session = SmtpClient(tls)
+        code, after = await session.command("EHLO probe.test")
+        assert code == 250
+        assert "STARTTLS" not in after
+        assert (await session.command("QUIT"))[0] == 221
+
+
+async def test_weak_tls_refuses_a_client_that_requires_tls_1_2(
+    demo_lab: Lab, connect: Connect
+) -> None:
+    server = server_with(demo_lab.world, SmtpBehaviour.WEAK_TLS)
+    with trio.fail_after(STEP):
+        client = await connect(server)
+        await client.reply()
+        await client.command("EHLO probe.test")
+        assert (await client.command("STARTTLS"))[0] == 220
+        with pytest.raises(trio.BrokenResourceError) as raised:
+            await upgrade(demo_lab, client, server.hostnames[0])
+        cause = raised.value.__cause__
+        assert isinstance(cause, ssl.SSLError)
+        assert not isinstance(cause, ssl.SSLCertVerificationError)
 
 
 async def test_greeting_421_closes(demo_lab: Lab, connect: Connect) -> None:

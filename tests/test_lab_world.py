@@ -52,8 +52,7 @@ def test_demo_world_expectations_cover_the_vocabulary(demo_world: World) -> None
     result_types = {t for e in expectations for t in e.result_types}
     result_types |= {e.policy_error for e in expectations if e.policy_error is not None}
     starttls = {status for e in expectations for status in e.starttls.values()}
-    # weak-tls-version needs a TLS 1.1 server that modern OpenSSL builds refuse to run.
-    assert set(IndicatorCode) - indicators == {IndicatorCode.WEAK_TLS_VERSION}
+    assert set(IndicatorCode) - indicators == set()
     assert set(ResultType) - result_types == set()
     assert set(StartTlsStatus) - starttls == set()
     ready = [d.name for d in demo_world.domains if d.expect and d.expect.enforce_ready]
@@ -107,6 +106,55 @@ address = "127.0.1.1"
     world = parse_world(text)
     assert len(world.servers) == 1
     assert set(world.servers[0].hostnames) == {"mx.ok.example", "mx.other.example"}
+
+
+@pytest.mark.parametrize(
+    ("second_address", "a", "aaaa", "server_count"),
+    [
+        pytest.param("127.0.1.2", ("127.0.1.1", "127.0.1.2"), (), 2, id="two-a-records"),
+        pytest.param("::1", ("127.0.1.1",), ("::1",), 2, id="a-and-aaaa"),
+        pytest.param("127.0.1.1", ("127.0.1.1",), (), 1, id="same-address-twin"),
+    ],
+)
+def test_one_hostname_on_several_servers_gets_every_address(
+    second_address: str, a: tuple[str, ...], aaaa: tuple[str, ...], server_count: int
+) -> None:
+    text = (
+        MINIMAL
+        + f"""
+[[servers]]
+hostname = "mx.ok.example"
+address = "{second_address}"
+"""
+    )
+    world = parse_world(text)
+    records = world.records["mx.ok.example"]
+    assert (sorted(records.a), records.aaaa) == (list(a), aaaa)
+    assert len(world.servers) == server_count
+    assert all(server.hostnames == ("mx.ok.example",) for server in world.servers)
+
+
+def test_one_hostname_may_differ_in_certificate_per_address() -> None:
+    text = MINIMAL.replace(
+        "servers = [",
+        'servers = [{ hostname = "mx.ok.example", address = "127.0.1.2", certificate = "expired" }, ',
+    )
+    world = parse_world(text)
+    assert sorted(world.records["mx.ok.example"].a) == ["127.0.1.1", "127.0.1.2"]
+    certificates = {s.address: s.certificate for s in world.servers}
+    assert certificates == {"127.0.1.1": CertificateKind.GOOD, "127.0.1.2": CertificateKind.EXPIRED}
+    # The twin: one address cannot hold both certificates.
+    clash = text.replace('"127.0.1.2"', '"127.0.1.1"')
+    with pytest.raises(WorldError, match="servers sharing an address must behave alike"):
+        parse_world(clash)
+
+
+def test_demo_world_has_a_host_with_a_good_and_an_expired_address(demo_world: World) -> None:
+    records = demo_world.records["mx.split-mx.example"]
+    assert len(records.a) == 2
+    servers = [demo_world.server(ip) for ip in records.a]
+    kinds = {server.certificate for server in servers if server is not None}
+    assert kinds == {CertificateKind.GOOD, CertificateKind.EXPIRED}
 
 
 def test_crlf_line_endings() -> None:

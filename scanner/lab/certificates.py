@@ -16,6 +16,12 @@ other kind of certificate is wrong in exactly one way:
 
 Keys are ECDSA P-256 (fast to make). The mint is process-wide (`default_mint()`),
 so many labs in one test run share the CA and the leaves.
+
+A server context is either modern (the stdlib defaults: TLS 1.2 and up) or
+legacy (`legacy_tls=True`: TLS 1.0 and 1.1 only, security level 0, the only
+way OpenSSL 3 agrees to speak them). A dispatching context hands every SNI
+name a context of its own kind: switching to a modern context in the SNI
+callback would reset the security level and leave no usable cipher.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import datetime
 import functools
 import ssl
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +43,7 @@ from scanner.lab.world import CertificateKind
 
 WRONG_NAME = "wrong-name.invalid"
 VALIDITY_DAYS = 365
+LEGACY_CIPHERS = "DEFAULT:@SECLEVEL=0"  # OpenSSL 3 refuses TLS 1.0/1.1 at level 1 and up
 
 # Picks (kind, hostname) for the SNI name a client sent (None when it sent none).
 CertificateChooser = Callable[[str | None], tuple[CertificateKind, str]]
@@ -61,7 +69,7 @@ class CertificateMint:
         self._other_ca: trustme.CA | None = None
         self._intermediate: trustme.CA | None = None
         self._leaves: dict[tuple[CertificateKind, str], LeafMaterial] = {}
-        self._contexts: dict[tuple[CertificateKind, str], ssl.SSLContext] = {}
+        self._contexts: dict[tuple[CertificateKind, str, bool], ssl.SSLContext] = {}
 
     @property
     def ca_pem(self) -> bytes:
@@ -78,28 +86,36 @@ class CertificateMint:
             self._leaves[key] = material
         return material
 
-    def context(self, kind: CertificateKind, hostname: str) -> ssl.SSLContext:
-        """A server context presenting `leaf(kind, hostname)` (cached; do not mutate)."""
-        key = (kind, hostname)
+    def context(
+        self, kind: CertificateKind, hostname: str, *, legacy_tls: bool = False
+    ) -> ssl.SSLContext:
+        """A server context presenting `leaf(kind, hostname)` (cached; do not mutate).
+
+        `legacy_tls`: accept only TLS 1.0 and 1.1 (see the module docstring).
+        """
+        key = (kind, hostname, legacy_tls)
         context = self._contexts.get(key)
         if context is None:
-            context = _server_context(self.leaf(kind, hostname))
+            context = _server_context(self.leaf(kind, hostname), legacy_tls=legacy_tls)
             self._contexts[key] = context
         return context
 
-    def dispatching_context(self, choose: CertificateChooser) -> ssl.SSLContext:
+    def dispatching_context(
+        self, choose: CertificateChooser, *, legacy_tls: bool = False
+    ) -> ssl.SSLContext:
         """A fresh server context that picks its certificate from the client's SNI.
 
         RFC 6066 §3: without SNI the server presents its default (`choose(None)`).
+        Every context it switches to has the same `legacy_tls` setting.
         """
         default_kind, default_host = choose(None)
-        context = _server_context(self.leaf(default_kind, default_host))
+        context = _server_context(self.leaf(default_kind, default_host), legacy_tls=legacy_tls)
 
         def on_server_name(
             connection: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext
         ) -> None:
             kind, host = choose(server_name)
-            connection.context = self.context(kind, host)
+            connection.context = self.context(kind, host, legacy_tls=legacy_tls)
 
         context.sni_callback = on_server_name
         return context
@@ -180,9 +196,17 @@ def _self_signed(hostname: str, now: datetime.datetime) -> LeafMaterial:
     )
 
 
-def _server_context(material: LeafMaterial) -> ssl.SSLContext:
+def _server_context(material: LeafMaterial, *, legacy_tls: bool) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # The stdlib loads key material from files only.
     with trustme.Blob(material.combined_pem).tempfile() as path:
         context.load_cert_chain(path)
+    if legacy_tls:
+        # RFC 8996 deprecates TLS 1.0 and 1.1; the lab serves them on purpose,
+        # so the stdlib's DeprecationWarning for naming them is expected here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = ssl.TLSVersion.TLSv1_1
+        context.set_ciphers(LEGACY_CIPHERS)
     return context

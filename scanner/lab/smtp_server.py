@@ -11,7 +11,9 @@ accepts no mail.
 Wire forms used (RFC 5321 §4.2 replies, RFC 3207 §4 STARTTLS):
 - masked keyword: `250-XXXXXXXA`, STARTTLS answered `500 #5.5.1 command not recognized`
   (the signature of an SMTP-inspecting firewall);
-- plaintext injection: `220 2.0.0 Ready to start TLS\\r\\n250 injected\\r\\n` in one write.
+- plaintext injection: `220 2.0.0 Ready to start TLS\\r\\n250 injected\\r\\n` in one write;
+- weak TLS: a good dialogue whose TLS side speaks only TLS 1.0 and 1.1 (RFC 8996
+  deprecates both), so a client refusing them fails the handshake.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def smtp_context_factory(mint: CertificateMint) -> Callable[[SmtpServer], ssl.SS
                 host = name if name in server.hostnames else server.hostnames[0]
                 return server.certificate, host
 
-            context = mint.dispatching_context(choose)
+            legacy_tls = server.behaviour is SmtpBehaviour.WEAK_TLS
+            context = mint.dispatching_context(choose, legacy_tls=legacy_tls)
             contexts[server.address] = context
         return context
 

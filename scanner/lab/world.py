@@ -17,6 +17,7 @@ File format (TOML, read with `tomllib`; unknown keys are errors)::
     [[servers]]                             # optional: SMTP servers shared by domains
     address = "127.0.1.10"                  # loopback only; one listener per address
     hostnames = ["mx1.provider.example"]    # or hostname = "..."; gets an automatic A/AAAA
+                                            # (a hostname on several addresses gets one each)
     behaviour = "good"                      # SmtpBehaviour value (default "good")
     certificate = "good"                    # CertificateKind value (default "good")
 
@@ -96,6 +97,7 @@ class SmtpBehaviour(StrEnum):
     FLOOD = "flood"  # endless 250- lines after EHLO
     CLOSED = "closed"  # no listener: connection refused
     STARTTLS_AFTER_TLS = "starttls-after-tls"  # advertises STARTTLS again after TLS
+    WEAK_TLS = "weak-tls"  # good dialogue, but TLS 1.0 and 1.1 only
 
 
 class PolicyBehaviour(StrEnum):
