@@ -11,8 +11,9 @@ complete lines. Memory is bounded by the channel sizes, the worker count and
 the probe cache, not by the length of the input.
 
 The probe cache makes each (MX host, address) cost one SMTP session per run,
-whoever asks first: later askers wait on the first one's result. The per-IP
-limiter bounds simultaneous connections to one address across all domains.
+whoever asks first: later askers wait on the first one's result. The gate
+(`scanner.net.gate`) refuses excluded and private addresses and bounds
+simultaneous connections to one address, probes and policy fetches alike.
 
 A domain that raises an unexpected exception gets an error line with a short
 traceback summary; a domain that exceeds its overall deadline gets an error
@@ -22,6 +23,7 @@ line too. Neither stops the scan.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import traceback
 from collections import OrderedDict
@@ -34,7 +36,7 @@ from typing import Any, Protocol
 import trio
 from OpenSSL import SSL
 
-from scanner.core.addresses import Exclusions, is_address_allowed
+from scanner.core.addresses import Exclusions
 from scanner.core.assess import assess_domain
 from scanner.core.inputs import InvalidInput, Shard, domain_digest, parse_input_line
 from scanner.core.sts import select_sts_record
@@ -54,6 +56,7 @@ from scanner.models import (
     TlsRptRecord,
     TxtAnswer,
 )
+from scanner.net.gate import Gate
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.probe import ProbeSettings, probe
 from scanner.net.resolver import Resolver
@@ -82,27 +85,6 @@ class ScanSettings:
 
 class ProgressSink(Protocol):
     def domain_done(self, line: dict[str, Any]) -> None: ...
-
-
-class _PerIpLimiter:
-    """One CapacityLimiter per address, dropped when nobody holds or waits on it."""
-
-    def __init__(self, per_ip: int) -> None:
-        self._per_ip = per_ip
-        self._limiters: dict[str, tuple[trio.CapacityLimiter, int]] = {}
-
-    async def run(self, ip: str, fn: Callable[[], Any]) -> Any:
-        limiter, users = self._limiters.get(ip, (trio.CapacityLimiter(self._per_ip), 0))
-        self._limiters[ip] = (limiter, users + 1)
-        try:
-            async with limiter:
-                return await fn()
-        finally:
-            limiter, users = self._limiters[ip]
-            if users <= 1:
-                del self._limiters[ip]
-            else:
-                self._limiters[ip] = (limiter, users - 1)
 
 
 class ProbeCache:
@@ -179,7 +161,11 @@ class Scanner:
         self.settings = settings
         self.clock = clock
         self.probe_cache = ProbeCache(settings.probe_cache_size)
-        self._per_ip = _PerIpLimiter(settings.per_ip)
+        self.gate = Gate(
+            allow_private=settings.allow_private,
+            exclusions=settings.exclusions,
+            per_ip=settings.per_ip,
+        )
         self.stats = ScanStats()
 
     # ------------------------------------------------------------ one domain
@@ -226,6 +212,7 @@ class Scanner:
                     trust=self.trust,
                     settings=self.settings.fetch,
                     now=self.clock(),
+                    gate=self.gate,
                 )
 
         dns_hosts: list[MxHostFacts] = []
@@ -282,7 +269,9 @@ class Scanner:
 
     async def _host(self, hostname: str, preference: int | None, source: MxSource) -> MxHostFacts:
         a, aaaa = await self.resolver.addresses(hostname)
-        ips = list(dict.fromkeys(a.addresses + aaaa.addresses))
+        # Stable order (IPv4 then IPv6, numerically) so repeated scans diff cleanly.
+        ips = list(dict.fromkeys(sorted(a.addresses, key=ipaddress.ip_address)))
+        ips += [ip for ip in sorted(set(aaaa.addresses), key=ipaddress.ip_address) if ip not in ips]
         outcomes: list[ProbeOutcome | None] = [None] * len(ips)
 
         async def one(index: int, ip: str) -> None:
@@ -300,29 +289,23 @@ class Scanner:
         )
 
     async def probe_address(self, hostname: str, ip: str) -> ProbeOutcome:
-        exclusions = self.settings.exclusions
-        if exclusions is not None and exclusions.excludes_address(ip):
-            return ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, reason="excluded")
-        if not is_address_allowed(ip, allow_private=self.settings.allow_private):
-            return ProbeOutcome(
-                hostname, ip, AddressStatus.NOT_TESTABLE, reason="address-not-allowed"
-            )
+        """One probe per (MX host, address) per run, within the address's connection slots."""
+        refusal = self.gate.refusal(ip)
+        if refusal is not None:
+            return ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, reason=refusal)
 
         async def run_probe() -> ProbeOutcome:
-            return await probe(
-                hostname,
-                ip,
-                context=self.context,
-                trust=self.trust,
-                settings=self.settings.probe,
-                now=self.clock(),
-            )
+            async with self.gate.slot(ip):
+                return await probe(
+                    hostname,
+                    ip,
+                    context=self.context,
+                    trust=self.trust,
+                    settings=self.settings.probe,
+                    now=self.clock(),
+                )
 
-        async def limited() -> ProbeOutcome:
-            outcome: ProbeOutcome = await self._per_ip.run(ip, run_probe)
-            return outcome
-
-        return await self.probe_cache.get((hostname, ip), limited)
+        return await self.probe_cache.get((hostname, ip), run_probe)
 
     # ------------------------------------------------------------ many domains
 

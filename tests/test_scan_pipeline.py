@@ -127,3 +127,21 @@ async def test_invalid_input_never_reaches_the_network(bulk_lab: Lab) -> None:
 
 def test_input_reader_reports_invalid_lines_as_values() -> None:
     assert isinstance(InputReader().accept("bad..name"), InvalidInput)
+
+
+async def test_exclusions_cover_policy_hosts_too(demo_lab: Lab) -> None:
+    policy_ip = "127.0.2.1"  # mta-sts.testing-ready.example in the demo world
+    exclusions = parse_exclusions([f"{policy_ip}/32"])
+    lines = await scan_all(make_scanner(demo_lab, exclusions=exclusions), ["testing-ready.example"])
+    error = lines[0]["mta_sts"]["error"]
+    assert error["result_type"] == "sts-policy-fetch-error"
+    assert "--exclude" in error["detail"]
+    assert demo_lab.https_connections(policy_ip) == 0
+    assert lines[0]["enforce_ready"] is False
+
+
+async def test_policy_fetch_reaches_an_allowed_policy_host(demo_lab: Lab) -> None:
+    lines = await scan_all(make_scanner(demo_lab), ["testing-ready.example"])
+    assert lines[0]["mta_sts"]["error"] is None
+    assert demo_lab.https_connections("127.0.2.1") == 1
+    assert lines[0]["enforce_ready"] is True

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -29,7 +30,6 @@ import trio
 from OpenSSL import SSL
 
 from scanner import __version__
-from scanner.core.addresses import is_address_allowed
 from scanner.core.sts import parse_policy
 from scanner.models import (
     AddressAnswer,
@@ -39,6 +39,7 @@ from scanner.models import (
     PolicyFetch,
     ResultType,
 )
+from scanner.net.gate import REFUSED_EXCLUDED, ConnectionGate, Gate
 from scanner.net.tls import TlsFailure, TrustStore, check_certificate, start_tls
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
@@ -95,25 +96,31 @@ async def fetch_policy(
     trust: TrustStore,
     settings: FetchSettings,
     now: datetime,
+    gate: ConnectionGate | None = None,
 ) -> PolicyFetch:
     """Fetch `https://mta-sts.<domain>/.well-known/mta-sts.txt` and parse it.
 
     `domain` is an A-label without trailing dot. `now` is the instant the
-    certificate must be valid at. Never raises for a network or content
-    problem; returns a `PolicyFetch` with exactly one of policy and failure set.
+    certificate must be valid at. `gate` decides which addresses may be
+    contacted and holds a per-address slot for the connection (default: the
+    address guard of `settings.allow_private`, no per-address limit). Never
+    raises for a network or content problem; returns a `PolicyFetch` with
+    exactly one of policy and failure set.
     """
     host = policy_host(domain)
     addresses = await _resolve(host, resolver, settings)
     if isinstance(addresses, PolicyFetch):
         return addresses
-    connected = await _connect(host, addresses, settings)
-    if isinstance(connected, PolicyFetch):
-        return connected
-    ip, tcp_stream = connected
-    try:
-        return await _fetch_over(host, ip, tcp_stream, context, trust, settings, now)
-    finally:
-        await trio.aclose_forcefully(tcp_stream)
+    active_gate: ConnectionGate = gate or Gate(allow_private=settings.allow_private, per_ip=1 << 20)
+    async with AsyncExitStack() as held:
+        connected = await _connect(host, addresses, settings, active_gate, held)
+        if isinstance(connected, PolicyFetch):
+            return connected
+        ip, tcp_stream = connected
+        try:
+            return await _fetch_over(host, ip, tcp_stream, context, trust, settings, now)
+        finally:
+            await trio.aclose_forcefully(tcp_stream)
 
 
 # ---------------------------------------------------------------- DNS and connect
@@ -149,23 +156,52 @@ async def _resolve(
 
 
 async def _connect(
-    host: str, addresses: Sequence[str], settings: FetchSettings
+    host: str,
+    addresses: Sequence[str],
+    settings: FetchSettings,
+    gate: ConnectionGate,
+    held: AsyncExitStack,
 ) -> tuple[str, trio.SocketStream] | PolicyFetch:
-    """Connect to the first address that accepts; say what happened to each one otherwise."""
+    """Connect to the first address that accepts; say what happened to each one otherwise.
+
+    The gate's slot for the address that connects stays held (on `held`) until
+    the fetch is over; slots of addresses that failed are released at once.
+    """
     problems: list[str] = []
     refused_by_guard: list[str] = []
+    excluded: list[str] = []
     for ip in addresses:
-        if not is_address_allowed(ip, allow_private=settings.allow_private):
+        refusal = gate.refusal(ip)
+        if refusal == REFUSED_EXCLUDED:
+            excluded.append(ip)
+            continue
+        if refusal is not None:
             refused_by_guard.append(ip)
             continue
-        with trio.move_on_after(settings.timeout):
-            try:
-                stream = await trio.open_tcp_stream(ip, settings.https_port)
-            except OSError as error:
-                problems.append(f"{ip}: {_connect_error(error)}")
-                continue
-            return ip, stream
-        problems.append(f"{ip}: connect timed out after {settings.timeout:g} s")
+        slot = gate.slot(ip)
+        await slot.__aenter__()
+        connected = False
+        try:
+            with trio.move_on_after(settings.timeout):
+                try:
+                    stream = await trio.open_tcp_stream(ip, settings.https_port)
+                except OSError as error:
+                    problems.append(f"{ip}: {_connect_error(error)}")
+                    continue
+                connected = True
+                held.push_async_exit(slot.__aexit__)
+                return ip, stream
+            problems.append(f"{ip}: connect timed out after {settings.timeout:g} s")
+        finally:
+            if not connected:
+                await slot.__aexit__(None, None, None)
+    if excluded and not problems and not refused_by_guard:
+        return _fetch_error(
+            f"policy host {host} resolves only to addresses listed in --exclude "
+            f"({', '.join(excluded)}); it was not contacted",
+            ip=excluded[0],
+        )
+    refused_by_guard += excluded
     if refused_by_guard and not problems:
         return _fetch_error(
             f"policy host {host} resolves only to addresses the scanner may not contact "
