@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
+import dns.exception
 import trio
 import typer
 from rich.console import Console
@@ -179,8 +180,15 @@ def build_scanner(options: NetworkOptions) -> Scanner:
             allow_private=options.allow_private,
         ),
     )
+    try:
+        resolver = Resolver.create(options.resolvers or None, timeout=options.timeout)
+    except dns.exception.DNSException as exc:
+        raise typer.BadParameter(
+            f"no usable system resolver ({exc}); name one with --resolver IP[:PORT]",
+            param_hint="--resolver",
+        ) from None
     return Scanner(
-        resolver=Resolver.create(options.resolvers or None, timeout=options.timeout),
+        resolver=resolver,
         context=build_client_context(),
         trust=trust,
         settings=settings,
@@ -328,13 +336,20 @@ def scan(
                 raise typer.BadParameter(f"no such file: {input_file}", param_hint="--input")
             files.append(path)
     out_path = out or default_output_path()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot create {out_path.parent}: {exc.strerror}", param_hint="--out") from None
     skip = completed_domains(out_path) if resume else set()
     scanner = build_scanner(options)
     tune_garbage_collector()
     reader = InputReader(skip=skip, shard=shard_value)
     show_progress = not no_progress and sys.stderr.isatty()
-    with out_path.open("a" if resume else "w", encoding="utf-8") as handle:
+    try:
+        handle = out_path.open("a" if resume else "w", encoding="utf-8")
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot write {out_path}: {exc.strerror}", param_hint="--out") from None
+    with handle:
         progress = Progress(stderr) if show_progress else None
         with progress if progress is not None else _null_context():
             completed = trio.run(

@@ -214,6 +214,9 @@ class ProbeOutcome:
     ehlo_after_tls: tuple[str, ...] | None = None
     starttls_after_tls: bool = False
     transcript: tuple[str, ...] = ()
+    # What went wrong after a completed handshake, e.g. "timeout:ehlo-after-tls",
+    # "closed:ehlo-after-tls", "ehlo-after-tls rejected: 554 ...", "timeout:quit".
+    after_tls_error: str | None = None
 
 
 # ---------------------------------------------------------------- MTA-STS and TLS-RPT

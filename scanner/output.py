@@ -60,6 +60,7 @@ def _address(address: AddressVerdict) -> dict[str, object]:
         ),
         "result_types": [result_type.value for result_type in address.result_types],
         "transcript": list(probe.transcript) if probe is not None else [],
+        "after_tls_error": probe.after_tls_error if probe is not None else None,
     }
 
 

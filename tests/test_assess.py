@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from scanner.core.assess import (
     AddressVerdict,
     DomainVerdict,
+    after_tls_phase,
     assess_domain,
     indicators_for,
     session_failures,
@@ -524,6 +525,92 @@ def test_clean_domain_has_no_warnings() -> None:
     assert assess(domain_facts()).warnings == ()
 
 
+# Session warnings: no RFC 8460 result type, never a blocker, always naming MX and address.
+EHLO_FAILED = "mx1.example.com (127.0.1.1): EHLO after TLS failed ({}): TLS completes, but no mail can be delivered over it"  # fmt: skip
+STARTTLS_AGAIN = "mx1.example.com (127.0.1.1): STARTTLS is still advertised after TLS (RFC 3207 §4.2 forbids it)"  # fmt: skip
+MASKED = "mx1.example.com (127.0.1.1): SMTP banner masked by a middlebox (Cisco PIX/ASA MailGuard signature)"  # fmt: skip
+MAILGUARD = "****************************2***0*0****"
+
+SESSION_WARNING_CASES = [
+    ("ehlo-timeout", {"after_tls_error": "timeout:ehlo-after-tls"}, [EHLO_FAILED.format("timeout:ehlo-after-tls")]),
+    ("ehlo-closed", {"after_tls_error": "closed:ehlo-after-tls"}, [EHLO_FAILED.format("closed:ehlo-after-tls")]),
+    ("ehlo-rejected", {"after_tls_error": "ehlo-after-tls rejected: 554 5.7.0 no"}, [EHLO_FAILED.format("ehlo-after-tls rejected: 554 5.7.0 no")]),
+    ("ehlo-garbled", {"after_tls_error": "protocol-error:ehlo-after-tls: bad"}, [EHLO_FAILED.format("protocol-error:ehlo-after-tls: bad")]),
+    ("quit-timeout", {"after_tls_error": "timeout:quit"}, []),
+    ("quit-closed", {"after_tls_error": "closed:quit"}, []),
+    ("quit-garbled", {"after_tls_error": "protocol-error:quit: bad"}, []),
+    ("starttls-after-tls", {"starttls_after_tls": True}, [STARTTLS_AGAIN]),
+    ("no-starttls-after-tls", {"starttls_after_tls": False}, []),
+    ("masked-banner", {"greeting": MAILGUARD}, [MASKED]),
+    ("some-stars-in-banner", {"greeting": "mx1.example.com ******** ESMTP Postfix"}, []),
+    ("everything", {"greeting": MAILGUARD, "starttls_after_tls": True, "after_tls_error": "timeout:ehlo-after-tls"},
+     [EHLO_FAILED.format("timeout:ehlo-after-tls"), STARTTLS_AGAIN, MASKED]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [c[1:] for c in SESSION_WARNING_CASES],
+    ids=[c[0] for c in SESSION_WARNING_CASES],
+)
+def test_session_warnings(changes: dict[str, object], expected: list[str]) -> None:
+    mx1 = host("mx1.example.com", probe("mx1.example.com", "127.0.1.1", **changes))
+    verdict = assess(domain_facts(mx1, good_hosts()[1]))
+    assert verdict.enforce_ready
+    assert list(verdict.warnings) == expected
+    address = only_address(verdict, "127.0.1.1")
+    assert (address.failures, address.indicators) == ((), ())
+
+
+def test_session_warnings_of_a_policy_only_host() -> None:
+    standby = host(
+        "standby.example.com",
+        probe("standby.example.com", "127.0.1.9", greeting=MAILGUARD, after_tls_error="closed:ehlo-after-tls"),
+        preference=None,
+        source=MxSource.POLICY,
+    )  # fmt: skip
+    pol = policy("mx1.example.com", "mx2.example.com", "standby.example.com")
+    verdict = assess(domain_facts(*good_hosts(), standby, fetch=fetched(pol)))
+    assert verdict.enforce_ready
+    where = "policy-only host standby.example.com (127.0.1.9)"
+    assert list(verdict.warnings) == [
+        f"{where}: EHLO after TLS failed (closed:ehlo-after-tls): TLS completes, "
+        "but no mail can be delivered over it",
+        f"{where}: SMTP banner masked by a middlebox (Cisco PIX/ASA MailGuard signature)",
+        "mx pattern 'standby.example.com' matches none of the domain's MX hosts",
+    ]
+
+
+def test_masked_banner_of_an_untestable_address_is_a_warning_too() -> None:
+    refused = dataclasses.replace(untestable(H, IP, "busy:421 ****"), greeting=MAILGUARD)
+    verdict = assess(domain_facts(host(H, refused), good_hosts()[1]))
+    assert not verdict.enforce_ready
+    assert list(verdict.warnings) == [MASKED]
+
+
+@pytest.mark.parametrize(
+    ("error", "phase"),
+    [
+        ("timeout:ehlo-after-tls", "ehlo-after-tls"),
+        ("closed:quit", "quit"),
+        ("timeout:quit", "quit"),
+        ("protocol-error:quit: reply line does not start: 'x y'", "quit"),
+        ("protocol-error:ehlo-after-tls: more than 100 lines", "ehlo-after-tls"),
+        ("ehlo-after-tls rejected: 554 5.7.0 quit now", "ehlo-after-tls"),
+    ],
+    ids=[
+        "timeout-ehlo",
+        "closed-quit",
+        "timeout-quit",
+        "protocol-quit",
+        "protocol-ehlo",
+        "rejected",
+    ],
+)
+def test_after_tls_phase(error: str, phase: str) -> None:
+    assert after_tls_phase(error) == phase
+
+
 # ---------------------------------------------------------------- properties
 
 ips = st.sampled_from(["127.0.1.1", "127.0.1.2", "::1", "0:0::2"])
@@ -550,6 +637,8 @@ outcomes = st.one_of(
         starttls_reply=st.sampled_from([None, 220, 454, 502]),
         plaintext_injection=st.sampled_from([0, 0, 17]),
         handshake_error=st.sampled_from([None, "alert handshake failure"]),
+        after_tls_error=st.sampled_from([None, "timeout:ehlo-after-tls", "timeout:quit"]),
+        starttls_after_tls=st.booleans(),
         tls=st.sampled_from([None, TlsSession("TLSv1.3", "X", ()), TlsSession("TLSv1", "Y", ())]),
         certificate=st.one_of(st.none(), certs),
     ),

@@ -158,6 +158,28 @@ def test_error_line_validates() -> None:
     assert line["blockers"] == ["could not scan: invalid-domain: empty label"]
 
 
+def test_after_tls_error_field() -> None:
+    stalled = probe("mx2.example.com", "127.0.1.2", after_tls_error="timeout:ehlo-after-tls")
+    line = round_trip(line_of(domain_facts(good_hosts()[0], host("mx2.example.com", stalled))))
+    VALIDATOR.validate(line)
+    addresses = [a for h in line["mx"] for a in h["addresses"]]
+    assert [a["after_tls_error"] for a in addresses] == [None, "timeout:ehlo-after-tls"]
+    assert addresses[1]["status"] == "tested"
+    assert addresses[1]["result_types"] == []
+    assert any("EHLO after TLS failed (timeout:ehlo-after-tls)" in w for w in line["warnings"])
+
+
+def test_schema_rejects_after_tls_error_on_an_untestable_address() -> None:
+    facts = domain_facts(good_hosts()[0], host("mx2.example.com", untestable("mx2.example.com", "::1", "timeout:greeting")))  # fmt: skip
+    line = round_trip(line_of(facts))
+    untested = line["mx"][1]["addresses"][0]
+    assert untested["after_tls_error"] is None
+    VALIDATOR.validate(line)
+    untested["after_tls_error"] = "timeout:quit"
+    with pytest.raises(jsonschema.ValidationError):
+        VALIDATOR.validate(line)
+
+
 # ---------------------------------------------------------------- failing twins: the schema rejects
 
 
@@ -197,6 +219,8 @@ BAD_LINE_CASES = [
     ("count-as-string", _set(("report", "policies", 0, "summary", "total-failure-session-count"), "1")),
     ("report-missing", _set(("report",), None)),
     ("untestable-with-result-type", _set(("mx", 1, "addresses", 0, "status"), "not-testable")),
+    ("after-tls-error-not-a-string", _set(("mx", 0, "addresses", 0, "after_tls_error"), 5)),
+    ("after-tls-error-empty", _set(("mx", 0, "addresses", 0, "after_tls_error"), "")),
     ("source-unknown", _set(("mx", 0, "source"), "cache")),
 ]  # fmt: skip
 

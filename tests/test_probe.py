@@ -166,6 +166,7 @@ async def test_scripted_good_session(
     assert outcome.certificate.name_matches
     assert outcome.ehlo_after_tls == ("SIZE",)
     assert not outcome.starttls_after_tls
+    assert outcome.after_tls_error is None
     assert peers[0].received == [
         b"EHLO probe.scanner.example",
         b"STARTTLS",
@@ -293,6 +294,7 @@ async def test_scripted_not_testable(
     assert outcome.status is AddressStatus.NOT_TESTABLE
     assert outcome.reason == reason
     assert outcome.tls is None
+    assert outcome.after_tls_error is None
 
 
 async def test_scripted_refused_starttls_is_tested(
@@ -423,6 +425,126 @@ def test_transcript_limits(lines: list[str], kept: tuple[str, ...]) -> None:
     assert transcript.lines() == kept
 
 
+# ---------------------------------------------------------------- trouble after the handshake
+
+
+async def tls_peer(peer: Peer) -> Peer:
+    """Greet, take STARTTLS, complete the handshake; the secure side of `peer`."""
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
+    tls = trio.SSLStream(
+        peer.stream, default_mint().context(CertificateKind.GOOD, MX), server_side=True
+    )
+    await tls.do_handshake()
+    return Peer(tls)
+
+
+async def _stall_ehlo_after_tls(peer: Peer) -> None:
+    secure = await tls_peer(peer)
+    await secure.line()
+    await trio.sleep_forever()
+
+
+async def _close_after_handshake(peer: Peer) -> None:
+    await tls_peer(peer)  # the TCP connection closes under the TLS session
+
+
+async def _close_notify_after_handshake(peer: Peer) -> None:
+    secure = await tls_peer(peer)
+    await secure.stream.aclose()
+
+
+async def _reject_ehlo_after_tls(peer: Peer) -> None:
+    secure = await tls_peer(peer)
+    await secure.expect(b"EHLO", b"554 5.7.0 no mail for you\r\n")
+    await secure.expect(b"QUIT", b"221 bye\r\n")
+
+
+async def _garble_ehlo_after_tls(peer: Peer) -> None:
+    secure = await tls_peer(peer)
+    await secure.expect(b"EHLO", b"garbage\r\n")
+    await trio.sleep_forever()
+
+
+async def _stall_quit_after_tls(peer: Peer) -> None:
+    secure = await tls_peer(peer)
+    await secure.expect(b"EHLO", b"250-mx\r\n250 SIZE 1000\r\n")
+    await secure.line()
+    await trio.sleep_forever()
+
+
+async def _close_on_quit_after_tls(peer: Peer) -> None:
+    secure = await tls_peer(peer)
+    await secure.expect(b"EHLO", b"250-mx\r\n250 SIZE 1000\r\n")
+    await secure.line()
+
+
+async def _stall_quit_before_tls(peer: Peer) -> None:
+    await greet_and_ehlo(peer, b"250 mx\r\n")
+    await peer.expect(b"STARTTLS", b"454 4.7.0 not now\r\n")
+    await peer.line()
+    await trio.sleep_forever()
+
+
+FAST = {"step_timeout": 0.3}
+AFTER_TLS_SCRIPTS = [
+    pytest.param(_stall_ehlo_after_tls, FAST, "timeout:ehlo-after-tls", id="ehlo-stalled"),
+    pytest.param(
+        _stall_ehlo_after_tls,
+        {"step_timeout": 5.0, "total_timeout": 0.5},
+        "timeout:ehlo-after-tls",
+        id="ehlo-session-deadline",
+    ),
+    pytest.param(_close_after_handshake, FAST, "closed:ehlo-after-tls", id="tcp-closed"),
+    pytest.param(_close_notify_after_handshake, FAST, "closed:ehlo-after-tls", id="close-notify"),
+    pytest.param(
+        _reject_ehlo_after_tls,
+        FAST,
+        "ehlo-after-tls rejected: 554 5.7.0 no mail for you",
+        id="ehlo-rejected",
+    ),
+    pytest.param(
+        _garble_ehlo_after_tls,
+        FAST,
+        "protocol-error:ehlo-after-tls: reply line does not start with a reply code: 'garbage'",
+        id="ehlo-garbled",
+    ),
+    pytest.param(_stall_quit_after_tls, FAST, "timeout:quit", id="quit-stalled"),
+    pytest.param(_close_on_quit_after_tls, FAST, "closed:quit", id="quit-closed"),
+    # The twins: nothing goes wrong after TLS, or TLS never happened.
+    pytest.param(good_tls_session, FAST, None, id="good"),
+    pytest.param(_stall_quit_before_tls, FAST, None, id="quit-stalled-before-tls"),
+]
+
+
+@pytest.mark.parametrize(("script", "changes", "error"), AFTER_TLS_SCRIPTS)
+async def test_trouble_after_tls_is_recorded(
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    script: Script,
+    changes: dict[str, Any],
+    error: str | None,
+) -> None:
+    """Trouble after the handshake keeps the address tested and its TLS facts."""
+    port, _ = await start_server(nursery, script)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust, **changes)
+    assert outcome.status is AddressStatus.TESTED
+    assert outcome.reason is None
+    assert outcome.after_tls_error == error
+    if script is _stall_quit_before_tls:
+        assert (outcome.starttls_reply, outcome.tls) == (454, None)
+        assert "[timeout during quit]" in outcome.transcript
+        return
+    assert outcome.handshake_error is None
+    assert outcome.tls is not None
+    assert outcome.certificate is not None
+    assert outcome.certificate.chain.trusted
+    ehlo_answered = error is None or error.endswith(":quit")
+    assert (outcome.ehlo_after_tls is not None) is ehlo_answered
+
+
 # ---------------------------------------------------------------- against the lab
 
 PROBE_WORLD = Path(__file__).resolve().parent.parent / "fixtures" / "world-probe.toml"
@@ -492,6 +614,11 @@ BEHAVIOUR_FACTS: dict[SmtpBehaviour, dict[str, object]] = {
         "handshake_error": None,
         "starttls_after_tls": True,
     },
+    SmtpBehaviour.WEAK_TLS: {
+        "starttls_advertised": True,
+        "starttls_reply": 220,
+        "handshake_error": None,
+    },
 }
 NOT_TESTABLE_REASONS: dict[SmtpBehaviour, str] = {
     SmtpBehaviour.GREETING_421: "busy:421 4.3.2 ",
@@ -507,8 +634,12 @@ TLS_BEHAVIOURS = frozenset(
         SmtpBehaviour.STARTTLS_HIDDEN,
         SmtpBehaviour.PLAINTEXT_INJECTION,
         SmtpBehaviour.STARTTLS_AFTER_TLS,
+        SmtpBehaviour.WEAK_TLS,
     }
 )
+# TLS versions each TLS behaviour may negotiate.
+MODERN_TLS = ("TLSv1.2", "TLSv1.3")
+TLS_VERSIONS: dict[SmtpBehaviour, tuple[str, ...]] = {SmtpBehaviour.WEAK_TLS: ("TLSv1", "TLSv1.1")}
 # (verify_error, name_matches) for each certificate kind, checked against the MX host name.
 CERTIFICATE_VERDICTS: dict[CertificateKind, tuple[str | None, bool]] = {
     CertificateKind.GOOD: (None, True),
@@ -549,7 +680,7 @@ def check_outcome(outcome: ProbeOutcome, server: SmtpServer) -> None:
         assert outcome.ehlo_after_tls is None
         return
     assert outcome.tls is not None
-    assert outcome.tls.version in ("TLSv1.2", "TLSv1.3")
+    assert outcome.tls.version in TLS_VERSIONS.get(behaviour, MODERN_TLS)
     assert f"[tls] {outcome.tls.version} {outcome.tls.cipher}" in outcome.transcript
     assert outcome.ehlo_after_tls is not None
     assert "PIPELINING" in outcome.ehlo_after_tls
@@ -560,6 +691,7 @@ def check_outcome(outcome: ProbeOutcome, server: SmtpServer) -> None:
     assert certificate.chain.trusted is (verify_error is None)
     assert certificate.name_matches is name_matches
     assert outcome.transcript[-2:] == ("C: QUIT", "S: 221 2.0.0 Bye")
+    assert outcome.after_tls_error is None
 
 
 async def probe_lab_server(

@@ -9,6 +9,8 @@ facts into words, and nothing else does:
 * `indicators_for` gives the downgrade indicators of one session, each with a detail an
   operator can read; every session failure has at least one matching indicator, so the
   readiness blockers (built from indicators) always explain every result type;
+* `session_warnings` notes what is wrong with a session yet has no RFC 8460 result type
+  (a failing EHLO after TLS, STARTTLS advertised after TLS, a masked banner);
 * `assess_domain` puts it together per domain: per-address verdicts, the domain-wide
   `tls-inconsistent` indicator, and the enforce-readiness verdict with blockers and warnings.
 
@@ -22,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from scanner.core.smtp import is_masked_banner
 from scanner.core.sts import policy_covers, policy_warnings
 from scanner.models import (
     AddressAnswer,
@@ -32,6 +35,7 @@ from scanner.models import (
     IndicatorCode,
     MxHostFacts,
     MxSource,
+    Phase,
     Policy,
     PolicyMode,
     ProbeOutcome,
@@ -504,6 +508,45 @@ def _expiry_warnings(host: str, address: AddressVerdict, at: datetime) -> list[s
     return []
 
 
+def after_tls_phase(error: str) -> str:
+    """The phase an `after_tls_error` names: `timeout:quit` → `quit`,
+    `protocol-error:ehlo-after-tls: ...` → `ehlo-after-tls`,
+    `ehlo-after-tls rejected: 554 ...` → `ehlo-after-tls`."""
+    head = error.partition(" ")[0].rstrip(":")
+    kind, _, phase = head.partition(":")
+    return phase.partition(":")[0] if phase else kind
+
+
+def session_warnings(mx: str, address: AddressVerdict) -> list[str]:
+    """Warnings about one session that are no RFC 8460 result type, naming MX and address.
+
+    * A post-TLS EHLO that times out, is cut off or is refused: TLS completed, yet no
+      mail can be sent over it. A QUIT problem is not worth a warning.
+    * STARTTLS still advertised after TLS (RFC 3207 §4.2: the server must not).
+    * A greeting masked with `*`: a middlebox rewrites the SMTP dialogue.
+    """
+    probe = address.probe
+    if probe is None:
+        return []
+    where = f"{mx} ({address.ip})"
+    warnings: list[str] = []
+    error = probe.after_tls_error
+    if error is not None and after_tls_phase(error) != Phase.QUIT.value:
+        warnings.append(
+            f"{where}: EHLO after TLS failed ({error}): TLS completes, "
+            "but no mail can be delivered over it"
+        )
+    if probe.starttls_after_tls:
+        warnings.append(
+            f"{where}: STARTTLS is still advertised after TLS (RFC 3207 §4.2 forbids it)"
+        )
+    if probe.greeting is not None and is_masked_banner(probe.greeting):
+        warnings.append(
+            f"{where}: SMTP banner masked by a middlebox (Cisco PIX/ASA MailGuard signature)"
+        )
+    return warnings
+
+
 def _policy_blockers(facts: DomainFacts) -> tuple[list[str], Policy | None]:
     if facts.sts_record is None:
         why = facts.sts_record_error or "none published"
@@ -598,10 +641,12 @@ def assess_domain(
                 ]
                 if unexplained and not problems:  # every failure has an indicator; a safety net
                     problems.append(f"{name} ({address.ip}): {', '.join(unexplained)}")
+            notes = session_warnings(name, address)
             if dns:
                 blockers += problems
+                warnings += notes
             else:
-                warnings += [f"policy-only host {text}" for text in problems]
+                warnings += [f"policy-only host {text}" for text in problems + notes]
             warnings += _expiry_warnings(name, address, at)
 
     indicators = [i for host in hosts for address in host.addresses for i in address.indicators]

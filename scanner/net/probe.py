@@ -21,12 +21,13 @@ or a reply that breaks the grammar or a limit makes the address *not testable*
 refused greeting (`busy:<code> <text>`) and connect errors (`connect-refused`,
 `connect-failed: <errno name>`). From the 220 on, the session counts as *tested*:
 a handshake that fails, stalls or is cut off sets `handshake_error`, and trouble
-after the handshake is only noted in the transcript, keeping what was learnt.
+after the handshake sets `after_tls_error` (`timeout:<phase>`, `closed:<phase>`,
+`protocol-error:<phase>: <why>`, or `ehlo-after-tls rejected: <code> <text>`),
+keeping what was learnt. Only the first such trouble is kept.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import ipaddress
 from dataclasses import dataclass, field, replace
@@ -162,6 +163,14 @@ def _busy_reason(reply: Reply) -> str:
     return f"busy:{reply.code} {reply.text}".rstrip()
 
 
+def _after_tls_error(reason: str, phase: Phase) -> str:
+    """`after_tls_error` for an interruption: `reason` with the phase always named."""
+    prefix = "protocol-error: "
+    if reason.startswith(prefix):
+        return f"protocol-error:{phase.value}: {reason.removeprefix(prefix)}"
+    return reason  # timeout:<phase>, closed:<phase>
+
+
 def _sni(hostname: str) -> str | None:
     try:
         ipaddress.ip_address(hostname.strip("[]"))
@@ -200,6 +209,11 @@ class _Session:
         self.stream: trio.abc.Stream | None = None
         self.tls_started = False  # the 220 to STARTTLS was received
         self.refusal: str | None = None  # the server declined to serve us: not testable
+
+    def note_after_tls(self, error: str) -> None:
+        """Record the first trouble after a completed handshake; ignored before TLS."""
+        if self.outcome.tls is not None and self.outcome.after_tls_error is None:
+            self.outcome = replace(self.outcome, after_tls_error=error)
 
     def finish(self, reason: str | None = None) -> ProbeOutcome:
         status = AddressStatus.TESTED if reason is None else AddressStatus.NOT_TESTABLE
@@ -350,8 +364,9 @@ class _Session:
             ehlo = await self.exchange(
                 Phase.EHLO_AFTER_TLS, self.client.send_ehlo(self.settings.ehlo_name)
             )
-        except _Interrupted:
-            return  # noted in the transcript; the TLS facts stand
+        except _Interrupted as interrupted:
+            self.note_after_tls(_after_tls_error(interrupted.reason, Phase.EHLO_AFTER_TLS))
+            return  # the TLS facts stand
         if ehlo.code == 250:
             parsed = parse_ehlo_reply(ehlo)
             self.outcome = replace(
@@ -360,12 +375,19 @@ class _Session:
                 # RFC 3207 §4.2: a server must not advertise STARTTLS after TLS.
                 starttls_after_tls=parsed.has("STARTTLS"),
             )
+        else:
+            # RFC 3207 §4.2: the client must send EHLO again; a server refusing it
+            # accepts no mail over this TLS session.
+            rejected = f"{Phase.EHLO_AFTER_TLS.value} rejected: {ehlo.code} {ehlo.text}"
+            self.note_after_tls(rejected.rstrip())
         await self.quit()
 
     async def quit(self) -> None:
         """QUIT and read the 221, within the QUIT deadline; trouble is only noted."""
-        with contextlib.suppress(_Interrupted):
+        try:
             await self.exchange(Phase.QUIT, self.client.send_quit())
+        except _Interrupted as interrupted:
+            self.note_after_tls(_after_tls_error(interrupted.reason, Phase.QUIT))
 
     async def close(self) -> None:
         """Close the stream (TLS close_notify if healthy), then make sure the socket is gone."""
@@ -415,6 +437,7 @@ async def probe(
                 session.outcome = replace(session.outcome, handshake_error="timeout:handshake")
             elif phase in (Phase.EHLO_AFTER_TLS, Phase.QUIT):
                 reason = session.refusal  # the facts gathered so far stand
+                session.note_after_tls(f"timeout:{phase.value}")
             else:
                 reason = f"timeout:{phase.value}"
     finally:
