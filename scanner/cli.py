@@ -20,6 +20,7 @@ from rich.console import Console
 from scanner import __version__
 from scanner.core.addresses import Exclusions, parse_exclusions
 from scanner.core.inputs import InvalidInput, Shard, parse_input_line
+from scanner.core.names import is_valid_hostname
 from scanner.models import ReportOptions
 from scanner.net.policy_fetch import FetchSettings
 from scanner.net.probe import ProbeSettings
@@ -138,6 +139,11 @@ def network_options(
             exclusions = parse_exclusions(exclude.read_text(encoding="utf-8").splitlines())
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--exclude") from None
+    if not valid_ehlo_name(ehlo_name):
+        raise typer.BadParameter(
+            f"{ehlo_name!r} is not a hostname or an address literal such as [192.0.2.1]",
+            param_hint="--ehlo-name",
+        )
     submitter = contact.rpartition("@")[2] or "scanner.invalid"
     return NetworkOptions(
         resolvers=nameservers,
@@ -152,6 +158,20 @@ def network_options(
         exclusions=exclusions,
         report=ReportOptions(organization_name=org, contact_info=contact, submitter=submitter),
     )
+
+
+def valid_ehlo_name(name: str) -> bool:
+    """RFC 5321 §4.1.1.1: EHLO takes a domain or an address literal."""
+    import ipaddress
+
+    if name.startswith("[") and name.endswith("]"):
+        literal = name[1:-1].removeprefix("IPv6:")
+        try:
+            ipaddress.ip_address(literal)
+        except ValueError:
+            return False
+        return True
+    return is_valid_hostname(name)
 
 
 def build_scanner(options: NetworkOptions) -> Scanner:

@@ -18,6 +18,9 @@ def could_not_scan(line: dict[str, Any]) -> bool:
     """Exit 2 of `scanner check`: an error, or no MX address could be tested at all."""
     if line.get("error"):
         return True
+    lookup = line.get("mx_lookup") or {}
+    if lookup.get("status") in ("servfail", "refused", "timeout", "error"):
+        return True
     addresses = [
         address
         for mx in line.get("mx") or []

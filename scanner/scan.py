@@ -290,7 +290,7 @@ class Scanner:
 
     async def probe_address(self, hostname: str, ip: str) -> ProbeOutcome:
         """One probe per (MX host, address) per run, within the address's connection slots."""
-        refusal = self.gate.refusal(ip)
+        refusal = self.gate.name_refusal(hostname) or self.gate.refusal(ip)
         if refusal is not None:
             return ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, reason=refusal)
 

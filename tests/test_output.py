@@ -34,7 +34,7 @@ from scanner.core.tlsrpt import build_report
 from scanner.models import DnsStatus, DomainFacts, MxAnswer, MxSource, ResultType
 from scanner.output import dumps_line, error_line, load_schema, result_line
 
-# DESIGN §4, in order.
+# DESIGN §4, in order, plus `mx_lookup` (an added field, as §4 allows).
 LINE_KEYS = [
     "schema_version",
     "domain",
@@ -42,6 +42,7 @@ LINE_KEYS = [
     "error",
     "mta_sts",
     "tlsrpt",
+    "mx_lookup",
     "mx",
     "indicators",
     "enforce_ready",

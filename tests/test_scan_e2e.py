@@ -284,3 +284,9 @@ async def test_lab_serve_prints_how_to_reach_it_and_stops_on_ctrl_c(tmp_path: Pa
         assert [record.host for record in answer.records] == ["mx.testing-ready.example"]
         process.send_signal(signal.SIGINT)
         assert await process.wait() == 130
+
+
+async def test_check_exits_2_when_the_mx_lookup_fails(demo_lab: Lab) -> None:
+    result = await run_scanner("check", "dns-servfail.example", "--timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
+    assert result.returncode == 2, result.stdout.decode()
+    assert "MX lookup failed" in result.stdout.decode()

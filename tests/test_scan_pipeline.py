@@ -145,3 +145,14 @@ async def test_policy_fetch_reaches_an_allowed_policy_host(demo_lab: Lab) -> Non
     assert lines[0]["mta_sts"]["error"] is None
     assert demo_lab.https_connections("127.0.2.1") == 1
     assert lines[0]["enforce_ready"] is True
+
+
+async def test_excluded_mx_and_policy_host_names_are_never_contacted(demo_lab: Lab) -> None:
+    exclusions = parse_exclusions(["mx2.backup-bad.example", "mta-sts.backup-bad.example"])
+    lines = await scan_all(make_scanner(demo_lab, exclusions=exclusions), ["backup-bad.example"])
+    line = lines[0]
+    addresses = {a["ip"]: a for mx in line["mx"] for a in mx["addresses"]}
+    assert addresses["127.0.1.4"]["reason"] == "excluded"  # mx2.backup-bad.example
+    assert addresses["127.0.1.3"]["status"] == "tested"
+    assert demo_lab.smtp_connections("127.0.1.4") == 0
+    assert "--exclude" in line["mta_sts"]["error"]["detail"]

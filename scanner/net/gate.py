@@ -3,7 +3,9 @@
 Every outgoing connection of a run (SMTP probes and policy fetches) passes
 through one `ConnectionGate`: `refusal(ip)` names why an address must not be
 contacted (`address-not-allowed` for loopback, private and reserved targets
-without `--allow-private`; `excluded` for `--exclude`), and `slot(ip)` is held
+without `--allow-private`; `excluded` for `--exclude`), `name_refusal(host)`
+does the same for a host name listed (or under a domain listed) in `--exclude`,
+and `slot(ip)` is held
 for the life of a connection so that no address sees more than `per_ip` at once.
 """
 
@@ -23,6 +25,8 @@ REFUSED_EXCLUDED = "excluded"
 
 class ConnectionGate(Protocol):
     def refusal(self, ip: str) -> str | None: ...
+
+    def name_refusal(self, hostname: str) -> str | None: ...
 
     def slot(self, ip: str) -> AbstractAsyncContextManager[None]: ...
 
@@ -47,6 +51,12 @@ class Gate:
             return REFUSED_EXCLUDED
         if not is_address_allowed(ip, allow_private=self.allow_private):
             return REFUSED_PRIVATE
+        return None
+
+    def name_refusal(self, hostname: str) -> str | None:
+        """`excluded` when `--exclude` lists the host name or a parent domain of it."""
+        if self.exclusions is not None and self.exclusions.excludes_domain(hostname):
+            return REFUSED_EXCLUDED
         return None
 
     @asynccontextmanager

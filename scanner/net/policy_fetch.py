@@ -108,10 +108,12 @@ async def fetch_policy(
     exactly one of policy and failure set.
     """
     host = policy_host(domain)
+    active_gate: ConnectionGate = gate or Gate(allow_private=settings.allow_private, per_ip=1 << 20)
+    if active_gate.name_refusal(host) is not None:
+        return _fetch_error(f"policy host {host} is listed in --exclude; it was not contacted")
     addresses = await _resolve(host, resolver, settings)
     if isinstance(addresses, PolicyFetch):
         return addresses
-    active_gate: ConnectionGate = gate or Gate(allow_private=settings.allow_private, per_ip=1 << 20)
     async with AsyncExitStack() as held:
         connected = await _connect(host, addresses, settings, active_gate, held)
         if isinstance(connected, PolicyFetch):
