@@ -226,6 +226,8 @@ def test_policy_level_failure(
         "failed-session-count": 2,
         "failure-reason-code": "what went wrong",
     }
+    # Sessions under a failed policy are failures, never successes.
+    assert summary_of(report) == (0, 2)
 
 
 def test_policy_level_failure_counts_at_least_one_session() -> None:
@@ -234,7 +236,8 @@ def test_policy_level_failure_counts_at_least_one_session() -> None:
         only_untestable, fetch=failed_fetch(ResultType.STS_POLICY_FETCH_ERROR, "timeout")
     )
     report = report_of(facts)
-    assert summary_of(report) == (0, 0)
+    # The summary agrees with the policy entry: one failed session (the fetch), no success.
+    assert summary_of(report) == (0, 1)
     assert details_of(report)[0]["failed-session-count"] == 1
 
 

@@ -73,7 +73,8 @@ def build_report(
     empty) and has one entry per (result-type, sending-mta-ip, receiving-mx-hostname,
     receiving-ip, failure-reason-code), sorted by first appearance. A policy-level failure
     (`PolicyFetch.failure`) comes first, with no receiving address and a
-    `failed-session-count` of the counted sessions it would have applied to (at least 1).
+    `failed-session-count` of the counted sessions it would have applied to (at least 1);
+    those sessions then count as failures in the summary too, never as successes.
     `sending-mta-ip` is the probe's local address, omitted when unknown.
     """
     successes = 0
@@ -96,10 +97,15 @@ def build_report(
     entries: list[dict[str, object]] = []
     fetch = facts.policy_fetch
     if fetch is not None and fetch.failure is not None:
+        # A policy that could not be fetched or validated fails every session it
+        # applies to, so the summary counts them all as failures (at least one, the
+        # fetch itself) and agrees with this entry's count.
+        failures = max(1, successes + failures)
+        successes = 0
         entries.append(
             {
                 "result-type": fetch.failure.result_type.value,
-                "failed-session-count": max(1, successes + failures),
+                "failed-session-count": failures,
                 "failure-reason-code": fetch.failure.detail,
             }
         )
