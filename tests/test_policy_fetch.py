@@ -718,3 +718,13 @@ async def test_demo_world_policy_hosts(demo_lab: Lab) -> None:
         failure = outcomes[domain.name].failure
         got = failure.result_type if failure is not None else None
         assert got == domain.expect.policy_error, (domain.name, failure)
+
+
+async def test_lab_wrong_content_type_keeps_the_served_text(fetch_lab: Lab) -> None:
+    """RFC 8460 §4.5: the report's policy-string shows the policy as served, even when rejected."""
+    with trio.fail_after(5):
+        result = await fetch_from_lab(fetch_lab, "content-type.fetch.example")
+    assert result.failure is not None
+    assert result.failure.result_type is ResultType.STS_POLICY_INVALID
+    assert result.text is not None
+    assert "version: STSv1" in result.text

@@ -380,13 +380,6 @@ async def _http_get(
                 f"{where} answered HTTP {status} for {POLICY_PATH}; only 200 is a policy",
                 partial,
             )
-        if not _is_text_plain(content_type):
-            return _failure(
-                ResultType.STS_POLICY_INVALID,
-                f"{where} served the policy as {content_type or 'no Content-Type'!r}, "
-                "not text/plain; strict senders reject it (lenient ones may still accept it)",
-                partial,
-            )
         announced = _header(response, b"content-length")
         if announced is not None and announced.isdigit() and int(announced) > settings.max_body:
             return _failure(
@@ -434,6 +427,15 @@ async def _http_get(
             partial,
         )
     partial = replace(partial, text=text)
+    # RFC 8461 §3.2: the media type is text/plain. Checked once the body is read, so the
+    # report's policy-string still shows what was served.
+    if not _is_text_plain(content_type):
+        return _failure(
+            ResultType.STS_POLICY_INVALID,
+            f"{where} served the policy as {content_type or 'no Content-Type'!r}, "
+            "not text/plain; strict senders reject it (lenient ones may still accept it)",
+            partial,
+        )
     parsed = parse_policy(text)
     if isinstance(parsed, PolicyFailure):
         return replace(partial, failure=parsed)
