@@ -146,11 +146,15 @@ class CertificateSummary:
 class ChainVerdict:
     """Outcome of verifying a presented chain against the run's trust store.
 
-    `verify_error` is the OpenSSL `X509_V_ERR_*` name when `trusted` is false.
+    `verify_error` is the OpenSSL `X509_V_ERR_*` name when `trusted` is false;
+    `error_depth` is the position of the certificate it concerns in the presented
+    chain (0 = the leaf), when known. `expired` and `not_yet_valid` name the error
+    only: whether it concerns the leaf is `error_depth`'s to say.
     """
 
     trusted: bool
     verify_error: str | None = None
+    error_depth: int | None = None
 
     @property
     def expired(self) -> bool:

@@ -73,6 +73,7 @@ def certificate(
     not_before: datetime = SCANNED - timedelta(days=30),
     not_after: datetime = SCANNED + timedelta(days=60),
     san: tuple[str, ...] | None = None,
+    error_depth: int | None = None,
 ) -> CertificateCheck:
     leaf = CertificateSummary(
         subject=f"CN={host}",
@@ -84,7 +85,7 @@ def certificate(
     )
     return CertificateCheck(
         leaf=leaf,
-        chain=ChainVerdict(trusted=trusted, verify_error=verify_error),
+        chain=ChainVerdict(trusted=trusted, verify_error=verify_error, error_depth=error_depth),
         name_matches=name_matches,
     )
 
@@ -622,6 +623,7 @@ certs = st.builds(
         [None, "X509_V_ERR_CERT_HAS_EXPIRED", "X509_V_ERR_CERT_NOT_YET_VALID",
          "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT", "X509_V_ERR_HOSTNAME_MISMATCH"]
     ),
+    error_depth=st.sampled_from([None, 0, 1, 2]),
     name_matches=st.booleans(),
     not_after=st.sampled_from([SCANNED - timedelta(days=1), SCANNED + timedelta(days=3), SCANNED + timedelta(days=90)]),
 )  # fmt: skip
@@ -635,6 +637,7 @@ outcomes = st.one_of(
         starttls_advertised=st.booleans(),
         masked_keyword=st.sampled_from([None, "XXXXXXXA"]),
         starttls_reply=st.sampled_from([None, 220, 454, 502]),
+        starttls_reply_text=st.sampled_from([None, "connection closed"]),
         plaintext_injection=st.sampled_from([0, 0, 17]),
         handshake_error=st.sampled_from([None, "alert handshake failure"]),
         after_tls_error=st.sampled_from([None, "timeout:ehlo-after-tls", "timeout:quit"]),
@@ -675,3 +678,103 @@ def test_ready_exactly_when_every_session_passes(
     every_passed = all(a.passed for _, a in verdict.dns_addresses())
     assert verdict.enforce_ready is every_passed
     assert verdict.enforce_ready is (not verdict.blockers)
+
+
+# ---------------------------------------------------------------- masks beside STARTTLS, no reply, chain depth
+
+MASK_CASES = [
+    # Cisco masks other extensions alike: STARTTLS itself is still offered.
+    ("other-extension-masked", probe(H, IP, masked_keyword="XXXXXXXB"), StartTlsStatus.OFFERED),
+    ("other-extension-masked-refused", probe(H, IP, masked_keyword="XXXXXXXB", starttls_reply=454, tls=None, certificate=None), StartTlsStatus.REFUSED),
+    ("starttls-masked", probe(H, IP, starttls_advertised=False, masked_keyword="XXXXXXXA", starttls_reply=500, tls=None, certificate=None), StartTlsStatus.GARBLED),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected"), [c[1:] for c in MASK_CASES], ids=[c[0] for c in MASK_CASES]
+)
+def test_mask_is_garbled_only_without_starttls(
+    outcome: ProbeOutcome, expected: StartTlsStatus
+) -> None:
+    assert starttls_status(outcome) is expected
+    codes = {i.code for i in indicators_for(outcome, mx=H, policy=None, in_policy=None)}
+    assert (IndicatorCode.STARTTLS_GARBLED in codes) is (expected is StartTlsStatus.GARBLED)
+
+
+NO_REPLY = {"starttls_reply": None, "tls": None, "certificate": None}
+NO_REPLY_CASES = [
+    ("closed-advertised", {"starttls_reply_text": "connection closed"}, StartTlsStatus.REFUSED, IndicatorCode.STARTTLS_REFUSED, "no reply (connection closed)"),
+    ("malformed-advertised", {"starttls_reply_text": "protocol-error: reply line does not start with a reply code: 'hi'"}, StartTlsStatus.REFUSED, IndicatorCode.STARTTLS_REFUSED, "no reply (protocol-error: reply line does not start"),
+    ("closed-not-advertised", {"starttls_advertised": False, "starttls_reply_text": "connection closed"}, StartTlsStatus.MISSING, IndicatorCode.STARTTLS_MISSING, "no reply (connection closed)"),
+    # The twin: the command did get a reply.
+    ("refused-454", {"starttls_reply": 454, "starttls_reply_text": "4.7.0 later"}, StartTlsStatus.REFUSED, IndicatorCode.STARTTLS_REFUSED, "454 4.7.0 later"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "code", "words"),
+    [c[1:] for c in NO_REPLY_CASES],
+    ids=[c[0] for c in NO_REPLY_CASES],
+)
+def test_starttls_without_a_reply_is_not_supported(
+    changes: dict[str, object], status: StartTlsStatus, code: IndicatorCode, words: str
+) -> None:
+    """DESIGN §5: STARTTLS answered by anything but 220 (a close too) is refused or missing."""
+    outcome = probe(H, IP, **{**NO_REPLY, **changes})
+    assert starttls_status(outcome) is status
+    failures = session_failures(outcome, policy=None, in_policy=None, at=SCANNED)
+    assert [f.result_type for f in failures] == [NS]
+    (indicator,) = indicators_for(outcome, mx=H, policy=None, in_policy=None, at=SCANNED)
+    assert indicator.code is code
+    assert words in indicator.detail
+
+
+INTERMEDIATE = CertificateSummary(
+    subject="CN=Example Intermediate",
+    san=(),
+    issuer="CN=Example Root",
+    not_before=SCANNED - timedelta(days=400),
+    not_after=datetime(2026, 10, 1, tzinfo=UTC),
+    sha256="cd" * 32,
+)
+
+
+def chain_probe(verify_error: str, depth: int | None, **cert: object) -> ProbeOutcome:
+    check = certificate(H, trusted=False, verify_error=verify_error, error_depth=depth, **cert)  # type: ignore[arg-type]
+    tls = TlsSession("TLSv1.3", "TLS_AES_256_GCM_SHA384", (check.leaf, INTERMEDIATE))
+    return probe(H, IP, tls=tls, certificate=check)
+
+
+EXPIRED = "X509_V_ERR_CERT_HAS_EXPIRED"
+EARLY = "X509_V_ERR_CERT_NOT_YET_VALID"
+LEAF_GONE = {"not_after": SCANNED - timedelta(days=3)}
+DEPTH_CASES = [
+    ("intermediate-expired", chain_probe(EXPIRED, 1), ResultType.CERTIFICATE_NOT_TRUSTED, IndicatorCode.CERTIFICATE_NOT_TRUSTED,
+     "certificate not trusted: intermediate certificate at depth 1 expired on 2026-10-01 (X509_V_ERR_CERT_HAS_EXPIRED)"),
+    ("intermediate-not-yet-valid", chain_probe(EARLY, 1), ResultType.CERTIFICATE_NOT_TRUSTED, IndicatorCode.CERTIFICATE_NOT_TRUSTED,
+     f"certificate not trusted: intermediate certificate at depth 1 is not valid before {(SCANNED - timedelta(days=400)).date()} (X509_V_ERR_CERT_NOT_YET_VALID)"),
+    ("anchor-expired", chain_probe(EXPIRED, 2), ResultType.CERTIFICATE_NOT_TRUSTED, IndicatorCode.CERTIFICATE_NOT_TRUSTED,
+     "certificate not trusted: CA certificate at depth 2 expired (X509_V_ERR_CERT_HAS_EXPIRED)"),
+    # The twins: the leaf itself expired (depth 0, or a verdict without depth).
+    ("leaf-expired", chain_probe(EXPIRED, 0, **LEAF_GONE), ResultType.CERTIFICATE_EXPIRED, IndicatorCode.CERTIFICATE_EXPIRED,
+     "certificate expired on 2026-11-25"),
+    ("leaf-expired-no-depth", chain_probe(EXPIRED, None, **LEAF_GONE), ResultType.CERTIFICATE_EXPIRED, IndicatorCode.CERTIFICATE_EXPIRED,
+     "certificate expired on 2026-11-25"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("outcome", "result_type", "code", "detail"),
+    [c[1:] for c in DEPTH_CASES],
+    ids=[c[0] for c in DEPTH_CASES],
+)
+def test_date_errors_above_the_leaf_are_not_leaf_expiry(
+    outcome: ProbeOutcome, result_type: ResultType, code: IndicatorCode, detail: str
+) -> None:
+    error = outcome.certificate.chain.verify_error if outcome.certificate else None
+    failures = session_failures(outcome, policy=None, in_policy=None, at=SCANNED)
+    assert [(f.result_type, f.reason_code) for f in failures] == [(result_type, error)]
+    (indicator,) = indicators_for(outcome, mx=H, policy=None, in_policy=None, at=SCANNED)
+    assert (indicator.code, indicator.detail) == (code, detail)
+    verdict = assess(domain_facts(host(H, outcome)))
+    assert f"{H} ({IP}): {detail}" in verdict.blockers

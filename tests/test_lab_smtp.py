@@ -210,6 +210,43 @@ async def test_220_then_plaintext_fails_the_handshake(demo_lab: Lab, connect: Co
             await upgrade(demo_lab, client, server.hostnames[0])
 
 
+async def test_late_injection_sends_bytes_in_a_later_write(demo_lab: Lab, connect: Connect) -> None:
+    server = server_with(demo_lab.world, SmtpBehaviour.LATE_INJECTION)
+    with trio.fail_after(STEP):
+        client = await connect(server)
+        await client.reply()
+        await client.command("EHLO probe.test")
+        assert (await client.command("STARTTLS"))[0] == 220
+        assert await client.line() == b"250 injected"
+        tls = await upgrade(demo_lab, client, server.hostnames[0])
+        assert (await tls.command("QUIT"))[0] == 221
+
+
+async def test_starttls_close_closes_on_the_command(demo_lab: Lab, connect: Connect) -> None:
+    server = server_with(demo_lab.world, SmtpBehaviour.STARTTLS_CLOSE)
+    with trio.fail_after(STEP):
+        client = await connect(server)
+        await client.reply()
+        _, keywords = await client.command("EHLO probe.test")
+        assert "STARTTLS" in keywords
+        with pytest.raises(EOFError):
+            await client.command("STARTTLS")
+
+
+async def test_handshake_stall_never_answers_the_client_hello(
+    demo_lab: Lab, connect: Connect
+) -> None:
+    server = server_with(demo_lab.world, SmtpBehaviour.HANDSHAKE_STALL)
+    with trio.fail_after(STEP):
+        client = await connect(server)
+        await client.reply()
+        await client.command("EHLO probe.test")
+        assert (await client.command("STARTTLS"))[0] == 220
+        with trio.move_on_after(0.3) as waited:
+            await upgrade(demo_lab, client, server.hostnames[0])
+        assert waited.cancelled_caught
+
+
 def legacy_client_context(lab: Lab) -> ssl.SSLContext:
     """A verifying client that also accepts TLS 1.0 and 1.1 (security level 0)."""
     context = client_context(lab)
@@ -348,6 +385,7 @@ VERIFY_CODES = {
     CertificateKind.MISSING_INTERMEDIATE: 20,
     CertificateKind.SELF_SIGNED: 18,  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
     CertificateKind.WRONG_NAME: 62,  # X509_V_ERR_HOSTNAME_MISMATCH
+    CertificateKind.EXPIRED_INTERMEDIATE: 10,  # at depth 1; the leaf is valid
 }
 
 

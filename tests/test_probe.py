@@ -7,7 +7,9 @@ serving its worlds, for every SMTP behaviour and certificate kind it knows.
 
 from __future__ import annotations
 
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -70,6 +72,7 @@ class Peer:
         self.stream = stream
         self.buffer = b""
         self.received: list[bytes] = []
+        self.done = trio.Event()  # set when the script ended and the connection is closed
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
@@ -107,6 +110,8 @@ async def start_server(nursery: trio.Nursery, script: Script) -> tuple[int, list
                 await script(peer)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError):
             pass
+        finally:
+            peer.done.set()
 
     nursery.start_soon(trio.serve_listeners, handler, listeners)
     return port, peers
@@ -250,6 +255,12 @@ async def _refused_starttls(peer: Peer) -> None:
     await peer.expect(b"QUIT", b"221 bye\r\n")
 
 
+async def _stall_handshake(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
+    await trio.sleep_forever()
+
+
 NOT_TESTABLE_SCRIPTS = [
     pytest.param(
         _malformed_greeting,
@@ -274,6 +285,13 @@ NOT_TESTABLE_SCRIPTS = [
     pytest.param(
         _slow_greeting, {"total_timeout": STEP * 0.75}, "timeout:greeting", id="session-deadline"
     ),
+    pytest.param(_stall_handshake, {}, "timeout:handshake", id="handshake-stalled"),
+    pytest.param(
+        _stall_handshake,
+        {"step_timeout": 5.0, "total_timeout": STEP / 2},
+        "timeout:handshake",
+        id="handshake-session-deadline",
+    ),
     pytest.param(_ehlo_421, {}, "busy:421 4.7.0 try again later", id="ehlo-421"),
     pytest.param(_ehlo_and_helo_refused, {}, "busy:550 5.7.1 go away", id="helo-refused"),
 ]
@@ -295,6 +313,7 @@ async def test_scripted_not_testable(
     assert outcome.reason == reason
     assert outcome.tls is None
     assert outcome.after_tls_error is None
+    assert outcome.handshake_error is None
 
 
 async def test_scripted_refused_starttls_is_tested(
@@ -309,25 +328,34 @@ async def test_scripted_refused_starttls_is_tested(
     assert peers[0].received[-1] == b"QUIT"
 
 
-async def _stall_handshake(peer: Peer) -> None:
-    await greet_and_ehlo(peer)
-    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
-    await trio.sleep_forever()
-
-
 async def _close_before_handshake(peer: Peer) -> None:
     await greet_and_ehlo(peer)
     await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
 
 
+async def _garbage_for_handshake(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
+    await peer.stream.receive_some(4096)  # the ClientHello
+    await peer.send(b"500 what is this\r\n")
+
+
+async def _alert_for_handshake(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
+    await peer.stream.receive_some(4096)  # the ClientHello
+    await peer.send(bytes([21, 3, 3, 0, 2, 2, 40]))  # fatal handshake_failure alert
+
+
 @pytest.mark.parametrize(
     ("script", "errors"),
     [
-        pytest.param(_stall_handshake, {"timeout:handshake"}, id="stalled"),
         # Which one depends on whether the ClientHello was sent before the close.
         pytest.param(
             _close_before_handshake, {"eof-during-handshake", "connection-lost"}, id="closed"
         ),
+        pytest.param(_garbage_for_handshake, {"not-tls"}, id="garbage"),
+        pytest.param(_alert_for_handshake, {"peer-alert: handshake-failure"}, id="alert"),
     ],
 )
 async def test_trouble_after_220_is_a_handshake_failure(
@@ -619,6 +647,19 @@ BEHAVIOUR_FACTS: dict[SmtpBehaviour, dict[str, object]] = {
         "starttls_reply": 220,
         "handshake_error": None,
     },
+    SmtpBehaviour.STARTTLS_CLOSE: {
+        "starttls_advertised": True,
+        "starttls_reply": None,
+        "starttls_reply_text": "connection closed",
+        "tls": None,
+        "handshake_error": None,
+    },
+    SmtpBehaviour.LATE_INJECTION: {
+        "starttls_advertised": True,
+        "starttls_reply": 220,
+        "plaintext_injection": INJECTED_BYTES,
+        "handshake_error": None,
+    },
 }
 NOT_TESTABLE_REASONS: dict[SmtpBehaviour, str] = {
     SmtpBehaviour.GREETING_421: "busy:421 4.3.2 ",
@@ -626,6 +667,7 @@ NOT_TESTABLE_REASONS: dict[SmtpBehaviour, str] = {
     SmtpBehaviour.SILENT: "timeout:greeting",
     SmtpBehaviour.FLOOD: "protocol-error: more than 100 lines in one reply",
     SmtpBehaviour.CLOSED: "connect-refused",
+    SmtpBehaviour.HANDSHAKE_STALL: "timeout:handshake",
 }
 TLS_BEHAVIOURS = frozenset(
     {
@@ -635,6 +677,7 @@ TLS_BEHAVIOURS = frozenset(
         SmtpBehaviour.PLAINTEXT_INJECTION,
         SmtpBehaviour.STARTTLS_AFTER_TLS,
         SmtpBehaviour.WEAK_TLS,
+        SmtpBehaviour.LATE_INJECTION,
     }
 )
 # TLS versions each TLS behaviour may negotiate.
@@ -642,6 +685,7 @@ MODERN_TLS = ("TLSv1.2", "TLSv1.3")
 TLS_VERSIONS: dict[SmtpBehaviour, tuple[str, ...]] = {SmtpBehaviour.WEAK_TLS: ("TLSv1", "TLSv1.1")}
 # (verify_error, name_matches) for each certificate kind, checked against the MX host name.
 CERTIFICATE_VERDICTS: dict[CertificateKind, tuple[str | None, bool]] = {
+    CertificateKind.EXPIRED_INTERMEDIATE: ("X509_V_ERR_CERT_HAS_EXPIRED", True),
     CertificateKind.GOOD: (None, True),
     CertificateKind.WILDCARD: (None, True),
     CertificateKind.WRONG_NAME: (None, False),
@@ -688,6 +732,12 @@ def check_outcome(outcome: ProbeOutcome, server: SmtpServer) -> None:
     assert certificate is not None
     verify_error, name_matches = CERTIFICATE_VERDICTS[server.certificate]
     assert certificate.chain.verify_error == verify_error
+    if server.certificate is CertificateKind.EXPIRED_INTERMEDIATE:
+        assert certificate.chain.error_depth == 1
+        assert len(outcome.tls.chain) == 2
+        assert outcome.tls.chain[1].not_after < datetime.now(UTC) < outcome.tls.chain[0].not_after
+    elif verify_error is not None:
+        assert certificate.chain.error_depth == 0
     assert certificate.chain.trusted is (verify_error is None)
     assert certificate.name_matches is name_matches
     assert outcome.transcript[-2:] == ("C: QUIT", "S: 221 2.0.0 Bye")
@@ -777,3 +827,277 @@ async def test_every_demo_world_server(demo_lab: Lab, context: SSL.Context) -> N
                 nursery.start_soon(one, server)
     for server in demo_lab.world.servers:
         check_outcome(outcomes[server.address], server)
+
+
+# ---------------------------------------------------------------- invalid MX names
+
+
+@pytest.mark.parametrize(
+    ("hostname", "why"),
+    [
+        pytest.param("-mx.x.example", "starts or ends with a hyphen", id="leading-hyphen"),
+        pytest.param("*.x.example", "invalid characters", id="wildcard"),
+        pytest.param("mx .x.example", "invalid characters", id="space"),
+        pytest.param("a..x.example", "empty label", id="empty-label"),
+        # The twins: names the probe takes as they are.
+        pytest.param("mx_1.x.example", None, id="underscore-tolerated"),
+        pytest.param("MX.X.Example.", None, id="upper-case-trailing-dot"),
+        pytest.param("127.0.0.1", None, id="ip-literal"),
+    ],
+)
+async def test_invalid_mx_name_is_not_testable_and_not_contacted(
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    hostname: str,
+    why: str | None,
+) -> None:
+    port, peers = await start_server(nursery, good_tls_session)
+    with trio.fail_after(STEP * 4):
+        outcome = await probe(
+            hostname,
+            "127.0.0.1",
+            context=context,
+            trust=lab_trust,
+            settings=settings(port),
+            now=datetime.now(UTC),
+        )
+    if why is None:
+        assert outcome.status is AddressStatus.TESTED
+        assert outcome.tls is not None
+        assert len(peers) == 1
+        return
+    assert outcome.status is AddressStatus.NOT_TESTABLE
+    assert outcome.reason is not None
+    assert outcome.reason.startswith("invalid-mx-name: ")
+    assert why in outcome.reason
+    assert peers == []
+
+
+# ---------------------------------------------------------------- STARTTLS answered by no reply
+
+
+async def _close_on_starttls(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.line()
+
+
+async def _reset_on_starttls(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.line()
+    assert isinstance(peer.stream, trio.SocketStream)
+    # SO_LINGER 0: the close sends a reset instead of a FIN.
+    peer.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+async def _garbage_on_starttls(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"hello?\r\n")
+    await peer.line()  # the best-effort QUIT
+
+
+async def _oversized_on_starttls(peer: Peer) -> None:
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"454-" + b"x" * 100 + b"\r\n")
+    await peer.line()  # the best-effort QUIT
+
+
+async def _close_on_hidden_starttls(peer: Peer) -> None:
+    await greet_and_ehlo(peer, b"250 mx\r\n")
+    await peer.line()
+
+
+@pytest.mark.parametrize(
+    ("script", "changes", "advertised", "text"),
+    [
+        pytest.param(_close_on_starttls, {}, True, "connection closed", id="closed"),
+        pytest.param(_reset_on_starttls, {}, True, "connection closed", id="reset"),
+        pytest.param(
+            _garbage_on_starttls,
+            {},
+            True,
+            "protocol-error: reply line does not start with a reply code: 'hello?'",
+            id="malformed",
+        ),
+        pytest.param(
+            _oversized_on_starttls,
+            {"limits": SmtpLimits(max_line_length=64, max_reply_bytes=1024)},
+            True,
+            "protocol-error: reply line longer than 64 bytes",
+            id="over-the-cap",
+        ),
+        pytest.param(
+            _close_on_hidden_starttls, {}, False, "connection closed", id="closed-not-advertised"
+        ),
+    ],
+)
+async def test_starttls_without_a_reply_is_tested(
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    script: Script,
+    changes: dict[str, Any],
+    advertised: bool,
+    text: str,
+) -> None:
+    """DESIGN §5: anything but 220 to STARTTLS is a finding; the twin (no reply in time)
+    is `timeout:starttls` among the not-testable cases."""
+    port, _ = await start_server(nursery, script)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust, **changes)
+    assert outcome.status is AddressStatus.TESTED
+    assert outcome.reason is None
+    assert outcome.starttls_advertised is advertised
+    assert (outcome.starttls_reply, outcome.starttls_reply_text) == (None, text)
+    assert outcome.tls is None
+    assert outcome.handshake_error is None
+
+
+# ---------------------------------------------------------------- injection in a later write
+
+
+async def _late_injection(peer: Peer, *, delay: float) -> None:
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
+    await trio.sleep(delay)
+    await peer.send(b"250 late\r\n")
+    tls = trio.SSLStream(
+        peer.stream, default_mint().context(CertificateKind.GOOD, MX), server_side=True
+    )
+    await tls.do_handshake()
+    secure = Peer(tls)
+    await secure.expect(b"EHLO", b"250 mx\r\n")
+    await secure.expect(b"QUIT", b"221 bye\r\n")
+
+
+@pytest.mark.parametrize(
+    ("delay", "wait", "injected"),
+    [
+        pytest.param(0.02, 0.5, len(b"250 late\r\n"), id="late-write-counted"),
+        pytest.param(0.0, 0.5, len(b"250 late\r\n"), id="immediate-write-counted"),
+        # The twin: the probe does not wait, so the late bytes reach TLS and break it.
+        pytest.param(0.02, 0.0, 0, id="no-wait"),
+    ],
+)
+async def test_injection_in_a_later_write(
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    delay: float,
+    wait: float,
+    injected: int,
+) -> None:
+    async def script(peer: Peer) -> None:
+        await _late_injection(peer, delay=delay)
+
+    port, _ = await start_server(nursery, script)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust, injection_wait=wait)
+    assert outcome.status is AddressStatus.TESTED
+    assert outcome.plaintext_injection == injected
+    if injected:
+        assert "[plaintext after 220] 250 late\\r\\n" in outcome.transcript
+        assert outcome.tls is not None  # the injected bytes were not handed to TLS
+        assert outcome.handshake_error is None
+    else:
+        assert outcome.tls is None
+        assert outcome.handshake_error is not None
+
+
+async def test_injection_wait_leaves_a_quiet_tls_server_alone(
+    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+) -> None:
+    port, _ = await start_server(nursery, good_tls_session)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust, injection_wait=0.2)
+    assert outcome.plaintext_injection == 0
+    assert outcome.tls is not None
+    assert outcome.certificate is not None
+    assert outcome.certificate.chain.trusted
+    assert outcome.after_tls_error is None
+
+
+# ---------------------------------------------------------------- always QUIT
+
+
+async def listen(peer: Peer) -> None:
+    """Record the client's lines until it closes."""
+    with trio.move_on_after(STEP * 3):
+        try:
+            while True:
+                await peer.line()
+        except trio.BrokenResourceError:
+            pass
+
+
+async def _malformed_greeting_then_listen(peer: Peer) -> None:
+    await peer.send(b"hello there\r\n")
+    await listen(peer)
+
+
+async def _flood_ehlo_then_listen(peer: Peer) -> None:
+    await peer.send(b"220 mx ESMTP\r\n")
+    await peer.line()
+    await peer.send(b"250-flood\r\n" * 200)
+    await listen(peer)
+
+
+async def _silent_then_listen(peer: Peer) -> None:
+    await listen(peer)
+
+
+async def _stall_ehlo_then_listen(peer: Peer) -> None:
+    await peer.send(b"220 mx ESMTP\r\n")
+    await listen(peer)
+
+
+async def _garble_ehlo_after_tls_then_listen(peer: Peer) -> None:
+    secure = await tls_peer(peer)
+    await secure.expect(b"EHLO", b"garbage\r\n")
+    await listen(secure)
+    peer.received += secure.received
+
+
+async def _close_on_ehlo_then_listen(peer: Peer) -> None:
+    await peer.send(b"220 mx ESMTP\r\n")
+    await peer.line()
+
+
+@pytest.mark.parametrize(
+    ("script", "changes", "quit_sent"),
+    [
+        pytest.param(_malformed_greeting_then_listen, {}, True, id="malformed-greeting"),
+        pytest.param(
+            _flood_ehlo_then_listen,
+            {"limits": SmtpLimits(max_lines_per_reply=100)},
+            True,
+            id="reply-cap",
+        ),
+        pytest.param(_silent_then_listen, {"step_timeout": 0.3}, True, id="greeting-timeout"),
+        pytest.param(_stall_ehlo_then_listen, {"step_timeout": 0.3}, True, id="ehlo-timeout"),
+        pytest.param(
+            _stall_ehlo_then_listen,
+            {"step_timeout": 5.0, "total_timeout": 0.3},
+            True,
+            id="session-deadline",
+        ),
+        pytest.param(_garble_ehlo_after_tls_then_listen, {}, True, id="malformed-after-tls"),
+        # The twin: the server closed, so there is nobody to say QUIT to.
+        pytest.param(_close_on_ehlo_then_listen, {}, False, id="closed"),
+    ],
+)
+async def test_quit_after_trouble(
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    script: Script,
+    changes: dict[str, Any],
+    quit_sent: bool,
+) -> None:
+    """DESIGN §6 "Always QUIT": a best-effort QUIT after a fault or a deadline."""
+    port, peers = await start_server(nursery, script)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust, **changes)
+        await peers[0].done.wait()
+    assert (peers[0].received[-1:] == [b"QUIT"]) is quit_sent
+    assert ("C: QUIT" in outcome.transcript) is quit_sent

@@ -112,6 +112,8 @@ def apply(client: SmtpClient, move: ClientInput) -> object:
             return feed(client, b"")
         case ClientInput.SERVER_FAULT:
             return feed(client, b"2x0 garbage\r\n")
+        case ClientInput.ABANDON:
+            return client.abandon_with_quit()
     raise AssertionError(move)
 
 
@@ -165,6 +167,32 @@ def test_commands_are_single_crlf_lines() -> None:
     assert client.send_starttls() == b"STARTTLS\r\n"
     assert feed(client, b"454 no\r\n") == Reply(454, ("no",), ("454 no",))
     assert client.send_quit() == b"QUIT\r\n"
+
+
+@pytest.mark.parametrize(
+    ("state", "allowed"),
+    [
+        pytest.param(ClientState.GREETING, True, id="greeting-outstanding"),
+        pytest.param(ClientState.EHLO_SENT, True, id="ehlo-outstanding"),
+        pytest.param(ClientState.STARTTLS_SENT, True, id="starttls-outstanding"),
+        pytest.param(ClientState.ERROR, True, id="server-fault"),
+        # The twins: nothing outstanding (plain QUIT serves), or QUIT already sent.
+        pytest.param(ClientState.SESSION, False, id="session"),
+        pytest.param(ClientState.QUIT_SENT, False, id="quit-sent"),
+        pytest.param(ClientState.TLS, False, id="mid-handshake"),
+    ],
+)
+def test_abandon_with_quit(state: ClientState, allowed: bool) -> None:
+    """DESIGN §6 "Always QUIT": a deadline or a server fault still gets a QUIT."""
+    client = client_in(state)
+    if allowed:
+        assert client.abandon_with_quit() == b"QUIT\r\n"
+        assert client.state is ClientState.CLOSED
+        assert client.next_event() is PAUSED
+    else:
+        with pytest.raises(SmtpProtocolError):
+            client.abandon_with_quit()
+        assert client.state is state
 
 
 @pytest.mark.parametrize(

@@ -423,6 +423,10 @@ def test_ehlo_parse_recovers_every_keyword(lines: list[tuple[str, list[str]]]) -
         pytest.param(["XXXXAXXX"], None, id="letter-inside"),
         pytest.param(["XXXXXXX1"], None, id="trailing-digit"),
         pytest.param([], None, id="no-keywords"),
+        # Cisco masks other extensions the same way; STARTTLS itself is then still there.
+        pytest.param(["STARTTLS", "XXXXXXXB"], None, id="other-extension-masked"),
+        pytest.param(["XXXXXXXB", "starttls"], None, id="other-extension-masked-lower-case"),
+        pytest.param(["STARTTLSX", "XXXXXXXB"], "XXXXXXXB", id="no-real-starttls"),
     ],
 )
 def test_find_masked_starttls(keywords: list[str], found: str | None) -> None:
@@ -436,8 +440,13 @@ def test_no_mask_found_without_seven_xs(keywords: list[str]) -> None:
 
 @given(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), st.lists(ehlo_keywords, max_size=4))
 def test_mask_found_among_other_keywords(letter: str, others: list[str]) -> None:
-    others = [k for k in others if find_masked_starttls([k]) is None]
+    others = [k for k in others if find_masked_starttls([k]) is None and k.upper() != "STARTTLS"]
     assert find_masked_starttls([*others, "X" * 7 + letter, *others]) == "X" * 7 + letter
+
+
+@given(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), st.lists(ehlo_keywords, max_size=4))
+def test_no_mask_beside_a_real_starttls(letter: str, others: list[str]) -> None:
+    assert find_masked_starttls([*others, "X" * 7 + letter, "StartTLS", *others]) is None
 
 
 @pytest.mark.parametrize(

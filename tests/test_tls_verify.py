@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scanner.lab.certificates import issue_via_intermediate
 from scanner.models import TlsSession
 from scanner.net.tls import (
     NO_CERTIFICATE_ERROR,
@@ -227,6 +228,56 @@ def test_verdict_properties(ca: trustme.CA, trust: TrustStore) -> None:
     )
     assert early.not_yet_valid
     assert not early.expired
+
+
+def pem_chain_der(chain_pem: bytes) -> list[bytes]:
+    return [
+        certificate.public_bytes(serialization.Encoding.DER)
+        for certificate in x509.load_pem_x509_certificates(chain_pem)
+    ]
+
+
+GOOD_DATES = (NOW - DAY, NOW + 10 * DAY)
+PAST_DATES = (NOW - 10 * DAY, NOW - DAY)
+FUTURE_DATES = (NOW + DAY, NOW + 10 * DAY)
+
+
+@pytest.mark.parametrize(
+    ("intermediate", "leaf", "error", "depth"),
+    [
+        pytest.param(
+            PAST_DATES, GOOD_DATES, "X509_V_ERR_CERT_HAS_EXPIRED", 1, id="intermediate-expired"
+        ),
+        pytest.param(
+            FUTURE_DATES, GOOD_DATES, "X509_V_ERR_CERT_NOT_YET_VALID", 1, id="intermediate-early"
+        ),
+        pytest.param(GOOD_DATES, PAST_DATES, "X509_V_ERR_CERT_HAS_EXPIRED", 0, id="leaf-expired"),
+        pytest.param(GOOD_DATES, GOOD_DATES, None, None, id="all-valid"),
+    ],
+)
+def test_verify_names_the_failing_depth(
+    ca: trustme.CA,
+    trust: TrustStore,
+    intermediate: tuple[datetime, datetime],
+    leaf: tuple[datetime, datetime],
+    error: str | None,
+    depth: int | None,
+) -> None:
+    material = issue_via_intermediate(
+        ca, "mx.example.net", intermediate_validity=intermediate, leaf_validity=leaf
+    )
+    verdict = trust.verify(pem_chain_der(material.chain_pem), NOW)
+    assert (verdict.verify_error, verdict.error_depth) == (error, depth)
+
+
+def test_error_depth_counts_in_the_presented_chain(ca: trustme.CA, trust: TrustStore) -> None:
+    """An unrelated certificate between leaf and intermediate does not shift the depth."""
+    material = issue_via_intermediate(
+        ca, "mx.example.net", intermediate_validity=PAST_DATES, leaf_validity=GOOD_DATES
+    )
+    leaf, intermediate = pem_chain_der(material.chain_pem)
+    verdict = trust.verify([leaf, self_signed_der(), intermediate], NOW)
+    assert (verdict.verify_error, verdict.error_depth) == ("X509_V_ERR_CERT_HAS_EXPIRED", 2)
 
 
 @pytest.mark.parametrize(

@@ -162,7 +162,8 @@ def _day(moment: datetime) -> str:
 
 def _reply(outcome: ProbeOutcome) -> str:
     if outcome.starttls_reply is None:
-        return "no reply"
+        what = (outcome.starttls_reply_text or "").strip()
+        return f"no reply ({what})" if what else "no reply"
     text = (outcome.starttls_reply_text or "").strip()
     return f"{outcome.starttls_reply} {text}".strip()
 
@@ -180,11 +181,14 @@ def starttls_status(outcome: ProbeOutcome) -> StartTlsStatus | None:
 
     The probe always sends STARTTLS, advertised or not (DESIGN §5), which tells a stripped
     advertisement (command accepted) from a missing one (command refused). A masked
-    keyword wins over everything: it is the middlebox signature.
+    keyword wins when STARTTLS itself is not advertised: it is the middlebox signature
+    (the same middleboxes mask other extensions alike, `XXXXXXXB` beside a real STARTTLS).
+    DESIGN §5: STARTTLS answered by anything but 220 is refused (advertised) or missing
+    (not advertised); a close or a malformed reply (`starttls_reply` None) is no 220.
     """
     if outcome.status is not AddressStatus.TESTED:
         return None
-    if outcome.masked_keyword is not None:
+    if outcome.masked_keyword is not None and not outcome.starttls_advertised:
         return StartTlsStatus.GARBLED
     accepted = outcome.starttls_reply == STARTTLS_READY
     if outcome.starttls_advertised:
@@ -205,6 +209,36 @@ def _weak_version(outcome: ProbeOutcome) -> bool:
     return outcome.tls is not None and outcome.tls.version in VERSIONS_BELOW_TLS_1_2
 
 
+def _issuer_date_problem(outcome: ProbeOutcome) -> str | None:
+    """Words for an expired or not-yet-valid certificate above the leaf, or None.
+
+    DESIGN §5: only the leaf's expiry is `certificate-expired`; a CA certificate of the
+    chain out of its dates makes the chain untrusted. The date comes from the chain
+    summaries of the session when the verdict's depth points into them.
+    """
+    check = outcome.certificate
+    if check is None:
+        return None
+    chain = check.chain
+    depth = chain.error_depth
+    if depth is None or depth == 0 or not (chain.expired or chain.not_yet_valid):
+        return None
+    summaries = outcome.tls.chain if outcome.tls is not None else ()
+    summary = summaries[depth] if depth < len(summaries) else None
+    role = "intermediate" if depth < len(summaries) else "CA"
+    if chain.expired:
+        when = f" on {_day(summary.not_after)}" if summary is not None else ""
+        return f"{role} certificate at depth {depth} expired{when}"
+    when = f" before {_day(summary.not_before)}" if summary is not None else ""
+    return f"{role} certificate at depth {depth} is not valid{when}"
+
+
+def _leaf_error(outcome: ProbeOutcome) -> bool:
+    """Does the verifier's error concern the leaf (depth 0, or depth unknown)?"""
+    check = outcome.certificate
+    return check is not None and check.chain.error_depth in (None, 0)
+
+
 def _certificate_problems(
     outcome: ProbeOutcome, at: datetime | None
 ) -> tuple[bool, str | None, str | None, bool]:
@@ -212,21 +246,24 @@ def _certificate_problems(
 
     The verifier reports one `X509_V_ERR_*` only, so the leaf dates are also compared
     with the scan time `at` when it is given: a self-signed leaf can be expired too.
+    An expired or not-yet-valid certificate above the leaf is a not-trusted reason
+    (its `X509_V_ERR_*` name), never a leaf expiry.
     """
     check = outcome.certificate
     if check is None:
         return False, None, None, False
     leaf = check.leaf
-    expired = check.chain.expired
+    on_leaf = _leaf_error(outcome)
+    expired = check.chain.expired and on_leaf
     untrusted: str | None = None
     not_yet_valid: str | None = None
     error = check.chain.verify_error
-    if not check.chain.trusted and not check.chain.expired:
+    if not check.chain.trusted and not expired:
         if error == X509_HOSTNAME_MISMATCH:
             pass  # a name problem, reported below as certificate-host-mismatch
         else:
             untrusted = error or "X509_V_ERR_UNSPECIFIED"
-    if check.chain.not_yet_valid:
+    if check.chain.not_yet_valid and on_leaf:
         not_yet_valid = _day(leaf.not_before)
     if at is not None:
         now = as_utc(at)
@@ -360,11 +397,13 @@ def indicators_for(
                     f"certificate expired on {_day(check.leaf.not_after)}",
                 )
             if untrusted is not None:
-                detail = (
-                    f"certificate not valid before {not_yet_valid} ({untrusted})"
-                    if untrusted == X509_NOT_YET_VALID and not_yet_valid
-                    else f"certificate not trusted: {untrusted}"
-                )
+                issuer_problem = _issuer_date_problem(outcome)
+                if issuer_problem is not None and untrusted == check.chain.verify_error:
+                    detail = f"certificate not trusted: {issuer_problem} ({untrusted})"
+                elif untrusted == X509_NOT_YET_VALID and not_yet_valid:
+                    detail = f"certificate not valid before {not_yet_valid} ({untrusted})"
+                else:
+                    detail = f"certificate not trusted: {untrusted}"
                 add(IndicatorCode.CERTIFICATE_NOT_TRUSTED, detail)
             if mismatch:
                 names = ", ".join(check.leaf.san) or "no DNS name"

@@ -359,11 +359,16 @@ def find_masked_starttls(keywords: Iterable[str]) -> str | None:
     """The first keyword that looks like a masked STARTTLS, upper-cased, or None.
 
     A masked STARTTLS keeps the keyword's length (8) and is made of X's, possibly
-    ending in another letter: ``XXXXXXXA``, ``XXXXXXXX``.
+    ending in another letter: ``XXXXXXXA``, ``XXXXXXXX``. The same inspection masks
+    other extensions alike (``XXXXXXXB``), so when STARTTLS itself is among
+    ``keywords`` no mask stands for it and the answer is None.
     """
-    for keyword in keywords:
+    listed = [keyword.upper() for keyword in keywords]
+    if "STARTTLS" in listed:
+        return None
+    for keyword in listed:
         if _MASKED_STARTTLS.fullmatch(keyword):
-            return keyword.upper()
+            return keyword
     return None
 
 
@@ -416,6 +421,7 @@ class ClientInput(StrEnum):
     TLS_ESTABLISHED = "tls-established"
     SERVER_CLOSED = "server-closed"
     SERVER_FAULT = "server-fault"  # malformed reply or limit exceeded
+    ABANDON = "abandon"  # the caller gives up on the session and says QUIT without waiting
 
 
 _S = ClientState
@@ -472,6 +478,10 @@ for _state in _S:
         _transitions[(_state, _I.SERVER_CLOSED)] = _S.CLOSED
 for _state in AWAITING_REPLY:
     _transitions[(_state, _I.SERVER_FAULT)] = _S.ERROR
+# DESIGN §6 "Always QUIT": a reply that never came (a phase deadline) or a reply
+# stream that broke the grammar or a limit still earns a best-effort QUIT.
+for _state in (*(AWAITING_REPLY - {_S.QUIT_SENT}), _S.ERROR):
+    _transitions[(_state, _I.ABANDON)] = _S.CLOSED
 
 TRANSITIONS: Final[Mapping[tuple[ClientState, ClientInput], ClientState]] = MappingProxyType(
     _transitions
@@ -511,6 +521,15 @@ class SmtpClient:
     def send_quit(self) -> bytes:
         """``QUIT`` (RFC 5321 §4.1.1.10)."""
         return self._command(ClientInput.SEND_QUIT, "QUIT")
+
+    def abandon_with_quit(self) -> bytes:
+        """``QUIT`` without awaiting the outstanding reply, or after a server fault.
+
+        For the caller's best-effort goodbye when a phase deadline passed or the
+        server broke the grammar or a limit (``ClientState.ERROR``): the client is
+        ``CLOSED`` afterwards and parses nothing more.
+        """
+        return self._command(ClientInput.ABANDON, "QUIT")
 
     def tls_established(self) -> None:
         """The caller completed the handshake: drop plaintext leftovers, parse afresh.

@@ -13,6 +13,8 @@ other kind of certificate is wrong in exactly one way:
 | unknown-ca           | leaf (other CA)     | X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY  |
 | self-signed          | the leaf itself     | X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT        |
 | missing-intermediate | leaf (intermediate) | X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY  |
+| expired-intermediate | leaf, intermediate  | X509_V_ERR_CERT_HAS_EXPIRED at depth 1; the   |
+|                      |                     | leaf itself is valid                          |
 
 Keys are ECDSA P-256 (fast to make). The mint is process-wide (`default_mint()`),
 so many labs in one test run share the CA and the leaves.
@@ -155,6 +157,13 @@ class CertificateMint:
                 return _material(self._intermediate.issue_cert(hostname), leaf_only=True)
             case CertificateKind.SELF_SIGNED:
                 return _self_signed(hostname, now)
+            case CertificateKind.EXPIRED_INTERMEDIATE:
+                return issue_via_intermediate(
+                    self.ca,
+                    hostname,
+                    intermediate_validity=(now - 400 * day, now - 30 * day),
+                    leaf_validity=(now - day, now + VALIDITY_DAYS * day),
+                )
 
 
 @functools.cache
@@ -168,6 +177,96 @@ def _material(leaf: trustme.LeafCert, *, leaf_only: bool = False) -> LeafMateria
     return LeafMaterial(
         chain_pem=b"".join(pem.bytes() for pem in pems),
         key_pem=leaf.private_key_pem.bytes(),
+    )
+
+
+def _private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def issue_via_intermediate(
+    ca: trustme.CA,
+    hostname: str,
+    *,
+    intermediate_validity: tuple[datetime.datetime, datetime.datetime],
+    leaf_validity: tuple[datetime.datetime, datetime.datetime],
+) -> LeafMaterial:
+    """A leaf for `hostname` under a fresh intermediate of `ca`, each with the dates given.
+
+    trustme's `create_child_ca` takes no validity dates, hence this. The chain
+    served is the leaf, then the intermediate (RFC 8446 §4.4.2 order).
+    """
+    root = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    root_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    if not isinstance(root_key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the lab CA key is expected to be ECDSA")
+    intermediate_key = ec.generate_private_key(ec.SECP256R1())
+    intermediate_name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "scanner lab"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "scanner lab intermediate"),
+        ]
+    )
+    intermediate = (
+        x509.CertificateBuilder()
+        .subject_name(intermediate_name)
+        .issuer_name(root.subject)
+        .public_key(intermediate_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(intermediate_validity[0])
+        .not_valid_after(intermediate_validity[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(intermediate_key.public_key()),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
+            critical=False,
+        )
+        .sign(root_key, hashes.SHA256())
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .issuer_name(intermediate_name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(leaf_validity[0])
+        .not_valid_after(leaf_validity[1])
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(intermediate_key.public_key()),
+            critical=False,
+        )
+        .sign(intermediate_key, hashes.SHA256())
+    )
+    return LeafMaterial(
+        chain_pem=b"".join(
+            certificate.public_bytes(serialization.Encoding.PEM)
+            for certificate in (leaf, intermediate)
+        ),
+        key_pem=_private_key_pem(leaf_key),
     )
 
 
@@ -188,11 +287,7 @@ def _self_signed(hostname: str, now: datetime.datetime) -> LeafMaterial:
     )
     return LeafMaterial(
         chain_pem=certificate.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+        key_pem=_private_key_pem(key),
     )
 
 

@@ -12,6 +12,9 @@ Wire forms used (RFC 5321 §4.2 replies, RFC 3207 §4 STARTTLS):
 - masked keyword: `250-XXXXXXXA`, STARTTLS answered `500 #5.5.1 command not recognized`
   (the signature of an SMTP-inspecting firewall);
 - plaintext injection: `220 2.0.0 Ready to start TLS\\r\\n250 injected\\r\\n` in one write;
+- late injection: the 220, then `250 injected\\r\\n` in a write `LATE_INJECTION_DELAY` later;
+- STARTTLS close: the connection is closed in answer to STARTTLS (no reply at all);
+- handshake stall: the 220, then silence (the ClientHello is read and ignored);
 - weak TLS: a good dialogue whose TLS side speaks only TLS 1.0 and 1.1 (RFC 8996
   deprecates both), so a client refusing them fails the handshake.
 """
@@ -35,6 +38,7 @@ NO_TLS_GARBAGE = b"this is not TLS, just plaintext\r\n"
 EXTENSIONS = ("PIPELINING", "SIZE 10240000", "STARTTLS", "ENHANCEDSTATUSCODES", "8BITMIME")
 MASKED_STARTTLS = "XXXXXXXA"
 INJECTED = b"250 injected\r\n"
+LATE_INJECTION_DELAY = 0.02  # seconds between the 220 and the late plaintext
 
 Send = Callable[[bytes], Awaitable[None]]
 
@@ -232,6 +236,17 @@ class _Session:
                 elif behaviour is SmtpBehaviour.PLAINTEXT_INJECTION:
                     await send(b"220 2.0.0 Ready to start TLS\r\n" + INJECTED)
                     return await self._start_tls()
+                elif behaviour is SmtpBehaviour.LATE_INJECTION:
+                    await send(b"220 2.0.0 Ready to start TLS\r\n")
+                    await trio.sleep(LATE_INJECTION_DELAY)
+                    await send(INJECTED)
+                    return await self._start_tls()
+                elif behaviour is SmtpBehaviour.STARTTLS_CLOSE:
+                    return None  # the handler closes the connection
+                elif behaviour is SmtpBehaviour.HANDSHAKE_STALL:
+                    await send(b"220 2.0.0 Ready to start TLS\r\n")
+                    await self._drain()
+                    return None
                 else:
                     await send(b"220 2.0.0 Ready to start TLS\r\n")
                     return await self._start_tls()

@@ -98,6 +98,9 @@ class SmtpBehaviour(StrEnum):
     CLOSED = "closed"  # no listener: connection refused
     STARTTLS_AFTER_TLS = "starttls-after-tls"  # advertises STARTTLS again after TLS
     WEAK_TLS = "weak-tls"  # good dialogue, but TLS 1.0 and 1.1 only
+    STARTTLS_CLOSE = "starttls-close"  # STARTTLS advertised; the command closes the connection
+    HANDSHAKE_STALL = "handshake-stall"  # 220 to STARTTLS, then never speaks again
+    LATE_INJECTION = "late-injection"  # 220 to STARTTLS, plaintext ~20 ms later, then TLS
 
 
 class PolicyBehaviour(StrEnum):
@@ -124,6 +127,7 @@ class CertificateKind(StrEnum):
     SELF_SIGNED = "self-signed"
     WILDCARD = "wildcard"
     MISSING_INTERMEDIATE = "missing-intermediate"
+    EXPIRED_INTERMEDIATE = "expired-intermediate"  # valid leaf under an expired intermediate
 
 
 POLICY_CERTIFICATES: Mapping[PolicyBehaviour, CertificateKind] = MappingProxyType(

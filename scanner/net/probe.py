@@ -15,15 +15,33 @@ RCPT and DATA are never sent.
 module only moves them, holds one deadline per phase (`ProbeSettings.step_timeout`)
 inside one deadline for the whole session (`total_timeout`), and records facts.
 
-Failures are values. Before the 220 to STARTTLS, a timeout, a close by the server
-or a reply that breaks the grammar or a limit makes the address *not testable*
-(`reason` = `timeout:<phase>`, `closed:<phase>`, `protocol-error: <why>`), as do a
-refused greeting (`busy:<code> <text>`) and connect errors (`connect-refused`,
-`connect-failed: <errno name>`). From the 220 on, the session counts as *tested*:
-a handshake that fails, stalls or is cut off sets `handshake_error`, and trouble
-after the handshake sets `after_tls_error` (`timeout:<phase>`, `closed:<phase>`,
-`protocol-error:<phase>: <why>`, or `ehlo-after-tls rejected: <code> <text>`),
-keeping what was learnt. Only the first such trouble is kept.
+Failures are values. An MX name that DNS allows but that is no hostname
+(`-mx.example`, `*.example`) is *not testable* (`invalid-mx-name: <why>`) and is
+never contacted: it could be neither SNI nor a certificate reference identity.
+Before STARTTLS is answered, a timeout, a close by the server or a reply that
+breaks the grammar or a limit makes the address not testable (`reason` =
+`timeout:<phase>`, `closed:<phase>`, `protocol-error: <why>`), as do a refused
+greeting (`busy:<code> <text>`) and connect errors (`connect-refused`,
+`connect-failed: <errno name>`). A phase timeout is never a finding (DESIGN §5),
+so a handshake that stalls is not testable either (`timeout:handshake`), as is
+a STARTTLS command left unanswered (`timeout:starttls`).
+
+Whatever else answers STARTTLS is a finding and the session counts as *tested*:
+a reply other than 220, and also a close, a reset or a malformed reply
+(`starttls_reply` None, `starttls_reply_text` saying what happened). From the
+220 on, a handshake that fails (close, garbage, alert) sets `handshake_error`,
+and trouble after the handshake sets `after_tls_error` (`timeout:<phase>`,
+`closed:<phase>`, `protocol-error:<phase>: <why>`, or
+`ehlo-after-tls rejected: <code> <text>`), keeping what was learnt. Only the
+first such trouble is kept.
+
+Plaintext injection (RFC 3207 §4.2): bytes past the 220 to STARTTLS, whether in
+the same read or arriving within `ProbeSettings.injection_wait`, are counted and
+never handed to TLS.
+
+DESIGN §6 "Always QUIT": after a reply-cap breach, a malformed reply or a phase
+timeout, a best-effort QUIT is sent (within `QUIT_GRACE`, no reply awaited,
+errors ignored) while the connection is still open.
 """
 
 from __future__ import annotations
@@ -38,8 +56,11 @@ import trio
 from OpenSSL import SSL
 
 from scanner.core.addresses import is_address_allowed
+from scanner.core.names import InvalidHostname, normalize_hostname
 from scanner.core.smtp import (
     NEED_DATA,
+    TRANSITIONS,
+    ClientInput,
     ConnectionClosed,
     LimitExceeded,
     MalformedReply,
@@ -56,6 +77,8 @@ RECEIVE_CHUNK: Final = 4096  # bytes per read; the client buffers at most a line
 TRANSCRIPT_MAX_LINES: Final = 100
 TRANSCRIPT_MAX_LINE_LENGTH: Final = 200
 CLOSE_GRACE: Final = 1.0  # seconds allowed for a polite close (TLS close_notify)
+QUIT_GRACE: Final = 1.0  # seconds at most for a best-effort QUIT after trouble
+INJECTION_CAP: Final = 64 * 1024  # bytes of injected plaintext read at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +91,9 @@ class ProbeSettings:
     total_timeout: float = 60.0  # seconds, the whole session
     allow_private: bool = False
     limits: SmtpLimits = field(default_factory=SmtpLimits)
+    # seconds to wait after the 220 to STARTTLS for plaintext sent in a later write
+    # (a TLS server says nothing before the ClientHello, so this costs only time)
+    injection_wait: float = 0.1
 
 
 # ---------------------------------------------------------------- transcript
@@ -282,6 +308,25 @@ class _Session:
         self.outcome = replace(self.outcome, local_ip=str(local[0]))
         self.transcript.add(f"[connected to {self.ip} port {self.settings.smtp_port}]")
 
+    async def abandon(self) -> None:
+        """Best-effort QUIT after a deadline or a server fault (DESIGN §6 "Always QUIT").
+
+        Only where the client still may say it (a reply outstanding, or a server fault)
+        and the connection is open; within `QUIT_GRACE` seconds, no reply awaited, any
+        trouble ignored. Cancellation from the caller propagates.
+        """
+        if self.stream is None or (self.client.state, ClientInput.ABANDON) not in TRANSITIONS:
+            return
+        command = self.client.abandon_with_quit()
+        self.transcript.sent(command)
+        with trio.move_on_after(min(QUIT_GRACE, self.settings.step_timeout)):
+            try:
+                await self.stream.send_all(command)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.transcript.add("[QUIT not delivered: connection gone]")
+            return
+        self.transcript.add("[QUIT not delivered: timeout]")
+
     async def refuse(self, reply: Reply) -> None:
         """The server declined the session with `reply`: QUIT, then give up."""
         self.refusal = _busy_reason(reply)
@@ -317,7 +362,21 @@ class _Session:
         else:
             await self.refuse(ehlo)
 
-        starttls = await self.exchange(Phase.STARTTLS, self.client.send_starttls())
+        try:
+            starttls = await self.exchange(Phase.STARTTLS, self.client.send_starttls())
+        except _Interrupted as interrupted:
+            if interrupted.reason.startswith("timeout:"):
+                raise  # DESIGN §5: a phase timeout is not testable
+            # DESIGN §5: STARTTLS answered by anything but 220 is refused or missing;
+            # a close, a reset or a malformed reply is no 220 either.
+            closed = interrupted.reason.startswith("closed:")
+            self.outcome = replace(
+                self.outcome,
+                starttls_reply=None,
+                starttls_reply_text="connection closed" if closed else interrupted.reason,
+            )
+            await self.abandon()
+            return
         self.outcome = replace(
             self.outcome, starttls_reply=starttls.code, starttls_reply_text=starttls.text
         )
@@ -327,18 +386,40 @@ class _Session:
         self.tls_started = True
         await self.secure()
 
-    async def secure(self) -> None:
-        """Handshake and the post-TLS EHLO; failures here are recorded, never raised."""
-        # RFC 3207 §4.2 / Poddebniak et al. 2021: bytes past the 220 are plaintext
-        # injection; they are counted and never handed to TLS.
-        injected = self.client.trailing_data
+    async def collect_injection(self) -> None:
+        """Count the plaintext past the 220 to STARTTLS: RFC 3207 §4.2, Poddebniak et al. 2021.
+
+        The bytes read along with the 220, and whatever arrives within
+        `injection_wait` seconds after it (a TLS server says nothing before the
+        ClientHello), up to `INJECTION_CAP` bytes. They are never handed to TLS.
+        """
+        assert self.tcp is not None
+        injected = bytearray(self.client.trailing_data)
+        if self.settings.injection_wait > 0:
+            with trio.move_on_after(self.settings.injection_wait):
+                while len(injected) < INJECTION_CAP:
+                    try:
+                        data = await self.tcp.receive_some(RECEIVE_CHUNK)
+                    except trio.BrokenResourceError:
+                        break  # reset: the handshake will say so
+                    if not data:
+                        break  # closed: likewise
+                    injected += data
         if injected:
             self.outcome = replace(self.outcome, plaintext_injection=len(injected))
             self.transcript.add(
                 "[plaintext after 220] " + injected.decode("ascii", errors="backslashreplace")
             )
+
+    async def secure(self) -> None:
+        """Handshake and the post-TLS EHLO; failures are recorded, a stall is raised.
+
+        Raises `_Interrupted("timeout:handshake")` when the handshake does not end
+        within the phase deadline (DESIGN §5: not testable).
+        """
         assert self.tcp is not None
         self.phase = Phase.HANDSHAKE
+        await self.collect_injection()
         with trio.move_on_after(self.settings.step_timeout):
             result = await start_tls(self.tcp, self.context, _sni(self.hostname))
             if isinstance(result, TlsFailure):
@@ -356,9 +437,8 @@ class _Session:
             self.outcome = replace(self.outcome, tls=session, certificate=certificate)
             self.client.tls_established()
         if self.outcome.tls is None:
-            self.outcome = replace(self.outcome, handshake_error="timeout:handshake")
-            self.transcript.add("[tls] handshake failed: timeout:handshake")
-            return
+            self.transcript.add("[timeout during handshake]")
+            raise _Interrupted("timeout:handshake")
 
         try:
             ehlo = await self.exchange(
@@ -366,6 +446,8 @@ class _Session:
             )
         except _Interrupted as interrupted:
             self.note_after_tls(_after_tls_error(interrupted.reason, Phase.EHLO_AFTER_TLS))
+            if interrupted.reason.startswith("protocol-error"):
+                await self.abandon()  # the TLS stream is healthy: say goodbye on it
             return  # the TLS facts stand
         if ehlo.code == 250:
             parsed = parse_ehlo_reply(ehlo)
@@ -413,7 +495,8 @@ async def probe(
 
     Never raises for anything the server or the network does; cancellation from
     the caller propagates. `now` is the time certificates are verified at. An
-    address `is_address_allowed` refuses is not contacted at all.
+    address `is_address_allowed` refuses is not contacted at all, nor is any
+    address of an MX name that is no hostname (`invalid_mx_name`).
     """
     if not is_address_allowed(ip, allow_private=settings.allow_private):
         return ProbeOutcome(
@@ -421,6 +504,11 @@ async def probe(
             ip=ip,
             status=AddressStatus.NOT_TESTABLE,
             reason="address-not-allowed",
+        )
+    invalid = invalid_mx_name(hostname)
+    if invalid is not None:
+        return ProbeOutcome(
+            hostname=hostname, ip=ip, status=AddressStatus.NOT_TESTABLE, reason=invalid
         )
     session = _Session(hostname, ip, context=context, trust=trust, settings=settings, now=now)
     reason: str | None = None
@@ -433,13 +521,31 @@ async def probe(
         if total.cancelled_caught:
             phase = session.phase
             session.transcript.add(f"[session deadline during {phase.value}]")
-            if phase is Phase.HANDSHAKE and session.outcome.tls is None:
-                session.outcome = replace(session.outcome, handshake_error="timeout:handshake")
-            elif phase in (Phase.EHLO_AFTER_TLS, Phase.QUIT):
+            if phase in (Phase.EHLO_AFTER_TLS, Phase.QUIT):
                 reason = session.refusal  # the facts gathered so far stand
                 session.note_after_tls(f"timeout:{phase.value}")
             else:
                 reason = f"timeout:{phase.value}"
+        if reason is not None and not session.tls_started:
+            # DESIGN §6: a deadline or a server fault before TLS still gets a QUIT.
+            await session.abandon()
     finally:
         await session.close()
     return session.finish(reason)
+
+
+def invalid_mx_name(hostname: str) -> str | None:
+    """`invalid-mx-name: <why>` for an MX name that is no usable hostname, else None.
+
+    DNS lets an MX exchange be any name (`-mx.example`, `*.example`, RFC 2181 §11),
+    but only a hostname can be sent as SNI (RFC 6066 §3) and matched against a
+    certificate (RFC 8461 §4.2). Underscores are tolerated, as everywhere in the
+    scanner's name handling; an IP literal is left alone (it gets no SNI).
+    """
+    if _sni(hostname) is None:
+        return None
+    try:
+        normalize_hostname(hostname, allow_underscore=True)
+    except InvalidHostname as exc:
+        return f"invalid-mx-name: {exc}"
+    return None

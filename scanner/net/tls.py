@@ -100,6 +100,7 @@ _HANDSHAKE_REASONS: dict[str, str] = {
     "no protocols available": "protocol-version",
     "tlsv1 alert protocol version": "protocol-version",
     "sslv3 alert handshake failure": "peer-alert: handshake-failure",
+    "tls alert handshake failure": "peer-alert: handshake-failure",  # OpenSSL 3 wording
     "tlsv1 alert internal error": "peer-alert: internal-error",
     "tlsv1 unrecognized name": "peer-alert: unrecognized-name",
     "tlsv1 alert unrecognized name": "peer-alert: unrecognized-name",
@@ -387,15 +388,18 @@ class TrustStore:
     # dates afterwards, stopping at the first error. Hence the precedence:
     #   1. untrusted (unknown CA, self-signed, missing intermediate) — even
     #      when the certificate is also expired;
-    #   2. then signatures, extensions and dates, top of the chain first, so
-    #      an expired intermediate is reported like an expired leaf.
+    #   2. then signatures, extensions and dates, top of the chain first; the
+    #      verdict's `error_depth` says which certificate failed (an expired
+    #      intermediate is not an expired leaf).
     # No purpose (serverAuth) check is made.
     def verify(self, chain_der: Sequence[bytes], at: datetime) -> ChainVerdict:
         """Verify the leaf `chain_der[0]` with the presented intermediates at time `at`.
 
         `at` must be timezone-aware. Returns `ChainVerdict(trusted=True)` or the
-        `X509_V_ERR_*` name of the first error; an empty chain or an unloadable
-        leaf gives `NO_CERTIFICATE_ERROR`. Presented certificates are never
+        `X509_V_ERR_*` name of the first error with `error_depth`, the index in
+        `chain_der` of the certificate it concerns (OpenSSL's depth in the chain
+        it built when that certificate was not presented, e.g. an anchor); an
+        empty chain or an unloadable leaf gives `NO_CERTIFICATE_ERROR`. Presented certificates are never
         trusted themselves, only used to build a path to an anchor.
         """
         if at.tzinfo is None:
@@ -405,7 +409,7 @@ class TrustStore:
         try:
             leaf = crypto.load_certificate(crypto.FILETYPE_ASN1, chain_der[0])
         except crypto.Error:
-            return ChainVerdict(trusted=False, verify_error=NO_CERTIFICATE_ERROR)
+            return ChainVerdict(trusted=False, verify_error=NO_CERTIFICATE_ERROR, error_depth=0)
         intermediates = []
         for der in chain_der[1:]:
             try:
@@ -420,7 +424,11 @@ class TrustStore:
         try:
             context.verify_certificate()
         except crypto.X509StoreContextError as exc:
-            return ChainVerdict(trusted=False, verify_error=_context_error_name(exc))
+            return ChainVerdict(
+                trusted=False,
+                verify_error=_context_error_name(exc),
+                error_depth=_context_error_depth(exc, chain_der),
+            )
         return ChainVerdict(trusted=True)
 
 
@@ -429,6 +437,25 @@ def _context_error_name(exc: crypto.X509StoreContextError) -> str:
     if errors and isinstance(errors[0], int):
         return verify_error_name(errors[0])
     return NO_CERTIFICATE_ERROR
+
+
+def _context_error_depth(
+    exc: crypto.X509StoreContextError, chain_der: Sequence[bytes]
+) -> int | None:
+    """Index in `chain_der` of the certificate the error concerns, else OpenSSL's depth.
+
+    pyOpenSSL's error carries the failing certificate and `errors` =
+    [code, depth, message], the depth counting in the chain OpenSSL built.
+    """
+    failing = getattr(exc, "certificate", None)
+    if isinstance(failing, crypto.X509):
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, failing)
+        if der in chain_der:
+            return list(chain_der).index(der)
+    errors = exc.errors
+    if len(errors) > 1 and isinstance(errors[1], int) and errors[1] >= 0:
+        return errors[1]
+    return None
 
 
 _PEM_CERTIFICATE = re.compile(
