@@ -5,7 +5,7 @@
 The world: every domain has an MX pair and an MTA-STS policy. Half of the
 domains are hosted by a few shared providers (so the probe cache matters);
 the other half have their own MX hostnames, four domains per address like
-small hosters. A tenth of the domains have a fault (no STARTTLS, expired or
+small hosters. Policy hosts share addresses, ten domains per address. A tenth of the domains have a fault (no STARTTLS, expired or
 wrong-name certificate, STARTTLS refused, a policy that does not cover the MX).
 
 Reports domains per second, SMTP sessions per second and the scanner's peak
@@ -63,7 +63,8 @@ def generate_world(count: int) -> tuple[str, list[str]]:
                 f'[[servers]]\nhostnames = ["mx{n}.provider{provider}.example"]\n'
                 f'address = "{new_address()}"\n'
             )
-    policy_addresses = [new_address() for _ in range(4)]
+    # Policy hosts: one address per ten domains, as at MTA-STS hosting services.
+    policy_addresses = [new_address() for _ in range(max(1, count // 10))]
     domains: list[str] = []
     shared_address: str | None = None
     for index in range(count):
@@ -108,6 +109,7 @@ def main() -> int:
     parser.add_argument("--domains", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument("--per-ip", type=int, default=4)
     parser.add_argument("--profile", metavar="HTML", help="run the scan under pyinstrument, write a text profile here")
     args = parser.parse_args()
 
@@ -140,7 +142,7 @@ def main() -> int:
             runner += ["pyinstrument", "-r", "text", "-o", args.profile, "-m"]
         command = [
             *runner, "scanner", "scan", "--input", str(work / "domains.txt"),
-            "--out", str(out), "--no-progress", "--concurrency", str(args.concurrency),
+            "--out", str(out), "--no-progress", "--concurrency", str(args.concurrency), "--per-ip", str(args.per_ip),
             "--timeout", str(args.timeout), *scan_args,
         ]
         began = time.monotonic()

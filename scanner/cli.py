@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import signal
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, TextIO, cast
 
 import dns.exception
 import trio
@@ -87,7 +88,7 @@ AllowPrivateOpt = Annotated[
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout", min=0.1, help="Deadline in seconds for each network step.")
 ]
-ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, help="Domains in flight.")]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", min=1, max=10_000, help="Domains in flight.")]
 PerIpOpt = Annotated[int, typer.Option("--per-ip", min=1, help="Connections to one address at once.")]
 EhloOpt = Annotated[str, typer.Option("--ehlo-name", help="Name sent in EHLO; identify your scanner.")]
 SmtpPortOpt = Annotated[int, typer.Option("--smtp-port", min=1, max=65535, help="SMTP port (labs).")]
@@ -271,9 +272,10 @@ class Progress:
         )
 
 
-def default_output_path() -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path("results") / f"scan-{stamp}.jsonl"
+@dataclass(slots=True)
+class ScanEnd:
+    interrupted: bool = False
+    write_error: OSError | None = None
 
 
 async def run_scan(
@@ -282,28 +284,58 @@ async def run_scan(
     lines: Callable[[], Any],
     out: TextIO,
     progress: Progress | None,
-) -> bool:
-    """Run the scan; return False when it was interrupted by SIGINT/SIGTERM."""
-    interrupted = False
+) -> ScanEnd:
+    """Run the scan until the input ends, SIGINT/SIGTERM arrives or the output fails.
 
-    def write_line(text: str) -> None:
-        out.write(text + "\n")
-        out.flush()
+    A failed write (disk full, ...) stops the scan at once: nothing is lost that was
+    not already unwritable, and `--resume` repairs a torn last line.
+    """
+    end = ScanEnd()
 
     async with trio.open_nursery() as nursery:
 
+        def write_line(text: str) -> None:
+            if end.write_error is not None:
+                return
+            try:
+                out.write(text + "\n")
+                out.flush()
+            except OSError as exc:
+                end.write_error = exc
+                nursery.cancel_scope.cancel()
+
         async def watch_signals() -> None:
-            nonlocal interrupted
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
-                    interrupted = True
+                    end.interrupted = True
                     nursery.cancel_scope.cancel()
                     return
 
         nursery.start_soon(watch_signals)
         await scanner.run(reader.stream(lines()), write_line, progress=progress)
         nursery.cancel_scope.cancel()
-    return not interrupted
+    return end
+
+
+async def interruptible(fn: Callable[[str], Any], arg: str) -> Any:
+    """`await fn(arg)`, or None when SIGINT/SIGTERM arrives first."""
+    result: Any = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+        async def run() -> None:
+            nonlocal result
+            result = await fn(arg)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_signals)
+        nursery.start_soon(run)
+    return result
 
 
 @app.command()
@@ -314,6 +346,7 @@ def scan(
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output JSON lines file.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip domains already complete in --out.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
     shard: Annotated[str | None, typer.Option("--shard", help="K/N: scan the K-th of N stable hash slices (0 <= K < N).")] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     resolver: ResolverOpt = None,
@@ -342,6 +375,8 @@ def scan(
             raise typer.BadParameter(str(exc), param_hint="--shard") from None
     if resume and out is None:
         raise typer.BadParameter("--resume needs --out FILE, the file to resume", param_hint="--resume")
+    if resume and overwrite:
+        raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--overwrite")
     if not domains and input_file is None:
         if sys.stdin.isatty():
             raise typer.BadParameter("give domains as arguments, --input FILE or --input - (stdin)")
@@ -355,26 +390,24 @@ def scan(
             if not path.is_file():
                 raise typer.BadParameter(f"no such file: {input_file}", param_hint="--input")
             files.append(path)
-    out_path = out or default_output_path()
-    try:
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot create {out_path.parent}: {exc.strerror}", param_hint="--out") from None
+    handle, out_path = open_output(out, resume=resume, overwrite=overwrite, shard=shard_value)
     skip = completed_domains(out_path) if resume else set()
     scanner = build_scanner(options)
     tune_garbage_collector()
     reader = InputReader(skip=skip, shard=shard_value)
     show_progress = not no_progress and sys.stderr.isatty()
-    try:
-        handle = out_path.open("a" if resume else "w", encoding="utf-8")
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot write {out_path}: {exc.strerror}", param_hint="--out") from None
     with handle:
         progress = Progress(stderr) if show_progress else None
         with progress if progress is not None else _null_context():
-            completed = trio.run(
+            end = trio.run(
                 run_scan, scanner, reader, lambda: iterate_lines(domains or [], files), handle, progress
             )
+        with contextlib.suppress(OSError):  # a full disk refuses the final flush too
+            handle.close()
+    if end.write_error is not None:
+        error = end.write_error
+        stderr.print(f"[red]error:[/] writing {out_path} failed: {error.strerror or error}; scan stopped")
+        raise typer.Exit(1)
     stats = scanner.stats
     stderr.print(
         f"{stats.domains} domains written to {out_path} "
@@ -382,9 +415,52 @@ def scan(
         f"{stats.errors} errors; {reader.duplicates} duplicates, {reader.skipped} resumed; "
         f"{scanner.probe_cache.probes_run} SMTP sessions)"
     )
-    if not completed:
+    if stats.domains == 0 and reader.skipped == 0:
+        stderr.print("[yellow]warning:[/] the input held no domains")
+    if end.interrupted:
         stderr.print("[yellow]interrupted: the file holds only complete lines; use --resume to continue")
         raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def open_output(
+    out: Path | None, *, resume: bool, overwrite: bool, shard: Shard | None
+) -> tuple[TextIO, Path]:
+    """The results file: appended with --resume, else created new (never silently replaced).
+
+    The default name carries the time, the shard and a counter, so parallel runs
+    (shards on one machine) never share a file.
+    """
+    if out is not None and out.is_dir():
+        raise typer.BadParameter(f"{out} is a directory; give a file name", param_hint="--out")
+    if resume:
+        assert out is not None
+        mode = "a"
+    elif out is not None:
+        mode = "w" if overwrite else "x"
+    else:
+        mode = "x"
+    candidates = [out] if out is not None else default_output_paths(shard)
+    for path in candidates:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = cast(TextIO, open(path, mode, encoding="utf-8"))  # noqa: SIM115 (the caller closes it)
+            return handle, path
+        except FileExistsError:
+            if out is not None:
+                raise typer.BadParameter(
+                    f"{out} exists; --resume continues it, --overwrite replaces it", param_hint="--out"
+                ) from None
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot write {path}: {exc.strerror or exc}", param_hint="--out") from None
+    raise typer.BadParameter("no free default output name in results/; give --out FILE", param_hint="--out")
+
+
+def default_output_paths(shard: Shard | None) -> Iterator[Path]:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    part = f"-shard{shard.index}of{shard.count}" if shard is not None else ""
+    yield Path("results") / f"scan-{stamp}{part}.jsonl"
+    for counter in range(2, 1000):
+        yield Path("results") / f"scan-{stamp}{part}-{counter}.jsonl"
 
 
 def tune_garbage_collector() -> None:
@@ -438,7 +514,11 @@ def check(
         reason = item.error if item is not None else "invalid-domain: empty"
         line = error_line(domain, reason, datetime.now(UTC))
     else:
-        line = trio.run(scanner.scan_domain, item)
+        scanned = trio.run(interruptible, scanner.scan_domain, item)
+        if scanned is None:
+            stderr.print("[yellow]interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        line = scanned
     console = Console()
     if json_out:
         console.print_json(json.dumps(line))
@@ -453,7 +533,7 @@ def check(
 
 
 def read_lines(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8", errors="replace") as handle:
         for number, raw in enumerate(handle, 1):
             if not raw.strip():
                 continue
@@ -478,19 +558,28 @@ def report(
     """Write one RFC 8460 report per domain, named as RFC 8460 §5.1 recommends."""
     from scanner.core.tlsrpt import report_filename
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot use {out_dir}: {exc.strerror or exc}", param_hint="--out-dir") from None
     written = skipped = 0
     for line in read_lines(results):
         rpt = line.get("report")
-        if not isinstance(rpt, dict):
+        domain = line.get("domain")
+        if not isinstance(rpt, dict) or not isinstance(domain, str) or not domain:
             skipped += 1
             continue
         contact = str(rpt.get("contact-info", ""))
         sender = submitter or contact.rpartition("@")[2] or "scanner.invalid"
-        date_range = rpt.get("date-range", {})
+        date_range = rpt.get("date-range")
+        if not isinstance(date_range, dict):
+            date_range = {}
         begin = _parse_time(date_range.get("start-datetime"))
         end = _parse_time(date_range.get("end-datetime"))
-        name = report_filename(sender, str(line["domain"]), begin, end, gzip=gzip_reports, unique_id=None)
+        name = report_filename(sender, domain, begin, end, gzip=gzip_reports, unique_id=None)
+        if "/" in name or name.startswith("."):
+            skipped += 1
+            continue
         data = json.dumps(rpt, indent=2, ensure_ascii=False).encode("utf-8")
         target = out_dir / name
         if gzip_reports:

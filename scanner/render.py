@@ -99,8 +99,19 @@ def render_check(console: Console, line: dict[str, Any]) -> None:
         console.print(f"  [yellow]warning[/]: {warning}")
 
 
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def adoption_statistics(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Counts over result lines: records, policy modes, readiness, indicators, result types."""
+    """Counts over result lines: records, policy modes, readiness, indicators, result types.
+
+    Fields of an unexpected shape (a hand-edited or foreign file) count as absent.
+    """
     total = errors = with_record = with_policy = with_tlsrpt = ready = 0
     modes: Counter[str] = Counter()
     policy_errors: Counter[str] = Counter()
@@ -113,27 +124,30 @@ def adoption_statistics(lines: Iterable[dict[str, Any]]) -> dict[str, Any]:
         if line.get("error"):
             errors += 1
             continue
-        sts = line.get("mta_sts") or {}
+        sts = _dict(line.get("mta_sts"))
         if sts.get("record"):
             with_record += 1
-        if sts.get("policy"):
+        policy = _dict(sts.get("policy"))
+        if policy:
             with_policy += 1
-            modes[str(sts["policy"].get("mode"))] += 1
-        if sts.get("error") and sts["error"].get("result_type"):
-            policy_errors[str(sts["error"]["result_type"])] += 1
-        if (line.get("tlsrpt") or {}).get("record"):
+            modes[str(policy.get("mode"))] += 1
+        sts_error = _dict(sts.get("error"))
+        if sts_error.get("result_type"):
+            policy_errors[str(sts_error["result_type"])] += 1
+        if _dict(line.get("tlsrpt")).get("record"):
             with_tlsrpt += 1
-        if line.get("enforce_ready"):
+        if line.get("enforce_ready") is True:
             ready += 1
-        for code in {i.get("code") for i in line.get("indicators") or []}:
-            indicators[str(code)] += 1
-        for mx in line.get("mx") or []:
-            for address in mx.get("addresses") or []:
+        for code in {str(_dict(i).get("code")) for i in _list(line.get("indicators"))}:
+            indicators[code] += 1
+        for mx in _list(line.get("mx")):
+            for address in _list(_dict(mx).get("addresses")):
+                address = _dict(address)
                 sessions += 1
                 if address.get("status") == "tested":
                     tested += 1
                     starttls[str(address.get("starttls"))] += 1
-                for result_type in address.get("result_types") or []:
+                for result_type in _list(address.get("result_types")):
                     result_types[str(result_type)] += 1
     return {
         "domains": total,

@@ -454,21 +454,59 @@ class InputReader:
                 yield item
 
 
+# Longer input lines are cut here while reading (they cannot be domain names anyway), so
+# one hostile line cannot take the memory of a whole file.
+MAX_INPUT_LINE = 1024
+READ_SIZE = 1 << 16
+
+
 async def iterate_lines(sources: Iterable[str], files: Iterable[Path | None]) -> AsyncIterator[str]:
-    """Arguments first, then each file (None is stdin), line by line without reading it whole."""
+    """Arguments first, then each file (None is stdin), line by line without reading it whole.
+
+    Files are read in binary chunks in a worker thread (one call per chunk, not per
+    line), decoded as UTF-8 with undecodable bytes replaced, and every line is cut
+    at `MAX_INPUT_LINE` bytes.
+    """
     import sys
 
     for source in sources:
         yield source
     for path in files:
         if path is None:
-            async_stdin = trio.wrap_file(sys.stdin)
-            async for line in async_stdin:
+            async for line in bounded_lines(trio.wrap_file(sys.stdin.buffer)):
                 yield line
         else:
-            async with await trio.open_file(path, encoding="utf-8", errors="replace") as handle:
-                async for line in handle:
+            async with await trio.open_file(path, "rb") as handle:
+                async for line in bounded_lines(handle):
                     yield line
+
+
+async def bounded_lines(handle: Any) -> AsyncIterator[str]:
+    """Split a binary async file into decoded lines of at most `MAX_INPUT_LINE` bytes."""
+    pending = b""
+    skipping = False  # inside an overlong line, after its first MAX_INPUT_LINE bytes
+    while True:
+        chunk: bytes = await handle.read1(READ_SIZE)
+        if not chunk:
+            break
+        pieces = (pending + chunk).split(b"\n")
+        pending = pieces.pop()
+        for piece in pieces:
+            if skipping:
+                skipping = False
+                continue
+            yield _decode_line(piece)
+        if len(pending) > MAX_INPUT_LINE:
+            if not skipping:
+                yield _decode_line(pending)
+            pending = b""
+            skipping = True
+    if pending and not skipping:
+        yield _decode_line(pending)
+
+
+def _decode_line(raw: bytes) -> str:
+    return raw[:MAX_INPUT_LINE].decode("utf-8", "replace").removeprefix("\ufeff")
 
 
 def completed_domains(path: Path) -> set[str]:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scanner.core.inputs import InvalidInput, Shard, parse_input_line
+from scanner.core.inputs import InvalidInput, Shard, domain_digest, parse_input_line
 from scanner.scan import InputReader
 
 
@@ -48,15 +48,27 @@ def test_reader_dedupes_across_spellings_and_skips_resumed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "valid"),
-    [("0/1", True), ("3/4", True), ("4/4", False), ("1/0", False), ("a/4", False), ("1", False)],
+    ("text", "index", "count"),
+    [("0/1", 0, 1), ("3/4", 3, 4), (" 2 / 5 ", 2, 5)],
 )
-def test_shard_parsing(text: str, valid: bool) -> None:
-    if valid:
-        assert Shard.parse(text).count >= 1
-    else:
-        with pytest.raises(ValueError, match="invalid shard"):
-            Shard.parse(text)
+def test_shard_parsing(text: str, index: int, count: int) -> None:
+    assert Shard.parse(text) == Shard(index, count)
+
+
+@pytest.mark.parametrize("text", ["4/4", "1/0", "a/4", "1", "-1/4", "1/2/3"])
+def test_invalid_shards(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid shard"):
+        Shard.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("domain", "digest", "shard_of_7"),
+    [("example.com", 11779629879860902309, 5), ("xn--bcher-kva.example", 10884257705408538160, 3)],
+)
+def test_shard_assignment_is_stable_across_runs_and_machines(domain: str, digest: int, shard_of_7: int) -> None:
+    # --shard K/N promises the same slice everywhere: the first 8 bytes of SHA-256, big-endian.
+    assert domain_digest(domain) == digest
+    assert [k for k in range(7) if Shard(k, 7).takes(domain)] == [shard_of_7]
 
 
 @given(
@@ -67,3 +79,13 @@ def test_shards_partition_the_input(domains: list[str], count: int) -> None:
     taken = [[d for d in domains if Shard(k, count).takes(d)] for k in range(count)]
     flat = [d for part in taken for d in part]
     assert sorted(flat) == sorted(domains)  # union is everything, no domain twice
+
+
+def test_undecodable_and_overlong_lines_are_invalid_and_echoed_briefly() -> None:
+    undecodable = parse_input_line("\udcffbad.example")  # how Python passes a 0xff byte
+    assert isinstance(undecodable, InvalidInput)
+    assert "\\udcff" in undecodable.text
+    overlong = parse_input_line("a" * 100_000)
+    assert isinstance(overlong, InvalidInput)
+    assert len(overlong.text) <= 201
+    assert "longer than 253" in overlong.reason

@@ -7,6 +7,7 @@ The lab runs in the test's trio loop; the scanner runs as a real subprocess
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -27,6 +28,10 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 STEP_TIMEOUT = "1"
 
 
+# Wide enough that rich never wraps a message inside its error box.
+WIDE_TERMINAL = {**os.environ, "COLUMNS": "500"}
+
+
 async def run_scanner(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return await trio.run_process(
         [sys.executable, "-m", "scanner", *args],
@@ -34,6 +39,7 @@ async def run_scanner(*args: str, stdin: bytes | None = None) -> subprocess.Comp
         capture_stderr=True,
         check=False,
         stdin=stdin,
+        env=WIDE_TERMINAL,
     )
 
 
@@ -290,3 +296,117 @@ async def test_check_exits_2_when_the_mx_lookup_fails(demo_lab: Lab) -> None:
     result = await run_scanner("check", "dns-servfail.example", "--timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
     assert result.returncode == 2, result.stdout.decode()
     assert "MX lookup failed" in result.stdout.decode()
+
+
+async def test_undecodable_and_overlong_input_lines_become_error_lines(bulk_lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    stdin = b"hosted0.example\n\xffbad.example\n" + b"x" * 200_000 + b"\nhosted1.example\n"
+    result = await run_scanner(
+        "scan", "--input", "-", "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT,
+        *bulk_lab.scanner_args(), stdin=stdin,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = read_jsonl(out)
+    assert len(lines) == 4
+    errors = [line for line in lines if line["error"]]
+    assert len(errors) == 2
+    assert all(line["error"].startswith("invalid-domain") for line in errors)
+    assert max(len(line["domain"]) for line in errors) <= 201  # the long line is not echoed whole
+    assert max(len(json.dumps(line)) for line in errors) < 5_000
+
+
+async def test_undecodable_argument_is_an_error_line(bulk_lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    result = await trio.run_process(
+        [sys.executable.encode(), b"-m", b"scanner", b"scan", b"\xff.example", b"hosted0.example",
+         b"--out", str(out).encode(), b"--no-progress", *(a.encode() for a in bulk_lab.scanner_args())],
+        capture_stdout=True, capture_stderr=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    lines = read_jsonl(out)
+    assert sorted(bool(line["error"]) for line in lines) == [False, True]
+
+
+async def test_an_existing_output_file_is_never_silently_replaced(bulk_lab: Lab, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text("precious\n", encoding="utf-8")
+    refused = await run_scanner("scan", "hosted0.example", "--out", str(out), *bulk_lab.scanner_args())
+    assert refused.returncode == 2
+    assert "--overwrite" in refused.stderr.decode()
+    assert out.read_text(encoding="utf-8") == "precious\n"
+    replaced = await run_scanner(
+        "scan", "hosted0.example", "--out", str(out), "--overwrite", "--no-progress", *bulk_lab.scanner_args()
+    )
+    assert replaced.returncode == 0, replaced.stderr.decode()
+    assert [line["domain"] for line in read_jsonl(out)] == ["hosted0.example"]
+
+
+async def test_a_directory_as_output_is_a_usage_error(bulk_lab: Lab, tmp_path: Path) -> None:
+    for extra in ([], ["--resume"]):
+        result = await run_scanner("scan", "hosted0.example", "--out", str(tmp_path), *extra, *bulk_lab.scanner_args())
+        assert result.returncode == 2, result.stderr.decode()
+        assert "is a directory" in result.stderr.decode()
+
+
+async def test_parallel_runs_with_default_output_never_share_a_file(bulk_lab: Lab, tmp_path: Path) -> None:
+    async def one(shard: str) -> None:
+        result = await trio.run_process(
+            [sys.executable, "-m", "scanner", "scan", "--input", "-", "--shard", shard,
+             "--no-progress", "--timeout", STEP_TIMEOUT, *bulk_lab.scanner_args()],
+            stdin=b"".join(f"hosted{i}.example\n".encode() for i in range(30)),
+            capture_stdout=True, capture_stderr=True, check=False, cwd=tmp_path,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+
+    async with trio.open_nursery() as nursery:
+        for shard in ("0/2", "1/2", "0/2"):  # two runs of the same shard at the same second
+            nursery.start_soon(one, shard)
+    files = sorted((tmp_path / "results").glob("scan-*.jsonl"))
+    assert len(files) == 3  # three runs, three files
+    shard0 = [len(read_jsonl(path)) for path in files if "-shard0of2" in path.name]  # each parses
+    shard1 = [len(read_jsonl(path)) for path in files if "-shard1of2" in path.name]
+    assert len(shard0) == 2
+    assert shard0[0] == shard0[1]
+    assert shard0[0] + shard1[0] == 30
+
+
+async def test_write_failure_stops_the_scan_with_a_clear_error(bulk_lab: Lab) -> None:
+    result = await run_scanner(
+        "scan", "hosted0.example", "--out", "/dev/full", "--overwrite", "--no-progress", *bulk_lab.scanner_args()
+    )
+    assert result.returncode == 1
+    stderr = result.stderr.decode()
+    assert "writing /dev/full failed" in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_ctrl_c_during_check_exits_130(demo_lab: Lab) -> None:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "scanner", "check", "silent.example", "--timeout", "10", *demo_lab.scanner_args()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    with trio.fail_after(20):
+        # the silent MX of silent.example; the counter lives in the lab, polling is simplest
+        while demo_lab.smtp_connections("127.0.1.24") == 0:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        assert await process.wait() == 130
+
+
+async def test_report_and_stats_survive_a_foreign_file(tmp_path: Path) -> None:
+    results = tmp_path / "foreign.jsonl"
+    results.write_bytes(
+        b'{"domain": "a.example", "report": {"date-range": "x"}, "mta_sts": {"policy": "x"}}\n'
+        b"\xff\xfe not json\n"
+        b'{"report": {}, "mx": "x", "indicators": [1]}\n'
+        b"[1, 2]\n"
+    )
+    stats = await run_scanner("stats", str(results), "--json")
+    assert stats.returncode == 0, stats.stderr.decode()
+    assert json.loads(stats.stdout)["domains"] == 2
+    report = await run_scanner("report", str(results), "--out-dir", str(tmp_path / "reports"))
+    assert report.returncode == 0, report.stderr.decode()
+    assert len(list((tmp_path / "reports").iterdir())) == 1  # the line without a domain is skipped
+    not_a_dir = await run_scanner("report", str(results), "--out-dir", str(results))
+    assert not_a_dir.returncode == 2

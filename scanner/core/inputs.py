@@ -24,11 +24,32 @@ class InvalidInput:
         return f"invalid-domain: {self.reason}"
 
 
+# RFC 1035 §2.3.4: a name is at most 253 characters in text form (255 octets on the wire).
+MAX_NAME_LENGTH = 253
+# How much of an unusable input line is kept in its error record.
+MAX_ECHOED_INPUT = 200
+
+
+def _printable(text: str) -> str:
+    """Undecodable bytes (surrogate escapes) become visible escapes; nothing is lost silently."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _echo(text: str) -> str:
+    return text if len(text) <= MAX_ECHOED_INPUT else text[:MAX_ECHOED_INPUT] + "…"
+
+
 def parse_input_line(line: str) -> str | InvalidInput | None:
-    """One input line → a normalised domain, an `InvalidInput`, or None (blank/comment)."""
-    text = line.strip()
+    """One input line → a normalised domain, an `InvalidInput`, or None (blank/comment).
+
+    An `InvalidInput` keeps at most `MAX_ECHOED_INPUT` characters of the line, so a
+    hostile input cannot blow up the output.
+    """
+    text = _printable(line).strip()
     if not text or text.startswith("#"):
         return None
+    if len(text) > MAX_NAME_LENGTH + 1:  # a trailing dot may add one
+        return InvalidInput(_echo(text), f"longer than {MAX_NAME_LENGTH} characters ({len(text)})")
     if any(ch.isspace() for ch in text):
         return InvalidInput(text, f"{text!r} contains whitespace")
     try:
@@ -42,7 +63,8 @@ def parse_input_line(line: str) -> str | InvalidInput | None:
 
 def domain_digest(domain: str) -> int:
     """A stable 64-bit digest of a normalised domain, for shards and duplicate sets."""
-    return int.from_bytes(hashlib.sha256(domain.encode("utf-8")).digest()[:8], "big")
+    data = domain.encode("utf-8", "backslashreplace")
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big")
 
 
 @dataclass(frozen=True, slots=True)
