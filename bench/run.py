@@ -15,12 +15,14 @@ RSS (from wait4, so the lab's memory is not counted).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 PROVIDERS = 4
@@ -48,7 +50,7 @@ def policy_body(mx: list[str], *, cover: bool) -> str:
     return "\\n".join(lines) + "\\n"
 
 
-def generate_world(count: int) -> tuple[str, list[str]]:
+def generate_world(count: int) -> tuple[str, list[str], list[bool]]:
     out: list[str] = ['[lab]\ndescription = "generated benchmark world"\n']
     next_address = 0
 
@@ -66,11 +68,14 @@ def generate_world(count: int) -> tuple[str, list[str]]:
     # Policy hosts: one address per ten domains, as at MTA-STS hosting services.
     policy_addresses = [new_address() for _ in range(max(1, count // 10))]
     domains: list[str] = []
+    faults: list[bool] = []
     shared_address: str | None = None
+    own_domains = 0
     for index in range(count):
         name = f"d{index}.example"
         domains.append(name)
         fault = FAULTS[(index // 10) % len(FAULTS)] if index % 10 == 9 else None
+        faults.append(fault is not None)
         hosted = index % 2 == 0 and fault is None
         if hosted:
             provider = index % PROVIDERS
@@ -82,10 +87,10 @@ def generate_world(count: int) -> tuple[str, list[str]]:
             if fault is not None:
                 first = new_address()  # a faulty server behaves alone on its address
             else:
-                if index % 4 in (1, 3) and shared_address is not None:
-                    first = shared_address
-                else:
-                    first = shared_address = new_address()
+                own_domains += 1
+                if shared_address is None or own_domains % 4 == 1:
+                    shared_address = new_address()  # four domains' first MX per address
+                first = shared_address
             second = new_address()
             servers = (
                 f'servers = [{{ hostname = "{mx[0]}", address = "{first}", '
@@ -101,7 +106,7 @@ def generate_world(count: int) -> tuple[str, list[str]]:
             f'policy.address = "{policy_addresses[index % len(policy_addresses)]}"\n'
             f'policy.body = "{policy_body(mx, cover=cover)}"\n'
         )
-    return "\n".join(out), domains
+    return "\n".join(out), domains, faults
 
 
 def main() -> int:
@@ -116,7 +121,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="scanner-bench-") as tmp:
         work = Path(tmp)
         started = time.monotonic()
-        world_text, domains = generate_world(args.domains)
+        world_text, domains, faults = generate_world(args.domains)
         world = work / "world.toml"
         world.write_text(world_text, encoding="utf-8")
         (work / "domains.txt").write_text("\n".join(domains) + "\n", encoding="utf-8")
@@ -153,7 +158,14 @@ def main() -> int:
         summary = scan.stderr.read()
         lab.terminate()
         lab.wait()
-        lines = out.read_text(encoding="utf-8").count("\n")
+        records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        lines = len(records)
+        faulty = {name for name, fault in zip(domains, faults, strict=True) if fault}
+        surprises = Counter(
+            (record.get("blockers") or ["(ready)"])[0].split(":")[0][:70]
+            for record in records
+            if bool(record.get("enforce_ready")) == (record["domain"] in faulty)
+        )
         sessions_match = re.search(r"(\d+) SMTP sessions", summary)
         sessions = int(sessions_match.group(1)) if sessions_match else 0
         print(summary.strip())
@@ -162,6 +174,9 @@ def main() -> int:
         print(f"SMTP sessions      {sessions} = {sessions / elapsed:.1f} sessions/s")
         print(f"scanner peak RSS   {usage.ru_maxrss / 1024:.1f} MB")
         print(f"scanner CPU        {usage.ru_utime + usage.ru_stime:.1f} s")
+        print(f"unexpected verdicts {sum(surprises.values())}")
+        for reason, count in surprises.most_common(5):
+            print(f"  {count:6d}  {reason}")
     return 0
 
 

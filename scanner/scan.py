@@ -27,7 +27,7 @@ import ipaddress
 import json
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,7 +101,7 @@ class ProbeCache:
         self.hits = 0
 
     async def get(
-        self, key: tuple[str, str], run: Callable[[], Any]
+        self, key: tuple[str, str], run: Callable[[], Awaitable[ProbeOutcome]]
     ) -> ProbeOutcome:
         while True:
             if key in self._done:
@@ -117,7 +117,7 @@ class ProbeCache:
         event = trio.Event()
         self._pending[key] = event
         try:
-            outcome: ProbeOutcome = await run()
+            outcome = await run()
             self.probes_run += 1
             self._done[key] = _without_der(outcome)
             while len(self._done) > self._size:

@@ -130,7 +130,8 @@ class Resolver:
         else:
             resolver = dns.asyncresolver.Resolver(configure=True)
         resolver.lifetime = timeout
-        resolver.timeout = max(timeout / 2, 0.5)
+        # Several tries within the lifetime: a lost UDP datagram costs one try, not the lookup.
+        resolver.timeout = max(min(timeout / 3, 2.0), 0.3)
         resolver.cache = dns.resolver.LRUCache(cache_size)
         return cls(resolver, timeout=timeout, max_in_flight=max_in_flight)
 
