@@ -50,7 +50,15 @@ CLASSIFY_CASES = [
     ("2001:db8::1", AddressClass.RESERVED),
     ("::10.0.0.1", AddressClass.RESERVED),  # IPv4-compatible, deprecated
     ("4000::1", AddressClass.RESERVED),  # outside 2000::/3
-    ("2002:c000:0201::1", AddressClass.PUBLIC),  # 6to4 stays public
+    # 6to4 (2002::/16) classifies like the IPv4 address it embeds.
+    ("2002:808:808::1", AddressClass.PUBLIC),  # 8.8.8.8
+    ("2002:7f00:1::1", AddressClass.LOOPBACK),  # 127.0.0.1
+    ("2002:c000:201::", AddressClass.RESERVED),  # 192.0.2.1
+    ("2002:a01:101::1", AddressClass.PRIVATE),  # 10.1.1.1
+    ("2002:a9fe:101::1", AddressClass.LINK_LOCAL),  # 169.254.1.1
+    ("2002:e000:1::1", AddressClass.MULTICAST),  # 224.0.0.1
+    ("2002::1", AddressClass.UNSPECIFIED),  # 0.0.0.0
+    ("2002:7f00:1::1%eth0", AddressClass.LOOPBACK),  # zone ignored
     ("2001:0:4136:e378::1", AddressClass.PUBLIC),  # Teredo stays public
     ("", AddressClass.INVALID),
     ("256.0.0.1", AddressClass.INVALID),
@@ -85,6 +93,11 @@ ALLOWED_CASES = [
     ("0.0.0.0", True, False),
     ("192.0.2.1", True, False),
     ("not-an-ip", True, False),
+    ("2002:808:808::1", False, True),
+    ("2002:7f00:1::1", False, False),
+    ("2002:7f00:1::1", True, True),
+    ("2002:a01:101::1", False, False),
+    ("2002:c000:201::", True, False),
 ]
 
 
@@ -168,6 +181,33 @@ def test_excludes_address(ip: str, excluded: bool) -> None:
     assert parse_exclusions(EXCLUDE_FILE.splitlines()).excludes_address(ip) is excluded
 
 
+# Teredo (RFC 4380 §4): 2001:0:SERVER:flags:~port:~CLIENT.
+TEREDO_CLIENT_10 = "2001:0:b00:1:8000:edcb:f5fe:fdfc"  # server 11.0.0.1, client 10.1.2.3
+TEREDO_SERVER_10 = "2001:0:a01:203:8000:edcb:f4ff:fffe"  # server 10.1.2.3, client 11.0.0.1
+TEREDO_OUTSIDE = "2001:0:b00:1:8000:edcb:f3ff:fffe"  # server 11.0.0.1, client 12.0.0.1
+
+
+@pytest.mark.parametrize(
+    ("ip", "excluded"),
+    [
+        pytest.param("::ffff:10.1.1.1", True, id="mapped"),
+        pytest.param("::ffff:11.1.1.1", False, id="mapped-twin"),
+        pytest.param("64:ff9b::10.1.1.1", True, id="nat64"),
+        pytest.param("64:ff9b::11.1.1.1", False, id="nat64-twin"),
+        pytest.param("2002:a01:101::1", True, id="6to4"),
+        pytest.param("2002:b01:101::1", False, id="6to4-twin"),
+        pytest.param("2002:a01:101::1%eth0", True, id="6to4-zone"),
+        pytest.param("2003:a01:101::1", False, id="not-6to4-twin"),
+        pytest.param(TEREDO_CLIENT_10, True, id="teredo-client"),
+        pytest.param(TEREDO_OUTSIDE, False, id="teredo-client-twin"),
+        pytest.param(TEREDO_SERVER_10, True, id="teredo-server"),
+        pytest.param("2001:1:a01:203:8000:edcb:f4ff:fffe", False, id="not-teredo-twin"),
+    ],
+)
+def test_excludes_embedded_ipv4(ip: str, excluded: bool) -> None:
+    assert parse_exclusions(["10.0.0.0/8"]).excludes_address(ip) is excluded
+
+
 @pytest.mark.parametrize(
     ("lines", "message"),
     [
@@ -210,6 +250,22 @@ def test_every_address_in_127_slash_8_is_allowed_only_with_allow_private(offset:
 @given(IPV4)
 def test_mapped_addresses_classify_like_ipv4(address: ipaddress.IPv4Address) -> None:
     assert classify_address(f"::ffff:{address}") is classify_address(str(address))
+
+
+@given(IPV4, st.integers(min_value=0, max_value=2**80 - 1))
+def test_6to4_addresses_classify_like_ipv4(address: ipaddress.IPv4Address, suffix: int) -> None:
+    sixtofour = ipaddress.IPv6Address((0x2002 << 112) | (int(address) << 80) | suffix)
+    assert classify_address(str(sixtofour)) is classify_address(str(address))
+
+
+@given(IPV4, st.integers(min_value=0, max_value=2**80 - 1))
+def test_an_excluded_address_excludes_its_6to4_form(
+    address: ipaddress.IPv4Address, suffix: int
+) -> None:
+    sixtofour = ipaddress.IPv6Address((0x2002 << 112) | (int(address) << 80) | suffix)
+    assert parse_exclusions([str(address)]).excludes_address(str(sixtofour))
+    other = ipaddress.IPv4Address(int(address) ^ 1)
+    assert not parse_exclusions([str(other)]).excludes_address(str(sixtofour))
 
 
 @given(IPV4)

@@ -157,7 +157,9 @@ async def test_big_world_starts_in_seconds(tmp_path: Path) -> None:
     world = parse_world(big_world_text(count))
     async with open_lab(world, tmp_path) as lab:
         elapsed = time.monotonic() - started
-        assert elapsed < 10, f"{count} domains took {elapsed:.1f} s"
+        # Generous for a loaded 2-core machine (a linear start takes about a
+        # second), yet a start quadratic in the domain count would exceed it.
+        assert elapsed < 60, f"{count} domains took {elapsed:.1f} s"
         last = f"127.1.{(count - 1) // 250}.{(count - 1) % 250 + 1}"
         assert (await smtp_greeting(last, lab.smtp_port)).startswith(b"220 mx.d1999.example")
         host, port = lab.resolver

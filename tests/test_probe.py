@@ -21,6 +21,7 @@ import trio
 import trustme
 from OpenSSL import SSL
 
+from scanner.core.assess import REASON_PLAINTEXT_INJECTION, indicators_for, session_failures
 from scanner.core.smtp import SmtpLimits
 from scanner.lab import (
     CertificateKind,
@@ -31,7 +32,13 @@ from scanner.lab import (
     load_world,
     open_lab,
 )
-from scanner.models import AddressStatus, ProbeOutcome
+from scanner.models import (
+    AddressStatus,
+    IndicatorCode,
+    ProbeOutcome,
+    ResultType,
+    SessionFailure,
+)
 from scanner.net.probe import ProbeSettings, Transcript, connect_failure_reason, probe
 from scanner.net.tls import TrustStore, build_client_context
 
@@ -283,7 +290,10 @@ NOT_TESTABLE_SCRIPTS = [
     pytest.param(_close_on_ehlo, {}, "closed:ehlo", id="closed-during-ehlo"),
     pytest.param(_silent_on_starttls, {}, "timeout:starttls", id="silent-on-starttls"),
     pytest.param(
-        _slow_greeting, {"total_timeout": STEP * 0.75}, "timeout:greeting", id="session-deadline"
+        _slow_greeting,
+        {"step_timeout": STEP * 5, "total_timeout": STEP},
+        "timeout:greeting",
+        id="session-deadline",
     ),
     pytest.param(_stall_handshake, {}, "timeout:handshake", id="handshake-stalled"),
     pytest.param(
@@ -314,6 +324,42 @@ async def test_scripted_not_testable(
     assert outcome.tls is None
     assert outcome.after_tls_error is None
     assert outcome.handshake_error is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "marker", "other"),
+    [
+        # The step deadline (5 s) is past the test's own deadline: only the session's can end it.
+        pytest.param(
+            {"step_timeout": STEP * 5, "total_timeout": STEP},
+            "[session deadline during greeting]",
+            "[timeout during greeting]",
+            id="session-deadline",
+        ),
+        # The twin: the step deadline ends the greeting first.
+        pytest.param(
+            {"step_timeout": STEP * 0.3, "total_timeout": STEP * 5},
+            "[timeout during greeting]",
+            "[session deadline during greeting]",
+            id="step-deadline",
+        ),
+    ],
+)
+async def test_which_deadline_ends_a_slow_greeting(
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    changes: dict[str, Any],
+    marker: str,
+    other: str,
+) -> None:
+    port, _ = await start_server(nursery, _slow_greeting)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust, **changes)
+    assert outcome.status is AddressStatus.NOT_TESTABLE
+    assert outcome.reason == "timeout:greeting"
+    assert marker in outcome.transcript
+    assert other not in outcome.transcript
 
 
 async def test_scripted_refused_starttls_is_tested(
@@ -961,6 +1007,21 @@ async def _late_injection(peer: Peer, *, delay: float) -> None:
     await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
     await trio.sleep(delay)
     await peer.send(b"250 late\r\n")
+    await _serve_tls(peer)
+
+
+async def _injection_after_client_hello(peer: Peer) -> None:
+    """The late bytes follow the ClientHello, so they can never share a read with the 220."""
+    await greet_and_ehlo(peer)
+    await peer.expect(b"STARTTLS", b"220 go ahead\r\n")
+    hello = await peer.stream.receive_some(4096)
+    assert hello[:1] == b"\x16"  # the ClientHello
+    await peer.send(b"250 late\r\n")
+    while await peer.stream.receive_some(4096):  # until the client gives up
+        pass
+
+
+async def _serve_tls(peer: Peer) -> None:
     tls = trio.SSLStream(
         peer.stream, default_mint().context(CertificateKind.GOOD, MX), server_side=True
     )
@@ -975,20 +1036,24 @@ async def _late_injection(peer: Peer, *, delay: float) -> None:
     [
         pytest.param(0.02, 0.5, len(b"250 late\r\n"), id="late-write-counted"),
         pytest.param(0.0, 0.5, len(b"250 late\r\n"), id="immediate-write-counted"),
-        # The twin: the probe does not wait, so the late bytes reach TLS and break it.
-        pytest.param(0.02, 0.0, 0, id="no-wait"),
+        # The twin: the probe does not wait, so the late bytes (sent once the
+        # ClientHello is in) reach TLS and break it.
+        pytest.param(None, 0.0, 0, id="no-wait"),
     ],
 )
 async def test_injection_in_a_later_write(
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,
-    delay: float,
+    delay: float | None,
     wait: float,
     injected: int,
 ) -> None:
     async def script(peer: Peer) -> None:
-        await _late_injection(peer, delay=delay)
+        if delay is None:
+            await _injection_after_client_hello(peer)
+        else:
+            await _late_injection(peer, delay=delay)
 
     port, _ = await start_server(nursery, script)
     with trio.fail_after(STEP * 4):
@@ -1002,6 +1067,48 @@ async def test_injection_in_a_later_write(
     else:
         assert outcome.tls is None
         assert outcome.handshake_error is not None
+
+
+async def _starttls_answered_in_advance(peer: Peer) -> None:
+    """Pre-command response injection: a 220 queued behind the EHLO reply, before STARTTLS."""
+    await peer.send(b"220 mx.probe.example ESMTP\r\n")
+    await peer.expect(b"EHLO", b"250-mx\r\n250 STARTTLS\r\n220 go ahead\r\n")
+    assert await peer.line() == b"STARTTLS"  # already "answered": no reply from here
+    await _serve_tls(peer)
+
+
+@pytest.mark.parametrize(
+    ("script", "injected"),
+    [
+        pytest.param(_starttls_answered_in_advance, len(b"220 go ahead\r\n"), id="in-advance"),
+        # The twin: the same 220, sent once STARTTLS is in.
+        pytest.param(good_tls_session, 0, id="in-turn"),
+    ],
+)
+async def test_reply_queued_before_starttls_is_injection(
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    script: Script,
+    injected: int,
+) -> None:
+    port, _ = await start_server(nursery, script)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust)
+    assert outcome.status is AddressStatus.TESTED
+    assert outcome.starttls_reply == 220
+    assert outcome.tls is not None  # the handshake itself went fine
+    assert outcome.plaintext_injection == injected
+    note = f"[unsolicited data before STARTTLS: {injected} bytes]"
+    assert (note in outcome.transcript) is bool(injected)
+    if injected:
+        assert outcome.transcript.index(note) + 1 == outcome.transcript.index("C: STARTTLS")
+    failures = session_failures(outcome, policy=None, in_policy=None)
+    assert (
+        SessionFailure(ResultType.VALIDATION_FAILURE, REASON_PLAINTEXT_INJECTION) in failures
+    ) is bool(injected)
+    codes = {i.code for i in indicators_for(outcome, mx=MX, policy=None, in_policy=None)}
+    assert (IndicatorCode.PLAINTEXT_INJECTION in codes) is bool(injected)
 
 
 async def test_injection_wait_leaves_a_quiet_tls_server_alone(

@@ -251,12 +251,66 @@ def test_refused_starttls_is_not_a_switch() -> None:
         client.tls_established()
 
 
-def test_paused_data_becomes_the_next_reply() -> None:
+def test_paused_data_is_recorded_as_unsolicited() -> None:
+    """Bytes sent before the command still parse as its reply, but never silently."""
     client = SmtpClient()
     assert feed(client, b"220 hi\r\n250 early\r\n") == Reply(220, ("hi",), ("220 hi",))
     assert client.next_event() is PAUSED
+    assert client.unsolicited_data == b""  # nothing sent yet
     client.send_ehlo(NAME)
+    assert client.unsolicited_data == b"250 early\r\n"
     assert client.next_event() == Reply(250, ("early",), ("250 early",))
+
+
+def test_reply_after_the_command_is_not_unsolicited() -> None:
+    """The twin: the same reply, arriving after the command was sent."""
+    client = SmtpClient()
+    assert feed(client, b"220 hi\r\n") == Reply(220, ("hi",), ("220 hi",))
+    client.send_ehlo(NAME)
+    assert client.unsolicited_data == b""
+    assert feed(client, b"250 on time\r\n") == Reply(250, ("on time",), ("250 on time",))
+
+
+@pytest.mark.parametrize(
+    ("ehlo_wire", "early"),
+    [
+        pytest.param(b"250 STARTTLS\r\n", b"", id="clean"),
+        pytest.param(b"250 STARTTLS\r\n220 go ahead\r\n", b"220 go ahead\r\n", id="queued-220"),
+        pytest.param(b"250 STARTTLS\r\n22", b"22", id="queued-partial-line"),
+    ],
+)
+def test_unsolicited_data_before_starttls(ehlo_wire: bytes, early: bytes) -> None:
+    """Pre-command response injection: a 220 queued before STARTTLS is sent."""
+    client = client_in(ClientState.EHLO_SENT)
+    assert feed(client, ehlo_wire) == Reply(250, ("STARTTLS",), ("250 STARTTLS",))
+    client.send_starttls()
+    assert client.unsolicited_data == early
+    if early == b"220 go ahead\r\n":
+        assert client.next_event() == Reply(220, ("go ahead",), ("220 go ahead",))
+        assert client.state is ClientState.TLS
+
+
+def test_unsolicited_record_follows_the_last_command() -> None:
+    client = client_in(ClientState.EHLO_SENT)
+    feed(client, b"250 STARTTLS\r\n454 early\r\n")
+    client.send_starttls()
+    assert client.unsolicited_data == b"454 early\r\n"
+    assert client.next_event() == Reply(454, ("early",), ("454 early",))
+    client.send_quit()
+    assert client.unsolicited_data == b""  # a fresh command, nothing waiting this time
+
+
+def test_abandon_keeps_the_unsolicited_record() -> None:
+    """A partial reply outstanding at an abandon is no unsolicited data."""
+    client = client_in(ClientState.EHLO_SENT)
+    feed(client, b"250 STARTTLS\r\n220 early\r\n")
+    client.send_starttls()
+    client.abandon_with_quit()
+    assert client.unsolicited_data == b"220 early\r\n"
+    client = client_in(ClientState.STARTTLS_SENT)
+    assert feed(client, b"220-partial\r\n") is NEED_DATA
+    client.abandon_with_quit()
+    assert client.unsolicited_data == b""
 
 
 def test_need_data_until_reply_complete() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 from hypothesis import given
@@ -361,20 +362,71 @@ def test_parse_ehlo_reply(
 
 
 @pytest.mark.parametrize(
-    ("line", "valid"),
+    ("line", "valid", "starttls"),
     [
-        pytest.param("250 STARTTLS", True, id="keyword"),
-        pytest.param("250 -STARTTLS", False, id="leading-hyphen"),
-        pytest.param("250 8BITMIME", True, id="leading-digit"),
-        pytest.param("250 ***TLS", False, id="asterisks"),
-        pytest.param("250 AUTH=LOGIN", False, id="old-auth-equals"),
-        pytest.param("250 AUTH LOGIN", True, id="auth-with-params"),
+        pytest.param("250 STARTTLS", True, True, id="keyword"),
+        pytest.param("250 -STARTTLS", False, False, id="leading-hyphen"),
+        pytest.param("250 8BITMIME", True, False, id="leading-digit"),
+        pytest.param("250 ***TLS", False, False, id="asterisks"),
+        pytest.param("250 AUTH=LOGIN", False, False, id="old-auth-equals"),
+        pytest.param("250 AUTH LOGIN", True, False, id="auth-with-params"),
+        pytest.param("250 starttls", True, True, id="lower-case"),
+        # U+017F LATIN SMALL LETTER LONG S upper-cases to "S".
+        pytest.param("250 \u017ftarttls", False, False, id="long-s-look-alike"),
+        # U+FB06 LATIN SMALL LIGATURE ST upper-cases to "ST".
+        pytest.param("250 \ufb06arttls", False, False, id="st-ligature-look-alike"),
+        pytest.param("250 STARTTLS  ", True, True, id="trailing-spaces"),
+        pytest.param("250 STARTTLS\x0b", False, False, id="trailing-vertical-tab"),
+        pytest.param("250 STARTTLS\x0c", False, False, id="trailing-form-feed"),
+        pytest.param("250 STARTTLS\u0085", False, False, id="trailing-next-line"),
+        pytest.param("250 STARTTLS\u00a0", False, False, id="trailing-no-break-space"),
+        pytest.param("250 STARTTLS\x0bX", False, False, id="vertical-tab-separator"),
+        pytest.param("250 AUTH\tLOGIN", False, False, id="tab-separator"),
     ],
 )
-def test_ehlo_keyword_grammar(line: str, valid: bool) -> None:
+def test_ehlo_keyword_grammar(line: str, valid: bool, starttls: bool) -> None:
     parsed = parse_ehlo_reply(ehlo("250-mx.example\r\n", line + "\r\n"))
     assert (parsed.invalid_lines == ()) is valid
-    assert len(parsed.keywords) == 1  # kept either way, so masks stay visible
+    assert len(parsed.keywords) == (1 if valid else 0)  # only grammatical keywords count
+    assert len(parsed.extensions) == (1 if valid else 0)
+    assert parsed.has("STARTTLS") is starttls
+
+
+@pytest.mark.parametrize(
+    ("text", "starttls"),
+    [
+        pytest.param("STARTTLS", True, id="ascii"),
+        pytest.param("sTaRtTlS", True, id="ascii-mixed-case"),
+        pytest.param("\u017ftarttls", False, id="long-s"),
+        pytest.param("\ufb06arttls", False, id="st-ligature"),
+        pytest.param("STARTTL\u017f", False, id="long-s-last"),
+        pytest.param("STARTTLS\x0b", False, id="vertical-tab"),
+        pytest.param("STARTTLS\u0085", False, id="next-line"),
+        pytest.param("STARTTLS\u2028", False, id="line-separator"),
+        pytest.param("STARTTLS PARAM", True, id="space-then-param"),
+        pytest.param("STARTTLS\u3000PARAM", False, id="ideographic-space"),
+    ],
+)
+def test_ehlo_keyword_checked_before_upper_casing(text: str, starttls: bool) -> None:
+    """Replies built directly: no reply-parser stripping stands between text and grammar."""
+    parsed = parse_ehlo_reply(Reply(250, ("mx", text), ()))
+    assert parsed.has("STARTTLS") is starttls
+    assert parsed.params("STARTTLS") == (None if not starttls else tuple(text.split(" ")[1:]))
+    assert parsed.keywords == (("STARTTLS",) if starttls else ())
+    assert parsed.invalid_lines == (() if starttls else (text,))
+
+
+@given(st.lists(st.text(max_size=20), max_size=6))
+def test_ehlo_keywords_are_always_grammatical(texts: list[str]) -> None:
+    parsed = parse_ehlo_reply(Reply(250, ("mx", *texts), ()))
+    assert len(parsed.keywords) + len(parsed.invalid_lines) == len(texts)
+    for keyword in (*parsed.keywords, *parsed.extensions):
+        assert keyword.isascii()
+        assert keyword == keyword.upper()
+        assert re.fullmatch(r"[A-Z0-9][A-Z0-9-]*", keyword)
+    for keyword, params in parsed.extensions.items():
+        assert all(param and " " not in param for param in params)
+        assert keyword in parsed.keywords
 
 
 def test_ehlo_first_occurrence_wins() -> None:
@@ -427,6 +479,13 @@ def test_ehlo_parse_recovers_every_keyword(lines: list[tuple[str, list[str]]]) -
         pytest.param(["STARTTLS", "XXXXXXXB"], None, id="other-extension-masked"),
         pytest.param(["XXXXXXXB", "starttls"], None, id="other-extension-masked-lower-case"),
         pytest.param(["STARTTLSX", "XXXXXXXB"], "XXXXXXXB", id="no-real-starttls"),
+        # A look-alike of STARTTLS is no STARTTLS: the mask still stands for it.
+        pytest.param(["\u017ftarttls", "XXXXXXXA"], "XXXXXXXA", id="look-alike-beside-mask"),
+        pytest.param(["starttls", "XXXXXXXA"], None, id="real-beside-mask"),
+        # IGNORECASE would match U+017F and U+212A (Kelvin sign) to [A-Z].
+        pytest.param(["XXXXXXX\u017f"], None, id="long-s-mask"),
+        pytest.param(["XXXXXXX\u212a"], None, id="kelvin-mask"),
+        pytest.param(["XXXXXXXs"], "XXXXXXXS", id="ascii-s-mask"),
     ],
 )
 def test_find_masked_starttls(keywords: list[str], found: str | None) -> None:

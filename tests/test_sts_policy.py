@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scanner.core.sts import MAX_AGE_LIMIT, parse_policy, parse_policy_bytes
@@ -95,6 +95,17 @@ CASES = [
     pytest.param(body(*BASE, "x:"), False, id="P4-empty-value-twin"),
     pytest.param(body(*BASE, "note: a: b"), True, id="P4-colon-in-value"),
     pytest.param(body(*BASE, "no colon here"), False, id="P4-no-colon-twin"),
+    # P4: extension values (RFC-NOTES §1.4): visible first and last, inner SP only.
+    pytest.param(body(*BASE, "note: a  b"), True, id="P4-inner-spaces"),
+    pytest.param(body(*BASE, "note: a\tb"), False, id="P4-inner-tab-twin"),
+    pytest.param(body(*BASE, "note:\ta b\t"), True, id="P4-tab-around-value"),
+    pytest.param(body(*BASE, "note: a \t b"), False, id="P4-tab-among-spaces-twin"),
+    pytest.param(body(*BASE, "note: a\x80b\x9f"), True, id="P4-u0080-u009f"),
+    pytest.param(body(*BASE, "note: a\x7fb"), False, id="P4-del-twin"),
+    pytest.param(body(*BASE, "note: \x85"), True, id="P4-u0085-alone"),
+    pytest.param(body(*BASE, "note: \x1b"), False, id="P4-escape-twin"),
+    pytest.param(body(*BASE, "note: \u00a0x\u3000"), True, id="P4-non-ascii-spaces-are-vchar"),
+    pytest.param(body(*BASE, "note: a\ud800"), False, id="P4-lone-surrogate-twin"),
     # P5: max_age digits and range.
     pytest.param(body(*BASE[:3], f"max_age: {MAX_AGE_LIMIT}"), True, id="P5-max"),
     pytest.param(body(*BASE[:3], f"max_age: {MAX_AGE_LIMIT + 1}"), False, id="P5-above-max-twin"),
@@ -315,6 +326,31 @@ def test_same_policy_for_any_line_endings_and_trailing_whitespace(
     if data.draw(st.booleans()):
         pieces[-1] = pieces[-1].rstrip("\r\n")
     assert parse_policy("".join(pieces)) == reference
+
+
+# RFC 8461 §3.2 sts-policy-vchar = %x21-7E / UTF8-2 / UTF8-3 / UTF8-4 (no surrogates).
+VCHARS = st.characters(min_codepoint=0x21, exclude_characters="\x7f", exclude_categories=["Cs"])
+INNER = st.one_of(VCHARS, st.just(" "))
+CONTROLS = st.sampled_from([chr(c) for c in [*range(0x00, 0x20), 0x7F] if c != 0x0A])
+
+
+@given(VCHARS, st.text(INNER, max_size=10), VCHARS)
+def test_extension_value_of_visible_characters_and_inner_spaces_is_accepted(
+    first: str, inner: str, last: str
+) -> None:
+    result = parse_policy(body(*BASE, f"x-note: {first}{inner}{last}"))
+    assert isinstance(result, Policy)
+    assert result.lines[-1] == f"x-note: {first}{inner}{last}"
+
+
+@given(VCHARS, st.text(INNER, max_size=10), CONTROLS, st.text(INNER, max_size=10), VCHARS)
+@example("a", " ", "\t", "", "b")
+def test_extension_value_with_a_control_character_inside_is_rejected(
+    first: str, before: str, control: str, after: str, last: str
+) -> None:
+    result = parse_policy(body(*BASE, f"x-note: {first}{before}{control}{after}{last}"))
+    assert isinstance(result, PolicyFailure)
+    assert "line 5" in result.detail
 
 
 @given(st.text(max_size=300))

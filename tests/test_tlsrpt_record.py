@@ -98,6 +98,33 @@ CASES = [
     pytest.param(["rua=mailto:a@example.com; v=TLSRPTv1"], None, id="version-not-first-twin"),
     pytest.param(["v=TLSRPTv1; rua=mailto:a@example.com"], ("mailto:a@example.com",), id="plain"),
     pytest.param([], None, id="no-records-twin"),
+    # Only records beginning "v=TLSRPTv1" *WSP ";" count (RFC 8460 §3).
+    pytest.param(
+        ["v=TLSRPTv1; rua=mailto:a@example.com", "v=TLSRPTv1"],
+        ("mailto:a@example.com",),
+        id="bare-version-discarded",
+    ),
+    pytest.param(
+        ["v=TLSRPTv1; rua=mailto:a@example.com", "v=TLSRPTv1;"],
+        None,
+        id="empty-fields-counted-twin",
+    ),
+    pytest.param(
+        ["v=TLSRPTv1; rua=mailto:a@example.com", "v=TLSRPTv1 rua=mailto:b@example.com"],
+        ("mailto:a@example.com",),
+        id="no-delimiter-discarded",
+    ),
+    pytest.param(
+        ["v=TLSRPTv1; rua=mailto:a@example.com", "v=TLSRPTv1\t; rua=mailto:b@example.com"],
+        None,
+        id="wsp-delimiter-counted-twin",
+    ),
+    pytest.param(
+        ["v=TLSRPTv1; rua=mailto:a@example.com", "v=TLSRPTv10; rua=mailto:b@example.com"],
+        ("mailto:a@example.com",),
+        id="TLSRPTv10-discarded",
+    ),
+    pytest.param(["v=TLSRPTv1"], None, id="only-bare-version-twin"),
 ]
 
 
@@ -121,7 +148,9 @@ def test_select_tlsrpt_record(records: list[str], rua: tuple[str, ...] | None) -
             "2 v=TLSRPTv1 records",
             id="two",
         ),
-        pytest.param(["v=TLSRPTv1"], "no rua field", id="no-rua"),
+        pytest.param(["v=TLSRPTv1;"], "no rua field", id="no-rua"),
+        pytest.param(["v=TLSRPTv1"], "must be followed by ';'", id="bare-version"),
+        pytest.param(["v=TLSRPTv1 rua=mailto:a@b"], "must be followed by ';'", id="no-delimiter"),
         pytest.param(["v=TLSRPTv1; RUA=mailto:a@b"], "write 'rua='", id="rua-case"),
         pytest.param(["v=TLSRPTv1; rua=ftp://x"], "neither mailto: nor https:", id="scheme"),
         pytest.param(["v=TLSRPTv1; rua=mailto:a,b@c"], "is not mailto:", id="comma-splits"),

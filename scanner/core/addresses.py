@@ -91,23 +91,35 @@ def parse_address(ip: str) -> IPAddress | None:
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    # IPv4-mapped (RFC 4291 §2.5.5.2) and NAT64 well-known prefix (RFC 6052):
-    # both reach an IPv4 host, so they are judged as that host.
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    # IPv4-mapped (RFC 4291 §2.5.5.2), NAT64 well-known prefix (RFC 6052 §2.1)
+    # and 6to4 (RFC 3056 §2, 2002:V4ADDR::/48): each reaches the IPv4 host it
+    # embeds, so it is judged as that host.
     plain = ipaddress.IPv6Address(int(address))  # drop any zone for the lookup
+    if plain.ipv4_mapped is not None:
+        return plain.ipv4_mapped
     if plain in _NAT64_WELL_KNOWN:
         return ipaddress.IPv4Address(int(plain) & 0xFFFFFFFF)
+    if plain.sixtofour is not None:
+        return plain.sixtofour
     return None
+
+
+def _teredo_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    # RFC 4380 §4: a Teredo address (2001::/32) names its server and, obfuscated,
+    # its client's mapped IPv4 address.
+    teredo = ipaddress.IPv6Address(int(address)).teredo
+    return () if teredo is None else teredo
 
 
 def classify_address(ip: str) -> AddressClass:
     """Classify one textual IPv4 or IPv6 address.
 
-    IPv4-mapped (`::ffff:a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`) addresses
-    classify like their IPv4 form. IPv6 outside 2000::/3 that no table names
-    (e.g. IPv4-compatible `::a.b.c.d`) is reserved. 6to4 and Teredo are public.
-    Anything that does not parse is `invalid`.
+    IPv4-mapped (`::ffff:a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`) and 6to4
+    (`2002:AABB:CCDD::/48`) addresses classify like the IPv4 address they
+    embed, so `2002:7f00:1::1` is loopback. IPv6 outside 2000::/3 that no
+    table names (e.g. IPv4-compatible `::a.b.c.d`) is reserved. Teredo
+    (2001::/32) is public: it is reached through a public relay. Anything that
+    does not parse is `invalid`.
     """
     address = parse_address(ip)
     if address is None:
@@ -169,7 +181,11 @@ class Exclusions:
         return any(".".join(labels[i:]) in self.domains for i in range(len(labels)))
 
     def excludes_address(self, ip: str) -> bool:
-        """True when `ip` (or the IPv4 address it maps to) is in a listed network."""
+        """True when `ip`, or an IPv4 address it embeds, is in a listed network.
+
+        Embedded addresses: IPv4-mapped, NAT64, 6to4, and both the server and
+        the client address of a Teredo address.
+        """
         address = parse_address(ip)
         if address is None:
             return False
@@ -179,6 +195,7 @@ class Exclusions:
             embedded = _embedded_ipv4(address)
             if embedded is not None:
                 candidates.append(embedded)
+            candidates.extend(_teredo_ipv4(address))
         return any(candidate in network for candidate in candidates for network in self.networks)
 
 

@@ -24,6 +24,10 @@ Poddebniak et al. 2021) and must never be fed to TLS. After the caller completes
 the handshake it calls ``tls_established()``, which drops those bytes and starts a
 fresh parser for the decrypted stream.
 
+Bytes that arrive while no reply is awaited are kept: the next command takes them
+as its reply, and ``unsolicited_data`` says they were there before it was sent
+(before STARTTLS, that is pre-command response injection).
+
 Reading is bounded by ``SmtpLimits``: once ``next_event()`` has returned
 ``NEED_DATA``, the buffer holds less than one reply line, and a reply under
 construction never exceeds the line-count and byte limits.
@@ -138,6 +142,7 @@ class SmtpProtocolError(Exception):
 #                Reply-code [ SP textstring ] CRLF
 #   Reply-code = %x32-35 %x30-35 %x30-39
 _REPLY_CODE = re.compile(rb"[2-5][0-5][0-9]")
+_TEXT_BLANKS: Final = " \t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +165,9 @@ def _parse_line(content: bytes) -> _Line | MalformedReply:
     separator = content[3:4]
     if separator not in (b" ", b"-"):
         return MalformedReply(f"reply code not followed by space or hyphen: {shown!r}")
-    text = content[4:].decode("utf-8", errors="backslashreplace").strip()
+    # Only SP and HT surround text (RFC 5321 §4.2 textstring); str.strip() would also
+    # eat VT, FF, NEL and the like, and so hide them from the EHLO keyword grammar.
+    text = content[4:].decode("utf-8", errors="backslashreplace").strip(_TEXT_BLANKS)
     return _Line(code, separator == b" ", text, raw)
 
 
@@ -302,9 +309,11 @@ class EhloReply:
     """A parsed EHLO success reply.
 
     ``extensions`` maps each upper-cased keyword to its parameters (first occurrence
-    wins); ``keywords`` keeps every keyword in order, duplicates included;
-    ``invalid_lines`` holds extension lines whose keyword breaks the grammar
-    (they still appear in ``keywords``, upper-cased, so masks can be recognised).
+    wins); ``keywords`` keeps every keyword in order, upper-cased, duplicates
+    included. Both hold only keywords that follow the ehlo-keyword grammar (ASCII
+    letters, digits and hyphens); ``invalid_lines`` holds, verbatim, the extension
+    lines whose keyword breaks it, so that a look-alike such as ``ſtarttls``
+    (U+017F, which upper-cases to ``S``) never counts as STARTTLS.
     """
 
     domain: str
@@ -320,11 +329,18 @@ class EhloReply:
         return self.extensions.get(keyword.upper())
 
 
+def _is_ehlo_keyword(word: str) -> bool:
+    """True when ``word`` follows the ehlo-keyword grammar of RFC 5321 §4.1.1.1."""
+    return word.isascii() and _EHLO_KEYWORD.fullmatch(word) is not None
+
+
 def parse_ehlo_reply(reply: Reply) -> EhloReply:
     """The domain and extensions of an EHLO reply (RFC 5321 §4.1.1.1).
 
     Any reply shape is accepted (the code is the caller's business); an empty
-    first line yields an empty domain.
+    first line yields an empty domain. Words are separated by ASCII spaces only
+    (``SP`` in the grammar): a keyword glued to a tab, VT, NEL or any other
+    character breaks the grammar and the line is invalid.
     """
     first, *rest = reply.texts
     domain, _, greeting = first.partition(" ")
@@ -332,18 +348,18 @@ def parse_ehlo_reply(reply: Reply) -> EhloReply:
     extensions: dict[str, tuple[str, ...]] = {}
     invalid: list[str] = []
     for text in rest:
-        words = text.split()
-        if not words:
+        words = [word for word in text.split(" ") if word]
+        # The grammar is checked on the word as sent: upper-casing first would turn
+        # non-ASCII look-alikes ("ſ", "ﬆ") into ASCII letters.
+        if not words or not _is_ehlo_keyword(words[0]):
             invalid.append(text)
             continue
         keyword = words[0].upper()
-        if not _EHLO_KEYWORD.fullmatch(words[0]):
-            invalid.append(text)
         keywords.append(keyword)
         extensions.setdefault(keyword, tuple(words[1:]))
     return EhloReply(
         domain=domain,
-        greeting=greeting.strip(),
+        greeting=greeting.strip(_TEXT_BLANKS),
         keywords=tuple(keywords),
         extensions=MappingProxyType(extensions),
         invalid_lines=tuple(invalid),
@@ -361,9 +377,11 @@ def find_masked_starttls(keywords: Iterable[str]) -> str | None:
     A masked STARTTLS keeps the keyword's length (8) and is made of X's, possibly
     ending in another letter: ``XXXXXXXA``, ``XXXXXXXX``. The same inspection masks
     other extensions alike (``XXXXXXXB``), so when STARTTLS itself is among
-    ``keywords`` no mask stands for it and the answer is None.
+    ``keywords`` no mask stands for it and the answer is None. Keywords outside the
+    ehlo-keyword grammar (non-ASCII look-alikes) are neither STARTTLS nor a mask.
     """
-    listed = [keyword.upper() for keyword in keywords]
+    # Only grammatical keywords count: "ſtarttls".upper() == "STARTTLS".
+    listed = [keyword.upper() for keyword in keywords if _is_ehlo_keyword(keyword)]
     if "STARTTLS" in listed:
         return None
     for keyword in listed:
@@ -503,6 +521,7 @@ class SmtpClient:
         self.limits = limits
         self.state = ClientState.GREETING
         self._parser = ReplyParser(limits)
+        self._unsolicited = b""
 
     # -- commands
 
@@ -576,6 +595,19 @@ class SmtpClient:
         return self._parser.buffered
 
     @property
+    def unsolicited_data(self) -> bytes:
+        """Bytes that had arrived unasked when the last command was sent, else ``b""``.
+
+        They came while no reply was awaited (after the previous reply, before the
+        command), so the server could not have been answering the command. They
+        are still parsed as its reply, but a scanner must not take them for one
+        silently: before STARTTLS they are pre-command response injection (a
+        ``220`` that makes the client start TLS on an attacker's say-so).
+        ``abandon_with_quit`` leaves the record alone.
+        """
+        return self._unsolicited
+
+    @property
     def buffered_bytes(self) -> int:
         """Bytes held by the client: unparsed bytes plus the reply under construction."""
         return len(self._parser.buffered) + self._parser.pending_bytes
@@ -583,7 +615,12 @@ class SmtpClient:
     # -- internals
 
     def _command(self, move: ClientInput, line: str) -> bytes:
+        idle = self.state not in AWAITING_REPLY
         self._move(move)
+        if move is not ClientInput.ABANDON:
+            # Not awaiting a reply, the parser holds no reply under construction:
+            # whatever it buffered came unasked.
+            self._unsolicited = self._parser.buffered if idle else b""
         return line.encode("ascii") + b"\r\n"
 
     def _move(self, move: ClientInput) -> None:

@@ -98,6 +98,20 @@ def starts_with_version(record: str, version_field: str) -> bool:
     return rest == "" or rest[0] in WSP + ";"
 
 
+# RFC 8461 §3.1 / RFC 8460 §3: records that do not begin with "v=STSv1;"
+# ("v=TLSRPTv1;") are discarded before counting. Erratum 6285: the grammar
+# allows WSP before that ';', so "v=STSv1 ;" is kept (and warned about later).
+def is_version_record(record: str, version_field: str) -> bool:
+    """True when `record` begins with `version_field`, optional WSP, then `;`.
+
+    This is the discard rule applied before counting records: `v=STSv1` alone,
+    `v=STSv1 id=x` and `v=STSv10;` are not candidates.
+    """
+    if not record.startswith(version_field):
+        return False
+    return record[len(version_field) :].lstrip(WSP).startswith(";")
+
+
 # RFC 8461 §3.1 / RFC 8460 §3:
 #   record      = version 1*(field-delim field) [field-delim]
 #   field-delim = *WSP ";" *WSP
@@ -155,6 +169,8 @@ class StsRecordError:
 def _near_miss_hint(txt_records: Sequence[str]) -> str:
     for record in txt_records:
         lowered = record.lower()
+        if starts_with_version(record, STS_RECORD_VERSION):
+            return f" ({record!r} is not it: 'v=STSv1' must be followed by ';' and the fields)"
         if lowered.startswith("v=stsv1"):
             return f" ({record!r} is not it: 'v=STSv1' is case-sensitive)"
         if "v=stsv1" in lowered:
@@ -162,14 +178,16 @@ def _near_miss_hint(txt_records: Sequence[str]) -> str:
     return ""
 
 
-# RFC 8461 §3.1: discard records not starting with v=STSv1; exactly one must
-# remain and parse, or the domain has no MTA-STS policy.
+# RFC 8461 §3.1: discard records not starting with "v=STSv1;"; exactly one
+# must remain and parse, or the domain has no MTA-STS policy.
 def select_sts_record(txt_records: Sequence[str]) -> StsRecord | StsRecordError:
-    """Pick and parse the one `v=STSv1` record among the TXT records at `_mta-sts.<domain>`.
+    """Pick and parse the one `v=STSv1;` record among the TXT records at `_mta-sts.<domain>`.
 
     Each element is one TXT record with its character-strings already joined.
+    Records not beginning with `v=STSv1`, optional WSP and `;` are discarded
+    before counting, so `["v=STSv1; id=abc", "v=STSv1"]` selects id `abc`.
     """
-    candidates = [r for r in txt_records if starts_with_version(r, STS_RECORD_VERSION)]
+    candidates = [r for r in txt_records if is_version_record(r, STS_RECORD_VERSION)]
     if not candidates:
         return StsRecordError("no v=STSv1 record" + _near_miss_hint(txt_records))
     if len(candidates) > 1:
@@ -214,7 +232,14 @@ def parse_sts_record(record: str) -> StsRecord | StsRecordError:
 #   sub-domain = Let-dig [Ldh-str]  (letters, digits, hyphens; no hyphen at either end)
 _LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?")
 _MAX_AGE_DIGITS = re.compile(r"[0-9]{1,10}")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+# RFC 8461 §3.2 (RFC-NOTES §1.4):
+#   sts-policy-ext-value = sts-policy-vchar [*(%x20 / sts-policy-vchar) sts-policy-vchar]
+#   sts-policy-vchar     = %x21-7E / UTF8-2 / UTF8-3 / UTF8-4
+# So no control character anywhere (HTAB only as WSP around the value and the
+# ':'), while U+0080-U+009F, being UTF8-2, are allowed. A lone surrogate
+# (possible only in text not decoded from bytes) is no UTF-8 at all.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 _REQUIRED = ("version", "mode", "max_age")
 
 
@@ -304,6 +329,8 @@ def parse_policy(text: str) -> Policy | PolicyFailure:
         kept_lines.append(line.text)
         if _CONTROL.search(line.text):
             return _line_failure(line, "contains a control character")
+        if _SURROGATE.search(line.text):
+            return _line_failure(line, "contains a lone surrogate, which is not UTF-8")
         if line.text[0] in WSP:
             warnings.append(
                 f"line {line.number} is indented; the grammar allows no leading whitespace"
@@ -319,6 +346,10 @@ def parse_policy(text: str) -> Policy | PolicyFailure:
             return _line_failure(line, "invalid field name")
         if value == "":
             return _line_failure(line, "empty value")
+        if "\t" in value:
+            return _line_failure(
+                line, "a TAB inside the value; only spaces may separate its characters"
+            )
         if key == "mx":
             problem = mx_pattern_problem(value)
             if problem is not None:

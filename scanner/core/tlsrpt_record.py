@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from scanner.core.sts import (
     TaggedRecordError,
     is_extension_value,
+    is_version_record,
     split_tagged_record,
     starts_with_version,
 )
@@ -61,15 +62,24 @@ def split_rua(value: str) -> tuple[str, ...]:
     return tuple(uri.strip(" \t") for uri in value.split(","))
 
 
-# RFC 8460 §3: drop records not starting with v=TLSRPTv1; exactly one must
+# RFC 8460 §3: drop records not starting with "v=TLSRPTv1;"; exactly one must
 # remain. rua is required and may repeat (all are collected); extensions are
 # ignored.
 def select_tlsrpt_record(txt_records: Sequence[str]) -> TlsRptRecord | TlsRptRecordError:
-    """Pick and parse the one `v=TLSRPTv1` record among the TXT records at `_smtp._tls.<domain>`."""
-    candidates = [r for r in txt_records if starts_with_version(r, TLSRPT_RECORD_VERSION)]
+    """Pick and parse the one `v=TLSRPTv1;` record among the TXT records at `_smtp._tls.<domain>`.
+
+    Records not beginning with `v=TLSRPTv1`, optional WSP and `;` are discarded
+    before counting.
+    """
+    candidates = [r for r in txt_records if is_version_record(r, TLSRPT_RECORD_VERSION)]
     if not candidates:
         hint = ""
         for record in txt_records:
+            if starts_with_version(record, TLSRPT_RECORD_VERSION):
+                hint = (
+                    f" ({record!r} is not it: 'v=TLSRPTv1' must be followed by ';' and the fields)"
+                )
+                break
             if "v=tlsrptv1" in record.lower():
                 hint = f" ({record!r} is not it: 'v=TLSRPTv1' must come first, case-sensitive)"
                 break

@@ -37,7 +37,8 @@ first such trouble is kept.
 
 Plaintext injection (RFC 3207 §4.2): bytes past the 220 to STARTTLS, whether in
 the same read or arriving within `ProbeSettings.injection_wait`, are counted and
-never handed to TLS.
+never handed to TLS. Bytes already waiting, unasked, when STARTTLS is sent
+(pre-command response injection: a queued 220 taken as the answer) count too.
 
 DESIGN §6 "Always QUIT": after a reply-cap breach, a malformed reply or a phase
 timeout, a best-effort QUIT is sent (within `QUIT_GRACE`, no reply awaited,
@@ -362,8 +363,10 @@ class _Session:
         else:
             await self.refuse(ehlo)
 
+        command = self.client.send_starttls()
+        self.note_unsolicited()
         try:
-            starttls = await self.exchange(Phase.STARTTLS, self.client.send_starttls())
+            starttls = await self.exchange(Phase.STARTTLS, command)
         except _Interrupted as interrupted:
             if interrupted.reason.startswith("timeout:"):
                 raise  # DESIGN §5: a phase timeout is not testable
@@ -386,6 +389,20 @@ class _Session:
         self.tls_started = True
         await self.secure()
 
+    def note_unsolicited(self) -> None:
+        """Count bytes that were waiting, unasked, when STARTTLS was sent.
+
+        Pre-command response injection: a reply (typically ``220``) queued before
+        the command would be taken as its answer. The bytes count as plaintext
+        injection like those past the 220 (RFC 3207 §4.2, Poddebniak et al. 2021).
+        """
+        early = self.client.unsolicited_data
+        if early:
+            self.outcome = replace(
+                self.outcome, plaintext_injection=self.outcome.plaintext_injection + len(early)
+            )
+            self.transcript.add(f"[unsolicited data before STARTTLS: {len(early)} bytes]")
+
     async def collect_injection(self) -> None:
         """Count the plaintext past the 220 to STARTTLS: RFC 3207 §4.2, Poddebniak et al. 2021.
 
@@ -406,7 +423,10 @@ class _Session:
                         break  # closed: likewise
                     injected += data
         if injected:
-            self.outcome = replace(self.outcome, plaintext_injection=len(injected))
+            self.outcome = replace(
+                self.outcome,
+                plaintext_injection=self.outcome.plaintext_injection + len(injected),
+            )
             self.transcript.add(
                 "[plaintext after 220] " + injected.decode("ascii", errors="backslashreplace")
             )
