@@ -375,8 +375,9 @@ def indicators_for(
         if outcome.plaintext_injection > 0:
             add(
                 IndicatorCode.PLAINTEXT_INJECTION,
-                f"{outcome.plaintext_injection} bytes arrived in plaintext after the 220 "
-                "to STARTTLS and before the TLS handshake",
+                f"{outcome.plaintext_injection} bytes of plaintext the client did not ask for "
+                "arrived around the STARTTLS exchange (before the command was answered, or "
+                "after the 220 and before the TLS handshake)",
             )
         if _handshake_failed(outcome):
             add(
