@@ -244,7 +244,7 @@ class Scanner:
             hosts=tuple(dns_hosts + policy_hosts),
         )
         window = (started, self.clock())
-        verdict = assess_domain(facts, options=self.settings.report, window=window)
+        verdict = assess_domain(facts)
         report = build_report(
             facts,
             verdict,

@@ -220,7 +220,7 @@ def no_hosts(facts: DomainFacts) -> DomainFacts:
 
 
 def assess(facts: DomainFacts) -> DomainVerdict:
-    return assess_domain(facts, options=OPTIONS, window=WINDOW)
+    return assess_domain(facts)
 
 
 def only_address(verdict: DomainVerdict, ip: str) -> AddressVerdict:

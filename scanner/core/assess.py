@@ -39,7 +39,6 @@ from scanner.models import (
     Policy,
     PolicyMode,
     ProbeOutcome,
-    ReportOptions,
     ResultType,
     SessionFailure,
     StartTlsStatus,
@@ -610,22 +609,14 @@ def _policy_blockers(facts: DomainFacts) -> tuple[list[str], Policy | None]:
 
 
 # DESIGN §5 "Enforce readiness".
-def assess_domain(
-    facts: DomainFacts,
-    *,
-    options: ReportOptions,
-    window: tuple[datetime, datetime],
-) -> DomainVerdict:
+def assess_domain(facts: DomainFacts) -> DomainVerdict:
     """Judge one domain: per-address verdicts, indicators, readiness, blockers, warnings.
 
     Ready only with a usable record, a valid policy in mode testing or enforce, every DNS
     MX host covered by the policy, and every address of every DNS MX host tested and
     passed with no result type. Policy-only hosts never block: their problems are
-    warnings. `options` and `window` are the report's; they take no part in the verdict
-    today and are accepted so that the verdict and the report are built from the same
-    arguments.
+    warnings.
     """
-    del options, window
     at = facts.scanned_at
     blockers: list[str] = []
     warnings: list[str] = []
