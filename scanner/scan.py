@@ -38,13 +38,11 @@ from OpenSSL import SSL
 
 from scanner.core.addresses import Exclusions
 from scanner.core.assess import assess_domain
+from scanner.core.discovery import policy_only_hosts, sts_record_from, tlsrpt_record_from
 from scanner.core.inputs import InvalidInput, Shard, domain_digest, parse_input_line
-from scanner.core.sts import select_sts_record
 from scanner.core.tlsrpt import build_report
-from scanner.core.tlsrpt_record import select_tlsrpt_record
 from scanner.models import (
     AddressStatus,
-    DnsStatus,
     DomainFacts,
     MxAnswer,
     MxHostFacts,
@@ -52,8 +50,6 @@ from scanner.models import (
     PolicyFetch,
     ProbeOutcome,
     ReportOptions,
-    StsRecord,
-    TlsRptRecord,
     TxtAnswer,
 )
 from scanner.net.gate import Gate
@@ -196,8 +192,8 @@ class Scanner:
             self.resolver.txt(f"_smtp._tls.{domain}"),
             self.resolver.mx(domain),
         )
-        sts_record, sts_error = _select_sts(sts_txt)
-        tlsrpt_record, tlsrpt_error = _select_tlsrpt(tlsrpt_txt)
+        sts_record, sts_error = sts_record_from(sts_txt)
+        tlsrpt_record, tlsrpt_error = tlsrpt_record_from(tlsrpt_txt)
 
         policy_fetch: PolicyFetch | None = None
         hosts_from_dns = [(record.host, record.preference) for record in mx.records]
@@ -222,13 +218,8 @@ class Scanner:
         policy = policy_fetch.policy if policy_fetch is not None else None
         policy_hosts: list[MxHostFacts] = []
         if policy is not None:
-            known = {host for host, _ in hosts_from_dns}
-            extra = [
-                (pattern.lower().rstrip("."), None)
-                for pattern in policy.mx
-                if not pattern.startswith("*") and pattern.lower().rstrip(".") not in known
-            ]
-            policy_hosts = await self._hosts(list(dict.fromkeys(extra)), MxSource.POLICY)
+            standby = policy_only_hosts(policy, [host for host, _ in hosts_from_dns])
+            policy_hosts = await self._hosts([(host, None) for host in standby], MxSource.POLICY)
 
         facts = DomainFacts(
             domain=domain,
@@ -378,34 +369,6 @@ async def _gather3(a: Any, b: Any, c: Any) -> tuple[TxtAnswer, TxtAnswer, MxAnsw
         for index, awaitable in enumerate((a, b, c)):
             nursery.start_soon(run, index, awaitable)
     return results[0], results[1], results[2]
-
-
-def _txt_problem(answer: TxtAnswer, what: str) -> str | None:
-    if answer.status is DnsStatus.ANSWER:
-        return None
-    if answer.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA):
-        return f"no {what} TXT record ({answer.status.value})"
-    return f"{what} TXT lookup failed ({answer.status.value}: {answer.detail})"
-
-
-def _select_sts(answer: TxtAnswer) -> tuple[StsRecord | None, str | None]:
-    problem = _txt_problem(answer, "_mta-sts")
-    if problem is not None:
-        return None, problem
-    selected = select_sts_record(answer.records)
-    if isinstance(selected, StsRecord):
-        return selected, None
-    return None, selected.reason
-
-
-def _select_tlsrpt(answer: TxtAnswer) -> tuple[TlsRptRecord | None, str | None]:
-    problem = _txt_problem(answer, "_smtp._tls")
-    if problem is not None:
-        return None, problem
-    selected = select_tlsrpt_record(answer.records)
-    if isinstance(selected, TlsRptRecord):
-        return selected, None
-    return None, selected.reason
 
 
 # ---------------------------------------------------------------- input and output files
