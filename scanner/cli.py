@@ -398,7 +398,7 @@ def scan(
     show_progress = not no_progress and sys.stderr.isatty()
     with handle:
         progress = Progress(stderr) if show_progress else None
-        with progress if progress is not None else _null_context():
+        with progress if progress is not None else contextlib.nullcontext():
             end = trio.run(
                 run_scan, scanner, reader, lambda: iterate_lines(domains or [], files), handle, progress
             )
@@ -469,14 +469,6 @@ def tune_garbage_collector() -> None:
 
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # ---------------------------------------------------------------- check

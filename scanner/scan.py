@@ -169,8 +169,7 @@ class Scanner:
     async def scan_domain(self, domain: str) -> dict[str, Any]:
         """One domain → its JSON line. Never raises except for cancellation."""
         started = self.clock()
-        exclusions = self.settings.exclusions
-        if exclusions is not None and exclusions.excludes_domain(domain):
+        if self.gate.name_refusal(domain) is not None:
             return error_line(domain, "excluded: the domain is listed in --exclude", started)
         try:
             with trio.move_on_after(self.settings.domain_timeout) as scope:

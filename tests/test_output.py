@@ -11,9 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from test_assess import (
+from builders import (
     OPTIONS,
     SCANNED,
     WINDOW,
@@ -29,6 +27,8 @@ from test_assess import (
     probe,
     untestable,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scanner.core.tlsrpt import build_report
 from scanner.models import DnsStatus, DomainFacts, MxAnswer, MxSource, ResultType

@@ -7,9 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from test_assess import (
+from builders import (
     OPTIONS,
     SCANNED,
     WINDOW,
@@ -24,6 +22,8 @@ from test_assess import (
     probe,
     untestable,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scanner.core.tlsrpt import build_report, report_filename, rfc3339_utc
 from scanner.models import DomainFacts, MxHostFacts, MxSource, ProbeOutcome, ResultType

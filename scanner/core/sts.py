@@ -166,15 +166,17 @@ class StsRecordError:
     reason: str
 
 
-def _near_miss_hint(txt_records: Sequence[str]) -> str:
+def near_miss_hint(txt_records: Sequence[str], version_field: str) -> str:
+    """Why the record that looks closest to a `version_field` record was not taken, if any."""
+    wanted = version_field.lower()
     for record in txt_records:
         lowered = record.lower()
-        if starts_with_version(record, STS_RECORD_VERSION):
-            return f" ({record!r} is not it: 'v=STSv1' must be followed by ';' and the fields)"
-        if lowered.startswith("v=stsv1"):
-            return f" ({record!r} is not it: 'v=STSv1' is case-sensitive)"
-        if "v=stsv1" in lowered:
-            return f" ({record!r} is not it: 'v=STSv1' must come first)"
+        if starts_with_version(record, version_field):
+            return f" ({record!r} is not it: {version_field!r} must be followed by ';' and the fields)"
+        if lowered.startswith(wanted):
+            return f" ({record!r} is not it: {version_field!r} is case-sensitive)"
+        if wanted in lowered:
+            return f" ({record!r} is not it: {version_field!r} must come first)"
     return ""
 
 
@@ -189,7 +191,7 @@ def select_sts_record(txt_records: Sequence[str]) -> StsRecord | StsRecordError:
     """
     candidates = [r for r in txt_records if is_version_record(r, STS_RECORD_VERSION)]
     if not candidates:
-        return StsRecordError("no v=STSv1 record" + _near_miss_hint(txt_records))
+        return StsRecordError("no v=STSv1 record" + near_miss_hint(txt_records, STS_RECORD_VERSION))
     if len(candidates) > 1:
         return StsRecordError(
             f"{len(candidates)} v=STSv1 records; exactly one is required, so senders see no policy"

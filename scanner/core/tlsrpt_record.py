@@ -15,8 +15,8 @@ from scanner.core.sts import (
     TaggedRecordError,
     is_extension_value,
     is_version_record,
+    near_miss_hint,
     split_tagged_record,
-    starts_with_version,
 )
 from scanner.models import TlsRptRecord
 
@@ -73,17 +73,9 @@ def select_tlsrpt_record(txt_records: Sequence[str]) -> TlsRptRecord | TlsRptRec
     """
     candidates = [r for r in txt_records if is_version_record(r, TLSRPT_RECORD_VERSION)]
     if not candidates:
-        hint = ""
-        for record in txt_records:
-            if starts_with_version(record, TLSRPT_RECORD_VERSION):
-                hint = (
-                    f" ({record!r} is not it: 'v=TLSRPTv1' must be followed by ';' and the fields)"
-                )
-                break
-            if "v=tlsrptv1" in record.lower():
-                hint = f" ({record!r} is not it: 'v=TLSRPTv1' must come first, case-sensitive)"
-                break
-        return TlsRptRecordError("no v=TLSRPTv1 record" + hint)
+        return TlsRptRecordError(
+            "no v=TLSRPTv1 record" + near_miss_hint(txt_records, TLSRPT_RECORD_VERSION)
+        )
     if len(candidates) > 1:
         return TlsRptRecordError(
             f"{len(candidates)} v=TLSRPTv1 records; exactly one is required, so reporters send no reports"
