@@ -81,6 +81,28 @@ class Phase(StrEnum):
     QUIT = "quit"
 
 
+class InterruptionKind(StrEnum):
+    """Why a session stopped short of a verdict, or what went wrong after TLS.
+
+    The values are the leading words of the `reason` and `after_tls_error` strings of
+    the JSON line (docs/output.md#not-testable-reasons); `scanner.core.reasons`
+    renders the whole string from an `Interruption`.
+    """
+
+    CONNECT_REFUSED = "connect-refused"
+    CONNECT_FAILED = "connect-failed"
+    TIMEOUT = "timeout"
+    CLOSED = "closed"
+    PROTOCOL_ERROR = "protocol-error"
+    BUSY = "busy"  # 421 and other 4xx refusals of the session: the server may serve us later
+    REJECTED = "rejected"  # a 5xx refusal of the session, or a refused post-TLS EHLO
+    EHLO_REJECTED = "ehlo-rejected"  # EHLO and HELO refused before TLS
+    ADDRESS_NOT_ALLOWED = "address-not-allowed"
+    EXCLUDED = "excluded"
+    INVALID_MX_NAME = "invalid-mx-name"
+    NOT_PROBED = "not-probed"
+
+
 class DnsStatus(StrEnum):
     ANSWER = "answer"
     NXDOMAIN = "nxdomain"
@@ -192,6 +214,19 @@ class CertificateCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class Interruption:
+    """A typed reason: what kind of trouble, in which phase, and the server's words.
+
+    `detail` holds what the kind alone does not say: the reply (`421 4.7.0 busy`),
+    the errno name of a connect error, the grammar rule a reply broke.
+    """
+
+    kind: InterruptionKind
+    phase: Phase | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeOutcome:
     """Everything one STARTTLS probe of one (MX host, address) observed.
 
@@ -202,7 +237,7 @@ class ProbeOutcome:
     hostname: str
     ip: str
     status: AddressStatus
-    reason: str | None = None  # why not testable, e.g. "connect-refused", "timeout:greeting"
+    interruption: Interruption | None = None  # why not testable, when it is not
     local_ip: str | None = None
     greeting: str | None = None
     ehlo_keywords: tuple[str, ...] = ()  # pre-TLS EHLO keywords, upper case
@@ -218,9 +253,9 @@ class ProbeOutcome:
     ehlo_after_tls: tuple[str, ...] | None = None
     starttls_after_tls: bool = False
     transcript: tuple[str, ...] = ()
-    # What went wrong after a completed handshake, e.g. "timeout:ehlo-after-tls",
-    # "closed:ehlo-after-tls", "ehlo-after-tls rejected: 554 ...", "timeout:quit".
-    after_tls_error: str | None = None
+    # The first trouble after a completed handshake (a timeout, a close, a protocol
+    # error or a refused EHLO in phase ehlo-after-tls or quit); the TLS facts stand.
+    after_tls: Interruption | None = None
 
 
 # ---------------------------------------------------------------- MTA-STS and TLS-RPT
@@ -261,6 +296,7 @@ class TlsRptRecord:
 
     raw: str
     rua: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

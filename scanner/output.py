@@ -1,10 +1,10 @@
-"""The JSON line of one domain (DESIGN §4) and its JSON Schema.
+"""The JSON line of one domain (docs/output.md) and its JSON Schema.
 
-A JSON edge: records come in, dicts go out, keys in DESIGN §4 order. `result_line` is the
-line of a scanned domain; `error_line` the line of an input that could not be scanned (an
-invalid name, or an unexpected exception in that domain's scan). `dumps_line` writes one
-line of compact JSON. `load_schema` returns the JSON Schema (draft 2020-12) every line
-satisfies, shipped as `scanner/schema/result-line.schema.json`.
+The JSON edge: a typed `DomainResult` comes in, a dict goes out, keys in the documented
+order, and nothing else in the scanner builds or reads these dicts. `result_line` is the
+line of any result; `dumps_line` writes one line of compact JSON. `load_schema` returns
+the JSON Schema (draft 2020-12) every line satisfies, shipped as
+`scanner/schema/result-line.schema.json`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from datetime import datetime
 from importlib import resources
 
 from scanner.core.assess import AddressVerdict, DomainVerdict, MxVerdict
-from scanner.core.tlsrpt import rfc3339_utc
-from scanner.models import CertificateCheck, DomainFacts, Indicator, ProbeOutcome
+from scanner.core.reasons import after_tls_text, reason_text
+from scanner.core.result import DomainResult
+from scanner.core.tlsrpt import build_report, report_id, rfc3339_utc
+from scanner.models import CertificateCheck, DomainFacts, Indicator, ProbeOutcome, ReportOptions
 
 SCHEMA_VERSION = 1
 SCHEMA_RESOURCE = "schema/result-line.schema.json"
@@ -50,7 +52,7 @@ def _address(address: AddressVerdict) -> dict[str, object]:
     return {
         "ip": address.ip,
         "status": address.status.value,
-        "reason": address.reason,
+        "reason": reason_text(address.interruption) if address.interruption else None,
         "starttls": address.starttls.value if address.starttls is not None else None,
         "tls": _tls(probe),
         "certificate": (
@@ -60,7 +62,9 @@ def _address(address: AddressVerdict) -> dict[str, object]:
         ),
         "result_types": [result_type.value for result_type in address.result_types],
         "transcript": list(probe.transcript) if probe is not None else [],
-        "after_tls_error": probe.after_tls_error if probe is not None else None,
+        "after_tls_error": (
+            after_tls_text(probe.after_tls) if probe is not None and probe.after_tls else None
+        ),
     }
 
 
@@ -119,10 +123,24 @@ def _tlsrpt(facts: DomainFacts) -> dict[str, object]:
     }
 
 
-def result_line(
+def result_line(result: DomainResult, options: ReportOptions) -> dict[str, object]:
+    """The line of one result: a scanned domain with its RFC 8460 report, or an error line."""
+    if result.error is not None or result.facts is None or result.verdict is None:
+        return error_line(result.domain, str(result.error), result.scanned_at)
+    report = build_report(
+        result.facts,
+        result.verdict,
+        options=options,
+        window=(result.scanned_at, result.finished_at),
+        report_id=report_id(result.domain, result.scanned_at),
+    )
+    return scanned_line(result.facts, result.verdict, report)
+
+
+def scanned_line(
     facts: DomainFacts, verdict: DomainVerdict, report: dict[str, object]
 ) -> dict[str, object]:
-    """The DESIGN §4 line of a scanned domain; `report` is `core.tlsrpt.build_report`'s."""
+    """The line of a scanned domain; `report` is `core.tlsrpt.build_report`'s."""
     return {
         "schema_version": SCHEMA_VERSION,
         "domain": facts.domain,
@@ -148,7 +166,7 @@ def result_line(
 def error_line(domain: str, error: str, scanned_at: datetime) -> dict[str, object]:
     """The line of an input that could not be scanned.
 
-    Every DESIGN §4 field is present: `error` is set (e.g. "invalid-domain: ..."), nothing
+    Every field is present: `error` is set (e.g. "invalid-domain: ..."), nothing
     was observed so `mx` and `indicators` are empty, `enforce_ready` is false with one
     blocker stating the error, and `report` is null: no sessions were attempted, so there
     is nothing to report (a zero-count report would read as a heartbeat).

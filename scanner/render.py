@@ -1,102 +1,155 @@
-"""Human-readable views of result lines: `scanner check` and `scanner stats`.
+"""Human-readable views: `scanner check` (a typed result) and `scanner stats` (result files).
 
-These read the JSON line (DESIGN §4), the same contract other tools read, so
-what a person sees is exactly what the file says.
+`render_check` reads the typed `DomainResult`; `adoption_statistics` reads result
+lines from files, the same contract other tools read, tolerating foreign shapes.
+Text from records, servers and certificates is added as plain `Text`, never as markup.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from scanner.core.assess import AddressVerdict, MxVerdict
+from scanner.core.reasons import reason_text
+from scanner.core.result import DomainResult
+from scanner.core.tlsrpt import rfc3339_utc
+from scanner.models import MxSource
 
 
-def could_not_scan(line: dict[str, Any]) -> bool:
-    """Exit 2 of `scanner check`: an error, or no MX address could be tested at all."""
-    if line.get("error"):
-        return True
-    lookup = line.get("mx_lookup") or {}
-    if lookup.get("status") in ("servfail", "refused", "timeout", "error"):
-        return True
-    addresses = [
-        address
-        for mx in line.get("mx") or []
-        if mx.get("source") == "dns"
-        for address in mx.get("addresses") or []
-    ]
-    return bool(addresses) and all(a.get("status") != "tested" for a in addresses)
+def output_console(*, stderr: bool = False) -> Console:
+    """A console for a view: styled on a terminal; plain and never wrapped otherwise.
+
+    Piped or redirected output is read by programs and by `grep`: no colour codes,
+    and no word cut at 80 columns.
+    """
+    console = Console(stderr=stderr)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, width=UNWRAPPED_WIDTH, no_color=True, highlight=False)
 
 
-def render_check(console: Console, line: dict[str, Any]) -> None:
-    domain = line.get("domain", "?")
-    if line.get("error"):
-        console.print(f"[bold red]{domain}: could not scan[/]: {line['error']}")
-        return
-    sts = line.get("mta_sts") or {}
-    policy = sts.get("policy")
-    console.print(f"[bold]{domain}[/]  scanned {line.get('scanned_at')}")
-    console.print(f"  _mta-sts record: {sts.get('record') or '[red]none[/]'}")
-    if policy:
-        console.print(
-            f"  policy: mode [bold]{policy.get('mode')}[/], max_age {policy.get('max_age')}, "
-            f"mx {', '.join(policy.get('mx') or [])}"
+UNWRAPPED_WIDTH = 100_000
+
+
+def _styled(text: str, style: str) -> Text:
+    return Text(text, style=style)
+
+
+def _certificate_cell(address: AddressVerdict) -> Text:
+    probe = address.probe
+    if probe is None or probe.certificate is None:
+        return Text()
+    check = probe.certificate
+    problems: list[str] = []
+    if not check.chain.trusted:
+        problems.append(check.chain.verify_error or "untrusted")
+    if not check.name_matches:
+        problems.append("name mismatch")
+    cell = _styled("valid", "green") if not problems else _styled(", ".join(problems), "red")
+    cell.append(f" until {rfc3339_utc(check.leaf.not_after)[:10]}")
+    return cell
+
+
+def _address_rows(host: MxVerdict) -> Iterator[tuple[Text | str, ...]]:
+    label = host.hostname + (" (policy)" if host.source is MxSource.POLICY else "")
+    preference = str(host.preference) if host.preference is not None else ""
+    in_policy: Text | str = ""
+    if host.in_policy is not None:
+        in_policy = "yes" if host.in_policy else _styled("no", "red")
+    if not host.addresses:
+        yield (label, preference, in_policy, "", "", "", "", "", "")
+    for address in host.addresses:
+        status = address.status.value
+        if address.interruption is not None:
+            status = f"{status}: {reason_text(address.interruption)}"
+        probe = address.probe
+        version = probe.tls.version if probe is not None and probe.tls is not None else ""
+        yield (
+            label,
+            preference,
+            in_policy,
+            address.ip,
+            status,
+            address.starttls.value if address.starttls is not None else "",
+            version,
+            _certificate_cell(address),
+            ", ".join(t.value for t in address.result_types),
         )
-    error = sts.get("error")
-    if error:
-        console.print(f"  policy problem: [red]{error.get('result_type') or 'none'}[/] {error.get('detail')}")
-    tlsrpt = line.get("tlsrpt") or {}
-    console.print(f"  _smtp._tls record: {tlsrpt.get('record') or '[yellow]none[/]'}")
+
+
+def render_check(console: Console, result: DomainResult) -> None:
+    """The human verdict of one domain: records, policy, every address, readiness."""
+    if result.error is not None or result.facts is None or result.verdict is None:
+        console.print(
+            Text.assemble(_styled(f"{result.domain}: could not scan", "bold red"), f": {result.error}")
+        )
+        return
+    facts, verdict = result.facts, result.verdict
+    console.print(Text.assemble(_styled(facts.domain, "bold"), f"  scanned {rfc3339_utc(facts.scanned_at)}"))
+    record = facts.sts_record.raw if facts.sts_record is not None else None
+    console.print(Text.assemble("  _mta-sts record: ", record or _styled("none", "red")))
+    fetch = facts.policy_fetch
+    policy = fetch.policy if fetch is not None else None
+    if policy is not None:
+        console.print(
+            Text.assemble(
+                "  policy: mode ",
+                _styled(policy.mode.value, "bold"),
+                f", max_age {policy.max_age}, mx {', '.join(policy.mx)}",
+            )
+        )
+    if fetch is not None and fetch.failure is not None:
+        console.print(
+            Text.assemble(
+                "  policy problem: ",
+                _styled(fetch.failure.result_type.value, "red"),
+                f" {fetch.failure.detail}",
+            )
+        )
+    tlsrpt = facts.tlsrpt_record.raw if facts.tlsrpt_record is not None else None
+    console.print(Text.assemble("  _smtp._tls record: ", tlsrpt or _styled("none", "yellow")))
 
     table = Table(title="MX hosts and addresses", show_lines=False)
-    for column in ("MX", "pref", "in policy", "address", "status", "STARTTLS", "TLS", "certificate", "result types"):
+    for column in CHECK_COLUMNS:
         table.add_column(column)
-    for mx in line.get("mx") or []:
-        addresses = mx.get("addresses") or [{}]
-        for address in addresses:
-            cert = address.get("certificate") or {}
-            cert_text = ""
-            if cert:
-                problems = []
-                if not cert.get("chain_valid"):
-                    problems.append(cert.get("verify_error") or "untrusted")
-                if not cert.get("name_matches"):
-                    problems.append("name mismatch")
-                cert_text = ("[green]valid[/]" if not problems else "[red]" + ", ".join(problems) + "[/]")
-                cert_text += f" until {str(cert.get('not_after', ''))[:10]}"
-            tls = address.get("tls") or {}
-            status = address.get("status", "")
-            if address.get("reason"):
-                status = f"{status}: {address['reason']}"
-            in_policy = mx.get("in_policy")
-            table.add_row(
-                f"{mx.get('hostname')}" + (" (policy)" if mx.get("source") == "policy" else ""),
-                str(mx.get("preference") if mx.get("preference") is not None else ""),
-                "" if in_policy is None else ("yes" if in_policy else "[red]no[/]"),
-                str(address.get("ip", "")),
-                status,
-                str(address.get("starttls") or ""),
-                str(tls.get("version") or ""),
-                cert_text,
-                ", ".join(address.get("result_types") or []),
-            )
+    for host in verdict.mx:
+        for row in _address_rows(host):
+            table.add_row(*row)
     console.print(table)
-    indicators = line.get("indicators") or []
-    if indicators:
-        console.print("[bold]Downgrade indicators[/]")
-        for indicator in indicators:
-            where = " ".join(str(x) for x in (indicator.get("mx"), indicator.get("ip")) if x)
-            console.print(f"  [red]{indicator.get('code')}[/] {where}: {indicator.get('detail')}")
-    if line.get("enforce_ready"):
-        console.print("[bold green]Ready for mode: enforce[/]")
+    if verdict.indicators:
+        console.print(_styled("Downgrade indicators", "bold"))
+        for indicator in verdict.indicators:
+            where = " ".join(x for x in (indicator.mx, indicator.ip) if x)
+            console.print(
+                Text.assemble("  ", _styled(indicator.code.value, "red"), f" {where}: {indicator.detail}")
+            )
+    if verdict.enforce_ready:
+        console.print(_styled("Ready for mode: enforce", "bold green"))
     else:
-        console.print("[bold red]Not ready for mode: enforce[/]")
-    for blocker in line.get("blockers") or []:
-        console.print(f"  [red]blocker[/]: {blocker}")
-    for warning in line.get("warnings") or []:
-        console.print(f"  [yellow]warning[/]: {warning}")
+        console.print(_styled("Not ready for mode: enforce", "bold red"))
+    for blocker in verdict.blockers:
+        console.print(Text.assemble("  ", _styled("blocker", "red"), f": {blocker}"))
+    for warning in verdict.warnings:
+        console.print(Text.assemble("  ", _styled("warning", "yellow"), f": {warning}"))
+
+
+CHECK_COLUMNS = (
+    "MX",
+    "pref",
+    "in policy",
+    "address",
+    "status",
+    "STARTTLS",
+    "TLS",
+    "certificate",
+    "result types",
+)
 
 
 def _dict(value: object) -> dict[str, Any]:

@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import trio
-from OpenSSL import SSL
 
 from scanner.core.addresses import Exclusions
 from scanner.core.assess import assess_domain
 from scanner.core.discovery import policy_only_hosts, sts_record_from, tlsrpt_record_from
 from scanner.core.inputs import InvalidInput, Shard, domain_digest, parse_input_line
-from scanner.core.tlsrpt import build_report
+from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.models import (
     AddressStatus,
     DomainFacts,
@@ -56,8 +55,8 @@ from scanner.net.gate import Gate
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.probe import ProbeSettings, probe
 from scanner.net.resolver import Resolver
-from scanner.net.tls import TrustStore
-from scanner.output import dumps_line, error_line, result_line
+from scanner.net.tls import TlsClient
+from scanner.output import dumps_line, result_line
 
 DEFAULT_PROBE_CACHE_SIZE = 4096
 
@@ -80,7 +79,7 @@ class ScanSettings:
 
 
 class ProgressSink(Protocol):
-    def domain_done(self, line: dict[str, Any]) -> None: ...
+    def domain_done(self, result: DomainResult) -> None: ...
 
 
 class ProbeCache:
@@ -146,14 +145,12 @@ class Scanner:
         self,
         *,
         resolver: Resolver,
-        context: SSL.Context,
-        trust: TrustStore,
+        tls: TlsClient,
         settings: ScanSettings,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.resolver = resolver
-        self.context = context
-        self.trust = trust
+        self.tls = tls
         self.settings = settings
         self.clock = clock
         self.probe_cache = ProbeCache(settings.probe_cache_size)
@@ -166,26 +163,30 @@ class Scanner:
 
     # ------------------------------------------------------------ one domain
 
-    async def scan_domain(self, domain: str) -> dict[str, Any]:
-        """One domain → its JSON line. Never raises except for cancellation."""
+    async def scan_domain(self, domain: str) -> DomainResult:
+        """One domain → its result. Never raises except for cancellation."""
         started = self.clock()
         if self.gate.name_refusal(domain) is not None:
-            return error_line(domain, "excluded: the domain is listed in --exclude", started)
+            error = ScanError(ErrorKind.EXCLUDED, "the domain is listed in --exclude")
+            return DomainResult.failed(domain, error, started)
         try:
             with trio.move_on_after(self.settings.domain_timeout) as scope:
                 return await self._scan_domain(domain, started)
             assert scope.cancelled_caught
-            return error_line(
-                domain,
-                f"timeout: the domain's scan exceeded {self.settings.domain_timeout:g} s",
-                started,
-            )
+            timeout = self.settings.domain_timeout
+            error = ScanError(ErrorKind.TIMEOUT, f"the domain's scan exceeded {timeout:g} s")
+            return DomainResult.failed(domain, error, started)
         except Exception as exc:
             summary = traceback.format_exception(exc, limit=-3)
             detail = " | ".join(line.strip().replace("\n", " ") for line in summary[-4:])
-            return error_line(domain, f"internal-error: {type(exc).__name__}: {exc} [{detail}]", started)
+            error = ScanError(ErrorKind.INTERNAL_ERROR, f"{type(exc).__name__}: {exc} [{detail}]")
+            return DomainResult.failed(domain, error, started)
 
-    async def _scan_domain(self, domain: str, started: datetime) -> dict[str, Any]:
+    def invalid_input(self, item: InvalidInput) -> DomainResult:
+        error = ScanError(ErrorKind.INVALID_DOMAIN, item.reason)
+        return DomainResult.failed(item.text, error, self.clock())
+
+    async def _scan_domain(self, domain: str, started: datetime) -> DomainResult:
         sts_txt, tlsrpt_txt, mx = await _gather3(
             self.resolver.txt(f"_mta-sts.{domain}"),
             self.resolver.txt(f"_smtp._tls.{domain}"),
@@ -203,8 +204,7 @@ class Scanner:
                 policy_fetch = await fetch_policy(
                     domain,
                     resolver=self.resolver,
-                    context=self.context,
-                    trust=self.trust,
+                    tls=self.tls,
                     settings=self.settings.fetch,
                     now=self.clock(),
                     gate=self.gate,
@@ -233,16 +233,13 @@ class Scanner:
             mx=mx,
             hosts=tuple(dns_hosts + policy_hosts),
         )
-        window = (started, self.clock())
-        verdict = assess_domain(facts)
-        report = build_report(
-            facts,
-            verdict,
-            options=self.settings.report,
-            window=window,
-            report_id=f"{started.strftime('%Y%m%dT%H%M%SZ')}.{domain}",
+        return DomainResult(
+            domain=domain,
+            scanned_at=started,
+            finished_at=self.clock(),
+            facts=facts,
+            verdict=assess_domain(facts),
         )
-        return result_line(facts, verdict, report)
 
     async def _hosts(
         self, hosts: Sequence[tuple[str, int | None]], source: MxSource
@@ -282,15 +279,14 @@ class Scanner:
         """One probe per (MX host, address) per run, within the address's connection slots."""
         refusal = self.gate.name_refusal(hostname) or self.gate.refusal(ip)
         if refusal is not None:
-            return ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, reason=refusal)
+            return ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal)
 
         async def run_probe() -> ProbeOutcome:
             async with self.gate.slot(ip):
                 return await probe(
                     hostname,
                     ip,
-                    context=self.context,
-                    trust=self.trust,
+                    tls=self.tls,
                     settings=self.settings.probe,
                     now=self.clock(),
                 )
@@ -313,7 +309,7 @@ class Scanner:
         """
         concurrency = max(1, self.settings.concurrency)
         work_send, work_receive = trio.open_memory_channel[str | InvalidInput](concurrency)
-        line_send, line_receive = trio.open_memory_channel[dict[str, Any]](concurrency)
+        line_send, line_receive = trio.open_memory_channel[DomainResult](concurrency)
 
         async def producer() -> None:
             async with work_send:
@@ -322,23 +318,23 @@ class Scanner:
 
         async def worker(
             receive: trio.MemoryReceiveChannel[str | InvalidInput],
-            send: trio.MemorySendChannel[dict[str, Any]],
+            send: trio.MemorySendChannel[DomainResult],
         ) -> None:
             async with receive, send:
                 async for item in receive:
                     if isinstance(item, InvalidInput):
-                        line = error_line(item.text, item.error, self.clock())
+                        result = self.invalid_input(item)
                     else:
-                        line = await self.scan_domain(item)
-                    await send.send(line)
+                        result = await self.scan_domain(item)
+                    await send.send(result)
 
         async def writer() -> None:
             async with line_receive:
-                async for line in line_receive:
-                    write_line(dumps_line(line))
-                    self._count(line)
+                async for result in line_receive:
+                    write_line(dumps_line(result_line(result, self.settings.report)))
+                    self._count(result)
                     if progress is not None:
-                        progress.domain_done(line)
+                        progress.domain_done(result)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
@@ -348,13 +344,13 @@ class Scanner:
                     nursery.start_soon(worker, work_receive.clone(), line_send.clone())
         return self.stats
 
-    def _count(self, line: dict[str, Any]) -> None:
+    def _count(self, result: DomainResult) -> None:
         self.stats.domains += 1
-        if line.get("error"):
+        if result.error is not None:
             self.stats.errors += 1
-        if line.get("enforce_ready"):
+        if result.enforce_ready:
             self.stats.ready += 1
-        if line.get("indicators"):
+        if result.has_indicators:
             self.stats.with_indicators += 1
 
 

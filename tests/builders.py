@@ -22,10 +22,13 @@ from scanner.models import (
     ChainVerdict,
     DnsStatus,
     DomainFacts,
+    Interruption,
+    InterruptionKind,
     MxAnswer,
     MxHostFacts,
     MxRecord,
     MxSource,
+    Phase,
     Policy,
     PolicyFailure,
     PolicyFetch,
@@ -97,11 +100,57 @@ def probe(host: str, ip: str, **changes: object) -> ProbeOutcome:
     )
     if "starttls_reply" in changes:
         changes.setdefault("starttls_reply_text", None)
+    if isinstance(changes.get("after_tls"), str):
+        changes["after_tls"] = AFTER_TLS[str(changes["after_tls"])]
     return dataclasses.replace(good, **changes)  # type: ignore[arg-type]
 
 
+# The typed values behind the reason strings the tests name, as the probe records them.
+# `scanner.core.reasons` must render each back to its key (tested in test_output.py).
+REASONS: dict[str, Interruption] = {
+    "connect-refused": Interruption(InterruptionKind.CONNECT_REFUSED, Phase.CONNECT),
+    "connect-failed: ENETUNREACH": Interruption(
+        InterruptionKind.CONNECT_FAILED, Phase.CONNECT, "ENETUNREACH"
+    ),
+    "timeout:connect": Interruption(InterruptionKind.TIMEOUT, Phase.CONNECT),
+    "timeout:greeting": Interruption(InterruptionKind.TIMEOUT, Phase.GREETING),
+    "timeout:ehlo": Interruption(InterruptionKind.TIMEOUT, Phase.EHLO),
+    "closed:starttls": Interruption(InterruptionKind.CLOSED, Phase.STARTTLS),
+    "busy:421 ****": Interruption(InterruptionKind.BUSY, Phase.GREETING, "421 ****"),
+    "rejected:554 5.3.2 no SMTP service here": Interruption(
+        InterruptionKind.REJECTED, Phase.GREETING, "554 5.3.2 no SMTP service here"
+    ),
+    "ehlo-rejected:450 4.7.1 Helo command rejected": Interruption(
+        InterruptionKind.EHLO_REJECTED, Phase.EHLO, "450 4.7.1 Helo command rejected"
+    ),
+    "protocol-error: reply line too long": Interruption(
+        InterruptionKind.PROTOCOL_ERROR, Phase.EHLO, "reply line too long"
+    ),
+    "address-not-allowed": Interruption(InterruptionKind.ADDRESS_NOT_ALLOWED),
+    "excluded": Interruption(InterruptionKind.EXCLUDED),
+    "invalid-mx-name: empty label": Interruption(InterruptionKind.INVALID_MX_NAME, None, "empty label"),
+    "not-probed": Interruption(InterruptionKind.NOT_PROBED),
+}
+AFTER_TLS: dict[str, Interruption] = {
+    "timeout:ehlo-after-tls": Interruption(InterruptionKind.TIMEOUT, Phase.EHLO_AFTER_TLS),
+    "closed:ehlo-after-tls": Interruption(InterruptionKind.CLOSED, Phase.EHLO_AFTER_TLS),
+    "ehlo-after-tls rejected: 554 5.7.0 no": Interruption(
+        InterruptionKind.REJECTED, Phase.EHLO_AFTER_TLS, "554 5.7.0 no"
+    ),
+    "protocol-error:ehlo-after-tls: bad": Interruption(
+        InterruptionKind.PROTOCOL_ERROR, Phase.EHLO_AFTER_TLS, "bad"
+    ),
+    "timeout:quit": Interruption(InterruptionKind.TIMEOUT, Phase.QUIT),
+    "closed:quit": Interruption(InterruptionKind.CLOSED, Phase.QUIT),
+    "protocol-error:quit: bad": Interruption(InterruptionKind.PROTOCOL_ERROR, Phase.QUIT, "bad"),
+}
+
+
 def untestable(host: str, ip: str, reason: str) -> ProbeOutcome:
-    return ProbeOutcome(hostname=host, ip=ip, status=AddressStatus.NOT_TESTABLE, reason=reason)
+    """A not-testable session; `reason` names one of `REASONS` by its wire string."""
+    return ProbeOutcome(
+        hostname=host, ip=ip, status=AddressStatus.NOT_TESTABLE, interruption=REASONS[reason]
+    )
 
 
 def host(

@@ -1,4 +1,4 @@
-"""Shared fixtures: the demo world and a running lab serving it."""
+"""Shared fixtures: the demo world, a running lab serving it, and virtual time for lab tests."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from trio.testing import MockClock
 
 from scanner.lab import Lab, World, demo_world_path, load_world, open_lab
+
+# Real seconds every task must have been idle before `loopback_clock` moves time on.
+LOOPBACK_IDLE = 0.02
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +25,23 @@ async def demo_lab(demo_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
     """The demo world served on loopback for one test; the CA file lives in tmp_path."""
     async with open_lab(demo_world, workdir=tmp_path / "lab") as lab:
         yield lab
+
+
+@pytest.fixture
+def loopback_clock() -> MockClock:
+    """Virtual time for a test whose clients and servers talk over real loopback sockets.
+
+    Take it as a test argument (pytest-trio runs the test on any `Clock` argument).
+    Every trio deadline and sleep, the scanner's and the lab servers' alike, then
+    runs on this clock: it stands still while anything runs, so CPU time on a
+    loaded machine never expires a deadline, and it jumps to the next deadline
+    once every task has waited for `LOOPBACK_IDLE` real seconds with no socket
+    ready, so a test that waits out a 1 s deadline takes milliseconds.
+
+    Unlike pytest-trio's `autojump_clock` (which jumps the moment all tasks
+    block), the small real-time cushion lets bytes already written to a loopback
+    socket reach the peer's receive queue before time moves on (trio's MockClock
+    documentation asks for exactly that with real I/O). Not for tests with
+    worker threads: a task waiting for a thread looks idle.
+    """
+    return MockClock(autojump_threshold=LOOPBACK_IDLE)

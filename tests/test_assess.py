@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from builders import (
+    REASONS,
     SCANNED,
     assess,
     bad_mx2,
@@ -32,9 +33,9 @@ from hypothesis import strategies as st
 from scanner.core.assess import (
     AddressVerdict,
     DomainVerdict,
-    after_tls_phase,
     indicators_for,
     session_failures,
+    session_findings,
     starttls_status,
 )
 from scanner.models import (
@@ -91,41 +92,61 @@ VF = ResultType.VALIDATION_FAILURE
 NS = ResultType.STARTTLS_NOT_SUPPORTED
 IN_POLICY = policy()
 
-FAILURE_CASES: list[tuple[str, ProbeOutcome, bool | None, set[tuple[ResultType, str | None]]]] = [
-    ("clean", probe(H, IP), True, set()),
-    ("clean-no-policy", probe(H, IP), None, set()),
-    ("missing", probe(H, IP, starttls_advertised=False, starttls_reply=502, tls=None, certificate=None), True, {(NS, "starttls-missing")}),
-    ("stripped", probe(H, IP, starttls_advertised=False), True, {(NS, "starttls-stripped")}),
-    ("garbled", probe(H, IP, starttls_advertised=False, masked_keyword="XXXXXXXA", starttls_reply=500, tls=None, certificate=None), True, {(NS, "starttls-garbled")}),
-    ("refused", probe(H, IP, starttls_reply=454, tls=None, certificate=None), True, {(NS, "starttls-refused")}),
-    ("helo-only", probe(H, IP, helo_only=True, starttls_advertised=False, starttls_reply=503, tls=None, certificate=None), True, {(NS, "helo-only")}),
-    ("handshake-failed", probe(H, IP, handshake_error="tlsv1 alert protocol version", tls=None, certificate=None), True, {(VF, "tls-handshake-failed")}),
-    ("tls-1.1", probe(H, IP, tls=TlsSession("TLSv1.1", "ECDHE-RSA-AES128-SHA", ())), True, {(VF, "tls-version-below-1.2")}),
-    ("tls-1.2-is-fine", probe(H, IP, tls=TlsSession("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", ())), True, set()),
-    ("plaintext-injection", probe(H, IP, plaintext_injection=29), True, {(VF, "plaintext-injection")}),
-    ("mx-not-in-policy", probe(H, IP), False, {(VF, "mx-not-in-policy")}),
-    ("expired", probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_CERT_HAS_EXPIRED", not_after=SCANNED - timedelta(days=3))), True, {(ResultType.CERTIFICATE_EXPIRED, "X509_V_ERR_CERT_HAS_EXPIRED")}),
-    ("self-signed-and-expired", probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT", not_after=SCANNED - timedelta(days=3))), True, {(ResultType.CERTIFICATE_EXPIRED, "X509_V_ERR_CERT_HAS_EXPIRED"), (ResultType.CERTIFICATE_NOT_TRUSTED, "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT")}),
-    ("untrusted", probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY")), True, {(ResultType.CERTIFICATE_NOT_TRUSTED, "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY")}),
-    ("not-yet-valid", probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_CERT_NOT_YET_VALID", not_before=SCANNED + timedelta(days=2))), True, {(ResultType.CERTIFICATE_NOT_TRUSTED, "X509_V_ERR_CERT_NOT_YET_VALID")}),
-    ("host-mismatch", probe(H, IP, certificate=certificate(H, name_matches=False, san=("other.example.net",))), True, {(ResultType.CERTIFICATE_HOST_MISMATCH, "X509_V_ERR_HOSTNAME_MISMATCH")}),
-    ("several", probe(H, IP, plaintext_injection=5, certificate=certificate(H, name_matches=False)), False, {(VF, "plaintext-injection"), (VF, "mx-not-in-policy"), (ResultType.CERTIFICATE_HOST_MISMATCH, "X509_V_ERR_HOSTNAME_MISMATCH")}),
-    ("not-testable", untestable(H, IP, "connect-refused"), False, set()),
-]  # fmt: skip
+MI = IndicatorCode
+EXPIRED_CERT = certificate(H, trusted=False, verify_error="X509_V_ERR_CERT_HAS_EXPIRED", not_after=SCANNED - timedelta(days=3))
+Expected = set[tuple[ResultType, str | None, IndicatorCode]]
+
+# One row per kind of session: the findings it must give, each as
+# (result type, failure-reason-code, indicator).
+FINDING_CASES: dict[str, tuple[ProbeOutcome, bool | None, Expected]] = {
+    "clean": (probe(H, IP), True, set()),
+    "clean-no-policy": (probe(H, IP), None, set()),
+    "missing": (probe(H, IP, starttls_advertised=False, starttls_reply=502, tls=None, certificate=None), True, {(NS, "starttls-missing", MI.STARTTLS_MISSING)}),
+    "stripped": (probe(H, IP, starttls_advertised=False), True, {(NS, "starttls-stripped", MI.STARTTLS_STRIPPED)}),
+    "garbled": (probe(H, IP, starttls_advertised=False, masked_keyword="XXXXXXXA", starttls_reply=500, tls=None, certificate=None), True, {(NS, "starttls-garbled", MI.STARTTLS_GARBLED)}),
+    "refused": (probe(H, IP, starttls_reply=454, tls=None, certificate=None), True, {(NS, "starttls-refused", MI.STARTTLS_REFUSED)}),
+    "helo-only": (probe(H, IP, helo_only=True, starttls_advertised=False, starttls_reply=503, tls=None, certificate=None), True, {(NS, "helo-only", MI.HELO_ONLY)}),
+    "handshake-failed": (probe(H, IP, handshake_error="tlsv1 alert protocol version", tls=None, certificate=None), True, {(VF, "tls-handshake-failed", MI.TLS_HANDSHAKE_FAILED)}),
+    "tls-1.1": (probe(H, IP, tls=TlsSession("TLSv1.1", "ECDHE-RSA-AES128-SHA", ())), True, {(VF, "tls-version-below-1.2", MI.WEAK_TLS_VERSION)}),
+    "tls-1.2-is-fine": (probe(H, IP, tls=TlsSession("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", ())), True, set()),
+    "plaintext-injection": (probe(H, IP, plaintext_injection=29), True, {(VF, "plaintext-injection", MI.PLAINTEXT_INJECTION)}),
+    "mx-not-in-policy": (probe(H, IP), False, {(VF, "mx-not-in-policy", MI.MX_NOT_IN_POLICY)}),
+    "expired": (probe(H, IP, certificate=EXPIRED_CERT), True, {(ResultType.CERTIFICATE_EXPIRED, "X509_V_ERR_CERT_HAS_EXPIRED", MI.CERTIFICATE_EXPIRED)}),
+    "self-signed-and-expired": (probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT", not_after=SCANNED - timedelta(days=3))), True, {(ResultType.CERTIFICATE_EXPIRED, "X509_V_ERR_CERT_HAS_EXPIRED", MI.CERTIFICATE_EXPIRED), (ResultType.CERTIFICATE_NOT_TRUSTED, "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT", MI.CERTIFICATE_NOT_TRUSTED)}),
+    "untrusted": (probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY")), True, {(ResultType.CERTIFICATE_NOT_TRUSTED, "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY", MI.CERTIFICATE_NOT_TRUSTED)}),
+    "not-yet-valid": (probe(H, IP, certificate=certificate(H, trusted=False, verify_error="X509_V_ERR_CERT_NOT_YET_VALID", not_before=SCANNED + timedelta(days=2))), True, {(ResultType.CERTIFICATE_NOT_TRUSTED, "X509_V_ERR_CERT_NOT_YET_VALID", MI.CERTIFICATE_NOT_TRUSTED)}),
+    "host-mismatch": (probe(H, IP, certificate=certificate(H, name_matches=False, san=("other.example.net",))), True, {(ResultType.CERTIFICATE_HOST_MISMATCH, "X509_V_ERR_HOSTNAME_MISMATCH", MI.CERTIFICATE_HOST_MISMATCH)}),
+    "several": (probe(H, IP, plaintext_injection=5, certificate=certificate(H, name_matches=False)), False, {(VF, "plaintext-injection", MI.PLAINTEXT_INJECTION), (VF, "mx-not-in-policy", MI.MX_NOT_IN_POLICY), (ResultType.CERTIFICATE_HOST_MISMATCH, "X509_V_ERR_HOSTNAME_MISMATCH", MI.CERTIFICATE_HOST_MISMATCH)}),
+    "not-testable": (untestable(H, IP, "connect-refused"), False, set()),
+    "not-testable-timeout": (untestable(H, IP, "timeout:connect"), True, set()),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("outcome", "in_policy", "expected"),
-    [c[1:] for c in FAILURE_CASES],
-    ids=[c[0] for c in FAILURE_CASES],
+    ("outcome", "in_policy", "expected"), FINDING_CASES.values(), ids=FINDING_CASES.keys()
 )
-def test_session_failures(
-    outcome: ProbeOutcome, in_policy: bool | None, expected: set[tuple[ResultType, str | None]]
+def test_session_findings(outcome: ProbeOutcome, in_policy: bool | None, expected: Expected) -> None:
+    pol = IN_POLICY if in_policy is not None else None
+    found = session_findings(outcome, mx=H, policy=pol, in_policy=in_policy, at=SCANNED)
+    assert {(f.result_type, f.reason_code, f.indicator) for f in found} == expected
+    assert len(found) == len(expected)
+    assert all(f.detail for f in found)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "in_policy", "expected"), FINDING_CASES.values(), ids=FINDING_CASES.keys()
+)
+def test_report_and_indicator_views_come_from_the_findings(
+    outcome: ProbeOutcome, in_policy: bool | None, expected: Expected
 ) -> None:
     pol = IN_POLICY if in_policy is not None else None
-    found = session_failures(outcome, policy=pol, in_policy=in_policy, at=SCANNED)
-    assert {(f.result_type, f.reason_code) for f in found} == expected
-    assert len(found) == len(set(found))
+    findings = session_findings(outcome, mx=H, policy=pol, in_policy=in_policy, at=SCANNED)
+    failures = session_failures(outcome, policy=pol, in_policy=in_policy, at=SCANNED)
+    indicators = indicators_for(outcome, mx=H, policy=pol, in_policy=in_policy, at=SCANNED)
+    assert failures == tuple(SessionFailure(f.result_type, f.reason_code) for f in findings)
+    assert [(i.code, i.detail) for i in indicators] == [(f.indicator, f.detail) for f in findings]
+    assert {(f.result_type, f.reason_code) for f in failures} == {(r, c) for r, c, _ in expected}
+    assert all(i.mx == H and i.ip == IP for i in indicators)
 
 
 @pytest.mark.parametrize(
@@ -138,46 +159,14 @@ def test_mx_not_in_policy_needs_an_active_policy(mode: PolicyMode, expected: boo
     assert (SessionFailure(VF, "mx-not-in-policy") in found) is expected
 
 
-# ---------------------------------------------------------------- indicators per session
-
-INDICATOR_CASES = [
-    ("clean", probe(H, IP), True, set()),
-    ("missing", FAILURE_CASES[2][1], True, {IndicatorCode.STARTTLS_MISSING}),
-    ("stripped", FAILURE_CASES[3][1], True, {IndicatorCode.STARTTLS_STRIPPED}),
-    ("garbled", FAILURE_CASES[4][1], True, {IndicatorCode.STARTTLS_GARBLED}),
-    ("refused", FAILURE_CASES[5][1], True, {IndicatorCode.STARTTLS_REFUSED}),
-    ("helo-only", FAILURE_CASES[6][1], True, {IndicatorCode.HELO_ONLY}),
-    ("handshake-failed", FAILURE_CASES[7][1], True, {IndicatorCode.TLS_HANDSHAKE_FAILED}),
-    ("weak-tls", FAILURE_CASES[8][1], True, {IndicatorCode.WEAK_TLS_VERSION}),
-    ("injection", FAILURE_CASES[10][1], True, {IndicatorCode.PLAINTEXT_INJECTION}),
-    ("mx-not-in-policy", probe(H, IP), False, {IndicatorCode.MX_NOT_IN_POLICY}),
-    ("expired", FAILURE_CASES[12][1], True, {IndicatorCode.CERTIFICATE_EXPIRED}),
-    ("untrusted", FAILURE_CASES[14][1], True, {IndicatorCode.CERTIFICATE_NOT_TRUSTED}),
-    ("host-mismatch", FAILURE_CASES[16][1], True, {IndicatorCode.CERTIFICATE_HOST_MISMATCH}),
-    ("not-testable", untestable(H, IP, "timeout:connect"), False, set()),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("outcome", "in_policy", "expected"),
-    [c[1:] for c in INDICATOR_CASES],
-    ids=[c[0] for c in INDICATOR_CASES],
-)
-def test_indicators_for(
-    outcome: ProbeOutcome, in_policy: bool, expected: set[IndicatorCode]
-) -> None:
-    found = indicators_for(outcome, mx=H, policy=IN_POLICY, in_policy=in_policy, at=SCANNED)
-    assert {i.code for i in found} == expected
-    assert all(i.mx == H and i.ip == IP and i.detail for i in found)
-
-
 def test_indicator_details_name_the_evidence() -> None:
-    garbled = indicators_for(FAILURE_CASES[4][1], mx=H, policy=None, in_policy=None)
-    assert "XXXXXXXA" in garbled[0].detail
-    refused = indicators_for(FAILURE_CASES[5][1], mx=H, policy=None, in_policy=None)
-    assert "454" in refused[0].detail
-    expired = indicators_for(FAILURE_CASES[12][1], mx=H, policy=None, in_policy=None)
-    assert expired[0].detail == "certificate expired on 2026-11-25"
+    def detail(case: str) -> str:
+        outcome = FINDING_CASES[case][0]
+        return indicators_for(outcome, mx=H, policy=None, in_policy=None)[0].detail
+
+    assert "XXXXXXXA" in detail("garbled")
+    assert "454" in detail("refused")
+    assert detail("expired") == "certificate expired on 2026-11-25"
 
 
 def test_ipv6_addresses_are_rfc5952() -> None:
@@ -253,7 +242,6 @@ READINESS_CASES: list[tuple[str, DomainFacts, bool, list[str]]] = [
 def test_enforce_readiness(facts: DomainFacts, ready: bool, blockers: list[str]) -> None:
     verdict = assess(facts)
     assert verdict.enforce_ready is ready
-    assert verdict.enforce_ready is (not verdict.blockers)
     assert list(verdict.blockers) == blockers
 
 
@@ -270,11 +258,11 @@ def test_in_policy_per_mx() -> None:
 
 
 def test_untestable_address_has_no_result_type() -> None:
-    verdict = assess(READINESS_CASES[11][1])
-    address = only_address(verdict, "::1")
-    assert (address.status, address.reason, address.starttls, address.failures) == (
+    (facts,) = [c[1] for c in READINESS_CASES if c[0] == "untestable-mx"]
+    address = only_address(assess(facts), "::1")
+    assert (address.status, address.interruption, address.starttls, address.failures) == (
         AddressStatus.NOT_TESTABLE,
-        "timeout:greeting",
+        REASONS["timeout:greeting"],
         None,
         (),
     )
@@ -286,7 +274,7 @@ def test_answered_address_without_probe_is_not_probed() -> None:
         addresses=(AddressAnswer(DnsStatus.ANSWER, ("127.0.1.1", "127.0.1.3")), AddressAnswer(DnsStatus.NODATA)),
     )  # fmt: skip
     verdict = assess(domain_facts(mx1, good_hosts()[1]))
-    assert only_address(verdict, "127.0.1.3").reason == "not-probed"
+    assert only_address(verdict, "127.0.1.3").interruption == REASONS["not-probed"]
     assert "mx1.example.com (127.0.1.3) could not be tested: not-probed" in verdict.blockers
 
 
@@ -346,18 +334,18 @@ MASKED = "mx1.example.com (127.0.1.1): SMTP banner masked by a middlebox (Cisco 
 MAILGUARD = "****************************2***0*0****"
 
 SESSION_WARNING_CASES = [
-    ("ehlo-timeout", {"after_tls_error": "timeout:ehlo-after-tls"}, [EHLO_FAILED.format("timeout:ehlo-after-tls")]),
-    ("ehlo-closed", {"after_tls_error": "closed:ehlo-after-tls"}, [EHLO_FAILED.format("closed:ehlo-after-tls")]),
-    ("ehlo-rejected", {"after_tls_error": "ehlo-after-tls rejected: 554 5.7.0 no"}, [EHLO_FAILED.format("ehlo-after-tls rejected: 554 5.7.0 no")]),
-    ("ehlo-garbled", {"after_tls_error": "protocol-error:ehlo-after-tls: bad"}, [EHLO_FAILED.format("protocol-error:ehlo-after-tls: bad")]),
-    ("quit-timeout", {"after_tls_error": "timeout:quit"}, []),
-    ("quit-closed", {"after_tls_error": "closed:quit"}, []),
-    ("quit-garbled", {"after_tls_error": "protocol-error:quit: bad"}, []),
+    ("ehlo-timeout", {"after_tls": "timeout:ehlo-after-tls"}, [EHLO_FAILED.format("timeout:ehlo-after-tls")]),
+    ("ehlo-closed", {"after_tls": "closed:ehlo-after-tls"}, [EHLO_FAILED.format("closed:ehlo-after-tls")]),
+    ("ehlo-rejected", {"after_tls": "ehlo-after-tls rejected: 554 5.7.0 no"}, [EHLO_FAILED.format("ehlo-after-tls rejected: 554 5.7.0 no")]),
+    ("ehlo-garbled", {"after_tls": "protocol-error:ehlo-after-tls: bad"}, [EHLO_FAILED.format("protocol-error:ehlo-after-tls: bad")]),
+    ("quit-timeout", {"after_tls": "timeout:quit"}, []),
+    ("quit-closed", {"after_tls": "closed:quit"}, []),
+    ("quit-garbled", {"after_tls": "protocol-error:quit: bad"}, []),
     ("starttls-after-tls", {"starttls_after_tls": True}, [STARTTLS_AGAIN]),
     ("no-starttls-after-tls", {"starttls_after_tls": False}, []),
     ("masked-banner", {"greeting": MAILGUARD}, [MASKED]),
     ("some-stars-in-banner", {"greeting": "mx1.example.com ******** ESMTP Postfix"}, []),
-    ("everything", {"greeting": MAILGUARD, "starttls_after_tls": True, "after_tls_error": "timeout:ehlo-after-tls"},
+    ("everything", {"greeting": MAILGUARD, "starttls_after_tls": True, "after_tls": "timeout:ehlo-after-tls"},
      [EHLO_FAILED.format("timeout:ehlo-after-tls"), STARTTLS_AGAIN, MASKED]),
 ]  # fmt: skip
 
@@ -379,7 +367,7 @@ def test_session_warnings(changes: dict[str, object], expected: list[str]) -> No
 def test_session_warnings_of_a_policy_only_host() -> None:
     standby = host(
         "standby.example.com",
-        probe("standby.example.com", "127.0.1.9", greeting=MAILGUARD, after_tls_error="closed:ehlo-after-tls"),
+        probe("standby.example.com", "127.0.1.9", greeting=MAILGUARD, after_tls="closed:ehlo-after-tls"),
         preference=None,
         source=MxSource.POLICY,
     )  # fmt: skip
@@ -400,29 +388,6 @@ def test_masked_banner_of_an_untestable_address_is_a_warning_too() -> None:
     verdict = assess(domain_facts(host(H, refused), good_hosts()[1]))
     assert not verdict.enforce_ready
     assert list(verdict.warnings) == [MASKED]
-
-
-@pytest.mark.parametrize(
-    ("error", "phase"),
-    [
-        ("timeout:ehlo-after-tls", "ehlo-after-tls"),
-        ("closed:quit", "quit"),
-        ("timeout:quit", "quit"),
-        ("protocol-error:quit: reply line does not start: 'x y'", "quit"),
-        ("protocol-error:ehlo-after-tls: more than 100 lines", "ehlo-after-tls"),
-        ("ehlo-after-tls rejected: 554 5.7.0 quit now", "ehlo-after-tls"),
-    ],
-    ids=[
-        "timeout-ehlo",
-        "closed-quit",
-        "timeout-quit",
-        "protocol-quit",
-        "protocol-ehlo",
-        "rejected",
-    ],
-)
-def test_after_tls_phase(error: str, phase: str) -> None:
-    assert after_tls_phase(error) == phase
 
 
 # ---------------------------------------------------------------- properties
@@ -453,7 +418,7 @@ outcomes = st.one_of(
         starttls_reply_text=st.sampled_from([None, "connection closed"]),
         plaintext_injection=st.sampled_from([0, 0, 17]),
         handshake_error=st.sampled_from([None, "alert handshake failure"]),
-        after_tls_error=st.sampled_from([None, "timeout:ehlo-after-tls", "timeout:quit"]),
+        after_tls=st.sampled_from([None, "timeout:ehlo-after-tls", "timeout:quit"]),
         starttls_after_tls=st.booleans(),
         tls=st.sampled_from([None, TlsSession("TLSv1.3", "X", ()), TlsSession("TLSv1", "Y", ())]),
         certificate=st.one_of(st.none(), certs),
@@ -461,16 +426,43 @@ outcomes = st.one_of(
 )
 
 
+# The indicator each RFC 8460 failure must come with (certificate-not-trusted carries
+# the verifier's error as its reason code, so it is keyed by result type alone).
+INDICATOR_OF: dict[tuple[ResultType, str | None], IndicatorCode] = {
+    (NS, "starttls-missing"): MI.STARTTLS_MISSING,
+    (NS, "starttls-stripped"): MI.STARTTLS_STRIPPED,
+    (NS, "starttls-garbled"): MI.STARTTLS_GARBLED,
+    (NS, "starttls-refused"): MI.STARTTLS_REFUSED,
+    (NS, "helo-only"): MI.HELO_ONLY,
+    (VF, "tls-handshake-failed"): MI.TLS_HANDSHAKE_FAILED,
+    (VF, "tls-version-below-1.2"): MI.WEAK_TLS_VERSION,
+    (VF, "plaintext-injection"): MI.PLAINTEXT_INJECTION,
+    (VF, "mx-not-in-policy"): MI.MX_NOT_IN_POLICY,
+    (ResultType.CERTIFICATE_EXPIRED, "X509_V_ERR_CERT_HAS_EXPIRED"): MI.CERTIFICATE_EXPIRED,
+    (ResultType.CERTIFICATE_HOST_MISMATCH, "X509_V_ERR_HOSTNAME_MISMATCH"): MI.CERTIFICATE_HOST_MISMATCH,
+    (ResultType.CERTIFICATE_NOT_TRUSTED, None): MI.CERTIFICATE_NOT_TRUSTED,
+}
+
+
 @settings(max_examples=150, deadline=None)
 @given(outcome=outcomes, in_policy=st.sampled_from([None, True, False]))
-def test_every_failure_has_an_indicator(outcome: ProbeOutcome, in_policy: bool | None) -> None:
+def test_every_finding_pairs_its_result_type_with_the_right_indicator(
+    outcome: ProbeOutcome, in_policy: bool | None
+) -> None:
     pol = None if in_policy is None else IN_POLICY
-    failures = session_failures(outcome, policy=pol, in_policy=in_policy, at=SCANNED)
-    indicators = indicators_for(outcome, mx=H, policy=pol, in_policy=in_policy, at=SCANNED)
-    assert bool(failures) == bool(indicators)
+    found = session_findings(outcome, mx=H, policy=pol, in_policy=in_policy, at=SCANNED)
+    for finding in found:
+        key = (finding.result_type, finding.reason_code)
+        if finding.result_type is ResultType.CERTIFICATE_NOT_TRUSTED:
+            assert finding.reason_code is not None
+            assert finding.reason_code.startswith("X509_V_ERR_")
+            key = (finding.result_type, None)
+        assert INDICATOR_OF[key] is finding.indicator
+    assert len({(f.result_type, f.reason_code) for f in found}) == len(found)
     if outcome.status is AddressStatus.NOT_TESTABLE:
-        assert failures == ()
-        assert indicators == ()
+        assert found == ()
+    if starttls_status(outcome) is StartTlsStatus.OFFERED and outcome.tls is not None:
+        assert all(f.result_type is not NS for f in found)
 
 
 @settings(max_examples=100, deadline=None)
@@ -490,7 +482,10 @@ def test_ready_exactly_when_every_session_passes(
     verdict = assess(domain_facts(*hosts))
     every_passed = all(a.passed for _, a in verdict.dns_addresses())
     assert verdict.enforce_ready is every_passed
-    assert verdict.enforce_ready is (not verdict.blockers)
+    # a DNS session that did not pass is named in a blocker, by host and address
+    for mx, address in verdict.dns_addresses():
+        if not address.passed:
+            assert any(b.startswith(f"{mx.hostname} ({address.ip})") for b in verdict.blockers)
 
 
 # ---------------------------------------------------------------- masks beside STARTTLS, no reply, chain depth

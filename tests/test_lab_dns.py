@@ -18,6 +18,7 @@ import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
+from trio.testing import MockClock
 
 from scanner.lab import Lab, open_lab, parse_world
 from scanner.lab.dns_server import Responder, Zone
@@ -45,11 +46,12 @@ SHAPES_WORLD = """
 [domains."shapes.example"]
 dns."@" = { mx = ["10 mx1.shapes.example", "20 mx2.shapes.example"], txt = ["v=spf1 -all"] }
 """.replace("%s", "x" * 150)
+SHAPES = parse_world(SHAPES_WORLD)  # immutable; every lab and responder below serves it
 
 
 @pytest.fixture
 async def shapes_lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    async with open_lab(parse_world(SHAPES_WORLD), workdir=tmp_path) as lab:
+    async with open_lab(SHAPES, workdir=tmp_path) as lab:
         yield lab
 
 
@@ -223,19 +225,23 @@ async def test_resolver_falls_back_to_tcp(shapes_lab: Lab) -> None:
     assert shapes_lab.dns.queries["tcp"] == tcp_before + 1
 
 
-async def test_timeout_name_is_never_answered(shapes_lab: Lab) -> None:
+async def test_timeout_name_is_never_answered(shapes_lab: Lab, loopback_clock: MockClock) -> None:
     host, port = shapes_lab.resolver
     request = dns.message.make_query("timeout.shapes.example", "A")
     with pytest.raises(dns.exception.Timeout):
         await dns.asyncquery.udp(request, host, port=port, timeout=0.3)
+    assert shapes_lab.dns.queries["udp"] == 1  # it arrived, and was dropped
 
 
-async def test_timeout_name_does_not_block_other_names(shapes_lab: Lab) -> None:
+async def test_timeout_name_does_not_block_other_names(
+    shapes_lab: Lab, loopback_clock: MockClock
+) -> None:
     host, port = shapes_lab.resolver
-    with trio.move_on_after(0.2):
+    with trio.move_on_after(0.2) as unanswered:
         await dns.asyncquery.udp(
             dns.message.make_query("timeout.shapes.example", "A"), host, port=port
         )
+    assert unanswered.cancelled_caught
     response = await query(shapes_lab, "host.shapes.example", "A")
     assert response.rcode() == dns.rcode.NOERROR
 
@@ -261,7 +267,7 @@ async def test_mx_and_txt_at_apex(shapes_lab: Lab) -> None:
 
 @given(st.binary(max_size=600))
 def test_responder_survives_arbitrary_bytes(wire: bytes) -> None:
-    responder = Responder(Zone(parse_world(SHAPES_WORLD)))
+    responder = Responder(Zone(SHAPES))
     reply = responder.reply(wire, transport="udp")
     if reply is not None:
         message = dns.message.from_wire(reply, question_only=True)
@@ -270,7 +276,7 @@ def test_responder_survives_arbitrary_bytes(wire: bytes) -> None:
 
 @given(st.from_regex(r"[a-z0-9-]{1,20}(\.[a-z0-9-]{1,20}){0,3}", fullmatch=True))
 def test_every_name_gets_a_well_formed_reply(name: str) -> None:
-    responder = Responder(Zone(parse_world(SHAPES_WORLD)))
+    responder = Responder(Zone(SHAPES))
     wire = dns.message.make_query(f"{name}.shapes.example", "A").to_wire()
     reply = responder.reply(wire, transport="udp")
     assert reply is not None

@@ -10,8 +10,10 @@ from pathlib import Path
 import h11
 import pytest
 import trio
+from trio.testing import MockClock
 
 from scanner.lab import Lab, PolicyBehaviour, PolicyHost, World, open_lab, parse_world
+from scanner.lab.https_server import DEFAULT_SLOW_INTERVAL
 
 STEP = 5.0
 WELL_KNOWN = "/.well-known/mta-sts.txt"
@@ -141,7 +143,8 @@ async def test_oversize_body(demo_lab: Lab, behaviour: PolicyBehaviour, oversize
     assert int(fetched.headers["content-length"]) == len(fetched.body)
 
 
-async def test_slow_body_trickles(demo_lab: Lab) -> None:
+async def test_slow_body_trickles(demo_lab: Lab, loopback_clock: MockClock) -> None:
+    """Headers at once, then one body byte per interval (virtual time: exact)."""
     host = host_with(demo_lab.world, PolicyBehaviour.SLOW)
     with trio.fail_after(STEP):
         tls = await open_tls(demo_lab, host.address, host.hostname)
@@ -152,13 +155,20 @@ async def test_slow_body_trickles(demo_lab: Lab) -> None:
         with trio.fail_after(STEP):
             while b"\r\n\r\n" not in received:
                 received += await tls.receive_some(65536)
+        headers_at = trio.current_time()
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
         assert f"content-length: {len(host.body)}".encode() in head.lower()
-        with trio.move_on_after(0.5):
+        with trio.move_on_after(DEFAULT_SLOW_INTERVAL / 2):
             while True:
                 body += await tls.receive_some(65536)
-        assert 0 < len(body) <= 2
+        assert len(body) == 1  # the first byte at once, the second only an interval later
+        with trio.fail_after(STEP):
+            while len(body) < 3:
+                body += await tls.receive_some(65536)
+        assert len(body) == 3
+        assert trio.current_time() - headers_at == pytest.approx(2 * DEFAULT_SLOW_INTERVAL)
+        assert body == host.body.encode()[:3]
 
 
 @pytest.mark.parametrize(

@@ -185,6 +185,76 @@ def test_load_world_reads_files(tmp_path: Path) -> None:
     assert world.domain_names == ("ok.example",)
 
 
+# ---------------------------------------------------------------- custom greetings
+
+
+def with_greeting(greeting: str, behaviour: str = "good") -> str:
+    """MINIMAL with one server attribute set; `greeting` is TOML source."""
+    return MINIMAL.replace(" }]", f', behaviour = "{behaviour}", greeting = {greeting} }}]')
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string holding exactly `text`, every character escaped."""
+    return '"' + "".join(f"\\U{ord(c):08x}" for c in text) + '"'
+
+
+@pytest.mark.parametrize(
+    ("greeting", "behaviour", "lines"),
+    [
+        pytest.param(None, "good", None, id="default-twin"),
+        pytest.param('"hello"', "good", ("hello",), id="one-line"),
+        pytest.param('["a", "b"]', "good-multiline-greeting", ("a", "b"), id="lines"),
+        pytest.param('"4.3.2 [bold]x[/]"', "greeting-421", ("4.3.2 [bold]x[/]",), id="busy"),
+        pytest.param('"5.3.2 no"', "greeting-554", ("5.3.2 no",), id="no-service"),
+        pytest.param(
+            '"\\u001b]0;t\\u0007 \\u202e \\u0000 \\u009b"',
+            "good",
+            ("\x1b]0;t\x07 \u202e \x00 \x9b",),
+            id="controls-verbatim",
+        ),
+        pytest.param('""', "good", ("",), id="empty-text"),
+    ],
+)
+def test_greeting_key(greeting: str | None, behaviour: str, lines: tuple[str, ...] | None) -> None:
+    text = with_greeting(greeting, behaviour) if greeting is not None else MINIMAL
+    (server,) = parse_world(text).servers
+    assert server.greeting == lines
+
+
+@pytest.mark.parametrize(
+    ("greeting", "behaviour", "message"),
+    [
+        pytest.param('"a\\r\\nb"', "good", "contains CR or LF", id="crlf"),
+        pytest.param('["a", "b\\n"]', "good", "contains CR or LF", id="lf-in-a-line"),
+        pytest.param("[]", "good", "at least one line", id="no-lines"),
+        pytest.param("42", "good", "expected a string", id="not-text"),
+        pytest.param('["a", 1]', "good", "expected a string", id="not-text-line"),
+        pytest.param('"hi"', "silent", "never greets", id="silent"),
+        pytest.param('"hi"', "closed", "never greets", id="closed"),
+    ],
+)
+def test_greeting_key_errors(greeting: str, behaviour: str, message: str) -> None:
+    with pytest.raises(WorldError, match=message) as raised:
+        parse_world(with_greeting(greeting, behaviour), source="w.toml")
+    assert "servers[0].greeting" in str(raised.value)
+
+
+def test_servers_sharing_an_address_must_greet_alike() -> None:
+    shared = '\n[[servers]]\nhostname = "mx.b.example"\naddress = "127.0.1.1"\n'
+    same = with_greeting('"hi"') + shared + 'greeting = "hi"\n'
+    assert set(parse_world(same).servers[0].hostnames) == {"mx.ok.example", "mx.b.example"}
+    with pytest.raises(WorldError, match="must greet alike"):
+        parse_world(with_greeting('"hi"') + shared + 'greeting = "hello"\n')
+    with pytest.raises(WorldError, match="must greet alike"):
+        parse_world(with_greeting('"hi"') + shared)
+
+
+@given(st.text(st.characters(codec="utf-8", exclude_characters="\r\n"), max_size=300))
+def test_any_greeting_text_but_line_ends_is_kept_verbatim(text: str) -> None:
+    (server,) = parse_world(with_greeting(toml_string(text))).servers
+    assert server.greeting == (text,)
+
+
 # ---------------------------------------------------------------- error messages
 
 

@@ -12,6 +12,7 @@ from scanner.core.names import (
     is_valid_hostname,
     normalize_hostname,
     presented_identifier_matches,
+    presented_identifier_problem,
 )
 
 # ---------------------------------------------------------------- normalisation
@@ -122,7 +123,7 @@ def test_underscore_flag(raw: str, allow: bool, valid: bool) -> None:
         ("MX.Example.COM", ["mx.example.com"], True),
         ("mx.example.com", ["MX.EXAMPLE.COM"], True),
         ("mx.example.com.", ["mx.example.com"], True),
-        ("mx.example.com", ["mx.example.com."], True),
+        ("mx.example.com", ["mx.example.com."], False),  # RFC 5280 dNSNames have no dot
         ("mx.example.com", ["mx.example.co"], False),
         # several presented identifiers
         ("mx2.example.com", ["mx1.example.com", "mx2.example.com"], True),
@@ -196,6 +197,48 @@ def test_certificate_matches(hostname: str, san: list[str], matches: bool) -> No
     assert certificate_matches(hostname, san) is matches
 
 
+# A presented dNSName with a trailing dot is malformed (RFC 5280 §4.2.1.6
+# preferred name syntax); Go's crypto/x509 VerifyHostname does not match it
+# either. The reference name's own trailing dot is still dropped. Each case is
+# followed by its twin.
+@pytest.mark.parametrize(
+    ("hostname", "san", "matches"),
+    [
+        pytest.param("example.com", ["example.com."], False, id="san-dot"),
+        pytest.param("example.com.", ["example.com"], True, id="reference-dot-twin"),
+        pytest.param("mail.example.com", ["*.example.com."], False, id="wildcard-san-dot"),
+        pytest.param("mail.example.com", ["*.example.com"], True, id="wildcard-no-dot-twin"),
+        pytest.param("example.com.", ["example.com."], False, id="both-dotted"),
+        pytest.param("example.com", ["example.com.", "example.com"], True, id="second-usable-twin"),
+    ],
+)
+def test_presented_trailing_dot_never_matches(hostname: str, san: list[str], matches: bool) -> None:
+    assert certificate_matches(hostname, san) is matches
+
+
+@pytest.mark.parametrize(
+    ("presented", "fragment"),
+    [
+        pytest.param("example.com.", "ends with a dot; dNSNames have none (RFC 5280", id="dot"),
+        pytest.param("example.com", None, id="dot-twin"),
+        pytest.param("bücher.example", "is not ASCII", id="u-label"),
+        pytest.param("xn--bcher-kva.example", None, id="a-label-twin"),
+        pytest.param("mx..example.com", "has an empty label", id="empty-label"),
+        pytest.param("*.example.com", None, id="wildcard-twin"),
+        pytest.param("", "has an empty label", id="empty"),
+        pytest.param(".", "has an empty label", id="root"),
+    ],
+)
+def test_presented_identifier_problem(presented: str, fragment: str | None) -> None:
+    problem = presented_identifier_problem(presented)
+    if fragment is None:
+        assert problem is None
+    else:
+        assert problem is not None
+        assert fragment in problem
+        assert repr(presented) in problem
+
+
 def test_reference_with_underscore_is_tolerated() -> None:
     assert certificate_matches("mx_1.example.com", ["*.example.com"])
     assert not certificate_matches("mx_1.example.com", ["mx-1.example.com"])
@@ -236,6 +279,15 @@ def test_exact_match_is_case_insensitive(name: str, upper_reference: bool) -> No
     reference = name.upper() if upper_reference else name
     presented = name if upper_reference else name.upper()
     assert certificate_matches(reference, [presented])
+
+
+@given(HOSTNAME, st.booleans())
+def test_only_the_reference_may_carry_a_trailing_dot(name: str, wildcard: bool) -> None:
+    # A wildcard needs two labels after it (see presented_identifier_matches).
+    presented = "*." + name.partition(".")[2] if wildcard and name.count(".") >= 2 else name
+    assert certificate_matches(name + ".", [presented])
+    assert not certificate_matches(name, [presented + "."])
+    assert presented_identifier_problem(presented + ".") is not None
 
 
 @given(HOSTNAME, HOSTNAME)

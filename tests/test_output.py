@@ -12,7 +12,9 @@ from typing import Any
 import jsonschema
 import pytest
 from builders import (
+    AFTER_TLS,
     OPTIONS,
+    REASONS,
     SCANNED,
     WINDOW,
     assess,
@@ -30,9 +32,10 @@ from builders import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.core.tlsrpt import build_report
-from scanner.models import DnsStatus, DomainFacts, MxAnswer, MxSource, ResultType
-from scanner.output import dumps_line, error_line, load_schema, result_line
+from scanner.core.reasons import after_tls_text, reason_text
+from scanner.core.result import DomainResult, ErrorKind, ScanError
+from scanner.models import DnsStatus, DomainFacts, Interruption, MxAnswer, MxSource, ResultType
+from scanner.output import dumps_line, load_schema, result_line
 
 # DESIGN §4, in order, plus `mx_lookup` (an added field, as §4 allows).
 LINE_KEYS = [
@@ -55,9 +58,18 @@ VALIDATOR = jsonschema.Draft202012Validator(load_schema())
 
 
 def line_of(facts: DomainFacts) -> dict[str, Any]:
-    verdict = assess(facts)
-    report = build_report(facts, verdict, options=OPTIONS, window=WINDOW, report_id="r1")
-    return result_line(facts, verdict, report)
+    result = DomainResult(
+        domain=facts.domain,
+        scanned_at=WINDOW[0],
+        finished_at=WINDOW[1],
+        facts=facts,
+        verdict=assess(facts),
+    )
+    return result_line(result, OPTIONS)
+
+
+def error_line(domain: str, error: ScanError) -> dict[str, Any]:
+    return result_line(DomainResult.failed(domain, error, SCANNED), OPTIONS)
 
 
 def round_trip(line: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +163,8 @@ def test_policy_failure_line_fields() -> None:
 
 
 def test_error_line_validates() -> None:
-    line = round_trip(error_line("exa mple..com", "invalid-domain: empty label", SCANNED))
+    error = ScanError(ErrorKind.INVALID_DOMAIN, "empty label")
+    line = round_trip(error_line("exa mple..com", error))
     VALIDATOR.validate(line)
     assert list(line) == LINE_KEYS
     assert line["error"] == "invalid-domain: empty label"
@@ -160,7 +173,7 @@ def test_error_line_validates() -> None:
 
 
 def test_after_tls_error_field() -> None:
-    stalled = probe("mx2.example.com", "127.0.1.2", after_tls_error="timeout:ehlo-after-tls")
+    stalled = probe("mx2.example.com", "127.0.1.2", after_tls="timeout:ehlo-after-tls")
     line = round_trip(line_of(domain_facts(good_hosts()[0], host("mx2.example.com", stalled))))
     VALIDATOR.validate(line)
     addresses = [a for h in line["mx"] for a in h["addresses"]]
@@ -168,6 +181,16 @@ def test_after_tls_error_field() -> None:
     assert addresses[1]["status"] == "tested"
     assert addresses[1]["result_types"] == []
     assert any("EHLO after TLS failed (timeout:ehlo-after-tls)" in w for w in line["warnings"])
+
+
+@pytest.mark.parametrize(("text", "interruption"), REASONS.items(), ids=REASONS.keys())
+def test_reasons_render_as_documented(text: str, interruption: Interruption) -> None:
+    assert reason_text(interruption) == text
+
+
+@pytest.mark.parametrize(("text", "interruption"), AFTER_TLS.items(), ids=AFTER_TLS.keys())
+def test_after_tls_errors_render_with_their_phase(text: str, interruption: Interruption) -> None:
+    assert after_tls_text(interruption) == text
 
 
 def test_schema_rejects_after_tls_error_on_an_untestable_address() -> None:
@@ -244,7 +267,7 @@ def test_schema_rejects(corrupt: Callable[[dict[str, Any]], None]) -> None:
     ids=["error-line-with-report", "error-line-with-mx", "error-line-ready"],
 )  # fmt: skip
 def test_schema_rejects_error_lines(corrupt: Callable[[dict[str, Any]], None]) -> None:
-    line = round_trip(error_line("-bad-", "invalid-domain: leading hyphen", SCANNED))
+    line = round_trip(error_line("-bad-", ScanError(ErrorKind.INVALID_DOMAIN, "leading hyphen")))
     corrupt(line)
     with pytest.raises(jsonschema.ValidationError):
         VALIDATOR.validate(line)

@@ -17,17 +17,19 @@ from pathlib import Path
 import pytest
 import trio
 import trustme
+from trio.testing import MockClock
 
 from scanner.lab import Lab, World, load_world, open_lab
 from scanner.models import AddressAnswer, DnsStatus, PolicyFetch, PolicyMode, ResultType
+from scanner.net.gate import Gate
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.resolver import Nameserver, Resolver
-from scanner.net.tls import TrustStore, build_client_context
+from scanner.net.tls import TlsClient, TrustStore, build_client_context
 
 DOMAIN = "example.com"
 HOST = "mta-sts.example.com"
 POLICY = b"version: STSv1\r\nmode: enforce\r\nmx: mail.example.com\r\nmax_age: 604800\r\n"
-FAST = 0.5  # per-step deadline for tests that expect a timeout
+FAST = 0.5  # per-step deadline for tests that expect a timeout (virtual seconds: loopback_clock)
 
 
 @dataclass
@@ -152,24 +154,33 @@ async def https_server(
         nursery.cancel_scope.cancel()
 
 
-def settings(port: int, *, timeout: float = 5.0, allow_private: bool = True) -> FetchSettings:
-    return FetchSettings(https_port=port, timeout=timeout, allow_private=allow_private)
-
-
 NOW = datetime.now(UTC)
 
 
 async def fetch(
-    pki: Pki, port: int, resolver: StaticResolver | None = None, **options: float | bool
+    pki: Pki,
+    port: int,
+    resolver: StaticResolver | None = None,
+    *,
+    timeout: float = 5.0,
+    allow_private: bool = True,
 ) -> PolicyFetch:
     return await fetch_policy(
         DOMAIN,
         resolver=resolver or resolver_for("127.0.0.1"),
-        context=build_client_context(),
-        trust=pki.trust,
-        settings=settings(port, **options),  # type: ignore[arg-type]
+        tls=TlsClient(build_client_context(), pki.trust),
+        settings=FetchSettings(https_port=port, timeout=timeout),
         now=NOW,
+        gate=Gate(allow_private=allow_private),
     )
+
+
+# The two responders that stall a step of the fetch: it must cost exactly one step deadline.
+NO_RESPONSE: Responder | None = None
+SLOW_BODY = sends(
+    response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "200")], POLICY),
+    then_sleep=True,
+)
 
 
 def assert_failure(result: PolicyFetch, result_type: ResultType, *fragments: str) -> None:
@@ -318,14 +329,9 @@ async def test_request_is_exact_url_host_and_sni_without_caching(pki: Pki) -> No
             id="not-utf8-twin",
         ),
         pytest.param(
-            sends(
-                response(
-                    "200 OK", [("Content-Type", "text/plain"), ("Content-Length", "200")], POLICY
-                ),
-                then_sleep=True,
-            ),
+            SLOW_BODY,
             ResultType.STS_POLICY_FETCH_ERROR,
-            ("did not finish sending the policy body",),
+            ("did not finish sending the policy body within 0.5 s",),
             id="slow-body-past-deadline",
         ),
         pytest.param(
@@ -335,21 +341,31 @@ async def test_request_is_exact_url_host_and_sni_without_caching(pki: Pki) -> No
             id="malformed-response",
         ),
         pytest.param(
-            None,
+            NO_RESPONSE,
             ResultType.STS_POLICY_FETCH_ERROR,
-            ("no response headers within",),
+            ("no response headers within 0.5 s",),
             id="no-response-headers",
         ),
     ],
 )
 async def test_http_outcomes(
-    pki: Pki, respond: Responder | None, result_type: ResultType | None, fragments: tuple[str, ...]
+    pki: Pki,
+    respond: Responder | None,
+    result_type: ResultType | None,
+    fragments: tuple[str, ...],
+    loopback_clock: MockClock,
 ) -> None:
     seen = Seen()
     context = server_context(pki.ca, HOST, seen=seen)
     async with https_server(respond, context, seen) as port:
+        started = trio.current_time()
         with trio.fail_after(5):
             result = await fetch(pki, port, timeout=FAST)
+        waited = trio.current_time() - started
+    # Virtual time moves only when the fetch waits out a deadline: a stalled step
+    # costs exactly one step deadline, every other outcome none.
+    stalled = respond is NO_RESPONSE or respond is SLOW_BODY
+    assert waited == (pytest.approx(FAST) if stalled else 0)
     if result_type is None:
         assert result.failure is None, result.failure
         assert result.policy is not None
@@ -548,7 +564,7 @@ async def test_handshake_failure(pki: Pki) -> None:
     assert_failure(result, ResultType.STS_POLICY_FETCH_ERROR, "TLS handshake", "failed")
 
 
-async def test_handshake_timeout(pki: Pki) -> None:
+async def test_handshake_timeout(pki: Pki, loopback_clock: MockClock) -> None:
     async def silent(tcp: trio.SocketStream) -> None:
         await trio.sleep_forever()
 
@@ -556,18 +572,27 @@ async def test_handshake_timeout(pki: Pki) -> None:
         listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
         port = listeners[0].socket.getsockname()[1]
         nursery.start_soon(trio.serve_listeners, silent, listeners)
+        started = trio.current_time()
         result = await fetch(pki, port, timeout=FAST)
+        waited = trio.current_time() - started
         nursery.cancel_scope.cancel()
-    assert_failure(result, ResultType.STS_POLICY_FETCH_ERROR, "TLS handshake", "timed out")
+    assert_failure(
+        result, ResultType.STS_POLICY_FETCH_ERROR, "TLS handshake", "timed out after 0.5 s"
+    )
+    assert waited == pytest.approx(FAST)
 
 
-async def test_outer_cancellation_is_not_swallowed(pki: Pki) -> None:
+async def test_outer_cancellation_is_not_swallowed(pki: Pki, loopback_clock: MockClock) -> None:
     seen = Seen()
     async with https_server(None, server_context(pki.ca, HOST, seen=seen), seen) as port:
+        started = trio.current_time()
         with trio.move_on_after(FAST) as scope:
             await fetch(pki, port, timeout=30.0)
             pytest.fail("fetch returned although its caller's deadline expired")
+        waited = trio.current_time() - started
     assert scope.cancelled_caught
+    assert waited == pytest.approx(FAST)  # the caller's deadline, not the 30 s step deadline
+    assert len(seen.requests) == 1  # cancelled while waiting for the response
 
 
 # ---------------------------------------------------------------- end to end against the fixture lab
@@ -590,15 +615,14 @@ async def fetch_from_lab(
     lab: Lab, domain: str, *, step_timeout: float = 1.0, allow_private: bool = True
 ) -> PolicyFetch:
     host, port = lab.resolver
+    trust = TrustStore.from_files([lab.ca_file], include_certifi=False)
     return await fetch_policy(
         domain,
         resolver=Resolver.create([Nameserver(host, port)], timeout=step_timeout),
-        context=build_client_context(),
-        trust=TrustStore.from_files([lab.ca_file], include_certifi=False),
-        settings=FetchSettings(
-            https_port=lab.https_port, timeout=step_timeout, allow_private=allow_private
-        ),
+        tls=TlsClient(build_client_context(), trust),
+        settings=FetchSettings(https_port=lab.https_port, timeout=step_timeout),
         now=datetime.now(UTC),
+        gate=Gate(allow_private=allow_private),
     )
 
 
@@ -675,7 +699,11 @@ async def fetch_from_lab(
     ],
 )
 async def test_lab_policy_hosts(
-    fetch_lab: Lab, domain: str, result_type: ResultType | None, fragments: tuple[str, ...]
+    fetch_lab: Lab,
+    domain: str,
+    result_type: ResultType | None,
+    fragments: tuple[str, ...],
+    loopback_clock: MockClock,
 ) -> None:
     with trio.fail_after(5):
         result = await fetch_from_lab(fetch_lab, domain)
@@ -696,7 +724,7 @@ async def test_lab_private_address_refused_without_allow_private(fetch_lab: Lab)
     assert fetch_lab.https_connections("127.0.3.10") == 0
 
 
-async def test_demo_world_policy_hosts(demo_lab: Lab) -> None:
+async def test_demo_world_policy_hosts(demo_lab: Lab, loopback_clock: MockClock) -> None:
     """Every demo domain with a usable record gets the policy outcome its expectation names."""
     domains = [
         domain
@@ -720,7 +748,9 @@ async def test_demo_world_policy_hosts(demo_lab: Lab) -> None:
         assert got == domain.expect.policy_error, (domain.name, failure)
 
 
-async def test_lab_wrong_content_type_keeps_the_served_text(fetch_lab: Lab) -> None:
+async def test_lab_wrong_content_type_keeps_the_served_text(
+    fetch_lab: Lab, loopback_clock: MockClock
+) -> None:
     """RFC 8460 §4.5: the report's policy-string shows the policy as served, even when rejected."""
     with trio.fail_after(5):
         result = await fetch_from_lab(fetch_lab, "content-type.fetch.example")

@@ -22,6 +22,7 @@ import trustme
 from OpenSSL import SSL
 
 from scanner.core.assess import REASON_PLAINTEXT_INJECTION, indicators_for, session_failures
+from scanner.core.reasons import after_tls_text, reason_text
 from scanner.core.smtp import SmtpLimits
 from scanner.lab import (
     CertificateKind,
@@ -35,12 +36,13 @@ from scanner.lab import (
 from scanner.models import (
     AddressStatus,
     IndicatorCode,
+    InterruptionKind,
     ProbeOutcome,
     ResultType,
     SessionFailure,
 )
-from scanner.net.probe import ProbeSettings, Transcript, connect_failure_reason, probe
-from scanner.net.tls import TrustStore, build_client_context
+from scanner.net.probe import ProbeSettings, Transcript, connect_failure, probe
+from scanner.net.tls import TlsClient, TrustStore, build_client_context
 
 MX = "mx.probe.example"
 STEP = 1.0
@@ -58,13 +60,22 @@ def lab_trust(tmp_path_factory: pytest.TempPathFactory) -> TrustStore:
     return TrustStore.from_files([ca_file], include_certifi=False)
 
 
+def reason_of(outcome: ProbeOutcome) -> str | None:
+    """The outcome's not-testable reason as the JSON line words it."""
+    return reason_text(outcome.interruption) if outcome.interruption is not None else None
+
+
+def after_tls_of(outcome: ProbeOutcome) -> str | None:
+    """The outcome's `after_tls_error` as the JSON line words it."""
+    return after_tls_text(outcome.after_tls) if outcome.after_tls is not None else None
+
+
 def settings(port: int, **changes: Any) -> ProbeSettings:
     base = ProbeSettings(
         smtp_port=port,
         ehlo_name="probe.scanner.example",
         step_timeout=STEP,
         total_timeout=10.0,
-        allow_private=True,
     )
     return replace(base, **changes)
 
@@ -130,8 +141,7 @@ async def run_probe(
     return await probe(
         MX,
         "127.0.0.1",
-        context=context,
-        trust=trust,
+        tls=TlsClient(context, trust),
         settings=settings(port, **changes),
         now=datetime.now(UTC),
     )
@@ -163,7 +173,7 @@ async def test_scripted_good_session(
     port, peers = await start_server(nursery, good_tls_session)
     outcome = await run_probe(port, context, lab_trust)
     assert outcome.status is AddressStatus.TESTED
-    assert outcome.reason is None
+    assert reason_of(outcome) is None
     assert outcome.local_ip == "127.0.0.1"
     assert outcome.greeting == "mx.probe.example ESMTP"
     assert outcome.ehlo_keywords == ("STARTTLS",)
@@ -178,7 +188,7 @@ async def test_scripted_good_session(
     assert outcome.certificate.name_matches
     assert outcome.ehlo_after_tls == ("SIZE",)
     assert not outcome.starttls_after_tls
-    assert outcome.after_tls_error is None
+    assert after_tls_of(outcome) is None
     assert peers[0].received == [
         b"EHLO probe.scanner.example",
         b"STARTTLS",
@@ -303,7 +313,7 @@ NOT_TESTABLE_SCRIPTS = [
         id="handshake-session-deadline",
     ),
     pytest.param(_ehlo_421, {}, "busy:421 4.7.0 try again later", id="ehlo-421"),
-    pytest.param(_ehlo_and_helo_refused, {}, "busy:550 5.7.1 go away", id="helo-refused"),
+    pytest.param(_ehlo_and_helo_refused, {}, "ehlo-rejected:550 5.7.1 go away", id="helo-refused"),
 ]
 
 
@@ -320,9 +330,9 @@ async def test_scripted_not_testable(
     with trio.fail_after(STEP * 4):
         outcome = await run_probe(port, context, lab_trust, **changes)
     assert outcome.status is AddressStatus.NOT_TESTABLE
-    assert outcome.reason == reason
+    assert reason_of(outcome) == reason
     assert outcome.tls is None
-    assert outcome.after_tls_error is None
+    assert after_tls_of(outcome) is None
     assert outcome.handshake_error is None
 
 
@@ -357,7 +367,7 @@ async def test_which_deadline_ends_a_slow_greeting(
     with trio.fail_after(STEP * 4):
         outcome = await run_probe(port, context, lab_trust, **changes)
     assert outcome.status is AddressStatus.NOT_TESTABLE
-    assert outcome.reason == "timeout:greeting"
+    assert reason_of(outcome) == "timeout:greeting"
     assert marker in outcome.transcript
     assert other not in outcome.transcript
 
@@ -420,23 +430,12 @@ async def test_trouble_after_220_is_a_handshake_failure(
     assert outcome.tls is None
 
 
-async def test_refused_address_is_never_contacted(
-    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
-) -> None:
-    port, peers = await start_server(nursery, good_tls_session)
-    outcome = await run_probe(port, context, lab_trust, allow_private=False)
-    assert (outcome.status, outcome.reason) == (AddressStatus.NOT_TESTABLE, "address-not-allowed")
-    await trio.sleep(0.05)
-    assert peers == []
-    assert outcome.transcript == ()
-
-
 async def test_connection_refused(context: SSL.Context, lab_trust: TrustStore) -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port: int = listeners[0].socket.getsockname()[1]
     await listeners[0].aclose()  # nothing listens there any more
     outcome = await run_probe(port, context, lab_trust)
-    assert (outcome.status, outcome.reason) == (AddressStatus.NOT_TESTABLE, "connect-refused")
+    assert (outcome.status, reason_of(outcome)) == (AddressStatus.NOT_TESTABLE, "connect-refused")
     assert outcome.local_ip is None
 
 
@@ -449,13 +448,13 @@ async def test_connection_refused(context: SSL.Context, lab_trust: TrustStore) -
     ],
 )
 def test_connect_failure_reason(error: OSError, reason: str) -> None:
-    assert connect_failure_reason(error) == reason
+    assert reason_text(connect_failure(error)) == reason
 
 
 def test_connect_failure_reason_looks_inside_trio_groups() -> None:
     error = OSError("all attempts failed")
     error.__cause__ = ExceptionGroup("x", [OSError(111, "refused")])
-    assert connect_failure_reason(error) == "connect-refused"
+    assert connect_failure(error).kind is InterruptionKind.CONNECT_REFUSED
 
 
 async def _chatty_greeting(peer: Peer) -> None:
@@ -605,8 +604,8 @@ async def test_trouble_after_tls_is_recorded(
     with trio.fail_after(STEP * 4):
         outcome = await run_probe(port, context, lab_trust, **changes)
     assert outcome.status is AddressStatus.TESTED
-    assert outcome.reason is None
-    assert outcome.after_tls_error == error
+    assert reason_of(outcome) is None
+    assert after_tls_of(outcome) == error
     if script is _stall_quit_before_tls:
         assert (outcome.starttls_reply, outcome.tls) == (454, None)
         assert "[timeout during quit]" in outcome.transcript
@@ -709,7 +708,7 @@ BEHAVIOUR_FACTS: dict[SmtpBehaviour, dict[str, object]] = {
 }
 NOT_TESTABLE_REASONS: dict[SmtpBehaviour, str] = {
     SmtpBehaviour.GREETING_421: "busy:421 4.3.2 ",
-    SmtpBehaviour.GREETING_554: "busy:554 5.3.2 ",
+    SmtpBehaviour.GREETING_554: "rejected:554 5.3.2 ",
     SmtpBehaviour.SILENT: "timeout:greeting",
     SmtpBehaviour.FLOOD: "protocol-error: more than 100 lines in one reply",
     SmtpBehaviour.CLOSED: "connect-refused",
@@ -756,12 +755,12 @@ def check_outcome(outcome: ProbeOutcome, server: SmtpServer) -> None:
     behaviour = server.behaviour
     if behaviour in NOT_TESTABLE_REASONS:
         assert outcome.status is AddressStatus.NOT_TESTABLE
-        assert outcome.reason is not None
-        assert outcome.reason.startswith(NOT_TESTABLE_REASONS[behaviour])
+        assert reason_of(outcome) is not None
+        assert reason_of(outcome).startswith(NOT_TESTABLE_REASONS[behaviour])
         assert outcome.tls is None
         return
     assert outcome.status is AddressStatus.TESTED
-    assert outcome.reason is None
+    assert reason_of(outcome) is None
     assert outcome.local_ip is not None
     for name, value in BEHAVIOUR_FACTS[behaviour].items():
         assert getattr(outcome, name) == value, name
@@ -787,7 +786,7 @@ def check_outcome(outcome: ProbeOutcome, server: SmtpServer) -> None:
     assert certificate.chain.trusted is (verify_error is None)
     assert certificate.name_matches is name_matches
     assert outcome.transcript[-2:] == ("C: QUIT", "S: 221 2.0.0 Bye")
-    assert outcome.after_tls_error is None
+    assert after_tls_of(outcome) is None
 
 
 async def probe_lab_server(
@@ -796,8 +795,7 @@ async def probe_lab_server(
     return await probe(
         hostname or server.hostnames[0],
         server.address,
-        context=context,
-        trust=TrustStore.from_files([lab.ca_file], include_certifi=False),
+        tls=TlsClient(context, TrustStore.from_files([lab.ca_file], include_certifi=False)),
         settings=settings(lab.smtp_port),
         now=datetime.now(UTC),
     )
@@ -903,8 +901,7 @@ async def test_invalid_mx_name_is_not_testable_and_not_contacted(
         outcome = await probe(
             hostname,
             "127.0.0.1",
-            context=context,
-            trust=lab_trust,
+            tls=TlsClient(context, lab_trust),
             settings=settings(port),
             now=datetime.now(UTC),
         )
@@ -914,9 +911,9 @@ async def test_invalid_mx_name_is_not_testable_and_not_contacted(
         assert len(peers) == 1
         return
     assert outcome.status is AddressStatus.NOT_TESTABLE
-    assert outcome.reason is not None
-    assert outcome.reason.startswith("invalid-mx-name: ")
-    assert why in outcome.reason
+    assert reason_of(outcome) is not None
+    assert reason_of(outcome).startswith("invalid-mx-name: ")
+    assert why in reason_of(outcome)
     assert peers == []
 
 
@@ -992,7 +989,7 @@ async def test_starttls_without_a_reply_is_tested(
     with trio.fail_after(STEP * 4):
         outcome = await run_probe(port, context, lab_trust, **changes)
     assert outcome.status is AddressStatus.TESTED
-    assert outcome.reason is None
+    assert reason_of(outcome) is None
     assert outcome.starttls_advertised is advertised
     assert (outcome.starttls_reply, outcome.starttls_reply_text) == (None, text)
     assert outcome.tls is None
@@ -1121,7 +1118,7 @@ async def test_injection_wait_leaves_a_quiet_tls_server_alone(
     assert outcome.tls is not None
     assert outcome.certificate is not None
     assert outcome.certificate.chain.trusted
-    assert outcome.after_tls_error is None
+    assert after_tls_of(outcome) is None
 
 
 # ---------------------------------------------------------------- always QUIT

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import dns.exception
+import dns.resolver
 import pytest
 import trio
+from trio.testing import MockClock
 
-from scanner.lab import Lab, open_lab, parse_world
+from scanner.lab import Lab, World, open_lab, parse_world
 from scanner.models import DnsStatus, MxRecord
-from scanner.net.resolver import Nameserver, Resolver
+from scanner.net.resolver import Nameserver, Resolver, _status_of
 
 WORLD = """
 [dns]
@@ -35,9 +38,14 @@ expect = { enforce_ready = false }
 """.replace("LONG_A", "a" * 200).replace("LONG_B", "b" * 200).replace("LONG_C", "c" * 200)
 
 
+@pytest.fixture(scope="module")
+def world() -> World:
+    return parse_world(WORLD)
+
+
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    async with open_lab(parse_world(WORLD), workdir=tmp_path / "lab") as running:
+async def lab(world: World, tmp_path: Path) -> AsyncIterator[Lab]:
+    async with open_lab(world, workdir=tmp_path / "lab") as running:
         yield running
 
 
@@ -83,10 +91,37 @@ async def test_no_mx_and_no_address_is_nodata_without_implicit_mx(lab: Lab) -> N
         ("stalled.test", DnsStatus.TIMEOUT),
     ],
 )
-async def test_txt_statuses_are_distinguished(lab: Lab, name: str, status: DnsStatus) -> None:
+async def test_txt_statuses_are_distinguished(
+    lab: Lab, name: str, status: DnsStatus, loopback_clock: MockClock
+) -> None:
+    started = trio.current_time()
     answer = await resolver_for(lab, timeout=1.0).txt(name)
     assert answer.status is status
     assert (answer.records != ()) is (status is DnsStatus.ANSWER)
+    # Only the stalled server makes the lookup wait, and then for its one deadline.
+    waited = trio.current_time() - started
+    assert waited == (pytest.approx(1.0) if status is DnsStatus.TIMEOUT else 0)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        pytest.param(
+            dns.resolver.LifetimeTimeout(timeout=1.0, errors=[]), DnsStatus.TIMEOUT, id="lifetime"
+        ),
+        pytest.param(dns.resolver.NXDOMAIN(), DnsStatus.NXDOMAIN, id="nxdomain"),
+        pytest.param(dns.resolver.NoAnswer(), DnsStatus.NODATA, id="no-answer"),
+        pytest.param(dns.resolver.NoNameservers(), DnsStatus.SERVFAIL, id="no-nameservers"),
+        pytest.param(dns.exception.FormError(), DnsStatus.ERROR, id="other-dns-error"),
+    ],
+)
+def test_dnspython_errors_map_to_statuses(error: Exception, status: DnsStatus) -> None:
+    """The mapping, including dnspython's own lifetime expiry.
+
+    Against the lab that expiry races the resolver's trio deadline (both are the
+    timeout); on `loopback_clock` the trio deadline always wins, so the table holds it.
+    """
+    assert _status_of(error)[0] is status
 
 
 async def test_multi_string_txt_joined_without_separator(lab: Lab) -> None:
@@ -123,22 +158,25 @@ async def test_answers_are_cached_for_the_run(lab: Lab) -> None:
     assert sum(lab.dns.queries.values()) == sent  # served from the cache
 
 
-async def test_a_stalled_server_costs_one_deadline_not_more(lab: Lab) -> None:
+async def test_a_stalled_server_costs_one_deadline_not_more(
+    lab: Lab, loopback_clock: MockClock
+) -> None:
     resolver = resolver_for(lab, timeout=0.5)
     started = trio.current_time()
     answer = await resolver.mx("stalled.test")
     assert answer.status is DnsStatus.TIMEOUT
-    assert trio.current_time() - started < 1.5
+    # Exactly one: no address lookup (a second deadline) after a timed-out MX lookup.
+    assert trio.current_time() - started == pytest.approx(0.5)
 
 
-async def test_lookups_in_flight_are_bounded(lab: Lab) -> None:
+async def test_lookups_in_flight_are_bounded(lab: Lab, loopback_clock: MockClock) -> None:
     resolver = resolver_for(lab, timeout=0.3, max_in_flight=2)
     started = trio.current_time()
     async with trio.open_nursery() as nursery:
         for _ in range(4):
             nursery.start_soon(resolver.txt, "stalled.test")
-    # four stalled lookups, two at a time: at least two deadlines back to back
-    assert trio.current_time() - started >= 0.55
+    # four stalled lookups, two at a time: exactly two deadlines back to back
+    assert trio.current_time() - started == pytest.approx(0.6)
 
 
 async def test_invalid_name_is_an_error_value(lab: Lab) -> None:

@@ -20,9 +20,12 @@ import jsonschema
 import pytest
 import trio
 
-from scanner.expectations import mismatches
+from scanner.core.result import DomainResult
 from scanner.lab import Lab, World, load_world, open_lab
+from scanner.lab.expectations import mismatches
+from scanner.options import build_scanner, network_options
 from scanner.output import load_schema
+from scanner.scan import InputReader
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 STEP_TIMEOUT = "1"
@@ -59,33 +62,48 @@ async def bulk_lab(bulk_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
 
 
 async def test_scan_of_demo_world_reaches_every_expected_verdict(
-    demo_lab: Lab, demo_world: World, tmp_path: Path
+    demo_lab: Lab, demo_world: World
 ) -> None:
-    domains = tmp_path / "domains.txt"
-    domains.write_text("\n".join(demo_world.domain_names) + "\n", encoding="utf-8")
-    out = tmp_path / "out.jsonl"
-    result = await run_scanner(
-        "scan", "--input", str(domains), "--out", str(out), "--timeout", STEP_TIMEOUT,
-        "--no-progress", *demo_lab.scanner_args(),
+    """The typed results meet every expectation, and the lines written for them validate."""
+    options = network_options(
+        resolver=[f"{demo_lab.resolver[0]}:{demo_lab.resolver[1]}"],
+        ca_file=[demo_lab.ca_file],
+        allow_private=True,
+        timeout=float(STEP_TIMEOUT),
+        concurrency=20,
+        smtp_port=demo_lab.smtp_port,
+        https_port=demo_lab.https_port,
     )
-    assert result.returncode == 0, result.stderr.decode()
-    lines = read_jsonl(out)
-    assert len(lines) == len(demo_world.domains)  # one line per input domain
+    scanner = build_scanner(options)
+    written: list[dict[str, Any]] = []
+    results: list[DomainResult] = []
+
+    class Collect:
+        def domain_done(self, result: DomainResult) -> None:
+            results.append(result)
+
+    async def items() -> AsyncIterator[str]:
+        for name in demo_world.domain_names:
+            yield name
+
+    await scanner.run(
+        InputReader().stream(items()), lambda text: written.append(json.loads(text)), progress=Collect()
+    )
+    assert len(results) == len(written) == len(demo_world.domains)  # one line per input domain
     schema = load_schema()
-    by_domain = {line["domain"]: line for line in lines}
+    for line, result in zip(written, results, strict=True):
+        jsonschema.validate(line, schema)
+        assert (line["domain"], line["enforce_ready"]) == (result.domain, result.enforce_ready)
+    by_domain = {result.domain: result for result in results}
     failures = {}
     for domain in demo_world.domains:
-        jsonschema.validate(by_domain.get(domain.name) or {}, schema) if domain.name in by_domain else None
-        line = by_domain.get(domain.name)
-        if line is None:  # an invalid name is reported under its input text
-            line = next(entry for entry in lines if entry["domain"] == domain.name.strip())
+        found = by_domain.get(domain.name) or by_domain.get(domain.name.strip())
+        assert found is not None, domain.name  # an invalid name is reported under its input text
         assert domain.expect is not None
-        problems = mismatches(line, domain.expect)
+        problems = mismatches(found, domain.expect)
         if problems:
             failures[domain.name] = problems
     assert failures == {}
-    for line in lines:
-        jsonschema.validate(line, schema)
 
 
 async def test_check_exit_codes_and_verdict(demo_lab: Lab) -> None:

@@ -12,11 +12,12 @@ import trio
 
 from scanner.core.addresses import parse_exclusions
 from scanner.core.inputs import InvalidInput
+from scanner.core.result import DomainResult
 from scanner.lab import Lab, load_world, open_lab
 from scanner.net.policy_fetch import FetchSettings
 from scanner.net.probe import ProbeSettings
 from scanner.net.resolver import Nameserver, Resolver
-from scanner.net.tls import TrustStore, build_client_context
+from scanner.net.tls import TlsClient, TrustStore
 from scanner.output import load_schema
 from scanner.scan import InputReader, Scanner, ScanSettings
 
@@ -35,14 +36,13 @@ def make_scanner(lab: Lab, *, cls: type[Scanner] = Scanner, **overrides: Any) ->
     settings = ScanSettings(
         concurrency=8,
         allow_private=allow_private,
-        probe=ProbeSettings(smtp_port=lab.smtp_port, step_timeout=0.5, total_timeout=4, allow_private=allow_private),
-        fetch=FetchSettings(https_port=lab.https_port, timeout=0.5, allow_private=allow_private),
+        probe=ProbeSettings(smtp_port=lab.smtp_port, step_timeout=0.5, total_timeout=4),
+        fetch=FetchSettings(https_port=lab.https_port, timeout=0.5),
     )
     settings = dataclasses.replace(settings, **overrides)
     return cls(
         resolver=Resolver.create([Nameserver(host, port)], timeout=1.0),
-        context=build_client_context(),
-        trust=TrustStore.from_files([lab.ca_file]),
+        tls=TlsClient.create(TrustStore.from_files([lab.ca_file])),
         settings=settings,
     )
 
@@ -61,7 +61,7 @@ async def scan_all(scanner: Scanner, lines: list[str]) -> list[dict[str, Any]]:
 
 
 class ExplodingScanner(Scanner):
-    async def _scan_domain(self, domain: str, started: Any) -> dict[str, Any]:
+    async def _scan_domain(self, domain: str, started: Any) -> DomainResult:
         if domain == "hosted1.example":
             raise RuntimeError("boom in one domain")
         return await super()._scan_domain(domain, started)
@@ -83,7 +83,7 @@ async def test_an_exception_in_one_domain_becomes_its_error_line(bulk_lab: Lab) 
 
 
 class HangingScanner(Scanner):
-    async def _scan_domain(self, domain: str, started: Any) -> dict[str, Any]:
+    async def _scan_domain(self, domain: str, started: Any) -> DomainResult:
         if domain == "hosted1.example":
             await trio.sleep_forever()
         return await super()._scan_domain(domain, started)

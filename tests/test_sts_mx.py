@@ -18,6 +18,11 @@ CASES = [
     pytest.param("mail.example.com", "mail.example.co", False, id="M1-truncated-twin"),
     pytest.param("mail.example.com", "mail.example.com.", True, id="M1-trailing-dot"),
     pytest.param("mail.example.com", "mail.example.com..", False, id="M1-two-trailing-dots-twin"),
+    # Only the MX name's root dot is dropped: a pattern has none (sts-policy-mx-value).
+    pytest.param("mail.example.com", "mail.example.com", True, id="M1-undotted-pattern"),
+    pytest.param("mail.example.com.", "mail.example.com", False, id="M1-dotted-pattern-twin"),
+    pytest.param("*.example.com", "mail.example.com.", True, id="M2-undotted-wildcard"),
+    pytest.param("*.example.com.", "mail.example.com", False, id="M2-dotted-wildcard-twin"),
     pytest.param("MAIL.example.com", "mail.example.com", True, id="M1-pattern-case"),
     pytest.param("mail.example.com", "", False, id="M1-empty-host-twin"),
     # M2: a wildcard covers exactly one extra left-most label.

@@ -6,7 +6,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from scanner.core.sts import MAX_AGE_LIMIT, parse_policy, parse_policy_bytes
+from scanner.core.sts import (
+    MAX_AGE_LIMIT,
+    STRICT_PARSERS_REJECT_POLICY,
+    parse_policy,
+    parse_policy_bytes,
+)
 from scanner.models import Policy, PolicyFailure, PolicyMode, ResultType
 
 RFC_EXAMPLE = (
@@ -268,6 +273,54 @@ def test_lenient_lines_warn(text: str, fragment: str) -> None:
     assert "" not in result.lines
 
 
+# Accepted with a warning, but mox's ParsePolicy (mtasts/parse.go) rejects each
+# policy of the first kind, so the warning says what senders using it see. The
+# twin of each is a near case mox accepts, whose warning (if any) makes no such claim.
+STRICT_CASES = [
+    pytest.param(body(BASE[0], "  " + BASE[1], *BASE[2:]), "line 2 is indented", True, id="indented"),
+    pytest.param(body(BASE[0], BASE[1] + "  ", *BASE[2:]), "", False, id="trailing-wsp-twin"),
+    pytest.param(body("mode : enforce", BASE[0], *BASE[2:]), "line 1 has whitespace before ':'", True, id="wsp-before-colon"),
+    pytest.param(body("mode:   enforce", BASE[0], *BASE[2:]), "", False, id="wsp-after-colon-twin"),
+    pytest.param(body(*BASE) + "\n", "line 5 is blank", True, id="trailing-blank-line"),
+    pytest.param(body(*BASE), "", False, id="single-final-terminator-twin"),
+    pytest.param(body(*BASE, end="\r\n") + "\r\n", "line 5 is blank", True, id="trailing-blank-crlf-line"),
+    pytest.param(body(*BASE, end="\r\n"), "", False, id="single-final-crlf-twin"),
+    pytest.param(body(BASE[0], "", *BASE[1:]), "line 2 is blank", True, id="inner-blank-line"),
+    pytest.param(body(*BASE, "  "), "line 5 is blank", True, id="trailing-wsp-only-line"),
+    pytest.param(body(*BASE, "mode: bogus"), "repeated 'mode' ignored (the first occurrence wins), but its value 'bogus' is invalid", True, id="second-mode-invalid"),
+    pytest.param(body(*BASE, "mode: testing"), "line 5: repeated 'mode' ignored; the first occurrence wins", False, id="second-mode-valid-twin"),
+    pytest.param(body(*BASE, "mode: Enforce"), "its value 'Enforce' is invalid (mode must be enforce, testing or none", True, id="second-mode-case"),
+    pytest.param(body(*BASE, "version: STSv2"), "repeated 'version' ignored (the first occurrence wins), but its value 'STSv2' is invalid (version must be 'STSv1')", True, id="second-version-other"),
+    pytest.param(body(*BASE, "version: STSv1"), "line 5: repeated 'version' ignored; the first occurrence wins", False, id="second-version-same-twin"),
+    pytest.param(body(*BASE, "max_age: 1w"), "its value '1w' is invalid (max_age must be 1 to 10 digits)", True, id="second-max-age-invalid"),
+    pytest.param(body(*BASE, f"max_age: {MAX_AGE_LIMIT + 1}"), "repeated 'max_age' ignored; the first occurrence wins", False, id="second-max-age-digits-twin"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "fragment", "strict_rejects"), STRICT_CASES)
+def test_warnings_name_strict_parsers_only_where_they_reject(
+    text: str, fragment: str, strict_rejects: bool
+) -> None:
+    result = parse_policy(text)
+    assert isinstance(result, Policy)
+    assert (result.mode, result.max_age, result.mx) == (
+        PolicyMode.ENFORCE,
+        86400,
+        ("mail.example.com",),
+    )
+    if fragment:
+        assert any(fragment in warning for warning in result.warnings)
+    else:
+        assert result.warnings == ()
+    rejecting = [w for w in result.warnings if STRICT_PARSERS_REJECT_POLICY in w]
+    assert bool(rejecting) is strict_rejects
+
+
+def test_strict_rejection_text_names_the_consequence() -> None:
+    assert "mox reject the whole policy" in STRICT_PARSERS_REJECT_POLICY
+    assert "see no MTA-STS policy" in STRICT_PARSERS_REJECT_POLICY
+
+
 def test_clean_policy_has_no_warnings() -> None:
     result = parse_policy(body(*BASE))
     assert isinstance(result, Policy)
@@ -362,6 +415,34 @@ def test_never_raises_on_arbitrary_text(text: str) -> None:
 @given(st.binary(max_size=300))
 def test_bytes_never_raises(data: bytes) -> None:
     assert isinstance(parse_policy_bytes(data), Policy | PolicyFailure)
+
+
+INVALID_REPEATS = {
+    "version": st.sampled_from(["STSv2", "STSv10", "stsv1"]),
+    "mode": st.sampled_from(["bogus", "Enforce", "enforce2"]),
+    "max_age": st.sampled_from(["1w", "-1", "12345678901"]),
+}
+
+
+@given(policy_fields(), st.sampled_from(sorted(INVALID_REPEATS)), st.data())
+def test_an_invalid_repeat_is_ignored_but_flagged_as_fatal_for_strict_parsers(
+    fields: list[str], key: str, data: st.DataObject
+) -> None:
+    reference = parse_policy("\n".join(fields))
+    assert isinstance(reference, Policy)
+    junk = data.draw(INVALID_REPEATS[key])
+    result = parse_policy("\n".join([*fields, f"{key}: {junk}"]))
+    assert isinstance(result, Policy)
+    assert (result.version, result.mode, result.max_age, result.mx) == (
+        reference.version,
+        reference.mode,
+        reference.max_age,
+        reference.mx,
+    )
+    assert any(
+        f"repeated {key!r}" in warning and STRICT_PARSERS_REJECT_POLICY in warning
+        for warning in result.warnings
+    )
 
 
 @given(policy_fields())

@@ -6,7 +6,12 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from scanner.core.sts import NONCONFORMANT_DELIMITER, StsRecordError, select_sts_record
+from scanner.core.sts import (
+    EXTRA_DELIMITER,
+    NONCONFORMANT_DELIMITER,
+    StsRecordError,
+    select_sts_record,
+)
 from scanner.models import StsRecord
 
 # Each valid case is followed by its failing twin.
@@ -18,10 +23,18 @@ CASES = [
     pytest.param(["v=STSv1id=20160831085700Z"], None, id="T8-no-delimiter-twin"),
     pytest.param(["v=STSv1;        id=20160831085700Z   "], "20160831085700Z", id="T8-wsp"),
     pytest.param(["v=STSv1;        id=2016 0831085700Z"], None, id="T8-wsp-inside-id-twin"),
+    # T8: at most one delimiter after the last field (RFC 8461 §3.1); postfix-mta-sts-resolver
+    # accepts the ";;;" vector, mox (the strict side, followed here) refuses it.
     pytest.param(
-        ["v=STSv1; id=20160831085700Z;;;"], "20160831085700Z", id="T8-repeated-delimiters"
+        ["v=STSv1; id=20160831085700Z ; "], "20160831085700Z", id="T8-one-delimiter-after-last"
     ),
-    pytest.param(["v=STSv1; id=20160831085700Z;;;="], None, id="T8-repeated-then-junk-twin"),
+    pytest.param(["v=STSv1; id=20160831085700Z;;;"], None, id="T8-repeated-delimiters-twin"),
+    pytest.param(["v=STSv1; id=a;"], "a", id="T8-one-trailing-semicolon"),
+    pytest.param(["v=STSv1; id=a;;"], None, id="T8-two-trailing-semicolons-twin"),
+    pytest.param(["v=STSv1; ext=1; id=a"], "a", id="T8-delimiter-between-fields"),
+    pytest.param(["v=STSv1; ext=1; ; id=a"], None, id="T8-empty-field-between-twin"),
+    pytest.param(["v=STSv1; id=a"], "a", id="T8-one-delimiter-after-version"),
+    pytest.param(["v=STSv1;; id=a"], None, id="T8-empty-first-field-twin"),
     pytest.param(["v=STSv1;\tid=abc"], "abc", id="T8-tab"),
     pytest.param(["v=STSv1;\nid=abc"], None, id="T8-newline-twin"),
     # T5: version first, literals case-sensitive.
@@ -106,13 +119,74 @@ def test_error_reason_is_actionable(records: list[str], fragment: str) -> None:
     assert fragment in result.reason
 
 
+# A near miss names what is wrong: another version is not a case error.
+@pytest.mark.parametrize(
+    ("records", "fragment", "not_fragment"),
+    [
+        pytest.param(
+            ["v=STSv12; id=a"],
+            "version 'STSv12' is not supported; only 'STSv1' is defined",
+            "case-sensitive",
+            id="STSv12",
+        ),
+        pytest.param(["v=stsv1; id=a"], "case-sensitive", "not supported", id="STSv1-case-twin"),
+        pytest.param(
+            ["v=spf1 -all", "v=STSv2; id=a"],
+            "'v=STSv2; id=a' is not it: version 'STSv2' is not supported",
+            "case-sensitive",
+            id="STSv2",
+        ),
+        pytest.param(
+            ["v=STSv1 id=a"], "must be followed by ';'", "not supported", id="STSv1-no-delim-twin"
+        ),
+        pytest.param(
+            ["v=sTsV12;id=a"], "version 'sTsV12' is not supported", "case", id="STSv12-any-case"
+        ),
+        pytest.param(["V=STSv1; id=a"], "case-sensitive", "not supported", id="V-case-twin"),
+    ],
+)
+def test_version_hint(records: list[str], fragment: str, not_fragment: str) -> None:
+    result = select_sts_record(records)
+    assert isinstance(result, StsRecordError)
+    assert fragment in result.reason
+    assert not_fragment not in result.reason
+
+
+# RFC 8461 §3.1: record = version 1*(field-delim field) [field-delim]. A second
+# ';' after the last field is an empty field: invalid, and the reason says what
+# senders do with it.
+@pytest.mark.parametrize(
+    ("record", "valid"),
+    [
+        pytest.param("v=STSv1; id=a;", True, id="one-trailing-delimiter"),
+        pytest.param("v=STSv1; id=a;;", False, id="two-trailing-delimiters-twin"),
+        pytest.param("v=STSv1; id=a ; \t", True, id="trailing-delimiter-with-wsp"),
+        pytest.param("v=STSv1; id=a ; ;", False, id="wsp-between-two-delimiters-twin"),
+    ],
+)
+def test_at_most_one_delimiter_after_the_last_field(record: str, valid: bool) -> None:
+    result = select_sts_record([record])
+    if valid:
+        assert isinstance(result, StsRecord)
+        assert result.warnings == ()
+        return
+    assert isinstance(result, StsRecordError)
+    assert EXTRA_DELIMITER in result.reason
+    assert "strict senders such as mox ignore the record and see no MTA-STS policy" in result.reason
+    assert "postfix-mta-sts-resolver accept it" in result.reason
+
+
+# The grammar's field-delim is *WSP ";" *WSP everywhere; only WSP between the
+# version and the first ';' clashes with the "v=STSv1;" discard rule (erratum 6285).
 @pytest.mark.parametrize(
     ("record", "warned"),
     [
         pytest.param("v=STSv1 ; id=abc", True, id="wsp-before-first-delimiter"),
         pytest.param("v=STSv1; id=abc", False, id="wsp-after-delimiter-twin"),
-        pytest.param("v=STSv1; id=abc ;", True, id="wsp-before-trailing-delimiter"),
-        pytest.param("v=STSv1; id=abc;", False, id="no-wsp-trailing-twin"),
+        pytest.param("v=STSv1\t;id=abc", True, id="tab-before-first-delimiter"),
+        pytest.param("v=STSv1; id=abc ;", False, id="wsp-before-trailing-delimiter-twin"),
+        pytest.param("v=STSv1 ;id=abc ;", True, id="wsp-before-first-and-trailing"),
+        pytest.param("v=STSv1; ext=1 ;\tid=abc", False, id="wsp-before-inner-delimiter-twin"),
     ],
 )
 def test_erratum_6285_delimiter_warning(record: str, warned: bool) -> None:
@@ -128,11 +202,20 @@ def test_record_keeps_raw_text() -> None:
     assert result.raw == "v=STSv1; id=abc; ext=1"
 
 
-def test_duplicate_id_first_wins_with_warning() -> None:
-    result = select_sts_record(["v=STSv1; id=first; id=second"])
+@pytest.mark.parametrize(
+    ("record", "warned"),
+    [
+        pytest.param("v=STSv1; id=first; id=second", True, id="second-id"),
+        pytest.param("v=STSv1; id=first; idx=second", False, id="other-field-twin"),
+    ],
+)
+def test_duplicate_id_first_wins_with_warning(record: str, warned: bool) -> None:
+    result = select_sts_record([record])
     assert isinstance(result, StsRecord)
     assert result.id == "first"
-    assert any("duplicate id" in warning for warning in result.warnings)
+    text = " ".join(result.warnings)
+    assert ("duplicate id field; the first (first) is used" in text) is warned
+    assert ("mox reject a record with a second id" in text) is warned
 
 
 @given(st.lists(st.text(max_size=80), max_size=4))
@@ -149,15 +232,39 @@ ids = st.text(
 wsp = st.text(alphabet=" \t", max_size=3)
 
 
-@given(ids, wsp, wsp, st.sampled_from(["", ";", ";;"]))
+@given(ids, wsp, wsp, wsp, st.sampled_from(["", ";", ";;"]))
 def test_valid_id_always_parses_whatever_the_spacing(
-    record_id: str, before: str, after: str, trailer: str
+    record_id: str, before: str, after: str, tail_space: str, trailer: str
 ) -> None:
-    record = f"v=STSv1{before};{after}id={record_id}{trailer}"
+    tail = f"{tail_space}{trailer}{tail_space}" if trailer else ""
+    record = f"v=STSv1{before};{after}id={record_id}{tail}"
     result = select_sts_record([record])
+    if trailer == ";;":
+        # At most one field-delim follows the last field (RFC 8461 §3.1).
+        assert isinstance(result, StsRecordError)
+        assert EXTRA_DELIMITER in result.reason
+        return
     assert isinstance(result, StsRecord)
     assert result.id == record_id
-    assert (NONCONFORMANT_DELIMITER in result.warnings) is (before != "")
+    # Only WSP between the version and the first ';' is warned about.
+    assert result.warnings == ((NONCONFORMANT_DELIMITER,) if before else ())
+
+
+@given(ids, wsp, st.integers(min_value=0, max_value=2), st.booleans())
+def test_an_empty_field_anywhere_makes_the_record_invalid(
+    record_id: str, space: str, where: int, doubled: bool
+) -> None:
+    delimiters = ["; ", "; ", ";"]
+    if doubled:
+        delimiters[where] = ";" + space + delimiters[where]
+    record = f"v=STSv1{delimiters[0]}id={record_id}{delimiters[1]}ext=1{delimiters[2]}"
+    result = select_sts_record([record])
+    if doubled:
+        assert isinstance(result, StsRecordError)
+        assert EXTRA_DELIMITER in result.reason
+    else:
+        assert isinstance(result, StsRecord)
+        assert result.id == record_id
 
 
 def is_valid_id(text: str) -> bool:

@@ -490,7 +490,7 @@ async def stall(stream: trio.SocketStream) -> None:
 
 
 async def test_stalled_peer_hits_the_callers_deadline(
-    client_context: SSL.Context, nursery: trio.Nursery
+    client_context: SSL.Context, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     port = await serve(nursery, stall)
     transport = await trio.open_tcp_stream(HOST, port)
@@ -504,7 +504,7 @@ async def test_stalled_peer_hits_the_callers_deadline(
 
 
 async def test_start_tls_lets_cancellation_through(
-    client_context: SSL.Context, nursery: trio.Nursery
+    client_context: SSL.Context, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
     port = await serve(nursery, stall)
     transport = await trio.open_tcp_stream(HOST, port)

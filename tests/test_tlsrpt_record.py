@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scanner.core.sts import EXTRA_DELIMITER, NONCONFORMANT_DELIMITER
 from scanner.core.tlsrpt_record import TlsRptRecordError, select_tlsrpt_record
 from scanner.models import TlsRptRecord
 
@@ -73,6 +74,17 @@ CASES = [
         id="wsp-around-delimiters",
     ),
     pytest.param(["v=TLSRPTv1 rua=mailto:a@example.com"], None, id="missing-delimiter-twin"),
+    # At most one delimiter after the last field (RFC 8460 §3 grammar).
+    pytest.param(
+        ["v=TLSRPTv1; rua=mailto:x@example.com;"], ("mailto:x@example.com",), id="one-trailing"
+    ),
+    pytest.param(["v=TLSRPTv1; rua=mailto:x@example.com;;"], None, id="two-trailing-twin"),
+    pytest.param(
+        ["v=TLSRPTv1; ext=1; rua=mailto:x@example.com"],
+        ("mailto:x@example.com",),
+        id="delimiter-between-fields",
+    ),
+    pytest.param(["v=TLSRPTv1; ext=1;; rua=mailto:x@example.com"], None, id="empty-field-twin"),
     # Version first, case-sensitive; exactly one record.
     pytest.param(
         ["v=spf1 -all", "v=TLSRPTv1; rua=mailto:a@example.com"],
@@ -155,12 +167,125 @@ def test_select_tlsrpt_record(records: list[str], rua: tuple[str, ...] | None) -
         pytest.param(["v=TLSRPTv1; rua=ftp://x"], "neither mailto: nor https:", id="scheme"),
         pytest.param(["v=TLSRPTv1; rua=mailto:a,b@c"], "is not mailto:", id="comma-splits"),
         pytest.param(["v=tlsrptv1; rua=mailto:a@b"], "case-sensitive", id="case"),
+        pytest.param(
+            ["v=TLSRPTv1; rua=mailto:x@example.com;;"],
+            "strict reporters such as mox ignore the record and send no reports",
+            id="extra-delimiter",
+        ),
     ],
 )
 def test_error_reason_is_actionable(records: list[str], fragment: str) -> None:
     result = select_tlsrpt_record(records)
     assert isinstance(result, TlsRptRecordError)
     assert fragment in result.reason
+
+
+# A near miss names what is wrong: another version is not a case error.
+@pytest.mark.parametrize(
+    ("records", "fragment", "not_fragment"),
+    [
+        pytest.param(
+            ["v=TLSRPTv10; rua=mailto:a@example.com"],
+            "version 'TLSRPTv10' is not supported; only 'TLSRPTv1' is defined",
+            "case-sensitive",
+            id="TLSRPTv10",
+        ),
+        pytest.param(
+            ["v=TLSRPTV1; rua=mailto:a@example.com"],
+            "case-sensitive",
+            "not supported",
+            id="TLSRPTV1-case-twin",
+        ),
+        pytest.param(
+            ["v=TLSRPTv2;rua=mailto:a@example.com"],
+            "version 'TLSRPTv2' is not supported",
+            "case-sensitive",
+            id="TLSRPTv2",
+        ),
+        pytest.param(
+            ["v=TLSRPTv1 rua=mailto:a@example.com"],
+            "must be followed by ';'",
+            "not supported",
+            id="TLSRPTv1-no-delimiter-twin",
+        ),
+    ],
+)
+def test_version_hint(records: list[str], fragment: str, not_fragment: str) -> None:
+    result = select_tlsrpt_record(records)
+    assert isinstance(result, TlsRptRecordError)
+    assert fragment in result.reason
+    assert not_fragment not in result.reason
+
+
+TWO_RUA_FIELDS = "2 rua fields; RFC 8460 §3 allows several"
+RUA_CASE = "field 'RUA' is ignored: field names are case-sensitive"
+
+
+# Grammatical records that some parsers treat differently: each warning and its twin.
+@pytest.mark.parametrize(
+    ("record", "fragment", "warned"),
+    [
+        pytest.param(
+            "v=TLSRPTv1; rua=mailto:a@example.com; rua=https://r.example/",
+            TWO_RUA_FIELDS,
+            True,
+            id="two-rua-fields",
+        ),
+        pytest.param(
+            "v=TLSRPTv1; rua=mailto:a@example.com,https://r.example/",
+            TWO_RUA_FIELDS,
+            False,
+            id="one-rua-two-uris-twin",
+        ),
+        pytest.param(
+            "v=TLSRPTv1 ; rua=mailto:a@example.com",
+            NONCONFORMANT_DELIMITER,
+            True,
+            id="wsp-before-first-delimiter",
+        ),
+        pytest.param(
+            "v=TLSRPTv1; rua=mailto:a@example.com ;",
+            NONCONFORMANT_DELIMITER,
+            False,
+            id="wsp-before-trailing-delimiter-twin",
+        ),
+        pytest.param(
+            "v=TLSRPTv1; rua=mailto:a@example.com; RUA=mailto:b@example.com",
+            RUA_CASE,
+            True,
+            id="miscased-rua-ignored",
+        ),
+        pytest.param(
+            "v=TLSRPTv1; rua=mailto:a@example.com; ruf=mailto:b@example.com",
+            "field 'ruf' is ignored",
+            False,
+            id="other-extension-twin",
+        ),
+    ],
+)
+def test_warnings(record: str, fragment: str, warned: bool) -> None:
+    result = select_tlsrpt_record([record])
+    assert isinstance(result, TlsRptRecord)
+    assert any(fragment in warning for warning in result.warnings) is warned
+    if not warned:
+        assert result.warnings == ()
+
+
+def test_two_rua_fields_warning_names_the_fix() -> None:
+    result = select_tlsrpt_record(
+        ["v=TLSRPTv1; rua=mailto:a@example.com; rua=mailto:b@example.com"]
+    )
+    assert isinstance(result, TlsRptRecord)
+    assert result.rua == ("mailto:a@example.com", "mailto:b@example.com")
+    (warning,) = result.warnings
+    assert "checkdmarc reject a repeated rua tag" in warning
+    assert "list every URI in one rua field, separated by commas" in warning
+
+
+def test_extra_delimiter_reason() -> None:
+    result = select_tlsrpt_record(["v=TLSRPTv1; rua=mailto:x@example.com;;"])
+    assert isinstance(result, TlsRptRecordError)
+    assert EXTRA_DELIMITER in result.reason
 
 
 def test_record_keeps_raw_text() -> None:
@@ -196,3 +321,16 @@ def test_uri_lists_parse_in_order(uri_list: list[str], space: str) -> None:
     result = select_tlsrpt_record([record])
     assert isinstance(result, TlsRptRecord)
     assert result.rua == tuple(uri_list)
+    assert result.warnings == ()
+
+
+@given(st.lists(st.lists(uris, min_size=1, max_size=2), min_size=1, max_size=4))
+def test_every_rua_field_is_collected_and_several_are_warned_about(
+    fields: list[list[str]],
+) -> None:
+    record = "v=TLSRPTv1; " + "; ".join("rua=" + ",".join(field) for field in fields)
+    result = select_tlsrpt_record([record])
+    assert isinstance(result, TlsRptRecord)
+    assert result.rua == tuple(uri for field in fields for uri in field)
+    warned = any(f"{len(fields)} rua fields" in warning for warning in result.warnings)
+    assert warned is (len(fields) > 1)

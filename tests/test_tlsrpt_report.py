@@ -25,8 +25,9 @@ from builders import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.core.tlsrpt import build_report, report_filename, rfc3339_utc
+from scanner.core.tlsrpt import build_report, rfc3339_utc
 from scanner.models import DomainFacts, MxHostFacts, MxSource, ProbeOutcome, ResultType
+from scanner.report_files import report_filename
 
 # RFC 8460 §4.4: the only keys a report may carry, per object.
 REPORT_KEYS = {"organization-name", "date-range", "contact-info", "report-id", "policies"}

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from scanner.core.reasons import after_tls_text, blocks_delivery, reason_text
 from scanner.core.smtp import is_masked_banner
 from scanner.core.sts import policy_covers, policy_warnings
 from scanner.models import (
@@ -33,9 +34,10 @@ from scanner.models import (
     DomainFacts,
     Indicator,
     IndicatorCode,
+    Interruption,
+    InterruptionKind,
     MxHostFacts,
     MxSource,
-    Phase,
     Policy,
     PolicyMode,
     ProbeOutcome,
@@ -66,9 +68,6 @@ REASON_MX_NOT_IN_POLICY = "mx-not-in-policy"
 # DNS statuses that say "there is no such address" (as opposed to "we could not find out")
 DEFINITIVE_DNS = frozenset({DnsStatus.ANSWER, DnsStatus.NXDOMAIN, DnsStatus.NODATA})
 
-# Address reason for an address DNS returned that has no probe outcome.
-REASON_NOT_PROBED = "not-probed"
-
 
 # ---------------------------------------------------------------- verdict records
 
@@ -83,7 +82,7 @@ class AddressVerdict:
 
     ip: str  # RFC 5952 form for IPv6
     status: AddressStatus
-    reason: str | None
+    interruption: Interruption | None  # why not testable, when it is not
     starttls: StartTlsStatus | None
     failures: tuple[SessionFailure, ...]
     indicators: tuple[Indicator, ...]
@@ -128,6 +127,9 @@ class DomainVerdict:
     enforce_ready: bool
     blockers: tuple[str, ...]
     warnings: tuple[str, ...]
+    # The MX lookup failed, or no address of a DNS MX host could be tested at all:
+    # the scan says nothing about the domain (`scanner check` exits 2).
+    could_not_scan: bool = False
 
     def dns_addresses(self) -> Iterable[tuple[MxVerdict, AddressVerdict]]:
         """(host, address) pairs of DNS-sourced MX hosts: the ones that count."""
@@ -275,7 +277,185 @@ def _certificate_problems(
     return expired, untrusted, not_yet_valid, mismatch
 
 
-# RFC 8460 §4.3 result types per session, mapped as in DESIGN §5.
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing wrong with a session, in every form the output needs.
+
+    `result_type` and `reason_code` are its RFC 8460 words (the report's
+    `result-type` and `failure-reason-code`); `indicator` the downgrade indicator an
+    operator sees, with `detail` saying what was observed. Both views come from the
+    same finding, so every result type has its indicator by construction.
+    """
+
+    result_type: ResultType
+    reason_code: str | None
+    indicator: IndicatorCode
+    detail: str
+
+    @property
+    def failure(self) -> SessionFailure:
+        return SessionFailure(self.result_type, self.reason_code)
+
+
+def _starttls_finding(outcome: ProbeOutcome, status: StartTlsStatus) -> Finding | None:
+    """STARTTLS not completed: `starttls-not-supported` with the way it failed."""
+    not_supported = ResultType.STARTTLS_NOT_SUPPORTED
+    if status is StartTlsStatus.GARBLED:
+        return Finding(
+            not_supported,
+            "starttls-garbled",
+            IndicatorCode.STARTTLS_GARBLED,
+            f"EHLO shows {outcome.masked_keyword!r} where STARTTLS belongs: "
+            "an SMTP-inspecting middlebox masks it",
+        )
+    if status is StartTlsStatus.MISSING and outcome.helo_only:
+        return Finding(
+            not_supported,
+            "helo-only",
+            IndicatorCode.HELO_ONLY,
+            "EHLO is rejected and only HELO works, so STARTTLS cannot be offered "
+            f"(STARTTLS got {_reply(outcome)})",
+        )
+    if status is StartTlsStatus.MISSING:
+        return Finding(
+            not_supported,
+            "starttls-missing",
+            IndicatorCode.STARTTLS_MISSING,
+            f"STARTTLS is not offered and the command is refused ({_reply(outcome)})",
+        )
+    if status is StartTlsStatus.STRIPPED:
+        return Finding(
+            not_supported,
+            "starttls-stripped",
+            IndicatorCode.STARTTLS_STRIPPED,
+            "STARTTLS is missing from EHLO yet the command is accepted (220): "
+            "the advertisement is removed on the path",
+        )
+    if status is StartTlsStatus.REFUSED:
+        return Finding(
+            not_supported,
+            "starttls-refused",
+            IndicatorCode.STARTTLS_REFUSED,
+            f"STARTTLS is offered but the command gets {_reply(outcome)}",
+        )
+    return None
+
+
+def _untrusted_detail(outcome: ProbeOutcome, untrusted: str, not_yet_valid: str | None) -> str:
+    check = outcome.certificate
+    issuer_problem = _issuer_date_problem(outcome)
+    if issuer_problem is not None and check is not None and untrusted == check.chain.verify_error:
+        return f"certificate not trusted: {issuer_problem} ({untrusted})"
+    if untrusted == X509_NOT_YET_VALID and not_yet_valid:
+        return f"certificate not valid before {not_yet_valid} ({untrusted})"
+    return f"certificate not trusted: {untrusted}"
+
+
+def _tls_findings(outcome: ProbeOutcome, *, mx: str, at: datetime | None) -> list[Finding]:
+    """What went wrong from the 220 to STARTTLS on: injection, handshake, version, certificate."""
+    found: list[Finding] = []
+    if outcome.plaintext_injection > 0:
+        found.append(
+            Finding(
+                ResultType.VALIDATION_FAILURE,
+                REASON_PLAINTEXT_INJECTION,
+                IndicatorCode.PLAINTEXT_INJECTION,
+                f"{outcome.plaintext_injection} bytes of plaintext the client did not ask for "
+                "arrived around the STARTTLS exchange (before the command was answered, or "
+                "after the 220 and before the TLS handshake)",
+            )
+        )
+    if _handshake_failed(outcome):
+        found.append(
+            Finding(
+                ResultType.VALIDATION_FAILURE,
+                REASON_HANDSHAKE_FAILED,
+                IndicatorCode.TLS_HANDSHAKE_FAILED,
+                f"TLS handshake failed: {outcome.handshake_error or 'no TLS session'}",
+            )
+        )
+    if outcome.tls is not None and _weak_version(outcome):
+        found.append(
+            Finding(
+                ResultType.VALIDATION_FAILURE,
+                REASON_TLS_BELOW_1_2,
+                IndicatorCode.WEAK_TLS_VERSION,
+                f"negotiated {outcome.tls.version}, below TLS 1.2",
+            )
+        )
+    check = outcome.certificate
+    if check is None:
+        return found
+    expired, untrusted, not_yet_valid, mismatch = _certificate_problems(outcome, at)
+    if expired:
+        found.append(
+            Finding(
+                ResultType.CERTIFICATE_EXPIRED,
+                X509_EXPIRED,
+                IndicatorCode.CERTIFICATE_EXPIRED,
+                f"certificate expired on {_day(check.leaf.not_after)}",
+            )
+        )
+    if untrusted is not None:
+        found.append(
+            Finding(
+                ResultType.CERTIFICATE_NOT_TRUSTED,
+                untrusted,
+                IndicatorCode.CERTIFICATE_NOT_TRUSTED,
+                _untrusted_detail(outcome, untrusted, not_yet_valid),
+            )
+        )
+    if mismatch:
+        names = ", ".join(check.leaf.san) or "no DNS name"
+        found.append(
+            Finding(
+                ResultType.CERTIFICATE_HOST_MISMATCH,
+                X509_HOSTNAME_MISMATCH,
+                IndicatorCode.CERTIFICATE_HOST_MISMATCH,
+                f"certificate names ({names}) do not match {mx}",
+            )
+        )
+    return found
+
+
+# RFC 8460 §4.3 result types per session (docs/output.md#result-types).
+def session_findings(
+    outcome: ProbeOutcome,
+    *,
+    mx: str,
+    policy: Policy | None,
+    in_policy: bool | None,
+    at: datetime | None = None,
+) -> tuple[Finding, ...]:
+    """Everything wrong with one session, in a stable order; empty when not testable.
+
+    `mx-not-in-policy` applies only when a policy in mode testing or enforce exists and
+    `in_policy` is False. `at` (the scan time) lets a leaf's dates count even when the
+    verifier stopped at another error.
+    """
+    status = starttls_status(outcome)
+    if status is None:
+        return ()
+    found: list[Finding] = []
+    starttls = _starttls_finding(outcome, status)
+    if starttls is not None:
+        found.append(starttls)
+    if status is not StartTlsStatus.MISSING and status is not StartTlsStatus.REFUSED:
+        found += _tls_findings(outcome, mx=mx, at=at)
+    # RFC 8461 §4.1: the MX host must match a policy mx pattern.
+    if _policy_applies(policy) and in_policy is False:
+        assert policy is not None
+        found.append(
+            Finding(
+                ResultType.VALIDATION_FAILURE,
+                REASON_MX_NOT_IN_POLICY,
+                IndicatorCode.MX_NOT_IN_POLICY,
+                f"{mx} matches no mx pattern of the policy ({', '.join(policy.mx) or 'none'})",
+            )
+        )
+    return tuple(found)
+
+
 def session_failures(
     outcome: ProbeOutcome,
     *,
@@ -283,41 +463,11 @@ def session_failures(
     in_policy: bool | None,
     at: datetime | None = None,
 ) -> tuple[SessionFailure, ...]:
-    """Every RFC 8460 result type that applies to one session, in a stable order.
-
-    Not-testable sessions have none. `mx-not-in-policy` applies only when a policy in
-    mode testing or enforce exists and `in_policy` is False. `at` (the scan time) lets a
-    leaf's dates count even when the verifier stopped at another error.
-    """
-    status = starttls_status(outcome)
-    if status is None:
-        return ()
-    failures: list[SessionFailure] = []
-    if status is not StartTlsStatus.OFFERED:
-        reason = "helo-only" if outcome.helo_only else f"starttls-{status.value}"
-        failures.append(SessionFailure(ResultType.STARTTLS_NOT_SUPPORTED, reason))
-    if status is not StartTlsStatus.MISSING and status is not StartTlsStatus.REFUSED:
-        if outcome.plaintext_injection > 0:
-            failures.append(
-                SessionFailure(ResultType.VALIDATION_FAILURE, REASON_PLAINTEXT_INJECTION)
-            )
-        if _handshake_failed(outcome):
-            failures.append(SessionFailure(ResultType.VALIDATION_FAILURE, REASON_HANDSHAKE_FAILED))
-        if _weak_version(outcome):
-            failures.append(SessionFailure(ResultType.VALIDATION_FAILURE, REASON_TLS_BELOW_1_2))
-        expired, untrusted, _, mismatch = _certificate_problems(outcome, at)
-        if expired:
-            failures.append(SessionFailure(ResultType.CERTIFICATE_EXPIRED, X509_EXPIRED))
-        if untrusted is not None:
-            failures.append(SessionFailure(ResultType.CERTIFICATE_NOT_TRUSTED, untrusted))
-        if mismatch:
-            failures.append(
-                SessionFailure(ResultType.CERTIFICATE_HOST_MISMATCH, X509_HOSTNAME_MISMATCH)
-            )
-    # RFC 8461 §4.1: the MX host must match a policy mx pattern.
-    if _policy_applies(policy) and in_policy is False:
-        failures.append(SessionFailure(ResultType.VALIDATION_FAILURE, REASON_MX_NOT_IN_POLICY))
-    return tuple(failures)
+    """The RFC 8460 result types of one session: the findings' report view."""
+    findings = session_findings(
+        outcome, mx=outcome.hostname, policy=policy, in_policy=in_policy, at=at
+    )
+    return tuple(finding.failure for finding in findings)
 
 
 def indicators_for(
@@ -328,97 +478,10 @@ def indicators_for(
     in_policy: bool | None,
     at: datetime | None = None,
 ) -> tuple[Indicator, ...]:
-    """The downgrade indicators of one session (DESIGN §5), with operator-readable details.
-
-    Every result type of `session_failures` (same arguments) has at least one indicator here.
-    """
-    status = starttls_status(outcome)
-    if status is None:
-        return ()
+    """The downgrade indicators of one session: the findings' operator view."""
     ip = canonical_ip(outcome.ip)
-    found: list[Indicator] = []
-
-    def add(code: IndicatorCode, detail: str) -> None:
-        found.append(Indicator(code=code, mx=mx, ip=ip, detail=detail))
-
-    if status is StartTlsStatus.GARBLED:
-        add(
-            IndicatorCode.STARTTLS_GARBLED,
-            f"EHLO shows {outcome.masked_keyword!r} where STARTTLS belongs: "
-            "an SMTP-inspecting middlebox masks it",
-        )
-    elif status is StartTlsStatus.MISSING and outcome.helo_only:
-        add(
-            IndicatorCode.HELO_ONLY,
-            f"EHLO is rejected and only HELO works, so STARTTLS cannot be offered "
-            f"(STARTTLS got {_reply(outcome)})",
-        )
-    elif status is StartTlsStatus.MISSING:
-        add(
-            IndicatorCode.STARTTLS_MISSING,
-            f"STARTTLS is not offered and the command is refused ({_reply(outcome)})",
-        )
-    elif status is StartTlsStatus.STRIPPED:
-        add(
-            IndicatorCode.STARTTLS_STRIPPED,
-            "STARTTLS is missing from EHLO yet the command is accepted (220): "
-            "the advertisement is removed on the path",
-        )
-    elif status is StartTlsStatus.REFUSED:
-        add(
-            IndicatorCode.STARTTLS_REFUSED,
-            f"STARTTLS is offered but the command gets {_reply(outcome)}",
-        )
-
-    if status is not StartTlsStatus.MISSING and status is not StartTlsStatus.REFUSED:
-        if outcome.plaintext_injection > 0:
-            add(
-                IndicatorCode.PLAINTEXT_INJECTION,
-                f"{outcome.plaintext_injection} bytes of plaintext the client did not ask for "
-                "arrived around the STARTTLS exchange (before the command was answered, or "
-                "after the 220 and before the TLS handshake)",
-            )
-        if _handshake_failed(outcome):
-            add(
-                IndicatorCode.TLS_HANDSHAKE_FAILED,
-                f"TLS handshake failed: {outcome.handshake_error or 'no TLS session'}",
-            )
-        if outcome.tls is not None and _weak_version(outcome):
-            add(
-                IndicatorCode.WEAK_TLS_VERSION,
-                f"negotiated {outcome.tls.version}, below TLS 1.2",
-            )
-        expired, untrusted, not_yet_valid, mismatch = _certificate_problems(outcome, at)
-        check = outcome.certificate
-        if check is not None:
-            if expired:
-                add(
-                    IndicatorCode.CERTIFICATE_EXPIRED,
-                    f"certificate expired on {_day(check.leaf.not_after)}",
-                )
-            if untrusted is not None:
-                issuer_problem = _issuer_date_problem(outcome)
-                if issuer_problem is not None and untrusted == check.chain.verify_error:
-                    detail = f"certificate not trusted: {issuer_problem} ({untrusted})"
-                elif untrusted == X509_NOT_YET_VALID and not_yet_valid:
-                    detail = f"certificate not valid before {not_yet_valid} ({untrusted})"
-                else:
-                    detail = f"certificate not trusted: {untrusted}"
-                add(IndicatorCode.CERTIFICATE_NOT_TRUSTED, detail)
-            if mismatch:
-                names = ", ".join(check.leaf.san) or "no DNS name"
-                add(
-                    IndicatorCode.CERTIFICATE_HOST_MISMATCH,
-                    f"certificate names ({names}) do not match {mx}",
-                )
-
-    if _policy_applies(policy) and in_policy is False:
-        assert policy is not None
-        add(
-            IndicatorCode.MX_NOT_IN_POLICY,
-            f"{mx} matches no mx pattern of the policy ({', '.join(policy.mx) or 'none'})",
-        )
-    return tuple(found)
+    findings = session_findings(outcome, mx=mx, policy=policy, in_policy=in_policy, at=at)
+    return tuple(Indicator(f.indicator, mx, ip, f.detail) for f in findings)
 
 
 # ---------------------------------------------------------------- one domain
@@ -447,7 +510,7 @@ def _address_verdicts(
                 AddressVerdict(
                     ip=ip,
                     status=AddressStatus.NOT_TESTABLE,
-                    reason=REASON_NOT_PROBED,
+                    interruption=Interruption(InterruptionKind.NOT_PROBED),
                     starttls=None,
                     failures=(),
                     indicators=(),
@@ -456,15 +519,18 @@ def _address_verdicts(
             )
             continue
         tested = probe.status is AddressStatus.TESTED
+        findings = session_findings(
+            probe, mx=host.hostname, policy=policy, in_policy=in_policy, at=at
+        )
         verdicts.append(
             AddressVerdict(
                 ip=ip,
                 status=probe.status,
-                reason=None if tested else (probe.reason or "unknown"),
+                interruption=None if tested else probe.interruption,
                 starttls=starttls_status(probe),
-                failures=session_failures(probe, policy=policy, in_policy=in_policy, at=at),
-                indicators=indicators_for(
-                    probe, mx=host.hostname, policy=policy, in_policy=in_policy, at=at
+                failures=tuple(finding.failure for finding in findings),
+                indicators=tuple(
+                    Indicator(f.indicator, host.hostname, ip, f.detail) for f in findings
                 ),
                 probe=probe,
             )
@@ -547,15 +613,6 @@ def _expiry_warnings(host: str, address: AddressVerdict, at: datetime) -> list[s
     return []
 
 
-def after_tls_phase(error: str) -> str:
-    """The phase an `after_tls_error` names: `timeout:quit` → `quit`,
-    `protocol-error:ehlo-after-tls: ...` → `ehlo-after-tls`,
-    `ehlo-after-tls rejected: 554 ...` → `ehlo-after-tls`."""
-    head = error.partition(" ")[0].rstrip(":")
-    kind, _, phase = head.partition(":")
-    return phase.partition(":")[0] if phase else kind
-
-
 def session_warnings(mx: str, address: AddressVerdict) -> list[str]:
     """Warnings about one session that are no RFC 8460 result type, naming MX and address.
 
@@ -569,10 +626,10 @@ def session_warnings(mx: str, address: AddressVerdict) -> list[str]:
         return []
     where = f"{mx} ({address.ip})"
     warnings: list[str] = []
-    error = probe.after_tls_error
-    if error is not None and after_tls_phase(error) != Phase.QUIT.value:
+    trouble = probe.after_tls
+    if trouble is not None and blocks_delivery(trouble):
         warnings.append(
-            f"{where}: EHLO after TLS failed ({error}): TLS completes, "
+            f"{where}: EHLO after TLS failed ({after_tls_text(trouble)}): TLS completes, "
             "but no mail can be delivered over it"
         )
     if probe.starttls_after_tls:
@@ -657,21 +714,16 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
             warnings += [f"policy-only host {text}" for text in lookup_blockers + lookup_warnings]
         for address in verdict_host.addresses:
             problems: list[str] = []
-            if address.status is not AddressStatus.TESTED:
-                problems.append(f"{name} ({address.ip}) could not be tested: {address.reason}")
+            if address.interruption is not None:
+                why = reason_text(address.interruption)
+                problems.append(f"{name} ({address.ip}) could not be tested: {why}")
             else:
+                # mx-not-in-policy is the host's blocker above, not each address's
                 problems += [
                     f"{name} ({address.ip}): {indicator.detail}"
                     for indicator in address.indicators
                     if indicator.code is not IndicatorCode.MX_NOT_IN_POLICY
                 ]
-                unexplained = [
-                    f.result_type.value
-                    for f in address.failures
-                    if f.reason_code != REASON_MX_NOT_IN_POLICY
-                ]
-                if unexplained and not problems:  # every failure has an indicator; a safety net
-                    problems.append(f"{name} ({address.ip}): {', '.join(unexplained)}")
             notes = session_warnings(name, address)
             if dns:
                 blockers += problems
@@ -688,7 +740,7 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
     warnings += _domain_warnings(facts, policy, dns_hosts)
     blockers = list(dict.fromkeys(blockers))
     warnings = list(dict.fromkeys(warnings))
-    return DomainVerdict(
+    verdict = DomainVerdict(
         domain=facts.domain,
         mx=tuple(hosts),
         indicators=tuple(indicators),
@@ -696,6 +748,15 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
         blockers=tuple(blockers),
         warnings=tuple(warnings),
     )
+    return replace(verdict, could_not_scan=_could_not_scan(facts, verdict))
+
+
+def _could_not_scan(facts: DomainFacts, verdict: DomainVerdict) -> bool:
+    """The MX lookup failed, or DNS gave addresses and none of them could be tested."""
+    if facts.mx.status not in DEFINITIVE_DNS:
+        return True
+    statuses = [address.status for _, address in verdict.dns_addresses()]
+    return bool(statuses) and AddressStatus.TESTED not in statuses
 
 
 def _domain_warnings(

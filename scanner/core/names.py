@@ -85,21 +85,39 @@ def is_valid_hostname(name: str, *, allow_underscore: bool = False) -> bool:
     return True
 
 
-def _presented_labels(presented: str) -> list[str] | None:
-    """Labels of a presented DNS-ID, lower case; None when the identifier is unusable.
+# RFC 5280 §4.2.1.6: a dNSName is an IA5String in the "preferred name syntax"
+# of RFC 1034 §3.5 (as modified by RFC 1123 §2.1): labels joined by dots, with
+# no empty label and so no trailing dot. A malformed entry matches nothing.
+# Only the reference name's dot (an absolute DNS name) is dropped, by
+# `normalize_hostname`. Go's crypto/x509 agrees (verify.go: validHostnamePattern
+# keeps a pattern's trailing dot and fails it, so VerifyHostname falls back to
+# matchExactly, and `example.com.` does not match `example.com`).
+def presented_identifier_problem(presented: str) -> str | None:
+    """Why a SAN dNSName can match no hostname at all, or None when it is usable.
 
-    RFC 5280 §4.2.1.6: dNSName is an IA5String, so a non-ASCII entry is
-    malformed and ignored (RFC 9525 §6.3: invalid identifiers are ignored).
+    The text names the entry and the rule, for a mismatch detail. A usable
+    entry may still fail to match a given name; see `presented_identifier_matches`.
     """
     if not presented.isascii():
+        return (
+            f"SAN {presented!r} is not ASCII; a dNSName is an IA5String and an "
+            "internationalised name must be written in A-labels (RFC 5280 §4.2.1.6)"
+        )
+    if presented.endswith(".") and presented.strip("."):
+        return (
+            f"SAN {presented!r} ends with a dot; dNSNames have none (RFC 5280 §4.2.1.6), "
+            "so it matches no name (Go's verifier does not match it either)"
+        )
+    if any(not label for label in presented.split(".")):
+        return f"SAN {presented!r} has an empty label, so it matches no name"
+    return None
+
+
+def _presented_labels(presented: str) -> list[str] | None:
+    """Labels of a presented DNS-ID, lower case; None when the identifier is unusable."""
+    if presented_identifier_problem(presented) is not None:
         return None
-    text = presented.lower()
-    if text.endswith("."):
-        text = text[:-1]
-    labels = text.split(".")
-    if any(not label for label in labels):
-        return None
-    return labels
+    return presented.lower().split(".")
 
 
 # RFC 9525 §6.3 / RFC 6125 §6.4.3, narrowed by RFC 8461 §4.2: a wildcard is

@@ -32,7 +32,22 @@ MAX_AGE_LIMIT = 31_557_600
 SHORT_MAX_AGE = 7 * 24 * 3600
 
 WSP = " \t"
-NONCONFORMANT_DELIMITER = "nonconformant-delimiter: whitespace before ';'"
+# Erratum 6285: mox accepts such a record (mtasts.go LookupRecord says so);
+# only a literal reading of the multi-record discard rule drops it.
+NONCONFORMANT_DELIMITER = (
+    "nonconformant-delimiter: whitespace between the version and the first ';'; the grammar "
+    "allows it, but when a name holds several TXT records the discard rule keeps only those "
+    "beginning with the version immediately followed by ';' (erratum 6285), so a sender "
+    "reading that rule literally may ignore this record"
+)
+
+# What a policy that mox's parser (mjl-/mox mtasts/parse.go, ParsePolicy) rejects
+# means for delivery: mtastsdb/db.go treats ErrPolicySyntax as "not doing
+# MTA-STS" and, on a refresh, keeps the policy it cached before.
+STRICT_PARSERS_REJECT_POLICY = (
+    "strict parsers such as mox reject the whole policy, so senders using them see "
+    "no MTA-STS policy (or keep one they cached earlier)"
+)
 
 # Public suffixes under which a wildcard `mx` pattern is dangerously broad
 # (RFC 8461 §10.4). A small built-in list of common ones, not the full Public
@@ -83,7 +98,11 @@ class TaggedRecord:
 
 @dataclass(frozen=True, slots=True)
 class TaggedRecordError:
+    """Why a record does not parse. `extra_delimiter` marks an empty field (`;;`),
+    which lenient parsers skip but the grammar and strict parsers refuse."""
+
     reason: str
+    extra_delimiter: bool = False
 
 
 def starts_with_version(record: str, version_field: str) -> bool:
@@ -112,19 +131,27 @@ def is_version_record(record: str, version_field: str) -> bool:
     return record[len(version_field) :].lstrip(WSP).startswith(";")
 
 
+EXTRA_DELIMITER = (
+    "an empty field between two ';' (the grammar allows at most one ';' after the last field)"
+)
+
+
 # RFC 8461 §3.1 / RFC 8460 §3:
 #   record      = version 1*(field-delim field) [field-delim]
 #   field-delim = *WSP ";" *WSP
-# Leniencies: repeated and trailing delimiters (`;;`) and trailing WSP are
-# accepted; WSP before `;` is grammatical but clashes with the `v=STSv1;`
-# discard rule (erratum 6285), so it is accepted with a warning.
+# WSP may surround every ';'. At most one delimiter follows the last field, and
+# none stands alone between fields: "v=STSv1; id=a;" parses, "v=STSv1; id=a;;"
+# and "v=STSv1;; id=a" do not. WSP between the version and the first ';' is
+# grammatical but clashes with the "v=STSv1;" discard rule (erratum 6285), so
+# only that spot draws a warning.
 def split_tagged_record(record: str, version_field: str) -> TaggedRecord | TaggedRecordError:
     """Split a record that starts with `version_field` into (name, value) pairs.
 
     Names are checked against the extension-name grammar; values are returned
     as written (WSP trimmed) for the caller to check, since their grammar
     depends on the field. No fields at all is not an error here: the caller
-    reports its missing required field.
+    reports its missing required field. An empty field (`;;`) is an error with
+    `extra_delimiter` set, so the caller can name the consequence.
     """
     if not starts_with_version(record, version_field):
         return TaggedRecordError(f"record does not start with {version_field!r}")
@@ -132,19 +159,21 @@ def split_tagged_record(record: str, version_field: str) -> TaggedRecord | Tagge
     parts = rest.split(";")
     warnings: list[str] = []
     fields: list[tuple[str, str]] = []
+    last = len(parts) - 1
     for index, part in enumerate(parts):
-        followed_by_delimiter = index < len(parts) - 1
-        if followed_by_delimiter and part != "" and part[-1] in WSP:
-            warnings.append(NONCONFORMANT_DELIMITER)
         text = part.strip(WSP)
         if index == 0:
             if text:
                 return TaggedRecordError(
                     f"unexpected {text!r} after {version_field!r}; fields are separated by ';'"
                 )
+            if part and last > 0:
+                warnings.append(NONCONFORMANT_DELIMITER)
             continue
         if text == "":
-            continue
+            if index == last:
+                continue  # the one optional trailing field-delim
+            return TaggedRecordError(EXTRA_DELIMITER, extra_delimiter=True)
         name, equals, value = text.partition("=")
         if not equals:
             return TaggedRecordError(f"field {text!r} is not name=value")
@@ -153,7 +182,45 @@ def split_tagged_record(record: str, version_field: str) -> TaggedRecord | Tagge
                 f"field name {name!r} is invalid (a letter or digit, then up to 31 of A-Z a-z 0-9 _ . -)"
             )
         fields.append((name, value))
-    return TaggedRecord(tuple(fields), tuple(dict.fromkeys(warnings)))
+    return TaggedRecord(tuple(fields), tuple(warnings))
+
+
+def _leading_version(record: str) -> str | None:
+    """The value of a leading `v=` (any case) up to WSP or `;`, or None without one."""
+    if record[:2].lower() != "v=":
+        return None
+    value = record[2:]
+    for index, char in enumerate(value):
+        if char in WSP + ";":
+            return value[:index]
+    return value
+
+
+def near_miss_hint(txt_records: Sequence[str], version_field: str) -> str:
+    """Why the record that looks closest to a `version_field` record was not taken, if any.
+
+    `version_field` is `v=` and a version such as `STSv1`; a record opening
+    with the same family and another version (`v=STSv12`, `v=TLSRPTv10`) is
+    named as an unsupported version, one differing only in case as a case error.
+    """
+    wanted = version_field.removeprefix("v=")
+    family = wanted.rstrip("0123456789").lower()
+    for record in txt_records:
+        if starts_with_version(record, version_field):
+            return (
+                f" ({record!r} is not it: {version_field!r} must be followed by ';' and the fields)"
+            )
+        version = _leading_version(record)
+        if version is not None and version.lower() == wanted.lower():
+            return f" ({record!r} is not it: {version_field!r} is case-sensitive)"
+        if version is not None and version.lower().startswith(family):
+            return (
+                f" ({record!r} is not it: version {version!r} is not supported; "
+                f"only {wanted!r} is defined)"
+            )
+        if version_field.lower() in record.lower():
+            return f" ({record!r} is not it: {version_field!r} must come first)"
+    return ""
 
 
 # ---------------------------------------------------------------- _mta-sts TXT record
@@ -164,20 +231,6 @@ class StsRecordError:
     """Why a domain has no usable `_mta-sts` record; `reason` is meant for an operator."""
 
     reason: str
-
-
-def near_miss_hint(txt_records: Sequence[str], version_field: str) -> str:
-    """Why the record that looks closest to a `version_field` record was not taken, if any."""
-    wanted = version_field.lower()
-    for record in txt_records:
-        lowered = record.lower()
-        if starts_with_version(record, version_field):
-            return f" ({record!r} is not it: {version_field!r} must be followed by ';' and the fields)"
-        if lowered.startswith(wanted):
-            return f" ({record!r} is not it: {version_field!r} is case-sensitive)"
-        if wanted in lowered:
-            return f" ({record!r} is not it: {version_field!r} must come first)"
-    return ""
 
 
 # RFC 8461 §3.1: discard records not starting with "v=STSv1;"; exactly one
@@ -199,11 +252,22 @@ def select_sts_record(txt_records: Sequence[str]) -> StsRecord | StsRecordError:
     return parse_sts_record(candidates[0])
 
 
+# RFC 8461 §3.1: "if the resulting record is syntactically invalid, senders
+# MUST assume the recipient domain does not have an available MTA-STS Policy".
+# A second ';' after the last field is such a record: mox (mtasts/parse.go)
+# refuses it, postfix-mta-sts-resolver (utils.parse_mta_sts_record) skips the
+# empty field. The scanner follows the grammar and the strict side.
 def parse_sts_record(record: str) -> StsRecord | StsRecordError:
     """Parse one `_mta-sts` record (RFC 8461 §3.1). Extension fields are checked and ignored."""
     split = split_tagged_record(record, STS_RECORD_VERSION)
     if isinstance(split, TaggedRecordError):
-        return StsRecordError(f"v=STSv1 record {record!r} is invalid: {split.reason}")
+        consequence = ""
+        if split.extra_delimiter:
+            consequence = (
+                "; strict senders such as mox ignore the record and see no MTA-STS policy, "
+                "although lenient ones such as postfix-mta-sts-resolver accept it"
+            )
+        return StsRecordError(f"v=STSv1 record {record!r} is invalid: {split.reason}{consequence}")
     warnings = list(split.warnings)
     record_id: str | None = None
     for name, value in split.fields:
@@ -215,7 +279,13 @@ def parse_sts_record(record: str) -> StsRecord | StsRecordError:
             if record_id is None:
                 record_id = value
             else:
-                warnings.append(f"duplicate id field; the first ({record_id}) is used")
+                # mox (mtasts/parse.go) skips a repeated id's value and then
+                # fails on it as leftover characters.
+                warnings.append(
+                    f"duplicate id field; the first ({record_id}) is used here, but strict "
+                    "senders such as mox reject a record with a second id and see no "
+                    "MTA-STS policy"
+                )
         elif not is_extension_value(value):
             return StsRecordError(
                 f"v=STSv1 record {record!r} is invalid: value of {name!r} must be printable ASCII without spaces, '=' or ';'"
@@ -308,11 +378,33 @@ def _line_failure(line: _PolicyLine, problem: str) -> PolicyFailure:
     return _invalid(f"line {line.number} {line.text!r}: {problem}")
 
 
+# RFC 8461 §3.2 values of the fields the scanner reads (sts-policy-version,
+# sts-policy-mode, sts-policy-max-age); literals are case-sensitive.
+def _known_field_problem(key: str, value: str) -> str | None:
+    """Why `value` is not a valid value of the policy field `key`, or None.
+
+    Only `version`, `mode` and `max_age` are checked here; the max_age range is
+    a separate decision (see `MAX_AGE_LIMIT`), and any other key yields None.
+    """
+    if key == "version" and value != STS_VERSION:
+        return f"version must be {STS_VERSION!r}"
+    if key == "mode" and value not in {mode.value for mode in PolicyMode}:
+        return "mode must be enforce, testing or none (case-sensitive)"
+    if key == "max_age" and _MAX_AGE_DIGITS.fullmatch(value) is None:
+        return "max_age must be 1 to 10 digits"
+    return None
+
+
 # RFC 8461 §3.2:
 #   sts-policy-record      = sts-policy-field *WSP *(sts-policy-term sts-policy-field *WSP) [sts-policy-term]
 #   sts-policy-field-delim = ":" *WSP
 # Keys other than mx: the first occurrence wins. Unknown keys are ignored.
-# Leniencies (each with a warning): blank lines, indented lines, WSP before ':'.
+# Leniencies (each with a warning): blank lines, indented lines, WSP before ':',
+# and a repeated field with a value its grammar forbids. mox's ParsePolicy
+# (mjl-/mox mtasts/parse.go) rejects each of them: a key must start every line
+# and be followed directly by ':', one LF or CRLF separates fields, and a
+# repeated version, mode or max_age is parsed (and must be valid) before being
+# ignored. So those warnings say what strict senders do.
 def parse_policy(text: str) -> Policy | PolicyFailure:
     """Parse an MTA-STS policy body.
 
@@ -326,7 +418,10 @@ def parse_policy(text: str) -> Policy | PolicyFailure:
     kept_lines: list[str] = []
     for line in _policy_lines(text):
         if line.text.strip(WSP) == "":
-            warnings.append(f"line {line.number} is blank; the grammar allows no blank lines")
+            warnings.append(
+                f"line {line.number} is blank; the grammar allows no blank lines, and "
+                + STRICT_PARSERS_REJECT_POLICY
+            )
             continue
         kept_lines.append(line.text)
         if _CONTROL.search(line.text):
@@ -335,13 +430,17 @@ def parse_policy(text: str) -> Policy | PolicyFailure:
             return _line_failure(line, "contains a lone surrogate, which is not UTF-8")
         if line.text[0] in WSP:
             warnings.append(
-                f"line {line.number} is indented; the grammar allows no leading whitespace"
+                f"line {line.number} is indented; the grammar allows no leading whitespace, and "
+                + STRICT_PARSERS_REJECT_POLICY
             )
         key, colon, value = line.text.partition(":")
         if not colon:
             return _line_failure(line, "not 'key: value'")
         if key != key.rstrip(WSP) and key.strip(WSP):
-            warnings.append(f"line {line.number} has whitespace before ':'")
+            warnings.append(
+                f"line {line.number} has whitespace before ':', which the grammar does not "
+                "allow; " + STRICT_PARSERS_REJECT_POLICY
+            )
         key = key.strip(WSP)
         value = value.strip(WSP)
         if not is_extension_name(key):
@@ -358,9 +457,17 @@ def parse_policy(text: str) -> Policy | PolicyFailure:
                 return _line_failure(line, f"invalid mx pattern: {problem}")
             mx.append(value.lower())
         elif key in first:
-            warnings.append(
-                f"line {line.number}: repeated {key!r} ignored; the first occurrence wins"
-            )
+            problem = _known_field_problem(key, value)
+            if problem is None:
+                warnings.append(
+                    f"line {line.number}: repeated {key!r} ignored; the first occurrence wins"
+                )
+            else:
+                warnings.append(
+                    f"line {line.number}: repeated {key!r} ignored (the first occurrence wins), "
+                    f"but its value {value!r} is invalid ({problem}): "
+                    + STRICT_PARSERS_REJECT_POLICY
+                )
         else:
             first[key] = (line, value)
 
@@ -374,19 +481,14 @@ def parse_policy(text: str) -> Policy | PolicyFailure:
             hint = " (field names are case-sensitive)"
         return _invalid(f"missing required field(s): {', '.join(missing)}{hint}")
 
-    version_line, version = first["version"]
-    if version != STS_VERSION:
-        return _line_failure(version_line, f"version must be {STS_VERSION!r}")
-
-    mode_line, mode_text = first["mode"]
-    try:
-        mode = PolicyMode(mode_text)
-    except ValueError:
-        return _line_failure(mode_line, "mode must be enforce, testing or none (case-sensitive)")
-
+    for key in _REQUIRED:
+        field_line, field_value = first[key]
+        problem = _known_field_problem(key, field_value)
+        if problem is not None:
+            return _line_failure(field_line, problem)
+    version = first["version"][1]
+    mode = PolicyMode(first["mode"][1])
     age_line, age_text = first["max_age"]
-    if _MAX_AGE_DIGITS.fullmatch(age_text) is None:
-        return _line_failure(age_line, "max_age must be 1 to 10 digits")
     max_age = int(age_text)
     if max_age > MAX_AGE_LIMIT:
         return _line_failure(
@@ -433,10 +535,12 @@ def normalise_host(name: str) -> str:
 
 # RFC 8461 §4.1: the MX name must match a policy mx pattern; a "*." pattern
 # matches exactly one extra left-most label. Case-insensitive, on A-labels.
+# The MX name's trailing dot (the DNS root) is dropped; a pattern never has one
+# (§3.2 sts-policy-mx-value = ["*."] Domain), so a dotted pattern matches nothing.
 def mx_matches(pattern: str, mx_host: str) -> bool:
     """True when the MX host name `mx_host` matches the policy `mx` pattern."""
     host = normalise_host(mx_host)
-    if host == "":
+    if host == "" or pattern.endswith("."):
         return False
     if pattern.startswith("*."):
         suffix = normalise_host(pattern[2:])

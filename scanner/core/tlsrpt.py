@@ -1,4 +1,4 @@
-"""The RFC 8460 report object of one domain, and the report file name (RFC 8460 §4.4, §5.1).
+"""The RFC 8460 report object of one domain (RFC 8460 §4.4); file names are `scanner.report_files`.
 
 This is a JSON edge: `build_report` returns plain dicts and lists with the exact RFC 8460
 §4.4 keys and nothing else (strict parsers reject unknown keys). The scan stands in for
@@ -13,7 +13,6 @@ Not-testable addresses and policy-only hosts count in neither.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from scanner.core.assess import DomainVerdict, as_utc, canonical_ip
@@ -22,19 +21,21 @@ from scanner.models import AddressStatus, DomainFacts, PolicyFetch, ReportOption
 POLICY_TYPE_STS = "sts"
 POLICY_TYPE_NO_POLICY = "no-policy-found"
 
-# RFC 8460 §5.1: unique-id = 1*(ALPHA / DIGIT)
-_UNIQUE_ID = re.compile(r"[A-Za-z0-9]+")
-
 
 def rfc3339_utc(moment: datetime) -> str:
     """RFC 3339 §5.6 date-time in UTC with a `Z`, whole seconds (naive input is taken as UTC)."""
     return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def policy_type(facts: DomainFacts) -> str:
+    """RFC 8460 §4.4 `policy-type`: sts with a usable record, else no-policy-found."""
+    return POLICY_TYPE_NO_POLICY if facts.sts_record is None else POLICY_TYPE_STS
+
+
 def _policy_object(facts: DomainFacts) -> dict[str, object]:
     """`policies[0].policy`: sts with a usable record (policy lines when fetched), else
     no-policy-found. `policy-domain` is always present (some parsers need it)."""
-    if facts.sts_record is None:
+    if policy_type(facts) == POLICY_TYPE_NO_POLICY:
         return {"policy-type": POLICY_TYPE_NO_POLICY, "policy-domain": facts.domain}
     policy_object: dict[str, object] = {"policy-type": POLICY_TYPE_STS}
     fetch = facts.policy_fetch
@@ -57,6 +58,15 @@ def _policy_lines(fetch: PolicyFetch | None) -> list[str] | None:
     if failure is not None and failure.result_type is ResultType.STS_POLICY_INVALID and fetch.text:
         return [line.rstrip("\r") for line in fetch.text.split("\n") if line.strip()]
     return None
+
+
+def report_id(domain: str, started: datetime) -> str:
+    """The report-id of a domain's scan: its start time and the domain, unique per run."""
+    return f"{as_report_time(started)}.{domain}"
+
+
+def as_report_time(moment: datetime) -> str:
+    return moment.strftime("%Y%m%dT%H%M%SZ")
 
 
 def build_report(
@@ -137,37 +147,3 @@ def build_report(
             }
         ],
     }
-
-
-# RFC 8460 §5.1:
-#   filename = sender "!" policy-domain "!" begin-timestamp "!" end-timestamp
-#              [ "!" unique-id ] "." extension
-#   unique-id = 1*(ALPHA / DIGIT);  extension = "json" / "json.gz"
-def report_filename(
-    submitter: str,
-    policy_domain: str,
-    begin: datetime,
-    end: datetime,
-    *,
-    gzip: bool,
-    unique_id: str | None,
-) -> str:
-    """The recommended report file name; timestamps are Unix seconds (naive input is UTC).
-
-    Raises ValueError for a `unique_id` that is not letters and digits, or a name
-    containing `!` (both are caller bugs: the grammar has no escape).
-    """
-    if unique_id is not None and _UNIQUE_ID.fullmatch(unique_id) is None:
-        raise ValueError(f"unique-id must be letters and digits: {unique_id!r}")
-    for name in (submitter, policy_domain):
-        if "!" in name or not name:
-            raise ValueError(f"not a usable file name part: {name!r}")
-    parts = [
-        submitter,
-        policy_domain,
-        str(int(as_utc(begin).timestamp())),
-        str(int(as_utc(end).timestamp())),
-    ]
-    if unique_id is not None:
-        parts.append(unique_id)
-    return "!".join(parts) + (".json.gz" if gzip else ".json")

@@ -83,16 +83,38 @@ def select_tlsrpt_record(txt_records: Sequence[str]) -> TlsRptRecord | TlsRptRec
     return parse_tlsrpt_record(candidates[0])
 
 
+# RFC 8460 §3:
+#   tlsrpt-record = tlsrpt-version 1*(tlsrpt-field-delim tlsrpt-field) [tlsrpt-field-delim]
+#   tlsrpt-field  = tlsrpt-rua / tlsrpt-extension
+#   tlsrpt-rua    = %s"rua=" tlsrpt-uri *(*WSP "," *WSP tlsrpt-uri)
+# Several rua fields are grammatical ("the record supports the ability to
+# declare more than one rua"); mox (tlsrpt/parse.go, tlsrptsend/send.go) and
+# Stalwart mail-auth (src/mta_sts/parse.rs) use them all, but checkdmarc
+# (smtp_tls_reporting.py) refuses a duplicate rua tag, hence a warning.
+# A second ';' after the last field is not grammatical; mox refuses the record
+# (tlsrpt/parse_test.go "additional semicolon") and then sends no report.
 def parse_tlsrpt_record(record: str) -> TlsRptRecord | TlsRptRecordError:
-    """Parse one `v=TLSRPTv1` record; `rua` collects the URIs of every rua field in order."""
+    """Parse one `v=TLSRPTv1` record; `rua` collects the URIs of every rua field in order.
+
+    Warnings: WSP before the first `;` (erratum 6285's discard-rule clash), more
+    than one rua field, and a field whose name is `rua` in another case (an
+    unknown extension, since names are case-sensitive, so it is ignored).
+    """
     split = split_tagged_record(record, TLSRPT_RECORD_VERSION)
     if isinstance(split, TaggedRecordError):
-        return TlsRptRecordError(f"v=TLSRPTv1 record {record!r} is invalid: {split.reason}")
+        consequence = ""
+        if split.extra_delimiter:
+            consequence = "; strict reporters such as mox ignore the record and send no reports"
+        return TlsRptRecordError(
+            f"v=TLSRPTv1 record {record!r} is invalid: {split.reason}{consequence}"
+        )
+    warnings = list(split.warnings)
     rua: list[str] = []
-    seen_rua_field = False
+    rua_fields = 0
+    miscased: list[str] = []
     for name, value in split.fields:
         if name == "rua":
-            seen_rua_field = True
+            rua_fields += 1
             for uri in split_rua(value):
                 if uri == "":
                     return TlsRptRecordError(
@@ -107,9 +129,20 @@ def parse_tlsrpt_record(record: str) -> TlsRptRecord | TlsRptRecordError:
                 f"v=TLSRPTv1 record {record!r} is invalid: value of {name!r} must be printable "
                 "ASCII without spaces, '=' or ';'"
             )
-    if not seen_rua_field:
-        hint = ""
-        if any(name.lower() == "rua" for name, _ in split.fields):
-            hint = " (field names are case-sensitive: write 'rua=')"
+        elif name.lower() == "rua":
+            miscased.append(name)
+    if rua_fields == 0:
+        hint = " (field names are case-sensitive: write 'rua=')" if miscased else ""
         return TlsRptRecordError(f"v=TLSRPTv1 record {record!r} has no rua field{hint}")
-    return TlsRptRecord(raw=record, rua=tuple(rua))
+    if rua_fields > 1:
+        warnings.append(
+            f"{rua_fields} rua fields; RFC 8460 §3 allows several and reporters such as mox "
+            "use them all, but checkers such as checkdmarc reject a repeated rua tag: "
+            "list every URI in one rua field, separated by commas"
+        )
+    for name in dict.fromkeys(miscased):
+        warnings.append(
+            f"field {name!r} is ignored: field names are case-sensitive, so it is an unknown "
+            "extension, not 'rua'"
+        )
+    return TlsRptRecord(raw=record, rua=tuple(rua), warnings=tuple(warnings))

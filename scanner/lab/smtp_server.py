@@ -16,7 +16,9 @@ Wire forms used (RFC 5321 §4.2 replies, RFC 3207 §4 STARTTLS):
 - STARTTLS close: the connection is closed in answer to STARTTLS (no reply at all);
 - handshake stall: the 220, then silence (the ClientHello is read and ignored);
 - weak TLS: a good dialogue whose TLS side speaks only TLS 1.0 and 1.1 (RFC 8996
-  deprecates both), so a client refusing them fails the handshake.
+  deprecates both), so a client refusing them fails the handshake;
+- custom greeting: the world's `greeting` lines after the behaviour's code (220, 421 or
+  554), encoded as UTF-8 and nothing else: hostile text reaches the client byte for byte.
 """
 
 from __future__ import annotations
@@ -142,25 +144,34 @@ class _Session:
             return
         if behaviour is SmtpBehaviour.GREETING_421:
             # RFC 5321 §3.1: a 421 greeting closes the connection.
-            await self.raw.send_all(f"421 4.3.2 {self.host} busy, try again later\r\n".encode())
+            await self.raw.send_all(
+                self._greeting(421, [f"4.3.2 {self.host} busy, try again later"])
+            )
             return
         if behaviour is SmtpBehaviour.GREETING_554:
             # RFC 5321 §3.1: after a 554 greeting the server waits for QUIT.
-            await self.raw.send_all(f"554 5.3.2 {self.host} no SMTP service here\r\n".encode())
+            await self.raw.send_all(
+                self._greeting(554, [f"5.3.2 {self.host} no SMTP service here"])
+            )
             await self._refuse_all(LineReader(self.raw))
             return
         if behaviour is SmtpBehaviour.GOOD_MULTILINE_GREETING:
-            greeting = (
-                f"220-{self.host} ESMTP scanner lab\r\n"
-                "220-This server greets on several lines.\r\n"
-                "220 Ready\r\n"
-            )
+            default = [
+                f"{self.host} ESMTP scanner lab",
+                "This server greets on several lines.",
+                "Ready",
+            ]
         else:
-            greeting = f"220 {self.host} ESMTP scanner lab\r\n"
-        await self.raw.send_all(greeting.encode())
+            default = [f"{self.host} ESMTP scanner lab"]
+        await self.raw.send_all(self._greeting(220, default))
         tls = await self._plaintext_dialogue(LineReader(self.raw))
         if tls is not None:
             await self._tls_dialogue(tls)
+
+    def _greeting(self, code: int, default: list[str]) -> bytes:
+        """The greeting reply: the world's text when it gives one (sent verbatim), else `default`."""
+        greeting = self.server.greeting
+        return _multiline(code, list(greeting) if greeting is not None else default)
 
     async def _read_line(self, reader: LineReader, send: Send) -> bytes | None:
         """A line, or None at end of stream, after an idle timeout or an over-long line."""
@@ -310,7 +321,7 @@ def _argument(line: bytes) -> str:
 
 
 def _multiline(code: int, lines: list[str]) -> bytes:
-    """RFC 5321 §4.2.1: `code-text` on every line but the last, `code text` on the last."""
+    """RFC 5321 §4.2.1: `code-text` on every line but the last, `code text` on the last (UTF-8)."""
     out = [f"{code}-{text}\r\n" for text in lines[:-1]]
     out.append(f"{code} {lines[-1]}\r\n")
     return "".join(out).encode()

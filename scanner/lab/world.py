@@ -20,6 +20,7 @@ File format (TOML, read with `tomllib`; unknown keys are errors)::
                                             # (a hostname on several addresses gets one each)
     behaviour = "good"                      # SmtpBehaviour value (default "good")
     certificate = "good"                    # CertificateKind value (default "good")
+    greeting = "mx.provider.example ESMTP"  # optional: the greeting's text, see below
 
     [domains."example.org"]                 # one table per domain to scan, in file order
     description = "free text"
@@ -56,6 +57,17 @@ or a list of character-strings), `cname` (a name; no other data may sit beside i
 `servfail = true` (every query at the name gets SERVFAIL), `timeout = true` (queries at
 the name are never answered). A domain whose name is not a valid DNS name may only carry
 `description` and `expect`.
+
+Server key `greeting`: the text of the server's greeting reply, after the code and a
+space, in place of the default (`<host> ESMTP scanner lab`, or the `4.3.2 <host> busy ...`
+of "greeting-421" and the `5.3.2 <host> no SMTP service here` of "greeting-554"). The
+code stays the behaviour's (220, 421 or 554). A string is one line; an array of strings
+is a multi-line reply, one line each (`220-a`, `220 b`). The text is sent verbatim as
+UTF-8, so a world can make a server say anything a hostile server might: TOML escapes
+such as `"\\u001b[2J"`, `"\\u202e"` or `"\\u0000"` become those very bytes. CR and LF are
+refused (they would end the line); so is a greeting on a server that never greets
+("silent", "closed"). TXT record strings are likewise sent as the UTF-8 of the TOML
+string, any character allowed.
 """
 
 from __future__ import annotations
@@ -63,7 +75,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -177,6 +189,7 @@ class SmtpServer:
     hostnames: tuple[str, ...]
     behaviour: SmtpBehaviour = SmtpBehaviour.GOOD
     certificate: CertificateKind = CertificateKind.GOOD
+    greeting: tuple[str, ...] | None = None  # the greeting reply's lines; None: the default
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,7 +488,11 @@ class _Builder:
 
     def _server(self, spec: Any, where: str) -> SmtpServer:
         spec = _table(spec, where)
-        _check_keys(spec, {"address", "hostname", "hostnames", "behaviour", "certificate"}, where)
+        _check_keys(
+            spec,
+            {"address", "hostname", "hostnames", "behaviour", "certificate", "greeting"},
+            where,
+        )
         if "address" not in spec:
             raise WorldError(f"{where}: address is required")
         address = _address(spec["address"], f"{where}.address", loopback=True)
@@ -503,11 +520,17 @@ class _Builder:
             CertificateKind,
             f"{where}.certificate",
         )
+        greeting = (
+            _greeting(spec["greeting"], behaviour, f"{where}.greeting")
+            if "greeting" in spec
+            else None
+        )
         return SmtpServer(
             address=address,
             hostnames=tuple(hostnames),
             behaviour=behaviour,
             certificate=certificate,
+            greeting=greeting,
         )
 
     def _add_server(self, server: SmtpServer, where: str) -> None:
@@ -519,10 +542,15 @@ class _Builder:
                     f"behaviour {existing.behaviour!s} and certificate {existing.certificate!s}; "
                     "servers sharing an address must behave alike"
                 )
+            if existing.greeting != server.greeting:
+                raise WorldError(
+                    f"{where}: address {server.address} is already used by a server with "
+                    "another greeting; servers sharing an address must greet alike"
+                )
             merged = existing.hostnames + tuple(
                 h for h in server.hostnames if h not in existing.hostnames
             )
-            server = SmtpServer(server.address, merged, server.behaviour, server.certificate)
+            server = replace(server, hostnames=merged)
         self.servers[server.address] = server
         for host in server.hostnames:
             self._add_automatic_address(host, server.address, where)
@@ -676,6 +704,28 @@ def _address(value: Any, where: str, *, loopback: bool) -> str:
             f"{where}: {text} is not a loopback address (lab servers bind only 127.0.0.0/8 or ::1)"
         )
     return str(ip)
+
+
+# Behaviours that never send a greeting, so a greeting text would be silently unused.
+_NO_GREETING = (SmtpBehaviour.SILENT, SmtpBehaviour.CLOSED)
+
+
+def _greeting(value: Any, behaviour: SmtpBehaviour, where: str) -> tuple[str, ...]:
+    """The lines of a custom greeting: any text but CR and LF, verbatim."""
+    if behaviour in _NO_GREETING:
+        raise WorldError(f"{where}: a server with behaviour {behaviour!s} never greets")
+    if not isinstance(value, str | list):
+        raise WorldError(f"{where}: expected a string or an array of strings, got {value!r}")
+    lines = [value] if isinstance(value, str) else value
+    if not lines:
+        raise WorldError(f"{where}: a multi-line greeting needs at least one line")
+    for line in lines:
+        text = _string(line, where)
+        if "\r" in text or "\n" in text:
+            raise WorldError(
+                f"{where}: {text[:40]!r} contains CR or LF; give the lines as an array instead"
+            )
+    return tuple(lines)
 
 
 def _mx(value: Any, where: str) -> MxSpec:

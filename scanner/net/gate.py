@@ -18,15 +18,16 @@ from typing import Protocol
 import trio
 
 from scanner.core.addresses import Exclusions, is_address_allowed
+from scanner.models import Interruption, InterruptionKind
 
-REFUSED_PRIVATE = "address-not-allowed"
-REFUSED_EXCLUDED = "excluded"
+REFUSED_PRIVATE = Interruption(InterruptionKind.ADDRESS_NOT_ALLOWED)
+REFUSED_EXCLUDED = Interruption(InterruptionKind.EXCLUDED)
 
 
 class ConnectionGate(Protocol):
-    def refusal(self, ip: str) -> str | None: ...
+    def refusal(self, ip: str) -> Interruption | None: ...
 
-    def name_refusal(self, hostname: str) -> str | None: ...
+    def name_refusal(self, hostname: str) -> Interruption | None: ...
 
     def slot(self, ip: str) -> AbstractAsyncContextManager[None]: ...
 
@@ -46,14 +47,14 @@ class Gate:
         self.per_ip = per_ip
         self._limiters: dict[str, tuple[trio.CapacityLimiter, int]] = {}
 
-    def refusal(self, ip: str) -> str | None:
+    def refusal(self, ip: str) -> Interruption | None:
         if self.exclusions is not None and self.exclusions.excludes_address(ip):
             return REFUSED_EXCLUDED
         if not is_address_allowed(ip, allow_private=self.allow_private):
             return REFUSED_PRIVATE
         return None
 
-    def name_refusal(self, hostname: str) -> str | None:
+    def name_refusal(self, hostname: str) -> Interruption | None:
         """`excluded` when `--exclude` lists the host name or a parent domain of it."""
         if self.exclusions is not None and self.exclusions.excludes_domain(hostname):
             return REFUSED_EXCLUDED

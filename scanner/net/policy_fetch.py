@@ -39,8 +39,8 @@ from scanner.models import (
     PolicyFetch,
     ResultType,
 )
-from scanner.net.gate import REFUSED_EXCLUDED, ConnectionGate, Gate
-from scanner.net.tls import TlsFailure, TrustStore, check_certificate, start_tls
+from scanner.net.gate import REFUSED_EXCLUDED, ConnectionGate
+from scanner.net.tls import TlsClient, TlsFailure
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
 USER_AGENT = f"scanner/{__version__} (MTA-STS policy check)"
@@ -59,7 +59,6 @@ class FetchSettings:
 
     https_port: int = 443
     timeout: float = 10.0
-    allow_private: bool = False
     max_body: int = 65536
 
 
@@ -92,35 +91,32 @@ async def fetch_policy(
     domain: str,
     *,
     resolver: AddressResolver,
-    context: SSL.Context,
-    trust: TrustStore,
+    tls: TlsClient,
     settings: FetchSettings,
     now: datetime,
-    gate: ConnectionGate | None = None,
+    gate: ConnectionGate,
 ) -> PolicyFetch:
     """Fetch `https://mta-sts.<domain>/.well-known/mta-sts.txt` and parse it.
 
     `domain` is an A-label without trailing dot. `now` is the instant the
     certificate must be valid at. `gate` decides which addresses may be
-    contacted and holds a per-address slot for the connection (default: the
-    address guard of `settings.allow_private`, no per-address limit). Never
+    contacted and holds a per-address slot for the connection. Never
     raises for a network or content problem; returns a `PolicyFetch` with
     exactly one of policy and failure set.
     """
     host = policy_host(domain)
-    active_gate: ConnectionGate = gate or Gate(allow_private=settings.allow_private, per_ip=1 << 20)
-    if active_gate.name_refusal(host) is not None:
+    if gate.name_refusal(host) is not None:
         return _fetch_error(f"policy host {host} is listed in --exclude; it was not contacted")
     addresses = await _resolve(host, resolver, settings)
     if isinstance(addresses, PolicyFetch):
         return addresses
     async with AsyncExitStack() as held:
-        connected = await _connect(host, addresses, settings, active_gate, held)
+        connected = await _connect(host, addresses, settings, gate, held)
         if isinstance(connected, PolicyFetch):
             return connected
         ip, tcp_stream = connected
         try:
-            return await _fetch_over(host, ip, tcp_stream, context, trust, settings, now)
+            return await _fetch_over(host, ip, tcp_stream, tls, settings, now)
         finally:
             await trio.aclose_forcefully(tcp_stream)
 
@@ -180,23 +176,17 @@ async def _connect(
         if refusal is not None:
             refused_by_guard.append(ip)
             continue
-        slot = gate.slot(ip)
-        await slot.__aenter__()
-        connected = False
-        try:
+        async with AsyncExitStack() as attempt:
+            await attempt.enter_async_context(gate.slot(ip))
             with trio.move_on_after(settings.timeout):
                 try:
                     stream = await trio.open_tcp_stream(ip, settings.https_port)
                 except OSError as error:
                     problems.append(f"{ip}: {_connect_error(error)}")
                     continue
-                connected = True
-                held.push_async_exit(slot.__aexit__)
+                held.push_async_exit(attempt.pop_all())  # the slot stays held with the stream
                 return ip, stream
             problems.append(f"{ip}: connect timed out after {settings.timeout:g} s")
-        finally:
-            if not connected:
-                await slot.__aexit__(None, None, None)
     if excluded and not problems and not refused_by_guard:
         return _fetch_error(
             f"policy host {host} resolves only to addresses listed in --exclude "
@@ -246,8 +236,7 @@ async def _fetch_over(
     host: str,
     ip: str,
     tcp_stream: trio.SocketStream,
-    context: SSL.Context,
-    trust: TrustStore,
+    tls: TlsClient,
     settings: FetchSettings,
     now: datetime,
 ) -> PolicyFetch:
@@ -257,7 +246,7 @@ async def _fetch_over(
     # RFC 8461 §7.1: SNI is the policy host name.
     tls_stream = None
     with trio.move_on_after(settings.timeout):
-        tls_stream = await start_tls(tcp_stream, context, host)
+        tls_stream = await tls.start(tcp_stream, host)
     if tls_stream is None:
         return _failure(
             ResultType.STS_POLICY_FETCH_ERROR,
@@ -278,7 +267,7 @@ async def _fetch_over(
             return _failure(
                 ResultType.STS_WEBPKI_INVALID, f"{where} presented no certificate", partial
             )
-        check = check_certificate(session, trust, host, now)
+        check = tls.check(session, host, now)
         partial = replace(partial, certificate=check)
         problem = _certificate_problem(host, check)
         if problem is not None:

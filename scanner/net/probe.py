@@ -54,10 +54,9 @@ from datetime import datetime
 from typing import Final
 
 import trio
-from OpenSSL import SSL
 
-from scanner.core.addresses import is_address_allowed
 from scanner.core.names import InvalidHostname, normalize_hostname
+from scanner.core.reasons import reason_text
 from scanner.core.smtp import (
     NEED_DATA,
     TRANSITIONS,
@@ -71,9 +70,10 @@ from scanner.core.smtp import (
     find_masked_starttls,
     parse_ehlo_reply,
 )
-from scanner.models import AddressStatus, Phase, ProbeOutcome
-from scanner.net.tls import TlsFailure, TrustStore, check_certificate, start_tls
+from scanner.models import AddressStatus, Interruption, InterruptionKind, Phase, ProbeOutcome
+from scanner.net.tls import TlsClient, TlsFailure
 
+SERVICE_NOT_AVAILABLE: Final = 421  # RFC 5321 §4.2.3: the server is closing; try later
 RECEIVE_CHUNK: Final = 4096  # bytes per read; the client buffers at most a line more
 TRANSCRIPT_MAX_LINES: Final = 100
 TRANSCRIPT_MAX_LINE_LENGTH: Final = 200
@@ -90,7 +90,6 @@ class ProbeSettings:
     ehlo_name: str = "scanner.invalid"
     step_timeout: float = 10.0  # seconds, each phase of `models.Phase`
     total_timeout: float = 60.0  # seconds, the whole session
-    allow_private: bool = False
     limits: SmtpLimits = field(default_factory=SmtpLimits)
     # seconds to wait after the 220 to STARTTLS for plaintext sent in a later write
     # (a TLS server says nothing before the ClientHello, so this costs only time)
@@ -149,14 +148,18 @@ class Transcript:
 
 
 class _Interrupted(Exception):
-    """The dialogue cannot go on; `reason` is the not-testable reason it implies.
+    """The dialogue cannot go on; `interruption` says why, as a typed value.
 
     Raised and caught inside this module only.
     """
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, interruption: Interruption) -> None:
+        super().__init__(interruption)
+        self.interruption = interruption
+
+    @property
+    def kind(self) -> InterruptionKind:
+        return self.interruption.kind
 
 
 def _errno_of(exc: BaseException) -> int | None:
@@ -174,28 +177,32 @@ def _errno_of(exc: BaseException) -> int | None:
     return None
 
 
-# Connect errors that have a name of their own in the output (DESIGN §4 `reason`).
-_CONNECT_REASONS: Final = {errno.ECONNREFUSED: "connect-refused"}
+# Connect errors that have a kind of their own (docs/output.md#not-testable-reasons).
+_CONNECT_KINDS: Final = {errno.ECONNREFUSED: InterruptionKind.CONNECT_REFUSED}
 
 
-def connect_failure_reason(exc: OSError) -> str:
-    """`connect-refused`, or `connect-failed: <errno name>` for other connect errors."""
+def connect_failure(exc: OSError) -> Interruption:
+    """`connect-refused`, or `connect-failed` with the errno name for other connect errors."""
     code = _errno_of(exc)
     if code is None:
-        return f"connect-failed: {exc}"
-    return _CONNECT_REASONS.get(code, f"connect-failed: {errno.errorcode.get(code, str(code))}")
+        return Interruption(InterruptionKind.CONNECT_FAILED, Phase.CONNECT, str(exc))
+    kind = _CONNECT_KINDS.get(code, InterruptionKind.CONNECT_FAILED)
+    detail = "" if kind is InterruptionKind.CONNECT_REFUSED else errno.errorcode.get(code, str(code))
+    return Interruption(kind, Phase.CONNECT, detail)
 
 
-def _busy_reason(reply: Reply) -> str:
-    return f"busy:{reply.code} {reply.text}".rstrip()
-
-
-def _after_tls_error(reason: str, phase: Phase) -> str:
-    """`after_tls_error` for an interruption: `reason` with the phase always named."""
-    prefix = "protocol-error: "
-    if reason.startswith(prefix):
-        return f"protocol-error:{phase.value}: {reason.removeprefix(prefix)}"
-    return reason  # timeout:<phase>, closed:<phase>
+def _refusal(reply: Reply, phase: Phase) -> Interruption:
+    """The server declined the session: `busy` for 4xx, `rejected` for 5xx (RFC 5321 §4.2.1)."""
+    words = f"{reply.code} {reply.text}".rstrip()
+    if reply.code == SERVICE_NOT_AVAILABLE:
+        kind = InterruptionKind.BUSY
+    elif phase is Phase.EHLO:
+        kind = InterruptionKind.EHLO_REJECTED
+    elif reply.code >= 500:
+        kind = InterruptionKind.REJECTED
+    else:
+        kind = InterruptionKind.BUSY
+    return Interruption(kind, phase, words)
 
 
 def _sni(hostname: str) -> str | None:
@@ -217,15 +224,13 @@ class _Session:
         hostname: str,
         ip: str,
         *,
-        context: SSL.Context,
-        trust: TrustStore,
+        tls: TlsClient,
         settings: ProbeSettings,
         now: datetime,
     ) -> None:
         self.hostname = hostname
         self.ip = ip
-        self.context = context
-        self.trust = trust
+        self.tls = tls
         self.settings = settings
         self.now = now
         self.client = SmtpClient(settings.limits)
@@ -235,17 +240,20 @@ class _Session:
         self.tcp: trio.SocketStream | None = None
         self.stream: trio.abc.Stream | None = None
         self.tls_started = False  # the 220 to STARTTLS was received
-        self.refusal: str | None = None  # the server declined to serve us: not testable
+        self.refusal: Interruption | None = None  # the server declined to serve us
 
-    def note_after_tls(self, error: str) -> None:
+    def note_after_tls(self, trouble: Interruption) -> None:
         """Record the first trouble after a completed handshake; ignored before TLS."""
-        if self.outcome.tls is not None and self.outcome.after_tls_error is None:
-            self.outcome = replace(self.outcome, after_tls_error=error)
+        if self.outcome.tls is not None and self.outcome.after_tls is None:
+            self.outcome = replace(self.outcome, after_tls=trouble)
 
-    def finish(self, reason: str | None = None) -> ProbeOutcome:
-        status = AddressStatus.TESTED if reason is None else AddressStatus.NOT_TESTABLE
+    def finish(self, interruption: Interruption | None = None) -> ProbeOutcome:
+        status = AddressStatus.TESTED if interruption is None else AddressStatus.NOT_TESTABLE
         return replace(
-            self.outcome, status=status, reason=reason, transcript=self.transcript.lines()
+            self.outcome,
+            status=status,
+            interruption=interruption,
+            transcript=self.transcript.lines(),
         )
 
     # -- moving bytes
@@ -268,10 +276,12 @@ class _Session:
                 return event
             if isinstance(event, ConnectionClosed):
                 self.transcript.add(f"[closed by server during {self.phase.value}]")
-                raise _Interrupted(f"closed:{self.phase.value}")
+                raise _Interrupted(Interruption(InterruptionKind.CLOSED, self.phase))
             if isinstance(event, LimitExceeded | MalformedReply):
                 self.transcript.add(f"[protocol error] {event.reason}")
-                raise _Interrupted(f"protocol-error: {event.reason}")
+                raise _Interrupted(
+                    Interruption(InterruptionKind.PROTOCOL_ERROR, self.phase, event.reason)
+                )
             raise AssertionError(f"unexpected SMTP client event {event!r}")
 
     async def exchange(self, phase: Phase, command: bytes | None) -> Reply:
@@ -285,10 +295,10 @@ class _Session:
                     await self.stream.send_all(command)
                 except trio.BrokenResourceError:
                     self.transcript.add(f"[closed by server during {phase.value}]")
-                    raise _Interrupted(f"closed:{phase.value}") from None
+                    raise _Interrupted(Interruption(InterruptionKind.CLOSED, phase)) from None
             return await self._read_reply()
         self.transcript.add(f"[timeout during {phase.value}]")
-        raise _Interrupted(f"timeout:{phase.value}")
+        raise _Interrupted(Interruption(InterruptionKind.TIMEOUT, phase))
 
     # -- the dialogue
 
@@ -298,12 +308,12 @@ class _Session:
             try:
                 self.tcp = await trio.open_tcp_stream(self.ip, self.settings.smtp_port)
             except OSError as exc:
-                reason = connect_failure_reason(exc)
-                self.transcript.add(f"[{reason}]")
-                raise _Interrupted(reason) from None
+                failure = connect_failure(exc)
+                self.transcript.add(f"[{reason_text(failure)}]")
+                raise _Interrupted(failure) from None
         if scope.cancelled_caught or self.tcp is None:
             self.transcript.add("[timeout during connect]")
-            raise _Interrupted("timeout:connect")
+            raise _Interrupted(Interruption(InterruptionKind.TIMEOUT, Phase.CONNECT))
         self.stream = self.tcp
         local = self.tcp.socket.getsockname()
         self.outcome = replace(self.outcome, local_ip=str(local[0]))
@@ -330,7 +340,7 @@ class _Session:
 
     async def refuse(self, reply: Reply) -> None:
         """The server declined the session with `reply`: QUIT, then give up."""
-        self.refusal = _busy_reason(reply)
+        self.refusal = _refusal(reply, self.phase)
         await self.quit()
         raise _Interrupted(self.refusal)
 
@@ -368,15 +378,17 @@ class _Session:
         try:
             starttls = await self.exchange(Phase.STARTTLS, command)
         except _Interrupted as interrupted:
-            if interrupted.reason.startswith("timeout:"):
-                raise  # DESIGN §5: a phase timeout is not testable
-            # DESIGN §5: STARTTLS answered by anything but 220 is refused or missing;
+            if interrupted.kind is InterruptionKind.TIMEOUT:
+                raise  # a phase timeout is not testable (docs/output.md#not-testable-reasons)
+            # STARTTLS answered by anything but 220 is refused or missing;
             # a close, a reset or a malformed reply is no 220 either.
-            closed = interrupted.reason.startswith("closed:")
+            closed = interrupted.kind is InterruptionKind.CLOSED
             self.outcome = replace(
                 self.outcome,
                 starttls_reply=None,
-                starttls_reply_text="connection closed" if closed else interrupted.reason,
+                starttls_reply_text=(
+                    "connection closed" if closed else reason_text(interrupted.interruption)
+                ),
             )
             await self.abandon()
             return
@@ -441,7 +453,7 @@ class _Session:
         self.phase = Phase.HANDSHAKE
         await self.collect_injection()
         with trio.move_on_after(self.settings.step_timeout):
-            result = await start_tls(self.tcp, self.context, _sni(self.hostname))
+            result = await self.tls.start(self.tcp, _sni(self.hostname))
             if isinstance(result, TlsFailure):
                 self.outcome = replace(self.outcome, handshake_error=result.reason)
                 self.transcript.add(f"[tls] handshake failed: {result.reason}")
@@ -450,7 +462,7 @@ class _Session:
             session = result.session()
             self.transcript.add(f"[tls] {session.version} {session.cipher}")
             certificate = (
-                check_certificate(session, self.trust, self.hostname, self.now)
+                self.tls.check(session, self.hostname, self.now)
                 if session.leaf is not None
                 else None
             )
@@ -458,15 +470,15 @@ class _Session:
             self.client.tls_established()
         if self.outcome.tls is None:
             self.transcript.add("[timeout during handshake]")
-            raise _Interrupted("timeout:handshake")
+            raise _Interrupted(Interruption(InterruptionKind.TIMEOUT, Phase.HANDSHAKE))
 
         try:
             ehlo = await self.exchange(
                 Phase.EHLO_AFTER_TLS, self.client.send_ehlo(self.settings.ehlo_name)
             )
         except _Interrupted as interrupted:
-            self.note_after_tls(_after_tls_error(interrupted.reason, Phase.EHLO_AFTER_TLS))
-            if interrupted.reason.startswith("protocol-error"):
+            self.note_after_tls(interrupted.interruption)
+            if interrupted.kind is InterruptionKind.PROTOCOL_ERROR:
                 await self.abandon()  # the TLS stream is healthy: say goodbye on it
             return  # the TLS facts stand
         if ehlo.code == 250:
@@ -480,8 +492,10 @@ class _Session:
         else:
             # RFC 3207 §4.2: the client must send EHLO again; a server refusing it
             # accepts no mail over this TLS session.
-            rejected = f"{Phase.EHLO_AFTER_TLS.value} rejected: {ehlo.code} {ehlo.text}"
-            self.note_after_tls(rejected.rstrip())
+            words = f"{ehlo.code} {ehlo.text}".rstrip()
+            self.note_after_tls(
+                Interruption(InterruptionKind.REJECTED, Phase.EHLO_AFTER_TLS, words)
+            )
         await self.quit()
 
     async def quit(self) -> None:
@@ -489,7 +503,7 @@ class _Session:
         try:
             await self.exchange(Phase.QUIT, self.client.send_quit())
         except _Interrupted as interrupted:
-            self.note_after_tls(_after_tls_error(interrupted.reason, Phase.QUIT))
+            self.note_after_tls(interrupted.interruption)
 
     async def close(self) -> None:
         """Close the stream (TLS close_notify if healthy), then make sure the socket is gone."""
@@ -506,46 +520,40 @@ async def probe(
     hostname: str,
     ip: str,
     *,
-    context: SSL.Context,
-    trust: TrustStore,
+    tls: TlsClient,
     settings: ProbeSettings,
     now: datetime,
 ) -> ProbeOutcome:
     """Probe `ip` as an MX for `hostname` (SNI, certificate name) and report what it did.
 
     Never raises for anything the server or the network does; cancellation from
-    the caller propagates. `now` is the time certificates are verified at. An
-    address `is_address_allowed` refuses is not contacted at all, nor is any
-    address of an MX name that is no hostname (`invalid_mx_name`).
+    the caller propagates. `now` is the time certificates are verified at. Whether
+    `ip` may be contacted at all is the gate's decision (`scanner.net.gate`), made
+    before this is called; an MX name that is no hostname (`invalid_mx_name`) is
+    never contacted.
     """
-    if not is_address_allowed(ip, allow_private=settings.allow_private):
-        return ProbeOutcome(
-            hostname=hostname,
-            ip=ip,
-            status=AddressStatus.NOT_TESTABLE,
-            reason="address-not-allowed",
-        )
     invalid = invalid_mx_name(hostname)
     if invalid is not None:
         return ProbeOutcome(
-            hostname=hostname, ip=ip, status=AddressStatus.NOT_TESTABLE, reason=invalid
+            hostname=hostname, ip=ip, status=AddressStatus.NOT_TESTABLE, interruption=invalid
         )
-    session = _Session(hostname, ip, context=context, trust=trust, settings=settings, now=now)
-    reason: str | None = None
+    session = _Session(hostname, ip, tls=tls, settings=settings, now=now)
+    reason: Interruption | None = None
     try:
         with trio.move_on_after(settings.total_timeout) as total:
             try:
                 await session.dialogue()
             except _Interrupted as interrupted:
-                reason = interrupted.reason
+                reason = interrupted.interruption
         if total.cancelled_caught:
             phase = session.phase
             session.transcript.add(f"[session deadline during {phase.value}]")
+            timeout = Interruption(InterruptionKind.TIMEOUT, phase)
             if phase in (Phase.EHLO_AFTER_TLS, Phase.QUIT):
                 reason = session.refusal  # the facts gathered so far stand
-                session.note_after_tls(f"timeout:{phase.value}")
+                session.note_after_tls(timeout)
             else:
-                reason = f"timeout:{phase.value}"
+                reason = timeout
         if reason is not None and not session.tls_started:
             # DESIGN §6: a deadline or a server fault before TLS still gets a QUIT.
             await session.abandon()
@@ -554,8 +562,8 @@ async def probe(
     return session.finish(reason)
 
 
-def invalid_mx_name(hostname: str) -> str | None:
-    """`invalid-mx-name: <why>` for an MX name that is no usable hostname, else None.
+def invalid_mx_name(hostname: str) -> Interruption | None:
+    """`invalid-mx-name` with the reason for an MX name that is no usable hostname, else None.
 
     DNS lets an MX exchange be any name (`-mx.example`, `*.example`, RFC 2181 §11),
     but only a hostname can be sent as SNI (RFC 6066 §3) and matched against a
@@ -567,5 +575,5 @@ def invalid_mx_name(hostname: str) -> str | None:
     try:
         normalize_hostname(hostname, allow_underscore=True)
     except InvalidHostname as exc:
-        return f"invalid-mx-name: {exc}"
+        return Interruption(InterruptionKind.INVALID_MX_NAME, None, str(exc))
     return None

@@ -699,3 +699,29 @@ async def start_tls(
     except TlsError as exc:
         return TlsFailure(exc.reason)
     return stream
+
+
+@dataclass(frozen=True, slots=True)
+class TlsClient:
+    """The client side of every TLS connection of a run: one context, one trust store.
+
+    Built once per run (as trio's `SSLStream` takes one context); the probe and the
+    policy fetch start sessions with it and check the peer's certificate against it.
+    """
+
+    context: SSL.Context
+    trust: TrustStore
+
+    @classmethod
+    def create(cls, trust: TrustStore) -> TlsClient:
+        return cls(build_client_context(), trust)
+
+    async def start(
+        self, transport: trio.abc.Stream, server_hostname: str | None
+    ) -> TlsStream | TlsFailure:
+        """`start_tls` with the run's context."""
+        return await start_tls(transport, self.context, server_hostname)
+
+    def check(self, session: TlsSession, expected_name: str, at: datetime) -> CertificateCheck:
+        """`check_certificate` against the run's trust store."""
+        return check_certificate(session, self.trust, expected_name, at)

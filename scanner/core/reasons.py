@@ -1,0 +1,65 @@
+"""Words for typed interruptions: the `reason` and `after_tls_error` strings.
+
+The probe records an `Interruption` (kind, phase, detail); these functions are the
+one place that turns it into the strings of the JSON line and of the blockers
+(docs/output.md#not-testable-reasons), so no code reads a reason back from text.
+"""
+
+from __future__ import annotations
+
+from scanner.models import Interruption, InterruptionKind, Phase
+
+# Kinds whose word is the whole reason.
+_BARE = frozenset(
+    {
+        InterruptionKind.CONNECT_REFUSED,
+        InterruptionKind.ADDRESS_NOT_ALLOWED,
+        InterruptionKind.EXCLUDED,
+        InterruptionKind.NOT_PROBED,
+    }
+)
+
+
+def _phase(interruption: Interruption) -> str:
+    return interruption.phase.value if interruption.phase is not None else "session"
+
+
+def reason_text(interruption: Interruption) -> str:
+    """The not-testable `reason` of an address.
+
+    `connect-refused`, `connect-failed: ECONNRESET`, `timeout:greeting`,
+    `closed:ehlo`, `protocol-error: <why>`, `busy:421 <text>`, `rejected:554 <text>`,
+    `ehlo-rejected:450 <text>`, `address-not-allowed`, `excluded`,
+    `invalid-mx-name: <why>`, `not-probed`. A timeout or close may carry a note in
+    parentheses (`timeout:greeting (partial 220- received)`).
+    """
+    kind = interruption.kind
+    detail = interruption.detail
+    if kind in _BARE:
+        return kind.value
+    if kind in (InterruptionKind.TIMEOUT, InterruptionKind.CLOSED):
+        note = f" ({detail})" if detail else ""
+        return f"{kind.value}:{_phase(interruption)}{note}"
+    if kind in (InterruptionKind.BUSY, InterruptionKind.REJECTED, InterruptionKind.EHLO_REJECTED):
+        return f"{kind.value}:{detail}".rstrip()
+    return f"{kind.value}: {detail}".rstrip(": ") if detail else kind.value
+
+
+def after_tls_text(interruption: Interruption) -> str:
+    """The `after_tls_error` of a session whose handshake completed.
+
+    `timeout:ehlo-after-tls`, `closed:quit`, `protocol-error:ehlo-after-tls: <why>`,
+    `ehlo-after-tls rejected: 554 <text>`: the phase is always named.
+    """
+    kind = interruption.kind
+    phase = _phase(interruption)
+    if kind is InterruptionKind.PROTOCOL_ERROR:
+        return f"{kind.value}:{phase}: {interruption.detail}".rstrip(": ")
+    if kind is InterruptionKind.REJECTED:
+        return f"{phase} rejected: {interruption.detail}".rstrip(": ")
+    return reason_text(interruption)
+
+
+def blocks_delivery(interruption: Interruption) -> bool:
+    """Post-TLS trouble that leaves no way to send mail: anything before QUIT."""
+    return interruption.phase is not Phase.QUIT
