@@ -4,25 +4,39 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TextIO, cast
+from typing import Annotated, Any, TextIO, TypeAlias, cast
 
 import trio
 import typer
 
 from scanner import __version__
-from scanner.core.inputs import InvalidInput, Shard, parse_input_line
+from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard, parse_input_line
 from scanner.core.result import DomainResult, ErrorKind, ScanError
-from scanner.options import NetworkOptions, build_scanner, with_network_options
+from scanner.options import NetworkOptions, build_scanner, scan_settings, with_network_options
 from scanner.output import result_line
 from scanner.progress import Progress
+from scanner.received.cli import tlsrpt_app
 from scanner.render import output_console
-from scanner.scan import InputReader, Scanner, completed_domains, iterate_lines
+from scanner.research.cli import check_vantage, describe_metadata
+from scanner.research.cli import register as register_research
+from scanner.research.metadata import recorded_scan
+from scanner.scan import (
+    InputReader,
+    Scanner,
+    ScanStats,
+    UnknownSchemaVersion,
+    completed_domains,
+    iterate_lines,
+)
 from scanner.signals import cancel_on_signals
+from scanner.untrusted import terminal
+from scanner.workers import usable_cpus
 
 EXIT_INTERRUPTED = 130
 EXIT_USAGE = 2
@@ -36,6 +50,8 @@ app = typer.Typer(
 )
 lab_app = typer.Typer(help="The fixture lab: real DNS, SMTP and HTTPS servers on loopback.")
 app.add_typer(lab_app, name="lab")
+app.add_typer(tlsrpt_app, name="tlsrpt")
+register_research(app)  # stats, diff
 
 def main() -> None:
     app()
@@ -61,17 +77,98 @@ def root(
 
 
 @dataclass(slots=True)
+class LoadNote:
+    """How DNS held up under the run's load, summed over processes, for the summary."""
+
+    tries: int = 0
+    timeouts: int = 0
+    retries: int = 0
+    lowered: int = 0
+    lowest: int | None = None
+
+    def add(self, scanner: Scanner) -> None:
+        stats = getattr(scanner.resolver, "stats", None)
+        if stats is not None:
+            self.tries += stats.udp_queries + stats.tcp_queries
+            self.timeouts += stats.timeouts
+            self.retries += stats.retries
+        governor = scanner.governor
+        if governor is not None and governor.lowered:
+            self.lowered += governor.lowered
+            self.lowest = min(governor.lowest, self.lowest or governor.lowest)
+
+    def words(self) -> str | None:
+        """A line for the summary when DNS was overloaded; None when it was not."""
+        if not self.timeouts and not self.lowered:
+            return None
+        text = (
+            f"DNS under load: {self.timeouts} of {self.tries} tries timed out, "
+            f"{self.retries} retried"
+        )
+        if self.lowered:
+            text += (
+                f"; domains in flight lowered {self.lowered} times (to {self.lowest} at "
+                "the least) to keep lookups from being lost"
+            )
+        return text
+
+
+@dataclass(slots=True)
 class ScanEnd:
     interrupted: bool = False
     write_error: OSError | None = None
+    stats: ScanStats = field(default_factory=ScanStats)
+    probes_run: int = 0
+    busy_signals: int = 0
+    lost: list[str] = field(default_factory=list)
+    load: LoadNote = field(default_factory=LoadNote)
 
 
-async def run_scan(
-    scanner: Scanner,
-    items: AsyncIterator[str | InvalidInput],
-    out: TextIO,
-    progress: Progress | None,
-) -> ScanEnd:
+RunItems: TypeAlias = Callable[[AsyncIterator[str | InvalidInput | RankedInput], Callable[[str], None], ScanEnd], Awaitable[None]]
+
+
+def in_process(scanner: Scanner, progress: Progress | None) -> RunItems:
+    """Scan in this process: one trio loop, the `Scanner`'s own gate."""
+
+    async def run(
+        items: AsyncIterator[str | InvalidInput | RankedInput], write_line: Callable[[str], None], end: ScanEnd
+    ) -> None:
+        end.stats = scanner.stats
+        try:
+            await scanner.run(items, write_line, progress=progress)
+        finally:
+            end.probes_run = scanner.probe_cache.probes_run
+            end.busy_signals = scanner.gate.busy_signals
+            end.load.add(scanner)
+
+    return run
+
+
+def in_workers(network: NetworkOptions, workers: int, progress: Progress | None) -> RunItems:
+    """Scan in `workers` processes behind one gate and one writer here."""
+    from scanner.workers import ParallelRun, run_parallel
+
+    gate = Scanner.local_gate(scan_settings(network))
+
+    async def run(
+        items: AsyncIterator[str | InvalidInput | RankedInput], write_line: Callable[[str], None], end: ScanEnd
+    ) -> None:
+        totals = ParallelRun(load=end.load)
+        end.stats = totals.stats
+        try:
+            await run_parallel(
+                network, workers, items, write_line, gate=gate, progress=progress, totals=totals
+            )
+        finally:
+            end.probes_run = totals.probes_run
+            end.busy_signals = gate.busy_signals
+            end.lost = totals.lost
+            end.load = totals.load
+
+    return run
+
+
+async def run_scan(run_items: RunItems, items: AsyncIterator[str | InvalidInput | RankedInput], out: TextIO) -> ScanEnd:
     """Run the scan until the input ends, SIGINT/SIGTERM arrives or the output fails.
 
     A failed write (disk full, ...) stops the scan at once: nothing is lost that was
@@ -95,7 +192,7 @@ async def run_scan(
             end.interrupted = True
 
         nursery.start_soon(cancel_on_signals, nursery.cancel_scope, interrupted)
-        await scanner.run(items, write_line, progress=progress)
+        await run_items(items, write_line, end)
         nursery.cancel_scope.cancel()
     return end
 
@@ -135,7 +232,7 @@ def _shard(text: str | None) -> Shard | None:
     if text is None:
         return None
     try:
-        return Shard.parse(text)
+        return Shard.parse(text, os.environ)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--shard") from None
 
@@ -151,12 +248,33 @@ def scan(
     resume: Annotated[bool, typer.Option("--resume", help="Skip domains already complete in --out.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
     shard: Annotated[
-        str | None, typer.Option("--shard", help="K/N: scan the K-th of N stable hash slices (0 <= K < N).")
+        str | None,
+        typer.Option(
+            "--shard",
+            help="K/N: scan the K-th of N stable hash slices (0 <= K < N); auto or auto/N: "
+            "from a Kubernetes Indexed Job or a Slurm array.",
+        ),
+    ] = None,
+    input_format: Annotated[
+        InputFormat, typer.Option("--input-format", help="lines, csv (rank,domain as Tranco), or auto: detect.")
+    ] = InputFormat.AUTO,
+    vantage: Annotated[
+        str | None,
+        typer.Option("--vantage", callback=check_vantage, help="Name of this scan's network vantage, for the metadata."),
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=10_000, help="Domains in flight.")
     ] = 100,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=256,
+            help="Worker processes; default: the CPUs this process may use (affinity, cgroup quota).",
+        ),
+    ] = None,
     *,
     network: NetworkOptions,
 ) -> None:
@@ -168,37 +286,67 @@ def scan(
         raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--overwrite")
     files = _input_files(domains, input_file)
     handle, out_path = open_output(out, resume=resume, overwrite=overwrite, shard=shard_value)
-    skip = completed_domains(out_path) if resume else set()
-    scanner = build_scanner(network)
-    tune_garbage_collector()
-    reader = InputReader(skip=skip, shard=shard_value)
+    try:
+        skip = completed_domains(out_path) if resume else set()
+    except UnknownSchemaVersion as exc:
+        handle.close()
+        raise typer.BadParameter(str(exc), param_hint="--resume") from None
+    processes = workers if workers is not None else usable_cpus()
     stderr = output_console(stderr=True)
-    with handle:
+    note = raise_descriptor_limit(network.concurrency)
+    if note is not None:
+        stderr.print(terminal(note, None, "yellow"))
+    scanner = build_scanner(network)  # also checks the options (CA files, resolver) here
+    tune_garbage_collector()
+    reader = InputReader(skip=skip, shard=shard_value, input_format=input_format)
+    with handle, recorded_scan(
+        out_path, network, vantage=vantage, inputs=files, input_format=input_format, shard=shard_value, resume=resume
+    ):
         progress = Progress(stderr) if not no_progress and stderr.is_terminal else None
+        run_items = (
+            in_workers(network, processes, progress)
+            if processes > 1
+            else in_process(scanner, progress)
+        )
         with progress if progress is not None else contextlib.nullcontext():
             items = reader.stream(iterate_lines(domains or [], files))
-            end = trio.run(run_scan, scanner, items, handle, progress)
+            end = trio.run(run_scan, run_items, items, handle)
         with contextlib.suppress(OSError):  # a full disk refuses the final flush too
             handle.close()
     if end.write_error is not None:
         error = end.write_error
-        stderr.print(f"error: writing {out_path} failed: {error.strerror or error}; scan stopped", style="red", markup=False)
+        stderr.print(
+            terminal(f"error: writing {out_path} failed: {error.strerror or error}; scan stopped", None, "red")
+        )
         raise typer.Exit(1)
-    stats = scanner.stats
+    stats = end.stats
     stderr.print(
-        f"{stats.domains} domains written to {out_path} "
-        f"({stats.ready} enforce-ready, {stats.with_indicators} with downgrade indicators, "
-        f"{stats.errors} errors; {reader.duplicates} duplicates, {reader.skipped} resumed; "
-        f"{scanner.probe_cache.probes_run} SMTP sessions)",
-        markup=False,
+        terminal(
+            f"{stats.domains} domains written to {out_path} "
+            f"({stats.ready} enforce-ready, {stats.with_indicators} with downgrade indicators, "
+            f"{stats.errors} errors; {reader.duplicates} duplicates, {reader.skipped} resumed; "
+            f"{end.probes_run} SMTP sessions, {end.busy_signals} busy replies; "
+            f"{processes} process{'es' if processes > 1 else ''})",
+            None,
+        )
     )
+    load = end.load.words()
+    if load is not None:
+        stderr.print(terminal(load, None, "yellow"))
+    if end.lost:
+        stderr.print(
+            terminal(
+                f"error: a worker process ended early; {len(end.lost)} domains it held have no "
+                "line: --resume scans them",
+                None,
+                "red",
+            )
+        )
     if stats.domains == 0 and reader.skipped == 0:
-        stderr.print("warning: the input held no domains", style="yellow", markup=False)
+        stderr.print(terminal("warning: the input held no domains", None, "yellow"))
     if end.interrupted:
         stderr.print(
-            "interrupted: the file holds only complete lines; use --resume to continue",
-            style="yellow",
-            markup=False,
+            terminal("interrupted: the file holds only complete lines; use --resume to continue", None, "yellow")
         )
         raise typer.Exit(EXIT_INTERRUPTED)
 
@@ -244,6 +392,36 @@ def default_output_paths(shard: Shard | None) -> Iterator[Path]:
         yield Path("results") / f"scan-{stamp}{part}-{counter}.jsonl"
 
 
+def raise_descriptor_limit(concurrency: int) -> str | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; a note when `concurrency` needs more.
+
+    A domain in flight holds up to DESCRIPTORS_PER_DOMAIN sockets at once (DNS, the
+    policy fetch, probes of several addresses).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    needed = concurrency * DESCRIPTORS_PER_DOMAIN + DESCRIPTORS_SPARE
+    if needed > soft:
+        return (
+            f"warning: --concurrency {concurrency} may need about {needed} open files, but the "
+            f"limit is {soft} (raise it with `ulimit -n`, or lower --concurrency): connections "
+            "beyond it fail and their addresses would be reported not testable"
+        )
+    return None
+
+
+DESCRIPTORS_PER_DOMAIN = 8
+DESCRIPTORS_SPARE = 64
+
+
 def tune_garbage_collector() -> None:
     """Long bulk runs allocate many short-lived objects and few cycles: collect less often."""
     import gc
@@ -276,7 +454,7 @@ def check(
     else:
         scanned = trio.run(scan_one, scanner, item)
         if scanned is None:
-            output_console(stderr=True).print("interrupted", style="yellow", markup=False)
+            output_console(stderr=True).print(terminal("interrupted", None, "yellow"))
             raise typer.Exit(EXIT_INTERRUPTED)
         result = scanned
     console = output_console()
@@ -302,7 +480,7 @@ def read_lines(path: Path) -> Iterator[dict[str, Any]]:
             try:
                 record = json.loads(raw)
             except ValueError:
-                stderr.print(f"{path}:{number}: not a JSON line, skipped", style="yellow", markup=False)
+                stderr.print(terminal(f"{path}:{number}: not a JSON line, skipped", None, "yellow"))
                 continue
             if isinstance(record, dict):
                 yield record
@@ -327,26 +505,18 @@ def report(
     counts = write_report_files(
         read_lines(results), out_dir, gzip_reports=gzip_reports, submitter=submitter
     )
-    output_console(stderr=True).print(
-        f"{counts.written} reports written to {out_dir}; "
-        f"{counts.skipped} lines without a usable report skipped",
-        markup=False,
+    stderr = output_console(stderr=True)
+    if (scan := describe_metadata(results)) is not None:
+        stderr.print(scan)
+    for problem in counts.refused:
+        stderr.print(terminal(problem, limit=None, style="yellow"))
+    stderr.print(
+        terminal(
+            f"{counts.written} reports written to {out_dir}; {counts.skipped} lines without "
+            f"a report skipped; {len(counts.refused)} reports refused",
+            limit=None,
+        )
     )
-
-
-@app.command()
-def stats(
-    results: Annotated[list[Path], typer.Argument(help="Results files (JSON lines).", exists=True, dir_okay=False)],
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-) -> None:
-    """Adoption statistics over one or more results files."""
-    from scanner.render import adoption_statistics, render_statistics
-
-    numbers = adoption_statistics(line for path in results for line in read_lines(path))
-    if json_out:
-        typer.echo(json.dumps(numbers, indent=2))
-    else:
-        render_statistics(output_console(), numbers)
 
 
 # ---------------------------------------------------------------- demo and lab
@@ -368,8 +538,7 @@ def demo(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     console = output_console()
     console.print(
-        f"Serving the demo world ({len(world.domains)} domains) on loopback and scanning it ...",
-        markup=False,
+        terminal(f"Serving the demo world ({len(world.domains)} domains) on loopback and scanning it ...", None)
     )
     with out_path.open("w", encoding="utf-8") as handle:
 
@@ -380,8 +549,7 @@ def demo(
         results = trio.run(scan_world, world, world.domain_names, write_line, timeout)
     ok = render_demo_summary(console, world, results)
     console.print(
-        f"Results: {out_path}  (RFC 8460 reports: scanner report {out_path} --out-dir results/reports)",
-        markup=False,
+        terminal(f"Results: {out_path}  (RFC 8460 reports: scanner report {out_path} --out-dir results/reports)", None)
     )
     raise typer.Exit(0 if ok else 1)
 
@@ -390,6 +558,9 @@ def demo(
 def lab_serve(
     world: Annotated[Path | None, typer.Argument(help="World description (TOML); default: the demo world.")] = None,
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the lab CA file is written.")] = Path("results/lab"),
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", min=0, help="Delay in ms added to every DNS, SMTP, HTTPS and TLS reply.")
+    ] = 0.0,
 ) -> None:
     """Serve a world on loopback until Ctrl-C, printing how to point the scanner at it."""
     from scanner.lab import Lab, demo_world_path, serve_forever
@@ -407,7 +578,7 @@ def lab_serve(
         typer.echo("serving until Ctrl-C")
 
     try:
-        trio.run(lambda: serve_forever(world_path, workdir, on_ready=on_ready))
+        trio.run(lambda: serve_forever(world_path, workdir, on_ready=on_ready, latency=latency_ms / 1000))
     except KeyboardInterrupt:
         typer.echo("stopped")
         raise typer.Exit(EXIT_INTERRUPTED) from None

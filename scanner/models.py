@@ -23,6 +23,10 @@ class ResultType(StrEnum):
     STS_POLICY_FETCH_ERROR = "sts-policy-fetch-error"
     STS_POLICY_INVALID = "sts-policy-invalid"
     STS_WEBPKI_INVALID = "sts-webpki-invalid"
+    # RFC 8460 §4.3.2.1, DANE: no TLSA record matched; the TLSA answer failed DNSSEC
+    # validation. `dane-required` is never used: the scanner requires DANE of nobody.
+    TLSA_INVALID = "tlsa-invalid"
+    DNSSEC_INVALID = "dnssec-invalid"
 
 
 class IndicatorCode(StrEnum):
@@ -41,6 +45,8 @@ class IndicatorCode(StrEnum):
     MX_NOT_IN_POLICY = "mx-not-in-policy"
     HELO_ONLY = "helo-only"
     TLS_INCONSISTENT = "tls-inconsistent"
+    DANE_MISMATCH = "dane-mismatch"  # DANE applies and no TLSA record matches the chain
+    DNSSEC_BOGUS = "dnssec-bogus"  # the TLSA lookup failed DNSSEC validation (or SERVFAIL)
 
 
 class StartTlsStatus(StrEnum):
@@ -101,6 +107,7 @@ class InterruptionKind(StrEnum):
     EXCLUDED = "excluded"
     INVALID_MX_NAME = "invalid-mx-name"
     NOT_PROBED = "not-probed"
+    OVER_LIMIT = "over-limit"  # a per-domain or per-address cap kept the scanner away
 
 
 class DnsStatus(StrEnum):
@@ -122,6 +129,21 @@ class MxRecord:
     host: str  # normalised: A-label, lower case, no trailing dot
 
 
+class DnssecStatus(StrEnum):
+    """What the resolver said about an answer's DNSSEC validation (RFC 4035 §3.2.3, RFC 6840 §5.7).
+
+    `secure`: the validating resolver set AD. `insecure`: it validated and found no
+    signatures to check (an unsigned zone). `bogus`: validation failed (SERVFAIL that
+    goes away with CD set, or an RFC 8914 extended error saying so). `unvalidated`:
+    the resolver does not validate, so nothing is known.
+    """
+
+    SECURE = "secure"
+    INSECURE = "insecure"
+    BOGUS = "bogus"
+    UNVALIDATED = "unvalidated"
+
+
 @dataclass(frozen=True, slots=True)
 class TxtAnswer:
     """TXT lookup: each record's character-strings joined with no separator (RFC 8461 §3.1)."""
@@ -129,6 +151,7 @@ class TxtAnswer:
     status: DnsStatus
     records: tuple[str, ...] = ()
     detail: str = ""
+    dnssec: DnssecStatus = DnssecStatus.UNVALIDATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,15 +163,88 @@ class MxAnswer:
     null_mx: bool = False
     implicit: bool = False
     detail: str = ""
+    dnssec: DnssecStatus = DnssecStatus.UNVALIDATED
 
 
 @dataclass(frozen=True, slots=True)
 class AddressAnswer:
-    """A or AAAA lookup, after following CNAMEs."""
+    """A or AAAA lookup, after following CNAMEs.
+
+    `canonical_name` is the last name of the CNAME chain (the name itself when there is
+    none); `cname_chain_secure` says whether every CNAME of the chain was secure
+    (RFC 7672 §2.2.2 bases TLSA on the canonical name only then).
+    """
 
     status: DnsStatus
     addresses: tuple[str, ...] = ()
     detail: str = ""
+    dnssec: DnssecStatus = DnssecStatus.UNVALIDATED
+    canonical_name: str | None = None
+    cname_chain_secure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaRecord:
+    """One TLSA record (RFC 6698 §2.1): usage, selector, matching type, association data."""
+
+    usage: int
+    selector: int
+    matching_type: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaAnswer:
+    """TLSA lookup at `_<port>._tcp.<base>`. `extended_error` is the RFC 8914 EDE, if any."""
+
+    status: DnsStatus
+    records: tuple[TlsaRecord, ...] = ()
+    detail: str = ""
+    dnssec: DnssecStatus = DnssecStatus.UNVALIDATED
+    extended_error: str | None = None
+
+
+class DaneStatus(StrEnum):
+    """DANE for one session (RFC 7672; docs/dane.md#statuses)."""
+
+    PASS = "pass"  # a usable TLSA record matched the presented chain
+    FAIL = "fail"  # usable TLSA records, and none matched (or no TLS session at all)
+    NO_TLSA = "no-tlsa"  # DNSSEC proved that there is no TLSA record
+    UNUSABLE = "unusable"  # TLSA records, none usable for SMTP: STARTTLS still required
+    INSECURE = "insecure"  # an unsigned MX RRset, host or TLSA RRset: DANE does not apply
+    BOGUS = "bogus"  # the TLSA lookup failed DNSSEC validation or got SERVFAIL
+    UNVALIDATED = "unvalidated"  # the resolver does not validate: nothing can be said
+
+
+@dataclass(frozen=True, slots=True)
+class HostDane:
+    """What DNS said about DANE for one MX host (RFC 7672 §2.2.2, §2.2.3).
+
+    `address_dnssec` is the DNSSEC status of the host's address records (with their
+    CNAME chain); `base_domain` the TLSA base domain chosen by §2.2.2; `owner` the
+    TLSA query name `_<port>._tcp.<base_domain>` and `tlsa` its answer, both None when
+    no TLSA lookup was made (address records not secure, resolver not validating).
+    """
+
+    base_domain: str
+    address_dnssec: DnssecStatus
+    owner: str | None = None
+    tlsa: TlsaAnswer | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DaneCheck:
+    """The presented chain of one session against the host's usable TLSA records.
+
+    `matched` is the record that matched, with `depth` the chain position it matched
+    (0 the leaf; for DANE-TA the trust anchor's position, the chain's length for a
+    bare key above it); `detail` says what matched, or why each record did not.
+    """
+
+    base_domain: str
+    matched: TlsaRecord | None
+    depth: int | None
+    detail: str
 
 
 # ---------------------------------------------------------------- TLS and certificates
@@ -256,6 +352,12 @@ class ProbeOutcome:
     # The first trouble after a completed handshake (a timeout, a close, a protocol
     # error or a refused EHLO in phase ehlo-after-tls or quit); the TLS facts stand.
     after_tls: Interruption | None = None
+    # Sessions this outcome took: more than 1 when the server said it was busy (421)
+    # and the probe was tried again after a pause, as a sending MTA would.
+    attempts: int = 1
+    # The DANE match of the chain against the host's usable TLSA records, computed
+    # where the chain's DER is at hand (right after the probe); None without them.
+    dane: DaneCheck | None = None
 
 
 # ---------------------------------------------------------------- MTA-STS and TLS-RPT
@@ -326,8 +428,24 @@ class MxHostFacts:
     hostname: str
     preference: int | None
     source: MxSource
-    addresses: tuple[AddressAnswer, ...]  # the A answer, then the AAAA answer
+    addresses: tuple[AddressAnswer, ...]  # the A answer, then the AAAA answer, as used
     probes: tuple[ProbeOutcome, ...]  # one per address, in address order
+    addresses_cut: int = 0  # addresses DNS gave beyond the caps: not in `addresses`
+    dane: HostDane | None = None  # None when DANE was not looked into
+
+
+@dataclass(frozen=True, slots=True)
+class OverLimit:
+    """What one per-domain cap cut off: never contacted, so never judged.
+
+    `cap` is the option that sets the limit (`--max-mx-hosts`), `skipped` how many
+    hosts or addresses lay beyond it, `examples` the first few of them.
+    """
+
+    cap: str
+    limit: int
+    skipped: int
+    examples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +463,7 @@ class DomainFacts:
     tlsrpt_error: str | None
     mx: MxAnswer
     hosts: tuple[MxHostFacts, ...]
+    over_limit: tuple[OverLimit, ...] = ()  # caps that cut hosts or addresses off
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 `with_network_options` adds the options below to a typer command and hands the
 command one `NetworkOptions` (keyword `network`), checked and built by keyword.
 `build_scanner` turns it into real dependencies; the deadlines derived from
-`--timeout` are named here (docs/output.md#deadlines).
+`--timeout` and `--greeting-timeout` are named here (docs/output.md#deadlines), and
+so is the default EHLO name, chosen once at start (`default_ehlo_name`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import functools
 import inspect
 import ipaddress
+import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +23,8 @@ import dns.exception
 import typer
 
 from scanner.core.addresses import Exclusions, parse_exclusions
+from scanner.core.caps import Caps
+from scanner.evidence import ReceivedSettings
 from scanner.core.names import is_valid_hostname
 from scanner.models import ReportOptions
 from scanner.net.policy_fetch import FetchSettings
@@ -35,8 +40,22 @@ SESSION_DEADLINE_STEPS = 8
 # phase deadlines, and never less than DOMAIN_DEADLINE_MIN seconds.
 DOMAIN_DEADLINE_STEPS = 30
 DOMAIN_DEADLINE_MIN = 60.0
+# The first pause before trying a busy (421) address again, as a share of --timeout;
+# each further pause doubles (10 s steps: 2, 4, 8 s for the default 3 retries).
+RETRY_BACKOFF_SHARE = 0.2
 
+# The greeting's own deadline: above postscreen's default greet pause (6 s), well
+# below the 5 minutes RFC 5321 §4.5.3.2.1 lets a client wait for it.
+DEFAULT_GREETING_TIMEOUT = 30.0
+
+# EHLO without --ehlo-name: the host's fully qualified name when it resolves, else
+# this name, which never resolves (RFC 6761 §6.4).
 DEFAULT_EHLO_NAME = "scanner.invalid"
+EHLO_NAME_LOOKUP_DEADLINE = 2.0  # seconds for getfqdn and its lookup, at start
+# Names no other host can resolve (RFC 6761 special-use names, RFC 6762 .local, the
+# conventional .localdomain): never a default EHLO name, whatever /etc/hosts says.
+LOCAL_ONLY_SUFFIXES = ("localhost", "localdomain", "local", "invalid", "test", "example")
+DEFAULT_CAPS = Caps()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +66,7 @@ class NetworkOptions:
     ca_files: tuple[Path, ...] = ()
     allow_private: bool = False
     timeout: float = 10.0
+    greeting_timeout: float = DEFAULT_GREETING_TIMEOUT
     concurrency: int = 100
     per_ip: int = 4
     ehlo_name: str = DEFAULT_EHLO_NAME
@@ -54,14 +74,19 @@ class NetworkOptions:
     https_port: int = 443
     exclusions: Exclusions | None = None
     report: ReportOptions = field(default_factory=ReportOptions)
+    caps: Caps = field(default_factory=Caps)
+    busy_retries: int = 3
+    received: ReceivedSettings | None = None  # --reports DB: join received TLS-RPT evidence
 
     @property
     def session_deadline(self) -> float:
-        return self.timeout * SESSION_DEADLINE_STEPS
+        """The phase deadlines of one session, with room for a greeting held back to the end."""
+        return self.timeout * SESSION_DEADLINE_STEPS + self.greeting_timeout
 
     @property
     def domain_deadline(self) -> float:
-        return max(DOMAIN_DEADLINE_MIN, self.timeout * DOMAIN_DEADLINE_STEPS)
+        """A domain's steps, with room for a greet pause that holds its sessions back."""
+        return max(DOMAIN_DEADLINE_MIN, self.timeout * DOMAIN_DEADLINE_STEPS + self.greeting_timeout)
 
 
 def valid_ehlo_name(name: str) -> bool:
@@ -74,6 +99,59 @@ def valid_ehlo_name(name: str) -> bool:
             return False
         return True
     return is_valid_hostname(name)
+
+
+def usable_host_name(name: str) -> bool:
+    """A name other hosts might resolve: a hostname with a dot, outside local-only names."""
+    name = name.rstrip(".").lower()
+    if "." not in name or not is_valid_hostname(name):
+        return False
+    return name.rpartition(".")[2] not in LOCAL_ONLY_SUFFIXES
+
+
+def host_ehlo_name(deadline: float = EHLO_NAME_LOOKUP_DEADLINE) -> str | None:
+    """The host's fully qualified name if it is usable and resolves within `deadline`, else None.
+
+    `socket.getfqdn` and the address lookup go through the system resolver and may
+    block, so they run in a daemon thread that is left behind if it is too slow.
+    """
+    found: list[str] = []
+
+    def look_up() -> None:
+        name = socket.getfqdn().rstrip(".").lower()
+        if not usable_host_name(name):
+            return
+        try:
+            socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return
+        found.append(name)
+
+    worker = threading.Thread(target=look_up, name="ehlo-name-lookup", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    return found[0] if found else None
+
+
+@functools.cache
+def default_ehlo_name() -> str:
+    """The EHLO name when --ehlo-name is not given: chosen once per process.
+
+    The host's fully qualified name when it resolves (`host_ehlo_name`); otherwise
+    `scanner.invalid`, with one warning on stderr, since servers that check the EHLO
+    name (Postfix `reject_unknown_helo_hostname`) refuse a name that does not resolve.
+    """
+    name = host_ehlo_name()
+    if name is not None:
+        return name
+    typer.echo(
+        f"warning: this host has no fully qualified name that resolves; EHLO will say "
+        f"{DEFAULT_EHLO_NAME}, which servers checking the EHLO name "
+        "(reject_unknown_helo_hostname) refuse: set --ehlo-name to a name that resolves "
+        "to this host",
+        err=True,
+    )
+    return DEFAULT_EHLO_NAME
 
 
 def _nameservers(texts: list[str] | None) -> tuple[Nameserver, ...]:
@@ -98,17 +176,35 @@ def network_options(
     ca_file: list[Path] | None = None,
     allow_private: bool = False,
     timeout: float = 10.0,
+    greeting_timeout: float = DEFAULT_GREETING_TIMEOUT,
     concurrency: int = 100,
     per_ip: int = 4,
-    ehlo_name: str = DEFAULT_EHLO_NAME,
+    ehlo_name: str | None = None,
     smtp_port: int = 25,
     https_port: int = 443,
     exclude: Path | None = None,
     org: str = "scanner",
     contact: str = "postmaster@scanner.invalid",
+    max_mx_hosts: int = DEFAULT_CAPS.max_mx_hosts,
+    max_addresses_per_host: int = DEFAULT_CAPS.max_addresses_per_host,
+    max_addresses: int = DEFAULT_CAPS.max_addresses,
+    max_standby_hosts: int = DEFAULT_CAPS.max_standby_hosts,
+    max_connections_per_domain: int = DEFAULT_CAPS.max_connections,
+    max_probes_per_address: int = DEFAULT_CAPS.max_names_per_address,
+    busy_retries: int = 3,
+    reports: Path | None = None,
+    report_days: int = 14,
+    min_sessions: int = 100,
+    max_failure_rate: float = 0.001,
+    include_unverified: bool = False,
 ) -> NetworkOptions:
-    """Check the options' values and build `NetworkOptions` (usage errors exit 2)."""
-    if not valid_ehlo_name(ehlo_name):
+    """Check the options' values and build `NetworkOptions` (usage errors exit 2).
+
+    Without `ehlo_name`, the EHLO name is chosen (`default_ehlo_name`).
+    """
+    if ehlo_name is None:
+        ehlo_name = default_ehlo_name()
+    elif not valid_ehlo_name(ehlo_name):
         raise typer.BadParameter(
             f"{ehlo_name!r} is not a hostname or an address literal such as [192.0.2.1]",
             param_hint="--ehlo-name",
@@ -119,6 +215,7 @@ def network_options(
         ca_files=tuple(ca_file or []),
         allow_private=allow_private,
         timeout=timeout,
+        greeting_timeout=greeting_timeout,
         concurrency=concurrency,
         per_ip=per_ip,
         ehlo_name=ehlo_name,
@@ -126,6 +223,26 @@ def network_options(
         https_port=https_port,
         exclusions=_exclusions(exclude),
         report=ReportOptions(organization_name=org, contact_info=contact, submitter=submitter),
+        caps=Caps(
+            max_mx_hosts=max_mx_hosts,
+            max_addresses_per_host=max_addresses_per_host,
+            max_addresses=max_addresses,
+            max_standby_hosts=max_standby_hosts,
+            max_connections=max_connections_per_domain,
+            max_names_per_address=max_probes_per_address,
+        ),
+        busy_retries=busy_retries,
+        received=(
+            ReceivedSettings(
+                database=reports,
+                report_days=report_days,
+                min_sessions=min_sessions,
+                max_failure_rate=max_failure_rate,
+                include_unverified=include_unverified,
+            )
+            if reports is not None
+            else None
+        ),
     )
 
 
@@ -174,13 +291,31 @@ NETWORK_PARAMETERS: tuple[inspect.Parameter, ...] = (
         "timeout",
     ),
     _option(
+        Annotated[
+            float,
+            typer.Option(
+                "--greeting-timeout",
+                min=0.1,
+                help="Deadline in seconds for the server's greeting (above greet pauses such as postscreen's 6 s).",
+            ),
+        ],
+        DEFAULT_GREETING_TIMEOUT,
+        "greeting_timeout",
+    ),
+    _option(
         Annotated[int, typer.Option("--per-ip", min=1, help="Connections to one address at once.")],
         4,
         "per_ip",
     ),
     _option(
-        Annotated[str, typer.Option("--ehlo-name", help="Name sent in EHLO; identify your scanner.")],
-        DEFAULT_EHLO_NAME,
+        Annotated[
+            str | None,
+            typer.Option(
+                "--ehlo-name",
+                help="Name sent in EHLO; identify your scanner. Default: this host's fully qualified name if it resolves, else scanner.invalid.",
+            ),
+        ],
+        None,
         "ehlo_name",
     ),
     _option(
@@ -205,6 +340,71 @@ NETWORK_PARAMETERS: tuple[inspect.Parameter, ...] = (
         ],
         None,
         "exclude",
+    ),
+    *(
+        _option(
+            Annotated[int, typer.Option(flag, min=1, help=text)],
+            default,
+            flag.removeprefix("--").replace("-", "_"),
+        )
+        for flag, default, text in (
+            ("--max-mx-hosts", DEFAULT_CAPS.max_mx_hosts, "MX hosts tested per domain (docs/output.md#caps)."),
+            ("--max-addresses-per-host", DEFAULT_CAPS.max_addresses_per_host, "Addresses tested per MX host."),
+            ("--max-addresses", DEFAULT_CAPS.max_addresses, "Addresses tested per domain, all hosts together."),
+            ("--max-standby-hosts", DEFAULT_CAPS.max_standby_hosts, "Hosts named only by the policy tested per domain."),
+            ("--max-connections-per-domain", DEFAULT_CAPS.max_connections, "Connection attempts per domain, retries and policy fetch included."),
+            ("--max-probes-per-address", DEFAULT_CAPS.max_names_per_address, "Distinct MX names probed on one address in a scan."),
+        )
+    ),
+    _option(
+        Annotated[
+            int,
+            typer.Option("--busy-retries", min=0, max=10, help="Further tries of an address that answers 421."),
+        ],
+        3,
+        "busy_retries",
+    ),
+    _option(
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--reports",
+                help="TLS-RPT database (scanner tlsrpt import): join what senders reported to the verdict.",
+                exists=True,
+                dir_okay=False,
+            ),
+        ],
+        None,
+        "reports",
+    ),
+    _option(
+        Annotated[int, typer.Option("--report-days", min=1, help="Received reports of the last N days count.")],
+        14,
+        "report_days",
+    ),
+    _option(
+        Annotated[
+            int,
+            typer.Option("--min-sessions", min=1, help="Sessions a reporter needs before its failure rate counts."),
+        ],
+        100,
+        "min_sessions",
+    ),
+    _option(
+        Annotated[
+            float,
+            typer.Option("--max-failure-rate", min=0.0, max=1.0, help="Highest failure rate that does not block (0.001 = 0.1%)."),
+        ],
+        0.001,
+        "max_failure_rate",
+    ),
+    _option(
+        Annotated[
+            bool,
+            typer.Option("--include-unverified", help="Count received reports whose DKIM did not verify."),
+        ],
+        False,
+        "include_unverified",
     ),
     _option(
         Annotated[str, typer.Option("--org", help="organization-name of the RFC 8460 reports.")],
@@ -255,21 +455,7 @@ def build_scanner(options: NetworkOptions) -> Scanner:
         trust = TrustStore.from_files(list(options.ca_files))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--ca-file") from None
-    settings = ScanSettings(
-        concurrency=options.concurrency,
-        per_ip=options.per_ip,
-        domain_timeout=options.domain_deadline,
-        allow_private=options.allow_private,
-        exclusions=options.exclusions,
-        report=options.report,
-        probe=ProbeSettings(
-            smtp_port=options.smtp_port,
-            ehlo_name=options.ehlo_name,
-            step_timeout=options.timeout,
-            total_timeout=options.session_deadline,
-        ),
-        fetch=FetchSettings(https_port=options.https_port, timeout=options.timeout),
-    )
+    settings = scan_settings(options)
     try:
         resolver = Resolver.create(options.resolvers or None, timeout=options.timeout)
     except dns.exception.DNSException as exc:
@@ -278,3 +464,27 @@ def build_scanner(options: NetworkOptions) -> Scanner:
             param_hint="--resolver",
         ) from None
     return Scanner(resolver=resolver, tls=TlsClient.create(trust), settings=settings)
+
+
+def scan_settings(options: NetworkOptions) -> ScanSettings:
+    """The settings of a run, every derived deadline included."""
+    return ScanSettings(
+        concurrency=options.concurrency,
+        per_ip=options.per_ip,
+        domain_timeout=options.domain_deadline,
+        allow_private=options.allow_private,
+        exclusions=options.exclusions,
+        report=options.report,
+        caps=options.caps,
+        busy_retries=options.busy_retries,
+        received=options.received,
+        retry_backoff=options.timeout * RETRY_BACKOFF_SHARE,
+        probe=ProbeSettings(
+            smtp_port=options.smtp_port,
+            ehlo_name=options.ehlo_name,
+            step_timeout=options.timeout,
+            greeting_timeout=options.greeting_timeout,
+            total_timeout=options.session_deadline,
+        ),
+        fetch=FetchSettings(https_port=options.https_port, timeout=options.timeout),
+    )

@@ -14,16 +14,20 @@ from datetime import datetime
 from importlib import resources
 
 from scanner.core.assess import AddressVerdict, DomainVerdict, MxVerdict
+from scanner.core.dane import AddressDane, HostDaneVerdict, tlsa_text
 from scanner.core.reasons import after_tls_text, reason_text
 from scanner.core.result import DomainResult
+from scanner.received import ReceivedEvidence
 from scanner.core.tlsrpt import build_report, report_id, rfc3339_utc
 from scanner.models import CertificateCheck, DomainFacts, Indicator, ProbeOutcome, ReportOptions
+from scanner.untrusted import dumps_json_line
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this scanner's readers (--resume, stats, report, diff) understand; see the
+# changelog in docs/output.md. Lines of other versions are left out, and said so.
+KNOWN_SCHEMA_VERSIONS = frozenset({1, 2})
 SCHEMA_RESOURCE = "schema/result-line.schema.json"
 
-# Characters `str.splitlines` breaks on that `json.dumps(ensure_ascii=False)` leaves raw.
-_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
 
 
 def _certificate(check: CertificateCheck) -> dict[str, object]:
@@ -65,6 +69,8 @@ def _address(address: AddressVerdict) -> dict[str, object]:
         "after_tls_error": (
             after_tls_text(probe.after_tls) if probe is not None and probe.after_tls else None
         ),
+        "attempts": probe.attempts if probe is not None else 0,
+        "dane": _address_dane(address.dane),
     }
 
 
@@ -75,6 +81,37 @@ def _mx(host: MxVerdict) -> dict[str, object]:
         "source": host.source.value,
         "in_policy": host.in_policy,
         "addresses": [_address(address) for address in host.addresses],
+        "dane": _host_dane(host.dane),
+    }
+
+
+# docs/output.md#dane: what DNS said about DANE for one MX host (RFC 7672 §2.2).
+def _host_dane(dane: HostDaneVerdict | None) -> dict[str, object] | None:
+    if dane is None:
+        return None
+    facts = dane.facts
+    answer = facts.tlsa
+    return {
+        "base_domain": facts.base_domain,
+        "owner": facts.owner,
+        "tlsa": [tlsa_text(record) for record in answer.records] if answer is not None else [],
+        "dnssec": (answer.dnssec if answer is not None else facts.address_dnssec).value,
+        "mx_dnssec": dane.mx_dnssec.value,
+        "address_dnssec": facts.address_dnssec.value,
+        "applies": dane.applies,
+        "detail": dane.detail,
+    }
+
+
+# docs/output.md#dane: DANE for one session: its status and the record that matched.
+def _address_dane(dane: AddressDane | None) -> dict[str, object] | None:
+    if dane is None:
+        return None
+    return {
+        "status": dane.status.value,
+        "matched": tlsa_text(dane.matched) if dane.matched is not None else None,
+        "depth": dane.depth,
+        "detail": dane.detail,
     }
 
 
@@ -126,7 +163,7 @@ def _tlsrpt(facts: DomainFacts) -> dict[str, object]:
 def result_line(result: DomainResult, options: ReportOptions) -> dict[str, object]:
     """The line of one result: a scanned domain with its RFC 8460 report, or an error line."""
     if result.error is not None or result.facts is None or result.verdict is None:
-        return error_line(result.domain, str(result.error), result.scanned_at)
+        return _with_rank(error_line(result.domain, str(result.error), result.scanned_at), result.rank)
     report = build_report(
         result.facts,
         result.verdict,
@@ -134,7 +171,47 @@ def result_line(result: DomainResult, options: ReportOptions) -> dict[str, objec
         window=(result.scanned_at, result.finished_at),
         report_id=report_id(result.domain, result.scanned_at),
     )
-    return scanned_line(result.facts, result.verdict, report)
+    line = _with_rank(scanned_line(result.facts, result.verdict, report), result.rank)
+    line["received_reports"] = _received(result.received) if result.received is not None else None
+    return line
+
+
+def _with_rank(line: dict[str, object], rank: int | None) -> dict[str, object]:
+    """`line` with `rank` (the input list's rank, or null) placed right after `domain`."""
+    ranked: dict[str, object] = {}
+    for key, value in line.items():
+        ranked[key] = value
+        if key == "domain":
+            ranked["rank"] = rank
+    return ranked
+
+
+def _received(evidence: ReceivedEvidence) -> dict[str, object]:
+    """What received TLS-RPT reports said (docs/received-reports.md#readiness-evidence)."""
+    return {
+        "window_start": rfc3339_utc(evidence.window_start),
+        "window_end": rfc3339_utc(evidence.window_end),
+        "reports": evidence.reports,
+        "unverified_reports": evidence.unverified_reports,
+        "successful_sessions": evidence.successful_sessions,
+        "failed_sessions": evidence.failed_sessions,
+        "failure_rate": evidence.failure_rate,
+        "organizations": [
+            {
+                "organization": org.organization,
+                "reports": org.reports,
+                "successful_sessions": org.sessions.successful,
+                "failed_sessions": org.sessions.failed,
+                "failures_by_result_type": dict(org.failures_by_result_type),
+                "receiving_mx": list(org.receiving_mx),
+            }
+            for org in evidence.organizations
+        ],
+        "failures_by_result_type": dict(evidence.failures_by_result_type),
+        "policy_failure_days": [day.isoformat() for day in evidence.policy_failure_days],
+        "blockers": list(evidence.blockers),
+        "warnings": list(evidence.warnings),
+    }
 
 
 def scanned_line(
@@ -155,6 +232,10 @@ def scanned_line(
             "detail": facts.mx.detail or None,
         },
         "mx": [_mx(host) for host in verdict.mx],
+        "over_limit": [
+            {"cap": o.cap, "limit": o.limit, "skipped": o.skipped, "examples": list(o.examples)}
+            for o in facts.over_limit
+        ],
         "indicators": [_indicator(indicator) for indicator in verdict.indicators],
         "enforce_ready": verdict.enforce_ready,
         "blockers": list(verdict.blockers),
@@ -180,6 +261,7 @@ def error_line(domain: str, error: str, scanned_at: datetime) -> dict[str, objec
         "tlsrpt": {"record": None, "rua": [], "error": None},
         "mx_lookup": None,
         "mx": [],
+        "over_limit": [],
         "indicators": [],
         "enforce_ready": False,
         "blockers": [f"could not scan: {error}"],
@@ -191,12 +273,21 @@ def error_line(domain: str, error: str, scanned_at: datetime) -> dict[str, objec
 def dumps_line(obj: object) -> str:
     """Compact JSON on one line, non-ASCII kept, key order kept, no trailing newline.
 
-    U+0085, U+2028 and U+2029 are escaped too: line-splitting readers (Python's
-    `str.splitlines` among them) would otherwise cut a line inside a string. NaN and
-    infinities are refused.
+    Characters that could reach a terminal as control or reorder text (C1, DEL,
+    bidirectional marks, U+2028/2029, U+0085) are written as JSON escapes, so `cat`
+    and `jq -r` show them inertly and line-splitting readers never cut a line inside
+    a string (`scanner.untrusted.dumps_json_line`). NaN and infinities are refused.
     """
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return text.translate(_LINE_BREAKS)
+    return dumps_json_line(obj)
+
+
+def schema_problem(record: dict[str, object]) -> str | None:
+    """Why a reader should leave a line out: a schema_version it does not know, or None."""
+    version = record.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version in KNOWN_SCHEMA_VERSIONS:
+        return None
+    known = ", ".join(str(v) for v in sorted(KNOWN_SCHEMA_VERSIONS))
+    return f"schema_version {version!r} is not one this scanner reads ({known})"
 
 
 def load_schema() -> dict[str, object]:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-from scanner.core.result import DomainResult
+from scanner.core.result import ResultView
 
 
 class Progress:
@@ -47,7 +47,7 @@ class Progress:
     ) -> None:
         self._progress.stop()
 
-    def domain_done(self, result: DomainResult) -> None:
+    def domain_done(self, result: ResultView) -> None:
         self._done += 1
         if result.error is not None:
             self._errors += 1

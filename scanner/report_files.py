@@ -6,12 +6,14 @@ import gzip
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from scanner.core.assess import as_utc
+from scanner.output import schema_problem
+from scanner.untrusted import safe_filename, visible
 
 _UNIQUE_ID = re.compile(r"[A-Za-z0-9]+")
 
@@ -62,7 +64,8 @@ def _parse_time(value: object) -> datetime:
 @dataclass(slots=True)
 class ReportWriting:
     written: int = 0
-    skipped: int = 0
+    skipped: int = 0  # lines without a report (error lines, foreign lines)
+    refused: list[str] = field(default_factory=list)  # why a line's report was not written
 
 
 def write_report_files(
@@ -75,10 +78,16 @@ def write_report_files(
     """One report file per result line that has a report; other lines are counted skipped.
 
     The submitter of the name is `submitter`, else the domain of the report's
-    contact-info. A line whose parts make no safe file name is skipped.
+    contact-info. Every part of the name comes from the file, so from strangers: a
+    name that is not one safe path component (`scanner.untrusted.safe_filename`) is
+    refused with the reason, and nothing is ever written outside `out_dir`.
     """
     counts = ReportWriting()
     for line in lines:
+        problem = schema_problem(line)
+        if problem is not None:
+            counts.refused.append(f"line of {visible(str(line.get('domain')), 100)} left out: {problem}")
+            continue
         report = line.get("report")
         domain = line.get("domain")
         if not isinstance(report, dict) or not isinstance(domain, str) or not domain:
@@ -92,12 +101,11 @@ def write_report_files(
         begin = _parse_time(date_range.get("start-datetime"))
         end = _parse_time(date_range.get("end-datetime"))
         try:
-            name = report_filename(sender, domain, begin, end, gzip=gzip_reports, unique_id=None)
-        except ValueError:
-            counts.skipped += 1
-            continue
-        if "/" in name or name.startswith("."):
-            counts.skipped += 1
+            name = safe_filename(
+                report_filename(sender, domain, begin, end, gzip=gzip_reports, unique_id=None)
+            )
+        except ValueError as problem:
+            counts.refused.append(f"report of {visible(domain, 100)} not written: {problem}")
             continue
         data = json.dumps(report, indent=2, ensure_ascii=False).encode("utf-8")
         target = out_dir / name

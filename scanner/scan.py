@@ -23,7 +23,6 @@ line too. Neither stops the scan.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import traceback
 from collections import OrderedDict
@@ -31,32 +30,51 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 
 from scanner.core.addresses import Exclusions
 from scanner.core.assess import assess_domain
+from scanner.core.caps import Caps, ConnectionBudget, cut_mx, cut_standby, plan_addresses
+from scanner.core.dane import attach_check
 from scanner.core.discovery import policy_only_hosts, sts_record_from, tlsrpt_record_from
-from scanner.core.inputs import InvalidInput, Shard, domain_digest, parse_input_line
+from scanner.core.inputs import (
+    InputFormat,
+    InvalidInput,
+    RankedInput,
+    Shard,
+    domain_digest,
+    parse_list_line,
+)
+from scanner.core.reasons import reason_text
 from scanner.core.result import DomainResult, ErrorKind, ScanError
+from scanner.evidence import ReceivedSettings, with_received
 from scanner.models import (
+    AddressAnswer,
     AddressStatus,
+    DnsStatus,
     DomainFacts,
+    HostDane,
+    Interruption,
+    InterruptionKind,
     MxAnswer,
     MxHostFacts,
     MxSource,
+    OverLimit,
+    Phase,
     PolicyFetch,
     ProbeOutcome,
     ReportOptions,
     TxtAnswer,
 )
-from scanner.net.gate import Gate
+from scanner.net.dane_lookup import hosts_dane
+from scanner.net.gate import DomainGate, Gate, RunGate
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.probe import ProbeSettings, probe
 from scanner.net.resolver import Resolver
 from scanner.net.tls import TlsClient
-from scanner.output import dumps_line, result_line
+from scanner.output import dumps_line, result_line, schema_problem
 
 DEFAULT_PROBE_CACHE_SIZE = 4096
 
@@ -76,10 +94,47 @@ class ScanSettings:
     report: ReportOptions = field(default_factory=ReportOptions)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
     fetch: FetchSettings = field(default_factory=FetchSettings)
+    caps: Caps = field(default_factory=Caps)
+    received: ReceivedSettings | None = None  # join received TLS-RPT evidence (`--reports`)
+    busy_retries: int = 3  # further sessions after a 421 (or kin), each after a pause
+    retry_backoff: float = 2.0  # seconds before the first retry; doubled for each further one
+
+
+def retry_pause(attempt: int, backoff: float) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based): backoff, 2x, 4x ..."""
+    return float(backoff * 2 ** (attempt - 1))
+
+
+def is_busy(interruption: Interruption | None, *, was_busy: bool) -> bool:
+    """Did the server ask to be tried later (RFC 5321 §4.2.1: 421 and other 4xx)?
+
+    A connection reset or close right after connect counts only from an address that
+    already answered 421 or 4xx in this run: firewalls reset connections too.
+    """
+    if interruption is None:
+        return False
+    if interruption.kind is InterruptionKind.BUSY:
+        return True
+    if not was_busy:
+        return False
+    early = interruption.phase in (Phase.CONNECT, Phase.GREETING)
+    reset = interruption.kind is InterruptionKind.CONNECT_FAILED and "ECONNRESET" in interruption.detail
+    return early and (reset or interruption.kind is InterruptionKind.CLOSED)
 
 
 class ProgressSink(Protocol):
     def domain_done(self, result: DomainResult) -> None: ...
+
+
+class ProbeRegistry(Protocol):
+    """One probe per (MX host, address) per run: `ProbeCache` here, or the parent's via a worker."""
+
+    probes_run: int
+    hits: int
+
+    async def get(
+        self, key: tuple[str, str], run: Callable[[], Awaitable[ProbeOutcome]]
+    ) -> ProbeOutcome: ...
 
 
 class ProbeCache:
@@ -114,7 +169,7 @@ class ProbeCache:
         try:
             outcome = await run()
             self.probes_run += 1
-            self._done[key] = _without_der(outcome)
+            self._done[key] = without_der(outcome)
             while len(self._done) > self._size:
                 self._done.popitem(last=False)
             return outcome
@@ -123,11 +178,64 @@ class ProbeCache:
             event.set()
 
 
-def _without_der(outcome: ProbeOutcome) -> ProbeOutcome:
+def without_der(outcome: ProbeOutcome) -> ProbeOutcome:
     """Drop raw DER from a cached outcome; the summaries carry what the output needs."""
     if outcome.tls is None or not outcome.tls.chain_der:
         return outcome
     return dataclasses.replace(outcome, tls=dataclasses.replace(outcome.tls, chain_der=()))
+
+
+class DnsLoad(Protocol):
+    """What the governor reads of the resolver's counters."""
+
+    @property
+    def udp_queries(self) -> int: ...
+
+    @property
+    def tcp_queries(self) -> int: ...
+
+    @property
+    def timeouts(self) -> int: ...
+
+
+class LoadGovernor:
+    """Domains in flight, lowered when the scan's own load makes DNS tries time out.
+
+    Under full load a resolver (or the path to it) drops queries; the resolver retries
+    them, but when tries time out faster than retries can cover, lookups are lost and
+    verdicts turn false ("MX lookup failed"). The signal is the share of DNS tries
+    without an answer over the last `WINDOW` tries: above `HIGH` the number of domains in
+    flight halves (never below `floor`); below `LOW` it grows back by a tenth of the
+    ceiling. `lowered` and `lowest` go into the run's summary.
+    """
+
+    WINDOW: Final = 400  # DNS tries per measurement
+    HIGH: Final = 0.05
+    LOW: Final = 0.005
+
+    def __init__(self, ceiling: int, floor: int | None = None) -> None:
+        self.ceiling = max(1, ceiling)
+        self.floor = max(1, min(self.ceiling, floor if floor is not None else max(4, ceiling // 10)))
+        self.limiter = trio.CapacityLimiter(self.ceiling)
+        self.lowered = 0
+        self.lowest = self.ceiling
+        self._tries = 0
+        self._timeouts = 0
+
+    def observe(self, load: DnsLoad) -> None:
+        tries = load.udp_queries + load.tcp_queries
+        if tries - self._tries < self.WINDOW:
+            return
+        share = (load.timeouts - self._timeouts) / (tries - self._tries)
+        self._tries, self._timeouts = tries, load.timeouts
+        current = int(self.limiter.total_tokens)
+        if share > self.HIGH and current > self.floor:
+            current = max(self.floor, current // 2)
+            self.lowered += 1
+            self.lowest = min(self.lowest, current)
+        elif share < self.LOW and current < self.ceiling:
+            current = min(self.ceiling, current + max(1, self.ceiling // 10))
+        self.limiter.total_tokens = current
 
 
 @dataclass(slots=True)
@@ -148,18 +256,27 @@ class Scanner:
         tls: TlsClient,
         settings: ScanSettings,
         clock: Callable[[], datetime] = utc_now,
+        gate: RunGate | None = None,
+        probe_cache: ProbeRegistry | None = None,
     ) -> None:
         self.resolver = resolver
         self.tls = tls
         self.settings = settings
         self.clock = clock
-        self.probe_cache = ProbeCache(settings.probe_cache_size)
-        self.gate = Gate(
+        self.probe_cache: ProbeRegistry = probe_cache or ProbeCache(settings.probe_cache_size)
+        self.gate: RunGate = gate or self.local_gate(settings)
+        self.stats = ScanStats()
+        self.governor: LoadGovernor | None = None  # set by `run`
+
+    @staticmethod
+    def local_gate(settings: ScanSettings) -> Gate:
+        """The gate of a run in one process (or of the parent of worker processes)."""
+        return Gate(
             allow_private=settings.allow_private,
             exclusions=settings.exclusions,
             per_ip=settings.per_ip,
+            max_names_per_address=settings.caps.max_names_per_address,
         )
-        self.stats = ScanStats()
 
     # ------------------------------------------------------------ one domain
 
@@ -171,7 +288,10 @@ class Scanner:
             return DomainResult.failed(domain, error, started)
         try:
             with trio.move_on_after(self.settings.domain_timeout) as scope:
-                return await self._scan_domain(domain, started)
+                result = await self._scan_domain(domain, started)
+                if self.settings.received is not None:
+                    result = await with_received(self.settings.received, result, self.clock())
+                return result
             assert scope.cancelled_caught
             timeout = self.settings.domain_timeout
             error = ScanError(ErrorKind.TIMEOUT, f"the domain's scan exceeded {timeout:g} s")
@@ -187,6 +307,8 @@ class Scanner:
         return DomainResult.failed(item.text, error, self.clock())
 
     async def _scan_domain(self, domain: str, started: datetime) -> DomainResult:
+        if self.resolver.validating is None:  # once per run: may DNSSEC (DANE) be judged?
+            await self.resolver.detect_validation()
         sts_txt, tlsrpt_txt, mx = await _gather3(
             self.resolver.txt(f"_mta-sts.{domain}"),
             self.resolver.txt(f"_smtp._tls.{domain}"),
@@ -194,9 +316,11 @@ class Scanner:
         )
         sts_record, sts_error = sts_record_from(sts_txt)
         tlsrpt_record, tlsrpt_error = tlsrpt_record_from(tlsrpt_txt)
+        caps = self.settings.caps
+        gate = DomainGate(self.gate, ConnectionBudget(caps.max_connections))
+        mx_records, over_limit = cut_mx(mx.records, caps)
 
         policy_fetch: PolicyFetch | None = None
-        hosts_from_dns = [(record.host, record.preference) for record in mx.records]
 
         async def fetch() -> None:
             nonlocal policy_fetch
@@ -207,18 +331,27 @@ class Scanner:
                     tls=self.tls,
                     settings=self.settings.fetch,
                     now=self.clock(),
-                    gate=self.gate,
+                    gate=gate,
                 )
 
         dns_hosts: list[MxHostFacts] = []
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch)
-            dns_hosts = await self._hosts(hosts_from_dns, MxSource.DNS)
+            dns_hosts, over = await self._hosts(
+                [(r.host, r.preference) for r in mx_records], MxSource.DNS, gate, caps.max_addresses
+            )
+            over_limit += over
         policy = policy_fetch.policy if policy_fetch is not None else None
         policy_hosts: list[MxHostFacts] = []
         if policy is not None:
-            standby = policy_only_hosts(policy, [host for host, _ in hosts_from_dns])
-            policy_hosts = await self._hosts([(host, None) for host in standby], MxSource.POLICY)
+            every_mx = [record.host for record in mx.records]
+            standby, over = cut_standby(policy_only_hosts(policy, every_mx), caps)
+            over_limit += over
+            left = caps.max_addresses - sum(len(h.probes) for h in dns_hosts)
+            policy_hosts, over = await self._hosts(
+                [(host, None) for host in standby], MxSource.POLICY, gate, left
+            )
+            over_limit += over
 
         facts = DomainFacts(
             domain=domain,
@@ -232,6 +365,7 @@ class Scanner:
             tlsrpt_error=tlsrpt_error,
             mx=mx,
             hosts=tuple(dns_hosts + policy_hosts),
+            over_limit=tuple(over_limit),
         )
         return DomainResult(
             domain=domain,
@@ -242,62 +376,128 @@ class Scanner:
         )
 
     async def _hosts(
-        self, hosts: Sequence[tuple[str, int | None]], source: MxSource
-    ) -> list[MxHostFacts]:
-        results: list[MxHostFacts | None] = [None] * len(hosts)
+        self,
+        hosts: Sequence[tuple[str, int | None]],
+        source: MxSource,
+        gate: DomainGate,
+        max_addresses: int,
+    ) -> tuple[list[MxHostFacts], list[OverLimit]]:
+        """Resolve every host, plan the addresses within the caps, then probe the plan."""
+        answers: list[tuple[AddressAnswer, AddressAnswer]] = [
+            (AddressAnswer(DnsStatus.ERROR), AddressAnswer(DnsStatus.ERROR))
+        ] * len(hosts)
 
-        async def one(index: int, hostname: str, preference: int | None) -> None:
-            results[index] = await self._host(hostname, preference, source)
-
-        async with trio.open_nursery() as nursery:
-            for index, (hostname, preference) in enumerate(hosts):
-                nursery.start_soon(one, index, hostname, preference)
-        return [r for r in results if r is not None]
-
-    async def _host(self, hostname: str, preference: int | None, source: MxSource) -> MxHostFacts:
-        a, aaaa = await self.resolver.addresses(hostname)
-        # Stable order (IPv4 then IPv6, numerically) so repeated scans diff cleanly.
-        ips = list(dict.fromkeys(sorted(a.addresses, key=ipaddress.ip_address)))
-        ips += [ip for ip in sorted(set(aaaa.addresses), key=ipaddress.ip_address) if ip not in ips]
-        outcomes: list[ProbeOutcome | None] = [None] * len(ips)
-
-        async def one(index: int, ip: str) -> None:
-            outcomes[index] = await self.probe_address(hostname, ip)
+        async def resolve(index: int, hostname: str) -> None:
+            answers[index] = await self.resolver.addresses(hostname)
 
         async with trio.open_nursery() as nursery:
-            for index, ip in enumerate(ips):
-                nursery.start_soon(one, index, ip)
-        return MxHostFacts(
-            hostname=hostname,
-            preference=preference,
-            source=source,
-            addresses=(a, aaaa),
-            probes=tuple(o for o in outcomes if o is not None),
+            for index, (hostname, _) in enumerate(hosts):
+                nursery.start_soon(resolve, index, hostname)
+        caps = dataclasses.replace(self.settings.caps, max_addresses=max(0, max_addresses))
+        plans, over_limit = plan_addresses(
+            [(name, a.addresses + aaaa.addresses) for (name, _), (a, aaaa) in zip(hosts, answers, strict=True)],
+            caps,
         )
+        targets = [(hostname, ip) for (hostname, _), plan in zip(hosts, plans, strict=True) for ip in plan]
+        outcomes: dict[tuple[str, str], ProbeOutcome] = {}
+        # RFC 7672 §2.2.2: TLSA per host, before the probes, so each probe's chain is
+        # matched while its DER is at hand (the probe cache keeps no DER).
+        danes = await hosts_dane(
+            self.resolver,
+            [(name, answer) for (name, _), answer in zip(hosts, answers, strict=True)],
+            port=self.settings.probe.smtp_port,
+        )
+        dane_of = {name: dane for (name, _), dane in zip(hosts, danes, strict=True)}
 
-    async def probe_address(self, hostname: str, ip: str) -> ProbeOutcome:
-        """One probe per (MX host, address) per run, within the address's connection slots."""
-        refusal = self.gate.name_refusal(hostname) or self.gate.refusal(ip)
+        async def one(hostname: str, ip: str) -> None:
+            outcomes[(hostname, ip)] = await self.probe_address(hostname, ip, gate, dane_of[hostname])
+
+        async with trio.open_nursery() as nursery:
+            for hostname, ip in targets:
+                nursery.start_soon(one, hostname, ip)
+        facts: list[MxHostFacts] = []
+        for (hostname, preference), (a, aaaa), plan in zip(hosts, answers, plans, strict=True):
+            # The answers as used: cut to the plan, in its stable order, so that what lies
+            # beyond a cap is neither contacted nor listed (it is counted in over_limit).
+            facts.append(
+                MxHostFacts(
+                    hostname=hostname,
+                    preference=preference,
+                    source=source,
+                    addresses=(
+                        dataclasses.replace(a, addresses=tuple(ip for ip in plan if ip in a.addresses)),
+                        dataclasses.replace(aaaa, addresses=tuple(ip for ip in plan if ip in aaaa.addresses and ip not in a.addresses)),
+                    ),
+                    probes=tuple(outcomes[(hostname, ip)] for ip in plan),
+                    addresses_cut=len(set(a.addresses + aaaa.addresses)) - len(plan),
+                    dane=dane_of[hostname],
+                )
+            )
+        return facts, over_limit
+
+    async def probe_address(
+        self, hostname: str, ip: str, gate: DomainGate | None = None, dane: HostDane | None = None
+    ) -> ProbeOutcome:
+        """One probe per (MX host, address) per run, within the address's connection slots.
+
+        A server that says it is busy (421 or another 4xx greeting, or a reset from an
+        address that said so before) is tried again after a pause, at most
+        `busy_retries` times, as a sending MTA would; the failed attempts stay in the
+        transcript. Every attempt counts against the domain's connection budget.
+        """
+        gate = gate or DomainGate(self.gate, ConnectionBudget(self.settings.caps.max_connections))
+        refusal = (
+            self.gate.name_refusal(hostname)
+            or self.gate.admit(ip)
+            or await self.gate.admit_name(ip, hostname)
+        )
         if refusal is not None:
             return ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal)
 
         async def run_probe() -> ProbeOutcome:
-            async with self.gate.slot(ip):
-                return await probe(
-                    hostname,
-                    ip,
-                    tls=self.tls,
-                    settings=self.settings.probe,
-                    now=self.clock(),
-                )
+            outcome = await self._probe_with_retries(hostname, ip, gate)
+            # The DANE match needs the chain's DER, which the cache drops (RFC 7672 §3).
+            return attach_check(outcome, dane, mx_host=hostname, at=self.clock())
 
         return await self.probe_cache.get((hostname, ip), run_probe)
+
+    async def _probe_with_retries(self, hostname: str, ip: str, gate: DomainGate) -> ProbeOutcome:
+        notes: list[str] = []
+        attempt = 0
+        while True:
+            attempt += 1
+            refusal = gate.admit(ip)
+            if refusal is not None:
+                outcome = ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal)
+                break
+            async with gate.slot(ip):
+                outcome = await probe(
+                    hostname, ip, tls=self.tls, settings=self.settings.probe, now=self.clock()
+                )
+            busy = is_busy(outcome.interruption, was_busy=self.gate.was_busy(ip))
+            if not busy:
+                if outcome.status is AddressStatus.TESTED:
+                    self.gate.served(ip)
+                break
+            self.gate.busy(ip)
+            if attempt > self.settings.busy_retries:
+                break
+            pause = retry_pause(attempt, self.settings.retry_backoff)
+            assert outcome.interruption is not None
+            notes.append(
+                f"[attempt {attempt}: {reason_text(outcome.interruption)}; "
+                f"tried again after {pause:g} s]"
+            )
+            await trio.sleep(pause)
+        return dataclasses.replace(
+            outcome, attempts=attempt, transcript=(*notes, *outcome.transcript)
+        )
 
     # ------------------------------------------------------------ many domains
 
     async def run(
         self,
-        items: AsyncIterator[str | InvalidInput],
+        items: AsyncIterator[str | InvalidInput | RankedInput],
         write_line: Callable[[str], None],
         *,
         progress: ProgressSink | None = None,
@@ -308,7 +508,8 @@ class Scanner:
         dropped, every line already handed over is complete.
         """
         concurrency = max(1, self.settings.concurrency)
-        work_send, work_receive = trio.open_memory_channel[str | InvalidInput](concurrency)
+        governor = self.governor = LoadGovernor(concurrency)
+        work_send, work_receive = trio.open_memory_channel[str | InvalidInput | RankedInput](concurrency)
         line_send, line_receive = trio.open_memory_channel[DomainResult](concurrency)
 
         async def producer() -> None:
@@ -317,22 +518,28 @@ class Scanner:
                     await work_send.send(item)
 
         async def worker(
-            receive: trio.MemoryReceiveChannel[str | InvalidInput],
+            receive: trio.MemoryReceiveChannel[str | InvalidInput | RankedInput],
             send: trio.MemorySendChannel[DomainResult],
         ) -> None:
             async with receive, send:
                 async for item in receive:
-                    if isinstance(item, InvalidInput):
-                        result = self.invalid_input(item)
+                    rank = item.rank if isinstance(item, RankedInput) else None
+                    target = item.item if isinstance(item, RankedInput) else item
+                    if isinstance(target, InvalidInput):
+                        result = self.invalid_input(target)
                     else:
-                        result = await self.scan_domain(item)
-                    await send.send(result)
+                        async with governor.limiter:
+                            result = await self.scan_domain(target)
+                    await send.send(dataclasses.replace(result, rank=rank) if rank else result)
 
         async def writer() -> None:
             async with line_receive:
                 async for result in line_receive:
                     write_line(dumps_line(result_line(result, self.settings.report)))
                     self._count(result)
+                    load = getattr(self.resolver, "stats", None)
+                    if load is not None:
+                        governor.observe(load)
                     if progress is not None:
                         progress.domain_done(result)
 
@@ -381,17 +588,20 @@ class InputReader:
         *,
         skip: set[str] | None = None,
         shard: Shard | None = None,
+        input_format: InputFormat = InputFormat.AUTO,
     ) -> None:
         self._skip = skip or set()
         self._shard = shard
+        self._format = input_format
         self._seen: set[int] = set()
         self.duplicates = 0
         self.skipped = 0
 
-    def accept(self, line: str) -> str | InvalidInput | None:
-        item = parse_input_line(line)
-        if item is None:
+    def accept(self, line: str) -> str | InvalidInput | RankedInput | None:
+        parsed = parse_list_line(line, self._format)
+        if parsed is None:
             return None
+        item = parsed.item if isinstance(parsed, RankedInput) else parsed
         key = item.text if isinstance(item, InvalidInput) else item
         digest = domain_digest(key)
         if digest in self._seen:
@@ -403,9 +613,9 @@ class InputReader:
             return None
         if self._shard is not None and not self._shard.takes(key):
             return None
-        return item
+        return parsed
 
-    async def stream(self, lines: AsyncIterator[str]) -> AsyncIterator[str | InvalidInput]:
+    async def stream(self, lines: AsyncIterator[str]) -> AsyncIterator[str | InvalidInput | RankedInput]:
         async for line in lines:
             item = self.accept(line)
             if item is not None:
@@ -467,10 +677,16 @@ def _decode_line(raw: bytes) -> str:
     return raw[:MAX_INPUT_LINE].decode("utf-8", "replace").removeprefix("\ufeff")
 
 
+class UnknownSchemaVersion(ValueError):
+    """A results file to resume holds lines of a schema version this scanner does not read."""
+
+
 def completed_domains(path: Path) -> set[str]:
     """Domains with a complete line in an existing results file (`--resume`).
 
-    A torn last line (an interrupted write) is cut off so appending stays valid.
+    A torn last line (an interrupted write) is cut off so appending stays valid. A
+    line of an unknown schema version raises `UnknownSchemaVersion`: appending lines
+    of another version to it would leave a file no reader understands whole.
     """
     done: set[str] = set()
     if not path.exists():
@@ -486,6 +702,9 @@ def completed_domains(path: Path) -> set[str]:
             except ValueError:
                 continue
             if isinstance(record, dict) and isinstance(record.get("domain"), str):
+                problem = schema_problem(record)
+                if problem is not None:
+                    raise UnknownSchemaVersion(f"{path}: {problem}; resume it with that scanner")
                 done.add(record["domain"])
     if good_length != path.stat().st_size:
         with path.open("r+b") as handle:

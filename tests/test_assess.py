@@ -31,13 +31,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scanner.core.assess import (
+    EHLO_NAME_HINT,
+    PARTIAL_GREETING_HINT,
     AddressVerdict,
     DomainVerdict,
     indicators_for,
+    not_testable_hint,
     session_failures,
     session_findings,
     starttls_status,
 )
+from scanner.core.smtp import PARTIAL_GREETING_NOTE
 from scanner.models import (
     AddressAnswer,
     AddressStatus,
@@ -45,9 +49,12 @@ from scanner.models import (
     DnsStatus,
     DomainFacts,
     IndicatorCode,
+    Interruption,
+    InterruptionKind,
     MxAnswer,
     MxHostFacts,
     MxSource,
+    Phase,
     PolicyMode,
     ProbeOutcome,
     ResultType,
@@ -586,3 +593,39 @@ def test_date_errors_above_the_leaf_are_not_leaf_expiry(
     assert (indicator.code, indicator.detail) == (code, detail)
     verdict = assess(domain_facts(host(H, outcome)))
     assert f"{H} ({IP}): {detail}" in verdict.blockers
+
+
+# ---------------------------------------------------------------- hints for not-testable reasons
+
+
+GREETING_CUT = Interruption(InterruptionKind.TIMEOUT, Phase.GREETING, PARTIAL_GREETING_NOTE)
+HINT_CASES = [
+    ("partial-greeting", GREETING_CUT, "timeout:greeting (partial 220- received)", PARTIAL_GREETING_HINT),
+    ("ehlo-name-refused", REASONS["ehlo-rejected:450 4.7.1 Helo command rejected"],
+     "ehlo-rejected:450 4.7.1 Helo command rejected", EHLO_NAME_HINT),
+    # The twins: a silent server, a greeting refused, an EHLO that timed out: nothing the
+    # scan's options can change.
+    ("silent-greeting", REASONS["timeout:greeting"], "timeout:greeting", None),
+    ("greeting-554", REASONS["rejected:554 5.3.2 no SMTP service here"], "rejected:554 5.3.2 no SMTP service here", None),
+    ("ehlo-timeout", REASONS["timeout:ehlo"], "timeout:ehlo", None),
+    ("partial-ehlo", Interruption(InterruptionKind.TIMEOUT, Phase.EHLO, PARTIAL_GREETING_NOTE), "timeout:ehlo (partial 220- received)", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("interruption", "reason", "hint"),
+    [c[1:] for c in HINT_CASES],
+    ids=[c[0] for c in HINT_CASES],
+)
+def test_not_testable_blocker_hints(interruption: Interruption, reason: str, hint: str | None) -> None:
+    """A reason the scan itself can overcome tells the operator how, after the reason."""
+    untested = ProbeOutcome(
+        hostname="mx2.example.com",
+        ip="127.0.1.2",
+        status=AddressStatus.NOT_TESTABLE,
+        interruption=interruption,
+    )
+    verdict = assess(domain_facts(good_hosts()[0], host("mx2.example.com", untested, preference=20)))
+    assert not_testable_hint(interruption) == hint
+    words = f"mx2.example.com (127.0.1.2) could not be tested: {reason}"
+    assert list(verdict.blockers) == [words if hint is None else f"{words}; {hint}"]

@@ -454,7 +454,7 @@ async def open_now_becomes(lab: Lab, address: str, count: int) -> None:
     Polling a counter instead of waiting for a quiet spell: nothing here depends
     on how fast a loaded machine schedules the server's tasks.
     """
-    while lab.smtp_stats.open_now(address) != count:
+    while lab.smtp_stats.open_now(address) != count:  # noqa: ASYNC110
         await trio.sleep(POLL)
 
 

@@ -18,7 +18,7 @@ from scanner.lab import (
     load_world,
     parse_world,
 )
-from scanner.models import IndicatorCode, ResultType, StartTlsStatus
+from scanner.models import DaneStatus, IndicatorCode, ResultType, StartTlsStatus
 
 MINIMAL = """
 [domains."ok.example"]
@@ -52,12 +52,28 @@ def test_demo_world_expectations_cover_the_vocabulary(demo_world: World) -> None
     result_types = {t for e in expectations for t in e.result_types}
     result_types |= {e.policy_error for e in expectations if e.policy_error is not None}
     starttls = {status for e in expectations for status in e.starttls.values()}
-    assert set(IndicatorCode) - indicators == set()
-    assert set(ResultType) - result_types == set()
+    # DANE's words need a validating resolver, which the demo has not: the DANE world has them.
+    assert set(IndicatorCode) - indicators == DANE_INDICATORS
+    assert set(ResultType) - result_types == DANE_RESULT_TYPES
     assert set(StartTlsStatus) - starttls == set()
     ready = [d.name for d in demo_world.domains if d.expect and d.expect.enforce_ready]
     assert "testing-ready.example" in ready
     assert "enforce-ready.example" in ready
+
+
+DANE_INDICATORS = {IndicatorCode.DANE_MISMATCH, IndicatorCode.DNSSEC_BOGUS}
+DANE_RESULT_TYPES = {ResultType.TLSA_INVALID, ResultType.DNSSEC_INVALID}
+
+
+def test_dane_world_expectations_cover_the_dane_vocabulary() -> None:
+    world = load_world(Path(__file__).resolve().parent.parent / "fixtures" / "world-dane.toml")
+    expectations = [d.expect for d in world.domains if d.expect is not None]
+    assert len(expectations) == len(world.domains)
+    assert {code for e in expectations for code in e.indicators} >= DANE_INDICATORS
+    assert {t for e in expectations for t in e.result_types} >= DANE_RESULT_TYPES
+    assert set(DaneStatus) - {s for e in expectations for s in e.dane.values()} == {
+        DaneStatus.UNVALIDATED  # what every address gets without a validating resolver
+    }
 
 
 def test_demo_world_addresses_follow_the_convention(demo_world: World) -> None:

@@ -35,18 +35,20 @@ from hypothesis import strategies as st
 from scanner.core.reasons import after_tls_text, reason_text
 from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.models import DnsStatus, DomainFacts, Interruption, MxAnswer, MxSource, ResultType
-from scanner.output import dumps_line, load_schema, result_line
+from scanner.output import SCHEMA_VERSION, dumps_line, load_schema, result_line
 
-# DESIGN §4, in order, plus `mx_lookup` (an added field, as §4 allows).
+# DESIGN §4, in order, plus `mx_lookup` and `rank` (added fields, as §4 allows).
 LINE_KEYS = [
     "schema_version",
     "domain",
+    "rank",
     "scanned_at",
     "error",
     "mta_sts",
     "tlsrpt",
     "mx_lookup",
     "mx",
+    "over_limit",
     "indicators",
     "enforce_ready",
     "blockers",
@@ -105,7 +107,7 @@ def test_result_lines_validate(facts: DomainFacts) -> None:
 
 def test_ready_line_fields() -> None:
     line = round_trip(line_of(domain_facts()))
-    assert line["schema_version"] == 1
+    assert line["schema_version"] == SCHEMA_VERSION == 2
     assert line["domain"] == "example.com"
     assert line["scanned_at"] == "2026-11-28T04:00:00Z"
     assert line["error"] is None

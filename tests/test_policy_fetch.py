@@ -162,14 +162,14 @@ async def fetch(
     port: int,
     resolver: StaticResolver | None = None,
     *,
-    timeout: float = 5.0,
+    step_timeout: float = 5.0,
     allow_private: bool = True,
 ) -> PolicyFetch:
     return await fetch_policy(
         DOMAIN,
         resolver=resolver or resolver_for("127.0.0.1"),
         tls=TlsClient(build_client_context(), pki.trust),
-        settings=FetchSettings(https_port=port, timeout=timeout),
+        settings=FetchSettings(https_port=port, timeout=step_timeout),
         now=NOW,
         gate=Gate(allow_private=allow_private),
     )
@@ -360,7 +360,7 @@ async def test_http_outcomes(
     async with https_server(respond, context, seen) as port:
         started = trio.current_time()
         with trio.fail_after(5):
-            result = await fetch(pki, port, timeout=FAST)
+            result = await fetch(pki, port, step_timeout=FAST)
         waited = trio.current_time() - started
     # Virtual time moves only when the fetch waits out a deadline: a stalled step
     # costs exactly one step deadline, every other outcome none.
@@ -573,7 +573,7 @@ async def test_handshake_timeout(pki: Pki, loopback_clock: MockClock) -> None:
         port = listeners[0].socket.getsockname()[1]
         nursery.start_soon(trio.serve_listeners, silent, listeners)
         started = trio.current_time()
-        result = await fetch(pki, port, timeout=FAST)
+        result = await fetch(pki, port, step_timeout=FAST)
         waited = trio.current_time() - started
         nursery.cancel_scope.cancel()
     assert_failure(
@@ -587,7 +587,7 @@ async def test_outer_cancellation_is_not_swallowed(pki: Pki, loopback_clock: Moc
     async with https_server(None, server_context(pki.ca, HOST, seen=seen), seen) as port:
         started = trio.current_time()
         with trio.move_on_after(FAST) as scope:
-            await fetch(pki, port, timeout=30.0)
+            await fetch(pki, port, step_timeout=30.0)
             pytest.fail("fetch returned although its caller's deadline expired")
         waited = trio.current_time() - started
     assert scope.cancelled_caught

@@ -75,6 +75,7 @@ def settings(port: int, **changes: Any) -> ProbeSettings:
         smtp_port=port,
         ehlo_name="probe.scanner.example",
         step_timeout=STEP,
+        greeting_timeout=STEP,
         total_timeout=10.0,
     )
     return replace(base, **changes)
@@ -301,8 +302,8 @@ NOT_TESTABLE_SCRIPTS = [
     pytest.param(_silent_on_starttls, {}, "timeout:starttls", id="silent-on-starttls"),
     pytest.param(
         _slow_greeting,
-        {"step_timeout": STEP * 5, "total_timeout": STEP},
-        "timeout:greeting",
+        {"greeting_timeout": STEP * 5, "total_timeout": STEP},
+        "timeout:greeting (partial 220- received)",
         id="session-deadline",
     ),
     pytest.param(_stall_handshake, {}, "timeout:handshake", id="handshake-stalled"),
@@ -337,21 +338,32 @@ async def test_scripted_not_testable(
 
 
 @pytest.mark.parametrize(
-    ("changes", "marker", "other"),
+    ("changes", "marker", "other", "reason"),
     [
-        # The step deadline (5 s) is past the test's own deadline: only the session's can end it.
+        # The greeting deadline (5 s) is past the test's own deadline: only the session's
+        # can end it, after the first 220- line arrived (at STEP / 2).
         pytest.param(
-            {"step_timeout": STEP * 5, "total_timeout": STEP},
+            {"greeting_timeout": STEP * 5, "total_timeout": STEP},
             "[session deadline during greeting]",
             "[timeout during greeting]",
+            "timeout:greeting (partial 220- received)",
             id="session-deadline",
         ),
-        # The twin: the step deadline ends the greeting first.
+        # The step deadline is not the greeting's: a short one changes nothing.
         pytest.param(
-            {"step_timeout": STEP * 0.3, "total_timeout": STEP * 5},
+            {"step_timeout": STEP * 0.3, "greeting_timeout": STEP * 5, "total_timeout": STEP},
+            "[session deadline during greeting]",
+            "[timeout during greeting]",
+            "timeout:greeting (partial 220- received)",
+            id="step-deadline-not-for-greeting",
+        ),
+        # The twin: the greeting deadline ends the greeting first, before any line came.
+        pytest.param(
+            {"greeting_timeout": STEP * 0.3, "total_timeout": STEP * 5},
             "[timeout during greeting]",
             "[session deadline during greeting]",
-            id="step-deadline",
+            "timeout:greeting",
+            id="greeting-deadline",
         ),
     ],
 )
@@ -362,14 +374,78 @@ async def test_which_deadline_ends_a_slow_greeting(
     changes: dict[str, Any],
     marker: str,
     other: str,
+    reason: str,
 ) -> None:
     port, _ = await start_server(nursery, _slow_greeting)
     with trio.fail_after(STEP * 4):
         outcome = await run_probe(port, context, lab_trust, **changes)
     assert outcome.status is AddressStatus.NOT_TESTABLE
-    assert reason_of(outcome) == "timeout:greeting"
+    assert reason_of(outcome) == reason
     assert marker in outcome.transcript
     assert other not in outcome.transcript
+
+
+# ---------------------------------------------------------------- greet pause (postscreen)
+
+GREET_PAUSE = STEP / 2  # shorter than STEP, longer than the short step deadline below
+
+
+async def _teaser_then_silence(peer: Peer) -> None:
+    """postscreen with a greet pause longer than the client's patience: 220-, then nothing."""
+    await peer.send(b"220-mx.probe.example greet pause\r\n")
+    await listen(peer)
+
+
+async def _greet_pause(peer: Peer) -> None:
+    """postscreen passing a patient client: 220-, a pause, then the real greeting."""
+    await peer.send(b"220-mx.probe.example greet pause\r\n")
+    with trio.move_on_after(GREET_PAUSE):
+        early = await peer.stream.receive_some(4096)
+        peer.received.append(b"PREGREET " + bytes(early))  # what postscreen would log
+    await good_tls_session(peer)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"greeting_timeout": 0.3}, id="greeting-deadline"),
+        pytest.param({"greeting_timeout": 5.0, "total_timeout": 0.3}, id="session-deadline"),
+    ],
+)
+async def test_partial_greeting_is_named_and_gets_no_quit(
+    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore, changes: dict[str, Any]
+) -> None:
+    """A deadline in a greet pause: the 220- line is kept, and the connection just closes."""
+    port, peers = await start_server(nursery, _teaser_then_silence)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(port, context, lab_trust, **changes)
+        await peers[0].done.wait()
+    assert outcome.status is AddressStatus.NOT_TESTABLE
+    assert reason_of(outcome) == "timeout:greeting (partial 220- received)"
+    assert outcome.transcript[1] == "S: 220-mx.probe.example greet pause"
+    assert outcome.transcript[-1] == "[no QUIT: the greeting is incomplete]"
+    assert peers[0].received == []  # no QUIT, nothing at all: postscreen logs no PREGREET
+    assert not any(line.startswith("C: ") for line in outcome.transcript)
+
+
+async def test_greet_pause_within_the_greeting_deadline_is_tested(
+    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+) -> None:
+    """The twin: the pause ends before the greeting deadline, though after the step deadline."""
+    port, peers = await start_server(nursery, _greet_pause)
+    with trio.fail_after(STEP * 4):
+        outcome = await run_probe(
+            port, context, lab_trust, step_timeout=GREET_PAUSE / 2, greeting_timeout=STEP * 2
+        )
+    assert outcome.status is AddressStatus.TESTED
+    assert reason_of(outcome) is None
+    assert outcome.transcript[1:3] == (
+        "S: 220-mx.probe.example greet pause",
+        "S: 220 mx.probe.example ESMTP",
+    )
+    assert outcome.greeting == "mx.probe.example greet pause mx.probe.example ESMTP"
+    assert peers[0].received[0] == b"EHLO probe.scanner.example"  # nothing before the greeting
+    assert outcome.tls is not None
 
 
 async def test_scripted_refused_starttls_is_tested(
@@ -739,6 +815,8 @@ CERTIFICATE_VERDICTS: dict[CertificateKind, tuple[str | None, bool]] = {
     CertificateKind.UNKNOWN_CA: ("X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY", True),
     CertificateKind.SELF_SIGNED: ("X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT", True),
     CertificateKind.MISSING_INTERMEDIATE: ("X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY", True),
+    CertificateKind.INTERMEDIATE: (None, True),
+    CertificateKind.EXPIRED_WRONG_NAME: ("X509_V_ERR_CERT_HAS_EXPIRED", False),
 }
 
 
@@ -1170,14 +1248,15 @@ async def _close_on_ehlo_then_listen(peer: Peer) -> None:
 @pytest.mark.parametrize(
     ("script", "changes", "quit_sent"),
     [
-        pytest.param(_malformed_greeting_then_listen, {}, True, id="malformed-greeting"),
+        # Before a complete greeting nothing is sent (a greet pause would log a PREGREET).
+        pytest.param(_malformed_greeting_then_listen, {}, False, id="malformed-greeting"),
         pytest.param(
             _flood_ehlo_then_listen,
             {"limits": SmtpLimits(max_lines_per_reply=100)},
             True,
             id="reply-cap",
         ),
-        pytest.param(_silent_then_listen, {"step_timeout": 0.3}, True, id="greeting-timeout"),
+        pytest.param(_silent_then_listen, {"greeting_timeout": 0.3}, False, id="greeting-timeout"),
         pytest.param(_stall_ehlo_then_listen, {"step_timeout": 0.3}, True, id="ehlo-timeout"),
         pytest.param(
             _stall_ehlo_then_listen,

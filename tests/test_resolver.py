@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import dns.exception
-import dns.resolver
+import dns.rcode
 import pytest
 import trio
 from trio.testing import MockClock
 
 from scanner.lab import Lab, World, open_lab, parse_world
 from scanner.models import DnsStatus, MxRecord
-from scanner.net.resolver import Nameserver, Resolver, _status_of
+from scanner.net.dns_wire import EDNS_PAYLOAD, status_of_rcode
+from scanner.net.resolver import Nameserver, Resolver
 
 WORLD = """
 [dns]
@@ -31,11 +31,19 @@ WORLD = """
     "LONG_A",
     "LONG_B",
     "LONG_C",
+    "LONG_D",
+    "LONG_E",
+    "LONG_F",
+    "LONG_G",
 ] }
 
 [domains."example.test"]
 expect = { enforce_ready = false }
-""".replace("LONG_A", "a" * 200).replace("LONG_B", "b" * 200).replace("LONG_C", "c" * 200)
+"""
+LONG_RECORDS = [letter * 200 for letter in "abcdefg"]  # over the EDNS payload we offer
+for _letter in "ABCDEFG":
+    WORLD = WORLD.replace(f"LONG_{_letter}", _letter.lower() * 200)
+assert sum(len(record) for record in LONG_RECORDS) > EDNS_PAYLOAD
 
 
 @pytest.fixture(scope="module")
@@ -104,24 +112,23 @@ async def test_txt_statuses_are_distinguished(
 
 
 @pytest.mark.parametrize(
-    ("error", "status"),
+    ("rcode", "status"),
     [
-        pytest.param(
-            dns.resolver.LifetimeTimeout(timeout=1.0, errors=[]), DnsStatus.TIMEOUT, id="lifetime"
-        ),
-        pytest.param(dns.resolver.NXDOMAIN(), DnsStatus.NXDOMAIN, id="nxdomain"),
-        pytest.param(dns.resolver.NoAnswer(), DnsStatus.NODATA, id="no-answer"),
-        pytest.param(dns.resolver.NoNameservers(), DnsStatus.SERVFAIL, id="no-nameservers"),
-        pytest.param(dns.exception.FormError(), DnsStatus.ERROR, id="other-dns-error"),
+        pytest.param(dns.rcode.NOERROR, DnsStatus.NODATA, id="noerror-without-answer"),
+        pytest.param(dns.rcode.NXDOMAIN, DnsStatus.NXDOMAIN, id="nxdomain"),
+        pytest.param(dns.rcode.SERVFAIL, DnsStatus.SERVFAIL, id="servfail"),
+        pytest.param(dns.rcode.REFUSED, DnsStatus.REFUSED, id="refused"),
+        pytest.param(dns.rcode.FORMERR, DnsStatus.ERROR, id="formerr"),
+        pytest.param(dns.rcode.NOTIMP, DnsStatus.ERROR, id="notimp"),
+        pytest.param(dns.rcode.YXDOMAIN, DnsStatus.ERROR, id="yxdomain"),
+        pytest.param(dns.rcode.BADVERS, DnsStatus.ERROR, id="unexpected"),
     ],
 )
-def test_dnspython_errors_map_to_statuses(error: Exception, status: DnsStatus) -> None:
-    """The mapping, including dnspython's own lifetime expiry.
-
-    Against the lab that expiry races the resolver's trio deadline (both are the
-    timeout); on `loopback_clock` the trio deadline always wins, so the table holds it.
-    """
-    assert _status_of(error)[0] is status
+def test_rcodes_map_to_statuses(rcode: dns.rcode.Rcode, status: DnsStatus) -> None:
+    """The one table from response codes to statuses, for replies without an answer."""
+    found, detail = status_of_rcode(rcode)
+    assert found is status
+    assert detail
 
 
 async def test_multi_string_txt_joined_without_separator(lab: Lab) -> None:
@@ -135,9 +142,11 @@ async def test_cname_is_followed(lab: Lab) -> None:
 
 
 async def test_truncated_udp_answer_is_retried_over_tcp(lab: Lab) -> None:
-    answer = await resolver_for(lab).txt("long.test")
-    assert sorted(answer.records) == ["a" * 200, "b" * 200, "c" * 200]
+    resolver = resolver_for(lab)
+    answer = await resolver.txt("long.test")
+    assert sorted(answer.records) == LONG_RECORDS
     assert lab.dns.queries["tcp"] >= 1
+    assert resolver.stats.truncations == resolver.stats.tcp_queries == 1
 
 
 async def test_addresses_a_and_aaaa(lab: Lab) -> None:

@@ -275,13 +275,15 @@ async def test_stats_counts_a_results_file(demo_lab: Lab, tmp_path: Path) -> Non
     assert scanned.returncode == 0, scanned.stderr.decode()
     result = await run_scanner("stats", str(out), "--json")
     assert result.returncode == 0, result.stderr.decode()
-    numbers = json.loads(result.stdout)
-    assert numbers["domains"] == 4
-    assert numbers["errors"] == 1
-    assert numbers["with_mta_sts_record"] == 2
-    assert numbers["enforce_ready"] == 1
-    assert numbers["policy_modes"] == {"testing": 2}
-    assert numbers["domains_with_indicator"]["certificate-expired"] == 1
+    numbers = json.loads(result.stdout)  # docs/research.md#json
+    funnel = {stage["stage"]: stage["domains"] for stage in numbers["funnel"]}
+    assert numbers["domains"] == 3
+    assert numbers["skipped"]["error_lines"] == 1
+    assert funnel["with-mta-sts-record"] == 2
+    assert funnel["enforce-ready"] == 1
+    assert numbers["beside"]["mode-testing"] == 2
+    kinds = {(row["category"], row["kind"]): row["domains"] for row in numbers["taxonomy"]}
+    assert kinds[("certificate", "expired")] == 1
 
 
 async def test_lab_serve_prints_how_to_reach_it_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -422,8 +424,16 @@ async def test_report_and_stats_survive_a_foreign_file(tmp_path: Path) -> None:
     )
     stats = await run_scanner("stats", str(results), "--json")
     assert stats.returncode == 0, stats.stderr.decode()
-    assert json.loads(stats.stdout)["domains"] == 2
+    skipped = json.loads(stats.stdout)["skipped"]  # lines without a schema_version are foreign
+    assert (skipped["foreign"], skipped["not_json"]) == (3, 1)
     report = await run_scanner("report", str(results), "--out-dir", str(tmp_path / "reports"))
+    assert report.returncode == 0, report.stderr.decode()
+    # lines of no known schema_version are left out, and said so: no report from them
+    assert list((tmp_path / "reports").iterdir()) == []
+    assert "is not one this scanner reads" in report.stderr.decode()
+    ours = tmp_path / "ours.jsonl"
+    ours.write_bytes(results.read_bytes().replace(b'{"domain": "a.example"', b'{"schema_version": 2, "domain": "a.example"'))
+    report = await run_scanner("report", str(ours), "--out-dir", str(tmp_path / "reports"))
     assert report.returncode == 0, report.stderr.decode()
     assert len(list((tmp_path / "reports").iterdir())) == 1  # the line without a domain is skipped
     not_a_dir = await run_scanner("report", str(results), "--out-dir", str(results))

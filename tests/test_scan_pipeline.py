@@ -19,7 +19,7 @@ from scanner.net.probe import ProbeSettings
 from scanner.net.resolver import Nameserver, Resolver
 from scanner.net.tls import TlsClient, TrustStore
 from scanner.output import load_schema
-from scanner.scan import InputReader, Scanner, ScanSettings
+from scanner.scan import InputReader, Scanner, ScanSettings, UnknownSchemaVersion, completed_domains
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -156,3 +156,15 @@ async def test_excluded_mx_and_policy_host_names_are_never_contacted(demo_lab: L
     assert addresses["127.0.1.3"]["status"] == "tested"
     assert demo_lab.smtp_connections("127.0.1.4") == 0
     assert "--exclude" in line["mta_sts"]["error"]["detail"]
+
+
+def test_resume_refuses_a_file_of_an_unknown_schema_version(tmp_path: Path) -> None:
+    results = tmp_path / "old.jsonl"
+    results.write_text(
+        '{"schema_version": 1, "domain": "a.example"}\n{"schema_version": 2, "domain": "b.example"}\n',
+        encoding="utf-8",
+    )
+    assert completed_domains(results) == {"a.example", "b.example"}  # versions it reads
+    results.write_text('{"schema_version": 99, "domain": "c.example"}\n', encoding="utf-8")
+    with pytest.raises(UnknownSchemaVersion, match="schema_version 99"):
+        completed_domains(results)

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from scanner.core.smtp import (
     AWAITING_REPLY,
     EXPECTED_CODE,
+    FINISHED,
     NEED_DATA,
+    PARTIAL_GREETING_NOTE,
     PAUSED,
     TRANSITIONS,
     ClientInput,
@@ -24,6 +26,7 @@ from scanner.core.smtp import (
     SmtpClient,
     SmtpLimits,
     SmtpProtocolError,
+    is_partial_greeting,
 )
 
 NAME = "probe.example"
@@ -73,7 +76,8 @@ path(ClientState.EHLO_AFTER_TLS_SENT, greet, ehlo, ok250, starttls, go220, tls, 
 path(ClientState.TLS_SESSION, greet, ehlo, ok250, starttls, go220, tls, ehlo, ok250)
 path(ClientState.QUIT_SENT, greet, lambda c: c.send_quit())
 path(ClientState.CLOSED, greet, lambda c: c.send_quit(), lambda c: feed(c, b"221 bye\r\n"))
-path(ClientState.ERROR, lambda c: feed(c, b"hello\r\n"))
+path(ClientState.ERROR, greet, ehlo, lambda c: feed(c, b"hello\r\n"))
+path(ClientState.GREETING_BROKEN, lambda c: feed(c, b"hello\r\n"))
 
 
 def client_in(state: ClientState) -> SmtpClient:
@@ -172,7 +176,6 @@ def test_commands_are_single_crlf_lines() -> None:
 @pytest.mark.parametrize(
     ("state", "allowed"),
     [
-        pytest.param(ClientState.GREETING, True, id="greeting-outstanding"),
         pytest.param(ClientState.EHLO_SENT, True, id="ehlo-outstanding"),
         pytest.param(ClientState.STARTTLS_SENT, True, id="starttls-outstanding"),
         pytest.param(ClientState.ERROR, True, id="server-fault"),
@@ -180,10 +183,13 @@ def test_commands_are_single_crlf_lines() -> None:
         pytest.param(ClientState.SESSION, False, id="session"),
         pytest.param(ClientState.QUIT_SENT, False, id="quit-sent"),
         pytest.param(ClientState.TLS, False, id="mid-handshake"),
+        # Nothing before a complete greeting: a greet pause (postscreen) logs it as PREGREET.
+        pytest.param(ClientState.GREETING, False, id="greeting-outstanding"),
+        pytest.param(ClientState.GREETING_BROKEN, False, id="greeting-broken"),
     ],
 )
 def test_abandon_with_quit(state: ClientState, allowed: bool) -> None:
-    """DESIGN §6 "Always QUIT": a deadline or a server fault still gets a QUIT."""
+    """DESIGN §6 "Always QUIT": a deadline or a server fault still gets a QUIT, once greeted."""
     client = client_in(state)
     if allowed:
         assert client.abandon_with_quit() == b"QUIT\r\n"
@@ -328,19 +334,19 @@ def test_need_data_until_reply_complete() -> None:
         pytest.param(
             b"220-hi\r\n221 x\r\n",
             MalformedReply("reply lines carry different codes: 220 then 221"),
-            ClientState.ERROR,
+            ClientState.GREETING_BROKEN,
             id="malformed",
         ),
         pytest.param(
             b"220-" + b"x" * 30 + b"\r\n",
             LimitExceeded("reply line longer than 16 bytes"),
-            ClientState.ERROR,
+            ClientState.GREETING_BROKEN,
             id="line-limit",
         ),
         pytest.param(
             b"220-a\r\n" * 5,
             LimitExceeded("more than 3 lines in one reply"),
-            ClientState.ERROR,
+            ClientState.GREETING_BROKEN,
             id="lines-limit",
         ),
         pytest.param(
@@ -365,13 +371,19 @@ def test_data_after_end_of_stream_is_a_caller_bug() -> None:
         client.receive_data(b"220 hi\r\n")
 
 
+MAX_EVENTS_PER_CHUNK = 100
+
+
 @given(st.binary(max_size=200), st.integers(min_value=1, max_value=17))
 def test_client_holds_bounded_bytes(data: bytes, chunk: int) -> None:
     limits = SmtpLimits(max_line_length=16, max_lines_per_reply=3, max_reply_bytes=40)
     client = SmtpClient(limits)
     for start in range(0, len(data), chunk):
         client.receive_data(data[start : start + chunk])
-        while True:
+        # Bounded, so that a client that stops making progress fails here instead of
+        # hanging the suite: every event either needs data, ends the client, or (once)
+        # answers a greeting with QUIT.
+        for _ in range(MAX_EVENTS_PER_CHUNK):
             event = client.next_event()
             if client.state in (ClientState.GREETED, ClientState.GREETING_REFUSED):
                 client.send_quit()
@@ -380,6 +392,58 @@ def test_client_holds_bounded_bytes(data: bytes, chunk: int) -> None:
                 assert len(client.trailing_data) < limits.max_line_length
                 assert client.buffered_bytes < limits.max_line_length + limits.max_reply_bytes
                 break
-            if client.state in (ClientState.CLOSED, ClientState.ERROR):
+            if client.state in FINISHED:
                 return
             assert not isinstance(event, Reply)
+        else:
+            pytest.fail(f"no NEED_DATA nor end in {MAX_EVENTS_PER_CHUNK} events ({client.state})")
+
+
+# ---------------------------------------------------------------- a reply cut short
+
+
+GREET_PAUSE_WIRE = b"220-mx.example greet pause\r\n220-still waiting\r\n220 mx.example ESMTP\r\n"
+
+
+@given(st.integers(min_value=0, max_value=len(GREET_PAUSE_WIRE)), st.integers(min_value=1, max_value=9))
+def test_partial_reply_holds_the_lines_received(cut: int, chunk: int) -> None:
+    """However the bytes are split, the lines of the greeting so far, complete lines only."""
+    client = SmtpClient()
+    prefix = GREET_PAUSE_WIRE[:cut]
+    for start in range(0, len(prefix), chunk):
+        client.receive_data(prefix[start : start + chunk])
+        event = client.next_event()
+    complete = [line.decode() for line in prefix.split(b"\r\n")[:-1]]
+    if len(complete) == 3:
+        assert isinstance(event, Reply)
+        assert client.partial_reply == ()  # a complete reply is an event, not a partial one
+    else:
+        assert client.next_event() is NEED_DATA
+        assert client.partial_reply == tuple(complete)
+        assert is_partial_greeting(client.partial_reply) is bool(complete)
+
+
+def test_partial_reply_only_while_a_reply_is_awaited() -> None:
+    client = client_in(ClientState.GREETED)
+    client.receive_data(b"250-unasked\r\n")
+    assert client.next_event() is PAUSED
+    assert client.partial_reply == ()  # bytes nobody asked for are no reply under way
+    client = client_in(ClientState.EHLO_SENT)
+    assert feed(client, b"250-mx.example\r\n250-SIZE 1000\r\n") is NEED_DATA
+    assert client.partial_reply == ("250-mx.example", "250-SIZE 1000")
+
+
+@pytest.mark.parametrize(
+    ("lines", "partial"),
+    [
+        pytest.param(("220-mx.example greet pause",), True, id="postscreen-teaser"),
+        pytest.param(("220-a", "220-b"), True, id="two-lines"),
+        # The twins: nothing arrived, or another reply was under way.
+        pytest.param((), False, id="nothing"),
+        pytest.param(("421-4.7.0 busy",), False, id="busy"),
+        pytest.param(("2200-odd",), False, id="no-separator"),
+    ],
+)
+def test_is_partial_greeting(lines: tuple[str, ...], partial: bool) -> None:
+    assert is_partial_greeting(lines) is partial
+    assert PARTIAL_GREETING_NOTE == "partial 220- received"

@@ -11,6 +11,10 @@ facts into words, and nothing else does:
   readiness blockers (built from indicators) always explain every result type;
 * `session_warnings` notes what is wrong with a session yet has no RFC 8460 result type
   (a failing EHLO after TLS, STARTTLS advertised after TLS, a masked banner);
+* DANE (RFC 7672) joins the same table: `scanner.core.dane` decides each session's
+  DANE status, and a failed match or a bogus TLSA lookup is a finding like any other
+  (`tlsa-invalid` / `dane-mismatch`, `dnssec-invalid` / `dnssec-bogus`), so it blocks
+  readiness whatever the MTA-STS mode;
 * `assess_domain` puts it together per domain: per-address verdicts, the domain-wide
   `tls-inconsistent` indicator, and the enforce-readiness verdict with blockers and warnings.
 
@@ -24,12 +28,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from scanner.core.dane import (
+    AddressDane,
+    HostDaneVerdict,
+    host_verdict,
+    host_warnings,
+    session_dane,
+)
 from scanner.core.reasons import after_tls_text, blocks_delivery, reason_text
-from scanner.core.smtp import is_masked_banner
+from scanner.core.smtp import PARTIAL_GREETING_NOTE, is_masked_banner
 from scanner.core.sts import policy_covers, policy_warnings
 from scanner.models import (
     AddressAnswer,
     AddressStatus,
+    DaneStatus,
     DnsStatus,
     DomainFacts,
     Indicator,
@@ -38,6 +50,7 @@ from scanner.models import (
     InterruptionKind,
     MxHostFacts,
     MxSource,
+    Phase,
     Policy,
     PolicyMode,
     ProbeOutcome,
@@ -64,6 +77,9 @@ REASON_HANDSHAKE_FAILED = "tls-handshake-failed"
 REASON_TLS_BELOW_1_2 = "tls-version-below-1.2"
 REASON_PLAINTEXT_INJECTION = "plaintext-injection"
 REASON_MX_NOT_IN_POLICY = "mx-not-in-policy"
+# failure-reason-code values of the DANE result types (docs/dane.md#report)
+REASON_DANE_MISMATCH = "dane-mismatch"
+REASON_DNSSEC_BOGUS = "dnssec-bogus"
 
 # DNS statuses that say "there is no such address" (as opposed to "we could not find out")
 DEFINITIVE_DNS = frozenset({DnsStatus.ANSWER, DnsStatus.NXDOMAIN, DnsStatus.NODATA})
@@ -87,6 +103,7 @@ class AddressVerdict:
     failures: tuple[SessionFailure, ...]
     indicators: tuple[Indicator, ...]
     probe: ProbeOutcome | None
+    dane: AddressDane | None = None  # None: not tested, a policy-only host, or DANE not looked into
 
     @property
     def result_types(self) -> tuple[ResultType, ...]:
@@ -111,6 +128,7 @@ class MxVerdict:
     source: MxSource
     in_policy: bool | None
     addresses: tuple[AddressVerdict, ...]
+    dane: HostDaneVerdict | None = None  # DNS-sourced hosts whose DANE was looked into
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,12 +444,14 @@ def session_findings(
     policy: Policy | None,
     in_policy: bool | None,
     at: datetime | None = None,
+    dane: AddressDane | None = None,
 ) -> tuple[Finding, ...]:
     """Everything wrong with one session, in a stable order; empty when not testable.
 
     `mx-not-in-policy` applies only when a policy in mode testing or enforce exists and
     `in_policy` is False. `at` (the scan time) lets a leaf's dates count even when the
-    verifier stopped at another error.
+    verifier stopped at another error. `dane` is the session's DANE status
+    (`scanner.core.dane.session_dane`), when DANE was looked into.
     """
     status = starttls_status(outcome)
     if status is None:
@@ -451,6 +471,27 @@ def session_findings(
                 REASON_MX_NOT_IN_POLICY,
                 IndicatorCode.MX_NOT_IN_POLICY,
                 f"{mx} matches no mx pattern of the policy ({', '.join(policy.mx) or 'none'})",
+            )
+        )
+    # RFC 7672 §3, RFC 8460 §4.3.2.1: DANE applies and no usable TLSA record matches
+    # the chain (a session without TLS already has its STARTTLS or handshake row).
+    if dane is not None and dane.status is DaneStatus.FAIL and outcome.tls is not None:
+        found.append(
+            Finding(
+                ResultType.TLSA_INVALID,
+                REASON_DANE_MISMATCH,
+                IndicatorCode.DANE_MISMATCH,
+                dane.detail,
+            )
+        )
+    # RFC 7672 §2.1.1: a bogus (or failed) TLSA lookup is no "no TLSA": senders defer.
+    if dane is not None and dane.status is DaneStatus.BOGUS:
+        found.append(
+            Finding(
+                ResultType.DNSSEC_INVALID,
+                REASON_DNSSEC_BOGUS,
+                IndicatorCode.DNSSEC_BOGUS,
+                f"{dane.detail}: DANE senders defer mail to {mx}",
             )
         )
     return tuple(found)
@@ -488,7 +529,13 @@ def indicators_for(
 
 
 def _address_verdicts(
-    host: MxHostFacts, *, policy: Policy | None, in_policy: bool | None, at: datetime
+    host: MxHostFacts,
+    *,
+    policy: Policy | None,
+    in_policy: bool | None,
+    at: datetime,
+    dane: HostDaneVerdict | None = None,
+    domain: str = "",
 ) -> tuple[AddressVerdict, ...]:
     """One verdict per address: DNS answer order, probes matched by address.
 
@@ -519,8 +566,13 @@ def _address_verdicts(
             )
             continue
         tested = probe.status is AddressStatus.TESTED
+        address_dane = (
+            session_dane(probe, dane.facts, mx_dnssec=dane.mx_dnssec, domain=domain)
+            if dane is not None
+            else None
+        )
         findings = session_findings(
-            probe, mx=host.hostname, policy=policy, in_policy=in_policy, at=at
+            probe, mx=host.hostname, policy=policy, in_policy=in_policy, at=at, dane=address_dane
         )
         verdicts.append(
             AddressVerdict(
@@ -533,6 +585,7 @@ def _address_verdicts(
                     Indicator(f.indicator, host.hostname, ip, f.detail) for f in findings
                 ),
                 probe=probe,
+                dane=address_dane,
             )
         )
     return tuple(verdicts)
@@ -592,6 +645,8 @@ def _host_address_problems(host: MxHostFacts) -> tuple[list[str], list[str]]:
             for a in failed
         ]
         return blockers, []
+    if host.addresses_cut:
+        return [], []  # every address lay beyond a cap: the domain's over-limit blocker says so
     if all(a.status in DEFINITIVE_DNS for a in host.addresses):
         return [], [f"{host.hostname} has no A or AAAA address: senders skip it"]
     words = ", ".join(_dns_words(a) for a in host.addresses)
@@ -665,6 +720,33 @@ def _policy_blockers(facts: DomainFacts) -> tuple[list[str], Policy | None]:
     return [], policy
 
 
+# Advice for reasons the scan itself can overcome, after the reason in a blocker.
+PARTIAL_GREETING_HINT = (
+    "the server is likely postscreen with a greet pause longer than the greeting deadline: "
+    "raise --greeting-timeout"
+)
+EHLO_NAME_HINT = (
+    "servers that check the EHLO name refuse one that does not resolve: "
+    "set --ehlo-name to a name that resolves to the scanning host"
+)
+_PARTIAL_GREETING = Interruption(InterruptionKind.TIMEOUT, Phase.GREETING, PARTIAL_GREETING_NOTE)
+
+
+def not_testable_hint(interruption: Interruption) -> str | None:
+    """What the operator of the scan can do about `interruption`, or None."""
+    if interruption == _PARTIAL_GREETING:
+        return PARTIAL_GREETING_HINT
+    if interruption.kind is InterruptionKind.EHLO_REJECTED:
+        return EHLO_NAME_HINT
+    return None
+
+
+def _untested_words(name: str, ip: str, interruption: Interruption) -> str:
+    words = f"{name} ({ip}) could not be tested: {reason_text(interruption)}"
+    hint = not_testable_hint(interruption)
+    return words if hint is None else f"{words}; {hint}"
+
+
 # DESIGN §5 "Enforce readiness".
 def assess_domain(facts: DomainFacts) -> DomainVerdict:
     """Judge one domain: per-address verdicts, indicators, readiness, blockers, warnings.
@@ -688,13 +770,22 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
     hosts: list[MxVerdict] = []
     for host in facts.hosts:
         in_policy = policy_covers(policy, host.hostname) if policy is not None else None
+        # RFC 7672 §2.2: DANE concerns the hosts of the MX RRset, never policy-only hosts.
+        dane = (
+            host_verdict(facts.mx.dnssec, host.dane, domain=facts.domain)
+            if host.dane is not None and host.source is MxSource.DNS
+            else None
+        )
         hosts.append(
             MxVerdict(
                 hostname=host.hostname,
                 preference=host.preference,
                 source=host.source,
                 in_policy=in_policy,
-                addresses=_address_verdicts(host, policy=policy, in_policy=in_policy, at=at),
+                addresses=_address_verdicts(
+                    host, policy=policy, in_policy=in_policy, at=at, dane=dane, domain=facts.domain
+                ),
+                dane=dane,
             )
         )
 
@@ -710,13 +801,15 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
                 blockers.append(f"{name} is not covered by the policy's mx patterns ({patterns})")
             blockers += lookup_blockers
             warnings += lookup_warnings
+            blockers += _dane_starttls_blockers(verdict_host)
+            if verdict_host.dane is not None and verdict_host.dane.requires_starttls:
+                warnings += host_warnings(name, verdict_host.dane.facts)
         else:
             warnings += [f"policy-only host {text}" for text in lookup_blockers + lookup_warnings]
         for address in verdict_host.addresses:
             problems: list[str] = []
             if address.interruption is not None:
-                why = reason_text(address.interruption)
-                problems.append(f"{name} ({address.ip}) could not be tested: {why}")
+                problems.append(_untested_words(name, address.ip, address.interruption))
             else:
                 # mx-not-in-policy is the host's blocker above, not each address's
                 problems += [
@@ -737,6 +830,9 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
     if inconsistent is not None:
         indicators.append(inconsistent)
 
+    over_blockers, over_warnings = _over_limit_words(facts)
+    blockers += over_blockers
+    warnings += over_warnings
     warnings += _domain_warnings(facts, policy, dns_hosts)
     blockers = list(dict.fromkeys(blockers))
     warnings = list(dict.fromkeys(warnings))
@@ -751,12 +847,54 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
     return replace(verdict, could_not_scan=_could_not_scan(facts, verdict))
 
 
+def _dane_starttls_blockers(host: MxVerdict) -> list[str]:
+    """RFC 7672 §2.2: TLSA records (usable or not) oblige DANE senders to use STARTTLS."""
+    if host.dane is None or not host.dane.requires_starttls:
+        return []
+    return [
+        f"{host.hostname} ({address.ip}): its TLSA records oblige DANE senders to use "
+        "STARTTLS, and no TLS session was made: they will not deliver to it"
+        for address in host.addresses
+        if address.status is AddressStatus.TESTED
+        and address.probe is not None
+        and address.probe.tls is None
+    ]
+
+
 def _could_not_scan(facts: DomainFacts, verdict: DomainVerdict) -> bool:
     """The MX lookup failed, or DNS gave addresses and none of them could be tested."""
     if facts.mx.status not in DEFINITIVE_DNS:
         return True
     statuses = [address.status for _, address in verdict.dns_addresses()]
     return bool(statuses) and AddressStatus.TESTED not in statuses
+
+
+# What each cap cuts off, in words (docs/output.md#caps).
+_CUT_WHAT = {
+    "--max-mx-hosts": "MX hosts",
+    "--max-addresses-per-host": "addresses of MX hosts",
+    "--max-addresses": "addresses of MX hosts",
+    "--max-standby-hosts": "standby hosts named only by the policy",
+}
+
+
+def _over_limit_words(facts: DomainFacts) -> tuple[list[str], list[str]]:
+    """A domain over a cap is never ready on the strength of the hosts tested alone.
+
+    Standby hosts never block, so their cap is a warning only.
+    """
+    blockers: list[str] = []
+    warnings: list[str] = []
+    for over in facts.over_limit:
+        what = _CUT_WHAT.get(over.cap, "hosts or addresses")
+        examples = f" (first: {', '.join(over.examples)})" if over.examples else ""
+        cut = f"{over.skipped} {what} beyond {over.cap} {over.limit} were not contacted{examples}"
+        warnings.append(f"over-limit: {cut}; raise {over.cap} to test them")
+        if over.cap != "--max-standby-hosts":
+            blockers.append(
+                f"over-limit: {cut}: readiness cannot rest on the hosts that were tested alone"
+            )
+    return blockers, warnings
 
 
 def _domain_warnings(

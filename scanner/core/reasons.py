@@ -30,7 +30,7 @@ def reason_text(interruption: Interruption) -> str:
     `connect-refused`, `connect-failed: ECONNRESET`, `timeout:greeting`,
     `closed:ehlo`, `protocol-error: <why>`, `busy:421 <text>`, `rejected:554 <text>`,
     `ehlo-rejected:450 <text>`, `address-not-allowed`, `excluded`,
-    `invalid-mx-name: <why>`, `not-probed`. A timeout or close may carry a note in
+    `invalid-mx-name: <why>`, `not-probed`, `over-limit: <cap> ...`. A timeout or close may carry a note in
     parentheses (`timeout:greeting (partial 220- received)`).
     """
     kind = interruption.kind

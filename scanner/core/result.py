@@ -10,9 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
 
 from scanner.core.assess import DomainVerdict
 from scanner.models import DomainFacts
+
+if TYPE_CHECKING:
+    from scanner.received import ReceivedEvidence
+
+
+class ResultView(Protocol):
+    """What progress and run totals read of a result (a `DomainResult`, or a worker's summary)."""
+
+    @property
+    def error(self) -> object: ...
+
+    @property
+    def enforce_ready(self) -> bool: ...
+
+    @property
+    def has_indicators(self) -> bool: ...
 
 
 class ErrorKind(StrEnum):
@@ -47,6 +64,8 @@ class DomainResult:
     facts: DomainFacts | None = None
     verdict: DomainVerdict | None = None
     error: ScanError | None = None
+    received: ReceivedEvidence | None = None  # received TLS-RPT evidence, when asked for
+    rank: int | None = None  # the domain's rank in a ranked input list (`rank,domain`)
 
     @classmethod
     def failed(cls, domain: str, error: ScanError, at: datetime) -> DomainResult:

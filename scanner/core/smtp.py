@@ -28,6 +28,14 @@ Bytes that arrive while no reply is awaited are kept: the next command takes the
 as its reply, and ``unsolicited_data`` says they were there before it was sent
 (before STARTTLS, that is pre-command response injection).
 
+Nothing is sent before the greeting is complete (RFC 5321 §3.1: the client waits
+for it). Greet-pause defences take any command sent before it, a goodbye included,
+for a spambot's: Postfix postscreen sends ``220-`` lines, waits, and logs such a
+command as PREGREET; sendmail's ``greet_pause`` and Exim's ``smtp_enforce_sync``
+wait in silence. The table has no move that sends from ``GREETING`` or
+``GREETING_BROKEN``. When a deadline ends the wait, ``partial_reply`` holds the
+lines of the greeting received so far.
+
 Reading is bounded by ``SmtpLimits``: once ``next_event()`` has returned
 ``NEED_DATA``, the buffer holds less than one reply line, and a reply under
 construction never exceeds the line-count and byte limits.
@@ -203,6 +211,11 @@ class ReplyParser:
     def pending_lines(self) -> int:
         """Lines of the reply under construction."""
         return len(self._lines)
+
+    @property
+    def partial_lines(self) -> tuple[str, ...]:
+        """The lines (as received, without terminator) of the reply under construction."""
+        return tuple(line.raw for line in self._lines)
 
     @property
     def pending_bytes(self) -> int:
@@ -402,6 +415,19 @@ def is_masked_banner(text: str) -> bool:
     return stars >= MASKED_BANNER_MIN_STARS and stars * 2 >= len(visible)
 
 
+# A greeting deadline that passed after "220-" lines of a multi-line greeting: the
+# signature of a greet pause longer than the deadline (Postfix postscreen sends its
+# "220-" teaser, then waits `postscreen_greet_wait`). The probe records it as the
+# detail of the greeting timeout; the assessment turns it into advice.
+PARTIAL_GREETING_NOTE: Final = "partial 220- received"
+
+
+def is_partial_greeting(lines: Iterable[str]) -> bool:
+    """True when ``lines`` (a reply cut short) begin a 220 greeting (RFC 5321 §4.2)."""
+    first = next(iter(lines), "")
+    return first[:4] == "220-"
+
+
 # ---------------------------------------------------------------- client states
 
 
@@ -425,6 +451,7 @@ class ClientState(StrEnum):
     QUIT_SENT = "quit-sent"
     CLOSED = "closed"
     ERROR = "error"  # the server broke the grammar or a limit: only closing is left
+    GREETING_BROKEN = "greeting-broken"  # the greeting broke the grammar or a limit: close, say nothing
 
 
 class ClientInput(StrEnum):
@@ -457,6 +484,8 @@ EXPECTED_CODE: Final[Mapping[ClientState, int]] = MappingProxyType(
     }
 )
 AWAITING_REPLY: Final = frozenset(EXPECTED_CODE)
+# States after which the client parses nothing more.
+FINISHED: Final = frozenset({_S.CLOSED, _S.ERROR, _S.GREETING_BROKEN})
 
 _transitions: dict[tuple[ClientState, ClientInput], ClientState] = {
     (_S.GREETING, _I.REPLY_ACCEPTED): _S.GREETED,
@@ -492,13 +521,16 @@ _transitions: dict[tuple[ClientState, ClientInput], ClientState] = {
     (_S.QUIT_SENT, _I.REPLY_REJECTED): _S.CLOSED,
 }
 for _state in _S:
-    if _state not in (_S.CLOSED, _S.ERROR):
+    if _state not in FINISHED:
         _transitions[(_state, _I.SERVER_CLOSED)] = _S.CLOSED
 for _state in AWAITING_REPLY:
     _transitions[(_state, _I.SERVER_FAULT)] = _S.ERROR
+_transitions[(_S.GREETING, _I.SERVER_FAULT)] = _S.GREETING_BROKEN
 # DESIGN §6 "Always QUIT": a reply that never came (a phase deadline) or a reply
-# stream that broke the grammar or a limit still earns a best-effort QUIT.
-for _state in (*(AWAITING_REPLY - {_S.QUIT_SENT}), _S.ERROR):
+# stream that broke the grammar or a limit still earns a best-effort QUIT, except
+# before a complete greeting (RFC 5321 §3.1): a greet pause (postscreen) takes a
+# command sent then, even QUIT, for a spambot's pregreet.
+for _state in (*(AWAITING_REPLY - {_S.QUIT_SENT, _S.GREETING}), _S.ERROR):
     _transitions[(_state, _I.ABANDON)] = _S.CLOSED
 
 TRANSITIONS: Final[Mapping[tuple[ClientState, ClientInput], ClientState]] = MappingProxyType(
@@ -546,7 +578,8 @@ class SmtpClient:
 
         For the caller's best-effort goodbye when a phase deadline passed or the
         server broke the grammar or a limit (``ClientState.ERROR``): the client is
-        ``CLOSED`` afterwards and parses nothing more.
+        ``CLOSED`` afterwards and parses nothing more. Never before a complete
+        greeting (``GREETING``, ``GREETING_BROKEN``): there the caller just closes.
         """
         return self._command(ClientInput.ABANDON, "QUIT")
 
@@ -568,7 +601,7 @@ class SmtpClient:
         """The next event; see the module docstring."""
         if self.state not in AWAITING_REPLY:
             if (
-                self.state not in (ClientState.CLOSED, ClientState.ERROR)
+                self.state not in FINISHED
                 and self._parser.eof_received
                 and not self._parser.buffered
             ):
@@ -606,6 +639,17 @@ class SmtpClient:
         ``abandon_with_quit`` leaves the record alone.
         """
         return self._unsolicited
+
+    @property
+    def partial_reply(self) -> tuple[str, ...]:
+        """The lines of the awaited reply received so far, as received; ``()`` if none.
+
+        A multi-line reply cut short by a deadline (``220-`` lines of a greeting held
+        back by a greet pause) is no event; these are its lines, for the record.
+        """
+        if self.state not in AWAITING_REPLY:
+            return ()
+        return self._parser.partial_lines
 
     @property
     def buffered_bytes(self) -> int:

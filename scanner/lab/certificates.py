@@ -15,6 +15,9 @@ other kind of certificate is wrong in exactly one way:
 | missing-intermediate | leaf (intermediate) | X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY  |
 | expired-intermediate | leaf, intermediate  | X509_V_ERR_CERT_HAS_EXPIRED at depth 1; the   |
 |                      |                     | leaf itself is valid                          |
+| intermediate         | leaf, intermediate  | valid (for DANE-TA on the intermediate)       |
+| expired-wrong-name   | leaf (lab CA)       | expired, SAN `wrong-name.invalid` (DANE-EE    |
+|                      |                     | passes where PKIX fails twice)                |
 
 Keys are ECDSA P-256 (fast to make). The mint is process-wide (`default_mint()`),
 so many labs in one test run share the CA and the leaves.
@@ -122,6 +125,30 @@ class CertificateMint:
         context.sni_callback = on_server_name
         return context
 
+    def chain_der(self, kind: CertificateKind, hostname: str) -> tuple[bytes, ...]:
+        """The DER of the chain a server of `kind` presents for `hostname`, leaf first."""
+        certificates = x509.load_pem_x509_certificates(self.leaf(kind, hostname).chain_pem)
+        return tuple(c.public_bytes(serialization.Encoding.DER) for c in certificates)
+
+    def issuer_der(self, kind: CertificateKind, hostname: str) -> bytes:
+        """The DER of the certificate that issued that leaf (for a lab TLSA `issuer` record).
+
+        The next certificate sent when there is one; else the lab CA, the other CA or
+        the unsent intermediate, whichever is named as the leaf's issuer; else the leaf
+        itself (self-signed).
+        """
+        chain = self.chain_der(kind, hostname)
+        if len(chain) > 1:
+            return chain[1]
+        leaf = x509.load_der_x509_certificate(chain[0])
+        for ca in (self.ca, self._other_ca, self._intermediate):
+            if ca is None:
+                continue
+            certificate = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+            if certificate.subject == leaf.issuer:
+                return certificate.public_bytes(serialization.Encoding.DER)
+        return chain[0]
+
     # ------------------------------------------------------------ minting
 
     def _mint(self, kind: CertificateKind, hostname: str) -> LeafMaterial:
@@ -163,6 +190,22 @@ class CertificateMint:
                     hostname,
                     intermediate_validity=(now - 400 * day, now - 30 * day),
                     leaf_validity=(now - day, now + VALIDITY_DAYS * day),
+                )
+            case CertificateKind.INTERMEDIATE:
+                return issue_via_intermediate(
+                    self.ca,
+                    hostname,
+                    intermediate_validity=(now - day, now + 3 * VALIDITY_DAYS * day),
+                    leaf_validity=(now - day, now + VALIDITY_DAYS * day),
+                )
+            case CertificateKind.EXPIRED_WRONG_NAME:
+                return _material(
+                    self.ca.issue_cert(
+                        WRONG_NAME,
+                        common_name=hostname,
+                        not_before=now - 60 * day,
+                        not_after=now - 30 * day,
+                    )
                 )
 
 

@@ -17,6 +17,7 @@ from scanner.lab.runner import open_lab
 from scanner.lab.world import World
 from scanner.options import build_scanner, network_options
 from scanner.scan import InputReader
+from scanner.untrusted import terminal
 
 DEMO_CONCURRENCY = 20
 DETAIL_WIDTH = 90
@@ -39,6 +40,7 @@ async def scan_world(
                 ca_file=[lab.ca_file],
                 allow_private=True,
                 timeout=step_timeout,
+                greeting_timeout=step_timeout,  # the lab greets at once or never
                 concurrency=DEMO_CONCURRENCY,
                 smtp_port=lab.smtp_port,
                 https_port=lab.https_port,
@@ -63,10 +65,6 @@ def _lookup(by_domain: dict[str, DomainResult], name: str) -> DomainResult | Non
     return by_domain.get(str(key))
 
 
-def _cut(text: str) -> str:
-    return text if len(text) <= DETAIL_WIDTH else text[: DETAIL_WIDTH - 1] + "…"
-
-
 def render_demo_summary(console: Console, world: World, results: list[DomainResult]) -> bool:
     """One row per domain: the scanner's verdict and whether it is the expected one."""
     by_domain = {result.domain: result for result in results}
@@ -79,7 +77,7 @@ def render_demo_summary(console: Console, world: World, results: list[DomainResu
     for domain in world.domains:
         result = _lookup(by_domain, domain.name)
         if result is None:
-            table.add_row(domain.name, Text("missing", "red"), "", Text("no line", "red"))
+            table.add_row(terminal(domain.name), Text("missing", "red"), Text(), Text("no line", "red"))
             all_ok = False
             continue
         if result.error is not None or result.verdict is None:
@@ -94,10 +92,10 @@ def render_demo_summary(console: Console, world: World, results: list[DomainResu
         problems = mismatches(result, domain.expect) if domain.expect is not None else []
         all_ok = all_ok and not problems
         table.add_row(
-            domain.name,
+            terminal(domain.name),
             verdict,
-            _cut(detail),
-            Text("yes", "green") if not problems else Text("; ".join(problems), "red"),
+            terminal(detail, limit=DETAIL_WIDTH),
+            Text("yes", "green") if not problems else terminal("; ".join(problems), style="red"),
         )
     console.print(table)
     expected = sum(1 for d in world.domains if d.expect is not None)

@@ -16,6 +16,10 @@ Theory of operation: `Zone` answers (name, type) from the world's records
 replaced by an empty reply with TC set (RFC 1035 §4.2.1), so the client retries
 over TCP, where messages carry a two-byte length prefix (RFC 1035 §4.2.2).
 Resource records are built on first use, so large worlds load quickly.
+
+A world with `[zones]` is answered by a `scanner.lab.dnssec.ZoneTree` instead: zones
+with cuts, DNSSEC signatures and NSEC proofs, RRSIGs and NSEC records given to
+queries that set the DO bit (RFC 3225), whose reply then carries DO too.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -37,6 +42,7 @@ import dns.rrset
 import trio
 
 from scanner.lab.connections import IDLE_TIMEOUT
+from scanner.lab.dnssec import ZoneTree
 from scanner.lab.world import NameRecords, World
 
 TTL = 300
@@ -59,7 +65,8 @@ class Resolution:
 class Zone:
     """Every name the world defines, answered authoritatively."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, *, tree: ZoneTree | None = None) -> None:
+        self.tree = tree  # the signed DNS tree of a world with zones, built by the runner
         self._records: dict[str, NameRecords] = dict(world.records)
         self._rrsets: dict[tuple[str, dns.rdatatype.RdataType], dns.rrset.RRset | None] = {}
         self._existing: set[str] = set()
@@ -68,8 +75,16 @@ class Zone:
             for start in range(len(labels)):
                 self._existing.add(".".join(labels[start:]))
         self._apexes = {d.name for d in world.domains if d.name in self._existing}
+        self._existing.add(".")  # the root always exists: NODATA, never NXDOMAIN
 
-    def resolve(self, qname: dns.name.Name, qtype: dns.rdatatype.RdataType) -> Resolution:
+    def resolve(
+        self, qname: dns.name.Name, qtype: dns.rdatatype.RdataType, *, dnssec_ok: bool = False
+    ) -> Resolution:
+        if self.tree is not None:
+            tree_answer = self.tree.resolve(qname, qtype, dnssec_ok=dnssec_ok)
+            return Resolution(
+                tree_answer.rcode, tree_answer.answer, tree_answer.authority, tree_answer.drop
+            )
         result = Resolution()
         name = _key(qname)
         for _ in range(MAX_CNAME_CHAIN + 1):
@@ -104,6 +119,8 @@ class Zone:
         return self._rrsets[key]
 
     def _soa(self, name: str) -> dns.rrset.RRset:
+        if name == ".":  # the root (a resolver's probe for DNSSEC validation asks for its SOA)
+            return dns.rrset.from_text(".", TTL, "IN", "SOA", SOA_TEXT)
         labels = name.split(".")
         apex = ".".join(labels[-2:])
         for start in range(len(labels)):
@@ -174,9 +191,12 @@ class Responder:
         if question.rdclass != dns.rdataclass.IN:
             response.set_rcode(dns.rcode.REFUSED)
             return response.to_wire()
-        resolution = self.zone.resolve(question.name, question.rdtype)
+        dnssec_ok = query.edns >= 0 and bool(query.ednsflags & dns.flags.DO)
+        resolution = self.zone.resolve(question.name, question.rdtype, dnssec_ok=dnssec_ok)
         if resolution.drop:
             return None
+        if dnssec_ok:
+            response.want_dnssec(True)
         response.set_rcode(resolution.rcode)
         response.answer = resolution.answer
         response.authority = resolution.authority
@@ -202,19 +222,32 @@ def _format_error(wire: bytes) -> bytes | None:
     return struct.pack("!HHHHHH", query_id, reply_flags, 0, 0, 0, 0)
 
 
-async def serve_udp(sock: trio.socket.SocketType, responder: Responder) -> None:
-    """Answer datagrams on `sock` until cancelled; closes it on exit."""
+async def serve_udp(
+    sock: trio.socket.SocketType, responder: Responder, latency: float = 0.0
+) -> None:
+    """Answer datagrams on `sock` until cancelled, each `latency` seconds late; closes it on exit."""
     with sock:
-        while True:
-            try:
-                data, address = await sock.recvfrom(TCP_MAX_MESSAGE)
-            except OSError:
-                continue  # a stray ICMP error reported on the socket; keep serving
-            reply = responder.reply(data, transport="udp")
-            if reply is not None:
-                # A vanished client is not our concern: UDP gives no other signal.
-                with contextlib.suppress(OSError):
-                    await sock.sendto(reply, address)
+        async with trio.open_nursery() as late_replies:
+            while True:
+                try:
+                    data, address = await sock.recvfrom(TCP_MAX_MESSAGE)
+                except OSError:
+                    continue  # a stray ICMP error reported on the socket; keep serving
+                reply = responder.reply(data, transport="udp")
+                if reply is not None and latency > 0:
+                    late_replies.start_soon(_send_datagram, sock, reply, address, latency)
+                elif reply is not None:
+                    await _send_datagram(sock, reply, address)
+
+
+async def _send_datagram(
+    sock: trio.socket.SocketType, reply: bytes, address: Any, latency: float = 0.0
+) -> None:
+    if latency > 0:
+        await trio.sleep(latency)  # replies in flight side by side, as on a slow link
+    # A vanished client is not our concern: UDP gives no other signal.
+    with contextlib.suppress(OSError):
+        await sock.sendto(reply, address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +255,7 @@ class TcpHandler:
     """Serves length-prefixed DNS messages on one TCP connection."""
 
     responder: Responder
+    latency: float = 0.0  # seconds before each reply (one query at a time: clients do not pipeline)
 
     async def __call__(self, stream: trio.SocketStream) -> None:
         buffer = bytearray()
@@ -232,6 +266,8 @@ class TcpHandler:
                     return
                 reply = self.responder.reply(message, transport="tcp")
                 if reply is not None:
+                    if self.latency > 0:
+                        await trio.sleep(self.latency)
                     await stream.send_all(struct.pack("!H", len(reply)) + reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass

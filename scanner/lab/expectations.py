@@ -3,7 +3,8 @@
 Used by `scanner demo` (its summary table) and by the end-to-end tests, so both
 judge the scanner by the same rule: `indicators` and `result_types` listed in
 the expectation must be present (others may appear too), `starttls` must match
-per address, `not_testable` reasons must start with the expected prefix.
+per address, `not_testable` reasons must start with the expected prefix, `dane`
+statuses must match per address.
 """
 
 from __future__ import annotations
@@ -70,4 +71,10 @@ def mismatches(result: DomainResult, expect: Expectation) -> list[str]:
         got_status = found.status if found is not None else None
         if got_status is not AddressStatus.NOT_TESTABLE or not reason.startswith(prefix):
             problems.append(f"{ip}: expected not-testable {prefix}..., got {got_status} {reason}")
+    for ip, dane_status in expect.dane.items():
+        found = addresses.get(ip)
+        got_dane = found.dane if found is not None else None
+        if got_dane is None or got_dane.status is not dane_status:
+            words = f"{got_dane.status.value} ({got_dane.detail})" if got_dane else "none"
+            problems.append(f"{ip}: DANE expected {dane_status.value}, got {words}")
     return problems

@@ -19,6 +19,7 @@ import trio
 
 from scanner.lab.certificates import CertificateMint
 from scanner.lab.connections import IDLE_TIMEOUT, ConnectionStats, local_ip
+from scanner.lab.latency import delayed_sends
 from scanner.lab.world import CertificateKind, PolicyBehaviour, PolicyHost
 
 WELL_KNOWN_PATH = b"/.well-known/mta-sts.txt"
@@ -92,26 +93,28 @@ class HttpsHandler:
     context_for: Callable[[str], ssl.SSLContext]
     stats: ConnectionStats
     slow_interval: float = DEFAULT_SLOW_INTERVAL
+    latency: float = 0.0  # seconds added before the response and every TLS flight reach the client
 
     async def __call__(self, stream: trio.SocketStream) -> None:
         ip = local_ip(stream)
         hosts = self.hosts_by_address.get(ip)
         with self.stats.track(ip):
             try:
-                if hosts:
-                    tls = trio.SSLStream(stream, self.context_for(ip), server_side=True)
-                    with trio.move_on_after(IDLE_TIMEOUT):
-                        await tls.do_handshake()
-                        await self._exchange(tls, hosts)
-                        with trio.move_on_after(1):
-                            await tls.aclose()
+                async with delayed_sends(stream, self.latency) as link:
+                    if hosts:
+                        tls = trio.SSLStream(link, self.context_for(ip), server_side=True)
+                        with trio.move_on_after(IDLE_TIMEOUT):
+                            await tls.do_handshake()
+                            await self._exchange(tls, hosts)
+                            with trio.move_on_after(1):
+                                await tls.aclose()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away or rejected our certificate
             finally:
                 await trio.aclose_forcefully(stream)
 
     async def _exchange(
-        self, tls: trio.SSLStream[trio.SocketStream], hosts: Mapping[str, PolicyHost]
+        self, tls: trio.SSLStream[trio.abc.Stream], hosts: Mapping[str, PolicyHost]
     ) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
         request = await _read_request(tls, connection)
@@ -147,7 +150,7 @@ class HttpsHandler:
 
 
 async def _read_request(
-    tls: trio.SSLStream[trio.SocketStream], connection: h11.Connection
+    tls: trio.SSLStream[trio.abc.Stream], connection: h11.Connection
 ) -> h11.Request | None:
     while True:
         try:

@@ -18,12 +18,14 @@ import scanner
 from scanner.lab.certificates import CertificateMint, default_mint
 from scanner.lab.connections import ConnectionStats
 from scanner.lab.dns_server import Responder, TcpHandler, Zone, serve_udp
+from scanner.lab.dnssec import ZoneTree, tlsa_data_from
 from scanner.lab.https_server import DEFAULT_SLOW_INTERVAL, HttpsHandler, https_context_factory
 from scanner.lab.listeners import bind_dns, bind_shared_port
 from scanner.lab.smtp_server import SmtpHandler, smtp_context_factory
 from scanner.lab.world import PolicyHost, SmtpBehaviour, World, load_world
 
 CA_FILE_NAME = "lab-ca.pem"
+TRUST_ANCHOR_FILE_NAME = "lab-trust-anchor.ds"  # the signed root's DS, for a validating resolver
 DEMO_WORLD_NAME = "demo-world.toml"
 
 
@@ -39,6 +41,9 @@ class Lab:
     smtp_stats: ConnectionStats = field(repr=False)
     https_stats: ConnectionStats = field(repr=False)
     dns: Responder = field(repr=False)
+    # The DS of the lab's signed root (a world with zones), for a validating resolver's
+    # `trust-anchor-file`; None for a flat, unsigned world.
+    trust_anchor_file: Path | None = None
 
     def smtp_connections(self, ip: str) -> int:
         """SMTP connections accepted on `ip` so far."""
@@ -97,13 +102,19 @@ async def open_lab(
     *,
     mint: CertificateMint | None = None,
     slow_interval: float = DEFAULT_SLOW_INTERVAL,
+    latency: float = 0.0,
 ) -> AsyncIterator[Lab]:
     """Serve `world` on loopback for the duration of the block.
 
     `workdir` receives the lab CA file. `mint` defaults to the process-wide
     one; `slow_interval` is the pause between body bytes of "slow" policy hosts.
-    Raises OSError when the lab addresses cannot be bound.
+    `latency` (seconds) is added to every round trip: each DNS reply, SMTP
+    reply, HTTPS response and server TLS flight reaches the client that much
+    later (`scanner.lab.latency`). Raises OSError when the lab addresses cannot
+    be bound, ValueError for a negative latency.
     """
+    if latency < 0:
+        raise ValueError(f"latency must not be negative, got {latency}")
     mint = mint or default_mint()
     ca_file = _write_ca_file(Path(workdir), mint)
 
@@ -132,7 +143,20 @@ async def open_lab(
         dns_sockets.tcp.close()
         raise
 
-    responder = Responder(Zone(world))
+    tree: ZoneTree | None = None
+    try:
+        if world.zones:
+            # TLSA owners carry the SMTP port, known only now.
+            tree = ZoneTree.build(world, smtp_port=smtp_bound.port, tlsa_data=tlsa_data_from(mint))
+    except BaseException:
+        for sock in (dns_sockets.udp, dns_sockets.tcp, *smtp_bound.sockets, *https_bound.sockets):
+            sock.close()
+        raise
+    trust_anchor_file = None
+    if tree is not None:
+        trust_anchor_file = Path(workdir) / TRUST_ANCHOR_FILE_NAME
+        trust_anchor_file.write_text(tree.trust_anchor() + "\n", encoding="ascii")
+    responder = Responder(Zone(world, tree=tree))
     smtp_stats = ConnectionStats()
     https_stats = ConnectionStats()
     lab = Lab(
@@ -144,13 +168,17 @@ async def open_lab(
         smtp_stats=smtp_stats,
         https_stats=https_stats,
         dns=responder,
+        trust_anchor_file=trust_anchor_file,
     )
-    smtp_handler = SmtpHandler(smtp_servers, smtp_context_factory(mint), smtp_stats)
+    smtp_handler = SmtpHandler(
+        smtp_servers, smtp_context_factory(mint), smtp_stats, latency=latency
+    )
     https_handler = HttpsHandler(
         hosts_by_address,
         https_context_factory(mint, hosts_by_address),
         https_stats,
         slow_interval=slow_interval,
+        latency=latency,
     )
     udp = trio.socket.from_stdlib_socket(dns_sockets.udp)
     dns_tcp = trio.SocketListener(trio.socket.from_stdlib_socket(dns_sockets.tcp))
@@ -159,8 +187,8 @@ async def open_lab(
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve_udp, udp, responder)
-            nursery.start_soon(trio.serve_listeners, TcpHandler(responder), [dns_tcp])
+            nursery.start_soon(serve_udp, udp, responder, latency)
+            nursery.start_soon(trio.serve_listeners, TcpHandler(responder, latency), [dns_tcp])
             if smtp_listeners:
                 nursery.start_soon(trio.serve_listeners, smtp_handler, smtp_listeners)
             if https_listeners:
@@ -182,10 +210,17 @@ async def open_lab(
 
 
 async def serve_forever(
-    world_path: Path | str, workdir: Path, *, on_ready: Callable[[Lab], None]
+    world_path: Path | str,
+    workdir: Path,
+    *,
+    on_ready: Callable[[Lab], None],
+    latency: float = 0.0,
 ) -> None:
-    """Load a world, serve it until cancelled, and call `on_ready` once it is listening."""
+    """Load a world, serve it until cancelled, and call `on_ready` once it is listening.
+
+    `latency` (seconds) is added to every round trip, as in `open_lab`.
+    """
     world = load_world(world_path)
-    async with open_lab(world, workdir) as lab:
+    async with open_lab(world, workdir, latency=latency) as lab:
         on_ready(lab)
         await trio.sleep_forever()

@@ -31,6 +31,7 @@ import trio
 
 from scanner.lab.certificates import CertificateMint
 from scanner.lab.connections import IDLE_TIMEOUT, ConnectionStats, local_ip
+from scanner.lab.latency import delayed_sends
 from scanner.lab.world import CertificateKind, SmtpBehaviour, SmtpServer
 
 MAX_LINE = 4096  # RFC 5321 §4.5.3.1.4 allows 512; the lab is generous but bounded
@@ -87,18 +88,30 @@ class SmtpHandler:
     servers: Mapping[str, SmtpServer]
     context_for: Callable[[SmtpServer], ssl.SSLContext]
     stats: ConnectionStats
+    latency: float = 0.0  # seconds added before every reply and TLS flight reaches the client
 
     async def __call__(self, stream: trio.SocketStream) -> None:
         ip = local_ip(stream)
         server = self.servers.get(ip)
         with self.stats.track(ip):
             try:
-                if server is not None:
-                    await _Session(server, stream, self.context_for).run()
+                async with delayed_sends(stream, self.latency) as link:
+                    if server is not None and _over_limit(server, self.stats.open_now(ip)):
+                        # Postfix anvil: "421 4.7.0 <host> Error: too many connections from <ip>"
+                        await link.send_all(
+                            f"421 4.7.0 {server.hostnames[0]} Error: too many connections\r\n".encode()
+                        )
+                    elif server is not None:
+                        await _Session(server, link, self.context_for).run()
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # the client went away or the TLS handshake failed
             finally:
                 await trio.aclose_forcefully(stream)
+
+
+def _over_limit(server: SmtpServer, open_now: int) -> bool:
+    """More connections open to the server's address than its `connection_limit` allows."""
+    return server.connection_limit is not None and open_now > server.connection_limit
 
 
 def smtp_context_factory(mint: CertificateMint) -> Callable[[SmtpServer], ssl.SSLContext]:
@@ -128,7 +141,7 @@ class _Session:
     def __init__(
         self,
         server: SmtpServer,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         context_for: Callable[[SmtpServer], ssl.SSLContext],
     ) -> None:
         self.server = server
@@ -218,7 +231,7 @@ class _Session:
 
     async def _plaintext_dialogue(
         self, reader: LineReader
-    ) -> trio.SSLStream[trio.SocketStream] | None:
+    ) -> trio.SSLStream[trio.abc.Stream] | None:
         """Serve commands before TLS; the TLS stream once STARTTLS succeeds, else None."""
         behaviour = self.behaviour
         send = self.raw.send_all
@@ -271,7 +284,7 @@ class _Session:
             await self.raw.receive_some(4096)
         await self.raw.send_all(NO_TLS_GARBAGE)
 
-    async def _start_tls(self) -> trio.SSLStream[trio.SocketStream] | None:
+    async def _start_tls(self) -> trio.SSLStream[trio.abc.Stream] | None:
         # RFC 3207 §4.2: the plaintext state is discarded; nothing buffered is kept.
         tls = trio.SSLStream(self.raw, self.context_for(self.server), server_side=True)
         with trio.move_on_after(IDLE_TIMEOUT):
@@ -279,7 +292,7 @@ class _Session:
             return tls
         return None
 
-    async def _tls_dialogue(self, tls: trio.SSLStream[trio.SocketStream]) -> None:
+    async def _tls_dialogue(self, tls: trio.SSLStream[trio.abc.Stream]) -> None:
         reader = LineReader(tls)
         send = tls.send_all
         while (line := await self._read_line(reader, send)) is not None:

@@ -21,6 +21,12 @@ File format (TOML, read with `tomllib`; unknown keys are errors)::
     behaviour = "good"                      # SmtpBehaviour value (default "good")
     certificate = "good"                    # CertificateKind value (default "good")
     greeting = "mx.provider.example ESMTP"  # optional: the greeting's text, see below
+    connection_limit = 2                    # optional: at most 2 at once; more get 421
+    tlsa = ["3 1 1 leaf", "2 1 1 issuer"]   # optional: TLSA records at _<smtp port>._tcp.<host>
+    tlsa_signature = "expired"              # optional: "valid" (default) or "expired" RRSIGs
+
+    [zones."example"]                       # optional: DNS zones, signed by default; with
+    signed = true                           # zones, every name must lie in one (docs/lab.md)
 
     [domains."example.org"]                 # one table per domain to scan, in file order
     description = "free text"
@@ -50,6 +56,8 @@ File format (TOML, read with `tomllib`; unknown keys are errors)::
     starttls = { "127.0.1.1" = "offered" }  # offered | missing | stripped | garbled | refused
     not_testable = { "127.0.1.2" = "busy:421" }   # reason prefix
     error = "invalid-domain"                # error prefix, for a name that cannot be scanned
+    dane = { "127.0.1.1" = "pass" }         # per address: pass | fail | no-tlsa | unusable |
+                                            # insecure | bogus | unvalidated
 
 Record keys: `a`, `aaaa` (lists of addresses), `mx` (list of "PREF HOST"; "0 ." is a null
 MX), `txt` (list; each item a string, split into 255-byte character-strings when longer,
@@ -68,6 +76,17 @@ such as `"\\u001b[2J"`, `"\\u202e"` or `"\\u0000"` become those very bytes. CR a
 refused (they would end the line); so is a greeting on a server that never greets
 ("silent", "closed"). TXT record strings are likewise sent as the UTF-8 of the TOML
 string, any character allowed.
+
+Zones and TLSA (docs/lab.md#dnssec-and-dane): with `[zones]`, the lab plays a DNS tree:
+a signed root (the trust anchor), every declared zone delegated from the closest
+declared ancestor (or the root) with NS, and with DS when the zone is signed, zones
+signed with ECDSA P-256 (algorithm 13) and NSEC. A server's `tlsa` items are
+`"USAGE SELECTOR MATCHING-TYPE DATA"`, DATA being hex or one of `leaf` (the certificate
+the server presents for the host name), `issuer` (the certificate that issued it: the
+intermediate it is sent with, else the lab CA) or `stale` (a key the server does not
+use: the record left behind by a key change). They are published at
+`_<port>._tcp.<host name>` for each host name of the server, the port being the lab's
+SMTP port, known only when the lab starts; `tlsa` needs `[zones]`.
 """
 
 from __future__ import annotations
@@ -81,7 +100,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from scanner.models import IndicatorCode, ResultType, StartTlsStatus
+from scanner.models import DaneStatus, IndicatorCode, ResultType, StartTlsStatus
 
 MAX_CHARACTER_STRING = 255
 MAX_CNAME_TARGET_LENGTH = 253
@@ -140,6 +159,47 @@ class CertificateKind(StrEnum):
     WILDCARD = "wildcard"
     MISSING_INTERMEDIATE = "missing-intermediate"
     EXPIRED_INTERMEDIATE = "expired-intermediate"  # valid leaf under an expired intermediate
+    INTERMEDIATE = "intermediate"  # valid leaf sent with the valid intermediate that issued it
+    EXPIRED_WRONG_NAME = "expired-wrong-name"  # expired, and named wrong-name.invalid only
+
+
+class TlsaSource(StrEnum):
+    """What a lab TLSA record's data is computed from, at lab start."""
+
+    LEAF = "leaf"  # the certificate the server presents for the host name
+    ISSUER = "issuer"  # the certificate that issued it (the intermediate sent, else the lab CA)
+    STALE = "stale"  # a key the server does not use (left behind by a key change)
+
+
+class TlsaSignature(StrEnum):
+    """How the lab signs a server's TLSA RRset."""
+
+    VALID = "valid"
+    EXPIRED = "expired"  # RRSIGs whose expiration lies in the past: bogus to a validator
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaSpec:
+    """One TLSA record of a lab server: parameters, and the data or where it comes from."""
+
+    usage: int
+    selector: int
+    matching_type: int
+    source: TlsaSource | None = None  # None: `data` is the association data as given
+    data: bytes = b""
+
+    @property
+    def text(self) -> str:
+        what = self.source.value if self.source is not None else self.data.hex()
+        return f"{self.usage} {self.selector} {self.matching_type} {what}"
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSpec:
+    """A DNS zone of the lab's tree; `name` is its apex (lower case, no trailing dot)."""
+
+    name: str
+    signed: bool = True
 
 
 POLICY_CERTIFICATES: Mapping[PolicyBehaviour, CertificateKind] = MappingProxyType(
@@ -190,6 +250,11 @@ class SmtpServer:
     behaviour: SmtpBehaviour = SmtpBehaviour.GOOD
     certificate: CertificateKind = CertificateKind.GOOD
     greeting: tuple[str, ...] | None = None  # the greeting reply's lines; None: the default
+    # Simultaneous connections the address serves; more get a 421 and a close, as a
+    # Postfix with smtpd_client_connection_count_limit does. None: no limit.
+    connection_limit: int | None = None
+    tlsa: tuple[TlsaSpec, ...] = ()  # published at _<smtp port>._tcp.<each host name>
+    tlsa_signature: TlsaSignature = TlsaSignature.VALID
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +289,7 @@ class Expectation:
     starttls: Mapping[str, StartTlsStatus] = field(default_factory=lambda: MappingProxyType({}))
     not_testable: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     error: str | None = None
+    dane: Mapping[str, DaneStatus] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +311,7 @@ class World:
     policy_hosts: tuple[PolicyHost, ...]
     description: str = ""
     source: str = "<string>"
+    zones: tuple[ZoneSpec, ...] = ()  # empty: the flat, unsigned namespace of older worlds
 
     @property
     def domain_names(self) -> tuple[str, ...]:
@@ -332,7 +399,8 @@ class _Builder:
         self.known_ips: set[str] = set()
 
     def build(self, document: dict[str, Any]) -> World:
-        _check_keys(document, {"lab", "dns", "servers", "domains"}, "top level")
+        _check_keys(document, {"lab", "dns", "servers", "domains", "zones"}, "top level")
+        zones = self._zones(document.get("zones", {}))
         lab = _table(document.get("lab", {}), "lab")
         _check_keys(lab, {"description"}, "lab")
         description = _string(lab.get("description", ""), "lab.description")
@@ -361,6 +429,7 @@ class _Builder:
                 self._add_policy(domain.policy, _path("domains", domain.name, "policy"))
 
         records = {name: self._freeze_records(name, data) for name, data in self.records.items()}
+        _check_zones(zones, records, self.servers.values())
         for node in records.values():
             self.known_ips.update(node.a)
             self.known_ips.update(node.aaaa)
@@ -375,6 +444,7 @@ class _Builder:
             policy_hosts=tuple(self.policy_hosts.values()),
             description=description,
             source=self.source,
+            zones=zones,
         )
 
     # ------------------------------------------------------------ domains
@@ -421,6 +491,7 @@ class _Builder:
                 "starttls",
                 "not_testable",
                 "error",
+                "dane",
             },
             where,
         )
@@ -460,6 +531,10 @@ class _Builder:
             _address(ip, f"{where}.not_testable", loopback=False)
             not_testable[ip] = _string(reason, f"{where}.not_testable.{_path(ip)}")
         error = _string(spec["error"], f"{where}.error") if "error" in spec else None
+        dane: dict[str, DaneStatus] = {}
+        for ip, status in _table(spec.get("dane", {}), f"{where}.dane").items():
+            _address(ip, f"{where}.dane", loopback=False)
+            dane[ip] = _choice(status, tuple(DaneStatus), DaneStatus, f"{where}.dane.{_path(ip)}")
         return Expectation(
             enforce_ready=ready,
             policy_error=policy_error,
@@ -469,6 +544,7 @@ class _Builder:
             starttls=MappingProxyType(starttls),
             not_testable=MappingProxyType(not_testable),
             error=error,
+            dane=MappingProxyType(dane),
         )
 
     def _check_expected_ips(self, domain: Domain) -> None:
@@ -477,6 +553,7 @@ class _Builder:
         for table, ips in (
             ("starttls", domain.expect.starttls),
             ("not_testable", domain.expect.not_testable),
+            ("dane", domain.expect.dane),
         ):
             for ip in ips:
                 if ip not in self.known_ips:
@@ -490,7 +567,17 @@ class _Builder:
         spec = _table(spec, where)
         _check_keys(
             spec,
-            {"address", "hostname", "hostnames", "behaviour", "certificate", "greeting"},
+            {
+                "address",
+                "hostname",
+                "hostnames",
+                "behaviour",
+                "certificate",
+                "greeting",
+                "connection_limit",
+                "tlsa",
+                "tlsa_signature",
+            },
             where,
         )
         if "address" not in spec:
@@ -525,12 +612,27 @@ class _Builder:
             if "greeting" in spec
             else None
         )
+        limit = spec.get("connection_limit")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise WorldError(f"{where}.connection_limit: a positive integer is required")
+        tlsa = tuple(
+            _tlsa(item, f"{where}.tlsa") for item in _array(spec.get("tlsa", []), f"{where}.tlsa")
+        )
+        tlsa_signature = _choice(
+            spec.get("tlsa_signature", "valid"),
+            tuple(TlsaSignature),
+            TlsaSignature,
+            f"{where}.tlsa_signature",
+        )
         return SmtpServer(
             address=address,
             hostnames=tuple(hostnames),
             behaviour=behaviour,
             certificate=certificate,
             greeting=greeting,
+            connection_limit=limit,
+            tlsa=tlsa,
+            tlsa_signature=tlsa_signature,
         )
 
     def _add_server(self, server: SmtpServer, where: str) -> None:
@@ -541,6 +643,16 @@ class _Builder:
                     f"{where}: address {server.address} is already used by a server with "
                     f"behaviour {existing.behaviour!s} and certificate {existing.certificate!s}; "
                     "servers sharing an address must behave alike"
+                )
+            if (existing.tlsa, existing.tlsa_signature) != (server.tlsa, server.tlsa_signature):
+                raise WorldError(
+                    f"{where}: address {server.address} is already used by a server with "
+                    "other TLSA records; servers sharing an address publish the same ones"
+                )
+            if existing.connection_limit != server.connection_limit:
+                raise WorldError(
+                    f"{where}: address {server.address} is already used by a server with "
+                    "another connection_limit; servers sharing an address share one limit"
                 )
             if existing.greeting != server.greeting:
                 raise WorldError(
@@ -642,6 +754,23 @@ class _Builder:
         if address not in addresses:
             addresses.append(address)
 
+    def _zones(self, value: Any) -> tuple[ZoneSpec, ...]:
+        zones: dict[str, ZoneSpec] = {}
+        for raw, spec in _table(value, "zones").items():
+            where = _path("zones", raw)
+            spec = _table(spec, where)
+            _check_keys(spec, {"signed"}, where)
+            name = normalise_name(raw)
+            if name == "." or not is_valid_dns_name(name) or "*" in name:
+                raise WorldError(f"{where}: {raw!r} is not a zone name (the root is implicit)")
+            if name in zones:
+                raise WorldError(f"{where}: zone {name} is defined twice")
+            signed = spec.get("signed", True)
+            if not isinstance(signed, bool):
+                raise WorldError(f"{where}.signed: expected true or false, got {signed!r}")
+            zones[name] = ZoneSpec(name, signed)
+        return tuple(zones.values())
+
     def _freeze_records(self, name: str, data: dict[str, Any]) -> NameRecords:
         return NameRecords(
             name=name,
@@ -726,6 +855,58 @@ def _greeting(value: Any, behaviour: SmtpBehaviour, where: str) -> tuple[str, ..
                 f"{where}: {text[:40]!r} contains CR or LF; give the lines as an array instead"
             )
     return tuple(lines)
+
+
+def zone_of(name: str, zones: tuple[ZoneSpec, ...]) -> ZoneSpec | None:
+    """The deepest declared zone holding `name`, or None (the root)."""
+    best: ZoneSpec | None = None
+    for zone in zones:
+        inside = name == zone.name or name.endswith("." + zone.name)
+        if inside and (best is None or len(zone.name) > len(best.name)):
+            best = zone
+    return best
+
+
+def _check_zones(
+    zones: tuple[ZoneSpec, ...], records: Mapping[str, NameRecords], servers: Any
+) -> None:
+    """With zones, every name lies in one; TLSA records need zones (a signed tree)."""
+    if not zones:
+        for server in servers:
+            if server.tlsa:
+                raise WorldError(
+                    f"server {server.address}: tlsa needs [zones] (TLSA is served in a DNS tree)"
+                )
+        return
+    for name in records:
+        if zone_of(name, zones) is None:
+            raise WorldError(f"{name}: the name lies in no zone of [zones]")
+
+
+_TLSA_FIELD_LIMITS = (255, 255, 255)
+
+
+def _tlsa(value: Any, where: str) -> TlsaSpec:
+    """`"USAGE SELECTOR MATCHING-TYPE DATA"`, DATA hex or leaf | issuer | stale."""
+    text = _string(value, where)
+    parts = text.split()
+    if len(parts) != 4 or not all(part.isdigit() for part in parts[:3]):
+        raise WorldError(
+            f"{where}: {text!r} is not 'USAGE SELECTOR MATCHING-TYPE DATA' (e.g. '3 1 1 leaf')"
+        )
+    usage, selector, matching = (int(part) for part in parts[:3])
+    if any(number > limit for number, limit in zip((usage, selector, matching), _TLSA_FIELD_LIMITS, strict=True)):
+        raise WorldError(f"{where}: {text!r}: each field is one octet (0-255)")
+    what = parts[3]
+    if what in {str(source) for source in TlsaSource}:
+        return TlsaSpec(usage, selector, matching, source=TlsaSource(what))
+    try:
+        data = bytes.fromhex(what)
+    except ValueError:
+        raise WorldError(
+            f"{where}: {what!r} is neither hex nor one of {', '.join(map(str, TlsaSource))}"
+        ) from None
+    return TlsaSpec(usage, selector, matching, data=data)
 
 
 def _mx(value: Any, where: str) -> MxSpec:

@@ -1,23 +1,44 @@
-"""Which addresses may be contacted, and how many connections each may have at once.
+"""Which addresses may be contacted, how many connections each may have at once, and when.
 
-Every outgoing connection of a run (SMTP probes and policy fetches) passes
-through one `ConnectionGate`: `refusal(ip)` names why an address must not be
-contacted (`address-not-allowed` for loopback, private and reserved targets
-without `--allow-private`; `excluded` for `--exclude`), `name_refusal(host)`
-does the same for a host name listed (or under a domain listed) in `--exclude`,
-and `slot(ip)` is held
-for the life of a connection so that no address sees more than `per_ip` at once.
+Theory of operation
+-------------------
+Every outgoing connection of a run (SMTP probes and policy fetches) passes through
+one `Gate`. Per domain, a `DomainGate` wraps it with the domain's connection budget
+(`scanner.core.caps.ConnectionBudget`): the one object a domain's code asks.
+
+* `admit(ip)` decides whether one connection attempt may be made now, and counts
+  it: `address-not-allowed` for loopback, private and reserved targets without
+  `--allow-private`; `excluded` for `--exclude`; `over-limit` when the domain's
+  budget of attempts is spent. `name_refusal(host)` does the same for a host
+  name listed (or under a domain listed) in `--exclude`; `admit_name(ip, host)`
+  refuses a new MX name on an address that has already been probed under
+  `max_names_per_address` names in this run (`over-limit`), so that many cheap
+  domains cannot aim the scanner at one victim under many names.
+* `slot(ip)` is held for the life of a connection. Each address has its own
+  limit of simultaneous connections, between 1 and `per_ip`: `busy(ip)` (the
+  server answered 421 or another 4xx, as shared hosts with a per-client
+  connection limit do) halves it, `served(ip)` raises it by one, as TCP's
+  congestion control does (additive increase, multiplicative decrease). A
+  sending MTA facing 421 retries later; the scanner's probe does the same
+  (`scanner.scan`), and the lowered limit keeps the retry from meeting the same
+  pressure. `was_busy(ip)` tells whether an address has said so in this run.
+
+State exists only for addresses in use, that have lowered limits, or that have been
+probed under several names; idle addresses at full limit are forgotten, so the table
+does not grow with the number of addresses a run has seen beyond those.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import trio
 
 from scanner.core.addresses import Exclusions, is_address_allowed
+from scanner.core.caps import ConnectionBudget
 from scanner.models import Interruption, InterruptionKind
 
 REFUSED_PRIVATE = Interruption(InterruptionKind.ADDRESS_NOT_ALLOWED)
@@ -25,29 +46,62 @@ REFUSED_EXCLUDED = Interruption(InterruptionKind.EXCLUDED)
 
 
 class ConnectionGate(Protocol):
-    def refusal(self, ip: str) -> Interruption | None: ...
+    """What a domain's connections ask: may this address be contacted, and a slot."""
+
+    def admit(self, ip: str) -> Interruption | None: ...
 
     def name_refusal(self, hostname: str) -> Interruption | None: ...
 
     def slot(self, ip: str) -> AbstractAsyncContextManager[None]: ...
 
 
-class Gate:
-    """The run's gate: the address guard, `--exclude`, and a limiter per address.
+class RunGate(ConnectionGate, Protocol):
+    """The run's gate: `Gate` in one process, `scanner.workers.RemoteGate` in a worker."""
 
-    Limiters exist only while someone holds or waits for one, so the table
-    does not grow with the number of addresses a run has seen.
-    """
+    busy_signals: int
+
+    async def admit_name(self, ip: str, hostname: str) -> Interruption | None: ...
+
+    def was_busy(self, ip: str) -> bool: ...
+
+    def busy(self, ip: str) -> None: ...
+
+    def served(self, ip: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _Address:
+    """One address's connection state."""
+
+    limit: int
+    active: int = 0
+    waiting: int = 0
+    was_busy: bool = False
+    names: set[str] = field(default_factory=set)
+    wakeup: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
+
+
+class Gate:
+    """The run's gate: the address guard, `--exclude`, adaptive per-address limits."""
 
     def __init__(
-        self, *, allow_private: bool, exclusions: Exclusions | None = None, per_ip: int = 4
+        self,
+        *,
+        allow_private: bool,
+        exclusions: Exclusions | None = None,
+        per_ip: int = 4,
+        max_names_per_address: int | None = None,
     ) -> None:
         self.allow_private = allow_private
         self.exclusions = exclusions
         self.per_ip = per_ip
-        self._limiters: dict[str, tuple[trio.CapacityLimiter, int]] = {}
+        self.max_names_per_address = max_names_per_address
+        self._addresses: dict[str, _Address] = {}
+        self.busy_signals = 0  # 421s and their kin seen in this run
 
-    def refusal(self, ip: str) -> Interruption | None:
+    # -- who may be contacted
+
+    def admit(self, ip: str) -> Interruption | None:
         if self.exclusions is not None and self.exclusions.excludes_address(ip):
             return REFUSED_EXCLUDED
         if not is_address_allowed(ip, allow_private=self.allow_private):
@@ -60,16 +114,105 @@ class Gate:
             return REFUSED_EXCLUDED
         return None
 
+    async def admit_name(self, ip: str, hostname: str) -> Interruption | None:
+        """`over-limit` for a new name on an address probed under too many names already."""
+        if self.max_names_per_address is None:
+            return None
+        state = self._state(ip)
+        if hostname in state.names:
+            return None
+        if len(state.names) >= self.max_names_per_address:
+            self._forget_if_idle(ip, state)
+            return Interruption(
+                InterruptionKind.OVER_LIMIT,
+                None,
+                f"--max-probes-per-address {self.max_names_per_address}: {ip} was already "
+                f"probed under {len(state.names)} other MX names in this scan",
+            )
+        state.names.add(hostname)
+        return None
+
+    # -- how many at once
+
+    def limit(self, ip: str) -> int:
+        state = self._addresses.get(ip)
+        return state.limit if state is not None else self.per_ip
+
+    def was_busy(self, ip: str) -> bool:
+        state = self._addresses.get(ip)
+        return state is not None and state.was_busy
+
+    def busy(self, ip: str) -> None:
+        """The server said it is busy (421, 4xx): halve the address's limit, down to 1."""
+        state = self._state(ip)
+        state.limit = max(1, state.limit // 2)
+        state.was_busy = True
+        self.busy_signals += 1
+
+    def served(self, ip: str) -> None:
+        """A session completed: raise the address's limit by one, up to `per_ip`."""
+        state = self._addresses.get(ip)
+        if state is None or state.limit >= self.per_ip:
+            return
+        state.limit += 1
+        state.wakeup.unpark()
+
     @asynccontextmanager
     async def slot(self, ip: str) -> AsyncIterator[None]:
-        limiter, users = self._limiters.get(ip, (trio.CapacityLimiter(self.per_ip), 0))
-        self._limiters[ip] = (limiter, users + 1)
+        state = self._state(ip)
+        state.waiting += 1
         try:
-            async with limiter:
-                yield
+            while state.active >= state.limit:
+                await state.wakeup.park()
+        except BaseException:
+            state.waiting -= 1
+            self._forget_if_idle(ip, state)
+            raise
+        state.waiting -= 1
+        state.active += 1
+        try:
+            yield
         finally:
-            limiter, users = self._limiters[ip]
-            if users <= 1:
-                del self._limiters[ip]
-            else:
-                self._limiters[ip] = (limiter, users - 1)
+            state.active -= 1
+            if state.active < state.limit:
+                state.wakeup.unpark()
+            self._forget_if_idle(ip, state)
+
+    def _state(self, ip: str) -> _Address:
+        state = self._addresses.get(ip)
+        if state is None:
+            state = self._addresses[ip] = _Address(limit=self.per_ip)
+        return state
+
+    def _forget_if_idle(self, ip: str, state: _Address) -> None:
+        idle = state.active == 0 and state.waiting == 0
+        if idle and state.limit >= self.per_ip and not state.was_busy and not state.names:
+            del self._addresses[ip]
+
+
+class DomainGate:
+    """One domain's view of the run's gate: the same decisions, plus its attempt budget."""
+
+    def __init__(self, gate: RunGate, budget: ConnectionBudget) -> None:
+        self.gate = gate
+        self.budget = budget
+
+    def admit(self, ip: str) -> Interruption | None:
+        """The gate's decision; when admitted, one attempt of the budget is spent."""
+        refusal = self.gate.admit(ip)
+        if refusal is not None:
+            return refusal
+        if not self.budget.take():
+            return Interruption(
+                InterruptionKind.OVER_LIMIT,
+                None,
+                f"--max-connections-per-domain {self.budget.limit}: the domain's "
+                "connection attempts are spent",
+            )
+        return None
+
+    def name_refusal(self, hostname: str) -> Interruption | None:
+        return self.gate.name_refusal(hostname)
+
+    def slot(self, ip: str) -> AbstractAsyncContextManager[None]:
+        return self.gate.slot(ip)

@@ -30,11 +30,13 @@ import trio
 from OpenSSL import SSL
 
 from scanner import __version__
+from scanner.core.reasons import reason_text
 from scanner.core.sts import parse_policy
 from scanner.models import (
     AddressAnswer,
     CertificateCheck,
     DnsStatus,
+    InterruptionKind,
     PolicyFailure,
     PolicyFetch,
     ResultType,
@@ -169,9 +171,12 @@ async def _connect(
     refused_by_guard: list[str] = []
     excluded: list[str] = []
     for ip in addresses:
-        refusal = gate.refusal(ip)
+        refusal = gate.admit(ip)
         if refusal == REFUSED_EXCLUDED:
             excluded.append(ip)
+            continue
+        if refusal is not None and refusal.kind is InterruptionKind.OVER_LIMIT:
+            problems.append(f"{ip}: not contacted, {reason_text(refusal)}")
             continue
         if refusal is not None:
             refused_by_guard.append(ip)

@@ -12,8 +12,18 @@ advertisement (the command still works) is told apart from a missing one. MAIL,
 RCPT and DATA are never sent.
 
 `scanner.core.smtp.SmtpClient` decides everything about the SMTP bytes; this
-module only moves them, holds one deadline per phase (`ProbeSettings.step_timeout`)
-inside one deadline for the whole session (`total_timeout`), and records facts.
+module only moves them, holds one deadline per phase (`ProbeSettings.step_timeout`;
+the greeting has its own, `greeting_timeout`) inside one deadline for the whole
+session (`total_timeout`), and records facts.
+
+The greeting (RFC 5321 §3.1, §4.5.3.2.1: a client may wait 5 minutes for it) is
+awaited longer than other replies: greet-pause defences such as Postfix postscreen
+send `220-` lines, pause (`postscreen_greet_wait`, 6 s by default) and only then
+finish the greeting. Nothing is sent before the greeting is complete, not even a
+QUIT after a deadline: postscreen logs a command sent in its pause as PREGREET and
+may refuse the client for a day. A greeting deadline that passes after `220-` lines
+is `timeout:greeting (partial 220- received)`, and those lines stay in the
+transcript.
 
 Failures are values. An MX name that DNS allows but that is no hostname
 (`-mx.example`, `*.example`) is *not testable* (`invalid-mx-name: <why>`) and is
@@ -42,7 +52,8 @@ never handed to TLS. Bytes already waiting, unasked, when STARTTLS is sent
 
 DESIGN §6 "Always QUIT": after a reply-cap breach, a malformed reply or a phase
 timeout, a best-effort QUIT is sent (within `QUIT_GRACE`, no reply awaited,
-errors ignored) while the connection is still open.
+errors ignored) while the connection is still open; before a complete greeting
+the connection is only closed.
 """
 
 from __future__ import annotations
@@ -59,8 +70,10 @@ from scanner.core.names import InvalidHostname, normalize_hostname
 from scanner.core.reasons import reason_text
 from scanner.core.smtp import (
     NEED_DATA,
+    PARTIAL_GREETING_NOTE,
     TRANSITIONS,
     ClientInput,
+    ClientState,
     ConnectionClosed,
     LimitExceeded,
     MalformedReply,
@@ -68,6 +81,7 @@ from scanner.core.smtp import (
     SmtpClient,
     SmtpLimits,
     find_masked_starttls,
+    is_partial_greeting,
     parse_ehlo_reply,
 )
 from scanner.models import AddressStatus, Interruption, InterruptionKind, Phase, ProbeOutcome
@@ -88,8 +102,11 @@ class ProbeSettings:
 
     smtp_port: int = 25
     ehlo_name: str = "scanner.invalid"
-    step_timeout: float = 10.0  # seconds, each phase of `models.Phase`
-    total_timeout: float = 60.0  # seconds, the whole session
+    step_timeout: float = 10.0  # seconds, each phase of `models.Phase` but the greeting
+    # seconds for the greeting: above postscreen's default greet pause (6 s), below
+    # the 5 minutes RFC 5321 §4.5.3.2.1 allows a client to wait
+    greeting_timeout: float = 30.0
+    total_timeout: float = 110.0  # seconds, the whole session: 8 steps and the greeting
     limits: SmtpLimits = field(default_factory=SmtpLimits)
     # seconds to wait after the 220 to STARTTLS for plaintext sent in a later write
     # (a TLS server says nothing before the ClientHello, so this costs only time)
@@ -284,11 +301,17 @@ class _Session:
                 )
             raise AssertionError(f"unexpected SMTP client event {event!r}")
 
+    def deadline(self, phase: Phase) -> float:
+        """Seconds the reply of `phase` is awaited: the greeting has its own deadline."""
+        if phase is Phase.GREETING:
+            return self.settings.greeting_timeout
+        return self.settings.step_timeout
+
     async def exchange(self, phase: Phase, command: bytes | None) -> Reply:
         """Send `command` (if any) and read one reply, within the phase's deadline."""
         assert self.stream is not None
         self.phase = phase
-        with trio.move_on_after(self.settings.step_timeout):
+        with trio.move_on_after(self.deadline(phase)):
             if command is not None:
                 self.transcript.sent(command)
                 try:
@@ -297,8 +320,22 @@ class _Session:
                     self.transcript.add(f"[closed by server during {phase.value}]")
                     raise _Interrupted(Interruption(InterruptionKind.CLOSED, phase)) from None
             return await self._read_reply()
-        self.transcript.add(f"[timeout during {phase.value}]")
-        raise _Interrupted(Interruption(InterruptionKind.TIMEOUT, phase))
+        raise _Interrupted(self.timed_out(phase, f"[timeout during {phase.value}]"))
+
+    def timed_out(self, phase: Phase, marker: str) -> Interruption:
+        """A deadline passed in `phase`: keep what arrived of the reply, and say so.
+
+        The lines of a multi-line reply cut short go to the transcript before
+        `marker`. A greeting cut short after `220-` lines is named (a greet pause,
+        such as postscreen's, longer than the greeting deadline).
+        """
+        partial = self.client.partial_reply
+        for line in partial:
+            self.transcript.add("S: " + line)
+        self.transcript.add(marker)
+        if phase is Phase.GREETING and is_partial_greeting(partial):
+            return Interruption(InterruptionKind.TIMEOUT, phase, PARTIAL_GREETING_NOTE)
+        return Interruption(InterruptionKind.TIMEOUT, phase)
 
     # -- the dialogue
 
@@ -324,9 +361,16 @@ class _Session:
 
         Only where the client still may say it (a reply outstanding, or a server fault)
         and the connection is open; within `QUIT_GRACE` seconds, no reply awaited, any
-        trouble ignored. Cancellation from the caller propagates.
+        trouble ignored. Never before a complete greeting (RFC 5321 §3.1): a greet
+        pause (postscreen) would log the QUIT as PREGREET, so the connection is only
+        closed. Cancellation from the caller propagates.
         """
-        if self.stream is None or (self.client.state, ClientInput.ABANDON) not in TRANSITIONS:
+        if self.stream is None:
+            return
+        if self.client.state in (ClientState.GREETING, ClientState.GREETING_BROKEN):
+            self.transcript.add("[no QUIT: the greeting is incomplete]")
+            return
+        if (self.client.state, ClientInput.ABANDON) not in TRANSITIONS:
             return
         command = self.client.abandon_with_quit()
         self.transcript.sent(command)
@@ -547,8 +591,7 @@ async def probe(
                 reason = interrupted.interruption
         if total.cancelled_caught:
             phase = session.phase
-            session.transcript.add(f"[session deadline during {phase.value}]")
-            timeout = Interruption(InterruptionKind.TIMEOUT, phase)
+            timeout = session.timed_out(phase, f"[session deadline during {phase.value}]")
             if phase in (Phase.EHLO_AFTER_TLS, Phase.QUIT):
                 reason = session.refusal  # the facts gathered so far stand
                 session.note_after_tls(timeout)

@@ -1,37 +1,129 @@
-"""The scanner's one DNS client: dnspython's async resolver running on trio.
+"""The scanner's one DNS client: a lean stub resolver on trio.
 
-Every lookup of a run (MX, A, AAAA, TXT, the policy host's address) goes
-through one `Resolver`, so the fixture lab, the policy fetch and the probes
-see the same answers. Results are typed values (`TxtAnswer`, `MxAnswer`,
-`AddressAnswer`) whose `status` tells NXDOMAIN, NODATA, SERVFAIL, REFUSED,
-timeout and other errors apart; no lookup raises for an expected failure.
+Every lookup of a run (MX, A, AAAA, TXT, TLSA, the policy host's address) goes
+through one `Resolver`, so the fixture lab, the policy fetch and the probes see
+the same answers. Results are typed values (`TxtAnswer`, `MxAnswer`,
+`AddressAnswer`, `TlsaAnswer`) whose `status` tells NXDOMAIN, NODATA, SERVFAIL,
+REFUSED, timeout and other errors apart and whose `dnssec` says what the resolver
+said about validation; no lookup raises for an expected failure.
 
-Each lookup runs under a trio deadline (dnspython's own lifetime bounds its
-retries, the trio deadline bounds everything, including a stalled TCP
-fallback) and under a capacity limiter that bounds lookups in flight. A
-TTL-aware, bounded LRU cache is shared by the whole run.
+Theory of operation
+-------------------
+Questions and replies are built, matched and parsed by the sans-IO
+`scanner.net.dns_wire` (dnspython's message classes, not its resolver); this
+module only moves bytes, holds deadlines, caches and counts.
+
+* **Deadlines.** A lookup runs under one deadline (`timeout`, held here with
+  `move_on_after`). Inside it, each try waits `per_try` (a third of the
+  timeout, between 0.3 and 2 s) and the tries go over the nameservers in turn
+  until one gives a usable reply or the deadline passes: a lost datagram costs
+  one try, never the lookup. A reply to an earlier try still counts.
+* **Sockets.** A lookup takes one UDP socket from a pool for its whole life
+  (all its tries) and gives it back; no other lookup reads from it meanwhile, so
+  no receiver task is needed. Sockets are bound to a port the kernel picks at
+  random and retired after `MAX_SOCKET_USES` lookups, so the source port keeps
+  changing (RFC 5452 §10); at most `MAX_IDLE_SOCKETS` wait idle per address
+  family. The pool belongs to one `trio.run` and is closed when that run ends.
+* **Matching.** A datagram counts only if its ID is one this lookup has out, it
+  comes from the address and port that try went to, and it echoes the question
+  (RFC 5452 §§4, 9.1); anything else is ignored and the wait goes on.
+* **Failures.** TC makes the same try go to TCP. SERVFAIL, REFUSED, other error
+  codes, a refused (oversize, unparseable) reply or a network error take that
+  server out of this lookup and the next one is asked; when none is left, the
+  failures decide the status (all REFUSED: `refused`; any SERVFAIL: `servfail`;
+  else `error`). At the deadline, with no failure seen, the status is `timeout`.
+* **CNAMEs** are followed inside each reply and, when a reply stops at a CNAME
+  without an answer or an SOA, by further queries, up to `MAX_CNAME_LINKS`.
+* **DNSSEC.** Queries carry EDNS0 with DO and AD (RFC 6840 §5.7). AD in a reply
+  makes the answer `secure`; no AD from a resolver that `detect_validation()`
+  found validating makes it `insecure`; SERVFAIL with an RFC 8914 extended error
+  saying validation failed, or SERVFAIL that goes away when asked again with CD
+  set, makes it `bogus` (status `servfail`, no records: bogus data is never
+  returned); a resolver that does not validate (or was not checked and gave no
+  AD) leaves it `unvalidated`. AD is only as trustworthy as the path to the
+  resolver (RFC 4035 §4.9.3): use a resolver on this host or a trusted network.
+* **Cache.** Answers and negative answers are cached for their TTL in bounded
+  LRUs (RFC 2308 §5: a negative answer for min(SOA TTL, SOA MINIMUM), at most an
+  hour, and only with an SOA); failures are not cached. Negative answers have a
+  smaller LRU of their own, so a stream of one-off NXDOMAINs never evicts the
+  shared answers (provider MX hosts) that a bulk run lives on.
+* **Flow control.** A capacity limiter bounds lookups in flight (a cache hit
+  takes no slot).
 """
 
 from __future__ import annotations
 
+import errno
+import ipaddress
+import random
+import socket
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
 
-import dns.asyncresolver
 import dns.exception
-import dns.message
 import dns.name
-import dns.nameserver
 import dns.rcode
+import dns.rdata
 import dns.rdatatype
-import dns.resolver
 import trio
 
-from scanner.models import AddressAnswer, DnsStatus, MxAnswer, MxRecord, TxtAnswer
+from scanner.models import (
+    AddressAnswer,
+    DnssecStatus,
+    DnsStatus,
+    MxAnswer,
+    MxRecord,
+    TlsaAnswer,
+    TxtAnswer,
+)
+from scanner.net.dns_wire import (
+    FINAL_RCODES,
+    MAX_CNAME_LINKS,
+    MAX_POSITIVE_TTL,
+    MAX_RESPONSE_BYTES,
+    NEED_DATA,
+    TRUNCATED,
+    Address,
+    Exchange,
+    ExtendedError,
+    Mismatch,
+    Outcome,
+    Query,
+    Refusal,
+    Response,
+    TcpFramer,
+    address_text,
+    build_query,
+    interpret,
+    mx_record,
+    name_text,
+    status_of_rcode,
+    tlsa_record,
+    txt_text,
+)
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_CACHE_SIZE = 10_000
+RESOLV_CONF: Final = Path("/etc/resolv.conf")
+
+# Source port churn (RFC 5452 §10): a pooled socket serves this many lookups, then a
+# fresh one with a new random port replaces it.
+MAX_SOCKET_USES: Final = 100
+MAX_IDLE_SOCKETS: Final = 64
+# Negative answers get an LRU of this share of the cache size.
+NEGATIVE_CACHE_SHARE: Final = 4
+
+
+def per_try_timeout(timeout: float) -> float:
+    """Several tries inside one lookup's deadline: a third of it, between 0.3 and 2 s."""
+    return max(min(timeout / 3, 2.0), 0.3)
+
+
+# ---------------------------------------------------------------- nameservers
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +134,6 @@ class Nameserver:
 
 def parse_nameserver(text: str) -> Nameserver:
     """Parse `IP`, `IP:PORT`, `[IPv6]:PORT` or a bare IPv6 address (`--resolver`)."""
-    import ipaddress
-
     value = text.strip()
     host, port = value, 53
     if value.startswith("["):
@@ -72,45 +162,344 @@ def _parse_port(text: str, whole: str) -> int:
     return int(text)
 
 
-def _status_of(exc: BaseException) -> tuple[DnsStatus, str]:
-    """Map dnspython's exceptions to our statuses, once, here."""
-    if isinstance(exc, dns.resolver.NXDOMAIN):
-        return DnsStatus.NXDOMAIN, "name does not exist"
-    if isinstance(exc, dns.resolver.NoAnswer):
-        return DnsStatus.NODATA, "no records of this type"
-    if isinstance(exc, dns.resolver.LifetimeTimeout):
-        return DnsStatus.TIMEOUT, "no answer before the deadline"
-    if isinstance(exc, dns.resolver.NoNameservers):
-        errors = exc.kwargs.get("errors") or []
-        rcodes = {
-            answer.rcode()
-            for (*_, answer) in errors
-            if isinstance(answer, dns.message.Message)
-        }
-        if rcodes == {dns.rcode.REFUSED}:
-            return DnsStatus.REFUSED, "every nameserver refused the query"
-        return DnsStatus.SERVFAIL, "no nameserver gave an answer (SERVFAIL)"
-    if isinstance(exc, dns.resolver.YXDOMAIN):
-        return DnsStatus.ERROR, "name too long after DNAME substitution"
-    if isinstance(exc, dns.exception.DNSException):
-        return DnsStatus.ERROR, f"{type(exc).__name__}: {exc}"
-    raise exc
+class NoSystemResolver(dns.exception.DNSException):
+    """resolv.conf names no usable nameserver (or cannot be read)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)  # type: ignore[no-untyped-call]  # dnspython is untyped here
+
+
+def system_nameservers(path: Path = RESOLV_CONF) -> tuple[Nameserver, ...]:
+    """The `nameserver` lines of resolv.conf(5), in order; other lines are ignored."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise NoSystemResolver(f"cannot read {path}: {exc.strerror}") from None
+    found: list[Nameserver] = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            try:
+                ipaddress.ip_address(words[1])
+            except ValueError:
+                continue
+            found.append(Nameserver(words[1]))
+    if not found:
+        raise NoSystemResolver(f"no nameserver in {path}")
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Server:
+    """A nameserver as the sockets see it: normalised address, address family."""
+
+    address: Address
+    family: int
+
+    @classmethod
+    def of(cls, nameserver: Nameserver) -> _Server:
+        ip = ipaddress.ip_address(nameserver.ip)
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        return cls((str(ip), nameserver.port), family)
+
+    def __str__(self) -> str:
+        host, port = self.address
+        return f"[{host}]:{port}" if self.family == socket.AF_INET6 else f"{host}:{port}"
+
+
+# ---------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True, slots=True)
+class ResolverStats:
+    """What the resolver did in a run, for the run summary.
+
+    `lookups` counts every lookup asked (cache hits included); `udp_queries` and
+    `tcp_queries` the messages sent; `retries` the tries after the first of a
+    question; `timeouts` the tries left without a matching reply; `truncations` the
+    TC replies (each followed by a TCP query); `ignored_replies` the datagrams that
+    matched no question out (RFC 5452); `refused_replies` the matched replies over
+    the limits or unparseable; `network_errors` failed sends and connects;
+    `cd_retries` the SERVFAILs asked again with CD. `by_status` and `by_dnssec`
+    count the typed answers returned.
+    """
+
+    lookups: int = 0
+    cache_hits: int = 0
+    udp_queries: int = 0
+    tcp_queries: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    truncations: int = 0
+    ignored_replies: int = 0
+    refused_replies: int = 0
+    network_errors: int = 0
+    cd_retries: int = 0
+    by_status: tuple[tuple[DnsStatus, int], ...] = ()
+    by_dnssec: tuple[tuple[DnssecStatus, int], ...] = ()
+
+    @property
+    def queries(self) -> int:
+        return self.udp_queries + self.tcp_queries
+
+
+@dataclass(slots=True)
+class _Counters:
+    lookups: int = 0
+    cache_hits: int = 0
+    udp_queries: int = 0
+    tcp_queries: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    truncations: int = 0
+    ignored_replies: int = 0
+    refused_replies: int = 0
+    network_errors: int = 0
+    cd_retries: int = 0
+    by_status: Counter[DnsStatus] = field(default_factory=Counter)
+    by_dnssec: Counter[DnssecStatus] = field(default_factory=Counter)
+
+    def snapshot(self) -> ResolverStats:
+        return ResolverStats(
+            lookups=self.lookups,
+            cache_hits=self.cache_hits,
+            udp_queries=self.udp_queries,
+            tcp_queries=self.tcp_queries,
+            retries=self.retries,
+            timeouts=self.timeouts,
+            truncations=self.truncations,
+            ignored_replies=self.ignored_replies,
+            refused_replies=self.refused_replies,
+            network_errors=self.network_errors,
+            cd_retries=self.cd_retries,
+            by_status=tuple((s, self.by_status[s]) for s in DnsStatus if self.by_status[s]),
+            by_dnssec=tuple((s, self.by_dnssec[s]) for s in DnssecStatus if self.by_dnssec[s]),
+        )
+
+
+# ---------------------------------------------------------------- lookups
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    """One lookup after the whole CNAME chain: what the typed answers are made of.
+
+    `authenticated`: every reply of the chain had AD. `chain_authenticated`: every
+    reply that carried a CNAME link had AD (true when there was no link).
+    """
+
+    status: DnsStatus
+    records: tuple[dns.rdata.Rdata, ...] = ()
+    detail: str = ""
+    canonical: str | None = None
+    authenticated: bool = False
+    chain_authenticated: bool = False
+    bogus: bool = False
+    extended_error: ExtendedError | None = None
+
+
+_TIMED_OUT: Final = _Resolved(DnsStatus.TIMEOUT, detail="no answer before the deadline")
+
+
+@dataclass(slots=True)
+class _Failures:
+    """What the servers asked for one question said when they gave no usable answer.
+
+    Kept outside the deadline's scope, so a lookup cut short still tells a SERVFAIL
+    it received from a plain timeout.
+    """
+
+    seen: list[tuple[DnsStatus, str, ExtendedError | None]] = field(default_factory=list)
+
+    def add(
+        self, server: _Server, status: DnsStatus, detail: str, ede: ExtendedError | None
+    ) -> None:
+        self.seen.append((status, f"{detail} from {server}", ede))
+
+    def explained_without_dnssec(self) -> bool:
+        """A SERVFAIL came with an extended error that names a cause other than DNSSEC."""
+        return any(ede is not None and not ede.dnssec_failure for _, _, ede in self.seen)
+
+    def summary(self) -> _Resolved:
+        if not self.seen:
+            return _TIMED_OUT
+        for status, _, ede in self.seen:
+            if status is DnsStatus.SERVFAIL and ede is not None and ede.dnssec_failure:
+                return _Resolved(
+                    DnsStatus.SERVFAIL,
+                    detail=f"DNSSEC validation failed (SERVFAIL, extended error {ede})",
+                    bogus=True,
+                    extended_error=ede,
+                )
+        statuses = {status for status, _, _ in self.seen}
+        if statuses == {DnsStatus.REFUSED}:
+            return _Resolved(DnsStatus.REFUSED, detail="every nameserver refused the query")
+        if DnsStatus.SERVFAIL in statuses:
+            ede = next((e for s, _, e in self.seen if s is DnsStatus.SERVFAIL and e), None)
+            detail = "no nameserver gave an answer (SERVFAIL)"
+            if ede is not None:
+                detail += f"; extended error {ede}"
+            return _Resolved(DnsStatus.SERVFAIL, detail=detail, extended_error=ede)
+        _, detail, ede = self.seen[-1]
+        return _Resolved(DnsStatus.ERROR, detail=detail, extended_error=ede)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unreachable:
+    """A try that failed in the network (send, connect, a broken TCP stream)."""
+
+    detail: str
+
+
+_TryResult = Response | Refusal | _Unreachable | None  # None: no matching reply in time
+
+
+# ---------------------------------------------------------------- cache
+
+
+_CacheKey = tuple[str, int]
+
+
+class _AnswerCache:
+    """TTL-aware LRUs of resolved lookups, keyed by (lower-cased name, type).
+
+    Answers and negative answers (NXDOMAIN, NODATA) are bounded separately.
+    """
+
+    __slots__ = ("_negative", "_negative_size", "_positive", "_positive_size")
+
+    def __init__(self, size: int) -> None:
+        self._positive: OrderedDict[_CacheKey, tuple[float, _Resolved]] = OrderedDict()
+        self._negative: OrderedDict[_CacheKey, tuple[float, _Resolved]] = OrderedDict()
+        self._positive_size = max(size, 0)
+        self._negative_size = max(size // NEGATIVE_CACHE_SHARE, 1) if size > 0 else 0
+
+    def __len__(self) -> int:
+        return len(self._positive) + len(self._negative)
+
+    def get(self, key: _CacheKey, now: float) -> _Resolved | None:
+        for store in (self._positive, self._negative):
+            entry = store.get(key)
+            if entry is not None:
+                expires, resolved = entry
+                if expires <= now:
+                    del store[key]
+                    return None
+                store.move_to_end(key)
+                return resolved
+        return None
+
+    def put(self, key: _CacheKey, resolved: _Resolved, ttl: int, now: float) -> None:
+        if ttl <= 0:
+            return
+        if resolved.status is DnsStatus.ANSWER:
+            store, size = self._positive, self._positive_size
+        else:
+            store, size = self._negative, self._negative_size
+        if size <= 0:
+            return
+        store[key] = (now + ttl, resolved)
+        store.move_to_end(key)
+        while len(store) > size:
+            store.popitem(last=False)
+
+
+# ---------------------------------------------------------------- sockets
+
+
+@dataclass(slots=True)
+class _UdpSocket:
+    sock: trio.socket.SocketType
+    family: int
+    uses: int = 0
+
+
+class _SocketPool:
+    """Idle UDP sockets of one trio run, by address family (see the module docstring)."""
+
+    __slots__ = ("_closed", "_idle", "opened")
+
+    def __init__(self) -> None:
+        self._idle: dict[int, list[_UdpSocket]] = {}
+        self._closed = False
+        self.opened = 0
+
+    async def take(self, family: int) -> _UdpSocket:
+        """An idle socket chosen at random, or a new one on a kernel-chosen port."""
+        idle = self._idle.get(family)
+        if idle:
+            index = random.randrange(len(idle))
+            idle[index], idle[-1] = idle[-1], idle[index]
+            return idle.pop()
+        sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            await sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
+        except BaseException:
+            sock.close()
+            raise
+        self.opened += 1
+        return _UdpSocket(sock, family)
+
+    def give_back(self, udp: _UdpSocket) -> None:
+        udp.uses += 1
+        idle = self._idle.setdefault(udp.family, [])
+        if self._closed or udp.uses >= MAX_SOCKET_USES or len(idle) >= MAX_IDLE_SOCKETS:
+            udp.sock.close()
+        else:
+            idle.append(udp)
+
+    def close(self) -> None:
+        self._closed = True
+        for idle in self._idle.values():
+            for udp in idle:
+                udp.sock.close()
+            idle.clear()
+
+
+async def _close_at_run_end(pool: _SocketPool) -> None:
+    try:
+        await trio.sleep_forever()
+    finally:
+        pool.close()
+
+
+def _errno_name(exc: OSError) -> str:
+    if exc.errno is not None:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    return type(exc).__name__
+
+
+# ---------------------------------------------------------------- the resolver
 
 
 class Resolver:
-    """Typed DNS lookups for one run. Build once with `Resolver.create`."""
+    """Typed DNS lookups for one run. Build once with `Resolver.create`.
+
+    `validating` is None until `detect_validation()` has run, then whether the
+    resolver validates DNSSEC. `lookups` counts lookups asked; `stats` is a
+    snapshot of every counter.
+    """
 
     def __init__(
         self,
-        resolver: dns.asyncresolver.Resolver,
+        nameservers: Sequence[Nameserver],
         *,
         timeout: float,
-        max_in_flight: int,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
-        self._resolver = resolver
+        if not nameservers:
+            raise ValueError("a resolver needs at least one nameserver")
+        self._servers = tuple(_Server.of(nameserver) for nameserver in nameservers)
         self._timeout = timeout
+        self._per_try = per_try_timeout(timeout)
         self._limiter = trio.CapacityLimiter(max_in_flight)
-        self.lookups = 0  # queries sent past the cache-less front door; for statistics
+        self._cache = _AnswerCache(cache_size)
+        self._counters = _Counters()
+        self._pool_of_run: trio.lowlevel.RunVar[_SocketPool] = trio.lowlevel.RunVar(
+            f"dns-socket-pool-{id(self)}"
+        )
+        self.validating: bool | None = None
 
     @classmethod
     def create(
@@ -120,69 +509,61 @@ class Resolver:
         timeout: float = DEFAULT_TIMEOUT,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         cache_size: int = DEFAULT_CACHE_SIZE,
+        resolv_conf: Path = RESOLV_CONF,
     ) -> Resolver:
-        """Nameservers from the arguments, else from the system's resolv.conf."""
-        if nameservers:
-            resolver = dns.asyncresolver.Resolver(configure=False)
-            resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(ns.ip, ns.port) for ns in nameservers
-            ]
-        else:
-            resolver = dns.asyncresolver.Resolver(configure=True)
-        resolver.lifetime = timeout
-        # Several tries within the lifetime: a lost UDP datagram costs one try, not the lookup.
-        resolver.timeout = max(min(timeout / 3, 2.0), 0.3)
-        resolver.cache = dns.resolver.LRUCache(cache_size)
-        return cls(resolver, timeout=timeout, max_in_flight=max_in_flight)
+        """Nameservers from the arguments, else from resolv.conf (`NoSystemResolver` if none)."""
+        servers = tuple(nameservers) if nameservers else system_nameservers(resolv_conf)
+        return cls(servers, timeout=timeout, max_in_flight=max_in_flight, cache_size=cache_size)
 
-    async def _query(
-        self, name: str, rdtype: dns.rdatatype.RdataType
-    ) -> tuple[dns.resolver.Answer | None, DnsStatus, str]:
-        try:
-            qname = dns.name.from_text(name)
-        except dns.exception.DNSException as exc:
-            return None, DnsStatus.ERROR, f"invalid name {name!r}: {exc}"
-        async with self._limiter:
-            self.lookups += 1
-            with trio.move_on_after(self._timeout):
-                try:
-                    answer = await self._resolver.resolve(qname, rdtype, search=False)
-                except dns.exception.DNSException as exc:
-                    status, detail = _status_of(exc)
-                    return None, status, detail
-                return answer, DnsStatus.ANSWER, ""
-        return None, DnsStatus.TIMEOUT, "no answer before the deadline"
+    @property
+    def lookups(self) -> int:
+        return self._counters.lookups
+
+    @property
+    def stats(self) -> ResolverStats:
+        return self._counters.snapshot()
+
+    # ------------------------------------------------------------ typed answers
 
     async def txt(self, name: str) -> TxtAnswer:
         """TXT records at `name`, each record's strings joined with no separator."""
-        answer, status, detail = await self._query(name, dns.rdatatype.TXT)
-        if answer is None:
-            return TxtAnswer(status, (), detail)
-        records = tuple(
-            b"".join(rdata.strings).decode("utf-8", errors="backslashreplace")
-            for rdata in answer
+        resolved = await self._lookup(name, dns.rdatatype.TXT)
+        return TxtAnswer(
+            resolved.status,
+            tuple(txt_text(rdata) for rdata in resolved.records),
+            resolved.detail,
+            dnssec=self._dnssec_counted(resolved),
         )
-        return TxtAnswer(DnsStatus.ANSWER, records)
-
-    async def _addresses_of_type(
-        self, name: str, rdtype: dns.rdatatype.RdataType
-    ) -> AddressAnswer:
-        answer, status, detail = await self._query(name, rdtype)
-        if answer is None:
-            return AddressAnswer(status, (), detail)
-        return AddressAnswer(DnsStatus.ANSWER, tuple(rdata.address for rdata in answer))
 
     async def addresses(self, name: str) -> tuple[AddressAnswer, AddressAnswer]:
         """The A answer and the AAAA answer for `name` (looked up concurrently)."""
-        results: dict[str, AddressAnswer] = {}
+        results: dict[dns.rdatatype.RdataType, AddressAnswer] = {}
 
-        async def lookup(key: str, rdtype: dns.rdatatype.RdataType) -> None:
-            results[key] = await self._addresses_of_type(name, rdtype)
+        async def lookup(rdtype: dns.rdatatype.RdataType) -> None:
+            results[rdtype] = await self._address_answer(name, rdtype)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lookup, "A", dns.rdatatype.A)
-            nursery.start_soon(lookup, "AAAA", dns.rdatatype.AAAA)
-        return results["A"], results["AAAA"]
+            nursery.start_soon(lookup, dns.rdatatype.A)
+            nursery.start_soon(lookup, dns.rdatatype.AAAA)
+        return results[dns.rdatatype.A], results[dns.rdatatype.AAAA]
+
+    async def _address_answer(self, name: str, rdtype: dns.rdatatype.RdataType) -> AddressAnswer:
+        """`cname_chain_secure`: every CNAME link came with AD, in a validated lookup.
+
+        True without links when the lookup was validated (`secure` or `insecure`);
+        never for an `unvalidated` or `bogus` one. RFC 7672 §2.2.2 wants it, and a
+        `secure` answer, before TLSA is looked up at `canonical_name`.
+        """
+        resolved = await self._lookup(name, rdtype)
+        dnssec = self._dnssec_counted(resolved)
+        return AddressAnswer(
+            resolved.status,
+            tuple(address_text(rdata) for rdata in resolved.records),
+            resolved.detail,
+            dnssec=dnssec,
+            canonical_name=resolved.canonical,
+            cname_chain_secure=resolved.chain_authenticated and dnssec in _VALIDATED,
+        )
 
     async def mx(self, domain: str) -> MxAnswer:
         """MX records of `domain`, sorted by preference.
@@ -191,16 +572,11 @@ class Resolver:
         RFC 5321 §5.1: with no MX records but an address record, the domain
         itself is the implicit MX, preference 0.
         """
-        answer, status, detail = await self._query(domain, dns.rdatatype.MX)
-        if answer is not None:
+        resolved = await self._lookup(domain, dns.rdatatype.MX)
+        dnssec = self._dnssec_counted(resolved)
+        if resolved.status is DnsStatus.ANSWER:
             records = sorted(
-                (
-                    MxRecord(
-                        rdata.preference,
-                        rdata.exchange.to_text(omit_final_dot=True).lower(),
-                    )
-                    for rdata in answer
-                ),
+                (mx_record(rdata) for rdata in resolved.records),
                 key=lambda record: (record.preference, record.host),
             )
             if any(record.host in ("", ".") for record in records):
@@ -212,9 +588,10 @@ class Resolver:
                     detail="null MX (RFC 7505): the domain accepts no mail"
                     if not real
                     else "null MX mixed with other MX records",
+                    dnssec=dnssec,
                 )
-            return MxAnswer(DnsStatus.ANSWER, tuple(records))
-        if status is DnsStatus.NODATA:
+            return MxAnswer(DnsStatus.ANSWER, tuple(records), dnssec=dnssec)
+        if resolved.status is DnsStatus.NODATA:
             a, aaaa = await self.addresses(domain)
             if a.addresses or aaaa.addresses:
                 return MxAnswer(
@@ -222,5 +599,309 @@ class Resolver:
                     (MxRecord(0, domain),),
                     implicit=True,
                     detail="no MX records; the domain's own address is the implicit MX",
+                    dnssec=dnssec,
                 )
-        return MxAnswer(status, (), detail=detail)
+        return MxAnswer(resolved.status, (), detail=resolved.detail, dnssec=dnssec)
+
+    async def tlsa(self, owner: str) -> TlsaAnswer:
+        """TLSA records at `owner` (`_25._tcp.mx.example.com`), RFC 6698 §2 / RFC 7672 §2.2.
+
+        Usable for DANE only when `dnssec` is `secure`; a `bogus` answer has no records.
+        `extended_error` is the RFC 8914 error the resolver gave, if any.
+        """
+        resolved = await self._lookup(owner, dns.rdatatype.TLSA)
+        return TlsaAnswer(
+            resolved.status,
+            tuple(tlsa_record(rdata) for rdata in resolved.records),
+            resolved.detail,
+            dnssec=self._dnssec_counted(resolved),
+            extended_error=str(resolved.extended_error) if resolved.extended_error else None,
+        )
+
+    def _dnssec_counted(self, resolved: _Resolved) -> DnssecStatus:
+        dnssec = self._dnssec_of(resolved)
+        self._counters.by_status[resolved.status] += 1
+        self._counters.by_dnssec[dnssec] += 1
+        return dnssec
+
+    def _dnssec_of(self, resolved: _Resolved) -> DnssecStatus:
+        """RFC 4035 §3.2.3 and RFC 6840 §5.7 from the stub's side (see the module docstring)."""
+        if resolved.bogus:
+            return DnssecStatus.BOGUS
+        if self.validating is False or resolved.status not in _VALIDATED_STATUSES:
+            return DnssecStatus.UNVALIDATED
+        if resolved.authenticated:
+            return DnssecStatus.SECURE
+        return DnssecStatus.INSECURE if self.validating else DnssecStatus.UNVALIDATED
+
+    # ------------------------------------------------------------ DNSSEC validation
+
+    async def detect_validation(self) -> bool:
+        """Does the resolver validate DNSSEC? Ask once per run, before the lookups.
+
+        Method: every nameserver is asked for the root zone's SOA with DO and AD set
+        (RFC 6840 §5.7); the root is signed, so a validating resolver answers with AD.
+        The resolver counts as validating only when every nameserver did, since tries
+        go to all of them in turn. Sets and returns `validating`.
+
+        Limits: it shows that AD is set on a signed answer, not that bogus data is
+        refused (that would take a deliberately broken zone on the internet); a
+        forwarder that passes on its upstream's AD counts as validating; a
+        validator without the root trust anchor counts as not validating (answers
+        then say `unvalidated`, the safe side); AD is only as trustworthy as the
+        path to the resolver (RFC 4035 §4.9.3); a change of resolver mid-run is not
+        seen.
+        """
+        verdicts: list[bool] = []
+
+        async def ask(server: _Server) -> None:
+            verdicts.append(await self._signs_root(server))
+
+        async with trio.open_nursery() as nursery:
+            for server in self._servers:
+                nursery.start_soon(ask, server)
+        self.validating = len(verdicts) == len(self._servers) and all(verdicts)
+        return self.validating
+
+    async def _signs_root(self, server: _Server) -> bool:
+        query = build_query(dns.name.root, dns.rdatatype.SOA)
+        async with self._limiter:
+            with trio.move_on_after(self._timeout):
+                response = await self._exchange(query, (server,), _Failures())
+                return (
+                    response is not None
+                    and response.rcode == dns.rcode.NOERROR
+                    and response.authenticated
+                )
+        return False
+
+    # ------------------------------------------------------------ one lookup
+
+    async def _lookup(self, name: str, rdtype: dns.rdatatype.RdataType) -> _Resolved:
+        """The whole lookup of (name, type), from the cache or the nameservers, within its deadline."""
+        self._counters.lookups += 1
+        key = (name.lower().rstrip("."), int(rdtype))
+        cached = self._cache.get(key, trio.current_time())
+        if cached is not None:
+            self._counters.cache_hits += 1
+            return cached
+        try:
+            qname = dns.name.from_text(name)
+        except dns.exception.DNSException as exc:
+            return _Resolved(DnsStatus.ERROR, detail=f"invalid name {name!r}: {exc}")
+        async with self._limiter:
+            failures = _Failures()
+            with trio.move_on_after(self._timeout):
+                resolved, ttl = await self._resolve_chain(qname, rdtype, failures)
+                self._cache.put(key, resolved, ttl, trio.current_time())
+                return resolved
+            return failures.summary()
+
+    async def _resolve_chain(
+        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, failures: _Failures
+    ) -> tuple[_Resolved, int]:
+        """Ask, and ask again at the end of a CNAME chain a reply left open (RFC 1034 §3.6.2).
+
+        Returns the resolved lookup and how long it may be cached (0: not at all).
+        """
+        name = qname
+        seen = {qname}
+        links = 0
+        authenticated = True
+        chain_authenticated = True
+        ttl = MAX_POSITIVE_TTL
+        while True:
+            asked = await self._ask(name, rdtype, failures)
+            if isinstance(asked, _Resolved):
+                return asked, 0
+            links += len(asked.links)
+            if links > MAX_CNAME_LINKS or (asked.follow and asked.name in seen):
+                return _Resolved(DnsStatus.ERROR, detail="CNAME chain too long or looping"), 0
+            authenticated = authenticated and asked.authenticated
+            if asked.links:
+                chain_authenticated = chain_authenticated and asked.authenticated
+            ttl = min(ttl, asked.ttl)
+            if asked.status not in _VALIDATED_STATUSES:
+                return _outcome_failure(asked), 0
+            if asked.follow:
+                seen.add(asked.name)
+                name = asked.name
+                continue
+            return (
+                _Resolved(
+                    asked.status,
+                    asked.records,
+                    asked.detail,
+                    canonical=name_text(asked.name),
+                    authenticated=authenticated,
+                    chain_authenticated=chain_authenticated,
+                    extended_error=asked.extended_error,
+                ),
+                ttl,
+            )
+
+    async def _ask(
+        self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, failures: _Failures
+    ) -> Outcome | _Resolved:
+        """One question to the nameservers: its outcome, or the failure when none answered.
+
+        A SERVFAIL not explained by an extended error is asked again with CD set (RFC
+        4035 §3.2.2), for one try's time: an answer then means validation failed.
+        """
+        try:
+            query = build_query(name, rdtype)
+        except dns.exception.DNSException as exc:
+            return _Resolved(DnsStatus.ERROR, detail=f"invalid name: {exc}")
+        response = await self._exchange(query, self._servers, failures)
+        if response is not None:
+            return interpret(query, response)
+        failure = failures.summary()
+        if (
+            failure.status is DnsStatus.SERVFAIL
+            and not failure.bogus
+            and self.validating is not False
+            and not failures.explained_without_dnssec()
+        ):
+            self._counters.cd_retries += 1
+            unchecked = build_query(name, rdtype, checking_disabled=True)
+            with trio.move_on_after(self._per_try):
+                if await self._exchange(unchecked, self._servers, _Failures()) is not None:
+                    return _Resolved(
+                        DnsStatus.SERVFAIL,
+                        detail="DNSSEC validation failed (SERVFAIL, yet an answer with "
+                        "checking disabled)",
+                        bogus=True,
+                    )
+        return failure
+
+    # ------------------------------------------------------------ transport
+
+    def _pool(self) -> _SocketPool:
+        try:
+            return self._pool_of_run.get()
+        except LookupError:
+            pool = _SocketPool()
+            self._pool_of_run.set(pool)
+            trio.lowlevel.spawn_system_task(_close_at_run_end, pool, name="dns socket pool")
+            return pool
+
+    async def _exchange(
+        self, query: Query, servers: Sequence[_Server], failures: _Failures
+    ) -> Response | None:
+        """Tries over `servers` in turn until one gives a final reply; None when all failed.
+
+        Runs until the caller's deadline while a server is left to ask.
+        """
+        live = list(servers)
+        exchange = Exchange(query)
+        pool = self._pool()
+        held: dict[int, _UdpSocket] = {}
+        try:
+            attempt = 0
+            while live:
+                server = live[attempt % len(live)]
+                if attempt:
+                    self._counters.retries += 1
+                attempt += 1
+                result = await self._udp_try(pool, held, exchange, server)
+                if result is None:
+                    self._counters.timeouts += 1
+                    continue
+                if isinstance(result, _Unreachable):
+                    self._counters.network_errors += 1
+                    failures.add(server, DnsStatus.ERROR, result.detail, None)
+                    live.remove(server)
+                elif isinstance(result, Refusal):
+                    self._counters.refused_replies += 1
+                    failures.add(server, DnsStatus.ERROR, result.detail, None)
+                    live.remove(server)
+                elif result.rcode not in FINAL_RCODES:
+                    status, detail = status_of_rcode(result.rcode)
+                    failures.add(server, status, detail, result.extended_error)
+                    live.remove(server)
+                else:
+                    return result
+            return None
+        finally:
+            for udp in held.values():
+                pool.give_back(udp)
+
+    async def _udp_try(
+        self,
+        pool: _SocketPool,
+        held: dict[int, _UdpSocket],
+        exchange: Exchange,
+        server: _Server,
+    ) -> _TryResult:
+        """One datagram to `server`, then wait `per_try` for a reply that matches; TC → TCP."""
+        udp = held.get(server.family)
+        try:
+            if udp is None:
+                udp = held[server.family] = await pool.take(server.family)
+            await udp.sock.sendto(exchange.datagram_for(server.address), server.address)
+        except OSError as exc:
+            return _Unreachable(f"UDP send failed ({_errno_name(exc)})")
+        self._counters.udp_queries += 1
+        with trio.move_on_after(self._per_try):
+            while True:
+                try:
+                    wire, source = await udp.sock.recvfrom(MAX_RESPONSE_BYTES + 1)
+                except OSError:
+                    # An ICMP error queued on the socket: not a reply; keep waiting.
+                    self._counters.ignored_replies += 1
+                    continue
+                reply = exchange.accept(wire, (source[0], source[1]))
+                if isinstance(reply, Mismatch):
+                    self._counters.ignored_replies += 1
+                    continue
+                if reply is TRUNCATED:
+                    self._counters.truncations += 1
+                    return await self._tcp_try(exchange, server)
+                return reply
+        return None
+
+    async def _tcp_try(self, exchange: Exchange, server: _Server) -> _TryResult:
+        """The question again over TCP (RFC 7766 §5), within one try's time."""
+        self._counters.tcp_queries += 1
+        with trio.move_on_after(self._per_try):
+            sock = trio.socket.socket(server.family, socket.SOCK_STREAM)
+            with sock:
+                try:
+                    await sock.connect(server.address)
+                    await _send_all(sock, exchange.stream_message_for(server.address))
+                    framer = TcpFramer()
+                    while True:
+                        message = framer.next_message()
+                        if message is NEED_DATA:
+                            data = await sock.recv(min(framer.wanted(), MAX_RESPONSE_BYTES + 2))
+                            if not data:
+                                return _Unreachable("TCP connection closed before the reply")
+                            framer.receive_data(data)
+                            continue
+                        if isinstance(message, Refusal):
+                            return message
+                        assert isinstance(message, bytes)
+                        reply = exchange.accept(message, server.address, stream=True)
+                        if isinstance(reply, Mismatch):
+                            self._counters.ignored_replies += 1
+                            continue
+                        assert isinstance(reply, Response | Refusal)
+                        return reply
+                except OSError as exc:
+                    return _Unreachable(f"TCP to {server} failed ({_errno_name(exc)})")
+        return None
+
+
+async def _send_all(sock: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        sent = await sock.send(view)
+        view = view[sent:]
+
+
+_VALIDATED_STATUSES: Final = frozenset({DnsStatus.ANSWER, DnsStatus.NXDOMAIN, DnsStatus.NODATA})
+_VALIDATED: Final = frozenset({DnssecStatus.SECURE, DnssecStatus.INSECURE})
+
+
+def _outcome_failure(outcome: Outcome) -> _Resolved:
+    return _Resolved(outcome.status, detail=outcome.detail, extended_error=outcome.extended_error)

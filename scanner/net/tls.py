@@ -36,6 +36,7 @@ transport may disagree about what was sent. Deadlines belong to the caller.
 from __future__ import annotations
 
 import hashlib
+import operator
 import ipaddress
 import re
 import warnings
@@ -645,6 +646,7 @@ class TlsStream(trio.abc.Stream):
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         if max_bytes is None:
             max_bytes = _RECEIVE_SIZE
+        max_bytes = operator.index(max_bytes)  # a TypeError here leaves the stream whole
         if max_bytes < 1:
             raise ValueError("max_bytes must be at least 1")
         if self._state is _State.NEW:

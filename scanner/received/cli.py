@@ -1,0 +1,279 @@
+"""`scanner tlsrpt ...`: import received RFC 8460 reports, and read what they say.
+
+The one place in `scanner.received` that builds real dependencies: the
+database, the DNS key lookup (dnspython), the TLS context for IMAP, the clock.
+Exit status: `import` 0 when every source was read (rejected reports are
+reported, not errors), 1 when a source could not be read, 2 for usage errors,
+130 when interrupted; `summary` and `sources` 0, or 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import certifi
+import typer
+
+from scanner.received.authenticity import build_verifier
+from scanner.received.evidence import normalise_destination
+from scanner.received.imap import ImapSettings, ImapTarget, ImapUrlError, imap_items, parse_imap_url
+from scanner.received.importer import EventKind, Importer, ImportTally
+from scanner.received.items import SourceItem
+from scanner.received.key_lookup import CachedKeyLookup, build_resolver
+from scanner.received.mailboxes import file_items
+from scanner.received.output import sources_document, summary_document
+from scanner.received.store import DEFAULT_DATABASE, DatabaseError, ReportStore
+from scanner.received.summary import summarise_domains, summarise_sources
+from scanner.render import output_console
+from scanner.untrusted import dumps_json_line
+
+EXIT_SOURCE_UNREADABLE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+tlsrpt_app = typer.Typer(
+    help="Received TLS-RPT (RFC 8460) reports: import them, then summarise what senders saw.",
+    no_args_is_help=True,
+)
+
+DatabaseOption = Annotated[
+    Path, typer.Option("--db", help="The report database (SQLite).", dir_okay=False)
+]
+DomainOption = Annotated[str | None, typer.Option("--domain", help="Only this policy domain.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+VerifiedOption = Annotated[
+    bool, typer.Option("--verified-only", help="Count only DKIM-verified reports.")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    output_console(stderr=True).print(f"error: {message}", style="red", markup=False)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _open(database: Path, *, create: bool) -> ReportStore:
+    try:
+        return ReportStore.open(database, create=create)
+    except DatabaseError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _password(env: str | None, file: Path | None) -> str:
+    if env is not None and file is not None:
+        raise _fail("give --imap-password-env or --imap-password-file, not both")
+    if env is not None:
+        value = os.environ.get(env)
+        if not value:
+            raise _fail(f"the environment variable {env} (--imap-password-env) is not set")
+        return value
+    if file is not None:
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeError) as exc:
+            raise _fail(f"cannot read --imap-password-file {file}: {exc}") from None
+        if not lines or not lines[0]:
+            raise _fail(f"--imap-password-file {file} is empty")
+        return lines[0]
+    raise _fail("--imap needs a password: --imap-password-env VAR or --imap-password-file FILE")
+
+
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=certifi.where())
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise _fail(f"cannot use --imap-ca-file {ca_file}: {exc}") from None
+    return context
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops an import as Ctrl-C does: the current report's transaction rolls back."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@tlsrpt_app.command("import")
+def import_reports(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Report files (.json, .json.gz), emails (.eml), mbox files, Maildir or other folders."),
+    ] = None,
+    imap: Annotated[
+        list[str] | None,
+        typer.Option("--imap", help="imaps://USER@HOST[:PORT][/FOLDER] (repeatable)."),
+    ] = None,
+    imap_password_env: Annotated[
+        str | None, typer.Option("--imap-password-env", help="Environment variable holding the IMAP password.")
+    ] = None,
+    imap_password_file: Annotated[
+        Path | None, typer.Option("--imap-password-file", help="File whose first line is the IMAP password.")
+    ] = None,
+    imap_all: Annotated[
+        bool, typer.Option("--imap-all", help="Fetch every message, not only unseen ones.")
+    ] = False,
+    imap_ca_file: Annotated[
+        Path | None, typer.Option("--imap-ca-file", help="Extra trust anchors (PEM) for the IMAP server.")
+    ] = None,
+    imap_timeout: Annotated[
+        float, typer.Option("--imap-timeout", min=1.0, help="Seconds to wait for the IMAP server.")
+    ] = 30.0,
+    trust_authres: Annotated[
+        str | None,
+        typer.Option(
+            "--trust-authres",
+            help="Believe the DKIM result in the Authentication-Results field of this authserv-id (your receiving MTA).",
+        ),
+    ] = None,
+    resolver: Annotated[
+        list[str] | None,
+        typer.Option("--resolver", help="Nameserver IP[:PORT] for DKIM keys (repeatable); default: resolv.conf."),
+    ] = None,
+    destination: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--destination",
+            help="rua URI (mailto: or https:) the given files were delivered to (repeatable); emails name theirs.",
+        ),
+    ] = None,
+    database: DatabaseOption = DEFAULT_DATABASE,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Import reports from files, folders and IMAP mailboxes into the database."""
+    from scanner.net.resolver import parse_nameserver
+    from scanner.received.render import ImportProgressBar, render_import
+
+    paths = paths or []
+    if not paths and not imap:
+        raise _fail("give report files or folders, or --imap URL")
+    missing = [path for path in paths if not path.exists()]
+    if missing:
+        raise _fail(f"no such file or folder: {missing[0]}")
+    targets: list[ImapTarget] = []
+    for url in imap or []:
+        target = parse_imap_url(url)
+        if isinstance(target, ImapUrlError):
+            raise _fail(f"--imap {url}: {target.reason}")
+        targets.append(target)
+    settings: ImapSettings | None = None
+    if targets:
+        settings = ImapSettings(
+            password=_password(imap_password_env, imap_password_file),
+            ssl_context=_tls_context(imap_ca_file),
+            timeout=imap_timeout,
+            unseen_only=not imap_all,
+        )
+    try:
+        nameservers = [parse_nameserver(text) for text in resolver or []]
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    lookup = CachedKeyLookup(build_resolver([(server.ip, server.port) for server in nameservers]))
+    destinations = frozenset(normalise_destination(uri) for uri in destination or [])
+
+    def items() -> Iterator[SourceItem]:
+        if paths:
+            yield from file_items(paths)
+        for target in targets:
+            assert settings is not None
+            yield from imap_items(target, settings)
+
+    stderr = output_console(stderr=True)
+    interrupted = False
+    with _open(database, create=True) as store:
+        show_progress = not no_progress and stderr.is_terminal
+        bar = ImportProgressBar(stderr) if show_progress else None
+        importer = Importer(
+            store,
+            verify=build_verifier(lookup, trust_authres),
+            now=lambda: datetime.now(UTC),
+            destinations=destinations,
+            progress=bar,
+        )
+        with _sigterm_interrupts(), bar if bar is not None else contextlib.nullcontext():
+            try:
+                importer.run(items())
+            except KeyboardInterrupt:
+                interrupted = True
+        tally: ImportTally = importer.tally
+    render_import(output_console(), tally, str(database), interrupted=interrupted)
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if tally.count(EventKind.UNREADABLE):
+        raise typer.Exit(EXIT_SOURCE_UNREADABLE)
+
+
+def _day(text: str | None, option: str) -> date | None:
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"{option} {text!r}: give a date as YYYY-MM-DD") from None
+
+
+@tlsrpt_app.command("summary")
+def summary(
+    domain: DomainOption = None,
+    since: Annotated[str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD (inclusive).")] = None,
+    json_out: JsonOption = False,
+    verified_only: VerifiedOption = False,
+    database: DatabaseOption = DEFAULT_DATABASE,
+) -> None:
+    """Per policy domain: sessions, failure rate, failures by type, MX, policy type and day."""
+    from scanner.received.render import render_summary
+
+    first, last = _day(since, "--since"), _day(until, "--until")
+    if first and last and last < first:
+        raise _fail("--until is before --since")
+    with _open(database, create=False) as store:
+        stored = store.reports(domain=domain, since=first, until=last)
+    if verified_only:
+        stored = tuple(report for report in stored if report.verified)
+    summaries = summarise_domains(stored, domain)
+    if json_out:
+        document = summary_document(
+            summaries, database=str(database), domain=domain, since=first, until=last, verified_only=verified_only
+        )
+        sys.stdout.write(dumps_json_line(document) + "\n")
+    else:
+        render_summary(output_console(), summaries)
+
+
+@tlsrpt_app.command("sources")
+def sources(
+    domain: DomainOption = None,
+    json_out: JsonOption = False,
+    verified_only: VerifiedOption = False,
+    database: DatabaseOption = DEFAULT_DATABASE,
+) -> None:
+    """Per reporting organization and per sending MTA IP (failures only)."""
+    from scanner.received.render import render_sources
+
+    with _open(database, create=False) as store:
+        stored = store.reports(domain=domain)
+    if verified_only:
+        stored = tuple(report for report in stored if report.verified)
+    result = summarise_sources(stored, domain)
+    if json_out:
+        document = sources_document(result, database=str(database), domain=domain, verified_only=verified_only)
+        sys.stdout.write(dumps_json_line(document) + "\n")
+    else:
+        render_sources(output_console(), result)

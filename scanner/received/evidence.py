@@ -1,0 +1,327 @@
+"""Readiness evidence from received reports: do senders see failures for a domain?
+
+Before `mode: enforce`, RFC 8461 §5 (and every operator's guide) says: run
+`testing` with TLS-RPT and read the reports. `received_evidence` turns the
+reports of one domain into blockers and warnings with the numbers behind them.
+
+Within the window (the `report_days` days up to `now`; a report counts when its
+date-range overlaps it), counting only DKIM-verified reports unless
+`include_unverified`:
+
+- blocker: a reporting organization with at least `min_sessions` sessions whose
+  failure rate is above `max_failure_rate` (one large sender sees failures);
+- blocker: the pooled failure rate of all organizations above
+  `max_failure_rate` (failures spread thin over many senders; no minimum of
+  sessions: a failure is a failure);
+- blocker: MTA-STS policy failures (`sts-policy-fetch-error`,
+  `sts-policy-invalid`, `sts-webpki-invalid`; RFC 8460 §4.3.2.2) on two or more
+  UTC days (one day may be a blip; two is a pattern).
+
+Each blocker names the result types, the reporters and the receiving MX hosts.
+Warnings: too few sessions to judge, failures below the thresholds, policy
+failures on one day, unverified reports left out, conflicting copies, and, when
+`rua` is given, a destination this database receives but no report arrived in
+the window (or no destination of `rua` received here at all).
+
+Blockers and warnings are sentences that carry text from reports
+(organization names, result types, MX names) with control characters already
+made visible (`scanner.untrusted.visible`); a view must still show them through
+its `scanner.untrusted` helper. Pure: no I/O; the caller loads the reports
+(`scanner.received.store.load_domain_reports`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Final
+from urllib.parse import urlsplit, urlunsplit
+
+from scanner.received.records import ReceivedReports, StoredReport
+from scanner.received.report import normalise_domain
+from scanner.received.summary import SessionCounts
+from scanner.untrusted import visible
+
+SHOWN_LIMIT: Final = 80  # characters of one stranger's value inside a sentence
+SHOWN_ITEMS: Final = 5  # items named in a list before "and N more"
+
+
+@dataclass(frozen=True, slots=True)
+class OrganizationEvidence:
+    """One reporting organization's counts within the window."""
+
+    organization: str
+    reports: int
+    sessions: SessionCounts
+    failures_by_result_type: tuple[tuple[str, int], ...]
+    receiving_mx: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedEvidence:
+    """What the received reports say about one domain's readiness for `enforce`."""
+
+    domain: str
+    window_start: datetime
+    window_end: datetime
+    reports: int  # reports counted
+    unverified_reports: int  # reports in the window left out as unverified
+    sessions: SessionCounts
+    organizations: tuple[OrganizationEvidence, ...]
+    failures_by_result_type: tuple[tuple[str, int], ...]
+    policy_failure_days: tuple[date, ...]
+    blockers: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def successful_sessions(self) -> int:
+        return self.sessions.successful
+
+    @property
+    def failed_sessions(self) -> int:
+        return self.sessions.failed
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.sessions.failure_rate
+
+    @property
+    def ready(self) -> bool:
+        return not self.blockers
+
+
+def normalise_destination(uri: str) -> str:
+    """A rua URI in the form destinations are stored: `mailto:addr` lower case, no query;
+    `https:` with scheme and host in lower case."""
+    uri = uri.strip()
+    scheme, colon, rest = uri.partition(":")
+    if not colon:
+        return uri
+    if scheme.lower() == "mailto":
+        return "mailto:" + rest.partition("?")[0].strip().lower()
+    try:
+        parts = urlsplit(uri)
+        return urlunsplit(
+            (parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, parts.fragment)
+        )
+    except ValueError:
+        return uri
+
+
+def _shown(text: str) -> str:
+    return visible(text, SHOWN_LIMIT)
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = [_shown(item) for item in items[:SHOWN_ITEMS]]
+    if len(items) > SHOWN_ITEMS:
+        shown.append(f"and {len(items) - SHOWN_ITEMS} more")
+    return ", ".join(shown) if shown else "none"
+
+
+def _counted(pairs: Sequence[tuple[str, int]]) -> str:
+    return _listed([f"{name} {count}" for name, count in pairs]) if pairs else "none named"
+
+
+def _percent(rate: float) -> str:
+    return f"{rate * 100:.3g}%"
+
+
+def _ranked(counter: Counter[str]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(counter.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _as_utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(slots=True)
+class _Tally:
+    reports: set[tuple[str, str]]
+    sessions: SessionCounts
+    result_types: Counter[str]
+    mx: set[str]
+
+
+def _new_tally() -> _Tally:
+    return _Tally(set(), SessionCounts(), Counter(), set())
+
+
+def received_evidence(
+    reports: ReceivedReports | Iterable[StoredReport],
+    domain: str,
+    now: datetime,
+    *,
+    report_days: int = 14,
+    min_sessions: int = 100,
+    max_failure_rate: float = 0.001,
+    rua: Sequence[str] | None = None,
+    include_unverified: bool = False,
+) -> ReceivedEvidence:
+    """The readiness evidence of `domain` from `reports` (see the module doc).
+
+    `reports` is what `load_domain_reports` returns, or any stored reports (then
+    the destinations this database receives are those of the reports given).
+    `rua` is the domain's TLS-RPT rua URIs. `now` is an aware datetime (naive is
+    taken as UTC).
+    """
+    if isinstance(reports, ReceivedReports):
+        candidates: Sequence[StoredReport] = reports.reports
+        received_destinations = {normalise_destination(uri) for uri in reports.destinations}
+    else:
+        candidates = list(reports)
+        received_destinations = {
+            normalise_destination(uri) for stored in candidates for uri in stored.destinations
+        }
+    name = normalise_domain(domain)
+    window_end = _as_utc(now)
+    window_start = window_end - timedelta(days=report_days)
+    window_label = f"in the last {report_days} days"
+
+    pooled = _new_tally()
+    organizations: defaultdict[str, _Tally] = defaultdict(_new_tally)
+    policy_days: defaultdict[date, Counter[str]] = defaultdict(Counter)
+    policy_reporters: set[str] = set()
+    policy_mx: set[str] = set()
+    unverified = 0
+    conflicting = 0
+    for stored in candidates:
+        report = stored.report
+        entries = report.policies_for(name)
+        if not entries:
+            continue
+        if not (report.date_range.end > window_start and report.date_range.start <= window_end):
+            continue
+        if not stored.verified and not include_unverified:
+            unverified += 1
+            continue
+        if stored.conflicting_copies:
+            conflicting += 1
+        organization = organizations[report.organization_name]
+        for tally in (pooled, organization):
+            tally.reports.add(report.key)
+        for entry in entries:
+            counts = SessionCounts(entry.successful_sessions, entry.failed_sessions)
+            for tally in (pooled, organization):
+                tally.sessions += counts
+            for detail in entry.failure_details:
+                for tally in (pooled, organization):
+                    tally.result_types[detail.result_type] += detail.failed_session_count
+                    if detail.receiving_mx_hostname:
+                        tally.mx.add(detail.receiving_mx_hostname)
+                if detail.is_policy_failure and detail.failed_session_count > 0:
+                    policy_days[report.date_range.day][detail.result_type] += (
+                        detail.failed_session_count
+                    )
+                    policy_reporters.add(report.organization_name)
+                    if detail.receiving_mx_hostname:
+                        policy_mx.add(detail.receiving_mx_hostname)
+
+    blockers: list[str] = []
+    warnings: list[str] = []
+    threshold = _percent(max_failure_rate)
+    blocked_failures = 0
+    for organization_name, tally in sorted(organizations.items()):
+        rate = tally.sessions.failure_rate
+        if tally.sessions.total >= min_sessions and rate is not None and rate > max_failure_rate:
+            blocked_failures += tally.sessions.failed
+            blockers.append(
+                f"TLS-RPT: {_shown(organization_name)} reported {tally.sessions.failed} failed of "
+                f"{tally.sessions.total} sessions to {name} {window_label} "
+                f"({_percent(rate)}, above {threshold}): result types "
+                f"{_counted(_ranked(tally.result_types))}; receiving MX {_listed(sorted(tally.mx))}"
+            )
+    pooled_rate = pooled.sessions.failure_rate
+    reporters_with_failures = [
+        f"{organization_name} ({tally.sessions.failed})"
+        for organization_name, tally in sorted(
+            organizations.items(), key=lambda item: (-item[1].sessions.failed, item[0])
+        )
+        if tally.sessions.failed
+    ]
+    if pooled_rate is not None and pooled_rate > max_failure_rate:
+        if blocked_failures < pooled.sessions.failed:  # else the blockers above say it all
+            blockers.append(
+                f"TLS-RPT: {pooled.sessions.failed} failed of {pooled.sessions.total} sessions "
+                f"to {name} {window_label}, all reporters together ({_percent(pooled_rate)}, "
+                f"above {threshold}): result types {_counted(_ranked(pooled.result_types))}; "
+                f"reporters {_listed(reporters_with_failures)}; receiving MX "
+                f"{_listed(sorted(pooled.mx))}"
+            )
+    elif pooled.sessions.failed:
+        warnings.append(
+            f"TLS-RPT: {pooled.sessions.failed} failed of {pooled.sessions.total} sessions to "
+            f"{name} {window_label} ({_percent(pooled_rate or 0.0)}, within {threshold}): result "
+            f"types {_counted(_ranked(pooled.result_types))}; reporters "
+            f"{_listed(reporters_with_failures)}; receiving MX {_listed(sorted(pooled.mx))}"
+        )
+    days = tuple(sorted(policy_days))
+    if days:
+        types: Counter[str] = Counter()
+        for counter in policy_days.values():
+            types.update(counter)
+        sentence = (
+            f"MTA-STS policy failures for {name} reported on {len(days)} "
+            f"day{'s' if len(days) > 1 else ''} {window_label} "
+            f"({_listed([day.isoformat() for day in days])}): result types "
+            f"{_counted(_ranked(types))}; reporters {_listed(sorted(policy_reporters))}; "
+            f"receiving MX {_listed(sorted(policy_mx))}"
+        )
+        (blockers if len(days) >= 2 else warnings).append(f"TLS-RPT: {sentence}")
+
+    if pooled.sessions.total == 0:
+        warnings.append(f"TLS-RPT: no sessions to {name} reported {window_label}")
+    elif pooled.sessions.total < min_sessions:
+        warnings.append(
+            f"TLS-RPT: only {pooled.sessions.total} sessions to {name} reported {window_label} "
+            f"(fewer than {min_sessions}): too little traffic to judge"
+        )
+    if unverified:
+        warnings.append(
+            f"TLS-RPT: {unverified} report{'s' if unverified > 1 else ''} for {name} "
+            f"{window_label} not DKIM-verified and not counted"
+        )
+    if conflicting:
+        warnings.append(
+            f"TLS-RPT: {conflicting} report{'s' if conflicting > 1 else ''} for {name} "
+            f"{window_label} arrived in conflicting copies (same organization and report-id, "
+            "different content); the first or verified copy is counted"
+        )
+    if rua is not None:
+        wanted = [normalise_destination(uri) for uri in rua]
+        received_here = [uri for uri in wanted if uri in received_destinations]
+        if received_here and not pooled.reports and not unverified:
+            warnings.append(
+                f"TLS-RPT: no report for {name} arrived {window_label}, though its rua names "
+                f"{_listed(received_here)}, which this database receives"
+            )
+        elif wanted and not received_here:
+            warnings.append(
+                f"TLS-RPT: this database receives none of the rua destinations of {name} "
+                f"({_listed(wanted)}); reports sent there are not counted"
+            )
+
+    return ReceivedEvidence(
+        domain=name,
+        window_start=window_start,
+        window_end=window_end,
+        reports=len(pooled.reports),
+        unverified_reports=unverified,
+        sessions=pooled.sessions,
+        organizations=tuple(
+            OrganizationEvidence(
+                organization_name,
+                len(tally.reports),
+                tally.sessions,
+                _ranked(tally.result_types),
+                tuple(sorted(tally.mx)),
+            )
+            for organization_name, tally in sorted(organizations.items())
+        ),
+        failures_by_result_type=_ranked(pooled.result_types),
+        policy_failure_days=days,
+        blockers=tuple(blockers),
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,679 @@
+"""RFC 8460 §4 aggregate reports as received: parse, validate, and say why not.
+
+Theory of operation: a report arrives as bytes (gzip or plain JSON, RFC 8460
+§5.2/§5.3). `parse_report` inflates it within `ReceivedLimits`, decodes UTF-8,
+reads JSON, and checks the object against RFC 8460 §4.4. The outcome is a value,
+never an exception: `ParsedReport` (the typed report, the notes on what was
+tolerated, and the hash of its canonical JSON) or `RejectedReport` (every reason,
+each naming the JSON path it concerns). Any input, however hostile, yields one of
+the two; a test feeds it arbitrary JSON and bytes to hold that.
+
+What is rejected: anything that would make the numbers wrong or the report
+unidentifiable. A required key missing or of the wrong type, a count that is not
+a non-negative integer (booleans and floats are not integers), a date that is
+not RFC 3339, a date range that ends before it starts, more policies or failure
+details than the limits allow.
+
+What is tolerated, as real senders write it (and noted where it matters):
+policy-string lines ending in CR (the CR is dropped), an empty `sending-mta-ip`
+or `receiving-ip` (absent), `mx-host` as one string (RFC 8460's own example) or
+a list, a missing `contact-info` (noted), free-text `failure-reason-code`,
+unknown result types and policy types (kept, noted), unknown keys (ignored: §4.4
+allows extension), and a summary whose failure count disagrees with the sum of
+its failure details (both kept, the disagreement noted; result types are not
+mutually exclusive, §4.3, and senders may truncate the details).
+
+No I/O here: no sockets, files, trio or databases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Final
+
+from scanner.received.limits import DEFAULT_LIMITS, ReceivedLimits
+
+GZIP_MAGIC: Final = b"\x1f\x8b"
+UTF8_BOM: Final = b"\xef\xbb\xbf"
+
+# RFC 8460 §4.3 and the IANA "STARTTLS Validation Result Types" registry.
+TLS_NEGOTIATION_RESULT_TYPES: Final = frozenset(
+    {
+        "starttls-not-supported",
+        "certificate-host-mismatch",
+        "certificate-expired",
+        "certificate-not-trusted",
+        "validation-failure",
+    }
+)
+DANE_POLICY_RESULT_TYPES: Final = frozenset({"tlsa-invalid", "dnssec-invalid", "dane-required"})
+# RFC 8460 §4.3.2.2, "MTA-STS-specific Policy Failures": the policy itself failed,
+# not one session's negotiation.
+STS_POLICY_RESULT_TYPES: Final = frozenset(
+    {"sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid"}
+)
+KNOWN_RESULT_TYPES: Final = (
+    TLS_NEGOTIATION_RESULT_TYPES | DANE_POLICY_RESULT_TYPES | STS_POLICY_RESULT_TYPES
+)
+# RFC 8460 §4.4: "policy-type": "tlsa" / "sts" / "no-policy-found".
+KNOWN_POLICY_TYPES: Final = frozenset({"sts", "tlsa", "no-policy-found"})
+
+MAX_REASONS: Final = 20  # reasons kept for one rejected report; the rest are counted
+
+
+# ---------------------------------------------------------------- typed values
+
+
+@dataclass(frozen=True, slots=True)
+class DateRange:
+    """RFC 8460 §4.4 `date-range`, both ends as aware UTC datetimes."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def day(self) -> date:
+        """The UTC day a report is counted on: the day its range starts (§4.1: a UTC day)."""
+        return self.start.date()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """RFC 8460 §4.4 `policy`. Wire strings from the sender are kept as they came.
+
+    `policy_type` and the result types stay `str`, not enums: the vocabulary is
+    open (a registry), and a value we do not know is data to show, not an error.
+    """
+
+    policy_type: str
+    policy_domain: str  # lower case, no trailing dot
+    policy_strings: tuple[str, ...] = ()
+    mx_hosts: tuple[str, ...] = ()
+
+    @property
+    def mode(self) -> str | None:
+        """The `mode:` of an sts policy-string (RFC 8461 §3.2), or None."""
+        for line in self.policy_strings:
+            key, colon, value = line.partition(":")
+            if colon and key.strip() == "mode":
+                return value.strip()
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureDetail:
+    """One RFC 8460 §4.4 `failure-details` entry. Empty addresses are None."""
+
+    result_type: str
+    failed_session_count: int
+    sending_mta_ip: str | None = None
+    receiving_mx_hostname: str | None = None  # lower case, no trailing dot
+    receiving_mx_helo: str | None = None
+    receiving_ip: str | None = None
+    failure_reason_code: str | None = None
+    additional_information: str | None = None
+
+    @property
+    def is_policy_failure(self) -> bool:
+        """An MTA-STS policy failure (§4.3.2.2) rather than one session's negotiation."""
+        return self.result_type in STS_POLICY_RESULT_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyReport:
+    """One entry of `policies`: the policy, its summary counts and its failure details."""
+
+    policy: Policy
+    successful_sessions: int
+    failed_sessions: int
+    failure_details: tuple[FailureDetail, ...] = ()
+
+    @property
+    def sessions(self) -> int:
+        return self.successful_sessions + self.failed_sessions
+
+    @property
+    def detail_failures(self) -> int:
+        """The failed sessions the failure details add up to."""
+        return sum(detail.failed_session_count for detail in self.failure_details)
+
+    @property
+    def summary_disagrees(self) -> bool:
+        """The summary's failure count is not the sum of the details' counts."""
+        return self.detail_failures != self.failed_sessions
+
+
+@dataclass(frozen=True, slots=True)
+class TlsReport:
+    """An RFC 8460 §4.4 report. (organization_name, report_id) identifies it."""
+
+    organization_name: str
+    report_id: str
+    date_range: DateRange
+    contact_info: str | None
+    policies: tuple[PolicyReport, ...]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.organization_name, self.report_id)
+
+    def policies_for(self, domain: str) -> tuple[PolicyReport, ...]:
+        wanted = normalise_domain(domain)
+        return tuple(entry for entry in self.policies if entry.policy.policy_domain == wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedReport:
+    """An accepted report: the typed value, what was tolerated, and its identity.
+
+    `canonical_json` is the received JSON re-serialised (sorted keys, no spaces,
+    ASCII only); `content_hash` is its SHA-256 in hex. The same report sent
+    gzipped by mail and plain over HTTPS has the same hash.
+    """
+
+    report: TlsReport
+    notes: tuple[str, ...]
+    canonical_json: str
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedReport:
+    """A report that cannot be used, and every reason found (at most `MAX_REASONS`)."""
+
+    reasons: tuple[str, ...]
+
+    @property
+    def summary(self) -> str:
+        return "; ".join(self.reasons)
+
+
+ReportOutcome = ParsedReport | RejectedReport
+
+
+# ---------------------------------------------------------------- bytes to JSON text
+
+
+@dataclass(frozen=True, slots=True)
+class PayloadError:
+    """Why a payload gives no JSON text (too large, broken gzip)."""
+
+    reason: str
+
+
+def is_gzip(data: bytes) -> bool:
+    return data.startswith(GZIP_MAGIC)
+
+
+# RFC 8460 §5.2: "application/tlsrpt+gzip" is the report JSON compressed with gzip
+# (RFC 1952). A gzip file may hold several members; all are inflated, and never
+# more than `max_decompressed_bytes` of output is produced.
+def inflate_payload(data: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> bytes | PayloadError:
+    """The JSON bytes of a report as delivered: gunzipped when it starts with the gzip magic."""
+    if len(data) > limits.max_compressed_bytes:
+        return PayloadError(
+            f"the report is {len(data)} bytes; the limit is {limits.max_compressed_bytes}"
+        )
+    if not is_gzip(data):
+        if len(data) > limits.max_decompressed_bytes:
+            return PayloadError(
+                f"the report is {len(data)} bytes; the limit is {limits.max_decompressed_bytes}"
+            )
+        return data
+    output = bytearray()
+    remaining = data
+    while remaining:
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        budget = limits.max_decompressed_bytes - len(output)
+        try:
+            chunk = inflater.decompress(remaining, budget + 1)
+        except zlib.error as exc:
+            return PayloadError(f"the gzip data is corrupt: {exc}")
+        output += chunk
+        if len(output) > limits.max_decompressed_bytes:
+            return PayloadError(
+                f"the report inflates to more than {limits.max_decompressed_bytes} bytes"
+            )
+        if not inflater.eof:
+            return PayloadError("the gzip data is truncated")
+        remaining = inflater.unused_data
+        if remaining and not is_gzip(remaining):
+            break  # trailing garbage after the last member, as gzip(1) tolerates
+    return bytes(output)
+
+
+def looks_like_report(text: bytes) -> bool:
+    """Cheap recognition of RFC 8460 JSON among attachments: an object naming its keys."""
+    head = text.lstrip(b" \t\r\n")
+    if head.startswith(UTF8_BOM):
+        head = head[len(UTF8_BOM) :].lstrip(b" \t\r\n")
+    return head.startswith(b"{") and b'"policies"' in text and (
+        b'"report-id"' in text or b'"organization-name"' in text
+    )
+
+
+def parse_report(data: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> ReportOutcome:
+    """A report from its bytes as delivered (gzip or not). Never raises."""
+    inflated = inflate_payload(data, limits)
+    if isinstance(inflated, PayloadError):
+        return RejectedReport((inflated.reason,))
+    return parse_report_json(inflated, limits)
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> object:
+    raise _NotJson(f"{name} is not JSON")
+
+
+def parse_report_json(text: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> ReportOutcome:
+    """A report from its JSON bytes (UTF-8, a byte-order mark allowed). Never raises."""
+    if len(text) > limits.max_decompressed_bytes:
+        return RejectedReport(
+            (f"the report is {len(text)} bytes; the limit is {limits.max_decompressed_bytes}",)
+        )
+    if text.startswith(UTF8_BOM):
+        text = text[len(UTF8_BOM) :]
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RejectedReport((f"the report is not UTF-8 (byte {exc.start})",))
+    try:
+        value = json.loads(decoded, parse_constant=_refuse_constant)
+    except _NotJson as exc:
+        return RejectedReport((f"the report is not JSON: {exc}",))
+    except RecursionError:
+        return RejectedReport(("the report is not JSON we can read: nested too deeply",))
+    except ValueError as exc:  # json.JSONDecodeError, and integers beyond the digit limit
+        return RejectedReport((f"the report is not JSON: {exc}",))
+    return parse_report_value(value, limits)
+
+
+def canonical_json(value: object) -> str:
+    """Sorted keys, no whitespace, ASCII only: equal JSON values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+# ---------------------------------------------------------------- JSON value to report
+
+
+@dataclass(slots=True)
+class _Findings:
+    reasons: list[str]
+    notes: list[str]
+    omitted: int = 0
+
+    def reject(self, path: str, why: str) -> None:
+        if len(self.reasons) < MAX_REASONS:
+            self.reasons.append(f"{path}: {why}" if path else why)
+        else:
+            self.omitted += 1
+
+    def note(self, path: str, what: str) -> None:
+        if len(self.notes) < MAX_REASONS:
+            self.notes.append(f"{path}: {what}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _describe(value: object) -> str:
+    """A short description of a JSON value for a reason (never the whole value)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        text = repr(value)
+        return text if len(text) <= 30 else text[:27] + "..."
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return json.dumps(shown)
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value: str, path: str, findings: _Findings) -> str:
+    """A JSON string made storable: unpaired surrogates (not Unicode) become U+FFFD."""
+    if _SURROGATE.search(value) is None:
+        return value
+    findings.note(path, "unpaired surrogates replaced by U+FFFD")
+    return _SURROGATE.sub("\ufffd", value)
+
+
+def _required_string(
+    obj: Mapping[str, object], key: str, path: str, findings: _Findings, *, non_empty: bool = True
+) -> str | None:
+    where = _join(path, key)
+    if key not in obj:
+        findings.reject(where, "required, missing")
+        return None
+    value = obj[key]
+    if not isinstance(value, str):
+        findings.reject(where, f"must be a string, got {_describe(value)}")
+        return None
+    if non_empty and not value.strip():
+        findings.reject(where, "must not be empty")
+        return None
+    return _text(value, where, findings)
+
+
+def _optional_string(
+    obj: Mapping[str, object], key: str, path: str, findings: _Findings
+) -> str | None:
+    """A string that may be absent or empty (both give None); other types are noted and dropped."""
+    where = _join(path, key)
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        findings.note(where, f"ignored: not a string ({_describe(value)})")
+        return None
+    value = value.strip()
+    return _text(value, where, findings) if value else None
+
+
+def _count(
+    obj: Mapping[str, object], key: str, path: str, findings: _Findings, limits: ReceivedLimits
+) -> int | None:
+    """RFC 8460 §4.4 counts: integers, at least 0. Booleans are not integers."""
+    where = f"{path}.{key}"
+    if key not in obj:
+        findings.reject(where, "required, missing")
+        return None
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        findings.reject(where, f"must be a non-negative integer, got {_describe(value)}")
+        return None
+    if value < 0:
+        findings.reject(where, f"must be a non-negative integer, got {value}")
+        return None
+    if value > limits.max_session_count:
+        findings.reject(where, f"{value} exceeds the limit of {limits.max_session_count}")
+        return None
+    return value
+
+
+def _object(value: object, path: str, findings: _Findings) -> Mapping[str, object] | None:
+    if not isinstance(value, dict):
+        findings.reject(path, f"must be an object, got {_describe(value)}")
+        return None
+    return value
+
+
+# RFC 3339 §5.6:
+#   date-time    = full-date "T" full-time        ; "t" and (§5.6 NOTE) " " also seen
+#   full-date    = date-fullyear "-" date-month "-" date-mday
+#   full-time    = partial-time time-offset
+#   partial-time = time-hour ":" time-minute ":" time-second [time-secfrac]
+#   time-offset  = "Z" / time-numoffset           ; time-numoffset = ("+" / "-") HH ":" MM
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})",
+    re.ASCII,
+)
+
+
+def parse_rfc3339(text: str) -> datetime | None:
+    """An RFC 3339 date-time as an aware UTC datetime, or None when it is not one.
+
+    A leap second (`:60`) is read as `:59`; fractions beyond microseconds are cut.
+    """
+    match = _RFC3339.fullmatch(text.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    fraction = match.group(7)
+    micros = int((fraction[1:] + "000000")[:6]) if fraction else 0
+    offset_text = match.group(8)
+    if offset_text in ("Z", "z"):
+        offset = timedelta(0)
+    else:
+        sign = -1 if offset_text[0] == "-" else 1
+        hours, minutes = int(offset_text[1:3]), int(offset_text[4:6])
+        if hours > 23 or minutes > 59:
+            return None
+        offset = sign * timedelta(hours=hours, minutes=minutes)
+    try:
+        moment = datetime(
+            year, month, day, hour, minute, min(second, 59), micros, tzinfo=timezone(offset)
+        )
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # day 31 of April, hour 25, year 0 shifted below 1
+        return None
+
+
+def _date_range(obj: Mapping[str, object], findings: _Findings) -> DateRange | None:
+    if "date-range" not in obj:
+        findings.reject("date-range", "required, missing")
+        return None
+    range_object = _object(obj["date-range"], "date-range", findings)
+    if range_object is None:
+        return None
+    ends: list[datetime | None] = []
+    for key in ("start-datetime", "end-datetime"):
+        text = _required_string(range_object, key, "date-range", findings)
+        if text is None:
+            ends.append(None)
+            continue
+        moment = parse_rfc3339(text)
+        if moment is None:
+            findings.reject(f"date-range.{key}", f"not an RFC 3339 date-time: {_describe(text)}")
+        ends.append(moment)
+    start, end = ends
+    if start is None or end is None:
+        return None
+    if end < start:
+        findings.reject("date-range", "end-datetime is before start-datetime")
+        return None
+    return DateRange(start, end)
+
+
+def normalise_domain(name: str) -> str:
+    """Lower case, surrounding spaces and one trailing dot removed."""
+    name = name.strip().lower()
+    return name[:-1] if name.endswith(".") else name
+
+
+def _ip_text(
+    obj: Mapping[str, object], key: str, path: str, findings: _Findings
+) -> str | None:
+    """An address field: empty is absent (real senders write ""); text that is no IP is kept, noted."""
+    value = _optional_string(obj, key, path, findings)
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        findings.note(f"{path}.{key}", f"not an IP address: {_describe(value)}")
+        return value
+
+
+def _policy(value: object, path: str, findings: _Findings) -> Policy | None:
+    obj = _object(value, path, findings)
+    if obj is None:
+        return None
+    policy_type = _required_string(obj, "policy-type", path, findings)
+    domain = _required_string(obj, "policy-domain", path, findings)
+    if policy_type is not None and policy_type not in KNOWN_POLICY_TYPES:
+        findings.note(f"{path}.policy-type", f"unknown policy type {_describe(policy_type)}")
+    strings: list[str] = []
+    raw_strings = obj.get("policy-string")
+    if isinstance(raw_strings, list):
+        for index, line in enumerate(raw_strings):
+            if isinstance(line, str):
+                strings.append(_text(line.rstrip("\r\n"), f"{path}.policy-string[{index}]", findings))
+            else:
+                findings.note(f"{path}.policy-string[{index}]", "ignored: not a string")
+    elif isinstance(raw_strings, str):  # one string, as some senders write it
+        strings.extend(
+            _text(line.rstrip("\r"), f"{path}.policy-string", findings)
+            for line in raw_strings.split("\n")
+            if line.strip()
+        )
+    elif raw_strings is not None:
+        findings.note(f"{path}.policy-string", f"ignored: {_describe(raw_strings)}")
+    hosts: list[str] = []
+    raw_hosts = obj.get("mx-host")
+    # RFC 8460 §4.4 lists mx-host as a list; its own example (§4.5) gives one string.
+    host_values = [raw_hosts] if isinstance(raw_hosts, str) else raw_hosts
+    if isinstance(host_values, list):
+        for index, host in enumerate(host_values):
+            if isinstance(host, str) and host.strip():
+                hosts.append(normalise_domain(_text(host, f"{path}.mx-host[{index}]", findings)))
+            elif not isinstance(host, str):
+                findings.note(f"{path}.mx-host[{index}]", "ignored: not a string")
+    elif raw_hosts is not None:
+        findings.note(f"{path}.mx-host", f"ignored: {_describe(raw_hosts)}")
+    if policy_type is None or domain is None:
+        return None
+    return Policy(policy_type, normalise_domain(domain), tuple(strings), tuple(hosts))
+
+
+def _failure_detail(
+    value: object, path: str, findings: _Findings, limits: ReceivedLimits
+) -> FailureDetail | None:
+    obj = _object(value, path, findings)
+    if obj is None:
+        return None
+    result_type = _required_string(obj, "result-type", path, findings)
+    count = _count(obj, "failed-session-count", path, findings, limits)
+    if result_type is not None and result_type not in KNOWN_RESULT_TYPES:
+        findings.note(f"{path}.result-type", f"unknown result type {_describe(result_type)}")
+    mx = _optional_string(obj, "receiving-mx-hostname", path, findings)
+    detail = FailureDetail(
+        result_type=result_type or "",
+        failed_session_count=count or 0,
+        sending_mta_ip=_ip_text(obj, "sending-mta-ip", path, findings),
+        receiving_mx_hostname=normalise_domain(mx) if mx is not None else None,
+        receiving_mx_helo=_optional_string(obj, "receiving-mx-helo", path, findings),
+        receiving_ip=_ip_text(obj, "receiving-ip", path, findings),
+        failure_reason_code=_optional_string(obj, "failure-reason-code", path, findings),
+        additional_information=_optional_string(obj, "additional-information", path, findings),
+    )
+    return detail if result_type is not None and count is not None else None
+
+
+def _policy_report(
+    value: object, path: str, findings: _Findings, limits: ReceivedLimits, budget: list[int]
+) -> PolicyReport | None:
+    obj = _object(value, path, findings)
+    if obj is None:
+        return None
+    policy: Policy | None = None
+    if "policy" not in obj:
+        findings.reject(f"{path}.policy", "required, missing")
+    else:
+        policy = _policy(obj["policy"], f"{path}.policy", findings)
+    successful = failed = None
+    if "summary" not in obj:
+        findings.reject(f"{path}.summary", "required, missing")
+    else:
+        summary = _object(obj["summary"], f"{path}.summary", findings)
+        if summary is not None:
+            successful = _count(
+                summary, "total-successful-session-count", f"{path}.summary", findings, limits
+            )
+            failed = _count(
+                summary, "total-failure-session-count", f"{path}.summary", findings, limits
+            )
+    details: list[FailureDetail] = []
+    raw_details = obj.get("failure-details", [])
+    if raw_details is None:
+        raw_details = []
+    if not isinstance(raw_details, list):
+        findings.reject(f"{path}.failure-details", f"must be a list, got {_describe(raw_details)}")
+    elif len(raw_details) > budget[0]:
+        findings.reject(
+            f"{path}.failure-details",
+            f"more than {limits.max_failure_details} failure details in the report",
+        )
+    else:
+        budget[0] -= len(raw_details)
+        for index, raw in enumerate(raw_details):
+            detail = _failure_detail(raw, f"{path}.failure-details[{index}]", findings, limits)
+            if detail is not None:
+                details.append(detail)
+    if policy is None or successful is None or failed is None:
+        return None
+    entry = PolicyReport(policy, successful, failed, tuple(details))
+    if entry.summary_disagrees and not findings.reasons:
+        findings.note(
+            path,
+            f"the summary counts {failed} failed sessions, the failure details "
+            f"add up to {entry.detail_failures}",
+        )
+    return entry
+
+
+def parse_report_value(value: object, limits: ReceivedLimits = DEFAULT_LIMITS) -> ReportOutcome:
+    """A report from a decoded JSON value (RFC 8460 §4.4). Never raises."""
+    findings = _Findings([], [])
+    report = _report(value, findings, limits)
+    if findings.reasons or report is None:
+        reasons = findings.reasons or ["the report is not usable"]
+        if findings.omitted:
+            reasons.append(f"... and {findings.omitted} more problems")
+        return RejectedReport(tuple(reasons))
+    text = canonical_json(value)
+    return ParsedReport(
+        report=report,
+        notes=tuple(findings.notes),
+        canonical_json=text,
+        content_hash=hashlib.sha256(text.encode("ascii")).hexdigest(),
+    )
+
+
+def _report(value: object, findings: _Findings, limits: ReceivedLimits) -> TlsReport | None:
+    if not isinstance(value, dict):
+        findings.reject("", f"the report must be a JSON object, got {_describe(value)}")
+        return None
+    organization = _required_string(value, "organization-name", "", findings)
+    report_id = _required_string(value, "report-id", "", findings)
+    date_range = _date_range(value, findings)
+    contact: str | None = None
+    if "contact-info" not in value:
+        findings.note("contact-info", "missing (RFC 8460 §4.4 requires it)")
+    else:
+        contact = _optional_string(value, "contact-info", "", findings)
+    policies: list[PolicyReport] = []
+    if "policies" not in value:
+        findings.reject("policies", "required, missing")
+    elif not isinstance(value["policies"], list):
+        findings.reject("policies", f"must be a list, got {_describe(value['policies'])}")
+    elif len(value["policies"]) > limits.max_policies:
+        findings.reject(
+            "policies", f"{len(value['policies'])} policies; the limit is {limits.max_policies}"
+        )
+    else:
+        if not value["policies"]:
+            findings.note("policies", "empty: the report counts no session")
+        budget = [limits.max_failure_details]
+        for index, raw in enumerate(value["policies"]):
+            entry = _policy_report(raw, f"policies[{index}]", findings, limits, budget)
+            if entry is not None:
+                policies.append(entry)
+    if organization is None or report_id is None or date_range is None:
+        return None
+    return TlsReport(organization, report_id, date_range, contact, tuple(policies))
+
+
+def iter_failure_details(report: TlsReport) -> Iterator[tuple[PolicyReport, FailureDetail]]:
+    for entry in report.policies:
+        for detail in entry.failure_details:
+            yield entry, detail

@@ -1,0 +1,79 @@
+"""`scanner check DOMAIN --reports DB`: one verdict from the active probe and received reports."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import trio
+from test_received_builders import clean_report, report_dict
+
+from scanner.lab import Lab
+
+DOMAIN = "testing-ready.example"  # ready by the probe in the demo world
+
+
+async def run(*args: str) -> tuple[int, str]:
+    """Exit status and output; with --json the output is stdout alone."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "scanner", *args], capture_stdout=True, capture_stderr=True, check=False
+    )
+    if "--json" in args:
+        return done.returncode, done.stdout.decode()
+    return done.returncode, done.stdout.decode() + done.stderr.decode()
+
+
+async def database(tmp_path: Path, *reports: dict[str, object]) -> Path:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    for number, report in enumerate(reports):
+        (folder / f"r{number}.json").write_text(json.dumps(report), encoding="utf-8")
+    db = tmp_path / "tlsrpt.sqlite"
+    code, text = await run("tlsrpt", "import", str(folder), "--db", str(db), "--no-progress")
+    assert code == 0, text
+    return db
+
+
+def recent(days_ago: int) -> str:
+    return (datetime.now(UTC) - timedelta(days=days_ago)).date().isoformat()
+
+
+async def test_failures_senders_report_block_a_domain_the_probe_finds_ready(
+    demo_lab: Lab, tmp_path: Path
+) -> None:
+    failing = report_dict(domain=DOMAIN, day=recent(2), successful=900, failed=100)
+    db = await database(tmp_path, failing)
+    args = ["check", DOMAIN, "--timeout", "1", "--greeting-timeout", "1", *demo_lab.scanner_args()]
+    # Reports read from files carry no DKIM: by default they do not count, and the
+    # verdict is the probe's, with the received evidence shown beside it.
+    code, text = await run(*args, "--reports", str(db))
+    assert code == 0, text
+    assert "Received TLS-RPT reports" in text
+    code, text = await run(*args, "--reports", str(db), "--include-unverified")
+    assert code == 1, text
+    assert "blocker: TLS-RPT:" in text
+    code, text = await run(*args, "--reports", str(db), "--include-unverified", "--json")
+    line = json.loads(text)
+    assert line["enforce_ready"] is False
+    assert line["received_reports"]["failed_sessions"] == 100
+    assert any(b.startswith("TLS-RPT:") for b in line["blockers"])
+
+
+async def test_clean_reports_leave_a_ready_domain_ready(demo_lab: Lab, tmp_path: Path) -> None:
+    db = await database(tmp_path, clean_report(domain=DOMAIN, day=recent(1), successful=5000))
+    code, text = await run(
+        "check", DOMAIN, "--timeout", "1", "--greeting-timeout", "1", *demo_lab.scanner_args(),
+        "--reports", str(db), "--include-unverified", "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    line = json.loads(text)
+    assert line["received_reports"]["successful_sessions"] == 5000
+    assert line["enforce_ready"] is True
+
+
+async def test_a_missing_database_is_a_usage_error(demo_lab: Lab, tmp_path: Path) -> None:
+    code, text = await run("check", DOMAIN, *demo_lab.scanner_args(), "--reports", str(tmp_path / "none.sqlite"))
+    assert code == 2
+    assert "--reports" in text

@@ -1,0 +1,242 @@
+"""The report database: schema versions, one transaction per report, duplicates and conflicts."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from test_received_builders import report_dict
+
+from scanner.received.authenticity import NOT_EMAIL, Authenticity, AuthMethod, AuthStatus
+from scanner.received.records import AddResult, Provenance
+from scanner.received.report import ParsedReport, TlsReport, parse_report_value
+from scanner.received.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    DatabaseError,
+    ReportStore,
+    load_domain_reports,
+    migrate,
+)
+
+NOW = datetime(2026, 4, 3, 12, 0, tzinfo=UTC)
+PASS = Authenticity(AuthStatus.PASS, AuthMethod.DKIM, "d=reporter.example: signature verified", "reporter.example")
+
+
+def parsed(**kwargs: object) -> ParsedReport:
+    outcome = parse_report_value(report_dict(**kwargs))  # type: ignore[arg-type]
+    assert isinstance(outcome, ParsedReport)
+    return outcome
+
+
+def provenance(auth: Authenticity = NOT_EMAIL, origin: str = "test", destinations: frozenset[str] = frozenset()) -> Provenance:
+    return Provenance(auth, origin, submitter="reporter.example", message_id="<m@x>", destinations=destinations)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ReportStore:
+    with ReportStore.open(tmp_path / "deep" / "reports.sqlite") as opened:
+        yield opened  # type: ignore[misc]
+
+
+def table_counts(path: Path) -> dict[str, int]:
+    connection = sqlite3.connect(path)
+    try:
+        return {
+            table: connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("reports", "policies", "failure_details", "destinations", "conflicts")
+        }
+    finally:
+        connection.close()
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "db.sqlite"
+    ReportStore.open(path).close()
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    connection.close()
+    ReportStore.open(path).close()  # opening again changes nothing
+    assert table_counts(path)["reports"] == 0
+
+
+def test_reading_commands_do_not_create_a_database(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseError, match="no database at"):
+        ReportStore.open(tmp_path / "missing.sqlite", create=False)
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    ReportStore.open(path).close()
+    connection = sqlite3.connect(path)
+    connection.execute("UPDATE schema_version SET version = 99")
+    connection.commit()
+    connection.close()
+    with pytest.raises(DatabaseError, match="schema version 99; this scanner knows versions up to 1"):
+        ReportStore.open(path)
+
+
+def test_someone_elses_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE customers (name TEXT)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(DatabaseError, match="SQLite database of something else"):
+        ReportStore.open(path)
+
+
+def test_a_file_that_is_no_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_text("not a database at all, just some text that is long enough " * 20)
+    with pytest.raises(DatabaseError, match="cannot use"):
+        ReportStore.open(path)
+
+
+def test_migrations_run_in_order_once_each(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    with ReportStore.open(path) as store:
+        store.add(parsed(), provenance(), NOW)
+    later = (*MIGRATIONS, ("ALTER TABLE reports ADD COLUMN comment TEXT", "CREATE TABLE extra (x INTEGER)"))
+    with ReportStore.open(path, migrations=later) as store:
+        assert len(store.reports()) == 1
+    with ReportStore.open(path, migrations=later):
+        pass  # already at 2: nothing runs twice (CREATE TABLE extra would fail)
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    connection.close()
+
+
+def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    ReportStore.open(path).close()
+    broken = (*MIGRATIONS, ("CREATE TABLE extra (x INTEGER)", "THIS IS NOT SQL"))
+    with pytest.raises(DatabaseError):
+        ReportStore.open(path, migrations=broken)
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert connection.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchall() == []
+    connection.close()
+
+
+def test_migrate_on_a_bare_connection() -> None:
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    assert migrate(connection) == SCHEMA_VERSION
+    assert migrate(connection) == SCHEMA_VERSION
+
+
+# ---------------------------------------------------------------- writing and reading
+
+
+def test_a_report_is_stored_whole_and_read_back(store: ReportStore) -> None:
+    report = parsed()
+    outcome = store.add(report, provenance(PASS, destinations=frozenset({"mailto:tlsrpt@company-y.example"})), NOW)
+    assert outcome.result is AddResult.IMPORTED
+    assert table_counts(store.path) == {"reports": 1, "policies": 1, "failure_details": 3, "destinations": 1, "conflicts": 0}
+    (stored,) = store.reports()
+    assert stored.report == report.report
+    assert stored.content_hash == report.content_hash
+    assert stored.authenticity == PASS
+    assert stored.verified
+    assert stored.imported_at == NOW
+    assert stored.destinations == frozenset({"mailto:tlsrpt@company-y.example"})
+    assert stored.conflicting_copies == 0
+
+
+def test_selection_by_domain_and_day(store: ReportStore) -> None:
+    store.add(parsed(report_id="1", day="2026-04-01"), provenance(), NOW)
+    store.add(parsed(report_id="2", day="2026-04-02"), provenance(), NOW)
+    store.add(parsed(report_id="3", day="2026-04-02", domain="other.example"), provenance(), NOW)
+    ids = lambda reports: [r.report.report_id for r in reports]  # noqa: E731
+    assert ids(store.reports()) == ["1", "2", "3"]
+    assert ids(store.reports(domain="Company-Y.example.")) == ["1", "2"]
+    assert ids(store.reports(since=date(2026, 4, 2))) == ["2", "3"]
+    assert ids(store.reports(until=date(2026, 4, 1))) == ["1"]
+    assert ids(store.reports(domain="nobody.example")) == []
+    loaded = load_domain_reports(store.path, "other.example")
+    assert ids(loaded.reports) == ["3"]
+    assert loaded.domain == "other.example"
+
+
+def test_same_report_twice_is_a_duplicate(store: ReportStore) -> None:
+    store.add(parsed(), provenance(destinations=frozenset({"mailto:a@x.example"})), NOW)
+    outcome = store.add(parsed(), provenance(destinations=frozenset({"mailto:b@x.example"})), NOW)
+    assert outcome.result is AddResult.DUPLICATE
+    (stored,) = store.reports()
+    assert stored.destinations == {"mailto:a@x.example", "mailto:b@x.example"}
+    assert table_counts(store.path)["failure_details"] == 3
+
+
+def test_a_verified_copy_upgrades_an_unverified_duplicate(store: ReportStore) -> None:
+    store.add(parsed(), provenance(NOT_EMAIL), NOW)
+    outcome = store.add(parsed(), provenance(PASS, origin="mail"), NOW)
+    assert outcome.result is AddResult.DUPLICATE
+    assert "now verified" in outcome.detail
+    (stored,) = store.reports()
+    assert stored.verified
+    assert stored.origin == "mail"
+    assert store.add(parsed(), provenance(NOT_EMAIL), NOW).result is AddResult.DUPLICATE  # never downgraded
+    assert store.reports()[0].verified
+
+
+def test_same_key_other_content_is_kept_once_and_flagged(store: ReportStore) -> None:
+    first = parsed()
+    second = parsed(successful=1)
+    store.add(first, provenance(), NOW)
+    outcome = store.add(second, provenance(origin="second"), NOW)
+    assert outcome.result is AddResult.CONFLICT
+    assert "first copy is kept" in outcome.detail
+    (stored,) = store.reports()
+    assert stored.content_hash == first.content_hash
+    assert stored.conflicting_copies == 1
+    assert store.add(second, provenance(), NOW).result is AddResult.DUPLICATE  # the same conflict again
+    assert table_counts(store.path)["conflicts"] == 1
+
+
+def test_a_verified_conflicting_copy_replaces_an_unverified_one(store: ReportStore) -> None:
+    forged = parsed(failed=0, details=[])
+    real = parsed()
+    store.add(forged, provenance(NOT_EMAIL), NOW)
+    outcome = store.add(real, provenance(PASS), NOW)
+    assert outcome.result is AddResult.CONFLICT
+    assert "replaces" in outcome.detail
+    (stored,) = store.reports()
+    assert stored.content_hash == real.content_hash
+    assert stored.verified
+    assert stored.conflicting_copies == 1
+    assert table_counts(store.path)["failure_details"] == 3  # the forged copy's rows are gone
+
+
+class FailingStore(ReportStore):
+    """A store whose second policy insert fails, as a full disk would."""
+
+    def _insert_policies(self, report_ref: int, report: TlsReport) -> None:
+        super()._insert_policies(report_ref, report)
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_a_failure_midway_leaves_no_half_report(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    ReportStore.open(path).close()
+    connection = sqlite3.connect(path, isolation_level=None)
+    failing = FailingStore(connection, path)
+    with pytest.raises(sqlite3.OperationalError):
+        failing.add(parsed(), provenance(), NOW)
+    assert table_counts(path) == {"reports": 0, "policies": 0, "failure_details": 0, "destinations": 0, "conflicts": 0}
+    with ReportStore.open(path) as store:  # and the file is fine for the next writer
+        assert store.add(parsed(), provenance(), NOW).result is AddResult.IMPORTED
+    connection.close()
+
+
+def test_odd_text_is_stored_and_read_back(store: ReportStore) -> None:
+    odd = "\x1b[2J\u202e[bold]Org[/]\x00"
+    report = parsed(organization=odd, report_id="\ud83d\ude00 id")
+    store.add(report, provenance(), NOW)
+    (stored,) = store.reports()
+    assert stored.report.organization_name == odd

@@ -1,0 +1,570 @@
+"""`scanner stats`: the funnel, the taxonomy, the breakdowns, time series, over lab results.
+
+The demo world is scanned once for the module with the real command (a ranked CSV
+input, `--vantage`), so the files carry ranks and a metadata sidecar; error lines,
+foreign lines and a line of an unknown schema version are added to a copy.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scanner.lab import load_world, open_lab
+from scanner.lab.world import World
+from scanner.output import load_schema
+from scanner.research.groups import mx_provider, rank_buckets, registrable_domain, tld
+from scanner.research.kinds import (
+    NOT_TESTABLE_KINDS,
+    OTHER,
+    kind_of,
+    policy_problem,
+    record_error_kind,
+)
+from scanner.research.lines import classify_record, scan_line
+from scanner.research.measures import STAGES, Stage
+from scanner.research.metadata import metadata_json, metadata_path, read_metadata, write_metadata
+from scanner.research.statistics import adoption_statistics
+from scanner.research.tables import statistics_json
+from scanner.research.taxonomy import CATEGORIES
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Two seconds per step, the greeting's too (the lab greets at once or never), and a modest
+# concurrency: the lab shares the machine's cores with the scanner's processes.
+SCAN_OPTIONS = ("--timeout", "2", "--greeting-timeout", "2", "--concurrency", "20", "--no-progress")
+
+
+def run_scanner(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scanner", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "400"},
+        timeout=600,
+    )
+
+
+async def scan_world(world: World, workdir: Path, out: Path, *extra: str, domains: list[str] | None = None) -> None:
+    """Serve `world` and scan it with the real command (`--input` a Tranco-style CSV)."""
+    names = domains if domains is not None else world.domain_names
+    listing = workdir / "top-list.csv"
+    listing.write_text("".join(f"{rank},{name}\n" for rank, name in enumerate(names, 1)), encoding="utf-8")
+    async with open_lab(world, workdir / "lab") as lab:
+        done = await trio.run_process(
+            [
+                sys.executable, "-m", "scanner", "scan", "--input", str(listing), "--out", str(out),
+                *SCAN_OPTIONS, *lab.scanner_args(), *extra,
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode()
+
+
+@pytest.fixture(scope="module")
+def demo_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo world scanned once, as `lab-a`, with ranks; its sidecar beside it."""
+    workdir = tmp_path_factory.mktemp("demo-scan")
+    out = workdir / "demo.jsonl"
+    world = load_world(FIXTURES / "demo-world.toml")
+    trio.run(lambda: scan_world(world, workdir, out, "--vantage", "lab-a"))
+    return out
+
+
+FOREIGN = ['not json at all', '{"hello": "world"}', "[1, 2, 3]", '{"schema_version": 99, "domain": "future.example"}']
+
+
+@pytest.fixture
+def mixed_file(demo_scan: Path, tmp_path: Path) -> Path:
+    """The demo scan with foreign lines and an unknown schema version, and its sidecar."""
+    target = tmp_path / "mixed.jsonl"
+    target.write_text(demo_scan.read_text(encoding="utf-8") + "\n".join(FOREIGN) + "\n", encoding="utf-8")
+    shutil.copy(metadata_path(demo_scan), metadata_path(target))
+    return target
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- the lab scan itself
+
+
+def test_ranked_lines_carry_their_rank_and_validate(demo_scan: Path) -> None:
+    world = load_world(FIXTURES / "demo-world.toml")
+    ranks = {name: rank for rank, name in enumerate(world.domain_names, 1)}
+    schema = load_schema()
+    lines = read_jsonl(demo_scan)
+    assert len(lines) == len(ranks)
+    for line in lines:
+        jsonschema.validate(line, schema)
+        assert list(line)[:3] == ["schema_version", "domain", "rank"]
+        assert line["rank"] == ranks[line["domain"]] or line["error"]
+    assert any(line["error"] for line in lines)  # the demo world's invalid name
+
+
+SMALL_WORLD = """
+[domains."one.example".dns]
+"@" = { mx = ["10 mx.one.example"] }
+[[domains."one.example".servers]]
+hostname = "mx.one.example"
+address = "127.0.5.21"
+
+[domains."two.example".dns]
+"@" = { mx = ["10 mx.one.example"] }
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ranks_reach_the_line_in_one_process_and_across_workers(workers: str, tmp_path: Path) -> None:
+    from scanner.lab import parse_world
+
+    world = parse_world(SMALL_WORLD)
+    out = tmp_path / "ranked.jsonl"
+    names = ["two.example", "one.example", "bad..example"]
+    trio.run(lambda: scan_world(world, tmp_path, out, "--workers", workers, "--input-format", "csv", domains=names))
+    ranks = {line["domain"]: line["rank"] for line in read_jsonl(out)}
+    assert ranks == {"two.example": 1, "one.example": 2, "bad..example": 3}
+
+
+def test_scan_writes_its_metadata(demo_scan: Path) -> None:
+    metadata = read_metadata(demo_scan)
+    assert metadata is not None
+    assert metadata.vantage == "lab-a"
+    assert metadata.input is not None
+    assert metadata.input.name == "top-list.csv"
+    assert metadata.input.format == "auto"
+    assert metadata.input.date is not None
+    assert metadata.finished_at is not None
+    assert metadata.finished_at >= metadata.started_at
+    assert metadata.resolver == "option"
+    assert metadata.options["timeout"] == 2.0
+    assert len(metadata.runs) == 1
+    document = json.loads(metadata_path(demo_scan).read_text(encoding="utf-8"))
+    assert document["format"] == "scanner-scan-metadata"
+    assert document == metadata_json(metadata)  # the typed value round-trips
+
+
+# ---------------------------------------------------------------- stats over the lab files
+
+
+def test_stats_json_over_lab_results_with_foreign_lines(mixed_file: Path) -> None:
+    done = run_scanner("stats", str(mixed_file), "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    skipped = document["skipped"]
+    assert skipped["not_json"] == 1
+    assert skipped["foreign"] == 2
+    assert skipped["unknown_schema_versions"] == {"99": 1}
+    assert skipped["error_lines"] == 1
+    assert "schema_version 99 skipped" in done.stderr
+    world = load_world(FIXTURES / "demo-world.toml")
+    funnel = {stage["stage"]: stage["domains"] for stage in document["funnel"]}
+    assert funnel["domains"] == len(world.domain_names) - 1  # the invalid name is an error line
+    counts = [stage["domains"] for stage in document["funnel"]]
+    assert counts == sorted(counts, reverse=True)
+    # The taxonomy accounts for every domain that leaves the funnel between two policy stages.
+    taxonomy = document["taxonomy"]
+    fetch = sum(row["domains"] for row in taxonomy if row["category"] == "policy-fetch")
+    syntax = sum(row["domains"] for row in taxonomy if row["category"] == "policy-syntax")
+    assert funnel["record-valid"] - funnel["policy-fetched"] == fetch
+    assert funnel["policy-fetched"] - funnel["policy-valid"] == syntax
+    kinds = {(row["category"], row["kind"]) for row in taxonomy}
+    expected = {
+        ("policy-fetch", "redirect"),
+        ("policy-fetch", "http-status"),
+        ("policy-fetch", "content-type"),
+        ("policy-fetch", "size"),
+        ("policy-fetch", "webpki:untrusted"),
+        ("policy-syntax", "mode"),
+        ("record", "several-records"),
+        ("starttls", "stripped"),
+        ("starttls", "garbled"),
+        ("certificate", "expired"),
+        ("certificate", "host-mismatch"),
+        ("not-testable", "timeout:greeting"),
+        ("not-testable", "connect-refused"),
+        ("tls-session", "plaintext-injection"),
+    }
+    assert expected <= kinds
+    assert all(row["kind"] != OTHER for row in taxonomy), [r for r in taxonomy if r["kind"] == OTHER]
+    for row in taxonomy:
+        base = funnel[row["base"]]
+        assert row["domains"] <= base
+    assert document["rank_buckets"][0]["name"] == "top 1k"
+    assert document["rank_buckets"][0]["domains"] == funnel["domains"]
+    assert document["files"][0]["vantage"] == "lab-a"
+
+
+def test_stats_tables_csv_and_html(mixed_file: Path, tmp_path: Path) -> None:
+    done = run_scanner(
+        "stats", str(mixed_file), "--csv", str(tmp_path / "csv"), "--html", str(tmp_path / "page.html")
+    )
+    assert done.returncode == 0, done.stderr
+    for title in ("Adoption funnel", "Misconfigurations by kind", "By MX provider", "By rank bucket", "Lines skipped"):
+        assert title in done.stdout
+    names = sorted(path.name for path in (tmp_path / "csv").iterdir())
+    assert names == ["beside.csv", "funnel.csv", "providers.csv", "ranks.csv", "skipped.csv", "taxonomy.csv", "tlds.csv"]
+    with (tmp_path / "csv" / "funnel.csv").open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["stage", "id", "domains", "of previous stage", "of all domains"]
+    assert [row[1] for row in rows[1:]] == [stage.value for stage in STAGES]
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert page.count('src="data:image/svg+xml;base64,') >= 4
+
+
+def with_date(source: Path, target: Path, days_before: int, **changes: Any) -> Path:
+    """A copy of a scan whose sidecar says it ran `days_before` days earlier."""
+    shutil.copy(source, target)
+    metadata = read_metadata(source)
+    assert metadata is not None
+    moved = replace(
+        metadata,
+        started_at=metadata.started_at - timedelta(days=days_before),
+        finished_at=(metadata.finished_at or metadata.started_at) - timedelta(days=days_before),
+        **changes,
+    )
+    write_metadata(target, moved)
+    return target
+
+
+def test_stats_over_time_gives_the_measures_per_scan_date(demo_scan: Path, tmp_path: Path) -> None:
+    older = with_date(demo_scan, tmp_path / "older.jsonl", 7)
+    done = run_scanner("stats", str(older), str(demo_scan), "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    dates = [scan["date"] for scan in document["over_time"]]
+    assert len(dates) == 2
+    assert dates == sorted(dates)
+    assert document["scan_date"] == dates[-1]
+    assert document["over_time"][0]["funnel"] == document["over_time"][1]["funnel"]
+    tables = run_scanner("stats", str(older), str(demo_scan))
+    assert "Over time" in tables.stdout
+
+
+def test_stats_over_time_refuses_different_input_lists_unless_forced(demo_scan: Path, tmp_path: Path) -> None:
+    metadata = read_metadata(demo_scan)
+    assert metadata is not None
+    assert metadata.input is not None
+    other = replace(metadata.input, name="another-list.csv")
+    older = with_date(demo_scan, tmp_path / "older.jsonl", 7, input=other)
+    refused = run_scanner("stats", str(older), str(demo_scan), "--json")
+    assert refused.returncode == 2
+    assert "input list differs" in refused.stderr
+    assert refused.stdout == ""
+    forced = run_scanner("stats", str(older), str(demo_scan), "--json", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "warning: input list differs" in forced.stderr
+    assert json.loads(forced.stdout)["problems"][0]["severity"] == "refuse"
+
+
+def test_stats_over_time_refuses_different_vantages(demo_scan: Path, tmp_path: Path) -> None:
+    older = with_date(demo_scan, tmp_path / "older.jsonl", 1, vantage="lab-b")
+    refused = run_scanner("stats", str(older), str(demo_scan))
+    assert refused.returncode == 2
+    assert "vantage differs" in refused.stderr
+
+
+def test_shards_of_one_date_are_counted_together(demo_scan: Path, tmp_path: Path) -> None:
+    lines = demo_scan.read_text(encoding="utf-8").splitlines(keepends=True)
+    first, second = tmp_path / "shard0.jsonl", tmp_path / "shard1.jsonl"
+    first.write_text("".join(lines[::2]), encoding="utf-8")
+    second.write_text("".join(lines[1::2]), encoding="utf-8")
+    for part in (first, second):
+        shutil.copy(metadata_path(demo_scan), metadata_path(part))
+    together = json.loads(run_scanner("stats", str(first), str(second), "--json").stdout)
+    whole = json.loads(run_scanner("stats", str(demo_scan), "--json").stdout)
+    assert together["funnel"] == whole["funnel"]
+    assert together["taxonomy"] == whole["taxonomy"]
+    assert len(together["over_time"]) == 1
+
+
+def test_unreadable_input_is_a_usage_error(tmp_path: Path) -> None:
+    done = run_scanner("stats", str(tmp_path / "missing.jsonl"))
+    assert done.returncode == 2
+
+
+def test_stats_of_an_empty_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    done = run_scanner("stats", str(empty), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["domains"] == 0
+
+
+# ---------------------------------------------------------------- groups
+
+
+@pytest.mark.parametrize(
+    ("hostname", "provider"),
+    [
+        ("mx1.mail.example.co.uk", "example.co.uk"),
+        ("example.co.uk", "example.co.uk"),
+        ("aspmx.l.google.com", "google.com"),
+        ("mx.shop.example.com.au", "example.com.au"),
+        ("EXAMPLE.COM.AU.", "example.com.au"),
+        ("mx.user.github.io", "github.io"),  # private section: not a provider boundary
+        ("co.uk", "co.uk"),  # a suffix itself
+        ("mx1.provider.example", "provider.example"),  # unknown TLD: its last label is the suffix
+    ],
+    ids=["co.uk", "co.uk-apex", "com", "com.au", "com.au-case-dot", "private-section", "suffix", "unknown-tld"],
+)
+def test_providers_are_registrable_domains_under_the_icann_section(hostname: str, provider: str) -> None:
+    assert registrable_domain(hostname) == provider
+
+
+def test_provider_is_of_the_most_preferred_mx() -> None:
+    record = base_record(
+        mx=[host("mx.backup.example.com.au", 20), host("mx1.mail.example.co.uk", 10)],
+    )
+    assert mx_provider(scan_line(record, 2)) == "example.co.uk"
+    assert mx_provider(scan_line(base_record(mx=[], mx_lookup={"null_mx": True}), 2)) == "(null MX)"
+    implicit = base_record(domain="shop.example.com.au", mx=[], mx_lookup={"implicit": True})
+    assert mx_provider(scan_line(implicit, 2)) == "example.com.au"
+
+
+@pytest.mark.parametrize(
+    ("rank", "buckets"),
+    [
+        (None, ()),
+        (1, ("top 1k", "top 10k", "top 100k", "top 1M")),
+        (1000, ("top 1k", "top 10k", "top 100k", "top 1M")),
+        (1001, ("top 10k", "top 100k", "top 1M")),
+        (1_000_000, ("top 1M",)),
+        (1_000_001, ("beyond 1M",)),
+    ],
+)
+def test_rank_buckets_are_cumulative(rank: int | None, buckets: tuple[str, ...]) -> None:
+    assert rank_buckets(rank) == buckets
+
+
+def test_tld_is_the_last_label() -> None:
+    assert tld("shop.example.co.uk") == "uk"
+    assert tld("xn--bcher-kva.xn--p1ai.") == "xn--p1ai"
+
+
+# ---------------------------------------------------------------- kinds
+
+
+@pytest.mark.parametrize(
+    ("detail", "kind"),
+    [
+        ("no _mta-sts TXT record (nxdomain)", "no-record"),
+        ("no v=STSv1 record", "no-record"),
+        ("no v=STSv1 record ('v=STSv1 id=1' is not it: 'v=STSv1' must be followed by ';' and the fields)", "near-miss"),
+        ("2 v=STSv1 records; exactly one is required, so senders see no policy", "several-records"),
+        ("v=STSv1 record 'v=STSv1; id=a-b' is invalid: id 'a-b' must be 1 to 32 letters and digits", "invalid-id"),
+        ("v=STSv1 record 'v=STSv1;' has no id field", "missing-id"),
+        ("_mta-sts TXT lookup failed (servfail: )", "lookup-failed"),
+        ("something new", OTHER),
+    ],
+)
+def test_record_error_kinds(detail: str, kind: str) -> None:
+    assert record_error_kind(detail) == kind
+
+
+@pytest.mark.parametrize(
+    ("result_type", "detail", "problem"),
+    [
+        ("sts-policy-fetch-error", "policy host mta-sts.x.example does not exist in DNS (NXDOMAIN); publish", ("fetch", "dns")),
+        ("sts-policy-fetch-error", "could not connect to policy host mta-sts.x.example port 443: 192.0.2.1: connection refused", ("fetch", "connect")),
+        ("sts-policy-fetch-error", "policy host mta-sts.x.example (192.0.2.1) answered HTTP 301 redirect to https://x/", ("fetch", "redirect")),
+        ("sts-policy-fetch-error", "policy host mta-sts.x.example (192.0.2.1) answered HTTP 404 Not Found for /.well-known/mta-sts.txt; only 200 is a policy", ("fetch", "http-status")),
+        ("sts-webpki-invalid", "policy host mta-sts.x.example (192.0.2.1): certificate expired on 2020-01-01 00:00:00Z (X509_V_ERR_CERT_HAS_EXPIRED)", ("fetch", "webpki:expired")),
+        ("sts-policy-invalid", "policy host mta-sts.x.example (192.0.2.1) served the policy as 'text/html', not text/plain; strict senders reject it", ("fetch", "content-type")),
+        ("sts-policy-invalid", "line 2 'mode: Enforce': mode must be enforce, testing or none (case-sensitive)", ("syntax", "mode")),
+        ("sts-policy-invalid", "line 4 'max_age: 99999999999': max_age must be 1 to 10 digits", ("syntax", "max-age")),
+        ("sts-policy-invalid", "the policy is empty", ("syntax", "empty")),
+        (None, "no v=STSv1 record", None),
+    ],
+    ids=["dns", "connect", "redirect", "status", "webpki", "content-type", "mode", "max-age", "empty", "none"],
+)
+def test_policy_problem_kinds(result_type: str | None, detail: str, problem: tuple[str, str] | None) -> None:
+    assert policy_problem(result_type, detail) == problem
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("busy:421 4.7.0 mx.example Error: too many connections <img src=x>", "busy:421"),
+        ("timeout:greeting (partial 220- received)", "timeout:greeting"),
+        ("connect-failed: EHOSTUNREACH", "connect-failed: EHOSTUNREACH"),
+        ("connect-failed: something odd", "connect-failed"),
+        ("closed:ehlo", "closed:ehlo"),
+        ("rejected:554 go away", "rejected:554"),
+        ("over-limit: --max-addresses ...", "over-limit"),
+        ("\x1b[2Jbusy", OTHER),
+    ],
+)
+def test_not_testable_kinds_never_copy_free_text(reason: str, kind: str) -> None:
+    assert kind_of(reason, NOT_TESTABLE_KINDS) == kind
+
+
+# ---------------------------------------------------------------- the funnel, by property
+
+MODES = st.sampled_from(["enforce", "testing", "none", "Enforce"])
+RESULT_TYPES = st.sampled_from(
+    [None, "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid", "something-else"]
+)
+DETAILS = st.sampled_from(
+    [
+        "no v=STSv1 record",
+        "2 v=STSv1 records; exactly one",
+        "policy host m (1.2.3.4) answered HTTP 404 x",
+        "policy host m (1.2.3.4) served the policy as 'text/html', not text/plain",
+        "line 1 'x': mode must be",
+        "",
+    ]
+)
+
+
+def host(name: str, preference: int | None = 10, source: str = "dns", addresses: list[dict[str, Any]] | None = None, in_policy: bool | None = True) -> dict[str, Any]:
+    return {
+        "hostname": name,
+        "preference": preference,
+        "source": source,
+        "in_policy": in_policy,
+        "addresses": addresses if addresses is not None else [],
+    }
+
+
+def base_record(domain: str = "example.com", **changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "schema_version": 2,
+        "domain": domain,
+        "rank": None,
+        "scanned_at": "2026-11-28T04:00:00Z",
+        "error": None,
+        "mta_sts": {"record": None, "id": None, "policy": None, "policy_text": None, "error": None},
+        "tlsrpt": {"record": None, "rua": [], "error": "no v=TLSRPTv1 record"},
+        "mx_lookup": {"status": "answer", "null_mx": False, "implicit": False, "detail": None},
+        "mx": [],
+        "over_limit": [],
+        "indicators": [],
+        "enforce_ready": False,
+        "blockers": [],
+        "warnings": [],
+        "report": None,
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(record.get(key), dict):
+            record[key] = {**record[key], **value}
+        else:
+            record[key] = value
+    return record
+
+
+addresses = st.lists(
+    st.fixed_dictionaries(
+        {
+            "ip": st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::1"]),
+            "status": st.sampled_from(["tested", "not-testable", "weird"]),
+            "reason": st.sampled_from([None, "timeout:greeting", "busy:421 x"]),
+            "starttls": st.sampled_from([None, "offered", "missing", "stripped", 3]),
+            "result_types": st.lists(st.sampled_from(["certificate-expired", "starttls-not-supported"]), max_size=2),
+            "attempts": st.sampled_from([None, 1, 3]),
+        }
+    ),
+    max_size=3,
+)
+records = st.builds(
+    lambda sts_record, policy, error_type, detail, null_mx, implicit, hosts, ready, tlsrpt: base_record(
+        mta_sts={
+            "record": sts_record,
+            "id": "1" if sts_record else None,
+            "policy": policy,
+            "error": {"result_type": error_type, "detail": detail} if error_type or detail else None,
+        },
+        mx_lookup={"null_mx": null_mx, "implicit": implicit},
+        mx=hosts,
+        enforce_ready=ready,
+        tlsrpt={"record": tlsrpt},
+    ),
+    st.sampled_from([None, "v=STSv1; id=1", 7]),
+    st.one_of(st.none(), st.fixed_dictionaries({"mode": MODES, "mx": st.just(["mx.example"]), "max_age": st.integers(0, 10)})),
+    RESULT_TYPES,
+    DETAILS,
+    st.booleans(),
+    st.booleans(),
+    st.lists(st.builds(lambda a, s, p: host("mx.example", source=s, addresses=a, in_policy=p), addresses, st.sampled_from(["dns", "policy"]), st.sampled_from([None, True, False])), max_size=3),
+    st.booleans(),
+    st.sampled_from([None, "v=TLSRPTv1; rua=mailto:x@example.com"]),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(records, max_size=30))
+def test_each_funnel_stage_is_at_most_the_one_before(lines: list[dict[str, Any]]) -> None:
+    statistics = adoption_statistics(lines)
+    funnel = statistics.latest.total.funnel
+    assert funnel[0] == len(lines)
+    assert all(later <= earlier for earlier, later in itertools.pairwise(funnel))
+    scan = statistics.latest
+    for category in CATEGORIES:
+        base = funnel[STAGES.index(category.base)]
+        for (name, _), domains in scan.taxonomy_domains.items():
+            if name == category.name:
+                assert domains <= base
+    for count in scan.total.beside.values():
+        assert count <= funnel[0]
+    document = statistics_json(statistics, [])
+    for stage in document["funnel"]:
+        share = stage["share_of_previous"]
+        assert share is None or 0.0 <= share <= 1.0
+
+
+def test_a_domain_reaches_enforce_ready_only_through_every_stage() -> None:
+    ready_without_mx = base_record(
+        mta_sts={"record": "v=STSv1; id=1", "id": "1", "policy": {"mode": "enforce", "mx": [], "max_age": 1}},
+        enforce_ready=True,
+    )
+    statistics = adoption_statistics([ready_without_mx])
+    assert statistics.latest.total.funnel[STAGES.index(Stage.ENFORCE_READY)] == 0
+    assert statistics.latest.total.funnel[STAGES.index(Stage.WITH_MX)] == 0
+
+
+def test_error_and_foreign_records_are_skipped() -> None:
+    lines: list[Any] = [
+        base_record(error="timeout: the domain's scan exceeded 60 s"),
+        {"schema_version": 3, "domain": "x.example"},
+        {"schema_version": "2", "domain": "x.example"},
+        {"domain": "no-version.example"},
+        ["not", "an", "object"],
+        base_record(mx=[host("mx.example.com")]),
+    ]
+    statistics = adoption_statistics(lines)
+    assert statistics.latest.total.domains == 1
+    assert statistics.error_lines == 1
+    assert statistics.skipped.unknown_versions == {"3": 1, '"2"': 1}
+    assert statistics.skipped.foreign == 2
+    assert classify_record(lines[1]) == "3"
+
+
+def iter_kinds() -> Iterator[str]:
+    for category in CATEGORIES:
+        yield category.name
+
+
+def test_category_names_are_unique_words() -> None:
+    names = list(iter_kinds())
+    assert len(names) == len(set(names))
+    assert all(name.replace("-", "").isalpha() for name in names)

@@ -1,0 +1,135 @@
+"""`scanner scan --workers N`: the same verdicts, one gate, one probe per address, clean stops."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from scanner.lab import Lab, World, load_world, open_lab
+from scanner.workers import Channel, _cgroup_quota, usable_cpus
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def bulk_world() -> World:
+    return load_world(FIXTURES / "world-bulk.toml")
+
+
+@pytest.fixture
+async def bulk_lab(bulk_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
+    async with open_lab(bulk_world, workdir=tmp_path / "lab") as lab:
+        yield lab
+
+
+async def scan(lab: Lab, out: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "scanner", "scan", "--out", str(out), "--no-progress",
+         "--timeout", "1", "--greeting-timeout", "1", *args, *lab.scanner_args()],
+        capture_stdout=True, capture_stderr=True, check=False,
+    )  # fmt: skip
+
+
+def verdicts(path: Path) -> dict[str, Any]:
+    lines = [json.loads(text) for text in path.read_text(encoding="utf-8").splitlines()]
+    return {
+        line["domain"]: (
+            line["enforce_ready"],
+            sorted({i["code"] for i in line["indicators"]}),
+            sorted((a["ip"], a["status"], a["starttls"]) for mx in line["mx"] for a in mx["addresses"]),
+        )
+        for line in lines
+    }
+
+
+async def test_two_workers_reach_the_verdicts_of_one(demo_lab: Lab, demo_world: World, tmp_path: Path) -> None:
+    domains = tmp_path / "domains.txt"
+    domains.write_text("\n".join(demo_world.domain_names) + "\n", encoding="utf-8")
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    first = await scan(demo_lab, one, "--input", str(domains), "--workers", "1")
+    assert first.returncode == 0, first.stderr.decode()
+    second = await scan(demo_lab, two, "--input", str(domains), "--workers", "2")
+    assert second.returncode == 0, second.stderr.decode()
+    assert "2 processes" in second.stderr.decode()
+    assert verdicts(two) == verdicts(one)
+    assert len(verdicts(two)) == len(demo_world.domains)
+
+
+async def test_workers_share_one_probe_per_address(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+    hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
+    result = await scan(bulk_lab, tmp_path / "out.jsonl", *hosted, "--workers", "2")
+    assert result.returncode == 0, result.stderr.decode()
+    # every hosted domain names the same two provider MX hosts: one session each, run-wide
+    assert bulk_lab.smtp_connections("127.0.3.1") == 1
+    assert bulk_lab.smtp_connections("127.0.3.2") == 1
+
+
+async def test_workers_share_one_per_ip_limit(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+    slow = [name for name in bulk_world.domain_names if name.startswith("slow")]
+    result = await scan(bulk_lab, tmp_path / "out.jsonl", *slow, "--workers", "2", "--per-ip", "1", "--concurrency", "8")
+    assert result.returncode == 0, result.stderr.decode()
+    assert bulk_lab.smtp_connections("127.0.3.9") == len(slow), (tmp_path / "out.jsonl").read_text()
+    # one slot for the address in the parent's gate, whichever worker probes (the lab may
+    # count a closing connection a moment longer: +1)
+    assert bulk_lab.smtp_max_concurrent("127.0.3.9") <= 2
+
+
+async def test_ctrl_c_stops_the_workers_and_leaves_whole_lines(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    domains = [n for n in bulk_world.domain_names if n.startswith(("hosted", "slow"))]
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "scanner", "scan", *domains, "--out", str(out), "--no-progress",
+         "--timeout", "5", "--greeting-timeout", "5", "--per-ip", "1", "--workers", "2",
+         *bulk_lab.scanner_args()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    with trio.fail_after(40):
+        while not out.exists() or out.read_text(encoding="utf-8").count("\n") < len(domains) - 8:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        assert await process.wait() == 130
+    lines = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) < len(domains)
+    resumed = await scan(bulk_lab, out, *domains, "--resume", "--workers", "2")
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert sorted(json.loads(t)["domain"] for t in out.read_text(encoding="utf-8").splitlines()) == sorted(domains)
+
+
+async def test_channel_carries_framed_messages() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    sender, receiver = Channel(left), Channel(right)
+    messages = [("result", "x" * 100_000, {"a": 1}), ("busy", "127.0.0.1"), ("done", 3)]
+    async with trio.open_nursery() as nursery:
+        for message in messages:
+            nursery.start_soon(sender.send, message)
+    received = [await receiver.receive() for _ in messages]
+    assert sorted(map(repr, received)) == sorted(map(repr, messages))
+    await left.aclose()
+    assert await receiver.receive() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [("max 100000", None), ("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1), ("junk", None)],
+)
+def test_cgroup_quota(tmp_path: Path, text: str, cpus: int | None) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_text(text + "\n", encoding="ascii")
+    assert _cgroup_quota(path) == cpus
+
+
+def test_usable_cpus_is_at_least_one_and_at_most_the_affinity() -> None:
+    import os
+
+    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
