@@ -1,6 +1,8 @@
 # Two entry points on a machine that has only python3:
 #   make demo   creates .venv, installs the scanner, scans the bundled demo world
-#   make test   creates .venv, installs the scanner with test tools, runs the whole suite
+#   make test   creates .venv, installs the scanner with test tools, runs the whole suite:
+#               the default suite (unit, property and lab tests), then the suites that start
+#               real components (Postfix, unbound, Chromium), then ruff and mypy
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -19,11 +21,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "realmta or dnssec or browser"
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -20,7 +20,7 @@ then runs, one after the other against the same lab:
 
 For each: targets per second, targets per CPU-second (user + system time of the
 tool's processes from wait4, children included), peak memory (the largest sum of
-PSS over the tool's live processes, sampled every 50 ms from
+PSS over the tool's live processes, sampled every 100 ms from
 /proc/PID/smaps_rollup; wait4's ru_maxrss for one process next to it), the lab's
 CPU over the run (if it nears 100 % of its core, the lab is the limit), how busy
 each of the two cores was (other load on the machine shows there), and the
@@ -59,7 +59,8 @@ from run import generate_world  # bench/run.py: the world generator
 from scanner.lab import load_world
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-SAMPLE_EVERY = 0.05  # seconds between memory samples
+SAMPLE_EVERY = 0.1  # seconds between memory samples
+TREE_EVERY = 1.0  # seconds between walks of /proc for the tools' child processes
 
 # Runs sslyze's own command line with the two concurrency limits replaced (argv[1], argv[2]).
 SSLYZE_RAISED_DRIVER = """
@@ -106,6 +107,7 @@ class Run:
     outcome: str = ""
     processes: int = 1
     domains: int = 0  # for the scanner: domains scanned (each covers its MX targets)
+    round: int = 1
 
     @property
     def rate(self) -> float:
@@ -119,25 +121,32 @@ class Run:
 # ---------------------------------------------------------------- measuring
 
 
+def parents() -> dict[int, int]:
+    """Parent of every live process, from /proc/PID/stat."""
+    found: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        found[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return found
+
+
 def process_tree(roots: Iterable[int]) -> set[int]:
     """`roots` and all their live descendants."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents().items():
+        children.setdefault(parent, []).append(pid)
     seen: set[int] = set()
     stack = list(roots)
     while stack:
         pid = stack.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                children = Path(f"/proc/{pid}/task/{task}/children").read_text()
-            except OSError:
-                continue
-            stack.extend(int(child) for child in children.split())
+        if pid not in seen:
+            seen.add(pid)
+            stack.extend(children.get(pid, ()))
     return seen
 
 
@@ -151,7 +160,11 @@ def pss_kb(pid: int) -> int:
 
 
 class PeakMemory:
-    """Samples the PSS summed over the process trees of `roots()` until stopped."""
+    """Samples the PSS summed over the process trees of `roots()` until stopped.
+
+    The trees are refreshed every TREE_EVERY seconds (a walk of /proc), the PSS of
+    their processes and of the current roots every SAMPLE_EVERY seconds.
+    """
 
     def __init__(self, roots: Callable[[], Iterable[int]]) -> None:
         self.roots = roots
@@ -168,8 +181,14 @@ class PeakMemory:
         self._thread.join()
 
     def _sample(self) -> None:
+        tree: set[int] = set()
+        refreshed = 0.0
         while not self._stop.wait(SAMPLE_EVERY):
-            total = sum(pss_kb(pid) for pid in process_tree(self.roots()))
+            roots = set(self.roots())
+            if time.monotonic() - refreshed >= TREE_EVERY:
+                tree = process_tree(roots)
+                refreshed = time.monotonic()
+            total = sum(pss_kb(pid) for pid in tree | roots)
             self.peak_kb = max(self.peak_kb, total)
 
 
@@ -279,30 +298,29 @@ def run_scanner(
     ]
     if args.workers is not None:
         command += ["--workers", str(args.workers)]
-    scan = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    live.add(scan.pid)
-    usage = wait_child(scan)
-    live.discard(scan.pid)
-    assert scan.stderr is not None
-    summary = scan.stderr.read().strip()
-    scan.stderr.close()
-    records = [
-        json.loads(line) for line in out.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    errors = work / "scan-stderr.txt"
+    with errors.open("w", encoding="utf-8") as stderr:
+        scan = subprocess.Popen(command, stderr=stderr, text=True)
+        live.add(scan.pid)
+        usage = wait_child(scan)
+        live.discard(scan.pid)
+    summary = errors.read_text(encoding="utf-8").strip()
     faulty = {name for name, fault in zip(domains, faults, strict=True) if fault}
-    unexpected = sum(
-        1
-        for record in records
-        if bool(record.get("enforce_ready")) == (record.get("domain") in faulty)
-    )
-    reasons = Counter(
-        ((record.get("blockers") or ["(ready)"])[0].split(":")[0][:60])
-        for record in records
-        if bool(record.get("enforce_ready")) == (record.get("domain") in faulty)
-    )
+    written = unexpected = 0
+    reasons: Counter[str] = Counter()
+    with out.open(encoding="utf-8") as lines:  # one line at a time: this process stays small
+        for line in lines:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            written += 1
+            if bool(record.get("enforce_ready")) == (record.get("domain") in faulty):
+                unexpected += 1
+                reasons[(record.get("blockers") or ["(ready)"])[0].split(":")[0][:60]] += 1
+    out.unlink()
     sessions = re.search(r"(\d+) SMTP sessions", summary)
     outcome = (
-        f"{len(records)} domains, {unexpected} unexpected verdicts, "
+        f"{written} domains, {unexpected} unexpected verdicts, "
         f"{sessions.group(1) if sessions else '?'} SMTP sessions, exit {scan.returncode}"
     )
     if reasons:
@@ -384,18 +402,25 @@ def run_sslyze(
             str(raised[1]),
             *options,
         ]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    errors_file = work / "sslyze-stderr.txt"
+    with errors_file.open("w", encoding="utf-8") as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
+        live.add(process.pid)
+        usage = wait_child(process)
+        live.discard(process.pid)
+    # sslyze's JSON is one large document: read it in a child, so this process stays small
+    # (a child forked from a large parent inherits its RSS high-water mark).
+    summary = subprocess.run(
+        [sys.executable, __file__, "--summarize-sslyze", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    live.add(process.pid)
-    usage = wait_child(process)
-    live.discard(process.pid)
-    assert process.stderr is not None
-    errors = process.stderr.read().strip()
-    process.stderr.close()
-    outcome = sslyze_outcome(out) + f", exit {process.returncode}"
+    outcome = summary.stdout.strip() or summary.stderr.strip()[-300:]
+    outcome += f", exit {process.returncode}"
+    out.unlink(missing_ok=True)
     if process.returncode != 0:
-        outcome += f"; stderr: {errors[-300:]}"
+        outcome += f"; stderr: {errors_file.read_text(encoding='utf-8').strip()[-300:]}"
     return len(mx), cpu_of(usage), usage.ru_maxrss / 1024, outcome, 1
 
 
@@ -513,10 +538,6 @@ def start_lab(
     return lab, facts
 
 
-def ratio(scanner: float, tool: float) -> str:
-    return f"{scanner / tool:.2f}" if tool else "n/a"
-
-
 def print_runs(runs: list[Run], lab_cpu: int | None, tool_cpu: int | None) -> None:
     header = (
         f"{'tool':<15} {'targets':>7} {'wall s':>7} {'targets/s':>9} {'CPU s':>7} {'tgt/CPU-s':>9} "
@@ -559,28 +580,29 @@ def print_runs(runs: list[Run], lab_cpu: int | None, tool_cpu: int | None) -> No
 
 
 def print_ratios(runs: list[Run]) -> None:
-    by_tool: dict[str, list[Run]] = {}
+    """scanner/tool in each round (the runs of a round are neighbours in time), and the median."""
+    rounds: dict[int, dict[str, Run]] = {}
     for run in runs:
-        by_tool.setdefault(run.tool, []).append(run)
-    medians = {
-        tool: (
-            statistics.median(r.rate for r in rs),
-            statistics.median(r.per_cpu_second for r in rs),
-            statistics.median(r.peak_pss_mb for r in rs),
-        )
-        for tool, rs in by_tool.items()
-    }
-    scanner = medians.get("scanner")
-    if scanner is None:
-        return
+        rounds.setdefault(run.round, {})[run.tool] = run
+    tools = [tool for tool in dict.fromkeys(run.tool for run in runs) if tool != "scanner"]
+    measures: list[Callable[[Run], float]] = [
+        lambda run: run.rate,
+        lambda run: run.per_cpu_second,
+        lambda run: run.peak_pss_mb,
+    ]
     print()
-    print(f"{'scanner / tool':<22} {'targets/s':>9} {'tgt/CPU-s':>9} {'peak PSS':>9}")
-    for tool, (rate, per_cpu, pss) in medians.items():
-        if tool == "scanner":
-            continue
-        print(
-            f"{tool:<22} {ratio(scanner[0], rate):>9} {ratio(scanner[1], per_cpu):>9} {ratio(scanner[2], pss):>9}"
-        )
+    print(f"{'scanner / tool':<15} {'targets/s':>26} {'targets/CPU-s':>26} {'peak PSS':>26}")
+    print(
+        f"{'':<15} {'median (each round)':>26} {'median (each round)':>26} {'median (each round)':>26}"
+    )
+    for tool in tools:
+        pairs = [(r["scanner"], r[tool]) for r in rounds.values() if "scanner" in r and tool in r]
+        cells = []
+        for measure in measures:
+            values = [measure(scan) / measure(other) for scan, other in pairs if measure(other)]
+            each = " ".join(f"{v:.2f}" for v in values)
+            cells.append(f"{statistics.median(values):.2f} ({each})" if values else "n/a")
+        print(f"{tool:<15} {cells[0]:>26} {cells[1]:>26} {cells[2]:>26}")
 
 
 def scanner_accepts_workers() -> bool:
@@ -638,7 +660,7 @@ def main() -> int:
         "--posttls-finger", default=shutil.which("posttls-finger") or "/usr/sbin/posttls-finger"
     )
     parser.add_argument(
-        "--finger-sample", type=int, default=300, help="MX targets given to posttls-finger"
+        "--finger-sample", type=int, default=1000, help="MX targets given to posttls-finger"
     )
     parser.add_argument(
         "--finger-parallel",
@@ -654,7 +676,11 @@ def main() -> int:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the lab and the tools")
     parser.add_argument("--json", type=Path, help="also write the runs here as JSON")
+    parser.add_argument("--summarize-sslyze", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.summarize_sslyze is not None:
+        print(sslyze_outcome(args.summarize_sslyze))
+        return 0
 
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if args.sslyze_scans is None:
@@ -741,6 +767,7 @@ def main() -> int:
                     how, body = plans[tool]
                     print(f"round {round_number + 1}: {tool} ...", flush=True)
                     run = sitting.measure(tool, how, body, lambda: list(live))
+                    run.round = round_number + 1
                     if tool == "scanner":
                         run.domains = args.domains
                     runs.append(run)

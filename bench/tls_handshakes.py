@@ -23,13 +23,8 @@ from pathlib import Path
 import trio
 import trustme
 
-from scanner.net.tls import (
-    TlsFailure,
-    TrustStore,
-    build_client_context,
-    check_certificate,
-    start_tls,
-)
+from scanner.net.tls import TlsFailure, build_client_context, start_tls
+from scanner.net.trust import TrustStore, check_certificate
 
 HOST = "127.0.0.1"
 NAME = "mx.bench.example"

@@ -1,4 +1,4 @@
-"""Command line (DESIGN §3): the only place that builds real dependencies and calls `trio.run`."""
+"""Command line (docs/output.md#commands): the only place that builds real dependencies and calls `trio.run`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeAlias, cast
+from typing import Annotated, TextIO, TypeAlias, cast
 
 import trio
 import typer
@@ -35,8 +35,9 @@ from scanner.scan import (
     iterate_lines,
 )
 from scanner.signals import cancel_on_signals
+from scanner.suggest import policy_app
 from scanner.untrusted import terminal
-from scanner.workers import usable_cpus
+from scanner.workers import Load, usable_cpus
 
 EXIT_INTERRUPTED = 130
 EXIT_USAGE = 2
@@ -51,6 +52,7 @@ app = typer.Typer(
 lab_app = typer.Typer(help="The fixture lab: real DNS, SMTP and HTTPS servers on loopback.")
 app.add_typer(lab_app, name="lab")
 app.add_typer(tlsrpt_app, name="tlsrpt")
+app.add_typer(policy_app, name="policy")
 register_research(app)  # stats, diff
 
 def main() -> None:
@@ -87,15 +89,17 @@ class LoadNote:
     lowest: int | None = None
 
     def add(self, scanner: Scanner) -> None:
-        stats = getattr(scanner.resolver, "stats", None)
-        if stats is not None:
-            self.tries += stats.udp_queries + stats.tcp_queries
-            self.timeouts += stats.timeouts
-            self.retries += stats.retries
-        governor = scanner.governor
-        if governor is not None and governor.lowered:
-            self.lowered += governor.lowered
-            self.lowest = min(governor.lowest, self.lowest or governor.lowest)
+        from scanner.workers import load_of
+
+        self.add_load(load_of(scanner))
+
+    def add_load(self, load: Load) -> None:
+        self.tries += load.tries
+        self.timeouts += load.timeouts
+        self.retries += load.retries
+        if load.lowered:
+            self.lowered += load.lowered
+            self.lowest = min(load.lowest, self.lowest or load.lowest)
 
     def words(self) -> str | None:
         """A line for the summary when DNS was overloaded; None when it was not."""
@@ -163,7 +167,6 @@ def in_workers(network: NetworkOptions, workers: int, progress: Progress | None)
             end.probes_run = totals.probes_run
             end.busy_signals = gate.busy_signals
             end.lost = totals.lost
-            end.load = totals.load
 
     return run
 
@@ -470,7 +473,7 @@ def check(
 # ---------------------------------------------------------------- report and stats
 
 
-def read_lines(path: Path) -> Iterator[dict[str, Any]]:
+def read_lines(path: Path) -> Iterator[dict[str, object]]:
     """The JSON objects of a results file; other lines are skipped with a note on stderr."""
     stderr = output_console(stderr=True)
     with path.open(encoding="utf-8", errors="replace") as handle:

@@ -1,7 +1,7 @@
 """Result records and vocabulary shared across the scanner.
 
 Every record is a frozen, slotted dataclass; every vocabulary is a string enum
-whose values are the wire strings of the JSON output (DESIGN §4–5). Nothing in
+whose values are the wire strings of the JSON output (docs/output.md#vocabularies). Nothing in
 this module touches the network, the clock or OpenSSL.
 """
 
@@ -30,7 +30,7 @@ class ResultType(StrEnum):
 
 
 class IndicatorCode(StrEnum):
-    """Downgrade indicators (DESIGN §5)."""
+    """Downgrade indicators (docs/output.md#indicators)."""
 
     STARTTLS_MISSING = "starttls-missing"
     STARTTLS_STRIPPED = "starttls-stripped"
@@ -50,7 +50,7 @@ class IndicatorCode(StrEnum):
 
 
 class StartTlsStatus(StrEnum):
-    """What became of STARTTLS on one session (DESIGN §4 `starttls`)."""
+    """What became of STARTTLS on one session (docs/output.md#starttls-statuses)."""
 
     OFFERED = "offered"
     MISSING = "missing"

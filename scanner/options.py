@@ -17,20 +17,21 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated, ParamSpec, Protocol, TypeVar, cast
 
 import dns.exception
 import typer
 
 from scanner.core.addresses import Exclusions, parse_exclusions
 from scanner.core.caps import Caps
-from scanner.evidence import ReceivedSettings
 from scanner.core.names import is_valid_hostname
+from scanner.evidence import ReceivedSettings
 from scanner.models import ReportOptions
 from scanner.net.policy_fetch import FetchSettings
 from scanner.net.probe import ProbeSettings
 from scanner.net.resolver import Nameserver, Resolver, parse_nameserver
-from scanner.net.tls import TlsClient, TrustStore
+from scanner.net.tls import TlsClient
+from scanner.net.trust import TrustStore
 from scanner.scan import Scanner, ScanSettings
 
 # One SMTP session may take this many phase deadlines in all (connect, greeting, EHLO,
@@ -421,9 +422,16 @@ _NETWORK_NAMES = frozenset(parameter.name for parameter in NETWORK_PARAMETERS)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
-def with_network_options(command: Callable[P, R]) -> Callable[..., R]:
+class KeywordCommand(Protocol[R_co]):
+    """A typer command as the decorator leaves it: called with keyword arguments only."""
+
+    def __call__(self, **kwargs: object) -> R_co: ...
+
+
+def with_network_options(command: Callable[P, R]) -> KeywordCommand[R]:
     """Declare the network options on `command`, which receives them as `network=`.
 
     The command's own `concurrency` parameter, when it has one, is passed on too, so
@@ -439,7 +447,7 @@ def with_network_options(command: Callable[P, R]) -> Callable[..., R]:
         if "concurrency" in kwargs:
             chosen["concurrency"] = kwargs["concurrency"]
         network = network_options(**chosen)  # type: ignore[arg-type]
-        run: Callable[..., R] = command
+        run = cast("KeywordCommand[R]", command)
         return run(network=network, **kwargs)
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]

@@ -17,9 +17,9 @@ from scanner.core.assess import AddressVerdict, DomainVerdict, MxVerdict
 from scanner.core.dane import AddressDane, HostDaneVerdict, tlsa_text
 from scanner.core.reasons import after_tls_text, reason_text
 from scanner.core.result import DomainResult
-from scanner.received import ReceivedEvidence
 from scanner.core.tlsrpt import build_report, report_id, rfc3339_utc
 from scanner.models import CertificateCheck, DomainFacts, Indicator, ProbeOutcome, ReportOptions
+from scanner.received import ReceivedEvidence
 from scanner.untrusted import dumps_json_line
 
 SCHEMA_VERSION = 2
@@ -163,7 +163,9 @@ def _tlsrpt(facts: DomainFacts) -> dict[str, object]:
 def result_line(result: DomainResult, options: ReportOptions) -> dict[str, object]:
     """The line of one result: a scanned domain with its RFC 8460 report, or an error line."""
     if result.error is not None or result.facts is None or result.verdict is None:
-        return _with_rank(error_line(result.domain, str(result.error), result.scanned_at), result.rank)
+        line = _with_rank(error_line(result.domain, str(result.error), result.scanned_at), result.rank)
+        line["received_reports"] = None
+        return line
     report = build_report(
         result.facts,
         result.verdict,

@@ -17,9 +17,9 @@ from scanner.core.assess import AddressVerdict, DomainVerdict, MxVerdict
 from scanner.core.dane import tlsa_text
 from scanner.core.reasons import reason_text
 from scanner.core.result import DomainResult
-from scanner.received import ReceivedEvidence
 from scanner.core.tlsrpt import rfc3339_utc
 from scanner.models import DaneStatus, MxSource
+from scanner.received import ReceivedEvidence
 from scanner.untrusted import line as text_line
 from scanner.untrusted import terminal
 

@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from scanner.core.assess import as_utc
 from scanner.output import schema_problem
@@ -69,7 +68,7 @@ class ReportWriting:
 
 
 def write_report_files(
-    lines: Iterable[dict[str, Any]],
+    lines: Iterable[dict[str, object]],
     out_dir: Path,
     *,
     gzip_reports: bool,

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import trio
 
@@ -561,16 +561,30 @@ class Scanner:
             self.stats.with_indicators += 1
 
 
-async def _gather3(a: Any, b: Any, c: Any) -> tuple[TxtAnswer, TxtAnswer, MxAnswer]:
-    results: list[Any] = [None, None, None]
+async def _gather3(
+    sts: Awaitable[TxtAnswer], tlsrpt: Awaitable[TxtAnswer], mx: Awaitable[MxAnswer]
+) -> tuple[TxtAnswer, TxtAnswer, MxAnswer]:
+    """The three lookups every domain starts with, at once."""
+    sts_answer = tlsrpt_answer = TxtAnswer(DnsStatus.ERROR)
+    mx_answer = MxAnswer(DnsStatus.ERROR)
 
-    async def run(index: int, awaitable: Any) -> None:
-        results[index] = await awaitable
+    async def get_sts() -> None:
+        nonlocal sts_answer
+        sts_answer = await sts
+
+    async def get_tlsrpt() -> None:
+        nonlocal tlsrpt_answer
+        tlsrpt_answer = await tlsrpt
+
+    async def get_mx() -> None:
+        nonlocal mx_answer
+        mx_answer = await mx
 
     async with trio.open_nursery() as nursery:
-        for index, awaitable in enumerate((a, b, c)):
-            nursery.start_soon(run, index, awaitable)
-    return results[0], results[1], results[2]
+        nursery.start_soon(get_sts)
+        nursery.start_soon(get_tlsrpt)
+        nursery.start_soon(get_mx)
+    return sts_answer, tlsrpt_answer, mx_answer
 
 
 # ---------------------------------------------------------------- input and output files
@@ -649,7 +663,13 @@ async def iterate_lines(sources: Iterable[str], files: Iterable[Path | None]) ->
                     yield line
 
 
-async def bounded_lines(handle: Any) -> AsyncIterator[str]:
+class ChunkReader(Protocol):
+    """A binary async file: trio's wrapped files and `trio.open_file(..., "rb")`."""
+
+    async def read1(self, size: int = -1, /) -> bytes: ...
+
+
+async def bounded_lines(handle: ChunkReader) -> AsyncIterator[str]:
     """Split a binary async file into decoded lines of at most `MAX_INPUT_LINE` bytes."""
     pending = b""
     skipping = False  # inside an overlong line, after its first MAX_INPUT_LINE bytes

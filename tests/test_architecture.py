@@ -1,4 +1,4 @@
-"""The functional-core rule (DESIGN §2): modules under scanner/core import no I/O."""
+"""The functional-core rule (docs/architecture.md#layers): modules under scanner/core import no I/O."""
 
 import ast
 from pathlib import Path

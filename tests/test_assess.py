@@ -1,4 +1,4 @@
-"""Judgement of facts (DESIGN §5): STARTTLS status, result types, indicators, readiness.
+"""Judgement of facts (docs/output.md#vocabularies): STARTTLS status, result types, indicators, readiness.
 
 The facts come from the builders in `tests/builders.py`.
 """
@@ -93,7 +93,7 @@ def test_starttls_status(outcome: ProbeOutcome, expected: StartTlsStatus | None)
     assert starttls_status(outcome) is expected
 
 
-# ---------------------------------------------------------------- result types per session (DESIGN §5 table)
+# ---------------------------------------------------------------- result types per session (docs/output.md#result-types)
 
 VF = ResultType.VALIDATION_FAILURE
 NS = ResultType.STARTTLS_NOT_SUPPORTED
@@ -534,7 +534,7 @@ NO_REPLY_CASES = [
 def test_starttls_without_a_reply_is_not_supported(
     changes: dict[str, object], status: StartTlsStatus, code: IndicatorCode, words: str
 ) -> None:
-    """DESIGN §5: STARTTLS answered by anything but 220 (a close too) is refused or missing."""
+    """docs/output.md#starttls-statuses: STARTTLS answered by anything but 220 (a close too) is refused or missing."""
     outcome = probe(H, IP, **{**NO_REPLY, **changes})
     assert starttls_status(outcome) is status
     failures = session_failures(outcome, policy=None, in_policy=None, at=SCANNED)

@@ -1,4 +1,4 @@
-"""Input lines, shards and the duplicate filter (DESIGN §3)."""
+"""Input lines, shards and the duplicate filter (docs/output.md#commands)."""
 
 from __future__ import annotations
 

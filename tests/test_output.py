@@ -1,4 +1,4 @@
-"""The DESIGN §4 JSON line, its JSON Schema, and one-line serialisation."""
+"""The docs/output.md#the-json-line, its JSON Schema, and one-line serialisation."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.models import DnsStatus, DomainFacts, Interruption, MxAnswer, MxSource, ResultType
 from scanner.output import SCHEMA_VERSION, dumps_line, load_schema, result_line
 
-# DESIGN §4, in order, plus `mx_lookup` and `rank` (added fields, as §4 allows).
+# docs/output.md#top-level-fields, in order, plus `mx_lookup` and `rank` (added fields, as docs/output.md#changelog-of-the-output-contract allows).
 LINE_KEYS = [
     "schema_version",
     "domain",
@@ -54,6 +54,7 @@ LINE_KEYS = [
     "blockers",
     "warnings",
     "report",
+    "received_reports",
 ]
 
 VALIDATOR = jsonschema.Draft202012Validator(load_schema())

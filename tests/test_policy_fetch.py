@@ -24,7 +24,8 @@ from scanner.models import AddressAnswer, DnsStatus, PolicyFetch, PolicyMode, Re
 from scanner.net.gate import Gate
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.resolver import Nameserver, Resolver
-from scanner.net.tls import TlsClient, TrustStore, build_client_context
+from scanner.net.tls import TlsClient, build_client_context
+from scanner.net.trust import TrustStore
 
 DOMAIN = "example.com"
 HOST = "mta-sts.example.com"

@@ -20,6 +20,7 @@ import pytest
 import trio
 import trustme
 from OpenSSL import SSL
+from trio.testing import MockClock
 
 from scanner.core.assess import REASON_PLAINTEXT_INJECTION, indicators_for, session_failures
 from scanner.core.reasons import after_tls_text, reason_text
@@ -42,7 +43,8 @@ from scanner.models import (
     SessionFailure,
 )
 from scanner.net.probe import ProbeSettings, Transcript, connect_failure, probe
-from scanner.net.tls import TlsClient, TrustStore, build_client_context
+from scanner.net.tls import TlsClient, build_client_context
+from scanner.net.trust import TrustStore
 
 MX = "mx.probe.example"
 STEP = 1.0
@@ -936,8 +938,14 @@ async def test_plaintext_injection_is_not_fed_to_tls(context: SSL.Context, tmp_p
     assert outcome.tls is not None  # the handshake still ran on the bytes after the injection
 
 
-async def test_every_demo_world_server(demo_lab: Lab, context: SSL.Context) -> None:
-    """Every SMTP server of the demo world, probed at once, records what its behaviour implies."""
+async def test_every_demo_world_server(
+    demo_lab: Lab, context: SSL.Context, loopback_clock: MockClock
+) -> None:
+    """Every SMTP server of the demo world, probed at once, records what its behaviour implies.
+
+    On virtual time: some 40 probes at once must not let CPU load decide whether the
+    lab's late plaintext injection arrives within the injection wait.
+    """
     outcomes: dict[str, ProbeOutcome] = {}
 
     async def one(server: SmtpServer) -> None:
@@ -1061,7 +1069,7 @@ async def test_starttls_without_a_reply_is_tested(
     advertised: bool,
     text: str,
 ) -> None:
-    """DESIGN §5: anything but 220 to STARTTLS is a finding; the twin (no reply in time)
+    """docs/output.md#starttls-statuses: anything but 220 to STARTTLS is a finding; the twin (no reply in time)
     is `timeout:starttls` among the not-testable cases."""
     port, _ = await start_server(nursery, script)
     with trio.fail_after(STEP * 4):
@@ -1277,7 +1285,7 @@ async def test_quit_after_trouble(
     changes: dict[str, Any],
     quit_sent: bool,
 ) -> None:
-    """DESIGN §6 "Always QUIT": a best-effort QUIT after a fault or a deadline."""
+    """docs/architecture.md#always-quit: a best-effort QUIT after a fault or a deadline."""
     port, peers = await start_server(nursery, script)
     with trio.fail_after(STEP * 4):
         outcome = await run_probe(port, context, lab_trust, **changes)

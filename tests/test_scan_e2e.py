@@ -70,6 +70,7 @@ async def test_scan_of_demo_world_reaches_every_expected_verdict(
         ca_file=[demo_lab.ca_file],
         allow_private=True,
         timeout=float(STEP_TIMEOUT),
+        greeting_timeout=float(STEP_TIMEOUT),  # the lab greets at once or never
         concurrency=20,
         smtp_port=demo_lab.smtp_port,
         https_port=demo_lab.https_port,
@@ -107,11 +108,11 @@ async def test_scan_of_demo_world_reaches_every_expected_verdict(
 
 
 async def test_check_exit_codes_and_verdict(demo_lab: Lab) -> None:
-    ready = await run_scanner("check", "testing-ready.example", "--timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
+    ready = await run_scanner("check", "testing-ready.example", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
     assert ready.returncode == 0, ready.stdout.decode() + ready.stderr.decode()
     assert "Ready for mode: enforce" in ready.stdout.decode()
 
-    not_ready = await run_scanner("check", "backup-bad.example", "--timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
+    not_ready = await run_scanner("check", "backup-bad.example", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
     assert not_ready.returncode == 1
     text = not_ready.stdout.decode()
     assert "Not ready" in text
@@ -126,7 +127,7 @@ async def test_report_writes_one_rfc8460_file_per_domain(demo_lab: Lab, tmp_path
     out = tmp_path / "out.jsonl"
     scanned = await run_scanner(
         "scan", "testing-ready.example", "backup-bad.example", "invalid..example",
-        "--out", str(out), "--timeout", STEP_TIMEOUT, "--no-progress",
+        "--out", str(out), "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, "--no-progress",
         "--contact", "tlsrpt@reporter.example", *demo_lab.scanner_args(),
     )
     assert scanned.returncode == 0, scanned.stderr.decode()
@@ -153,7 +154,7 @@ async def test_input_lines_are_normalised_deduplicated_and_invalid_ones_recorded
     out = tmp_path / "out.jsonl"
     stdin = b"# comment\n\n  Hosted0.Example.  \nhosted0.example\nhosted1.example\nnot a domain\n"
     result = await run_scanner(
-        "scan", "--input", "-", "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT,
+        "scan", "--input", "-", "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
         *bulk_lab.scanner_args(), stdin=stdin,
     )
     assert result.returncode == 0, result.stderr.decode()
@@ -168,7 +169,7 @@ async def test_probe_cache_one_connection_per_address(bulk_lab: Lab, bulk_world:
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
     out = tmp_path / "out.jsonl"
     result = await run_scanner(
-        "scan", *hosted, "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT,
+        "scan", *hosted, "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
         "--concurrency", "16", *bulk_lab.scanner_args(),
     )
     assert result.returncode == 0, result.stderr.decode()
@@ -186,7 +187,7 @@ async def test_per_ip_limit_is_honoured(bulk_lab: Lab, bulk_world: World, tmp_pa
     out = tmp_path / "out.jsonl"
     started = trio.current_time()
     result = await run_scanner(
-        "scan", *slow, "--out", str(out), "--no-progress", "--timeout", "0.5",
+        "scan", *slow, "--out", str(out), "--no-progress", "--timeout", "0.5", "--greeting-timeout", "0.5",
         "--concurrency", "8", "--per-ip", str(per_ip), *bulk_lab.scanner_args(),
     )
     elapsed = trio.current_time() - started
@@ -204,14 +205,14 @@ async def test_resume_completes_a_torn_file(bulk_lab: Lab, bulk_world: World, tm
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")][:6]
     out = tmp_path / "out.jsonl"
     first = await run_scanner(
-        "scan", *hosted[:3], "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT,
+        "scan", *hosted[:3], "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
         *bulk_lab.scanner_args(),
     )
     assert first.returncode == 0
     with out.open("a", encoding="utf-8") as handle:
         handle.write('{"schema_version": 1, "domain": "hosted5.exa')  # an interrupted write
     second = await run_scanner(
-        "scan", *hosted, "--out", str(out), "--resume", "--no-progress", "--timeout", STEP_TIMEOUT,
+        "scan", *hosted, "--out", str(out), "--resume", "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
         *bulk_lab.scanner_args(),
     )
     assert second.returncode == 0, second.stderr.decode()
@@ -226,7 +227,7 @@ async def test_shards_split_the_input_without_overlap(bulk_lab: Lab, bulk_world:
         out = tmp_path / f"shard{index}.jsonl"
         result = await run_scanner(
             "scan", *hosted, "--shard", f"{index}/3", "--out", str(out), "--no-progress",
-            "--timeout", STEP_TIMEOUT, *bulk_lab.scanner_args(),
+            "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *bulk_lab.scanner_args(),
         )
         assert result.returncode == 0, result.stderr.decode()
         shard_domains = [line["domain"] for line in read_jsonl(out)]
@@ -270,7 +271,7 @@ async def test_stats_counts_a_results_file(demo_lab: Lab, tmp_path: Path) -> Non
     out = tmp_path / "out.jsonl"
     scanned = await run_scanner(
         "scan", "testing-ready.example", "backup-bad.example", "no-sts.example", "invalid..example",
-        "--out", str(out), "--timeout", STEP_TIMEOUT, "--no-progress", *demo_lab.scanner_args(),
+        "--out", str(out), "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, "--no-progress", *demo_lab.scanner_args(),
     )
     assert scanned.returncode == 0, scanned.stderr.decode()
     result = await run_scanner("stats", str(out), "--json")
@@ -313,7 +314,7 @@ async def test_lab_serve_prints_how_to_reach_it_and_stops_on_ctrl_c(tmp_path: Pa
 
 
 async def test_check_exits_2_when_the_mx_lookup_fails(demo_lab: Lab) -> None:
-    result = await run_scanner("check", "dns-servfail.example", "--timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
+    result = await run_scanner("check", "dns-servfail.example", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
     assert result.returncode == 2, result.stdout.decode()
     assert "MX lookup failed" in result.stdout.decode()
 
@@ -322,7 +323,7 @@ async def test_undecodable_and_overlong_input_lines_become_error_lines(bulk_lab:
     out = tmp_path / "out.jsonl"
     stdin = b"hosted0.example\n\xffbad.example\n" + b"x" * 200_000 + b"\nhosted1.example\n"
     result = await run_scanner(
-        "scan", "--input", "-", "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT,
+        "scan", "--input", "-", "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
         *bulk_lab.scanner_args(), stdin=stdin,
     )
     assert result.returncode == 0, result.stderr.decode()
@@ -372,7 +373,7 @@ async def test_parallel_runs_with_default_output_never_share_a_file(bulk_lab: La
     async def one(shard: str) -> None:
         result = await trio.run_process(
             [sys.executable, "-m", "scanner", "scan", "--input", "-", "--shard", shard,
-             "--no-progress", "--timeout", STEP_TIMEOUT, *bulk_lab.scanner_args()],
+             "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *bulk_lab.scanner_args()],
             stdin=b"".join(f"hosted{i}.example\n".encode() for i in range(30)),
             capture_stdout=True, capture_stderr=True, check=False, cwd=tmp_path,
         )

@@ -17,7 +17,8 @@ from scanner.lab import Lab, load_world, open_lab
 from scanner.net.policy_fetch import FetchSettings
 from scanner.net.probe import ProbeSettings
 from scanner.net.resolver import Nameserver, Resolver
-from scanner.net.tls import TlsClient, TrustStore
+from scanner.net.tls import TlsClient
+from scanner.net.trust import TrustStore
 from scanner.output import load_schema
 from scanner.scan import InputReader, Scanner, ScanSettings, UnknownSchemaVersion, completed_domains
 

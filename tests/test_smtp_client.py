@@ -189,7 +189,7 @@ def test_commands_are_single_crlf_lines() -> None:
     ],
 )
 def test_abandon_with_quit(state: ClientState, allowed: bool) -> None:
-    """DESIGN §6 "Always QUIT": a deadline or a server fault still gets a QUIT, once greeted."""
+    """docs/architecture.md#always-quit: a deadline or a server fault still gets a QUIT, once greeted."""
     client = client_in(state)
     if allowed:
         assert client.abandon_with_quit() == b"QUIT\r\n"

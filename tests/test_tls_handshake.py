@@ -21,14 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
-from scanner.net.tls import (
-    TlsFailure,
-    TlsStream,
-    TrustStore,
-    build_client_context,
-    check_certificate,
-    start_tls,
-)
+from scanner.net.tls import TlsFailure, TlsStream, build_client_context, start_tls
+from scanner.net.trust import TrustStore, check_certificate
 
 NOW = datetime.now(UTC)
 DAY = timedelta(days=1)

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 from scanner.lab.certificates import issue_via_intermediate
 from scanner.models import TlsSession
-from scanner.net.tls import (
+from scanner.net.certificates import summarize_certificate
+from scanner.net.trust import (
     NO_CERTIFICATE_ERROR,
     TrustStore,
     check_certificate,
-    summarize_certificate,
     verify_error_name,
 )
 

@@ -2,7 +2,7 @@
 
 `classify_address` sorts an address into one `AddressClass` from explicit
 tables (not `ipaddress.is_private`, whose answers changed between Python patch
-releases). `is_address_allowed` applies DESIGN §6: public addresses are always
+releases). `is_address_allowed` applies docs/architecture.md#safety: public addresses are always
 allowed; loopback, private and link-local only with `--allow-private`;
 multicast, unspecified, reserved and invalid never.
 
@@ -146,7 +146,7 @@ _ALLOWED_WITH_PRIVATE = frozenset(
 )
 
 
-# DESIGN §6: refuse loopback, private, link-local, multicast and reserved
+# docs/architecture.md#safety: refuse loopback, private, link-local, multicast and reserved
 # targets unless --allow-private; multicast, unspecified (0.0.0.0 reaches the
 # local host on some systems), reserved and invalid are refused even then.
 def is_address_allowed(ip: str, *, allow_private: bool) -> bool:

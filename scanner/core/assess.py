@@ -5,7 +5,7 @@ the policy fetch, one `ProbeOutcome` per (MX host, address)). This module turns 
 facts into words, and nothing else does:
 
 * `starttls_status` names what became of STARTTLS on one session;
-* `session_failures` gives the RFC 8460 result types of one tested session (DESIGN §5 table);
+* `session_failures` gives the RFC 8460 result types of one tested session (docs/output.md#result-types);
 * `indicators_for` gives the downgrade indicators of one session, each with a detail an
   operator can read; every session failure has at least one matching indicator, so the
   readiness blockers (built from indicators) always explain every result type;
@@ -65,14 +65,14 @@ STARTTLS_READY = 220
 # RFC 8461 §7.2: MTA-STS senders and receivers must support TLS 1.2 or later.
 VERSIONS_BELOW_TLS_1_2 = frozenset({"SSLv2", "SSLv3", "TLSv1", "TLSv1.0", "TLSv1.1"})
 
-# DESIGN §5 "Enforce readiness": certificates expiring this soon after the scan are a warning.
+# docs/output.md#readiness: certificates expiring this soon after the scan are a warning.
 EXPIRY_WARNING_WINDOW = timedelta(days=14)
 
 X509_EXPIRED = "X509_V_ERR_CERT_HAS_EXPIRED"
 X509_NOT_YET_VALID = "X509_V_ERR_CERT_NOT_YET_VALID"
 X509_HOSTNAME_MISMATCH = "X509_V_ERR_HOSTNAME_MISMATCH"
 
-# failure-reason-code values of `validation-failure` (DESIGN §5 table)
+# failure-reason-code values of `validation-failure` (docs/output.md#result-types)
 REASON_HANDSHAKE_FAILED = "tls-handshake-failed"
 REASON_TLS_BELOW_1_2 = "tls-version-below-1.2"
 REASON_PLAINTEXT_INJECTION = "plaintext-injection"
@@ -90,7 +90,7 @@ DEFINITIVE_DNS = frozenset({DnsStatus.ANSWER, DnsStatus.NXDOMAIN, DnsStatus.NODA
 
 @dataclass(frozen=True, slots=True)
 class AddressVerdict:
-    """The judgement of one (MX host, address): DESIGN §4 `mx[].addresses[]`.
+    """The judgement of one (MX host, address): docs/output.md#addresses.
 
     `probe` is the outcome the judgement was made from (None when DNS returned the address
     but nothing probed it: then `status` is not-testable with reason `not-probed`).
@@ -133,7 +133,7 @@ class MxVerdict:
 
 @dataclass(frozen=True, slots=True)
 class DomainVerdict:
-    """The judgement of one domain (DESIGN §4–5).
+    """The judgement of one domain (docs/output.md#vocabularies).
 
     `enforce_ready` is true exactly when `blockers` is empty. `indicators` holds every
     session's indicators (DNS and policy-only hosts) followed by domain-wide ones.
@@ -198,11 +198,11 @@ def _policy_applies(policy: Policy | None) -> bool:
 def starttls_status(outcome: ProbeOutcome) -> StartTlsStatus | None:
     """What became of STARTTLS on one session; None when the address was not testable.
 
-    The probe always sends STARTTLS, advertised or not (DESIGN §5), which tells a stripped
+    The probe always sends STARTTLS, advertised or not (docs/output.md#vocabularies), which tells a stripped
     advertisement (command accepted) from a missing one (command refused). A masked
     keyword wins when STARTTLS itself is not advertised: it is the middlebox signature
     (the same middleboxes mask other extensions alike, `XXXXXXXB` beside a real STARTTLS).
-    DESIGN §5: STARTTLS answered by anything but 220 is refused (advertised) or missing
+    docs/output.md#starttls-statuses: STARTTLS answered by anything but 220 is refused (advertised) or missing
     (not advertised); a close or a malformed reply (`starttls_reply` None) is no 220.
     """
     if outcome.status is not AddressStatus.TESTED:
@@ -231,7 +231,7 @@ def _weak_version(outcome: ProbeOutcome) -> bool:
 def _issuer_date_problem(outcome: ProbeOutcome) -> str | None:
     """Words for an expired or not-yet-valid certificate above the leaf, or None.
 
-    DESIGN §5: only the leaf's expiry is `certificate-expired`; a CA certificate of the
+    docs/output.md#result-types: only the leaf's expiry is `certificate-expired`; a CA certificate of the
     chain out of its dates makes the chain untrusted. The date comes from the chain
     summaries of the session when the verdict's depth points into them.
     """
@@ -592,7 +592,7 @@ def _address_verdicts(
 
 
 def _tls_inconsistent(hosts: tuple[MxVerdict, ...]) -> Indicator | None:
-    """DESIGN §5 `tls-inconsistent`: among tested addresses of DNS MX hosts, some complete
+    """docs/output.md#indicators `tls-inconsistent`: among tested addresses of DNS MX hosts, some complete
     valid TLS (no result type besides mx-not-in-policy) and others do not."""
     good: list[str] = []
     bad: list[str] = []
@@ -747,7 +747,7 @@ def _untested_words(name: str, ip: str, interruption: Interruption) -> str:
     return words if hint is None else f"{words}; {hint}"
 
 
-# DESIGN §5 "Enforce readiness".
+# docs/output.md#readiness.
 def assess_domain(facts: DomainFacts) -> DomainVerdict:
     """Judge one domain: per-address verdicts, indicators, readiness, blockers, warnings.
 

@@ -1,5 +1,5 @@
 """From DNS answers to what a domain publishes: its `_mta-sts` and `_smtp._tls` records,
-and the standby hosts its policy names (DESIGN §1).
+and the standby hosts its policy names (docs/architecture.md#data-flow).
 
 Pure: takes the resolver's typed answers and parsed policies, returns records or the
 reason there is none, in words an operator can act on.
@@ -48,7 +48,7 @@ def tlsrpt_record_from(answer: TxtAnswer) -> tuple[TlsRptRecord | None, str | No
 def policy_only_hosts(policy: Policy, mx_hosts: Sequence[str]) -> list[str]:
     """Exact (non-wildcard) `mx:` names of the policy that are not among the MX hosts.
 
-    DESIGN §5 "Policy-only hosts": they are probed too, so an operator sees whether a
+    docs/output.md#policy-only-hosts: they are probed too, so an operator sees whether a
     standby MX is ready, but they never block and never count in the report.
     """
     known = {host.lower().rstrip(".") for host in mx_hosts}

@@ -1,4 +1,4 @@
-"""Input lines to domains (DESIGN §3), shard selection and duplicate detection.
+"""Input lines to domains (docs/output.md#commands), shard selection and duplicate detection.
 
 An input line is blank, a `#` comment, or one domain name; surrounding space
 and a trailing dot are dropped, case is folded and U-labels become A-labels.

@@ -526,7 +526,7 @@ for _state in _S:
 for _state in AWAITING_REPLY:
     _transitions[(_state, _I.SERVER_FAULT)] = _S.ERROR
 _transitions[(_S.GREETING, _I.SERVER_FAULT)] = _S.GREETING_BROKEN
-# DESIGN §6 "Always QUIT": a reply that never came (a phase deadline) or a reply
+# docs/architecture.md#always-quit: a reply that never came (a phase deadline) or a reply
 # stream that broke the grammar or a limit still earns a best-effort QUIT, except
 # before a complete greeting (RFC 5321 §3.1): a greet pause (postscreen) takes a
 # command sent then, even QUIT, for a spambot's pregreet.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import idna
 
@@ -405,73 +405,77 @@ def _known_field_problem(key: str, value: str) -> str | None:
 # and be followed directly by ':', one LF or CRLF separates fields, and a
 # repeated version, mode or max_age is parsed (and must be valid) before being
 # ignored. So those warnings say what strict senders do.
-def parse_policy(text: str) -> Policy | PolicyFailure:
-    """Parse an MTA-STS policy body.
+@dataclass(slots=True)
+class _PolicyFields:
+    """What the lines of a policy said so far (see `parse_policy`)."""
 
-    Returns a `Policy` (mx patterns lower-cased; `lines` as served without line
-    terminators, trailing whitespace or blank lines) or a `PolicyFailure` of
-    type `sts-policy-invalid` whose detail names the offending line.
-    """
-    warnings: list[str] = []
-    first: dict[str, tuple[_PolicyLine, str]] = {}
-    mx: list[str] = []
-    kept_lines: list[str] = []
-    for line in _policy_lines(text):
-        if line.text.strip(WSP) == "":
-            warnings.append(
-                f"line {line.number} is blank; the grammar allows no blank lines, and "
-                + STRICT_PARSERS_REJECT_POLICY
-            )
-            continue
-        kept_lines.append(line.text)
-        if _CONTROL.search(line.text):
-            return _line_failure(line, "contains a control character")
-        if _SURROGATE.search(line.text):
-            return _line_failure(line, "contains a lone surrogate, which is not UTF-8")
-        if line.text[0] in WSP:
-            warnings.append(
-                f"line {line.number} is indented; the grammar allows no leading whitespace, and "
-                + STRICT_PARSERS_REJECT_POLICY
-            )
-        key, colon, value = line.text.partition(":")
-        if not colon:
-            return _line_failure(line, "not 'key: value'")
-        if key != key.rstrip(WSP) and key.strip(WSP):
-            warnings.append(
-                f"line {line.number} has whitespace before ':', which the grammar does not "
-                "allow; " + STRICT_PARSERS_REJECT_POLICY
-            )
-        key = key.strip(WSP)
-        value = value.strip(WSP)
-        if not is_extension_name(key):
-            return _line_failure(line, "invalid field name")
-        if value == "":
-            return _line_failure(line, "empty value")
-        if "\t" in value:
-            return _line_failure(
-                line, "a TAB inside the value; only spaces may separate its characters"
-            )
-        if key == "mx":
-            problem = mx_pattern_problem(value)
-            if problem is not None:
-                return _line_failure(line, f"invalid mx pattern: {problem}")
-            mx.append(value.lower())
-        elif key in first:
-            problem = _known_field_problem(key, value)
-            if problem is None:
-                warnings.append(
-                    f"line {line.number}: repeated {key!r} ignored; the first occurrence wins"
-                )
-            else:
-                warnings.append(
-                    f"line {line.number}: repeated {key!r} ignored (the first occurrence wins), "
-                    f"but its value {value!r} is invalid ({problem}): "
-                    + STRICT_PARSERS_REJECT_POLICY
-                )
-        else:
-            first[key] = (line, value)
+    warnings: list[str] = field(default_factory=list)
+    first: dict[str, tuple[_PolicyLine, str]] = field(default_factory=dict)
+    mx: list[str] = field(default_factory=list)
+    kept_lines: list[str] = field(default_factory=list)
 
-    if not kept_lines:
+
+def _line_shape_problem(line: _PolicyLine, fields: _PolicyFields) -> PolicyFailure | None:
+    """Characters and layout of one non-blank line; warnings for what strict parsers refuse."""
+    if _CONTROL.search(line.text):
+        return _line_failure(line, "contains a control character")
+    if _SURROGATE.search(line.text):
+        return _line_failure(line, "contains a lone surrogate, which is not UTF-8")
+    if line.text[0] in WSP:
+        fields.warnings.append(
+            f"line {line.number} is indented; the grammar allows no leading whitespace, and "
+            + STRICT_PARSERS_REJECT_POLICY
+        )
+    return None
+
+
+def _read_policy_line(line: _PolicyLine, fields: _PolicyFields) -> PolicyFailure | None:
+    """One line of the policy into `fields`; a failure when it breaks the grammar."""
+    problem = _line_shape_problem(line, fields)
+    if problem is not None:
+        return problem
+    key, colon, value = line.text.partition(":")
+    if not colon:
+        return _line_failure(line, "not 'key: value'")
+    if key != key.rstrip(WSP) and key.strip(WSP):
+        fields.warnings.append(
+            f"line {line.number} has whitespace before ':', which the grammar does not "
+            "allow; " + STRICT_PARSERS_REJECT_POLICY
+        )
+    key = key.strip(WSP)
+    value = value.strip(WSP)
+    if not is_extension_name(key):
+        return _line_failure(line, "invalid field name")
+    if value == "":
+        return _line_failure(line, "empty value")
+    if "\t" in value:
+        return _line_failure(line, "a TAB inside the value; only spaces may separate its characters")
+    if key == "mx":
+        mx_problem = mx_pattern_problem(value)
+        if mx_problem is not None:
+            return _line_failure(line, f"invalid mx pattern: {mx_problem}")
+        fields.mx.append(value.lower())
+    elif key in fields.first:
+        fields.warnings.append(_repeated_field_warning(line, key, value))
+    else:
+        fields.first[key] = (line, value)
+    return None
+
+
+def _repeated_field_warning(line: _PolicyLine, key: str, value: str) -> str:
+    problem = _known_field_problem(key, value)
+    if problem is None:
+        return f"line {line.number}: repeated {key!r} ignored; the first occurrence wins"
+    return (
+        f"line {line.number}: repeated {key!r} ignored (the first occurrence wins), "
+        f"but its value {value!r} is invalid ({problem}): " + STRICT_PARSERS_REJECT_POLICY
+    )
+
+
+def _policy_from(fields: _PolicyFields) -> Policy | PolicyFailure:
+    """The policy the fields make, or why they make none (required fields, values)."""
+    first = fields.first
+    if not fields.kept_lines:
         return _invalid("the policy is empty")
     missing = [key for key in _REQUIRED if key not in first]
     if missing:
@@ -480,13 +484,11 @@ def parse_policy(text: str) -> Policy | PolicyFailure:
         if any(key in lowered for key in missing):
             hint = " (field names are case-sensitive)"
         return _invalid(f"missing required field(s): {', '.join(missing)}{hint}")
-
     for key in _REQUIRED:
         field_line, field_value = first[key]
         problem = _known_field_problem(key, field_value)
         if problem is not None:
             return _line_failure(field_line, problem)
-    version = first["version"][1]
     mode = PolicyMode(first["mode"][1])
     age_line, age_text = first["max_age"]
     max_age = int(age_text)
@@ -496,18 +498,38 @@ def parse_policy(text: str) -> Policy | PolicyFailure:
             f"max_age above {MAX_AGE_LIMIT} (one year); strict senders reject the policy, "
             "some others cap it to one year",
         )
-
-    if not mx and mode is not PolicyMode.NONE:
+    if not fields.mx and mode is not PolicyMode.NONE:
         return _invalid(f"mode {mode} requires at least one mx line")
-
     return Policy(
-        version=version,
+        version=first["version"][1],
         mode=mode,
         max_age=max_age,
-        mx=tuple(mx),
-        lines=tuple(kept_lines),
-        warnings=tuple(warnings),
+        mx=tuple(fields.mx),
+        lines=tuple(fields.kept_lines),
+        warnings=tuple(fields.warnings),
     )
+
+
+def parse_policy(text: str) -> Policy | PolicyFailure:
+    """Parse an MTA-STS policy body.
+
+    Returns a `Policy` (mx patterns lower-cased; `lines` as served without line
+    terminators, trailing whitespace or blank lines) or a `PolicyFailure` of
+    type `sts-policy-invalid` whose detail names the offending line.
+    """
+    fields = _PolicyFields()
+    for line in _policy_lines(text):
+        if line.text.strip(WSP) == "":
+            fields.warnings.append(
+                f"line {line.number} is blank; the grammar allows no blank lines, and "
+                + STRICT_PARSERS_REJECT_POLICY
+            )
+            continue
+        fields.kept_lines.append(line.text)
+        failure = _read_policy_line(line, fields)
+        if failure is not None:
+            return failure
+    return _policy_from(fields)
 
 
 def parse_policy_bytes(body: bytes) -> Policy | PolicyFailure:

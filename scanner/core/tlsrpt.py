@@ -5,7 +5,7 @@ This is a JSON edge: `build_report` returns plain dicts and lists with the exact
 a day of sending: one probe of one (MX host, address) is one session, and `date-range`
 is the scan window rather than a full UTC day (RFC 8460 §4.1 SHOULD).
 
-Counting (DESIGN §5): only tested sessions of DNS-sourced MX hosts count. A session with
+Counting (docs/output.md#counting): only tested sessions of DNS-sourced MX hosts count. A session with
 no result type is a success; one with any is a failure, and adds one to every
 `failure-details` entry it belongs to (result types are not mutually exclusive, §4.3).
 Not-testable addresses and policy-only hosts count in neither.

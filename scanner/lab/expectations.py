@@ -9,12 +9,12 @@ statuses must match per address.
 
 from __future__ import annotations
 
-from scanner.core.assess import AddressVerdict
+from scanner.core.assess import AddressVerdict, DomainVerdict
 from scanner.core.reasons import reason_text
 from scanner.core.result import DomainResult
 from scanner.core.tlsrpt import policy_type
 from scanner.lab.world import Expectation
-from scanner.models import AddressStatus
+from scanner.models import AddressStatus, DomainFacts
 
 
 def _addresses(result: DomainResult) -> dict[str, AddressVerdict]:
@@ -25,15 +25,23 @@ def _addresses(result: DomainResult) -> dict[str, AddressVerdict]:
 
 def mismatches(result: DomainResult, expect: Expectation) -> list[str]:
     """Every way `result` differs from `expect`; empty when the scanner got it right."""
-    problems: list[str] = []
     if expect.error is not None:
         error = str(result.error) if result.error is not None else ""
         if not error.startswith(expect.error):
-            problems.append(f"error: expected {expect.error!r}..., got {error!r}")
-        return problems
+            return [f"error: expected {expect.error!r}..., got {error!r}"]
+        return []
     if result.error is not None or result.verdict is None or result.facts is None:
         return [f"unexpected error: {result.error}"]
-    verdict, facts = result.verdict, result.facts
+    addresses = _addresses(result)
+    return [
+        *_domain_mismatches(result.facts, result.verdict, expect),
+        *_address_mismatches(addresses, expect),
+    ]
+
+
+def _domain_mismatches(facts: DomainFacts, verdict: DomainVerdict, expect: Expectation) -> list[str]:
+    """Readiness, the policy's error and type, and the indicators."""
+    problems: list[str] = []
     if verdict.enforce_ready != expect.enforce_ready:
         problems.append(
             f"enforce_ready: expected {expect.enforce_ready}, got {verdict.enforce_ready}"
@@ -43,23 +51,25 @@ def mismatches(result: DomainResult, expect: Expectation) -> list[str]:
     got_policy_error = fetch.failure.result_type if fetch and fetch.failure else None
     if expect.policy_error != got_policy_error:
         problems.append(f"policy error: expected {expect.policy_error}, got {got_policy_error}")
-    if expect.policy_type is not None:
-        got_type = policy_type(facts)
-        if got_type != expect.policy_type:
-            problems.append(f"policy-type: expected {expect.policy_type}, got {got_type}")
+    if expect.policy_type is not None and policy_type(facts) != expect.policy_type:
+        problems.append(f"policy-type: expected {expect.policy_type}, got {policy_type(facts)}")
     got_indicators = {indicator.code for indicator in verdict.indicators}
-    for code in expect.indicators:
-        if code not in got_indicators:
-            problems.append(
-                f"indicator {code.value} missing (got {sorted(c.value for c in got_indicators)})"
-            )
-    addresses = _addresses(result)
+    problems += [
+        f"indicator {code.value} missing (got {sorted(c.value for c in got_indicators)})"
+        for code in expect.indicators
+        if code not in got_indicators
+    ]
+    return problems
+
+
+def _address_mismatches(addresses: dict[str, AddressVerdict], expect: Expectation) -> list[str]:
+    """Result types, and per address STARTTLS, not-testable reasons and DANE."""
     got_types = {t for address in addresses.values() for t in address.result_types}
-    for result_type in expect.result_types:
-        if result_type not in got_types:
-            problems.append(
-                f"result type {result_type.value} missing (got {sorted(t.value for t in got_types)})"
-            )
+    problems = [
+        f"result type {result_type.value} missing (got {sorted(t.value for t in got_types)})"
+        for result_type in expect.result_types
+        if result_type not in got_types
+    ]
     for ip, status in expect.starttls.items():
         found = addresses.get(ip)
         got = found.starttls if found is not None else None

@@ -51,7 +51,7 @@ File format (TOML, read with `tomllib`; unknown keys are errors)::
     enforce_ready = true                    # required
     policy_type = "sts"                     # "sts" | "no-policy-found"
     policy_error = "sts-policy-fetch-error" # or sts-policy-invalid | sts-webpki-invalid
-    indicators = ["starttls-stripped"]      # DESIGN §5 codes that must be present
+    indicators = ["starttls-stripped"]      # docs/output.md#indicators that must be present
     result_types = ["certificate-expired"]  # RFC 8460 types that must appear among sessions
     starttls = { "127.0.1.1" = "offered" }  # offered | missing | stripped | garbled | refused
     not_testable = { "127.0.1.2" = "busy:421" }   # reason prefix
@@ -93,12 +93,12 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from scanner.models import DaneStatus, IndicatorCode, ResultType, StartTlsStatus
 
@@ -387,18 +387,31 @@ def _path(*parts: str) -> str:
     )
 
 
+@dataclass(slots=True)
+class _NodeRecords:
+    """The records of one owner name while the world is read; frozen into `NameRecords`."""
+
+    a: list[str] = field(default_factory=list)
+    aaaa: list[str] = field(default_factory=list)
+    mx: list[MxSpec] = field(default_factory=list)
+    txt: list[tuple[str, ...]] = field(default_factory=list)
+    cname: str | None = None
+    servfail: bool = False
+    timeout: bool = False
+
+
 class _Builder:
     """Turns the decoded TOML document into a World, collecting automatic records."""
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self.records: dict[str, dict[str, Any]] = {}
+        self.records: dict[str, _NodeRecords] = {}
         self.explicit_names: set[str] = set()
         self.servers: dict[str, SmtpServer] = {}
         self.policy_hosts: dict[str, PolicyHost] = {}
         self.known_ips: set[str] = set()
 
-    def build(self, document: dict[str, Any]) -> World:
+    def build(self, document: dict[str, object]) -> World:
         _check_keys(document, {"lab", "dns", "servers", "domains", "zones"}, "top level")
         zones = self._zones(document.get("zones", {}))
         lab = _table(document.get("lab", {}), "lab")
@@ -449,7 +462,7 @@ class _Builder:
 
     # ------------------------------------------------------------ domains
 
-    def _domain(self, raw_name: str, spec: Any) -> Domain:
+    def _domain(self, raw_name: str, spec: object) -> Domain:
         where = _path("domains", raw_name)
         spec = _table(spec, where)
         _check_keys(spec, {"description", "dns", "servers", "policy", "expect"}, where)
@@ -478,7 +491,7 @@ class _Builder:
             name=name, description=description, policy=policy, servers=servers, expect=expect
         )
 
-    def _expectation(self, spec: Any, where: str) -> Expectation:
+    def _expectation(self, spec: object, where: str) -> Expectation:
         spec = _table(spec, where)
         _check_keys(
             spec,
@@ -563,7 +576,7 @@ class _Builder:
 
     # ------------------------------------------------------------ servers and policy hosts
 
-    def _server(self, spec: Any, where: str) -> SmtpServer:
+    def _server(self, spec: object, where: str) -> SmtpServer:
         spec = _table(spec, where)
         _check_keys(
             spec,
@@ -667,7 +680,7 @@ class _Builder:
         for host in server.hostnames:
             self._add_automatic_address(host, server.address, where)
 
-    def _policy(self, spec: Any, domain: str, where: str) -> PolicyHost:
+    def _policy(self, spec: object, domain: str, where: str) -> PolicyHost:
         spec = _table(spec, where)
         _check_keys(
             spec, {"address", "hostname", "behaviour", "body", "line_endings", "location"}, where
@@ -712,7 +725,7 @@ class _Builder:
 
     # ------------------------------------------------------------ records
 
-    def _add_records(self, name: str, spec: Any, where: str) -> None:
+    def _add_records(self, name: str, spec: object, where: str) -> None:
         spec = _table(spec, where)
         _check_keys(spec, {"a", "aaaa", "mx", "txt", "cname", "servfail", "timeout"}, where)
         if not is_valid_dns_name(name):
@@ -720,41 +733,40 @@ class _Builder:
         if name in self.explicit_names:
             raise WorldError(f"{where}: records for {name} are defined twice")
         self.explicit_names.add(name)
-        node = self.records.setdefault(name, {})
+        node = self.records.setdefault(name, _NodeRecords())
         for family, key in ((4, "a"), (6, "aaaa")):
             for item in _array(spec.get(key, []), f"{where}.{key}"):
                 ip = _address(item, f"{where}.{key}", loopback=False)
                 if ipaddress.ip_address(ip).version != family:
                     raise WorldError(f"{where}.{key}: {ip} is not an IPv{family} address")
-                node.setdefault(key, []).append(ip)
+                (node.a if family == 4 else node.aaaa).append(ip)
         for item in _array(spec.get("mx", []), f"{where}.mx"):
-            node.setdefault("mx", []).append(_mx(item, f"{where}.mx"))
+            node.mx.append(_mx(item, f"{where}.mx"))
         for item in _array(spec.get("txt", []), f"{where}.txt"):
-            node.setdefault("txt", []).append(_txt(item, f"{where}.txt"))
+            node.txt.append(_txt(item, f"{where}.txt"))
         if "cname" in spec:
             target = normalise_name(_string(spec["cname"], f"{where}.cname"))
             if not is_valid_dns_name(target):
                 raise WorldError(f"{where}.cname: {target!r} is not a valid name")
             if set(spec) - {"cname", "servfail", "timeout"}:
                 raise WorldError(f"{where}: a CNAME cannot sit beside other records")
-            node["cname"] = target
+            node.cname = target
         for flag in ("servfail", "timeout"):
             if flag in spec:
                 value = spec[flag]
                 if not isinstance(value, bool):
                     raise WorldError(f"{where}.{flag}: expected true or false, got {value!r}")
-                node[flag] = value
+                setattr(node, flag, value)
 
     def _add_automatic_address(self, host: str, address: str, where: str) -> None:
-        node = self.records.setdefault(host, {})
-        if "cname" in node:
+        node = self.records.setdefault(host, _NodeRecords())
+        if node.cname is not None:
             raise WorldError(f"{where}: host {host} is a CNAME, so it cannot get address {address}")
-        key = "a" if ipaddress.ip_address(address).version == 4 else "aaaa"
-        addresses = node.setdefault(key, [])
+        addresses = node.a if ipaddress.ip_address(address).version == 4 else node.aaaa
         if address not in addresses:
             addresses.append(address)
 
-    def _zones(self, value: Any) -> tuple[ZoneSpec, ...]:
+    def _zones(self, value: object) -> tuple[ZoneSpec, ...]:
         zones: dict[str, ZoneSpec] = {}
         for raw, spec in _table(value, "zones").items():
             where = _path("zones", raw)
@@ -771,23 +783,23 @@ class _Builder:
             zones[name] = ZoneSpec(name, signed)
         return tuple(zones.values())
 
-    def _freeze_records(self, name: str, data: dict[str, Any]) -> NameRecords:
+    def _freeze_records(self, name: str, data: _NodeRecords) -> NameRecords:
         return NameRecords(
             name=name,
-            a=tuple(data.get("a", ())),
-            aaaa=tuple(data.get("aaaa", ())),
-            mx=tuple(data.get("mx", ())),
-            txt=tuple(data.get("txt", ())),
-            cname=data.get("cname"),
-            servfail=bool(data.get("servfail", False)),
-            timeout=bool(data.get("timeout", False)),
+            a=tuple(data.a),
+            aaaa=tuple(data.aaaa),
+            mx=tuple(data.mx),
+            txt=tuple(data.txt),
+            cname=data.cname,
+            servfail=data.servfail,
+            timeout=data.timeout,
         )
 
 
 # ---------------------------------------------------------------- value checks
 
 
-def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def _check_keys(table: Mapping[str, object], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise WorldError(
@@ -795,25 +807,25 @@ def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None
         )
 
 
-def _table(value: Any, where: str) -> dict[str, Any]:
+def _table(value: object, where: str) -> dict[str, object]:
     if not isinstance(value, dict):
         raise WorldError(f"{where}: expected a table, got {type(value).__name__}")
     return value
 
 
-def _array(value: Any, where: str) -> list[Any]:
+def _array(value: object, where: str) -> list[object]:
     if not isinstance(value, list):
         raise WorldError(f"{where}: expected an array, got {type(value).__name__}")
     return value
 
 
-def _string(value: Any, where: str) -> str:
+def _string(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise WorldError(f"{where}: expected a string, got {value!r}")
     return value
 
 
-def _choice(value: Any, allowed: tuple[E, ...], enum: type[E], where: str) -> E:
+def _choice(value: object, allowed: tuple[E, ...], enum: type[E], where: str) -> E:
     text = _string(value, where)
     if text not in {str(item) for item in allowed}:
         raise WorldError(
@@ -822,7 +834,7 @@ def _choice(value: Any, allowed: tuple[E, ...], enum: type[E], where: str) -> E:
     return enum(text)
 
 
-def _address(value: Any, where: str, *, loopback: bool) -> str:
+def _address(value: object, where: str, *, loopback: bool) -> str:
     text = _string(value, where)
     try:
         ip = ipaddress.ip_address(text)
@@ -839,7 +851,7 @@ def _address(value: Any, where: str, *, loopback: bool) -> str:
 _NO_GREETING = (SmtpBehaviour.SILENT, SmtpBehaviour.CLOSED)
 
 
-def _greeting(value: Any, behaviour: SmtpBehaviour, where: str) -> tuple[str, ...]:
+def _greeting(value: object, behaviour: SmtpBehaviour, where: str) -> tuple[str, ...]:
     """The lines of a custom greeting: any text but CR and LF, verbatim."""
     if behaviour in _NO_GREETING:
         raise WorldError(f"{where}: a server with behaviour {behaviour!s} never greets")
@@ -868,7 +880,7 @@ def zone_of(name: str, zones: tuple[ZoneSpec, ...]) -> ZoneSpec | None:
 
 
 def _check_zones(
-    zones: tuple[ZoneSpec, ...], records: Mapping[str, NameRecords], servers: Any
+    zones: tuple[ZoneSpec, ...], records: Mapping[str, NameRecords], servers: Iterable[SmtpServer]
 ) -> None:
     """With zones, every name lies in one; TLSA records need zones (a signed tree)."""
     if not zones:
@@ -886,7 +898,7 @@ def _check_zones(
 _TLSA_FIELD_LIMITS = (255, 255, 255)
 
 
-def _tlsa(value: Any, where: str) -> TlsaSpec:
+def _tlsa(value: object, where: str) -> TlsaSpec:
     """`"USAGE SELECTOR MATCHING-TYPE DATA"`, DATA hex or leaf | issuer | stale."""
     text = _string(value, where)
     parts = text.split()
@@ -909,7 +921,7 @@ def _tlsa(value: Any, where: str) -> TlsaSpec:
     return TlsaSpec(usage, selector, matching, data=data)
 
 
-def _mx(value: Any, where: str) -> MxSpec:
+def _mx(value: object, where: str) -> MxSpec:
     text = _string(value, where)
     parts = text.split()
     if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) > 65535:
@@ -920,17 +932,17 @@ def _mx(value: Any, where: str) -> MxSpec:
     return MxSpec(preference=int(parts[0]), host=host)
 
 
-def _txt(value: Any, where: str) -> tuple[str, ...]:
+def _txt(value: object, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         return _split_character_strings(value)
     strings = _array(value, where)
     if not strings:
         raise WorldError(f"{where}: a multi-string record needs at least one string")
-    for item in strings:
-        text = _string(item, where)
+    texts = [_string(item, where) for item in strings]
+    for text in texts:
         if len(text.encode("utf-8")) > MAX_CHARACTER_STRING:
             raise WorldError(f"{where}: character-string longer than 255 bytes: {text[:20]!r}...")
-    return tuple(strings)
+    return tuple(texts)
 
 
 def _split_character_strings(text: str) -> tuple[str, ...]:

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The dialogue is fixed (DESIGN §1, RFC-NOTES §3.4):
+The dialogue is fixed (docs/architecture.md#phases):
 
     connect → greeting → EHLO (HELO if EHLO gets 5xx) → STARTTLS → handshake
             → EHLO again → QUIT
@@ -32,7 +32,7 @@ Before STARTTLS is answered, a timeout, a close by the server or a reply that
 breaks the grammar or a limit makes the address not testable (`reason` =
 `timeout:<phase>`, `closed:<phase>`, `protocol-error: <why>`), as do a refused
 greeting (`busy:<code> <text>`) and connect errors (`connect-refused`,
-`connect-failed: <errno name>`). A phase timeout is never a finding (DESIGN §5),
+`connect-failed: <errno name>`). A phase timeout is never a finding (docs/output.md#vocabularies),
 so a handshake that stalls is not testable either (`timeout:handshake`), as is
 a STARTTLS command left unanswered (`timeout:starttls`).
 
@@ -50,7 +50,7 @@ the same read or arriving within `ProbeSettings.injection_wait`, are counted and
 never handed to TLS. Bytes already waiting, unasked, when STARTTLS is sent
 (pre-command response injection: a queued 220 taken as the answer) count too.
 
-DESIGN §6 "Always QUIT": after a reply-cap breach, a malformed reply or a phase
+docs/architecture.md#always-quit: after a reply-cap breach, a malformed reply or a phase
 timeout, a best-effort QUIT is sent (within `QUIT_GRACE`, no reply awaited,
 errors ignored) while the connection is still open; before a complete greeting
 the connection is only closed.
@@ -357,7 +357,7 @@ class _Session:
         self.transcript.add(f"[connected to {self.ip} port {self.settings.smtp_port}]")
 
     async def abandon(self) -> None:
-        """Best-effort QUIT after a deadline or a server fault (DESIGN §6 "Always QUIT").
+        """Best-effort QUIT after a deadline or a server fault (docs/architecture.md#always-quit).
 
         Only where the client still may say it (a reply outstanding, or a server fault)
         and the connection is open; within `QUIT_GRACE` seconds, no reply awaited, any
@@ -491,7 +491,7 @@ class _Session:
         """Handshake and the post-TLS EHLO; failures are recorded, a stall is raised.
 
         Raises `_Interrupted("timeout:handshake")` when the handshake does not end
-        within the phase deadline (DESIGN §5: not testable).
+        within the phase deadline (docs/output.md#not-testable-reasons: not testable).
         """
         assert self.tcp is not None
         self.phase = Phase.HANDSHAKE
@@ -598,7 +598,7 @@ async def probe(
             else:
                 reason = timeout
         if reason is not None and not session.tls_started:
-            # DESIGN §6: a deadline or a server fault before TLS still gets a QUIT.
+            # docs/architecture.md#safety: a deadline or a server fault before TLS still gets a QUIT.
             await session.abandon()
     finally:
         await session.close()

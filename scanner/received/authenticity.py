@@ -51,6 +51,9 @@ class AuthMethod(StrEnum):
     DKIM = "dkim"  # we verified the signature
     AUTHENTICATION_RESULTS = "authentication-results"  # the named MTA verified it
     NOT_EMAIL = "not-email"  # a file saved from an HTTPS POST: nothing to verify
+    # POSTed to `scanner tlsrpt serve`, which stores only reports for its allowlisted policy
+    # domains: no DKIM either, but the operator chose to receive them (readiness counts them).
+    HTTPS_RECEIVER = "https-receiver"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,17 @@ class Authenticity:
 NOT_EMAIL: Final = Authenticity(
     AuthStatus.NONE, AuthMethod.NOT_EMAIL, "not an email: RFC 8460 HTTPS reports carry no signature"
 )
+HTTPS_RECEIVED: Final = Authenticity(
+    AuthStatus.NONE,
+    AuthMethod.HTTPS_RECEIVER,
+    "received over HTTPS (RFC 8460 §5.4) by scanner tlsrpt serve for an allowlisted policy "
+    "domain; HTTPS reports carry no signature",
+)
+
+
+def counts_for_readiness(authenticity: Authenticity) -> bool:
+    """DKIM-verified, or received by our own HTTPS receiver (allowlisted domains only)."""
+    return authenticity.verified or authenticity.method is AuthMethod.HTTPS_RECEIVER
 
 
 @dataclass(frozen=True, slots=True)

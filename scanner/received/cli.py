@@ -22,6 +22,7 @@ from typing import Annotated
 
 import certifi
 import typer
+from rich.text import Text
 
 from scanner.received.authenticity import build_verifier
 from scanner.received.evidence import normalise_destination
@@ -34,7 +35,7 @@ from scanner.received.output import sources_document, summary_document
 from scanner.received.store import DEFAULT_DATABASE, DatabaseError, ReportStore
 from scanner.received.summary import summarise_domains, summarise_sources
 from scanner.render import output_console
-from scanner.untrusted import dumps_json_line
+from scanner.untrusted import dumps_json_line, line
 
 EXIT_SOURCE_UNREADABLE = 1
 EXIT_USAGE = 2
@@ -277,3 +278,83 @@ def sources(
         sys.stdout.write(dumps_json_line(document) + "\n")
     else:
         render_sources(output_console(), result)
+
+
+@tlsrpt_app.command("serve")
+def serve(
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (port 0: any free port).")],
+    domain: Annotated[
+        list[str],
+        typer.Option("--domain", help="Policy domain whose reports are accepted (repeatable; others get 403)."),
+    ],
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Certificate chain (PEM) for HTTPS.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Private key (PEM) for HTTPS.")] = None,
+    database: DatabaseOption = DEFAULT_DATABASE,
+    keep_days: Annotated[
+        int | None,
+        typer.Option("--keep-days", min=1, help="Delete reports that ended more than N days ago (at start, then daily)."),
+    ] = None,
+    destination: Annotated[
+        list[str] | None,
+        typer.Option("--destination", help="The https: rua URI senders POST to (repeatable), recorded with each report."),
+    ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option("--trusted-proxy", help="Reverse proxy address whose X-Forwarded-For names the client (repeatable)."),
+    ] = None,
+    rate_per_minute: Annotated[
+        float, typer.Option("--rate-per-minute", min=0.01, help="Reports per minute one client address may POST.")
+    ] = 10.0,
+    burst: Annotated[int, typer.Option("--burst", min=1, help="Reports one client address may POST at once.")] = 30,
+) -> None:
+    """Receive reports POSTed to an https: rua (RFC 8460 §5.4) into the database."""
+    from scanner.received.serve import run_serve
+
+    code = run_serve(
+        listen=listen,
+        domains=domain,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        database=database,
+        keep_days=keep_days,
+        destinations=destination or [],
+        trusted_proxies=trusted_proxy or [],
+        rate_per_minute=rate_per_minute,
+        burst=burst,
+        fail=_fail,
+    )
+    raise typer.Exit(code)
+
+
+@tlsrpt_app.command("html")
+def html(
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")],
+    domain: DomainOption = None,
+    since: Annotated[str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")] = None,
+    database: DatabaseOption = DEFAULT_DATABASE,
+) -> None:
+    """One offline HTML page: charts per day, by result type and reporter; summary and sources."""
+    try:
+        from scanner.received.page import render_report_page
+    except ImportError as exc:
+        raise _fail(
+            f"the page needs matplotlib ({exc.name or exc}): pip install 'scanner[charts]'"
+        ) from None
+    first = _day(since, "--since")
+    with _open(database, create=False) as store:
+        stored = store.reports(domain=domain, since=first)
+    page = render_report_page(
+        summarise_domains(stored, domain),
+        summarise_sources(stored, domain),
+        database=str(database),
+        domain=domain,
+        since=first,
+    )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
+    output_console(stderr=True).print(line(Text("wrote "), str(out)))

@@ -5,8 +5,9 @@ Before `mode: enforce`, RFC 8461 §5 (and every operator's guide) says: run
 reports of one domain into blockers and warnings with the numbers behind them.
 
 Within the window (the `report_days` days up to `now`; a report counts when its
-date-range overlaps it), counting only DKIM-verified reports unless
-`include_unverified`:
+date-range overlaps it), counting only DKIM-verified reports and reports received
+by `scanner tlsrpt serve` (which stores only its allowlisted policy domains, see
+`authenticity.counts_for_readiness`) unless `include_unverified`:
 
 - blocker: a reporting organization with at least `min_sessions` sessions whose
   failure rate is above `max_failure_rate` (one large sender sees failures);
@@ -39,8 +40,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
+from scanner.received.authenticity import counts_for_readiness
 from scanner.received.records import ReceivedReports, StoredReport
-from scanner.received.report import normalise_domain
+from scanner.received.report import PolicyReport, normalise_domain
 from scanner.received.summary import SessionCounts
 from scanner.untrusted import visible
 
@@ -149,44 +151,45 @@ def _new_tally() -> _Tally:
     return _Tally(set(), SessionCounts(), Counter(), set())
 
 
-def received_evidence(
-    reports: ReceivedReports | Iterable[StoredReport],
-    domain: str,
-    now: datetime,
-    *,
-    report_days: int = 14,
-    min_sessions: int = 100,
-    max_failure_rate: float = 0.001,
-    rua: Sequence[str] | None = None,
-    include_unverified: bool = False,
-) -> ReceivedEvidence:
-    """The readiness evidence of `domain` from `reports` (see the module doc).
+@dataclass(slots=True)
+class _Tallies:
+    """The counted reports of one domain within the window."""
 
-    `reports` is what `load_domain_reports` returns, or any stored reports (then
-    the destinations this database receives are those of the reports given).
-    `rua` is the domain's TLS-RPT rua URIs. `now` is an aware datetime (naive is
-    taken as UTC).
-    """
-    if isinstance(reports, ReceivedReports):
-        candidates: Sequence[StoredReport] = reports.reports
-        received_destinations = {normalise_destination(uri) for uri in reports.destinations}
-    else:
-        candidates = list(reports)
-        received_destinations = {
-            normalise_destination(uri) for stored in candidates for uri in stored.destinations
-        }
-    name = normalise_domain(domain)
-    window_end = _as_utc(now)
-    window_start = window_end - timedelta(days=report_days)
-    window_label = f"in the last {report_days} days"
+    pooled: _Tally
+    organizations: defaultdict[str, _Tally]
+    policy_days: defaultdict[date, Counter[str]]
+    policy_reporters: set[str]
+    policy_mx: set[str]
+    unverified: int = 0
+    conflicting: int = 0
 
-    pooled = _new_tally()
-    organizations: defaultdict[str, _Tally] = defaultdict(_new_tally)
-    policy_days: defaultdict[date, Counter[str]] = defaultdict(Counter)
-    policy_reporters: set[str] = set()
-    policy_mx: set[str] = set()
-    unverified = 0
-    conflicting = 0
+
+def _count_entry(
+    tallies: _Tallies, organization: _Tally, report_day: date, org_name: str, entry: PolicyReport
+) -> None:
+    counts = SessionCounts(entry.successful_sessions, entry.failed_sessions)
+    for tally in (tallies.pooled, organization):
+        tally.sessions += counts
+    for detail in entry.failure_details:
+        for tally in (tallies.pooled, organization):
+            tally.result_types[detail.result_type] += detail.failed_session_count
+            if detail.receiving_mx_hostname:
+                tally.mx.add(detail.receiving_mx_hostname)
+        if detail.is_policy_failure and detail.failed_session_count > 0:
+            tallies.policy_days[report_day][detail.result_type] += detail.failed_session_count
+            tallies.policy_reporters.add(org_name)
+            if detail.receiving_mx_hostname:
+                tallies.policy_mx.add(detail.receiving_mx_hostname)
+
+
+def _tally(
+    candidates: Sequence[StoredReport],
+    name: str,
+    window: tuple[datetime, datetime],
+    include_unverified: bool,
+) -> _Tallies:
+    window_start, window_end = window
+    tallies = _Tallies(_new_tally(), defaultdict(_new_tally), defaultdict(Counter), set(), set())
     for stored in candidates:
         report = stored.report
         entries = report.policies_for(name)
@@ -194,33 +197,26 @@ def received_evidence(
             continue
         if not (report.date_range.end > window_start and report.date_range.start <= window_end):
             continue
-        if not stored.verified and not include_unverified:
-            unverified += 1
+        if not counts_for_readiness(stored.authenticity) and not include_unverified:
+            tallies.unverified += 1
             continue
         if stored.conflicting_copies:
-            conflicting += 1
-        organization = organizations[report.organization_name]
-        for tally in (pooled, organization):
+            tallies.conflicting += 1
+        organization = tallies.organizations[report.organization_name]
+        for tally in (tallies.pooled, organization):
             tally.reports.add(report.key)
         for entry in entries:
-            counts = SessionCounts(entry.successful_sessions, entry.failed_sessions)
-            for tally in (pooled, organization):
-                tally.sessions += counts
-            for detail in entry.failure_details:
-                for tally in (pooled, organization):
-                    tally.result_types[detail.result_type] += detail.failed_session_count
-                    if detail.receiving_mx_hostname:
-                        tally.mx.add(detail.receiving_mx_hostname)
-                if detail.is_policy_failure and detail.failed_session_count > 0:
-                    policy_days[report.date_range.day][detail.result_type] += (
-                        detail.failed_session_count
-                    )
-                    policy_reporters.add(report.organization_name)
-                    if detail.receiving_mx_hostname:
-                        policy_mx.add(detail.receiving_mx_hostname)
+            _count_entry(tallies, organization, report.date_range.day, report.organization_name, entry)
+    return tallies
 
+
+def _rate_words(
+    tallies: _Tallies, name: str, window_label: str, min_sessions: int, max_failure_rate: float
+) -> tuple[list[str], list[str]]:
+    """Blockers for reporters (and all pooled) above the failure rate; a warning below it."""
     blockers: list[str] = []
     warnings: list[str] = []
+    pooled, organizations = tallies.pooled, tallies.organizations
     threshold = _percent(max_failure_rate)
     blocked_failures = 0
     for organization_name, tally in sorted(organizations.items()):
@@ -257,20 +253,38 @@ def received_evidence(
             f"types {_counted(_ranked(pooled.result_types))}; reporters "
             f"{_listed(reporters_with_failures)}; receiving MX {_listed(sorted(pooled.mx))}"
         )
-    days = tuple(sorted(policy_days))
-    if days:
-        types: Counter[str] = Counter()
-        for counter in policy_days.values():
-            types.update(counter)
-        sentence = (
-            f"MTA-STS policy failures for {name} reported on {len(days)} "
-            f"day{'s' if len(days) > 1 else ''} {window_label} "
-            f"({_listed([day.isoformat() for day in days])}): result types "
-            f"{_counted(_ranked(types))}; reporters {_listed(sorted(policy_reporters))}; "
-            f"receiving MX {_listed(sorted(policy_mx))}"
-        )
-        (blockers if len(days) >= 2 else warnings).append(f"TLS-RPT: {sentence}")
+    return blockers, warnings
 
+
+def _policy_failure_words(tallies: _Tallies, name: str, window_label: str) -> tuple[list[str], list[str]]:
+    """Policy-level failures: a warning on one day, a blocker on two or more."""
+    days = tuple(sorted(tallies.policy_days))
+    if not days:
+        return [], []
+    types: Counter[str] = Counter()
+    for counter in tallies.policy_days.values():
+        types.update(counter)
+    sentence = (
+        f"TLS-RPT: MTA-STS policy failures for {name} reported on {len(days)} "
+        f"day{'s' if len(days) > 1 else ''} {window_label} "
+        f"({_listed([day.isoformat() for day in days])}): result types "
+        f"{_counted(_ranked(types))}; reporters {_listed(sorted(tallies.policy_reporters))}; "
+        f"receiving MX {_listed(sorted(tallies.policy_mx))}"
+    )
+    return ([sentence], []) if len(days) >= 2 else ([], [sentence])
+
+
+def _volume_words(
+    tallies: _Tallies,
+    name: str,
+    window_label: str,
+    min_sessions: int,
+    rua: Sequence[str] | None,
+    received_destinations: set[str],
+) -> list[str]:
+    """Warnings: too little traffic, unverified or conflicting reports, rua not received here."""
+    pooled, unverified, conflicting = tallies.pooled, tallies.unverified, tallies.conflicting
+    warnings: list[str] = []
     if pooled.sessions.total == 0:
         warnings.append(f"TLS-RPT: no sessions to {name} reported {window_label}")
     elif pooled.sessions.total < min_sessions:
@@ -302,13 +316,52 @@ def received_evidence(
                 f"TLS-RPT: this database receives none of the rua destinations of {name} "
                 f"({_listed(wanted)}); reports sent there are not counted"
             )
+    return warnings
 
+
+def received_evidence(
+    reports: ReceivedReports | Iterable[StoredReport],
+    domain: str,
+    now: datetime,
+    *,
+    report_days: int = 14,
+    min_sessions: int = 100,
+    max_failure_rate: float = 0.001,
+    rua: Sequence[str] | None = None,
+    include_unverified: bool = False,
+) -> ReceivedEvidence:
+    """The readiness evidence of `domain` from `reports` (see the module doc).
+
+    `reports` is what `load_domain_reports` returns, or any stored reports (then
+    the destinations this database receives are those of the reports given).
+    `rua` is the domain's TLS-RPT rua URIs. `now` is an aware datetime (naive is
+    taken as UTC).
+    """
+    if isinstance(reports, ReceivedReports):
+        candidates: Sequence[StoredReport] = reports.reports
+        received_destinations = {normalise_destination(uri) for uri in reports.destinations}
+    else:
+        candidates = list(reports)
+        received_destinations = {
+            normalise_destination(uri) for stored in candidates for uri in stored.destinations
+        }
+    name = normalise_domain(domain)
+    window_end = _as_utc(now)
+    window_start = window_end - timedelta(days=report_days)
+    window_label = f"in the last {report_days} days"
+    tallies = _tally(candidates, name, (window_start, window_end), include_unverified)
+    blockers, warnings = _rate_words(tallies, name, window_label, min_sessions, max_failure_rate)
+    policy_blockers, policy_warnings = _policy_failure_words(tallies, name, window_label)
+    blockers += policy_blockers
+    warnings += policy_warnings
+    warnings += _volume_words(tallies, name, window_label, min_sessions, rua, received_destinations)
+    pooled = tallies.pooled
     return ReceivedEvidence(
         domain=name,
         window_start=window_start,
         window_end=window_end,
         reports=len(pooled.reports),
-        unverified_reports=unverified,
+        unverified_reports=tallies.unverified,
         sessions=pooled.sessions,
         organizations=tuple(
             OrganizationEvidence(
@@ -318,10 +371,10 @@ def received_evidence(
                 _ranked(tally.result_types),
                 tuple(sorted(tally.mx)),
             )
-            for organization_name, tally in sorted(organizations.items())
+            for organization_name, tally in sorted(tallies.organizations.items())
         ),
         failures_by_result_type=_ranked(pooled.result_types),
-        policy_failure_days=days,
+        policy_failure_days=tuple(sorted(tallies.policy_days)),
         blockers=tuple(blockers),
         warnings=tuple(warnings),
     )

@@ -203,9 +203,10 @@ ReportOutcome = ParsedReport | RejectedReport
 
 @dataclass(frozen=True, slots=True)
 class PayloadError:
-    """Why a payload gives no JSON text (too large, broken gzip)."""
+    """Why a payload gives no JSON text (too large, broken gzip); `too_large` for the size caps."""
 
     reason: str
+    too_large: bool = False
 
 
 def is_gzip(data: bytes) -> bool:
@@ -219,12 +220,14 @@ def inflate_payload(data: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> byt
     """The JSON bytes of a report as delivered: gunzipped when it starts with the gzip magic."""
     if len(data) > limits.max_compressed_bytes:
         return PayloadError(
-            f"the report is {len(data)} bytes; the limit is {limits.max_compressed_bytes}"
+            f"the report is {len(data)} bytes; the limit is {limits.max_compressed_bytes}",
+            too_large=True,
         )
     if not is_gzip(data):
         if len(data) > limits.max_decompressed_bytes:
             return PayloadError(
-                f"the report is {len(data)} bytes; the limit is {limits.max_decompressed_bytes}"
+                f"the report is {len(data)} bytes; the limit is {limits.max_decompressed_bytes}",
+                too_large=True,
             )
         return data
     output = bytearray()
@@ -239,7 +242,8 @@ def inflate_payload(data: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> byt
         output += chunk
         if len(output) > limits.max_decompressed_bytes:
             return PayloadError(
-                f"the report inflates to more than {limits.max_decompressed_bytes} bytes"
+                f"the report inflates to more than {limits.max_decompressed_bytes} bytes",
+                too_large=True,
             )
         if not inflater.eof:
             return PayloadError("the gzip data is truncated")

@@ -410,6 +410,24 @@ class ReportStore:
             [(report_ref, uri) for uri in sorted(destinations)],
         )
 
+    def delete_ended_before(self, cutoff: datetime) -> int:
+        """Delete the reports whose date-range ended before `cutoff` (retention); how many.
+
+        One transaction; their policies, details, destinations and conflicts go with them.
+        """
+        connection = self._connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = connection.execute(
+                "DELETE FROM reports WHERE end_datetime < ?", (_timestamp(cutoff),)
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return cursor.rowcount
+
     # ------------------------------------------------------------ reading
 
     def reports(
