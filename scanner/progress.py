@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -12,7 +13,25 @@ from rich.progress import Progress as RichProgress
 from scanner.core.result import ResultView
 
 
-class Progress:
+class ProgressView:
+    """A rich progress display, started and stopped as a context manager."""
+
+    _progress: RichProgress
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+
+class Progress(ProgressView):
     """A `scanner.scan.ProgressSink` that draws a rich progress line.
 
     The input is streamed, so the total is unknown: the bar counts up.
@@ -34,18 +53,6 @@ class Progress:
         self._done = 0
         self._not_ready = 0
         self._errors = 0
-
-    def __enter__(self) -> Progress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._progress.stop()
 
     def domain_done(self, result: ResultView) -> None:
         self._done += 1
