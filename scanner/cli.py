@@ -580,8 +580,11 @@ def lab_serve(
         typer.echo("scan with: scanner scan DOMAIN " + " ".join(lab.scanner_args()))
         typer.echo("serving until Ctrl-C")
 
+    stopped = False
     try:
         trio.run(lambda: serve_forever(world_path, workdir, on_ready=on_ready, latency=latency_ms / 1000))
-    except KeyboardInterrupt:
+    except* KeyboardInterrupt:  # alone, or inside a group when it lands in a server task
+        stopped = True
+    if stopped:
         typer.echo("stopped")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(EXIT_INTERRUPTED)
