@@ -568,3 +568,33 @@ def test_category_names_are_unique_words() -> None:
     names = list(iter_kinds())
     assert len(names) == len(set(names))
     assert all(name.replace("-", "").isalpha() for name in names)
+
+
+def test_dane_statuses_are_counted_beside_mta_sts() -> None:
+    """RFC 7672 beside MTA-STS: addresses' DANE statuses in the taxonomy; unvalidated left out."""
+
+    def line(domain: str, statuses: list[str]) -> dict[str, Any]:
+        addresses = [
+            {"ip": f"192.0.2.{n}", "status": "tested", "reason": None, "starttls": "offered",
+             "tls": {"version": "TLSv1.3", "cipher": "x"}, "certificate": None, "result_types": [],
+             "transcript": [], "dane": {"status": status}}
+            for n, status in enumerate(statuses, 1)
+        ]  # fmt: skip
+        return {
+            "schema_version": 2, "domain": domain, "error": None,
+            "mx_lookup": {"status": "answer", "null_mx": False, "implicit": False, "detail": None},
+            "mx": [{"hostname": f"mx.{domain}", "preference": 10, "source": "dns", "addresses": addresses}],
+        }  # fmt: skip
+
+    statistics = adoption_statistics(
+        [line("a.example", ["pass", "fail"]), line("b.example", ["pass"]), line("c.example", ["unvalidated"])]
+    )
+    rows = {
+        row["kind"]: row
+        for row in statistics_json(statistics, [])["taxonomy"]  # type: ignore[attr-defined]
+        if row["category"] == "dane"
+    }
+    assert {kind: (row["domains"], row["sessions"]) for kind, row in rows.items()} == {
+        "pass": (2, 2),
+        "fail": (1, 1),
+    }

@@ -60,6 +60,7 @@ class Address:
     transcript: tuple[str, ...]
     after_tls_error: str | None
     attempts: int | None
+    dane_status: str | None = None  # the address's DANE status (docs/dane.md), when checked
 
     @property
     def tested(self) -> bool:
@@ -198,6 +199,7 @@ def _address(value: object) -> Address | None:
         transcript=tuple(t for t in _items(data.get("transcript")) if isinstance(t, str)),
         after_tls_error=_text(data.get("after_tls_error")),
         attempts=_integer(data.get("attempts")),
+        dane_status=_text(_object(data.get("dane")).get("status")),
     )
 
 

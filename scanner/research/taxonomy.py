@@ -178,6 +178,13 @@ def busy_retries(line: ScanLine) -> Iterator[Observation]:
             yield Observation(kind, _key(host, address))
 
 
+def dane(line: ScanLine) -> Iterator[Observation]:
+    """DANE beside MTA-STS: each address's DANE status (adoption and failures)."""
+    for host, address in _sessions(line):
+        if address.dane_status is not None and address.dane_status != "unvalidated":
+            yield Observation(address.dane_status, _key(host, address))
+
+
 def over_limit(line: ScanLine) -> Iterator[Observation]:
     for entry in line.over_limit:
         yield Observation(kind_of(entry.cap, CAP_KINDS))
@@ -207,4 +214,5 @@ CATEGORIES: Final[tuple[Category, ...]] = (
     Category("not-testable", "Addresses not testable, by reason", Stage.WITH_MX, Unit.ADDRESS, not_testable),
     Category("busy-retry", "Busy servers tried again", Stage.WITH_MX, Unit.ADDRESS, busy_retries),
     Category("over-limit", "Caps that cut hosts or addresses", Stage.DOMAINS, Unit.DOMAIN, over_limit),
+    Category("dane", "DANE status of addresses (RFC 7672)", Stage.WITH_MX, Unit.ADDRESS, dane),
 )
