@@ -55,6 +55,7 @@ app.add_typer(tlsrpt_app, name="tlsrpt")
 app.add_typer(policy_app, name="policy")
 register_research(app)  # stats, diff
 
+
 def main() -> None:
     app()
 
@@ -69,7 +70,9 @@ def version_callback(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version", callback=version_callback, is_eager=True, help="Show the version."
+        ),
     ] = False,
 ) -> None:
     """Active STARTTLS probe and MTA-STS downgrade-detection scanner."""
@@ -128,14 +131,19 @@ class ScanEnd:
     load: LoadNote = field(default_factory=LoadNote)
 
 
-RunItems: TypeAlias = Callable[[AsyncIterator[str | InvalidInput | RankedInput], Callable[[str], None], ScanEnd], Awaitable[None]]
+RunItems: TypeAlias = Callable[
+    [AsyncIterator[str | InvalidInput | RankedInput], Callable[[str], None], ScanEnd],
+    Awaitable[None],
+]
 
 
 def in_process(scanner: Scanner, progress: Progress | None) -> RunItems:
     """Scan in this process: one trio loop, the `Scanner`'s own gate."""
 
     async def run(
-        items: AsyncIterator[str | InvalidInput | RankedInput], write_line: Callable[[str], None], end: ScanEnd
+        items: AsyncIterator[str | InvalidInput | RankedInput],
+        write_line: Callable[[str], None],
+        end: ScanEnd,
     ) -> None:
         end.stats = scanner.stats
         try:
@@ -155,7 +163,9 @@ def in_workers(network: NetworkOptions, workers: int, progress: Progress | None)
     gate = Scanner.local_gate(scan_settings(network))
 
     async def run(
-        items: AsyncIterator[str | InvalidInput | RankedInput], write_line: Callable[[str], None], end: ScanEnd
+        items: AsyncIterator[str | InvalidInput | RankedInput],
+        write_line: Callable[[str], None],
+        end: ScanEnd,
     ) -> None:
         totals = ParallelRun(load=end.load)
         end.stats = totals.stats
@@ -171,7 +181,9 @@ def in_workers(network: NetworkOptions, workers: int, progress: Progress | None)
     return run
 
 
-async def run_scan(run_items: RunItems, items: AsyncIterator[str | InvalidInput | RankedInput], out: TextIO) -> ScanEnd:
+async def run_scan(
+    run_items: RunItems, items: AsyncIterator[str | InvalidInput | RankedInput], out: TextIO
+) -> ScanEnd:
     """Run the scan until the input ends, SIGINT/SIGTERM arrives or the output fails.
 
     A failed write (disk full, ...) stops the scan at once: nothing is lost that was
@@ -245,11 +257,16 @@ def _shard(text: str | None) -> Shard | None:
 def scan(
     domains: Annotated[list[str] | None, typer.Argument(help="Domains to scan.")] = None,
     input_file: Annotated[
-        str | None, typer.Option("--input", "-i", help="File of domains, one per line; '-' for stdin.")
+        str | None,
+        typer.Option("--input", "-i", help="File of domains, one per line; '-' for stdin."),
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output JSON lines file.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Skip domains already complete in --out.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out file.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip domains already complete in --out.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing --out file.")
+    ] = False,
     shard: Annotated[
         str | None,
         typer.Option(
@@ -259,11 +276,16 @@ def scan(
         ),
     ] = None,
     input_format: Annotated[
-        InputFormat, typer.Option("--input-format", help="lines, csv (rank,domain as Tranco), or auto: detect.")
+        InputFormat,
+        typer.Option("--input-format", help="lines, csv (rank,domain as Tranco), or auto: detect."),
     ] = InputFormat.AUTO,
     vantage: Annotated[
         str | None,
-        typer.Option("--vantage", callback=check_vantage, help="Name of this scan's network vantage, for the metadata."),
+        typer.Option(
+            "--vantage",
+            callback=check_vantage,
+            help="Name of this scan's network vantage, for the metadata.",
+        ),
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
     concurrency: Annotated[
@@ -284,9 +306,13 @@ def scan(
     """Scan domains and write one JSON line per domain."""
     shard_value = _shard(shard)
     if resume and out is None:
-        raise typer.BadParameter("--resume needs --out FILE, the file to resume", param_hint="--resume")
+        raise typer.BadParameter(
+            "--resume needs --out FILE, the file to resume", param_hint="--resume"
+        )
     if resume and overwrite:
-        raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--overwrite")
+        raise typer.BadParameter(
+            "--resume and --overwrite exclude each other", param_hint="--overwrite"
+        )
     files = _input_files(domains, input_file)
     handle, out_path = open_output(out, resume=resume, overwrite=overwrite, shard=shard_value)
     try:
@@ -302,8 +328,17 @@ def scan(
     scanner = build_scanner(network)  # also checks the options (CA files, resolver) here
     tune_garbage_collector()
     reader = InputReader(skip=skip, shard=shard_value, input_format=input_format)
-    with handle, recorded_scan(
-        out_path, network, vantage=vantage, inputs=files, input_format=input_format, shard=shard_value, resume=resume
+    with (
+        handle,
+        recorded_scan(
+            out_path,
+            network,
+            vantage=vantage,
+            inputs=files,
+            input_format=input_format,
+            shard=shard_value,
+            resume=resume,
+        ),
     ):
         progress = Progress(stderr) if not no_progress and stderr.is_terminal else None
         run_items = (
@@ -319,7 +354,11 @@ def scan(
     if end.write_error is not None:
         error = end.write_error
         stderr.print(
-            terminal(f"error: writing {out_path} failed: {error.strerror or error}; scan stopped", None, "red")
+            terminal(
+                f"error: writing {out_path} failed: {error.strerror or error}; scan stopped",
+                None,
+                "red",
+            )
         )
         raise typer.Exit(1)
     stats = end.stats
@@ -349,7 +388,11 @@ def scan(
         stderr.print(terminal("warning: the input held no domains", None, "yellow"))
     if end.interrupted:
         stderr.print(
-            terminal("interrupted: the file holds only complete lines; use --resume to continue", None, "yellow")
+            terminal(
+                "interrupted: the file holds only complete lines; use --resume to continue",
+                None,
+                "yellow",
+            )
         )
         raise typer.Exit(EXIT_INTERRUPTED)
 
@@ -380,11 +423,16 @@ def open_output(
         except FileExistsError:
             if out is not None:
                 raise typer.BadParameter(
-                    f"{out} exists; --resume continues it, --overwrite replaces it", param_hint="--out"
+                    f"{out} exists; --resume continues it, --overwrite replaces it",
+                    param_hint="--out",
                 ) from None
         except OSError as exc:
-            raise typer.BadParameter(f"cannot write {path}: {exc.strerror or exc}", param_hint="--out") from None
-    raise typer.BadParameter("no free default output name in results/; give --out FILE", param_hint="--out")
+            raise typer.BadParameter(
+                f"cannot write {path}: {exc.strerror or exc}", param_hint="--out"
+            ) from None
+    raise typer.BadParameter(
+        "no free default output name in results/; give --out FILE", param_hint="--out"
+    )
 
 
 def default_output_paths(shard: Shard | None) -> Iterator[Path]:
@@ -491,11 +539,18 @@ def read_lines(path: Path) -> Iterator[dict[str, object]]:
 
 @app.command()
 def report(
-    results: Annotated[Path, typer.Argument(help="Results file (JSON lines).", exists=True, dir_okay=False)],
+    results: Annotated[
+        Path, typer.Argument(help="Results file (JSON lines).", exists=True, dir_okay=False)
+    ],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Directory for the reports.")],
-    gzip_reports: Annotated[bool, typer.Option("--gzip", help="Write .json.gz (RFC 8460 §5.2).")] = False,
+    gzip_reports: Annotated[
+        bool, typer.Option("--gzip", help="Write .json.gz (RFC 8460 §5.2).")
+    ] = False,
     submitter: Annotated[
-        str | None, typer.Option("--submitter", help="Submitter domain in file names; default: from contact-info.")
+        str | None,
+        typer.Option(
+            "--submitter", help="Submitter domain in file names; default: from contact-info."
+        ),
     ] = None,
 ) -> None:
     """Write one RFC 8460 report per domain, named as RFC 8460 §5.1 recommends."""
@@ -504,7 +559,9 @@ def report(
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise typer.BadParameter(f"cannot use {out_dir}: {exc.strerror or exc}", param_hint="--out-dir") from None
+        raise typer.BadParameter(
+            f"cannot use {out_dir}: {exc.strerror or exc}", param_hint="--out-dir"
+        ) from None
     counts = write_report_files(
         read_lines(results), out_dir, gzip_reports=gzip_reports, submitter=submitter
     )
@@ -541,7 +598,10 @@ def demo(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     console = output_console()
     console.print(
-        terminal(f"Serving the demo world ({len(world.domains)} domains) on loopback and scanning it ...", None)
+        terminal(
+            f"Serving the demo world ({len(world.domains)} domains) on loopback and scanning it ...",
+            None,
+        )
     )
     with out_path.open("w", encoding="utf-8") as handle:
 
@@ -552,17 +612,27 @@ def demo(
         results = trio.run(scan_world, world, world.domain_names, write_line, timeout)
     ok = render_demo_summary(console, world, results)
     console.print(
-        terminal(f"Results: {out_path}  (RFC 8460 reports: scanner report {out_path} --out-dir results/reports)", None)
+        terminal(
+            f"Results: {out_path}  (RFC 8460 reports: scanner report {out_path} --out-dir results/reports)",
+            None,
+        )
     )
     raise typer.Exit(0 if ok else 1)
 
 
 @lab_app.command("serve")
 def lab_serve(
-    world: Annotated[Path | None, typer.Argument(help="World description (TOML); default: the demo world.")] = None,
-    workdir: Annotated[Path, typer.Option("--workdir", help="Where the lab CA file is written.")] = Path("results/lab"),
+    world: Annotated[
+        Path | None, typer.Argument(help="World description (TOML); default: the demo world.")
+    ] = None,
+    workdir: Annotated[
+        Path, typer.Option("--workdir", help="Where the lab CA file is written.")
+    ] = Path("results/lab"),
     latency_ms: Annotated[
-        float, typer.Option("--latency-ms", min=0, help="Delay in ms added to every DNS, SMTP, HTTPS and TLS reply.")
+        float,
+        typer.Option(
+            "--latency-ms", min=0, help="Delay in ms added to every DNS, SMTP, HTTPS and TLS reply."
+        ),
     ] = 0.0,
 ) -> None:
     """Serve a world on loopback until Ctrl-C, printing how to point the scanner at it."""
@@ -582,7 +652,9 @@ def lab_serve(
 
     stopped = False
     try:
-        trio.run(lambda: serve_forever(world_path, workdir, on_ready=on_ready, latency=latency_ms / 1000))
+        trio.run(
+            lambda: serve_forever(world_path, workdir, on_ready=on_ready, latency=latency_ms / 1000)
+        )
     except* KeyboardInterrupt:  # alone, or inside a group when it lands in a server task
         stopped = True
     if stopped:

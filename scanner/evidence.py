@@ -62,7 +62,9 @@ def joined(result: DomainResult, evidence: ReceivedEvidence) -> DomainResult:
     return dataclasses.replace(result, verdict=verdict, received=evidence)
 
 
-async def with_received(settings: ReceivedSettings, result: DomainResult, now: datetime) -> DomainResult:
+async def with_received(
+    settings: ReceivedSettings, result: DomainResult, now: datetime
+) -> DomainResult:
     """`result` joined with its received evidence; unchanged for an error result.
 
     A database that cannot be read is a warning of the verdict, never a crash.

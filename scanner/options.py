@@ -87,7 +87,9 @@ class NetworkOptions:
     @property
     def domain_deadline(self) -> float:
         """A domain's steps, with room for a greet pause that holds its sessions back."""
-        return max(DOMAIN_DEADLINE_MIN, self.timeout * DOMAIN_DEADLINE_STEPS + self.greeting_timeout)
+        return max(
+            DOMAIN_DEADLINE_MIN, self.timeout * DOMAIN_DEADLINE_STEPS + self.greeting_timeout
+        )
 
 
 def valid_ehlo_name(name: str) -> bool:
@@ -258,7 +260,9 @@ NETWORK_PARAMETERS: tuple[inspect.Parameter, ...] = (
     _option(
         Annotated[
             list[str] | None,
-            typer.Option("--resolver", help="Nameserver IP[:PORT] (repeatable); default: resolv.conf."),
+            typer.Option(
+                "--resolver", help="Nameserver IP[:PORT] (repeatable); default: resolv.conf."
+            ),
         ],
         None,
         "resolver",
@@ -279,14 +283,17 @@ NETWORK_PARAMETERS: tuple[inspect.Parameter, ...] = (
     _option(
         Annotated[
             bool,
-            typer.Option("--allow-private", help="Permit loopback, private and link-local targets."),
+            typer.Option(
+                "--allow-private", help="Permit loopback, private and link-local targets."
+            ),
         ],
         False,
         "allow_private",
     ),
     _option(
         Annotated[
-            float, typer.Option("--timeout", min=0.1, help="Deadline in seconds for each network step.")
+            float,
+            typer.Option("--timeout", min=0.1, help="Deadline in seconds for each network step."),
         ],
         10.0,
         "timeout",
@@ -349,18 +356,47 @@ NETWORK_PARAMETERS: tuple[inspect.Parameter, ...] = (
             flag.removeprefix("--").replace("-", "_"),
         )
         for flag, default, text in (
-            ("--max-mx-hosts", DEFAULT_CAPS.max_mx_hosts, "MX hosts tested per domain (docs/output.md#caps)."),
-            ("--max-addresses-per-host", DEFAULT_CAPS.max_addresses_per_host, "Addresses tested per MX host."),
-            ("--max-addresses", DEFAULT_CAPS.max_addresses, "Addresses tested per domain, all hosts together."),
-            ("--max-standby-hosts", DEFAULT_CAPS.max_standby_hosts, "Hosts named only by the policy tested per domain."),
-            ("--max-connections-per-domain", DEFAULT_CAPS.max_connections, "Connection attempts per domain, retries and policy fetch included."),
-            ("--max-probes-per-address", DEFAULT_CAPS.max_names_per_address, "Distinct MX names probed on one address in a scan."),
+            (
+                "--max-mx-hosts",
+                DEFAULT_CAPS.max_mx_hosts,
+                "MX hosts tested per domain (docs/output.md#caps).",
+            ),
+            (
+                "--max-addresses-per-host",
+                DEFAULT_CAPS.max_addresses_per_host,
+                "Addresses tested per MX host.",
+            ),
+            (
+                "--max-addresses",
+                DEFAULT_CAPS.max_addresses,
+                "Addresses tested per domain, all hosts together.",
+            ),
+            (
+                "--max-standby-hosts",
+                DEFAULT_CAPS.max_standby_hosts,
+                "Hosts named only by the policy tested per domain.",
+            ),
+            (
+                "--max-connections-per-domain",
+                DEFAULT_CAPS.max_connections,
+                "Connection attempts per domain, retries and policy fetch included.",
+            ),
+            (
+                "--max-probes-per-address",
+                DEFAULT_CAPS.max_names_per_address,
+                "Distinct MX names probed on one address in a scan.",
+            ),
         )
     ),
     _option(
         Annotated[
             int,
-            typer.Option("--busy-retries", min=0, max=10, help="Further tries of an address that answers 421."),
+            typer.Option(
+                "--busy-retries",
+                min=0,
+                max=10,
+                help="Further tries of an address that answers 421.",
+            ),
         ],
         3,
         "busy_retries",
@@ -379,14 +415,21 @@ NETWORK_PARAMETERS: tuple[inspect.Parameter, ...] = (
         "reports",
     ),
     _option(
-        Annotated[int, typer.Option("--report-days", min=1, help="Received reports of the last N days count.")],
+        Annotated[
+            int,
+            typer.Option("--report-days", min=1, help="Received reports of the last N days count."),
+        ],
         14,
         "report_days",
     ),
     _option(
         Annotated[
             int,
-            typer.Option("--min-sessions", min=1, help="Sessions a reporter needs before its failure rate counts."),
+            typer.Option(
+                "--min-sessions",
+                min=1,
+                help="Sessions a reporter needs before its failure rate counts.",
+            ),
         ],
         100,
         "min_sessions",
@@ -394,7 +437,12 @@ NETWORK_PARAMETERS: tuple[inspect.Parameter, ...] = (
     _option(
         Annotated[
             float,
-            typer.Option("--max-failure-rate", min=0.0, max=1.0, help="Highest failure rate that does not block (0.001 = 0.1%)."),
+            typer.Option(
+                "--max-failure-rate",
+                min=0.0,
+                max=1.0,
+                help="Highest failure rate that does not block (0.001 = 0.1%).",
+            ),
         ],
         0.001,
         "max_failure_rate",
@@ -402,7 +450,9 @@ NETWORK_PARAMETERS: tuple[inspect.Parameter, ...] = (
     _option(
         Annotated[
             bool,
-            typer.Option("--include-unverified", help="Count received reports whose DKIM did not verify."),
+            typer.Option(
+                "--include-unverified", help="Count received reports whose DKIM did not verify."
+            ),
         ],
         False,
         "include_unverified",

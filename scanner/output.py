@@ -29,7 +29,6 @@ KNOWN_SCHEMA_VERSIONS = frozenset({1, 2})
 SCHEMA_RESOURCE = "schema/result-line.schema.json"
 
 
-
 def _certificate(check: CertificateCheck) -> dict[str, object]:
     leaf = check.leaf
     return {
@@ -163,7 +162,9 @@ def _tlsrpt(facts: DomainFacts) -> dict[str, object]:
 def result_line(result: DomainResult, options: ReportOptions) -> dict[str, object]:
     """The line of one result: a scanned domain with its RFC 8460 report, or an error line."""
     if result.error is not None or result.facts is None or result.verdict is None:
-        line = _with_rank(error_line(result.domain, str(result.error), result.scanned_at), result.rank)
+        line = _with_rank(
+            error_line(result.domain, str(result.error), result.scanned_at), result.rank
+        )
         line["received_reports"] = None
         return line
     report = build_report(
@@ -286,7 +287,11 @@ def dumps_line(obj: object) -> str:
 def schema_problem(record: dict[str, object]) -> str | None:
     """Why a reader should leave a line out: a schema_version it does not know, or None."""
     version = record.get("schema_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version in KNOWN_SCHEMA_VERSIONS:
+    if (
+        isinstance(version, int)
+        and not isinstance(version, bool)
+        and version in KNOWN_SCHEMA_VERSIONS
+    ):
         return None
     known = ", ".join(str(v) for v in sorted(KNOWN_SCHEMA_VERSIONS))
     return f"schema_version {version!r} is not one this scanner reads ({known})"

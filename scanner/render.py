@@ -90,12 +90,24 @@ def _address_rows(host: MxVerdict) -> Iterator[tuple[Text, ...]]:
 def render_check(console: Console, result: DomainResult) -> None:
     """The human verdict of one domain: records, policy, every address, readiness."""
     if result.error is not None or result.facts is None or result.verdict is None:
-        console.print(text_line((result.domain, "bold red"), _styled(": could not scan: ", "bold red"), str(result.error)))
+        console.print(
+            text_line(
+                (result.domain, "bold red"),
+                _styled(": could not scan: ", "bold red"),
+                str(result.error),
+            )
+        )
         return
     facts, verdict = result.facts, result.verdict
-    console.print(text_line((facts.domain, "bold"), Text(f"  scanned {rfc3339_utc(facts.scanned_at)}")))
+    console.print(
+        text_line((facts.domain, "bold"), Text(f"  scanned {rfc3339_utc(facts.scanned_at)}"))
+    )
     record = facts.sts_record.raw if facts.sts_record is not None else None
-    console.print(text_line(Text("  _mta-sts record: "), record if record is not None else _styled("none", "red")))
+    console.print(
+        text_line(
+            Text("  _mta-sts record: "), record if record is not None else _styled("none", "red")
+        )
+    )
     fetch = facts.policy_fetch
     policy = fetch.policy if fetch is not None else None
     if policy is not None:
@@ -117,7 +129,12 @@ def render_check(console: Console, result: DomainResult) -> None:
             )
         )
     tlsrpt = facts.tlsrpt_record.raw if facts.tlsrpt_record is not None else None
-    console.print(text_line(Text("  _smtp._tls record: "), tlsrpt if tlsrpt is not None else _styled("none", "yellow")))
+    console.print(
+        text_line(
+            Text("  _smtp._tls record: "),
+            tlsrpt if tlsrpt is not None else _styled("none", "yellow"),
+        )
+    )
 
     table = Table(title="MX hosts and addresses", show_lines=False)
     for column in CHECK_COLUMNS:
@@ -132,7 +149,11 @@ def render_check(console: Console, result: DomainResult) -> None:
         for indicator in verdict.indicators:
             where = " ".join(x for x in (indicator.mx, indicator.ip) if x)
             console.print(
-                text_line(Text("  "), _styled(indicator.code.value, "red"), f" {where}: {indicator.detail}")
+                text_line(
+                    Text("  "),
+                    _styled(indicator.code.value, "red"),
+                    f" {where}: {indicator.detail}",
+                )
             )
     if result.received is not None:
         _render_received(console, result.received)
@@ -185,8 +206,10 @@ def render_dane(console: Console, verdict: DomainVerdict) -> None:
             text_line(
                 Text("  "),
                 (host.hostname, "bold"),
-                Text(f": MX RRset {dane.mx_dnssec.value}, address records "
-                     f"{facts.address_dnssec.value}, TLSA base domain "),
+                Text(
+                    f": MX RRset {dane.mx_dnssec.value}, address records "
+                    f"{facts.address_dnssec.value}, TLSA base domain "
+                ),
                 facts.base_domain,
                 Text(": "),
                 applies,
@@ -235,7 +258,11 @@ def _render_received(console: Console, evidence: ReceivedEvidence) -> None:
             f"  {evidence.reports} reports, {evidence.successful_sessions} sessions succeeded, "
             f"{evidence.failed_sessions} failed"
             + (f" ({100 * rate:.3f} %)" if rate is not None else "")
-            + (f"; {evidence.unverified_reports} unverified left out" if evidence.unverified_reports else "")
+            + (
+                f"; {evidence.unverified_reports} unverified left out"
+                if evidence.unverified_reports
+                else ""
+            )
         )
     )
     for org in evidence.organizations:

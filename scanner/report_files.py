@@ -85,7 +85,9 @@ def write_report_files(
     for line in lines:
         problem = schema_problem(line)
         if problem is not None:
-            counts.refused.append(f"line of {visible(str(line.get('domain')), 100)} left out: {problem}")
+            counts.refused.append(
+                f"line of {visible(str(line.get('domain')), 100)} left out: {problem}"
+            )
             continue
         report = line.get("report")
         domain = line.get("domain")

@@ -118,7 +118,9 @@ def is_busy(interruption: Interruption | None, *, was_busy: bool) -> bool:
     if not was_busy:
         return False
     early = interruption.phase in (Phase.CONNECT, Phase.GREETING)
-    reset = interruption.kind is InterruptionKind.CONNECT_FAILED and "ECONNRESET" in interruption.detail
+    reset = (
+        interruption.kind is InterruptionKind.CONNECT_FAILED and "ECONNRESET" in interruption.detail
+    )
     return early and (reset or interruption.kind is InterruptionKind.CLOSED)
 
 
@@ -215,7 +217,9 @@ class LoadGovernor:
 
     def __init__(self, ceiling: int, floor: int | None = None) -> None:
         self.ceiling = max(1, ceiling)
-        self.floor = max(1, min(self.ceiling, floor if floor is not None else max(4, ceiling // 10)))
+        self.floor = max(
+            1, min(self.ceiling, floor if floor is not None else max(4, ceiling // 10))
+        )
         self.limiter = trio.CapacityLimiter(self.ceiling)
         self.lowered = 0
         self.lowest = self.ceiling
@@ -395,10 +399,15 @@ class Scanner:
                 nursery.start_soon(resolve, index, hostname)
         caps = dataclasses.replace(self.settings.caps, max_addresses=max(0, max_addresses))
         plans, over_limit = plan_addresses(
-            [(name, a.addresses + aaaa.addresses) for (name, _), (a, aaaa) in zip(hosts, answers, strict=True)],
+            [
+                (name, a.addresses + aaaa.addresses)
+                for (name, _), (a, aaaa) in zip(hosts, answers, strict=True)
+            ],
             caps,
         )
-        targets = [(hostname, ip) for (hostname, _), plan in zip(hosts, plans, strict=True) for ip in plan]
+        targets = [
+            (hostname, ip) for (hostname, _), plan in zip(hosts, plans, strict=True) for ip in plan
+        ]
         outcomes: dict[tuple[str, str], ProbeOutcome] = {}
         # RFC 7672 §2.2.2: TLSA per host, before the probes, so each probe's chain is
         # matched while its DER is at hand (the probe cache keeps no DER).
@@ -410,7 +419,9 @@ class Scanner:
         dane_of = {name: dane for (name, _), dane in zip(hosts, danes, strict=True)}
 
         async def one(hostname: str, ip: str) -> None:
-            outcomes[(hostname, ip)] = await self.probe_address(hostname, ip, gate, dane_of[hostname])
+            outcomes[(hostname, ip)] = await self.probe_address(
+                hostname, ip, gate, dane_of[hostname]
+            )
 
         async with trio.open_nursery() as nursery:
             for hostname, ip in targets:
@@ -425,8 +436,15 @@ class Scanner:
                     preference=preference,
                     source=source,
                     addresses=(
-                        dataclasses.replace(a, addresses=tuple(ip for ip in plan if ip in a.addresses)),
-                        dataclasses.replace(aaaa, addresses=tuple(ip for ip in plan if ip in aaaa.addresses and ip not in a.addresses)),
+                        dataclasses.replace(
+                            a, addresses=tuple(ip for ip in plan if ip in a.addresses)
+                        ),
+                        dataclasses.replace(
+                            aaaa,
+                            addresses=tuple(
+                                ip for ip in plan if ip in aaaa.addresses and ip not in a.addresses
+                            ),
+                        ),
                     ),
                     probes=tuple(outcomes[(hostname, ip)] for ip in plan),
                     addresses_cut=len(set(a.addresses + aaaa.addresses)) - len(plan),
@@ -468,7 +486,9 @@ class Scanner:
             attempt += 1
             refusal = gate.admit(ip)
             if refusal is not None:
-                outcome = ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal)
+                outcome = ProbeOutcome(
+                    hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal
+                )
                 break
             async with gate.slot(ip):
                 outcome = await probe(
@@ -509,7 +529,9 @@ class Scanner:
         """
         concurrency = max(1, self.settings.concurrency)
         governor = self.governor = LoadGovernor(concurrency)
-        work_send, work_receive = trio.open_memory_channel[str | InvalidInput | RankedInput](concurrency)
+        work_send, work_receive = trio.open_memory_channel[str | InvalidInput | RankedInput](
+            concurrency
+        )
         line_send, line_receive = trio.open_memory_channel[DomainResult](concurrency)
 
         async def producer() -> None:
@@ -629,7 +651,9 @@ class InputReader:
             return None
         return parsed
 
-    async def stream(self, lines: AsyncIterator[str]) -> AsyncIterator[str | InvalidInput | RankedInput]:
+    async def stream(
+        self, lines: AsyncIterator[str]
+    ) -> AsyncIterator[str | InvalidInput | RankedInput]:
         async for line in lines:
             item = self.accept(line)
             if item is not None:

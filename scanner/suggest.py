@@ -34,7 +34,9 @@ policy_app = typer.Typer(
 )
 
 
-def suggestion_for(result: DomainResult, now: datetime, max_age: int | None) -> Suggestion | SuggestionError:
+def suggestion_for(
+    result: DomainResult, now: datetime, max_age: int | None
+) -> Suggestion | SuggestionError:
     """The suggestion from one scan's result (pure)."""
     facts = result.facts
     if facts is None:
@@ -63,7 +65,12 @@ def suggest(
     domain: Annotated[str, typer.Argument(help="The policy domain.")],
     max_age: Annotated[
         int | None,
-        typer.Option("--max-age", min=1, max=MAX_AGE_LIMIT, help="max_age in seconds (default 1209600, two weeks)."),
+        typer.Option(
+            "--max-age",
+            min=1,
+            max=MAX_AGE_LIMIT,
+            help="max_age in seconds (default 1209600, two weeks).",
+        ),
     ] = None,
     *,
     network: NetworkOptions,
@@ -87,10 +94,18 @@ def suggest(
         stderr.print(terminal(f"error: {suggestion.reason}", None, "red"))
         raise typer.Exit(EXIT_NO_SUGGESTION)
     out = output_console()
-    out.print(line(Text("# https://mta-sts.", style="dim"), (suggestion.domain, "dim"), Text("/.well-known/mta-sts.txt", style="dim")))
+    out.print(
+        line(
+            Text("# https://mta-sts.", style="dim"),
+            (suggestion.domain, "dim"),
+            Text("/.well-known/mta-sts.txt", style="dim"),
+        )
+    )
     for text in suggestion.policy_text.splitlines():
         out.print(terminal(text, None))
     out.print(Text("# DNS", style="dim"))
-    out.print(line(Text("_mta-sts."), suggestion.domain, Text(". IN TXT "), f'"{suggestion.record}"'))
+    out.print(
+        line(Text("_mta-sts."), suggestion.domain, Text(". IN TXT "), f'"{suggestion.record}"')
+    )
     for warning in suggestion.warnings:
         stderr.print(line(Text("warning: ", style="yellow"), warning, limit=None))

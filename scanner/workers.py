@@ -177,8 +177,20 @@ class Done:
 
 
 Message: TypeAlias = (
-    Start | Scan | EndOfInput | Stop | Answer | Acquire | Release | AdmitName | Claim | Probed
-    | Busy | Served | Finished | Done
+    Start
+    | Scan
+    | EndOfInput
+    | Stop
+    | Answer
+    | Acquire
+    | Release
+    | AdmitName
+    | Claim
+    | Probed
+    | Busy
+    | Served
+    | Finished
+    | Done
 )
 
 
@@ -602,7 +614,9 @@ async def _claim(shared: _Shared, worker: _Worker, claim: Claim) -> None:
         await worker.channel.send(Answer(claim.ask_id, outcome))
 
 
-async def _hold_slot(channel: Channel, gate: Gate, ask_id: int, ip: str, release: trio.Event) -> None:
+async def _hold_slot(
+    channel: Channel, gate: Gate, ask_id: int, ip: str, release: trio.Event
+) -> None:
     """Hold one slot of `ip` for a worker until it releases it (or gave up waiting)."""
     async with gate.slot(ip):
         if not release.is_set():

@@ -128,7 +128,9 @@ REASONS: dict[str, Interruption] = {
     ),
     "address-not-allowed": Interruption(InterruptionKind.ADDRESS_NOT_ALLOWED),
     "excluded": Interruption(InterruptionKind.EXCLUDED),
-    "invalid-mx-name: empty label": Interruption(InterruptionKind.INVALID_MX_NAME, None, "empty label"),
+    "invalid-mx-name: empty label": Interruption(
+        InterruptionKind.INVALID_MX_NAME, None, "empty label"
+    ),
     "not-probed": Interruption(InterruptionKind.NOT_PROBED),
 }
 AFTER_TLS: dict[str, Interruption] = {

@@ -100,7 +100,12 @@ NS = ResultType.STARTTLS_NOT_SUPPORTED
 IN_POLICY = policy()
 
 MI = IndicatorCode
-EXPIRED_CERT = certificate(H, trusted=False, verify_error="X509_V_ERR_CERT_HAS_EXPIRED", not_after=SCANNED - timedelta(days=3))
+EXPIRED_CERT = certificate(
+    H,
+    trusted=False,
+    verify_error="X509_V_ERR_CERT_HAS_EXPIRED",
+    not_after=SCANNED - timedelta(days=3),
+)
 Expected = set[tuple[ResultType, str | None, IndicatorCode]]
 
 # One row per kind of session: the findings it must give, each as
@@ -132,7 +137,9 @@ FINDING_CASES: dict[str, tuple[ProbeOutcome, bool | None, Expected]] = {
 @pytest.mark.parametrize(
     ("outcome", "in_policy", "expected"), FINDING_CASES.values(), ids=FINDING_CASES.keys()
 )
-def test_session_findings(outcome: ProbeOutcome, in_policy: bool | None, expected: Expected) -> None:
+def test_session_findings(
+    outcome: ProbeOutcome, in_policy: bool | None, expected: Expected
+) -> None:
     pol = IN_POLICY if in_policy is not None else None
     found = session_findings(outcome, mx=H, policy=pol, in_policy=in_policy, at=SCANNED)
     assert {(f.result_type, f.reason_code, f.indicator) for f in found} == expected
@@ -446,7 +453,10 @@ INDICATOR_OF: dict[tuple[ResultType, str | None], IndicatorCode] = {
     (VF, "plaintext-injection"): MI.PLAINTEXT_INJECTION,
     (VF, "mx-not-in-policy"): MI.MX_NOT_IN_POLICY,
     (ResultType.CERTIFICATE_EXPIRED, "X509_V_ERR_CERT_HAS_EXPIRED"): MI.CERTIFICATE_EXPIRED,
-    (ResultType.CERTIFICATE_HOST_MISMATCH, "X509_V_ERR_HOSTNAME_MISMATCH"): MI.CERTIFICATE_HOST_MISMATCH,
+    (
+        ResultType.CERTIFICATE_HOST_MISMATCH,
+        "X509_V_ERR_HOSTNAME_MISMATCH",
+    ): MI.CERTIFICATE_HOST_MISMATCH,
     (ResultType.CERTIFICATE_NOT_TRUSTED, None): MI.CERTIFICATE_NOT_TRUSTED,
 }
 
@@ -617,7 +627,9 @@ HINT_CASES = [
     [c[1:] for c in HINT_CASES],
     ids=[c[0] for c in HINT_CASES],
 )
-def test_not_testable_blocker_hints(interruption: Interruption, reason: str, hint: str | None) -> None:
+def test_not_testable_blocker_hints(
+    interruption: Interruption, reason: str, hint: str | None
+) -> None:
     """A reason the scan itself can overcome tells the operator how, after the reason."""
     untested = ProbeOutcome(
         hostname="mx2.example.com",
@@ -625,7 +637,9 @@ def test_not_testable_blocker_hints(interruption: Interruption, reason: str, hin
         status=AddressStatus.NOT_TESTABLE,
         interruption=interruption,
     )
-    verdict = assess(domain_facts(good_hosts()[0], host("mx2.example.com", untested, preference=20)))
+    verdict = assess(
+        domain_facts(good_hosts()[0], host("mx2.example.com", untested, preference=20))
+    )
     assert not_testable_hint(interruption) == hint
     words = f"mx2.example.com (127.0.1.2) could not be tested: {reason}"
     assert list(verdict.blockers) == [words if hint is None else f"{words}; {hint}"]

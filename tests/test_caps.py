@@ -35,7 +35,12 @@ def test_mx_hosts_are_ordered_then_cut() -> None:
     kept, over = cut_mx(records, Caps(max_mx_hosts=2))
     assert [r.host for r in kept] == ["z.example", "a.example"]
     (cut,) = over
-    assert (cut.cap, cut.limit, cut.skipped, cut.examples) == ("--max-mx-hosts", 2, 1, ("b.example",))
+    assert (cut.cap, cut.limit, cut.skipped, cut.examples) == (
+        "--max-mx-hosts",
+        2,
+        1,
+        ("b.example",),
+    )
 
 
 def test_under_the_cap_nothing_is_cut() -> None:
@@ -50,7 +55,10 @@ def test_addresses_are_cut_per_host_then_per_domain() -> None:
     ]
     plans, over = plan_addresses(hosts, Caps(max_addresses_per_host=3, max_addresses=4))
     assert plans == [["127.0.0.1", "127.0.0.2", "127.0.0.9"], ["127.0.1.1"]]
-    assert [(o.cap, o.skipped) for o in over] == [("--max-addresses-per-host", 1), ("--max-addresses", 1)]
+    assert [(o.cap, o.skipped) for o in over] == [
+        ("--max-addresses-per-host", 1),
+        ("--max-addresses", 1),
+    ]
     assert over[0].examples == ("mx1.example ::1",)
 
 
@@ -152,7 +160,11 @@ def _server(host: str, address: str, **keys: object) -> str:
 
 def _policy(domain: str, address: str, mx: list[str]) -> str:
     """The policy host of `domain`; its dns table must hold the `_mta-sts` record."""
-    body = "version: STSv1\\nmode: testing\\n" + "".join(f"mx: {m}\\n" for m in mx) + "max_age: 86400\\n"
+    body = (
+        "version: STSv1\\nmode: testing\\n"
+        + "".join(f"mx: {m}\\n" for m in mx)
+        + "max_age: 86400\\n"
+    )
     return f'[domains."{domain}".policy]\naddress = "{address}"\nbody = "{body}"\n'
 
 
@@ -165,7 +177,11 @@ def hostile_world() -> str:
     many_mx = [f"mx{n:03d}.many-mx.example" for n in range(120)]
     for n, host in enumerate(many_mx):
         parts.append(_server(host, f"127.6.{n // 250}.{n % 250 + 1}"))
-    parts.append('[domains."many-mx.example".dns]\n"@" = { mx = [' + ", ".join(f'"10 {h}"' for h in many_mx) + "] }\n")
+    parts.append(
+        '[domains."many-mx.example".dns]\n"@" = { mx = ['
+        + ", ".join(f'"10 {h}"' for h in many_mx)
+        + "] }\n"
+    )
     wide = [f"127.7.{n // 250}.{n % 250 + 1}" for n in range(200)]
     for address in wide:
         parts.append(_server("mx.wide.example", address))
@@ -174,7 +190,9 @@ def hostile_world() -> str:
     for n, host in enumerate(standby[:20]):  # the first names (in sorted order) have servers
         parts.append(_server(host, f"127.8.0.{n + 2}"))
     parts.append(_server("mx.standby.example", "127.8.0.1"))
-    parts.append('[domains."standby.example".dns]\n"@" = { mx = ["10 mx.standby.example"] }\n' + STS_RECORD)
+    parts.append(
+        '[domains."standby.example".dns]\n"@" = { mx = ["10 mx.standby.example"] }\n' + STS_RECORD
+    )
     parts.append(_policy("standby.example", "127.8.1.1", ["mx.standby.example", *standby]))
     return "".join(parts)
 
@@ -223,7 +241,10 @@ async def test_a_domain_with_120_mx_hosts_reaches_16(hostile_lab: Lab) -> None:
     (over,) = result.facts.over_limit
     assert (over.cap, over.skipped) == ("--max-mx-hosts", 104)
     assert not result.verdict.enforce_ready
-    assert any(b.startswith("over-limit: 104 MX hosts beyond --max-mx-hosts 16") for b in result.verdict.blockers)
+    assert any(
+        b.startswith("over-limit: 104 MX hosts beyond --max-mx-hosts 16")
+        for b in result.verdict.blockers
+    )
     assert any("raise --max-mx-hosts" in w for w in result.verdict.warnings)
     assert line_size(result, scanner) < LINE_BOUND
 
@@ -238,7 +259,9 @@ async def test_a_host_with_200_addresses_gets_8_connections(hostile_lab: Lab) ->
     assert counts[:8] == [1] * 8  # the 8 lowest addresses
     (host,) = result.verdict.mx
     assert len(host.addresses) == 8  # what lies beyond is counted, not listed
-    assert [(o.cap, o.skipped) for o in result.facts.over_limit] == [("--max-addresses-per-host", 192)]
+    assert [(o.cap, o.skipped) for o in result.facts.over_limit] == [
+        ("--max-addresses-per-host", 192)
+    ]
     assert not result.verdict.enforce_ready
 
 
@@ -273,7 +296,9 @@ def shared_world(domains: int, limit: int | None) -> str:
     parts = []
     for n in range(domains):
         parts.append(_server(f"mx.d{n:03d}.example", "127.9.0.1", **keys))
-        parts.append(f'[domains."d{n:03d}.example".dns]\n"@" = {{ mx = ["10 mx.d{n:03d}.example"] }}\n')
+        parts.append(
+            f'[domains."d{n:03d}.example".dns]\n"@" = {{ mx = ["10 mx.d{n:03d}.example"] }}\n'
+        )
     return "".join(parts)
 
 
@@ -302,10 +327,15 @@ async def test_many_names_on_one_address_are_capped(tmp_path: Path) -> None:
     tested = [a for a in addresses if a.status is AddressStatus.TESTED]
     capped = [a for a in addresses if a.interruption is not None]
     assert (len(tested), len(capped)) == (20, 80)
-    assert all("--max-probes-per-address 20" in (a.interruption.detail if a.interruption else "") for a in capped)
+    assert all(
+        "--max-probes-per-address 20" in (a.interruption.detail if a.interruption else "")
+        for a in capped
+    )
 
 
-async def test_a_shared_host_with_a_connection_limit_is_retried_not_written_off(tmp_path: Path) -> None:
+async def test_a_shared_host_with_a_connection_limit_is_retried_not_written_off(
+    tmp_path: Path,
+) -> None:
     """Like Postfix with smtpd_client_connection_count_limit = 2, shared by 12 domains."""
     world = parse_world(shared_world(12, 2), source="shared-limit")
     async with open_lab(world, tmp_path / "lab") as lab:

@@ -29,7 +29,9 @@ from scanner.scan import Scanner
 
 pytestmark = [
     pytest.mark.dnssec,
-    pytest.mark.skipif(unbound_path() is None, reason="unbound is not installed (apt-get install unbound)"),
+    pytest.mark.skipif(
+        unbound_path() is None, reason="unbound is not installed (apt-get install unbound)"
+    ),
 ]
 
 DANE_WORLD = Path(__file__).resolve().parent.parent / "fixtures" / "world-dane.toml"

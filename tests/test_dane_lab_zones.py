@@ -41,7 +41,9 @@ servers = [{ hostname = "mx.plain.example", address = "127.0.1.2", tlsa = ["3 1 
 
 @pytest.fixture(scope="module")
 def tree() -> ZoneTree:
-    return ZoneTree.build(parse_world(WORLD), smtp_port=PORT, tlsa_data=tlsa_data_from(default_mint()))
+    return ZoneTree.build(
+        parse_world(WORLD), smtp_port=PORT, tlsa_data=tlsa_data_from(default_mint())
+    )
 
 
 def name(text: str) -> dns.name.Name:
@@ -59,7 +61,9 @@ def keys_of(tree: ZoneTree, apex: str) -> dict[dns.name.Name, dns.rrset.RRset]:
     return {name(apex): dnskeys[0]}
 
 
-def validate(tree: ZoneTree, apex: str, answer: list[dns.rrset.RRset], rdtype: dns.rdatatype.RdataType) -> None:
+def validate(
+    tree: ZoneTree, apex: str, answer: list[dns.rrset.RRset], rdtype: dns.rdatatype.RdataType
+) -> None:
     data = rrsets(answer, rdtype)[0]
     signatures = next(r for r in answer if r.rdtype == dns.rdatatype.RRSIG and r.covers == rdtype)
     dns.dnssec.validate(data, signatures, keys_of(tree, apex))
@@ -77,7 +81,9 @@ def test_ds_at_the_parent_matches_the_child_ksk(tree: ZoneTree) -> None:
     validate(tree, "example.", ds.answer, dns.rdatatype.DS)
     child_keys = keys_of(tree, "signed.example.")[name("signed.example.")]
     ksk = next(k for k in child_keys if k.flags == 257)
-    assert rrsets(ds.answer, dns.rdatatype.DS)[0][0] == dns.dnssec.make_ds(name("signed.example."), ksk, "SHA256")
+    assert rrsets(ds.answer, dns.rdatatype.DS)[0][0] == dns.dnssec.make_ds(
+        name("signed.example."), ksk, "SHA256"
+    )
     root_ds = tree.resolve(name("example"), dns.rdatatype.DS, dnssec_ok=True)
     validate(tree, ".", root_ds.answer, dns.rdatatype.DS)
 
@@ -106,7 +112,10 @@ def test_nodata_and_nxdomain_carry_nsec_proofs(tree: ZoneTree) -> None:
     nxdomain = tree.resolve(missing, dns.rdatatype.A, dnssec_ok=True)
     assert nxdomain.rcode == dns.rcode.NXDOMAIN
     spans = [(n.name, n[0].next) for n in rrsets(nxdomain.authority, dns.rdatatype.NSEC)]
-    assert any(owner < missing and (missing < nxt or nxt == name("signed.example.")) for owner, nxt in spans)
+    assert any(
+        owner < missing and (missing < nxt or nxt == name("signed.example."))
+        for owner, nxt in spans
+    )
     validate(tree, "signed.example.", nxdomain.authority, dns.rdatatype.NSEC)
 
 
@@ -115,14 +124,23 @@ def test_tlsa_sits_at_the_lab_port_and_can_be_signed_expired(tree: ZoneTree) -> 
     records = rrsets(good.answer, dns.rdatatype.TLSA)[0]
     assert sorted((r.usage, r.selector, r.mtype) for r in records) == [(2, 0, 1), (3, 1, 1)]
     validate(tree, "signed.example.", good.answer, dns.rdatatype.TLSA)
-    expired = tree.resolve(name(f"_{PORT}._tcp.mx.plain.example"), dns.rdatatype.TLSA, dnssec_ok=True)
+    expired = tree.resolve(
+        name(f"_{PORT}._tcp.mx.plain.example"), dns.rdatatype.TLSA, dnssec_ok=True
+    )
     assert rrsets(expired.answer, dns.rdatatype.TLSA)  # an unsigned zone: no signature at all
 
 
 def test_expired_tlsa_signatures_do_not_validate() -> None:
-    world = parse_world(WORLD.replace('tlsa = ["3 1 1 leaf", "2 0 1 issuer"]', 'tlsa = ["3 1 1 leaf"], tlsa_signature = "expired"'))
+    world = parse_world(
+        WORLD.replace(
+            'tlsa = ["3 1 1 leaf", "2 0 1 issuer"]',
+            'tlsa = ["3 1 1 leaf"], tlsa_signature = "expired"',
+        )
+    )
     tree = ZoneTree.build(world, smtp_port=PORT, tlsa_data=tlsa_data_from(default_mint()))
-    found = tree.resolve(name(f"_{PORT}._tcp.mx.signed.example"), dns.rdatatype.TLSA, dnssec_ok=True)
+    found = tree.resolve(
+        name(f"_{PORT}._tcp.mx.signed.example"), dns.rdatatype.TLSA, dnssec_ok=True
+    )
     signature = next(r for r in found.answer if r.rdtype == dns.rdatatype.RRSIG)[0]
     assert signature.expiration < datetime.now(UTC).timestamp() - 86400
     with pytest.raises(dns.dnssec.ValidationFailure):
@@ -155,21 +173,45 @@ def test_tlsa_specs_parse() -> None:
         (2, 0, 1, TlsaSource.ISSUER),
     ]
     assert world.server("127.0.1.2").tlsa_signature is TlsaSignature.EXPIRED  # type: ignore[union-attr]
-    assert {z.name: z.signed for z in world.zones} == {"example": True, "signed.example": True, "plain.example": False}
+    assert {z.name: z.signed for z in world.zones} == {
+        "example": True,
+        "signed.example": True,
+        "plain.example": False,
+    }
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (WORLD.replace('[zones."example"]\n[zones."signed.example"]\n[zones."plain.example"]\nsigned = false\n', ""), r"tlsa needs \[zones\]"),
+        (
+            WORLD.replace(
+                '[zones."example"]\n[zones."signed.example"]\n[zones."plain.example"]\nsigned = false\n',
+                "",
+            ),
+            r"tlsa needs \[zones\]",
+        ),
         (WORLD.replace('dns."alias"', 'dns."outside.test."'), "lies in no zone"),
-        (WORLD.replace('"3 1 1 leaf", "2 0 1 issuer"', '"3 1 leaf"'), "USAGE SELECTOR MATCHING-TYPE DATA"),
+        (
+            WORLD.replace('"3 1 1 leaf", "2 0 1 issuer"', '"3 1 leaf"'),
+            "USAGE SELECTOR MATCHING-TYPE DATA",
+        ),
         (WORLD.replace('"3 1 1 leaf", "2 0 1 issuer"', '"3 1 1 nonsense"'), "neither hex nor"),
         (WORLD.replace('"3 1 1 leaf", "2 0 1 issuer"', '"300 1 1 leaf"'), "one octet"),
-        (WORLD.replace('tlsa_signature = "expired"', 'tlsa_signature = "late"'), "unknown value 'late'"),
-        (WORLD.replace('signed = false', 'signed = "no"'), "expected true or false"),
+        (
+            WORLD.replace('tlsa_signature = "expired"', 'tlsa_signature = "late"'),
+            "unknown value 'late'",
+        ),
+        (WORLD.replace("signed = false", 'signed = "no"'), "expected true or false"),
     ],
-    ids=["tlsa-without-zones", "name-outside-zones", "three-fields", "bad-data", "big-field", "bad-signature", "bad-signed"],
+    ids=[
+        "tlsa-without-zones",
+        "name-outside-zones",
+        "three-fields",
+        "bad-data",
+        "big-field",
+        "bad-signature",
+        "bad-signed",
+    ],
 )
 def test_world_errors(text: str, message: str) -> None:
     with pytest.raises(WorldError, match=message):

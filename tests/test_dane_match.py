@@ -196,7 +196,9 @@ def test_dane_ee_matches_the_leaf_and_not_another_key(selector: int, matching: i
 
 def test_dane_ee_ignores_names_and_dates() -> None:
     """§3.1.1: an expired, wrongly named, self-signed leaf still matches 3 1 1."""
-    stale = issue("wrong-name.invalid", names=("wrong-name.invalid",), valid=(NOW - 90 * DAY, NOW - 30 * DAY))
+    stale = issue(
+        "wrong-name.invalid", names=("wrong-name.invalid",), valid=(NOW - 90 * DAY, NOW - 30 * DAY)
+    )
     assert check([record(3, 1, 1, stale.spki)], chain=(stale.der,)).matched is not None
     assert check([record(2, 1, 1, stale.spki)], chain=(stale.der,)).matched is None
 
@@ -240,17 +242,37 @@ def test_dane_ta_bare_key_above_the_chain() -> None:
     ("leaf", "base", "why"),
     [
         (issue(MX, issuer=INTERMEDIATE, names=("other.example",)), MX, "match neither"),
-        (issue(MX, issuer=INTERMEDIATE, names=(MX,), valid=(NOW - 60 * DAY, NOW - DAY)), MX, "expired"),
-        (issue(MX, issuer=INTERMEDIATE, names=(MX,), valid=(NOW + DAY, NOW + 60 * DAY)), MX, "not valid before"),
+        (
+            issue(MX, issuer=INTERMEDIATE, names=(MX,), valid=(NOW - 60 * DAY, NOW - DAY)),
+            MX,
+            "expired",
+        ),
+        (
+            issue(MX, issuer=INTERMEDIATE, names=(MX,), valid=(NOW + DAY, NOW + 60 * DAY)),
+            MX,
+            "not valid before",
+        ),
         (issue(MX, issuer=ROOT, names=(MX,)), MX, "does not verify"),
         (issue(MX, issuer=INTERMEDIATE, names=(BASE,)), BASE, None),
         (issue(MX, issuer=INTERMEDIATE, names=("*.example.com",)), MX, None),
         (issue(MX, issuer=INTERMEDIATE, names=("*.com",)), MX, "match neither"),
     ],
-    ids=["wrong-name", "expired-leaf", "future-leaf", "wrong-issuer", "base-domain-name", "wildcard", "too-wide-wildcard"],
+    ids=[
+        "wrong-name",
+        "expired-leaf",
+        "future-leaf",
+        "wrong-issuer",
+        "base-domain-name",
+        "wildcard",
+        "too-wide-wildcard",
+    ],
 )
-def test_dane_ta_checks_the_chain_below_the_anchor(leaf: Issued, base: str, why: str | None) -> None:
-    result = check([record(2, 1, 1, INTERMEDIATE.spki)], chain=(leaf.der, INTERMEDIATE.der), base=base)
+def test_dane_ta_checks_the_chain_below_the_anchor(
+    leaf: Issued, base: str, why: str | None
+) -> None:
+    result = check(
+        [record(2, 1, 1, INTERMEDIATE.spki)], chain=(leaf.der, INTERMEDIATE.der), base=base
+    )
     if why is None:
         assert result.matched is not None
     else:
@@ -275,7 +297,12 @@ def test_dane_ta_needs_ca_certificates_between_anchor_and_leaf() -> None:
     assert "no CA certificate" in result.detail
     good = issue("a ca", issuer=INTERMEDIATE, ca=True)
     leaf = issue(MX, issuer=good, names=(MX,))
-    assert check([record(2, 1, 1, INTERMEDIATE.spki)], chain=(leaf.der, good.der, INTERMEDIATE.der)).depth == 2
+    assert (
+        check(
+            [record(2, 1, 1, INTERMEDIATE.spki)], chain=(leaf.der, good.der, INTERMEDIATE.der)
+        ).depth
+        == 2
+    )
 
 
 def test_rsa_chain() -> None:

@@ -31,20 +31,46 @@ DANE_WORLD = Path(__file__).resolve().parent.parent / "fixtures" / "world-dane.t
 @pytest.mark.parametrize(
     ("output", "status"),
     [
-        ("posttls-finger: h[127.0.0.1]:25: Matched DANE EE certificate at depth 0: 3 1 1 AB\n"
-         "posttls-finger: Verified TLS connection established to h", DaneStatus.PASS),
-        ("posttls-finger: server certificate verification failed for h: num=65:no matching DANE TLSA records",
-         DaneStatus.FAIL),
-        ("posttls-finger: Failed to establish session to d:25 via h: TLSA lookup error for h:25", DaneStatus.BOGUS),
-        ("posttls-finger: MX RRset insecure: log verified as trusted\n"
-         "posttls-finger: h: Matched DANE EE certificate at depth 0: 3 1 1 AB", DaneStatus.INSECURE),
-        ('posttls-finger: no usable TLSA records found, resorting to "secure"', DaneStatus.UNUSABLE),
-        ("posttls-finger: dns_query: _25._tcp.h (TLSA): Host not found\n"
-         'posttls-finger: no TLSA records found, resorting to "secure"', DaneStatus.NO_TLSA),
+        (
+            "posttls-finger: h[127.0.0.1]:25: Matched DANE EE certificate at depth 0: 3 1 1 AB\n"
+            "posttls-finger: Verified TLS connection established to h",
+            DaneStatus.PASS,
+        ),
+        (
+            "posttls-finger: server certificate verification failed for h: num=65:no matching DANE TLSA records",
+            DaneStatus.FAIL,
+        ),
+        (
+            "posttls-finger: Failed to establish session to d:25 via h: TLSA lookup error for h:25",
+            DaneStatus.BOGUS,
+        ),
+        (
+            "posttls-finger: MX RRset insecure: log verified as trusted\n"
+            "posttls-finger: h: Matched DANE EE certificate at depth 0: 3 1 1 AB",
+            DaneStatus.INSECURE,
+        ),
+        (
+            'posttls-finger: no usable TLSA records found, resorting to "secure"',
+            DaneStatus.UNUSABLE,
+        ),
+        (
+            "posttls-finger: dns_query: _25._tcp.h (TLSA): Host not found\n"
+            'posttls-finger: no TLSA records found, resorting to "secure"',
+            DaneStatus.NO_TLSA,
+        ),
         ('posttls-finger: no TLSA records found, resorting to "secure"', DaneStatus.INSECURE),
         ("posttls-finger: Untrusted TLS connection established", None),
     ],
-    ids=["verified", "no-match", "lookup-error", "insecure-mx", "unusable", "denial", "no-tlsa-query", "silent"],
+    ids=[
+        "verified",
+        "no-match",
+        "lookup-error",
+        "insecure-mx",
+        "unusable",
+        "denial",
+        "no-tlsa-query",
+        "silent",
+    ],
 )
 def test_postfix_words_map_to_dane_statuses(output: str, status: DaneStatus | None) -> None:
     found, line = postfix_status(output)
@@ -62,7 +88,11 @@ def test_any_postfix_output_maps_without_raising(output: str) -> None:
 def _missing() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
-    for tool, path in (("ip", shutil.which("ip")), ("unbound", unbound_path()), ("posttls-finger", posttls_finger_path())):
+    for tool, path in (
+        ("ip", shutil.which("ip")),
+        ("unbound", unbound_path()),
+        ("posttls-finger", posttls_finger_path()),
+    ):
         if path is None:
             return f"{tool} is not installed"
     return None
@@ -80,7 +110,9 @@ def namespace() -> Iterator[str]:
     try:
         subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
         resolv.mkdir(parents=True, exist_ok=True)
-        (resolv / "resolv.conf").write_text("nameserver 127.0.0.1\noptions trust-ad\n", encoding="ascii")
+        (resolv / "resolv.conf").write_text(
+            "nameserver 127.0.0.1\noptions trust-ad\n", encoding="ascii"
+        )
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
@@ -89,7 +121,9 @@ def namespace() -> Iterator[str]:
 
 @pytest.mark.dnssec
 @pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
-def test_scanner_and_posttls_finger_agree_on_every_dane_domain(namespace: str, tmp_path: Path) -> None:
+def test_scanner_and_posttls_finger_agree_on_every_dane_domain(
+    namespace: str, tmp_path: Path
+) -> None:
     out = tmp_path / "comparison.json"
     finished = subprocess.run(
         ["ip", "netns", "exec", namespace, sys.executable, "-m", "scanner.lab.posttls",

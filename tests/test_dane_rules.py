@@ -44,7 +44,12 @@ from scanner.output import load_schema, result_line
 from scanner.render import render_check
 from tests.builders import OPTIONS, SCANNED, WINDOW, domain_facts, host, probe
 
-SEC, INS, BOG, UNV = DnssecStatus.SECURE, DnssecStatus.INSECURE, DnssecStatus.BOGUS, DnssecStatus.UNVALIDATED
+SEC, INS, BOG, UNV = (
+    DnssecStatus.SECURE,
+    DnssecStatus.INSECURE,
+    DnssecStatus.BOGUS,
+    DnssecStatus.UNVALIDATED,
+)
 MX = "mx1.example.com"
 EE = TlsaRecord(3, 1, 1, bytes(range(32)))
 TA = TlsaRecord(2, 1, 1, bytes(range(1, 33)))
@@ -52,9 +57,17 @@ PKIX = TlsaRecord(1, 1, 1, bytes(range(2, 34)))
 OWNER = tlsa_owner(25, MX)
 
 
-def answer(dnssec: DnssecStatus, *addresses: str, canonical: str | None = None, chain_secure: bool = True) -> AddressAnswer:
+def answer(
+    dnssec: DnssecStatus, *addresses: str, canonical: str | None = None, chain_secure: bool = True
+) -> AddressAnswer:
     status = DnsStatus.ANSWER if addresses else DnsStatus.NODATA
-    return AddressAnswer(status, addresses, dnssec=dnssec, canonical_name=canonical or MX, cname_chain_secure=chain_secure)
+    return AddressAnswer(
+        status,
+        addresses,
+        dnssec=dnssec,
+        canonical_name=canonical or MX,
+        cname_chain_secure=chain_secure,
+    )
 
 
 # ---------------------------------------------------------------- §2.2.2: where to look
@@ -67,15 +80,43 @@ def answer(dnssec: DnssecStatus, *addresses: str, canonical: str | None = None, 
         ((answer(INS, "192.0.2.1"), answer(INS)), (), INS),
         ((answer(SEC, "192.0.2.1"), answer(INS, "2001:db8::1")), (), INS),
         ((answer(UNV, "192.0.2.1"), answer(UNV)), (), UNV),
-        ((AddressAnswer(DnsStatus.SERVFAIL, dnssec=BOG), AddressAnswer(DnsStatus.SERVFAIL, dnssec=BOG)), (), BOG),
-        ((answer(SEC, "192.0.2.1", canonical="mail.provider.example"), answer(SEC)), ("mail.provider.example", MX), SEC),
+        (
+            (
+                AddressAnswer(DnsStatus.SERVFAIL, dnssec=BOG),
+                AddressAnswer(DnsStatus.SERVFAIL, dnssec=BOG),
+            ),
+            (),
+            BOG,
+        ),
+        (
+            (answer(SEC, "192.0.2.1", canonical="mail.provider.example"), answer(SEC)),
+            ("mail.provider.example", MX),
+            SEC,
+        ),
         ((answer(INS, "192.0.2.1", canonical="mail.provider.example"), answer(INS)), (MX,), INS),
-        ((answer(INS, "192.0.2.1", canonical="mail.provider.example", chain_secure=False), answer(INS)), (), INS),
+        (
+            (
+                answer(INS, "192.0.2.1", canonical="mail.provider.example", chain_secure=False),
+                answer(INS),
+            ),
+            (),
+            INS,
+        ),
     ],
-    ids=["secure", "insecure", "one-family-insecure", "unvalidated", "bogus",
-         "secure-cname-expanded-first", "insecure-target-secure-cname", "insecure-cname"],
+    ids=[
+        "secure",
+        "insecure",
+        "one-family-insecure",
+        "unvalidated",
+        "bogus",
+        "secure-cname-expanded-first",
+        "insecure-target-secure-cname",
+        "insecure-cname",
+    ],
 )
-def test_tlsa_plan(answers: tuple[AddressAnswer, ...], candidates: tuple[str, ...], status: DnssecStatus) -> None:
+def test_tlsa_plan(
+    answers: tuple[AddressAnswer, ...], candidates: tuple[str, ...], status: DnssecStatus
+) -> None:
     plan = tlsa_plan(MX, answers)
     assert plan.candidates == candidates
     assert plan.address_dnssec is status
@@ -123,15 +164,31 @@ SECURE_EE = TlsaAnswer(DnsStatus.ANSWER, (EE,), dnssec=SEC)
         (SEC, dane(TlsaAnswer(DnsStatus.ANSWER, (EE,), dnssec=INS)), DaneStatus.INSECURE),
         (SEC, dane(TlsaAnswer(DnsStatus.NXDOMAIN, dnssec=SEC)), DaneStatus.NO_TLSA),
         (SEC, dane(TlsaAnswer(DnsStatus.NXDOMAIN, dnssec=INS)), DaneStatus.INSECURE),
-        (SEC, dane(TlsaAnswer(DnsStatus.SERVFAIL, dnssec=BOG, extended_error="7 Signature Expired")), DaneStatus.BOGUS),
+        (
+            SEC,
+            dane(TlsaAnswer(DnsStatus.SERVFAIL, dnssec=BOG, extended_error="7 Signature Expired")),
+            DaneStatus.BOGUS,
+        ),
         (INS, dane(TlsaAnswer(DnsStatus.SERVFAIL, dnssec=BOG)), DaneStatus.INSECURE),
         (SEC, dane(TlsaAnswer(DnsStatus.TIMEOUT)), DaneStatus.UNVALIDATED),
         (SEC, dane(TlsaAnswer(DnsStatus.ANSWER, (PKIX,), dnssec=SEC)), DaneStatus.UNUSABLE),
         (SEC, dane(TlsaAnswer(DnsStatus.ANSWER, (PKIX, EE), dnssec=SEC)), None),
     ],
-    ids=["secure", "mx-insecure", "mx-unvalidated", "host-insecure", "host-unvalidated",
-         "tlsa-insecure", "no-tlsa", "insecure-denial", "bogus", "bogus-under-insecure-mx",
-         "timeout", "unusable", "pkix-beside-usable"],
+    ids=[
+        "secure",
+        "mx-insecure",
+        "mx-unvalidated",
+        "host-insecure",
+        "host-unvalidated",
+        "tlsa-insecure",
+        "no-tlsa",
+        "insecure-denial",
+        "bogus",
+        "bogus-under-insecure-mx",
+        "timeout",
+        "unusable",
+        "pkix-beside-usable",
+    ],
 )
 def test_host_status(mx_dnssec: DnssecStatus, facts: HostDane, status: DaneStatus | None) -> None:
     found, words = host_status(mx_dnssec, facts, domain="example.com")
@@ -280,11 +337,16 @@ def test_pkix_failures_do_not_fail_a_dane_session() -> None:
             name_matches=False,
         ),
     )
-    facts = dataclasses.replace(facts, hosts=(dataclasses.replace(facts.hosts[0], probes=(expired,)),))
+    facts = dataclasses.replace(
+        facts, hosts=(dataclasses.replace(facts.hosts[0], probes=(expired,)),)
+    )
     verdict = assess_domain(facts)
     assert ResultType.CERTIFICATE_HOST_MISMATCH in verdict.mx[0].addresses[0].result_types
     tlsa = report_of(facts)["policies"][1]
-    assert tlsa["summary"] == {"total-successful-session-count": 1, "total-failure-session-count": 0}
+    assert tlsa["summary"] == {
+        "total-successful-session-count": 1,
+        "total-failure-session-count": 0,
+    }
 
 
 def test_bogus_host_gets_a_tlsa_policy_without_policy_string() -> None:
@@ -306,7 +368,9 @@ def test_bogus_host_gets_a_tlsa_policy_without_policy_string() -> None:
     ids=["pass", "fail", "bogus", "insecure", "no-dane"],
 )
 def test_lines_with_dane_validate_against_the_schema(facts) -> None:  # type: ignore[no-untyped-def]
-    result = DomainResult(facts.domain, SCANNED, WINDOW[1], facts=facts, verdict=assess_domain(facts))
+    result = DomainResult(
+        facts.domain, SCANNED, WINDOW[1], facts=facts, verdict=assess_domain(facts)
+    )
     line = result_line(result, OPTIONS)
     jsonschema.Draft202012Validator(load_schema()).validate(line)
     host_line = line["mx"][0]  # type: ignore[index]
@@ -326,7 +390,9 @@ def test_lines_with_dane_validate_against_the_schema(facts) -> None:  # type: ig
     st.integers(0, 255),
     st.binary(max_size=200),
 )
-def test_any_tlsa_record_is_classified_without_raising(usage: int, selector: int, matching: int, data: bytes) -> None:
+def test_any_tlsa_record_is_classified_without_raising(
+    usage: int, selector: int, matching: int, data: bytes
+) -> None:
     sorted_set = classify([TlsaRecord(usage, selector, matching, data)])
     assert len(sorted_set.usable) + len(sorted_set.pkix) + len(sorted_set.skipped) == 1
 
@@ -334,9 +400,12 @@ def test_any_tlsa_record_is_classified_without_raising(usage: int, selector: int
 def test_check_says_once_that_an_unvalidating_resolver_checked_no_dane() -> None:
     unvalidated = HostDane(MX, UNV)
     facts = dataclasses.replace(
-        domain_facts(), hosts=tuple(dataclasses.replace(h, dane=unvalidated) for h in domain_facts().hosts)
+        domain_facts(),
+        hosts=tuple(dataclasses.replace(h, dane=unvalidated) for h in domain_facts().hosts),
     )
-    result = DomainResult(facts.domain, SCANNED, WINDOW[1], facts=facts, verdict=assess_domain(facts))
+    result = DomainResult(
+        facts.domain, SCANNED, WINDOW[1], facts=facts, verdict=assess_domain(facts)
+    )
     console = Console(width=200, record=True, color_system=None)
     render_check(console, result)
     text = console.export_text()
@@ -347,7 +416,13 @@ def test_check_says_once_that_an_unvalidating_resolver_checked_no_dane() -> None
 def test_check_shows_hostile_dane_details_inertly() -> None:
     hostile = DaneCheck(MX, None, None, "\x1b[2J[red]boom[/red]\u202e")
     result_facts = dane_domain(check=hostile)
-    result = DomainResult(result_facts.domain, SCANNED, WINDOW[1], facts=result_facts, verdict=assess_domain(result_facts))
+    result = DomainResult(
+        result_facts.domain,
+        SCANNED,
+        WINDOW[1],
+        facts=result_facts,
+        verdict=assess_domain(result_facts),
+    )
     console = Console(width=300, record=True, color_system=None)
     render_check(console, result)
     text = console.export_text()

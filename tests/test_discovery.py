@@ -34,7 +34,10 @@ def test_sts_record_from(answer: TxtAnswer, record_id: str | None, reason_part: 
 @pytest.mark.parametrize(
     ("answer", "rua"),
     [
-        (TxtAnswer(DnsStatus.ANSWER, ("v=TLSRPTv1; rua=mailto:r@example.com",)), ("mailto:r@example.com",)),
+        (
+            TxtAnswer(DnsStatus.ANSWER, ("v=TLSRPTv1; rua=mailto:r@example.com",)),
+            ("mailto:r@example.com",),
+        ),
         (TxtAnswer(DnsStatus.ANSWER, ("v=TLSRPTv1; rua=ftp://x.example",)), None),
         (TxtAnswer(DnsStatus.SERVFAIL, (), "SERVFAIL"), None),
     ],
@@ -65,5 +68,7 @@ def policy(*mx: str) -> Policy:
     ],
     ids=["standby", "already-an-mx", "wildcards-skipped", "deduplicated"],
 )
-def test_policy_only_hosts(patterns: tuple[str, ...], mx_hosts: list[str], standby: list[str]) -> None:
+def test_policy_only_hosts(
+    patterns: tuple[str, ...], mx_hosts: list[str], standby: list[str]
+) -> None:
     assert policy_only_hosts(policy(*patterns), mx_hosts) == standby

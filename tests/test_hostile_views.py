@@ -114,10 +114,15 @@ def test_check_view_is_inert(scanned: tuple[list[DomainResult], list[str]]) -> N
         # A server's words may say "Ready for mode: enforce", but only inside a line
         # of ours: the one verdict line at the start of a line is the scanner's.
         verdicts = [
-            text for text in SGR.sub("", output).splitlines()
+            text
+            for text in SGR.sub("", output).splitlines()
             if text.startswith(("Ready for mode", "Not ready for mode"))
         ]
-        expected = "Ready for mode: enforce" if result.verdict.enforce_ready else "Not ready for mode: enforce"
+        expected = (
+            "Ready for mode: enforce"
+            if result.verdict.enforce_ready
+            else "Not ready for mode: enforce"
+        )
         assert verdicts == [expected]
 
 

@@ -65,7 +65,9 @@ def test_invalid_shards(text: str) -> None:
     ("domain", "digest", "shard_of_7"),
     [("example.com", 11779629879860902309, 5), ("xn--bcher-kva.example", 10884257705408538160, 3)],
 )
-def test_shard_assignment_is_stable_across_runs_and_machines(domain: str, digest: int, shard_of_7: int) -> None:
+def test_shard_assignment_is_stable_across_runs_and_machines(
+    domain: str, digest: int, shard_of_7: int
+) -> None:
     # --shard K/N promises the same slice everywhere: the first 8 bytes of SHA-256, big-endian.
     assert domain_digest(domain) == digest
     assert [k for k in range(7) if Shard(k, 7).takes(domain)] == [shard_of_7]

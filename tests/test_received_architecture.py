@@ -8,12 +8,40 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "scanner" / "received"
-PURE = ("limits", "report", "mail", "authenticity", "items", "records", "summary", "evidence", "output", "intake", "charts", "page")
+PURE = (
+    "limits",
+    "report",
+    "mail",
+    "authenticity",
+    "items",
+    "records",
+    "summary",
+    "evidence",
+    "output",
+    "intake",
+    "charts",
+    "page",
+)
 FORBIDDEN = (
-    "trio", "socket", "ssl", "asyncio", "imaplib", "sqlite3", "OpenSSL", "dns.resolver", "urllib.request",
-    "http", "scanner.net", "scanner.lab", "scanner.received.store", "scanner.received.imap",
-    "scanner.received.mailboxes", "scanner.received.key_lookup", "scanner.received.importer",
-    "scanner.received.cli", "scanner.received.render",
+    "trio",
+    "socket",
+    "ssl",
+    "asyncio",
+    "imaplib",
+    "sqlite3",
+    "OpenSSL",
+    "dns.resolver",
+    "urllib.request",
+    "http",
+    "scanner.net",
+    "scanner.lab",
+    "scanner.received.store",
+    "scanner.received.imap",
+    "scanner.received.mailboxes",
+    "scanner.received.key_lookup",
+    "scanner.received.importer",
+    "scanner.received.cli",
+    "scanner.received.render",
 )
 
 
@@ -35,5 +63,15 @@ def test_pure_module_imports_no_io(module: str) -> None:
 
 
 def test_every_module_is_classified() -> None:
-    io_modules = {"mailboxes", "imap", "key_lookup", "store", "importer", "render", "cli", "serve", "__init__"}
+    io_modules = {
+        "mailboxes",
+        "imap",
+        "key_lookup",
+        "store",
+        "importer",
+        "render",
+        "cli",
+        "serve",
+        "__init__",
+    }
     assert {path.stem for path in PACKAGE.glob("*.py")} == set(PURE) | io_modules

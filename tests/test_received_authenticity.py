@@ -49,7 +49,9 @@ def test_signed_by_the_reporting_domain_passes() -> None:
 def test_a_changed_report_fails() -> None:
     message = signed_report()
     body_start = message.index(b"\n\n")
-    tampered = message[:body_start] + message[body_start:].replace(b"aggregate TLS report", b"aggregate TLS rep0rt")
+    tampered = message[:body_start] + message[body_start:].replace(
+        b"aggregate TLS report", b"aggregate TLS rep0rt"
+    )
     verdict = verify_dkim(tampered, REPORTER, reporter_lookup())
     assert verdict.status is AuthStatus.FAIL
     assert "body hash mismatch" in verdict.detail
@@ -71,7 +73,9 @@ def test_a_changed_signed_header_fails() -> None:
     ],
     ids=["no-key", "revoked", "temporary"],
 )
-def test_key_lookup_outcomes(records: dict[str, bytes | None], temporary: frozenset[str], status: AuthStatus) -> None:
+def test_key_lookup_outcomes(
+    records: dict[str, bytes | None], temporary: frozenset[str], status: AuthStatus
+) -> None:
     verdict = verify_dkim(signed_report(), REPORTER, key_lookup(records, temporary=temporary))
     assert verdict.status is status
 
@@ -85,13 +89,17 @@ def test_someone_elses_key_fails() -> None:
 @pytest.mark.parametrize("service", ["tlsrpt", "email", "*"])
 def test_key_service_types_accepted(service: str) -> None:
     key = signing_key(service)
-    verdict = verify_dkim(sign(report_email(report_dict()), key=key), REPORTER, reporter_lookup(key))
+    verdict = verify_dkim(
+        sign(report_email(report_dict()), key=key), REPORTER, reporter_lookup(key)
+    )
     assert verdict.status is AuthStatus.PASS
 
 
 def test_key_for_another_service_fails() -> None:
     key = signing_key("chat")
-    verdict = verify_dkim(sign(report_email(report_dict()), key=key), REPORTER, reporter_lookup(key))
+    verdict = verify_dkim(
+        sign(report_email(report_dict()), key=key), REPORTER, reporter_lookup(key)
+    )
     assert verdict.status is AuthStatus.FAIL
 
 
@@ -109,7 +117,9 @@ def test_signed_by_someone_else_is_none() -> None:
 
 
 def test_any_aligned_signature_among_several_passes() -> None:
-    message = sign(sign(report_email(report_dict())), domain="relay.example")  # relay signs last, on top
+    message = sign(
+        sign(report_email(report_dict())), domain="relay.example"
+    )  # relay signs last, on top
     lookup = key_lookup(
         {
             KEY_NAME: signing_key().record,
@@ -137,7 +147,9 @@ def test_alignment(signer: str, domain: str, expected: bool) -> None:
 
 
 def test_garbage_signature_field_fails_without_raising() -> None:
-    message = b"DKIM-Signature: v=1; a=rsa-sha256; d=reporter.example; garbage\n" + report_email(report_dict())
+    message = b"DKIM-Signature: v=1; a=rsa-sha256; d=reporter.example; garbage\n" + report_email(
+        report_dict()
+    )
     assert verify_dkim(message, REPORTER, reporter_lookup()).status is AuthStatus.FAIL
 
 
@@ -147,17 +159,32 @@ def test_garbage_signature_field_fails_without_raising() -> None:
 @pytest.mark.parametrize(
     ("value", "authserv_id", "methods"),
     [
-        ("mx.company-y.example; dkim=pass header.d=reporter.example header.s=sel",
-         "mx.company-y.example", [("dkim", "pass", "reporter.example")]),
-        ("mx.company-y.example 1; spf=pass smtp.mailfrom=x@y.example; dkim=fail (bad sig) header.d=reporter.example",
-         "mx.company-y.example", [("spf", "pass", None), ("dkim", "fail", "reporter.example")]),
-        ('MX.Company-Y.Example;\r\n\tdkim = pass reason="a; b" header.i=@reporter.example',
-         "mx.company-y.example", [("dkim", "pass", None)]),
+        (
+            "mx.company-y.example; dkim=pass header.d=reporter.example header.s=sel",
+            "mx.company-y.example",
+            [("dkim", "pass", "reporter.example")],
+        ),
+        (
+            "mx.company-y.example 1; spf=pass smtp.mailfrom=x@y.example; dkim=fail (bad sig) header.d=reporter.example",
+            "mx.company-y.example",
+            [("spf", "pass", None), ("dkim", "fail", "reporter.example")],
+        ),
+        (
+            'MX.Company-Y.Example;\r\n\tdkim = pass reason="a; b" header.i=@reporter.example',
+            "mx.company-y.example",
+            [("dkim", "pass", None)],
+        ),
         ("(comment) mx.example (more); none", "mx.example", []),
-        ("mx.example; dkim/1=pass header.d=a.example", "mx.example", [("dkim", "pass", "a.example")]),
+        (
+            "mx.example; dkim/1=pass header.d=a.example",
+            "mx.example",
+            [("dkim", "pass", "a.example")],
+        ),
     ],
 )
-def test_authentication_results_parsing(value: str, authserv_id: str, methods: list[tuple[str, str, str | None]]) -> None:
+def test_authentication_results_parsing(
+    value: str, authserv_id: str, methods: list[tuple[str, str, str | None]]
+) -> None:
     parsed = parse_authentication_results(value)
     assert parsed is not None
     assert parsed.authserv_id == authserv_id
@@ -174,7 +201,9 @@ def _with_authres(message: bytes, *values: str) -> bytes:
 
 
 def test_trusted_mta_result_is_believed() -> None:
-    message = _with_authres(report_email(report_dict()), "mx.company-y.example; dkim=pass header.d=reporter.example")
+    message = _with_authres(
+        report_email(report_dict()), "mx.company-y.example; dkim=pass header.d=reporter.example"
+    )
     info = extract_reports(message).info
     verdict = build_verifier(key_lookup({}), "mx.company-y.example")(message, info)
     assert verdict.status is AuthStatus.PASS
@@ -182,7 +211,9 @@ def test_trusted_mta_result_is_believed() -> None:
 
 
 def test_untrusted_mta_result_is_not_believed() -> None:
-    message = _with_authres(report_email(report_dict()), "evil.example; dkim=pass header.d=reporter.example")
+    message = _with_authres(
+        report_email(report_dict()), "evil.example; dkim=pass header.d=reporter.example"
+    )
     info = extract_reports(message).info
     verdict = build_verifier(key_lookup({}), "mx.company-y.example")(message, info)
     assert verdict.status is AuthStatus.NONE
@@ -201,7 +232,9 @@ def test_only_the_topmost_field_of_the_trusted_mta_counts() -> None:
 
 
 def test_trusted_mta_that_did_not_check_dkim_leaves_it_to_us() -> None:
-    message = _with_authres(signed_report(), "mx.company-y.example; spf=pass smtp.mailfrom=reporter.example")
+    message = _with_authres(
+        signed_report(), "mx.company-y.example; spf=pass smtp.mailfrom=reporter.example"
+    )
     info = extract_reports(message).info
     verdict = build_verifier(reporter_lookup(), "mx.company-y.example")(message, info)
     assert verdict.status is AuthStatus.PASS
@@ -210,8 +243,13 @@ def test_trusted_mta_that_did_not_check_dkim_leaves_it_to_us() -> None:
 
 @pytest.mark.parametrize(
     ("result", "status"),
-    [("pass", AuthStatus.PASS), ("fail", AuthStatus.FAIL), ("temperror", AuthStatus.TEMPERROR),
-     ("permerror", AuthStatus.FAIL), ("none", AuthStatus.NONE)],
+    [
+        ("pass", AuthStatus.PASS),
+        ("fail", AuthStatus.FAIL),
+        ("temperror", AuthStatus.TEMPERROR),
+        ("permerror", AuthStatus.FAIL),
+        ("none", AuthStatus.NONE),
+    ],
 )
 def test_authres_statuses(result: str, status: AuthStatus) -> None:
     verdict = authentication_results_verdict(
@@ -222,7 +260,9 @@ def test_authres_statuses(result: str, status: AuthStatus) -> None:
 
 
 def test_authres_pass_for_another_domain_is_none() -> None:
-    verdict = authentication_results_verdict(["mx.example; dkim=pass header.d=other.example"], "mx.example", REPORTER)
+    verdict = authentication_results_verdict(
+        ["mx.example; dkim=pass header.d=other.example"], "mx.example", REPORTER
+    )
     assert verdict is not None
     assert verdict.status is AuthStatus.NONE
 
@@ -269,11 +309,15 @@ dns."broken._domainkey" = {{ servfail = true }}
 # ---------------------------------------------------------------- never crash
 
 
-
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=400), st.text(max_size=200))
 def test_any_message_gives_a_verdict(body: bytes, signature: str) -> None:
-    message = b"DKIM-Signature: " + signature.encode("utf-8", "surrogatepass") + b"\nFrom: a@reporter.example\n\n" + body
+    message = (
+        b"DKIM-Signature: "
+        + signature.encode("utf-8", "surrogatepass")
+        + b"\nFrom: a@reporter.example\n\n"
+        + body
+    )
     assert verify_dkim(message, REPORTER, reporter_lookup()).status in AuthStatus
     assert verify_dkim(body, REPORTER, reporter_lookup()).status in AuthStatus
 

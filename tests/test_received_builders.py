@@ -135,7 +135,9 @@ def _headers(
 ) -> None:
     message["From"] = sender
     message["To"] = to
-    message["Subject"] = f"Report Domain: {domain} Submitter: {submitter or REPORTER} Report-ID: <{report_id}>"
+    message["Subject"] = (
+        f"Report Domain: {domain} Submitter: {submitter or REPORTER} Report-ID: <{report_id}>"
+    )
     message["Date"] = format_datetime(datetime(2026, 4, 2, 3, 4, 5, tzinfo=UTC))
     message["Message-ID"] = f"<{report_id}@{REPORTER}>"
     if submitter is not None:
@@ -165,7 +167,11 @@ def report_email(
         domain, report_id = POLICY_DOMAIN, "raw"
     else:
         payload_json = json.dumps(report, indent=1).encode("utf-8")
-        domain = report["policies"][0]["policy"]["policy-domain"] if report.get("policies") else POLICY_DOMAIN
+        domain = (
+            report["policies"][0]["policy"]["policy-domain"]
+            if report.get("policies")
+            else POLICY_DOMAIN
+        )
         report_id = str(report.get("report-id", "none"))
     filename = f"{REPORTER}!{domain}!1775001600!1775087999"
     if style in ("rfc", "rfc-json"):
@@ -173,7 +179,9 @@ def report_email(
     else:
         outer = MIMEMultipart("mixed")
     _headers(outer, sender=sender, to=to, domain=domain, report_id=report_id, submitter=submitter)
-    outer.attach(MIMEText(f"This is an aggregate TLS report from {REPORTER} for {domain}.\n", "plain"))
+    outer.attach(
+        MIMEText(f"This is an aggregate TLS report from {REPORTER} for {domain}.\n", "plain")
+    )
     if style == "rfc":
         part = MIMEApplication(gzip.compress(payload_json, mtime=0), "tlsrpt+gzip")
         part.add_header("Content-Disposition", "attachment", filename=filename + ".json.gz")
@@ -261,11 +269,22 @@ def signing_key(service: str | None = None) -> SigningKey:
     public = private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    record = b"v=DKIM1; k=rsa; " + (f"s={service}; ".encode() if service else b"") + b"p=" + base64.b64encode(public)
+    record = (
+        b"v=DKIM1; k=rsa; "
+        + (f"s={service}; ".encode() if service else b"")
+        + b"p="
+        + base64.b64encode(public)
+    )
     return SigningKey(pem, record)
 
 
-def sign(message: bytes, *, domain: str = REPORTER, selector: str = SELECTOR, key: SigningKey | None = None) -> bytes:
+def sign(
+    message: bytes,
+    *,
+    domain: str = REPORTER,
+    selector: str = SELECTOR,
+    key: SigningKey | None = None,
+) -> bytes:
     """`message` with a DKIM-Signature by `domain` prepended."""
     key = key or signing_key()
     signature = dkim.sign(
@@ -273,14 +292,24 @@ def sign(message: bytes, *, domain: str = REPORTER, selector: str = SELECTOR, ke
         selector.encode(),
         domain.encode(),
         key.private_pem,
-        include_headers=[b"from", b"to", b"subject", b"date", b"message-id", b"content-type",
-                         b"tls-report-domain", b"tls-report-submitter"],
+        include_headers=[
+            b"from",
+            b"to",
+            b"subject",
+            b"date",
+            b"message-id",
+            b"content-type",
+            b"tls-report-domain",
+            b"tls-report-submitter",
+        ],
         tlsrpt=True,
     )
     return signature + message
 
 
-def key_lookup(records: dict[str, bytes | None], *, temporary: frozenset[str] = frozenset()) -> KeyLookup:
+def key_lookup(
+    records: dict[str, bytes | None], *, temporary: frozenset[str] = frozenset()
+) -> KeyLookup:
     """A `KeyLookup` answering from `records`; names in `temporary` fail for now."""
 
     def lookup(name: str) -> KeyAnswer:

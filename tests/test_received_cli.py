@@ -49,13 +49,29 @@ def test_summary_json_and_table(tmp_path: Path) -> None:
     (domain,) = document["domains"]
     assert domain["policy_domain"] == "company-y.example"
     assert domain["reports"] == 10
-    assert domain["successful_sessions"] == 5326 + 48211 + 1200 + 5326 + 6100 + 830 + 77 + 15 + 5400 + 310
+    assert (
+        domain["successful_sessions"]
+        == 5326 + 48211 + 1200 + 5326 + 6100 + 830 + 77 + 15 + 5400 + 310
+    )
     assert domain["failed_sessions"] == 303 + 2 + 303 + 4
     assert domain["failures_by_result_type"]["sts-policy-fetch-error"] == 4
     assert {o["organization"] for o in domain["organizations"]} >= {"Company-X", "Mail Provider B"}
     assert domain["summary_disagreements"] == 1
-    code, output = invoke("tlsrpt", "summary", "--db", str(db), "--since", "2026-04-05", "--until", "2026-04-06", "--json")
-    assert [day["day"] for day in json.loads(output)["domains"][0]["days"]] == ["2026-04-05", "2026-04-06"]
+    code, output = invoke(
+        "tlsrpt",
+        "summary",
+        "--db",
+        str(db),
+        "--since",
+        "2026-04-05",
+        "--until",
+        "2026-04-06",
+        "--json",
+    )
+    assert [day["day"] for day in json.loads(output)["domains"][0]["days"]] == [
+        "2026-04-05",
+        "2026-04-06",
+    ]
     code, table = invoke("tlsrpt", "summary", "--db", str(db), "--domain", "company-y.example")
     assert code == 0
     assert "Policy domain company-y.example: 10 reports" in table
@@ -77,8 +93,10 @@ def test_sources_json_and_table(tmp_path: Path) -> None:
     assert company_x["first_report"] == "2026-04-01T00:00:00Z"
     assert company_x["submitters"] == ["reporter.example"]
     assert document["sending_ips"][0] == {
-        "sending_mta_ip": "2001:db8:abcd:13::1", "failed_sessions": 400,
-        "failures_by_result_type": {"starttls-not-supported": 400}, "organizations": ["Company-X"],
+        "sending_mta_ip": "2001:db8:abcd:13::1",
+        "failed_sessions": 400,
+        "failures_by_result_type": {"starttls-not-supported": 400},
+        "organizations": ["Company-X"],
     }
     code, table = invoke("tlsrpt", "sources", "--db", str(db))
     assert "Reporting organizations" in table
@@ -98,7 +116,10 @@ def test_reading_commands_need_a_database(tmp_path: Path) -> None:
         (["tlsrpt", "import"], "give report files or folders, or --imap URL"),
         (["tlsrpt", "import", "/nonexistent/reports"], "no such file or folder"),
         (["tlsrpt", "import", "--imap", "imap://u@h/INBOX"], "plain imap:// is refused"),
-        (["tlsrpt", "import", "--imap", "imaps://u:secret@h/INBOX"], "a password in the URL is refused"),
+        (
+            ["tlsrpt", "import", "--imap", "imaps://u:secret@h/INBOX"],
+            "a password in the URL is refused",
+        ),
         (["tlsrpt", "import", "--imap", "imaps://u@127.0.0.1/INBOX"], "--imap needs a password"),
         (["tlsrpt", "summary", "--since", "April"], "give a date as YYYY-MM-DD"),
         (["tlsrpt", "import", ".", "--resolver", "not-an-ip"], "invalid resolver"),
@@ -112,10 +133,19 @@ def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
 
 def test_hostile_text_is_shown_inert(tmp_path: Path) -> None:
     hostile = "\x1b]0;pwned\x07[bold red]Ready[/] :white_check_mark: \u202eevil"
-    report = report_dict(organization=hostile, report_id="\x1b[2J", details=[
-        {"result-type": "[blink]x[/]\x1b[31m", "receiving-mx-hostname": "mx.\x1b[1m.example", "failed-session-count": 303,
-         "failure-reason-code": "\u2028line\u2029split", "sending-mta-ip": "192.0.2.1"},
-    ])
+    report = report_dict(
+        organization=hostile,
+        report_id="\x1b[2J",
+        details=[
+            {
+                "result-type": "[blink]x[/]\x1b[31m",
+                "receiving-mx-hostname": "mx.\x1b[1m.example",
+                "failed-session-count": 303,
+                "failure-reason-code": "\u2028line\u2029split",
+                "sending-mta-ip": "192.0.2.1",
+            },
+        ],
+    )
     path = tmp_path / "evil.eml"
     path.write_bytes(report_email(report))
     db = tmp_path / "db.sqlite"
@@ -134,14 +164,23 @@ def test_hostile_text_is_shown_inert(tmp_path: Path) -> None:
     assert "\u202e" not in output
     assert "\u2028" not in output
     assert "\x1b" not in output
-    assert json.loads(output)["domains"][0]["organizations"][0]["organization"] == hostile  # lossless
+    assert (
+        json.loads(output)["domains"][0]["organizations"][0]["organization"] == hostile
+    )  # lossless
 
 
 def test_a_good_report_survives_a_bad_mailbox_neighbour(tmp_path: Path) -> None:
     good = report_email(report_dict(report_id="good"))
     box = tmp_path / "box.mbox"
-    box.write_bytes(mbox([b"Content-Type: multipart/mixed; boundary=x\n\n--x\n\xff\xfe garbage", good,
-                          report_email(b"\x00\x01 not json")]))
+    box.write_bytes(
+        mbox(
+            [
+                b"Content-Type: multipart/mixed; boundary=x\n\n--x\n\xff\xfe garbage",
+                good,
+                report_email(b"\x00\x01 not json"),
+            ]
+        )
+    )
     db = tmp_path / "db.sqlite"
     code, output = invoke("tlsrpt", "import", str(box), "--db", str(db))
     assert code == 0
@@ -152,7 +191,14 @@ def test_a_good_report_survives_a_bad_mailbox_neighbour(tmp_path: Path) -> None:
 def test_destination_option_is_recorded_for_files(tmp_path: Path) -> None:
     db = tmp_path / "db.sqlite"
     shutil.copy(FIXTURES / "https-post.json.gz", tmp_path / "post.json.gz")
-    invoke("tlsrpt", "import", str(tmp_path / "post.json.gz"), "--db", str(db),
-           "--destination", "HTTPS://Reports.Company-Y.example/tlsrpt")
+    invoke(
+        "tlsrpt",
+        "import",
+        str(tmp_path / "post.json.gz"),
+        "--db",
+        str(db),
+        "--destination",
+        "HTTPS://Reports.Company-Y.example/tlsrpt",
+    )
     with ReportStore.open(db) as store:
         assert store.destinations() == {"https://reports.company-y.example/tlsrpt"}

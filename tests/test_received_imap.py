@@ -35,7 +35,9 @@ from scanner.received.imap import ImapSettings, ImapTarget, imap_items
 from scanner.received.importer import EventKind, Importer
 from scanner.received.store import ReportStore
 
-DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
+DOVECOT = shutil.which("dovecot") or (
+    "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
+)
 ADDRESS = "127.0.0.93"
 USER, PASSWORD = "reports", "correct horse battery staple"
 
@@ -62,7 +64,9 @@ class ImapServer:
         try:
             client.login(USER, PASSWORD)
             flags = "(\\Seen)" if seen else None
-            status, _ = client.append("INBOX", flags, None, message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+            status, _ = client.append(
+                "INBOX", flags, None, message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            )
             assert status == "OK"
         finally:
             client.logout()
@@ -95,7 +99,9 @@ def _wait_until_listening(port: int, process: subprocess.Popen[bytes], log: Path
                 return
         except OSError:
             time.sleep(0.05)
-    pytest.fail(f"dovecot did not listen on {ADDRESS}:{port}: {log.read_text() if log.exists() else ''}")
+    pytest.fail(
+        f"dovecot did not listen on {ADDRESS}:{port}: {log.read_text() if log.exists() else ''}"
+    )
 
 
 @pytest.fixture
@@ -169,7 +175,9 @@ service imap-login {{
 """
     )
     with (tmp_path / "dovecot.stderr").open("wb") as stderr:
-        process = subprocess.Popen([DOVECOT, "-F", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
     try:
         _wait_until_listening(port, process, log)
         context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
@@ -198,18 +206,31 @@ def test_unseen_then_all(imap_server: ImapServer, tmp_path: Path) -> None:
     imap_server.append(report_email(report_dict(report_id="d")), seen=True)
     db = tmp_path / "db.sqlite"
     env = {"TLSRPT_IMAP_PASSWORD": PASSWORD}
-    common = ["--imap-password-env", "TLSRPT_IMAP_PASSWORD", "--imap-ca-file", str(imap_server.ca_file), "--db", str(db)]
+    common = [
+        "--imap-password-env",
+        "TLSRPT_IMAP_PASSWORD",
+        "--imap-ca-file",
+        str(imap_server.ca_file),
+        "--db",
+        str(db),
+    ]
     code, output = invoke("tlsrpt", "import", "--imap", imap_server.url(), *common, env=env)
     assert code == 0, output
-    assert output.startswith("1 imported (authenticity: none 1), 0 duplicate, 0 conflicting, 1 rejected, 1 skipped")
+    assert output.startswith(
+        "1 imported (authenticity: none 1), 0 duplicate, 0 conflicting, 1 rejected, 1 skipped"
+    )
     assert f"imaps://{USER}@{ADDRESS}:{imap_server.port}/INBOX uid 2" in output
     assert imap_server.unseen() == 0  # handled messages are marked seen
     code, output = invoke("tlsrpt", "import", "--imap", imap_server.url(), *common, env=env)
     assert code == 0
     assert output.startswith("0 imported, 0 duplicate")
-    code, output = invoke("tlsrpt", "import", "--imap", imap_server.url(), "--imap-all", *common, env=env)
+    code, output = invoke(
+        "tlsrpt", "import", "--imap", imap_server.url(), "--imap-all", *common, env=env
+    )
     assert code == 0
-    assert output.startswith("1 imported (authenticity: none 1), 1 duplicate, 0 conflicting, 1 rejected, 1 skipped")
+    assert output.startswith(
+        "1 imported (authenticity: none 1), 1 duplicate, 0 conflicting, 1 rejected, 1 skipped"
+    )
     with ReportStore.open(db) as store:
         assert sorted(r.report.report_id for r in store.reports()) == ["a", "d"]
         assert all(r.destinations == {"mailto:tlsrpt@company-y.example"} for r in store.reports())
@@ -220,14 +241,30 @@ def test_password_file_and_a_folder_name(imap_server: ImapServer, tmp_path: Path
     secret = tmp_path / "secret"
     secret.write_text(PASSWORD + "\n")
     code, output = invoke(
-        "tlsrpt", "import", "--imap", imap_server.url("INBOX"), "--imap-password-file", str(secret),
-        "--imap-ca-file", str(imap_server.ca_file), "--db", str(tmp_path / "db.sqlite"),
+        "tlsrpt",
+        "import",
+        "--imap",
+        imap_server.url("INBOX"),
+        "--imap-password-file",
+        str(secret),
+        "--imap-ca-file",
+        str(imap_server.ca_file),
+        "--db",
+        str(tmp_path / "db.sqlite"),
     )
     assert code == 0, output
     assert output.startswith("1 imported"), output
     code, output = invoke(
-        "tlsrpt", "import", "--imap", imap_server.url("No Such Folder"), "--imap-password-file", str(secret),
-        "--imap-ca-file", str(imap_server.ca_file), "--db", str(tmp_path / "db.sqlite"),
+        "tlsrpt",
+        "import",
+        "--imap",
+        imap_server.url("No Such Folder"),
+        "--imap-password-file",
+        str(secret),
+        "--imap-ca-file",
+        str(imap_server.ca_file),
+        "--db",
+        str(tmp_path / "db.sqlite"),
     )
     assert code == 1
     assert "unreadable: " in output
@@ -238,8 +275,18 @@ def test_wrong_password_costs_only_that_source(imap_server: ImapServer, tmp_path
     report_file = tmp_path / "r.json"
     report_file.write_text(__import__("json").dumps(report_dict()))
     code, output = invoke(
-        "tlsrpt", "import", str(report_file), "--imap", imap_server.url(), "--imap-password-env", "P",
-        "--imap-ca-file", str(imap_server.ca_file), "--db", str(tmp_path / "db.sqlite"), env={"P": "wrong"},
+        "tlsrpt",
+        "import",
+        str(report_file),
+        "--imap",
+        imap_server.url(),
+        "--imap-password-env",
+        "P",
+        "--imap-ca-file",
+        str(imap_server.ca_file),
+        "--db",
+        str(tmp_path / "db.sqlite"),
+        env={"P": "wrong"},
     )
     assert code == 1
     assert output.startswith("1 imported")
@@ -249,8 +296,15 @@ def test_wrong_password_costs_only_that_source(imap_server: ImapServer, tmp_path
 
 def test_an_untrusted_certificate_is_refused(imap_server: ImapServer, tmp_path: Path) -> None:
     code, output = invoke(
-        "tlsrpt", "import", "--imap", imap_server.url(), "--imap-password-env", "P",
-        "--db", str(tmp_path / "db.sqlite"), env={"P": PASSWORD},
+        "tlsrpt",
+        "import",
+        "--imap",
+        imap_server.url(),
+        "--imap-password-env",
+        "P",
+        "--db",
+        str(tmp_path / "db.sqlite"),
+        env={"P": PASSWORD},
     )
     assert code == 1
     assert "connect: TLS certificate not valid" in output
@@ -260,7 +314,9 @@ def test_signed_report_over_imap_is_verified(imap_server: ImapServer, tmp_path: 
     imap_server.append(sign(report_email(report_dict())))
     settings = ImapSettings(password=PASSWORD, ssl_context=imap_server.context, timeout=10)
     with ReportStore.open(tmp_path / "db.sqlite") as store:
-        importer = Importer(store, verify=build_verifier(reporter_lookup()), now=lambda: datetime.now(UTC))
+        importer = Importer(
+            store, verify=build_verifier(reporter_lookup()), now=lambda: datetime.now(UTC)
+        )
         tally = importer.run(imap_items(imap_server.target(), settings))
         assert tally.count(EventKind.IMPORTED) == 1
         assert tally.authenticity == {"pass": 1}
@@ -269,7 +325,9 @@ def test_signed_report_over_imap_is_verified(imap_server: ImapServer, tmp_path: 
         assert stored.origin.startswith(f"imaps://{USER}@{ADDRESS}")
 
 
-def test_oversize_message_is_rejected_without_fetching(imap_server: ImapServer, tmp_path: Path) -> None:
+def test_oversize_message_is_rejected_without_fetching(
+    imap_server: ImapServer, tmp_path: Path
+) -> None:
     from scanner.received.limits import ReceivedLimits
 
     imap_server.append(report_email(report_dict()))

@@ -23,18 +23,34 @@ DETAILS = 150  # rows per report: a transaction big enough to be caught in the m
 def write_reports(folder: Path) -> None:
     folder.mkdir()
     details = [
-        {"result-type": "certificate-expired", "sending-mta-ip": f"192.0.2.{i % 250}",
-         "receiving-mx-hostname": f"mx{i}.company-y.example", "failed-session-count": 1}
+        {
+            "result-type": "certificate-expired",
+            "sending-mta-ip": f"192.0.2.{i % 250}",
+            "receiving-mx-hostname": f"mx{i}.company-y.example",
+            "failed-session-count": 1,
+        }
         for i in range(DETAILS)
     ]
     for number in range(REPORTS):
-        report = report_dict(report_id=f"r{number:04d}", successful=1000, failed=DETAILS, details=details)
+        report = report_dict(
+            report_id=f"r{number:04d}", successful=1000, failed=DETAILS, details=details
+        )
         (folder / f"r{number:04d}.json").write_text(json.dumps(report))
 
 
 def start_import(folder: Path, db: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "scanner", "tlsrpt", "import", str(folder), "--db", str(db), "--no-progress"],
+        [
+            sys.executable,
+            "-m",
+            "scanner",
+            "tlsrpt",
+            "import",
+            str(folder),
+            "--db",
+            str(db),
+            "--no-progress",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -18,7 +18,10 @@ DOMAIN = "testing-ready.example"  # ready by the probe in the demo world
 async def run(*args: str) -> tuple[int, str]:
     """Exit status and output; with --json the output is stdout alone."""
     done = await trio.run_process(
-        [sys.executable, "-m", "scanner", *args], capture_stdout=True, capture_stderr=True, check=False
+        [sys.executable, "-m", "scanner", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     if "--json" in args:
         return done.returncode, done.stdout.decode()
@@ -74,6 +77,8 @@ async def test_clean_reports_leave_a_ready_domain_ready(demo_lab: Lab, tmp_path:
 
 
 async def test_a_missing_database_is_a_usage_error(demo_lab: Lab, tmp_path: Path) -> None:
-    code, text = await run("check", DOMAIN, *demo_lab.scanner_args(), "--reports", str(tmp_path / "none.sqlite"))
+    code, text = await run(
+        "check", DOMAIN, *demo_lab.scanner_args(), "--reports", str(tmp_path / "none.sqlite")
+    )
     assert code == 2
     assert "--reports" in text

@@ -44,7 +44,9 @@ def test_every_sender_style_is_found(style: str) -> None:
 
 
 def test_submitter_falls_back_to_the_from_domain() -> None:
-    extracted = extract_reports(report_email(report_dict(), submitter=None, sender="Reports <r@Mail.Other.Example>"))
+    extracted = extract_reports(
+        report_email(report_dict(), submitter=None, sender="Reports <r@Mail.Other.Example>")
+    )
     assert extracted.info.submitter == "mail.other.example"
 
 
@@ -103,7 +105,9 @@ def test_message_limits() -> None:
     extracted = extract_reports(message, small)
     assert extracted.reports == ()
     assert "limit" in extracted.problems[0]
-    assert extract_reports(message, ReceivedLimits(max_message_bytes=len(message))).reports  # the twin
+    assert extract_reports(
+        message, ReceivedLimits(max_message_bytes=len(message))
+    ).reports  # the twin
     parts = ReceivedLimits(max_mime_parts=1)  # the text part is the first leaf
     extracted = extract_reports(message, parts)
     assert extracted.reports == ()
@@ -128,14 +132,19 @@ def test_any_bytes_as_an_email(data: bytes) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.text(max_size=200), st.sampled_from(["base64", "quoted-printable", "7bit", "x-uuencode", "bogus"]))
+@given(
+    st.text(max_size=200),
+    st.sampled_from(["base64", "quoted-printable", "7bit", "x-uuencode", "bogus"]),
+)
 def test_any_part_body_and_encoding(body: str, encoding: str) -> None:
     message = (
         "From: a@b.example\nContent-Type: multipart/report; report-type=tlsrpt; boundary=b\n\n--b\n"
         f"Content-Type: application/tlsrpt+json\nContent-Transfer-Encoding: {encoding}\n\n{body}\n--b--\n"
     ).encode("utf-8", "surrogatepass")
     extracted = extract_reports(message)
-    assert all(isinstance(found.outcome, ParsedReport | RejectedReport) for found in extracted.reports)
+    assert all(
+        isinstance(found.outcome, ParsedReport | RejectedReport) for found in extracted.reports
+    )
 
 
 # ---------------------------------------------------------------- mbox
@@ -163,7 +172,9 @@ def test_mbox_splits_messages_and_unquotes_from_lines() -> None:
 
 
 def test_mbox_from_inside_a_paragraph_is_not_a_separator() -> None:
-    data = b"From x\nSubject: one\n\nline\nFrom inside a paragraph\n\nFrom y\nSubject: two\n\nbody\n"
+    data = (
+        b"From x\nSubject: one\n\nline\nFrom inside a paragraph\n\nFrom y\nSubject: two\n\nbody\n"
+    )
     items = _items(data)
     assert len(items) == 2
     assert isinstance(items[0], MessageItem)
@@ -208,10 +219,15 @@ def test_a_folder_of_everything(tmp_path: Path) -> None:
     _write(tmp_path / "a.json", report_bytes(report_dict(report_id="a"), gzipped=False))
     _write(tmp_path / "b.json.gz", report_bytes(report_dict(report_id="b")))
     _write(tmp_path / "sub" / "c.eml", report_email(report_dict(report_id="c")))
-    _write(tmp_path / "sub" / "box.mbox", mbox([report_email(report_dict(report_id="d")), plain_email()]))
+    _write(
+        tmp_path / "sub" / "box.mbox",
+        mbox([report_email(report_dict(report_id="d")), plain_email()]),
+    )
     maildir = tmp_path / "Maildir"
     _write(maildir / "new" / "1.host", report_email(report_dict(report_id="e")))
-    _write(maildir / "cur" / "2.host:2,S", report_email(report_dict(report_id="f"), style="json-qp"))
+    _write(
+        maildir / "cur" / "2.host:2,S", report_email(report_dict(report_id="f"), style="json-qp")
+    )
     _write(maildir / "tmp" / "3.host", b"half-delivered")
     _write(maildir / "dovecot.index.log", b"\x00\x01binary index")
     _write(maildir / ".Archive" / "cur" / "4.host:2,S", report_email(report_dict(report_id="g")))
@@ -222,7 +238,9 @@ def test_a_folder_of_everything(tmp_path: Path) -> None:
     items = list(file_items([tmp_path]))
     assert isinstance(items[0], SourceBegins)
     assert items[0].unit == "bytes"
-    kinds = {item.origin.removeprefix(str(tmp_path) + "/"): type(item).__name__ for item in items[1:]}
+    kinds = {
+        item.origin.removeprefix(str(tmp_path) + "/"): type(item).__name__ for item in items[1:]
+    }
     assert kinds == {
         "Maildir/.Archive/cur/4.host:2,S": "MessageItem",
         "Maildir/new/1.host": "MessageItem",
@@ -257,11 +275,17 @@ def test_oversize_files_are_rejected_unread(tmp_path: Path) -> None:
 def test_missing_path_is_unreadable_not_fatal(tmp_path: Path) -> None:
     _write(tmp_path / "a.json", b"{}")
     items = list(file_items([tmp_path / "nope", tmp_path / "a.json"]))
-    assert [type(item).__name__ for item in items] == ["SourceBegins", "UnreadableSource", "PayloadItem"]
+    assert [type(item).__name__ for item in items] == [
+        "SourceBegins",
+        "UnreadableSource",
+        "PayloadItem",
+    ]
 
 
 def test_symlinked_folders_are_not_followed(tmp_path: Path) -> None:
     _write(tmp_path / "real" / "a.json", b"{}")
     (tmp_path / "real" / "loop").symlink_to(tmp_path / "real")
     items = [item for item in file_items([tmp_path / "real"]) if not isinstance(item, SourceBegins)]
-    assert [item.origin for item in items if isinstance(item, PayloadItem | SkippedItem)] == [str(tmp_path / "real" / "a.json")]
+    assert [item.origin for item in items if isinstance(item, PayloadItem | SkippedItem)] == [
+        str(tmp_path / "real" / "a.json")
+    ]

@@ -45,18 +45,50 @@ def database(tmp_path: Path) -> Path:
     with ReportStore.open(path) as store:
         for day in ("2026-04-01", "2026-04-02", "2026-04-03"):
             add(store, report_dict(day=day, report_id=f"x-{day}"))
-            add(store, clean_report(day=day, report_id=f"h-{day}", organization=HOSTILE, successful=900), https=False)
-        add(store, report_dict(day="2026-04-02", report_id="m", organization=MATH, details=[
-            {"result-type": f"validation-failure {HOSTILE}", "failed-session-count": 7, "sending-mta-ip": "192.0.2.9"}
-        ], failed=7))
+            add(
+                store,
+                clean_report(day=day, report_id=f"h-{day}", organization=HOSTILE, successful=900),
+                https=False,
+            )
+        add(
+            store,
+            report_dict(
+                day="2026-04-02",
+                report_id="m",
+                organization=MATH,
+                details=[
+                    {
+                        "result-type": f"validation-failure {HOSTILE}",
+                        "failed-session-count": 7,
+                        "sending-mta-ip": "192.0.2.9",
+                    }
+                ],
+                failed=7,
+            ),
+        )
         add(store, report_dict(day="2026-04-02", report_id="o", domain="other.example"))
     return path
 
 
 def run_html(database: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "scanner", "tlsrpt", "html", "--out", str(out), "--db", str(database), *args],
-        capture_output=True, text=True, check=False, env=ENV, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "scanner",
+            "tlsrpt",
+            "html",
+            "--out",
+            str(out),
+            "--db",
+            str(database),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ENV,
+        timeout=300,
     )
 
 
@@ -87,10 +119,19 @@ def test_page_is_offline_and_escapes_report_text(page: Path) -> None:
     assert HOSTILE not in joined
     assert ESCAPED in joined  # the result type label, drawn as text
     assert MATH in joined  # the organization label: no mathtext, the dollars stay
-    for title in ("Sessions per day", "Failures by result type", "Failures by reporting organization",
-                  "By reporting organization", "Per UTC day", "Reporting organizations", "Failures by sending MTA IP"):
+    for title in (
+        "Sessions per day",
+        "Failures by result type",
+        "Failures by reporting organization",
+        "By reporting organization",
+        "Per UTC day",
+        "Reporting organizations",
+        "Failures by sending MTA IP",
+    ):
         assert title in html
-    assert "other.example" not in html.split('id="sources"')[0]  # --domain keeps one domain's sections
+    assert (
+        "other.example" not in html.split('id="sources"')[0]
+    )  # --domain keeps one domain's sections
 
 
 def test_every_domain_and_since(database: Path, tmp_path: Path) -> None:
@@ -104,7 +145,9 @@ def test_every_domain_and_since(database: Path, tmp_path: Path) -> None:
     assert "2026-04-02" not in later.read_text(encoding="utf-8").split('id="sources"')[0]
 
 
-@pytest.mark.parametrize(("args", "words"), [(["--since", "April"], "YYYY-MM-DD"), ([], "no database")])
+@pytest.mark.parametrize(
+    ("args", "words"), [(["--since", "April"], "YYYY-MM-DD"), ([], "no database")]
+)
 def test_usage_errors(tmp_path: Path, args: list[str], words: str) -> None:
     done = run_html(tmp_path / "missing.sqlite", tmp_path / "x.html", *args)
     assert done.returncode == 2
@@ -116,7 +159,14 @@ def test_without_matplotlib_says_how_to_install(database: Path, tmp_path: Path) 
         "import sys; sys.modules['matplotlib'] = None; sys.argv = ['scanner', 'tlsrpt', 'html', '--out', "
         f"{str(tmp_path / 'x.html')!r}, '--db', {str(database)!r}]; from scanner.cli import main; main()"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, env=ENV, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ENV,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "scanner[charts]" in done.stderr
     assert not (tmp_path / "x.html").exists()
@@ -128,10 +178,23 @@ def test_page_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     if browser is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run does it)")
     command = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
     ]
-    dumped = subprocess.run([*command, "--dump-dom", page.as_uri()], capture_output=True, text=True, check=False, timeout=120)
+    dumped = subprocess.run(
+        [*command, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert dumped.returncode == 0, dumped.stderr[-2000:]
     dom = dumped.stdout
     assert dom.count('src="data:image/svg+xml;base64,') == 3
@@ -142,7 +205,10 @@ def test_page_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     screenshot = tmp_path / "page.png"
     shot = subprocess.run(
         [*command, "--window-size=1200,2400", f"--screenshot={screenshot}", page.as_uri()],
-        capture_output=True, text=True, check=False, timeout=120,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.stat().st_size > 20_000

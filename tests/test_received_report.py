@@ -100,35 +100,93 @@ D0 = f"{P0}.failure-details.[0]"
 
 # (id, edit, expected fragment of the reason) — each rejection has an accepted twin below.
 REJECTIONS = [
-    ("organization missing", _set("organization-name", DELETE), "organization-name: required, missing"),
-    ("organization not string", _set("organization-name", 7), "organization-name: must be a string, got 7"),
+    (
+        "organization missing",
+        _set("organization-name", DELETE),
+        "organization-name: required, missing",
+    ),
+    (
+        "organization not string",
+        _set("organization-name", 7),
+        "organization-name: must be a string, got 7",
+    ),
     ("organization empty", _set("organization-name", "  "), "organization-name: must not be empty"),
     ("report-id missing", _set("report-id", DELETE), "report-id: required, missing"),
     ("date-range missing", _set("date-range", DELETE), "date-range: required, missing"),
     ("date-range list", _set("date-range", []), "date-range: must be an object"),
-    ("start not rfc3339", _set("date-range.start-datetime", "2026-04-01"), "date-range.start-datetime: not an RFC 3339"),
-    ("end no offset", _set("date-range.end-datetime", "2026-04-01T23:59:59"), "date-range.end-datetime: not an RFC 3339"),
-    ("end before start", _set("date-range.end-datetime", "2026-03-31T00:00:00Z"), "end-datetime is before"),
-    ("impossible date", _set("date-range.start-datetime", "2026-02-30T00:00:00Z"), "not an RFC 3339"),
+    (
+        "start not rfc3339",
+        _set("date-range.start-datetime", "2026-04-01"),
+        "date-range.start-datetime: not an RFC 3339",
+    ),
+    (
+        "end no offset",
+        _set("date-range.end-datetime", "2026-04-01T23:59:59"),
+        "date-range.end-datetime: not an RFC 3339",
+    ),
+    (
+        "end before start",
+        _set("date-range.end-datetime", "2026-03-31T00:00:00Z"),
+        "end-datetime is before",
+    ),
+    (
+        "impossible date",
+        _set("date-range.start-datetime", "2026-02-30T00:00:00Z"),
+        "not an RFC 3339",
+    ),
     ("policies missing", _set("policies", DELETE), "policies: required, missing"),
     ("policies object", _set("policies", {}), "policies: must be a list"),
     ("policy missing", _set(f"{P0}.policy", DELETE), "policies[0].policy: required, missing"),
     ("policy-type missing", _set(f"{P0}.policy.policy-type", DELETE), "policy-type: required"),
-    ("policy-domain missing", _set(f"{P0}.policy.policy-domain", DELETE), "policy-domain: required"),
+    (
+        "policy-domain missing",
+        _set(f"{P0}.policy.policy-domain", DELETE),
+        "policy-domain: required",
+    ),
     ("summary missing", _set(f"{P0}.summary", DELETE), "summary: required, missing"),
-    ("negative count", _set(f"{P0}.summary.total-failure-session-count", -1), "non-negative integer, got -1"),
-    ("float count", _set(f"{P0}.summary.total-successful-session-count", 5.5), "non-negative integer, got 5.5"),
-    ("integral float count", _set(f"{P0}.summary.total-successful-session-count", 5.0), "non-negative integer"),
-    ("boolean count", _set(f"{P0}.summary.total-successful-session-count", True), "non-negative integer, got true"),
-    ("string count", _set(f"{P0}.summary.total-successful-session-count", "5"), 'non-negative integer, got "5"'),
-    ("huge count", _set(f"{P0}.summary.total-successful-session-count", 10**13), "exceeds the limit"),
+    (
+        "negative count",
+        _set(f"{P0}.summary.total-failure-session-count", -1),
+        "non-negative integer, got -1",
+    ),
+    (
+        "float count",
+        _set(f"{P0}.summary.total-successful-session-count", 5.5),
+        "non-negative integer, got 5.5",
+    ),
+    (
+        "integral float count",
+        _set(f"{P0}.summary.total-successful-session-count", 5.0),
+        "non-negative integer",
+    ),
+    (
+        "boolean count",
+        _set(f"{P0}.summary.total-successful-session-count", True),
+        "non-negative integer, got true",
+    ),
+    (
+        "string count",
+        _set(f"{P0}.summary.total-successful-session-count", "5"),
+        'non-negative integer, got "5"',
+    ),
+    (
+        "huge count",
+        _set(f"{P0}.summary.total-successful-session-count", 10**13),
+        "exceeds the limit",
+    ),
     ("details object", _set(f"{P0}.failure-details", {}), "failure-details: must be a list"),
-    ("detail count missing", _set(f"{D0}.failed-session-count", DELETE), "failed-session-count: required"),
+    (
+        "detail count missing",
+        _set(f"{D0}.failed-session-count", DELETE),
+        "failed-session-count: required",
+    ),
     ("detail result-type number", _set(f"{D0}.result-type", 3), "result-type: must be a string"),
 ]
 
 
-@pytest.mark.parametrize(("edit", "reason"), [(e, r) for _, e, r in REJECTIONS], ids=[i for i, _, _ in REJECTIONS])
+@pytest.mark.parametrize(
+    ("edit", "reason"), [(e, r) for _, e, r in REJECTIONS], ids=[i for i, _, _ in REJECTIONS]
+)
 def test_rejections_say_where_and_why(edit: Callable[[dict[str, Any]], None], reason: str) -> None:
     report = deep(report_dict())
     edit(report)
@@ -162,12 +220,19 @@ def test_accepted_twins(edit: Callable[[dict[str, Any]], None]) -> None:
 def test_real_sender_quirks_are_tolerated() -> None:
     report = deep(report_dict(contact=None))
     policy = report["policies"][0]["policy"]
-    policy["policy-string"] = ["version: STSv1\r", "mode: enforce\r", "mx: *.mail.company-y.example\r", "max_age: 604800\r"]
+    policy["policy-string"] = [
+        "version: STSv1\r",
+        "mode: enforce\r",
+        "mx: *.mail.company-y.example\r",
+        "max_age: 604800\r",
+    ]
     policy["mx-host"] = "*.mail.company-y.example"  # a string, as in RFC 8460's own example
     detail = report["policies"][0]["failure-details"][0]
     detail["sending-mta-ip"] = ""
     detail["receiving-ip"] = ""
-    detail["failure-reason-code"] = "TLS handshake failed: certificate has expired (notAfter 2026-03-30)"
+    detail["failure-reason-code"] = (
+        "TLS handshake failed: certificate has expired (notAfter 2026-03-30)"
+    )
     report["policies"][0]["summary"]["total-failure-session-count"] = 250  # details add up to 303
     parsed = accepted(report)
     entry = parsed.report.policies[0]
@@ -182,7 +247,10 @@ def test_real_sender_quirks_are_tolerated() -> None:
     assert entry.summary_disagrees
     assert parsed.report.contact_info is None
     assert any("contact-info: missing" in note for note in parsed.notes)
-    assert any("the summary counts 250 failed sessions, the failure details add up to 303" in note for note in parsed.notes)
+    assert any(
+        "the summary counts 250 failed sessions, the failure details add up to 303" in note
+        for note in parsed.notes
+    )
 
 
 def test_unknown_vocabulary_is_kept_and_noted() -> None:
@@ -232,13 +300,18 @@ def test_not_a_report_at_all(data: bytes, reason: str) -> None:
 
 
 def test_byte_order_mark_is_allowed() -> None:
-    assert isinstance(parse_report_json(b"\xef\xbb\xbf" + report_bytes(report_dict(), gzipped=False)), ParsedReport)
+    assert isinstance(
+        parse_report_json(b"\xef\xbb\xbf" + report_bytes(report_dict(), gzipped=False)),
+        ParsedReport,
+    )
 
 
 # ---------------------------------------------------------------- limits
 
 
-SMALL = ReceivedLimits(max_compressed_bytes=2000, max_decompressed_bytes=10_000, max_policies=2, max_failure_details=3)
+SMALL = ReceivedLimits(
+    max_compressed_bytes=2000, max_decompressed_bytes=10_000, max_policies=2, max_failure_details=3
+)
 
 
 def test_gzip_bomb_stops_at_the_limit() -> None:
@@ -326,19 +399,46 @@ def test_rfc3339(text: str, expected: datetime | None) -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=30,
 )
 KEYS = [
-    "organization-name", "date-range", "start-datetime", "end-datetime", "contact-info", "report-id",
-    "policies", "policy", "policy-type", "policy-string", "policy-domain", "mx-host", "summary",
-    "total-successful-session-count", "total-failure-session-count", "failure-details", "result-type",
-    "sending-mta-ip", "receiving-mx-hostname", "receiving-ip", "failed-session-count", "failure-reason-code",
+    "organization-name",
+    "date-range",
+    "start-datetime",
+    "end-datetime",
+    "contact-info",
+    "report-id",
+    "policies",
+    "policy",
+    "policy-type",
+    "policy-string",
+    "policy-domain",
+    "mx-host",
+    "summary",
+    "total-successful-session-count",
+    "total-failure-session-count",
+    "failure-details",
+    "result-type",
+    "sending-mta-ip",
+    "receiving-mx-hostname",
+    "receiving-ip",
+    "failed-session-count",
+    "failure-reason-code",
 ]
 REPORTISH = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 10**13) | st.floats() | st.text(max_size=30)
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 10**13)
+    | st.floats()
+    | st.text(max_size=30)
     | st.sampled_from(["2026-04-01T00:00:00Z", "sts", "example.com", "", "192.0.2.1"]),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(KEYS), children, max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(KEYS), children, max_size=8)
+    ),
     max_leaves=40,
 )
 
@@ -373,9 +473,15 @@ def test_any_bytes_give_an_outcome(data: bytes) -> None:
     counts=st.lists(st.integers(0, 10**6), max_size=5),
     domain=st.from_regex(r"[a-z]{1,10}\.example", fullmatch=True),
 )
-def test_generated_valid_reports_round_trip(successful: int, counts: list[int], domain: str) -> None:
+def test_generated_valid_reports_round_trip(
+    successful: int, counts: list[int], domain: str
+) -> None:
     details = [
-        {"result-type": "certificate-expired", "failed-session-count": count, "sending-mta-ip": "192.0.2.1"}
+        {
+            "result-type": "certificate-expired",
+            "failed-session-count": count,
+            "sending-mta-ip": "192.0.2.1",
+        }
         for count in counts
     ]
     report = report_dict(domain=domain, successful=successful, failed=sum(counts), details=details)

@@ -65,13 +65,19 @@ SMALL = ReceivedLimits(max_compressed_bytes=64 * 1024, max_decompressed_bytes=25
     ("head", "expected"),
     [
         pytest.param(Head("POST", "/", GZIP, 100), MediaType.GZIP, id="gzip"),
-        pytest.param(Head("POST", "/x", "Application/TLSRPT+JSON; charset=utf-8", None), MediaType.JSON, id="json-params"),
+        pytest.param(
+            Head("POST", "/x", "Application/TLSRPT+JSON; charset=utf-8", None),
+            MediaType.JSON,
+            id="json-params",
+        ),
         pytest.param(Head("GET", "/", GZIP, 0), 405, id="get"),
         pytest.param(Head("PUT", "/", GZIP, 10), 405, id="put"),
         pytest.param(Head("POST", "/", "application/json", 10), 415, id="plain-json"),
         pytest.param(Head("POST", "/", "application/gzip", 10), 415, id="plain-gzip"),
         pytest.param(Head("POST", "/", None, 10), 415, id="no-type"),
-        pytest.param(Head("POST", "/", GZIP, SMALL.max_compressed_bytes), MediaType.GZIP, id="at-limit"),
+        pytest.param(
+            Head("POST", "/", GZIP, SMALL.max_compressed_bytes), MediaType.GZIP, id="at-limit"
+        ),
         pytest.param(Head("POST", "/", GZIP, SMALL.max_compressed_bytes + 1), 413, id="over-limit"),
     ],
 )
@@ -97,16 +103,40 @@ ALLOWED = frozenset({POLICY_DOMAIN})
     ("kind", "body", "status"),
     [
         pytest.param(MediaType.GZIP, report_bytes(report_dict()), None, id="gzip-report"),
-        pytest.param(MediaType.JSON, report_bytes(report_dict(), gzipped=False), None, id="json-report"),
-        pytest.param(MediaType.GZIP, report_bytes(report_dict(), gzipped=False), 400, id="gzip-declared-json-sent"),
-        pytest.param(MediaType.JSON, report_bytes(report_dict()), 400, id="json-declared-gzip-sent"),
+        pytest.param(
+            MediaType.JSON, report_bytes(report_dict(), gzipped=False), None, id="json-report"
+        ),
+        pytest.param(
+            MediaType.GZIP,
+            report_bytes(report_dict(), gzipped=False),
+            400,
+            id="gzip-declared-json-sent",
+        ),
+        pytest.param(
+            MediaType.JSON, report_bytes(report_dict()), 400, id="json-declared-gzip-sent"
+        ),
         pytest.param(MediaType.GZIP, bomb(SMALL.max_decompressed_bytes + 1), 413, id="gzip-bomb"),
-        pytest.param(MediaType.GZIP, bomb(SMALL.max_decompressed_bytes - 2), 400, id="inflates-within-limit-not-report"),
+        pytest.param(
+            MediaType.GZIP,
+            bomb(SMALL.max_decompressed_bytes - 2),
+            400,
+            id="inflates-within-limit-not-report",
+        ),
         pytest.param(MediaType.GZIP, report_bytes(report_dict())[:40], 400, id="truncated-gzip"),
         pytest.param(MediaType.JSON, b"", 400, id="empty"),
         pytest.param(MediaType.JSON, b'{"organization-name": "x"}', 400, id="not-a-report"),
-        pytest.param(MediaType.GZIP, report_bytes(report_dict(domain="other.example")), 403, id="foreign-domain"),
-        pytest.param(MediaType.GZIP, report_bytes(report_dict(domain="Company-Y.Example.")), None, id="domain-case-and-dot"),
+        pytest.param(
+            MediaType.GZIP,
+            report_bytes(report_dict(domain="other.example")),
+            403,
+            id="foreign-domain",
+        ),
+        pytest.param(
+            MediaType.GZIP,
+            report_bytes(report_dict(domain="Company-Y.Example.")),
+            None,
+            id="domain-case-and-dot",
+        ),
     ],
 )
 def test_accept_body(kind: MediaType, body: bytes, status: int | None) -> None:
@@ -119,7 +149,9 @@ def test_accept_body(kind: MediaType, body: bytes, status: int | None) -> None:
 
 
 def test_foreign_domain_reason_names_it_visibly() -> None:
-    result = accept_body(MediaType.GZIP, report_bytes(report_dict(domain="evil\x1b[2J.example")), ALLOWED, SMALL)
+    result = accept_body(
+        MediaType.GZIP, report_bytes(report_dict(domain="evil\x1b[2J.example")), ALLOWED, SMALL
+    )
     assert isinstance(result, Reply)
     assert result.status == 403
     assert "\x1b" not in result.reason
@@ -147,7 +179,9 @@ def test_token_bucket_table_is_bounded() -> None:
     burst=st.integers(1, 20),
     gaps=st.lists(st.floats(0.0, 5.0), min_size=1, max_size=200),
 )
-def test_token_bucket_never_allows_more_than_burst_plus_refill(rate: float, burst: int, gaps: list[float]) -> None:
+def test_token_bucket_never_allows_more_than_burst_plus_refill(
+    rate: float, burst: int, gaps: list[float]
+) -> None:
     buckets = TokenBuckets(rate=rate, burst=burst)
     now = 0.0
     allowed = 0
@@ -162,21 +196,41 @@ def test_token_bucket_never_allows_more_than_burst_plus_refill(rate: float, burs
     ("peer", "forwarded", "trusted", "expected"),
     [
         pytest.param("192.0.2.1", [], frozenset(), "192.0.2.1", id="direct"),
-        pytest.param("192.0.2.1", ["198.51.100.7"], frozenset(), "192.0.2.1", id="untrusted-peer-header-ignored"),
-        pytest.param("127.0.0.1", ["198.51.100.7"], frozenset({"127.0.0.1"}), "198.51.100.7", id="proxy"),
-        pytest.param("127.0.0.1", ["10.0.0.1, 198.51.100.7"], frozenset({"127.0.0.1"}), "198.51.100.7", id="last-hop"),
+        pytest.param(
+            "192.0.2.1",
+            ["198.51.100.7"],
+            frozenset(),
+            "192.0.2.1",
+            id="untrusted-peer-header-ignored",
+        ),
+        pytest.param(
+            "127.0.0.1", ["198.51.100.7"], frozenset({"127.0.0.1"}), "198.51.100.7", id="proxy"
+        ),
+        pytest.param(
+            "127.0.0.1",
+            ["10.0.0.1, 198.51.100.7"],
+            frozenset({"127.0.0.1"}),
+            "198.51.100.7",
+            id="last-hop",
+        ),
         pytest.param("127.0.0.1", ["junk"], frozenset({"127.0.0.1"}), "127.0.0.1", id="proxy-junk"),
         pytest.param("127.0.0.1", [], frozenset({"127.0.0.1"}), "127.0.0.1", id="proxy-no-header"),
     ],
 )
-def test_source_address(peer: str, forwarded: list[str], trusted: frozenset[str], expected: str) -> None:
+def test_source_address(
+    peer: str, forwarded: list[str], trusted: frozenset[str], expected: str
+) -> None:
     headers = [(b"x-forwarded-for", value.encode()) for value in forwarded]
     assert source_address(peer, headers, trusted) == expected
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("127.0.0.1:8443", ("127.0.0.1", 8443)), ("[::1]:0", ("::1", 0)), ("localhost:80", ("localhost", 80))],
+    [
+        ("127.0.0.1:8443", ("127.0.0.1", 8443)),
+        ("[::1]:0", ("::1", 0)),
+        ("localhost:80", ("localhost", 80)),
+    ],
 )
 def test_parse_listen(text: str, expected: tuple[str, int]) -> None:
     assert parse_listen(text) == expected
@@ -219,7 +273,9 @@ def client_context(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @asynccontextmanager
-async def running(tmp_path: Path, ca: trustme.CA | None = None, **changes: Any) -> AsyncIterator[Server]:
+async def running(
+    tmp_path: Path, ca: trustme.CA | None = None, **changes: Any
+) -> AsyncIterator[Server]:
     settings = ServeSettings(allowed_domains=ALLOWED, **changes)
     database = tmp_path / "reports.sqlite"
     events: list[ServeEvent] = []
@@ -227,7 +283,10 @@ async def running(tmp_path: Path, ca: trustme.CA | None = None, **changes: Any) 
     receiver = Receiver(settings, StoreWriter(database, lambda: NOW), events.append, tls)
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     server = Server(
-        listeners[0].socket.getsockname()[1], database, trio.Event(), events,
+        listeners[0].socket.getsockname()[1],
+        database,
+        trio.Event(),
+        events,
         client_context(ca) if ca is not None else None,
     )
 
@@ -256,10 +315,18 @@ async def connect(server: Server) -> trio.abc.Stream:
 
 
 def request_bytes(
-    connection: h11.Connection, body: bytes, *, content_type: str | None = GZIP, method: str = "POST",
-    length: int | None = None, extra: list[tuple[str, str]] | None = None,
+    connection: h11.Connection,
+    body: bytes,
+    *,
+    content_type: str | None = GZIP,
+    method: str = "POST",
+    length: int | None = None,
+    extra: list[tuple[str, str]] | None = None,
 ) -> bytes:
-    headers = [("host", "tlsrpt.company-y.example"), ("content-length", str(len(body) if length is None else length))]
+    headers = [
+        ("host", "tlsrpt.company-y.example"),
+        ("content-length", str(len(body) if length is None else length)),
+    ]
     if content_type is not None:
         headers.append(("content-type", content_type))
     headers += extra or []
@@ -289,7 +356,9 @@ async def post(server: Server, body: bytes, **options: Any) -> Answer:
         connection = h11.Connection(h11.CLIENT)
         data = request_bytes(connection, body, **options)
         if options.get("length") is None:
-            data += (connection.send(h11.Data(data=body)) or b"") + (connection.send(h11.EndOfMessage()) or b"")
+            data += (connection.send(h11.Data(data=body)) or b"") + (
+                connection.send(h11.EndOfMessage()) or b""
+            )
         await stream.send_all(data)
         return await read_answer(stream, connection)
 
@@ -301,8 +370,12 @@ def stored(database: Path) -> int:
         return len(store.reports())
 
 
-async def test_https_post_is_stored_and_counts_for_readiness(tmp_path: Path, ca: trustme.CA) -> None:
-    async with running(tmp_path, ca, destinations=frozenset({"https://tlsrpt.company-y.example/v1/tlsrpt"})) as server:
+async def test_https_post_is_stored_and_counts_for_readiness(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    async with running(
+        tmp_path, ca, destinations=frozenset({"https://tlsrpt.company-y.example/v1/tlsrpt"})
+    ) as server:
         answer = await post(server, report_bytes(report_dict()))
         assert answer.status == 200, answer.body
         assert answer.headers["connection"] == "close"
@@ -316,7 +389,9 @@ async def test_https_post_is_stored_and_counts_for_readiness(tmp_path: Path, ca:
     assert authenticity.method is AuthMethod.HTTPS_RECEIVER
     assert not authenticity.verified  # no DKIM: not "verified", but counted below
     assert reports.reports[0].origin == "https POST from 127.0.0.1"
-    evidence = received_evidence(reports, POLICY_DOMAIN, NOW, rua=("https://tlsrpt.company-y.example/v1/tlsrpt",))
+    evidence = received_evidence(
+        reports, POLICY_DOMAIN, NOW, rua=("https://tlsrpt.company-y.example/v1/tlsrpt",)
+    )
     assert evidence.reports == 1
     assert evidence.unverified_reports == 0
     assert evidence.blockers  # 303 failed of 5629: the report's numbers count
@@ -333,7 +408,9 @@ async def test_https_reports_without_the_receiver_still_need_the_flag(tmp_path: 
     assert isinstance(parsed, ParsedReport)
     with ReportStore.open(tmp_path / "r.sqlite") as store:
         store.add(parsed, Provenance(NOT_EMAIL, "file"), NOW)
-    evidence = received_evidence(load_domain_reports(tmp_path / "r.sqlite", POLICY_DOMAIN), POLICY_DOMAIN, NOW)
+    evidence = received_evidence(
+        load_domain_reports(tmp_path / "r.sqlite", POLICY_DOMAIN), POLICY_DOMAIN, NOW
+    )
     assert (evidence.reports, evidence.unverified_reports) == (0, 1)
 
 
@@ -363,11 +440,23 @@ async def test_bad_requests_get_4xx_with_a_reason(
     [
         pytest.param(bomb(50 * 1024 * 1024), 413, "inflates to more than", id="gzip-bomb"),
         pytest.param(b"\x1f\x8b" + os.urandom(100 * 1024), 413, "at most", id="body-too-large"),
-        pytest.param(report_bytes(report_dict(domain="other.example")), 403, "other.example", id="foreign-domain"),
-        pytest.param(report_bytes({"organization-name": "<b>x</b>"}), 400, "not an RFC 8460 report", id="bad-report"),
+        pytest.param(
+            report_bytes(report_dict(domain="other.example")),
+            403,
+            "other.example",
+            id="foreign-domain",
+        ),
+        pytest.param(
+            report_bytes({"organization-name": "<b>x</b>"}),
+            400,
+            "not an RFC 8460 report",
+            id="bad-report",
+        ),
     ],
 )
-async def test_bad_bodies_are_refused_and_nothing_is_stored(tmp_path: Path, body: bytes, status: int, words: str) -> None:
+async def test_bad_bodies_are_refused_and_nothing_is_stored(
+    tmp_path: Path, body: bytes, status: int, words: str
+) -> None:
     async with running(tmp_path, limits=SMALL) as server:
         answer = await post(server, body)
         good = await post(server, report_bytes(report_dict()))  # the failing twin: still served
@@ -381,7 +470,9 @@ async def test_concurrent_posts_are_all_stored(tmp_path: Path, ca: trustme.CA) -
     answers: list[Answer] = []
     async with running(tmp_path, ca) as server, trio.open_nursery() as nursery:
         for number in range(24):
-            body = report_bytes(clean_report(report_id=f"r{number}", organization=f"Org {number % 4}"))
+            body = report_bytes(
+                clean_report(report_id=f"r{number}", organization=f"Org {number % 4}")
+            )
 
             async def send(body: bytes = body) -> None:
                 answers.append(await post(server, body))
@@ -393,10 +484,14 @@ async def test_concurrent_posts_are_all_stored(tmp_path: Path, ca: trustme.CA) -
 
 async def test_rate_limit_per_source(tmp_path: Path) -> None:
     async with running(tmp_path, rate=0.01, burst=2) as server:
-        first = [await post(server, report_bytes(clean_report(report_id=f"r{n}"))) for n in range(2)]
+        first = [
+            await post(server, report_bytes(clean_report(report_id=f"r{n}"))) for n in range(2)
+        ]
         third = await post(server, report_bytes(clean_report(report_id="r3")))
         forwarded = await post(
-            server, report_bytes(clean_report(report_id="r4")), extra=[("x-forwarded-for", "198.51.100.7")]
+            server,
+            report_bytes(clean_report(report_id="r4")),
+            extra=[("x-forwarded-for", "198.51.100.7")],
         )
     assert [answer.status for answer in first] == [200, 200]
     assert third.status == 429
@@ -406,9 +501,15 @@ async def test_rate_limit_per_source(tmp_path: Path) -> None:
 
 
 async def test_rate_limit_behind_a_trusted_proxy(tmp_path: Path) -> None:
-    async with running(tmp_path, rate=0.01, burst=1, trusted_proxies=frozenset({"127.0.0.1"})) as server:
+    async with running(
+        tmp_path, rate=0.01, burst=1, trusted_proxies=frozenset({"127.0.0.1"})
+    ) as server:
         answers = [
-            await post(server, report_bytes(clean_report(report_id=f"r{n}")), extra=[("x-forwarded-for", client)])
+            await post(
+                server,
+                report_bytes(clean_report(report_id=f"r{n}")),
+                extra=[("x-forwarded-for", client)],
+            )
             for n, client in enumerate(["198.51.100.1", "198.51.100.2", "198.51.100.1"])
         ]
     assert [answer.status for answer in answers] == [200, 200, 429]
@@ -479,16 +580,34 @@ def command(*args: str) -> list[str]:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        pytest.param(["--listen", "0.0.0.0:0", "--domain", POLICY_DOMAIN], "plain HTTP only on a loopback", id="plain-not-loopback"),
-        pytest.param(["--listen", "127.0.0.1", "--domain", POLICY_DOMAIN], "HOST:PORT", id="no-port"),
-        pytest.param(["--listen", "127.0.0.1:0", "--domain", POLICY_DOMAIN, "--tls-cert", "x.pem"], "both", id="cert-without-key"),
-        pytest.param(["--listen", "127.0.0.1:0", "--domain", POLICY_DOMAIN, "--trusted-proxy", "proxy"], "not an IP", id="proxy-name"),
+        pytest.param(
+            ["--listen", "0.0.0.0:0", "--domain", POLICY_DOMAIN],
+            "plain HTTP only on a loopback",
+            id="plain-not-loopback",
+        ),
+        pytest.param(
+            ["--listen", "127.0.0.1", "--domain", POLICY_DOMAIN], "HOST:PORT", id="no-port"
+        ),
+        pytest.param(
+            ["--listen", "127.0.0.1:0", "--domain", POLICY_DOMAIN, "--tls-cert", "x.pem"],
+            "both",
+            id="cert-without-key",
+        ),
+        pytest.param(
+            ["--listen", "127.0.0.1:0", "--domain", POLICY_DOMAIN, "--trusted-proxy", "proxy"],
+            "not an IP",
+            id="proxy-name",
+        ),
     ],
 )
 def test_usage_errors(tmp_path: Path, args: list[str], words: str) -> None:
     done = subprocess.run(
-        command(*args, "--db", str(tmp_path / "r.sqlite")), capture_output=True, text=True, check=False,
-        timeout=60, env={**os.environ, "COLUMNS": "300"},
+        command(*args, "--db", str(tmp_path / "r.sqlite")),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "300"},
     )
     assert done.returncode == 2
     assert words in done.stderr
@@ -499,9 +618,22 @@ async def test_command_serves_https_and_stops_on_sigterm(tmp_path: Path, ca: tru
     ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
     database = tmp_path / "r.sqlite"
     process = await trio.lowlevel.open_process(
-        command("--listen", "127.0.0.1:0", "--domain", POLICY_DOMAIN, "--tls-cert", str(pem), "--tls-key", str(pem),
-                "--db", str(database), "--keep-days", "3650"),
-        stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "300"},
+        command(
+            "--listen",
+            "127.0.0.1:0",
+            "--domain",
+            POLICY_DOMAIN,
+            "--tls-cert",
+            str(pem),
+            "--tls-key",
+            str(pem),
+            "--db",
+            str(database),
+            "--keep-days",
+            "3650",
+        ),
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "300"},
     )
     assert process.stderr is not None
     output = b""
@@ -513,7 +645,9 @@ async def test_command_serves_https_and_stops_on_sigterm(tmp_path: Path, ca: tru
                 output += chunk
         port = int(output.split(b"https://127.0.0.1:")[1].split(b"/")[0])
         server = Server(port, database, trio.Event(), [], client_context(ca))
-        answer = await post(server, report_bytes(report_dict(organization="<img src=x onerror=alert(1)>")))
+        answer = await post(
+            server, report_bytes(report_dict(organization="<img src=x onerror=alert(1)>"))
+        )
         assert answer.status == 200, answer.body
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(10):

@@ -22,7 +22,9 @@ from scanner.received.store import (
 )
 
 NOW = datetime(2026, 4, 3, 12, 0, tzinfo=UTC)
-PASS = Authenticity(AuthStatus.PASS, AuthMethod.DKIM, "d=reporter.example: signature verified", "reporter.example")
+PASS = Authenticity(
+    AuthStatus.PASS, AuthMethod.DKIM, "d=reporter.example: signature verified", "reporter.example"
+)
 
 
 def parsed(**kwargs: object) -> ParsedReport:
@@ -31,8 +33,12 @@ def parsed(**kwargs: object) -> ParsedReport:
     return outcome
 
 
-def provenance(auth: Authenticity = NOT_EMAIL, origin: str = "test", destinations: frozenset[str] = frozenset()) -> Provenance:
-    return Provenance(auth, origin, submitter="reporter.example", message_id="<m@x>", destinations=destinations)
+def provenance(
+    auth: Authenticity = NOT_EMAIL, origin: str = "test", destinations: frozenset[str] = frozenset()
+) -> Provenance:
+    return Provenance(
+        auth, origin, submitter="reporter.example", message_id="<m@x>", destinations=destinations
+    )
 
 
 @pytest.fixture
@@ -59,7 +65,9 @@ def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
     path = tmp_path / "new" / "db.sqlite"
     ReportStore.open(path).close()
     connection = sqlite3.connect(path)
-    assert connection.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    assert connection.execute("SELECT version FROM schema_version").fetchall() == [
+        (SCHEMA_VERSION,)
+    ]
     connection.close()
     ReportStore.open(path).close()  # opening again changes nothing
     assert table_counts(path)["reports"] == 0
@@ -78,7 +86,9 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     connection.execute("UPDATE schema_version SET version = 99")
     connection.commit()
     connection.close()
-    with pytest.raises(DatabaseError, match="schema version 99; this scanner knows versions up to 1"):
+    with pytest.raises(
+        DatabaseError, match="schema version 99; this scanner knows versions up to 1"
+    ):
         ReportStore.open(path)
 
 
@@ -103,7 +113,10 @@ def test_migrations_run_in_order_once_each(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     with ReportStore.open(path) as store:
         store.add(parsed(), provenance(), NOW)
-    later = (*MIGRATIONS, ("ALTER TABLE reports ADD COLUMN comment TEXT", "CREATE TABLE extra (x INTEGER)"))
+    later = (
+        *MIGRATIONS,
+        ("ALTER TABLE reports ADD COLUMN comment TEXT", "CREATE TABLE extra (x INTEGER)"),
+    )
     with ReportStore.open(path, migrations=later) as store:
         assert len(store.reports()) == 1
     with ReportStore.open(path, migrations=later):
@@ -121,7 +134,9 @@ def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None
         ReportStore.open(path, migrations=broken)
     connection = sqlite3.connect(path)
     assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
-    assert connection.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchall() == []
+    assert (
+        connection.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchall() == []
+    )
     connection.close()
 
 
@@ -136,9 +151,17 @@ def test_migrate_on_a_bare_connection() -> None:
 
 def test_a_report_is_stored_whole_and_read_back(store: ReportStore) -> None:
     report = parsed()
-    outcome = store.add(report, provenance(PASS, destinations=frozenset({"mailto:tlsrpt@company-y.example"})), NOW)
+    outcome = store.add(
+        report, provenance(PASS, destinations=frozenset({"mailto:tlsrpt@company-y.example"})), NOW
+    )
     assert outcome.result is AddResult.IMPORTED
-    assert table_counts(store.path) == {"reports": 1, "policies": 1, "failure_details": 3, "destinations": 1, "conflicts": 0}
+    assert table_counts(store.path) == {
+        "reports": 1,
+        "policies": 1,
+        "failure_details": 3,
+        "destinations": 1,
+        "conflicts": 0,
+    }
     (stored,) = store.reports()
     assert stored.report == report.report
     assert stored.content_hash == report.content_hash
@@ -181,7 +204,9 @@ def test_a_verified_copy_upgrades_an_unverified_duplicate(store: ReportStore) ->
     (stored,) = store.reports()
     assert stored.verified
     assert stored.origin == "mail"
-    assert store.add(parsed(), provenance(NOT_EMAIL), NOW).result is AddResult.DUPLICATE  # never downgraded
+    assert (
+        store.add(parsed(), provenance(NOT_EMAIL), NOW).result is AddResult.DUPLICATE
+    )  # never downgraded
     assert store.reports()[0].verified
 
 
@@ -195,7 +220,9 @@ def test_same_key_other_content_is_kept_once_and_flagged(store: ReportStore) -> 
     (stored,) = store.reports()
     assert stored.content_hash == first.content_hash
     assert stored.conflicting_copies == 1
-    assert store.add(second, provenance(), NOW).result is AddResult.DUPLICATE  # the same conflict again
+    assert (
+        store.add(second, provenance(), NOW).result is AddResult.DUPLICATE
+    )  # the same conflict again
     assert table_counts(store.path)["conflicts"] == 1
 
 
@@ -228,7 +255,13 @@ def test_a_failure_midway_leaves_no_half_report(tmp_path: Path) -> None:
     failing = FailingStore(connection, path)
     with pytest.raises(sqlite3.OperationalError):
         failing.add(parsed(), provenance(), NOW)
-    assert table_counts(path) == {"reports": 0, "policies": 0, "failure_details": 0, "destinations": 0, "conflicts": 0}
+    assert table_counts(path) == {
+        "reports": 0,
+        "policies": 0,
+        "failure_details": 0,
+        "destinations": 0,
+        "conflicts": 0,
+    }
     with ReportStore.open(path) as store:  # and the file is fine for the next writer
         assert store.add(parsed(), provenance(), NOW).result is AddResult.IMPORTED
     connection.close()

@@ -16,7 +16,9 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
 
 def manifest() -> dict[str, Any]:
-    documents = list(yaml.safe_load_all((DEPLOY / "kubernetes-job.yaml").read_text(encoding="utf-8")))
+    documents = list(
+        yaml.safe_load_all((DEPLOY / "kubernetes-job.yaml").read_text(encoding="utf-8"))
+    )
     assert len(documents) == 1
     document: dict[str, Any] = documents[0]
     return document
@@ -64,7 +66,9 @@ def test_the_manifest_runs_the_command_the_readme_names() -> None:
 def test_every_pod_index_gets_its_own_shard() -> None:
     completions = manifest()["spec"]["completions"]
     text = option(container()["args"], "--shard")
-    shards = {Shard.parse(text, {"JOB_COMPLETION_INDEX": str(index)}) for index in range(completions)}
+    shards = {
+        Shard.parse(text, {"JOB_COMPLETION_INDEX": str(index)}) for index in range(completions)
+    }
     assert shards == {Shard(index, completions) for index in range(completions)}
 
 
@@ -72,7 +76,9 @@ def test_the_slurm_script_runs_a_dense_array_with_auto_shards() -> None:
     text = (DEPLOY / "slurm-array.sh").read_text(encoding="utf-8")
     assert text.startswith("#!/bin/bash\n")
     assert re.search(r"^#SBATCH --array=\d+-\d+(:\d+)?$", text, re.MULTILINE)
-    command = re.search(r"^scanner scan .*?(?<!\\)$", text.replace("\\\n", " "), re.MULTILINE | re.DOTALL)
+    command = re.search(
+        r"^scanner scan .*?(?<!\\)$", text.replace("\\\n", " "), re.MULTILINE | re.DOTALL
+    )
     assert command is not None
     args = shlex.split(command.group(0))
     assert option(args, "--shard") == "auto"

@@ -22,7 +22,12 @@ from scanner.research.metadata import metadata_path, read_metadata, write_metada
 Record = dict[str, Any]
 Mutation = Callable[[Record], None]
 
-POLICY = {"version": "STSv1", "mode": "testing", "mx": ["mx1.example.com", "mx2.example.com"], "max_age": 604800}
+POLICY = {
+    "version": "STSv1",
+    "mode": "testing",
+    "mx": ["mx1.example.com", "mx2.example.com"],
+    "max_age": 604800,
+}
 
 
 def certificate(not_after: str = "2027-06-01T00:00:00Z", sha256: str = "aa" * 32) -> dict[str, Any]:
@@ -72,8 +77,20 @@ def base() -> Record:
         "tlsrpt": {"record": None, "rua": [], "error": "no v=TLSRPTv1 record"},
         "mx_lookup": {"status": "answer", "null_mx": False, "implicit": False, "detail": None},
         "mx": [
-            {"hostname": "mx1.example.com", "preference": 10, "source": "dns", "in_policy": True, "addresses": [address("192.0.2.1")]},
-            {"hostname": "mx2.example.com", "preference": 20, "source": "dns", "in_policy": True, "addresses": [address("192.0.2.2")]},
+            {
+                "hostname": "mx1.example.com",
+                "preference": 10,
+                "source": "dns",
+                "in_policy": True,
+                "addresses": [address("192.0.2.1")],
+            },
+            {
+                "hostname": "mx2.example.com",
+                "preference": 20,
+                "source": "dns",
+                "in_policy": True,
+                "addresses": [address("192.0.2.2")],
+            },
         ],
         "indicators": [],
         "enforce_ready": True,
@@ -150,15 +167,31 @@ def expired_mx1(r: Record) -> None:
     mx1 = r["mx"][0]["addresses"][0]
     mx1["result_types"] = ["certificate-expired"]
     mx1["certificate"] = certificate(not_after="2026-11-01T00:00:00Z")
-    r["indicators"] = [{"code": "certificate-expired", "mx": "mx1.example.com", "ip": "192.0.2.1", "detail": "expired"}]
+    r["indicators"] = [
+        {
+            "code": "certificate-expired",
+            "mx": "mx1.example.com",
+            "ip": "192.0.2.1",
+            "detail": "expired",
+        }
+    ]
 
 
 def expiring_mx1(r: Record) -> None:
-    r["mx"][0]["addresses"][0]["certificate"] = certificate(not_after="2026-12-05T00:00:00Z", sha256="bb" * 32)
+    r["mx"][0]["addresses"][0]["certificate"] = certificate(
+        not_after="2026-12-05T00:00:00Z", sha256="bb" * 32
+    )
 
 
 def mx1_not_testable(r: Record) -> None:
-    r["mx"][0]["addresses"][0] = address("192.0.2.1", status="not-testable", reason="timeout:greeting", starttls=None, tls=None, certificate=None)
+    r["mx"][0]["addresses"][0] = address(
+        "192.0.2.1",
+        status="not-testable",
+        reason="timeout:greeting",
+        starttls=None,
+        tls=None,
+        certificate=None,
+    )
 
 
 def scan_error(r: Record) -> None:
@@ -175,18 +208,40 @@ def apply(*mutations: Mutation) -> Record:
 
 
 W, B, N = Direction.WORSE, Direction.BETTER, Direction.NEUTRAL
-CASES: list[tuple[str, tuple[Mutation, ...], tuple[Mutation, ...], set[tuple[ChangeKind, Direction]]]] = [
+CASES: list[
+    tuple[str, tuple[Mutation, ...], tuple[Mutation, ...], set[tuple[ChangeKind, Direction]]]
+] = [
     ("unchanged", (), (), set()),
     ("adopted", (no_record,), (), {(ChangeKind.MTA_STS_ADOPTED, B)}),
     ("dropped", (), (no_record,), {(ChangeKind.MTA_STS_DROPPED, W)}),
     ("policy-broken", (), (fetch_error,), {(ChangeKind.POLICY_BROKEN, W)}),
     ("policy-repaired", (fetch_error,), (), {(ChangeKind.POLICY_REPAIRED, B)}),
-    ("mode-down-same-id", (mode("enforce"),), (), {(ChangeKind.MODE_CHANGED, W), (ChangeKind.STALE_POLICY_ID, W)}),
-    ("mode-up-new-id", (), (mode("enforce"), new_id), {(ChangeKind.MODE_CHANGED, B), (ChangeKind.POLICY_CHANGED, N)}),
+    (
+        "mode-down-same-id",
+        (mode("enforce"),),
+        (),
+        {(ChangeKind.MODE_CHANGED, W), (ChangeKind.STALE_POLICY_ID, W)},
+    ),
+    (
+        "mode-up-new-id",
+        (),
+        (mode("enforce"), new_id),
+        {(ChangeKind.MODE_CHANGED, B), (ChangeKind.POLICY_CHANGED, N)},
+    ),
     ("max-age-same-id", (), (max_age(86400),), {(ChangeKind.STALE_POLICY_ID, W)}),
     ("max-age-new-id", (), (max_age(86400), new_id), {(ChangeKind.POLICY_CHANGED, N)}),
-    ("mx-pattern-same-id", (), (patterns("mx1.example.com", "*.example.com"),), {(ChangeKind.STALE_POLICY_ID, W)}),
-    ("patterns-reordered-and-cased", (), (patterns("MX2.example.com", "mx1.example.com", "mx1.example.com"),), set()),
+    (
+        "mx-pattern-same-id",
+        (),
+        (patterns("mx1.example.com", "*.example.com"),),
+        {(ChangeKind.STALE_POLICY_ID, W)},
+    ),
+    (
+        "patterns-reordered-and-cased",
+        (),
+        (patterns("MX2.example.com", "mx1.example.com", "mx1.example.com"),),
+        set(),
+    ),
     ("line-endings", (), (crlf_text,), set()),
     ("id-only", (), (new_id,), set()),
     ("mx-added-not-covered", (), (add_mx(False),), {(ChangeKind.MX_NOT_COVERED, W)}),
@@ -213,7 +268,10 @@ CASES: list[tuple[str, tuple[Mutation, ...], tuple[Mutation, ...], set[tuple[Cha
 
 @pytest.mark.parametrize(("name", "old", "new", "expected"), CASES, ids=[case[0] for case in CASES])
 def test_change_kinds(
-    name: str, old: tuple[Mutation, ...], new: tuple[Mutation, ...], expected: set[tuple[ChangeKind, Direction]]
+    name: str,
+    old: tuple[Mutation, ...],
+    new: tuple[Mutation, ...],
+    expected: set[tuple[ChangeKind, Direction]],
 ) -> None:
     before = snapshot(scan_line(apply(*old), 2))
     after = snapshot(scan_line(apply(*new), 2))
@@ -226,7 +284,9 @@ def test_change_kinds(
 
 
 def test_stale_id_names_what_changed_and_the_rule() -> None:
-    changes = domain_changes(snapshot(scan_line(base(), 2)), snapshot(scan_line(apply(max_age(86400)), 2)))
+    changes = domain_changes(
+        snapshot(scan_line(base(), 2)), snapshot(scan_line(apply(max_age(86400)), 2))
+    )
     (stale,) = changes
     assert "max_age 604800 → 86400" in stale.detail
     assert "RFC 8461 §3.1" in stale.detail
@@ -234,7 +294,9 @@ def test_stale_id_names_what_changed_and_the_rule() -> None:
 
 
 def test_session_changes_name_the_mx_and_address() -> None:
-    changes = domain_changes(snapshot(scan_line(base(), 2)), snapshot(scan_line(apply(expired_mx1), 2)))
+    changes = domain_changes(
+        snapshot(scan_line(base(), 2)), snapshot(scan_line(apply(expired_mx1), 2))
+    )
     assert {(c.mx, c.ip) for c in changes} == {("mx1.example.com", "192.0.2.1")}
 
 
@@ -282,8 +344,22 @@ async def scan(world_text: str, workdir: Path, out: Path, vantage: str) -> None:
     async with open_lab(world, workdir) as lab:
         done = await trio.run_process(
             [
-                sys.executable, "-m", "scanner", "scan", *world.domain_names, "bad..example", "--out", str(out),
-                "--timeout", "1", "--greeting-timeout", "1", "--no-progress", "--vantage", vantage, *lab.scanner_args(),
+                sys.executable,
+                "-m",
+                "scanner",
+                "scan",
+                *world.domain_names,
+                "bad..example",
+                "--out",
+                str(out),
+                "--timeout",
+                "1",
+                "--greeting-timeout",
+                "1",
+                "--no-progress",
+                "--vantage",
+                vantage,
+                *lab.scanner_args(),
             ],
             capture_stdout=True,
             capture_stderr=True,
@@ -299,8 +375,12 @@ def two_scans(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     old, new = workdir / "old.jsonl", workdir / "new.jsonl"
 
     async def both() -> None:
-        await scan(WORLD.format(mode="testing", certificate="good"), workdir / "lab-old", old, "lab")
-        await scan(WORLD.format(mode="enforce", certificate="expired"), workdir / "lab-new", new, "lab")
+        await scan(
+            WORLD.format(mode="testing", certificate="good"), workdir / "lab-old", old, "lab"
+        )
+        await scan(
+            WORLD.format(mode="enforce", certificate="expired"), workdir / "lab-new", new, "lab"
+        )
 
     trio.run(both)
     return old, new
@@ -317,7 +397,9 @@ def test_diff_of_two_lab_scans(two_scans: tuple[Path, Path]) -> None:
     assert ("steady.example", "failure-new", "worse") in found
     assert ("steady.example", "indicator-new", "worse") in found
     assert document["worse"] >= 3
-    assert not any(c["domain"] == "bad..example" for c in document["changes"])  # an error line in both
+    assert not any(
+        c["domain"] == "bad..example" for c in document["changes"]
+    )  # an error line in both
     table = run_scanner("diff", str(old), str(new))
     assert table.returncode == 1
     assert "stale-policy-id" in table.stdout
@@ -330,7 +412,9 @@ def test_diff_of_a_scan_with_itself_exits_0(two_scans: tuple[Path, Path]) -> Non
     assert "0 worse" in done.stdout
 
 
-def test_diff_refuses_different_vantages_unless_forced(two_scans: tuple[Path, Path], tmp_path: Path) -> None:
+def test_diff_refuses_different_vantages_unless_forced(
+    two_scans: tuple[Path, Path], tmp_path: Path
+) -> None:
     old, new = two_scans
     elsewhere = tmp_path / "elsewhere.jsonl"
     elsewhere.write_bytes(new.read_bytes())
@@ -347,7 +431,9 @@ def test_diff_refuses_different_vantages_unless_forced(two_scans: tuple[Path, Pa
     assert "warning: vantage differs" in forced.stderr
 
 
-def test_diff_without_metadata_warns_and_compares(two_scans: tuple[Path, Path], tmp_path: Path) -> None:
+def test_diff_without_metadata_warns_and_compares(
+    two_scans: tuple[Path, Path], tmp_path: Path
+) -> None:
     old, new = two_scans
     bare = tmp_path / "bare.jsonl"
     bare.write_bytes(new.read_bytes() + b"not json\n")

@@ -22,46 +22,102 @@ def queries() -> list[str]:
 
 
 def session(ip: str, starttls: str | None, status: str = "tested") -> dict[str, Any]:
-    return {"ip": ip, "status": status, "reason": None, "starttls": starttls, "tls": None,
-            "certificate": None, "result_types": [], "transcript": []}
+    return {
+        "ip": ip,
+        "status": status,
+        "reason": None,
+        "starttls": starttls,
+        "tls": None,
+        "certificate": None,
+        "result_types": [],
+        "transcript": [],
+    }
 
 
-def line(domain: str, mode: str | None, sessions: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+def line(
+    domain: str, mode: str | None, sessions: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
     return {
         "schema_version": 1,
         "domain": domain,
         "scanned_at": "2026-11-28T04:00:00Z",
         "error": None,
-        "mta_sts": {"record": None, "id": None, "policy": {"mode": mode, "mx": ["mx.example"], "max_age": 1} if mode else None,
-                    "policy_text": None, "error": None},
+        "mta_sts": {
+            "record": None,
+            "id": None,
+            "policy": {"mode": mode, "mx": ["mx.example"], "max_age": 1} if mode else None,
+            "policy_text": None,
+            "error": None,
+        },
         "tlsrpt": {"record": None, "rua": [], "error": None},
-        "mx": [{"hostname": f"mx.{domain}", "preference": 10, "source": "dns", "in_policy": None, "addresses": sessions}],
-        "indicators": [], "enforce_ready": False, "blockers": [], "warnings": [], "report": None,
+        "mx": [
+            {
+                "hostname": f"mx.{domain}",
+                "preference": 10,
+                "source": "dns",
+                "in_policy": None,
+                "addresses": sessions,
+            }
+        ],
+        "indicators": [],
+        "enforce_ready": False,
+        "blockers": [],
+        "warnings": [],
+        "report": None,
         **extra,
     }
 
 
 def error_line(domain: str, version: int) -> dict[str, Any]:
-    return {**line(domain, None, []), "schema_version": version, "error": "timeout: the domain's scan exceeded 60 s", "mx": []}
+    return {
+        **line(domain, None, []),
+        "schema_version": version,
+        "error": "timeout: the domain's scan exceeded 60 s",
+        "mx": [],
+    }
 
 
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
     """An old file (version 1: no rank, no mx_lookup) and a newer one with fields added since."""
-    old = [line("a.example", "testing", [session("192.0.2.1", "offered")]), error_line("bad.example", 1)]
+    old = [
+        line("a.example", "testing", [session("192.0.2.1", "offered")]),
+        error_line("bad.example", 1),
+    ]
     newer = [
-        line("b.example", "enforce", [session("192.0.2.2", "offered"), session("192.0.2.3", "stripped")],
-             schema_version=2, rank=7, over_limit=[], mx_lookup={"status": "answer", "null_mx": False},
-             a_field_from_the_future={"nested": [1, 2]}),
-        line("c.example", None, [session("192.0.2.4", None, "not-testable")], schema_version=2, rank=9),
+        line(
+            "b.example",
+            "enforce",
+            [session("192.0.2.2", "offered"), session("192.0.2.3", "stripped")],
+            schema_version=2,
+            rank=7,
+            over_limit=[],
+            mx_lookup={"status": "answer", "null_mx": False},
+            a_field_from_the_future={"nested": [1, 2]},
+        ),
+        line(
+            "c.example",
+            None,
+            [session("192.0.2.4", None, "not-testable")],
+            schema_version=2,
+            rank=9,
+        ),
         error_line("slow.example", 2),
         # A version this reader does not know: left out by the schema_version test.
-        {"schema_version": 99, "domain": "future.example", "mta_sts": {"policy": {"mode": "enforce"}}},
+        {
+            "schema_version": 99,
+            "domain": "future.example",
+            "mta_sts": {"policy": {"mode": "enforce"}},
+        },
     ]
     directory = tmp_path / "results"
     directory.mkdir()
-    (directory / "old.jsonl").write_text("".join(json.dumps(x) + "\n" for x in old), encoding="utf-8")
-    (directory / "new.jsonl").write_text("".join(json.dumps(x) + "\n" for x in newer) + "not json\n", encoding="utf-8")
+    (directory / "old.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in old), encoding="utf-8"
+    )
+    (directory / "new.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in newer) + "not json\n", encoding="utf-8"
+    )
     return directory
 
 

@@ -65,7 +65,13 @@ def test_list_lines(line: str, input_format: InputFormat, expected: object) -> N
         ("5,", InputFormat.CSV, "no domain after the rank"),
         ("5,bad..name", InputFormat.AUTO, ""),
     ],
-    ids=["lines-keeps-comma", "csv-needs-rank", "rank-zero", "rank-without-domain", "ranked-invalid"],
+    ids=[
+        "lines-keeps-comma",
+        "csv-needs-rank",
+        "rank-zero",
+        "rank-without-domain",
+        "ranked-invalid",
+    ],
 )
 def test_list_lines_that_are_no_domain(line: str, input_format: InputFormat, reason: str) -> None:
     parsed = parse_list_line(line, input_format)
@@ -82,7 +88,10 @@ def test_lines_format_is_exactly_the_plain_parser(line: str) -> None:
     assert parse_list_line(line, InputFormat.LINES) == parse_input_line(line)
 
 
-@given(st.integers(min_value=1, max_value=999_999_999), st.from_regex(r"[a-z]{1,12}\.[a-z]{2,6}", fullmatch=True))
+@given(
+    st.integers(min_value=1, max_value=999_999_999),
+    st.from_regex(r"[a-z]{1,12}\.[a-z]{2,6}", fullmatch=True),
+)
 def test_every_ranked_line_keeps_its_rank(rank: int, domain: str) -> None:
     assert parse_list_line(f"{rank},{domain}", InputFormat.AUTO) == RankedInput(domain, rank)
 
@@ -121,7 +130,15 @@ def slurm(task: int, first: int, last: int, step: int, count: int) -> dict[str, 
         ("auto", slurm(4, 0, 6, 2, 4), Shard(2, 4)),  # --array=0-6:2
         ("2/5", {"JOB_COMPLETION_INDEX": "4"}, Shard(2, 5)),  # explicit K/N ignores the environment
     ],
-    ids=["k8s", "k8s-index-0", "slurm-from-0", "slurm-from-1", "slurm-count-agrees", "slurm-step", "explicit"],
+    ids=[
+        "k8s",
+        "k8s-index-0",
+        "slurm-from-0",
+        "slurm-from-1",
+        "slurm-count-agrees",
+        "slurm-step",
+        "explicit",
+    ],
 )
 def test_auto_shards(text: str, environ: dict[str, str], shard: Shard) -> None:
     assert Shard.parse(text, environ) == shard

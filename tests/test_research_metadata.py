@@ -83,7 +83,12 @@ def test_unusable_sidecars_are_errors(document: str, tmp_path: Path) -> None:
 
 
 def test_fields_of_odd_shapes_read_as_absent() -> None:
-    document = {**metadata_json(sample()), "input": "top-1m.csv", "runs": "many", "options": {"x": {"y": 1}}}
+    document = {
+        **metadata_json(sample()),
+        "input": "top-1m.csv",
+        "runs": "many",
+        "options": {"x": {"y": 1}},
+    }
     parsed = parse_metadata(document)
     assert parsed.input is None
     assert parsed.runs == ()
@@ -97,13 +102,33 @@ def test_fields_of_odd_shapes_read_as_absent() -> None:
         (Comparison.TIME_DIFF, sample(ehlo_name="other.example.org"), Severity.REFUSE, "EHLO name"),
         (Comparison.TIME_DIFF, sample(nameservers=("203.0.113.53",)), Severity.WARN, "resolver"),
         (Comparison.TIME_DIFF, sample(input=InputList("other.csv", None, None, "csv")), None, None),
-        (Comparison.STATS_OVER_TIME, sample(input=InputList("other.csv", None, None, "csv")), Severity.REFUSE, "input list"),
+        (
+            Comparison.STATS_OVER_TIME,
+            sample(input=InputList("other.csv", None, None, "csv")),
+            Severity.REFUSE,
+            "input list",
+        ),
         (Comparison.STATS_OVER_TIME, sample(vantage="us-1"), Severity.REFUSE, "vantage"),
         (Comparison.STATS_COMBINED, sample(vantage="us-1"), Severity.WARN, "vantage"),
-        (Comparison.STATS_COMBINED, sample(input=InputList("top-1m.csv", "2026-11-28", None, "csv")), Severity.WARN, "input list date"),
+        (
+            Comparison.STATS_COMBINED,
+            sample(input=InputList("top-1m.csv", "2026-11-28", None, "csv")),
+            Severity.WARN,
+            "input list date",
+        ),
         (Comparison.VANTAGE_DIFF, sample(vantage="us-1"), None, None),
-        (Comparison.VANTAGE_DIFF, sample(vantage="us-1", ehlo_name="x.example.org"), Severity.REFUSE, "EHLO name"),
-        (Comparison.STATS_OVER_TIME, sample(scanner_version="0.2.0"), Severity.WARN, "scanner version"),
+        (
+            Comparison.VANTAGE_DIFF,
+            sample(vantage="us-1", ehlo_name="x.example.org"),
+            Severity.REFUSE,
+            "EHLO name",
+        ),
+        (
+            Comparison.STATS_OVER_TIME,
+            sample(scanner_version="0.2.0"),
+            Severity.WARN,
+            "scanner version",
+        ),
         (Comparison.TIME_DIFF, sample(), None, None),
     ],
     ids=[
@@ -121,7 +146,9 @@ def test_fields_of_odd_shapes_read_as_absent() -> None:
         "identical",
     ],
 )
-def test_soundness_rules(comparison: Comparison, other: ScanMetadata, severity: Severity | None, what: str | None) -> None:
+def test_soundness_rules(
+    comparison: Comparison, other: ScanMetadata, severity: Severity | None, what: str | None
+) -> None:
     problems = comparison_problems(comparison, files(sample(), other))
     if severity is None:
         assert problems == []
@@ -137,7 +164,15 @@ def test_files_without_sidecar_are_compared_unchecked() -> None:
 
 @pytest.mark.parametrize(
     ("name", "ok"),
-    [("eu-1", True), ("k8s.eu_west-2", True), ("a" * 64, True), ("a" * 65, False), ("-x", False), ("<b>", False), ("", False)],
+    [
+        ("eu-1", True),
+        ("k8s.eu_west-2", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("-x", False),
+        ("<b>", False),
+        ("", False),
+    ],
 )
 def test_vantage_names(name: str, ok: bool) -> None:
     assert (vantage_problem(name) is None) is ok
@@ -148,7 +183,14 @@ def test_recorded_scan_writes_before_and_after_and_resume_appends(tmp_path: Path
     listing = tmp_path / "tranco.csv"
     listing.write_text("1,example.com\n", encoding="utf-8")
     network = network_options(ehlo_name="scanner.example.org", resolver=["192.0.2.53"])
-    times = iter([START, START + timedelta(hours=1), START + timedelta(days=1), START + timedelta(days=1, hours=1)])
+    times = iter(
+        [
+            START,
+            START + timedelta(hours=1),
+            START + timedelta(days=1),
+            START + timedelta(days=1, hours=1),
+        ]
+    )
 
     def record(resume: bool) -> None:
         with recorded_scan(
@@ -185,10 +227,21 @@ def test_recorded_scan_writes_before_and_after_and_resume_appends(tmp_path: Path
     assert [run.started_at for run in second.runs] == [START, START + timedelta(days=1)]
 
 
-def test_an_unwritable_sidecar_costs_a_warning_not_the_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unwritable_sidecar_costs_a_warning_not_the_scan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     results = tmp_path / "missing-dir" / "scan.jsonl"
     network = network_options(ehlo_name="scanner.example.org")
-    with recorded_scan(results, network, vantage=None, inputs=[], input_format=InputFormat.AUTO, shard=None, resume=False, addresses=tuple):
+    with recorded_scan(
+        results,
+        network,
+        vantage=None,
+        inputs=[],
+        input_format=InputFormat.AUTO,
+        shard=None,
+        resume=False,
+        addresses=tuple,
+    ):
         pass
     assert "scan metadata" in capsys.readouterr().err
 
@@ -210,7 +263,9 @@ def run_scan(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess
 
 
 def clean_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOB_COMPLETION_INDEX"))}
+    return {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOB_COMPLETION_INDEX"))
+    }
 
 
 @pytest.mark.parametrize(
@@ -218,14 +273,38 @@ def clean_environment() -> dict[str, str]:
     [
         (("--shard", "auto"), {}, "neither JOB_COMPLETION_INDEX"),
         (("--shard", "auto"), {"JOB_COMPLETION_INDEX": "2"}, "give --shard auto/N"),
-        (("--shard", "auto"), {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_MAX": "9", "SLURM_ARRAY_TASK_STEP": "1", "SLURM_ARRAY_TASK_COUNT": "3"}, "sparse"),
+        (
+            ("--shard", "auto"),
+            {
+                "SLURM_ARRAY_TASK_ID": "5",
+                "SLURM_ARRAY_TASK_MIN": "1",
+                "SLURM_ARRAY_TASK_MAX": "9",
+                "SLURM_ARRAY_TASK_STEP": "1",
+                "SLURM_ARRAY_TASK_COUNT": "3",
+            },
+            "sparse",
+        ),
         (("--vantage", "eu 1"), {}, "not a vantage name"),
         (("--input-format", "tsv"), {}, "tsv"),
     ],
-    ids=["auto-without-batch-system", "k8s-without-count", "slurm-sparse", "bad-vantage", "bad-format"],
+    ids=[
+        "auto-without-batch-system",
+        "k8s-without-count",
+        "slurm-sparse",
+        "bad-vantage",
+        "bad-format",
+    ],
 )
-def test_scan_usage_errors(args: tuple[str, ...], environ: dict[str, str], message: str, tmp_path: Path) -> None:
-    done = run_scan("example.com", "--out", str(tmp_path / "out.jsonl"), *args, environ={**clean_environment(), **environ})
+def test_scan_usage_errors(
+    args: tuple[str, ...], environ: dict[str, str], message: str, tmp_path: Path
+) -> None:
+    done = run_scan(
+        "example.com",
+        "--out",
+        str(tmp_path / "out.jsonl"),
+        *args,
+        environ={**clean_environment(), **environ},
+    )
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())
     assert not (tmp_path / "out.jsonl").exists()

@@ -99,7 +99,9 @@ def page(tmp_path: Path) -> Path:
         record("c.example", HOSTILE, 2_000, False),
         record(f"d.{MATH}", f"mx.{MATH}", 3, False),
     ]
-    results.write_text("".join(json.dumps(line) + "\n" for line in lines) + "not json\n", encoding="utf-8")
+    results.write_text(
+        "".join(json.dumps(line) + "\n" for line in lines) + "not json\n", encoding="utf-8"
+    )
     write_metadata(results, metadata(HOSTILE))
     older = tmp_path / "older.jsonl"
     shutil.copy(results, older)
@@ -118,7 +120,10 @@ def page(tmp_path: Path) -> Path:
 
 
 def chart_svgs(html: str) -> list[str]:
-    return [base64.b64decode(m).decode("utf-8") for m in re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)]
+    return [
+        base64.b64decode(m).decode("utf-8")
+        for m in re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
+    ]
 
 
 def test_page_is_offline_and_escapes_hostile_text(page: Path) -> None:
@@ -136,7 +141,14 @@ def test_page_is_offline_and_escapes_hostile_text(page: Path) -> None:
     joined = "".join(svgs)
     assert "&lt;img src=x onerror=alert(1)&gt;" in joined  # the label, drawn as text
     assert MATH in joined  # no mathtext: the dollar signs stay
-    for title in ("Adoption funnel", "Misconfigurations by kind", "By MX provider", "By rank bucket", "Over time", "Lines skipped"):
+    for title in (
+        "Adoption funnel",
+        "Misconfigurations by kind",
+        "By MX provider",
+        "By rank bucket",
+        "Over time",
+        "Lines skipped",
+    ):
         assert title in html
 
 
@@ -148,7 +160,9 @@ def chromium() -> str | None:
 def test_page_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     browser = chromium()
     if browser is None:
-        pytest.skip("chromium is not installed and could not be installed here (Debian: apt-get install chromium; .ci/run does it)")
+        pytest.skip(
+            "chromium is not installed and could not be installed here (Debian: apt-get install chromium; .ci/run does it)"
+        )
     command = [
         browser,
         "--headless",
@@ -161,7 +175,11 @@ def test_page_in_headless_chromium(page: Path, tmp_path: Path) -> None:
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
     dumped = subprocess.run(
-        [*command, "--dump-dom", page.as_uri()], capture_output=True, text=True, check=False, timeout=120
+        [*command, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert dumped.returncode == 0, dumped.stderr[-2000:]
     dom = dumped.stdout

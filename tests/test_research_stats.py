@@ -62,16 +62,29 @@ def run_scanner(*args: str, cwd: Path | None = None) -> subprocess.CompletedProc
     )
 
 
-async def scan_world(world: World, workdir: Path, out: Path, *extra: str, domains: list[str] | None = None) -> None:
+async def scan_world(
+    world: World, workdir: Path, out: Path, *extra: str, domains: list[str] | None = None
+) -> None:
     """Serve `world` and scan it with the real command (`--input` a Tranco-style CSV)."""
     names = domains if domains is not None else world.domain_names
     listing = workdir / "top-list.csv"
-    listing.write_text("".join(f"{rank},{name}\n" for rank, name in enumerate(names, 1)), encoding="utf-8")
+    listing.write_text(
+        "".join(f"{rank},{name}\n" for rank, name in enumerate(names, 1)), encoding="utf-8"
+    )
     async with open_lab(world, workdir / "lab") as lab:
         done = await trio.run_process(
             [
-                sys.executable, "-m", "scanner", "scan", "--input", str(listing), "--out", str(out),
-                *SCAN_OPTIONS, *lab.scanner_args(), *extra,
+                sys.executable,
+                "-m",
+                "scanner",
+                "scan",
+                "--input",
+                str(listing),
+                "--out",
+                str(out),
+                *SCAN_OPTIONS,
+                *lab.scanner_args(),
+                *extra,
             ],
             capture_stdout=True,
             capture_stderr=True,
@@ -90,20 +103,29 @@ def demo_scan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-FOREIGN = ['not json at all', '{"hello": "world"}', "[1, 2, 3]", '{"schema_version": 99, "domain": "future.example"}']
+FOREIGN = [
+    "not json at all",
+    '{"hello": "world"}',
+    "[1, 2, 3]",
+    '{"schema_version": 99, "domain": "future.example"}',
+]
 
 
 @pytest.fixture
 def mixed_file(demo_scan: Path, tmp_path: Path) -> Path:
     """The demo scan with foreign lines and an unknown schema version, and its sidecar."""
     target = tmp_path / "mixed.jsonl"
-    target.write_text(demo_scan.read_text(encoding="utf-8") + "\n".join(FOREIGN) + "\n", encoding="utf-8")
+    target.write_text(
+        demo_scan.read_text(encoding="utf-8") + "\n".join(FOREIGN) + "\n", encoding="utf-8"
+    )
     shutil.copy(metadata_path(demo_scan), metadata_path(target))
     return target
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 # ---------------------------------------------------------------- the lab scan itself
@@ -135,13 +157,19 @@ address = "127.0.5.21"
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_ranks_reach_the_line_in_one_process_and_across_workers(workers: str, tmp_path: Path) -> None:
+def test_ranks_reach_the_line_in_one_process_and_across_workers(
+    workers: str, tmp_path: Path
+) -> None:
     from scanner.lab import parse_world
 
     world = parse_world(SMALL_WORLD)
     out = tmp_path / "ranked.jsonl"
     names = ["two.example", "one.example", "bad..example"]
-    trio.run(lambda: scan_world(world, tmp_path, out, "--workers", workers, "--input-format", "csv", domains=names))
+    trio.run(
+        lambda: scan_world(
+            world, tmp_path, out, "--workers", workers, "--input-format", "csv", domains=names
+        )
+    )
     ranks = {line["domain"]: line["rank"] for line in read_jsonl(out)}
     assert ranks == {"two.example": 1, "one.example": 2, "bad..example": 3}
 
@@ -206,7 +234,9 @@ def test_stats_json_over_lab_results_with_foreign_lines(mixed_file: Path) -> Non
         ("tls-session", "plaintext-injection"),
     }
     assert expected <= kinds
-    assert all(row["kind"] != OTHER for row in taxonomy), [r for r in taxonomy if r["kind"] == OTHER]
+    assert all(row["kind"] != OTHER for row in taxonomy), [
+        r for r in taxonomy if r["kind"] == OTHER
+    ]
     for row in taxonomy:
         base = funnel[row["base"]]
         assert row["domains"] <= base
@@ -217,13 +247,32 @@ def test_stats_json_over_lab_results_with_foreign_lines(mixed_file: Path) -> Non
 
 def test_stats_tables_csv_and_html(mixed_file: Path, tmp_path: Path) -> None:
     done = run_scanner(
-        "stats", str(mixed_file), "--csv", str(tmp_path / "csv"), "--html", str(tmp_path / "page.html")
+        "stats",
+        str(mixed_file),
+        "--csv",
+        str(tmp_path / "csv"),
+        "--html",
+        str(tmp_path / "page.html"),
     )
     assert done.returncode == 0, done.stderr
-    for title in ("Adoption funnel", "Misconfigurations by kind", "By MX provider", "By rank bucket", "Lines skipped"):
+    for title in (
+        "Adoption funnel",
+        "Misconfigurations by kind",
+        "By MX provider",
+        "By rank bucket",
+        "Lines skipped",
+    ):
         assert title in done.stdout
     names = sorted(path.name for path in (tmp_path / "csv").iterdir())
-    assert names == ["beside.csv", "funnel.csv", "providers.csv", "ranks.csv", "skipped.csv", "taxonomy.csv", "tlds.csv"]
+    assert names == [
+        "beside.csv",
+        "funnel.csv",
+        "providers.csv",
+        "ranks.csv",
+        "skipped.csv",
+        "taxonomy.csv",
+        "tlds.csv",
+    ]
     with (tmp_path / "csv" / "funnel.csv").open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
     assert rows[0] == ["stage", "id", "domains", "of previous stage", "of all domains"]
@@ -261,7 +310,9 @@ def test_stats_over_time_gives_the_measures_per_scan_date(demo_scan: Path, tmp_p
     assert "Over time" in tables.stdout
 
 
-def test_stats_over_time_refuses_different_input_lists_unless_forced(demo_scan: Path, tmp_path: Path) -> None:
+def test_stats_over_time_refuses_different_input_lists_unless_forced(
+    demo_scan: Path, tmp_path: Path
+) -> None:
     metadata = read_metadata(demo_scan)
     assert metadata is not None
     assert metadata.input is not None
@@ -326,9 +377,20 @@ def test_stats_of_an_empty_file(tmp_path: Path) -> None:
         ("co.uk", "co.uk"),  # a suffix itself
         ("mx1.provider.example", "provider.example"),  # unknown TLD: its last label is the suffix
     ],
-    ids=["co.uk", "co.uk-apex", "com", "com.au", "com.au-case-dot", "private-section", "suffix", "unknown-tld"],
+    ids=[
+        "co.uk",
+        "co.uk-apex",
+        "com",
+        "com.au",
+        "com.au-case-dot",
+        "private-section",
+        "suffix",
+        "unknown-tld",
+    ],
 )
-def test_providers_are_registrable_domains_under_the_icann_section(hostname: str, provider: str) -> None:
+def test_providers_are_registrable_domains_under_the_icann_section(
+    hostname: str, provider: str
+) -> None:
     assert registrable_domain(hostname) == provider
 
 
@@ -370,9 +432,15 @@ def test_tld_is_the_last_label() -> None:
     [
         ("no _mta-sts TXT record (nxdomain)", "no-record"),
         ("no v=STSv1 record", "no-record"),
-        ("no v=STSv1 record ('v=STSv1 id=1' is not it: 'v=STSv1' must be followed by ';' and the fields)", "near-miss"),
+        (
+            "no v=STSv1 record ('v=STSv1 id=1' is not it: 'v=STSv1' must be followed by ';' and the fields)",
+            "near-miss",
+        ),
         ("2 v=STSv1 records; exactly one is required, so senders see no policy", "several-records"),
-        ("v=STSv1 record 'v=STSv1; id=a-b' is invalid: id 'a-b' must be 1 to 32 letters and digits", "invalid-id"),
+        (
+            "v=STSv1 record 'v=STSv1; id=a-b' is invalid: id 'a-b' must be 1 to 32 letters and digits",
+            "invalid-id",
+        ),
         ("v=STSv1 record 'v=STSv1;' has no id field", "missing-id"),
         ("_mta-sts TXT lookup failed (servfail: )", "lookup-failed"),
         ("something new", OTHER),
@@ -385,20 +453,65 @@ def test_record_error_kinds(detail: str, kind: str) -> None:
 @pytest.mark.parametrize(
     ("result_type", "detail", "problem"),
     [
-        ("sts-policy-fetch-error", "policy host mta-sts.x.example does not exist in DNS (NXDOMAIN); publish", ("fetch", "dns")),
-        ("sts-policy-fetch-error", "could not connect to policy host mta-sts.x.example port 443: 192.0.2.1: connection refused", ("fetch", "connect")),
-        ("sts-policy-fetch-error", "policy host mta-sts.x.example (192.0.2.1) answered HTTP 301 redirect to https://x/", ("fetch", "redirect")),
-        ("sts-policy-fetch-error", "policy host mta-sts.x.example (192.0.2.1) answered HTTP 404 Not Found for /.well-known/mta-sts.txt; only 200 is a policy", ("fetch", "http-status")),
-        ("sts-webpki-invalid", "policy host mta-sts.x.example (192.0.2.1): certificate expired on 2020-01-01 00:00:00Z (X509_V_ERR_CERT_HAS_EXPIRED)", ("fetch", "webpki:expired")),
-        ("sts-policy-invalid", "policy host mta-sts.x.example (192.0.2.1) served the policy as 'text/html', not text/plain; strict senders reject it", ("fetch", "content-type")),
-        ("sts-policy-invalid", "line 2 'mode: Enforce': mode must be enforce, testing or none (case-sensitive)", ("syntax", "mode")),
-        ("sts-policy-invalid", "line 4 'max_age: 99999999999': max_age must be 1 to 10 digits", ("syntax", "max-age")),
+        (
+            "sts-policy-fetch-error",
+            "policy host mta-sts.x.example does not exist in DNS (NXDOMAIN); publish",
+            ("fetch", "dns"),
+        ),
+        (
+            "sts-policy-fetch-error",
+            "could not connect to policy host mta-sts.x.example port 443: 192.0.2.1: connection refused",
+            ("fetch", "connect"),
+        ),
+        (
+            "sts-policy-fetch-error",
+            "policy host mta-sts.x.example (192.0.2.1) answered HTTP 301 redirect to https://x/",
+            ("fetch", "redirect"),
+        ),
+        (
+            "sts-policy-fetch-error",
+            "policy host mta-sts.x.example (192.0.2.1) answered HTTP 404 Not Found for /.well-known/mta-sts.txt; only 200 is a policy",
+            ("fetch", "http-status"),
+        ),
+        (
+            "sts-webpki-invalid",
+            "policy host mta-sts.x.example (192.0.2.1): certificate expired on 2020-01-01 00:00:00Z (X509_V_ERR_CERT_HAS_EXPIRED)",
+            ("fetch", "webpki:expired"),
+        ),
+        (
+            "sts-policy-invalid",
+            "policy host mta-sts.x.example (192.0.2.1) served the policy as 'text/html', not text/plain; strict senders reject it",
+            ("fetch", "content-type"),
+        ),
+        (
+            "sts-policy-invalid",
+            "line 2 'mode: Enforce': mode must be enforce, testing or none (case-sensitive)",
+            ("syntax", "mode"),
+        ),
+        (
+            "sts-policy-invalid",
+            "line 4 'max_age: 99999999999': max_age must be 1 to 10 digits",
+            ("syntax", "max-age"),
+        ),
         ("sts-policy-invalid", "the policy is empty", ("syntax", "empty")),
         (None, "no v=STSv1 record", None),
     ],
-    ids=["dns", "connect", "redirect", "status", "webpki", "content-type", "mode", "max-age", "empty", "none"],
+    ids=[
+        "dns",
+        "connect",
+        "redirect",
+        "status",
+        "webpki",
+        "content-type",
+        "mode",
+        "max-age",
+        "empty",
+        "none",
+    ],
 )
-def test_policy_problem_kinds(result_type: str | None, detail: str, problem: tuple[str, str] | None) -> None:
+def test_policy_problem_kinds(
+    result_type: str | None, detail: str, problem: tuple[str, str] | None
+) -> None:
     assert policy_problem(result_type, detail) == problem
 
 
@@ -437,7 +550,13 @@ DETAILS = st.sampled_from(
 )
 
 
-def host(name: str, preference: int | None = 10, source: str = "dns", addresses: list[dict[str, Any]] | None = None, in_policy: bool | None = True) -> dict[str, Any]:
+def host(
+    name: str,
+    preference: int | None = 10,
+    source: str = "dns",
+    addresses: list[dict[str, Any]] | None = None,
+    in_policy: bool | None = True,
+) -> dict[str, Any]:
     return {
         "hostname": name,
         "preference": preference,
@@ -480,32 +599,51 @@ addresses = st.lists(
             "status": st.sampled_from(["tested", "not-testable", "weird"]),
             "reason": st.sampled_from([None, "timeout:greeting", "busy:421 x"]),
             "starttls": st.sampled_from([None, "offered", "missing", "stripped", 3]),
-            "result_types": st.lists(st.sampled_from(["certificate-expired", "starttls-not-supported"]), max_size=2),
+            "result_types": st.lists(
+                st.sampled_from(["certificate-expired", "starttls-not-supported"]), max_size=2
+            ),
             "attempts": st.sampled_from([None, 1, 3]),
         }
     ),
     max_size=3,
 )
 records = st.builds(
-    lambda sts_record, policy, error_type, detail, null_mx, implicit, hosts, ready, tlsrpt: base_record(
-        mta_sts={
-            "record": sts_record,
-            "id": "1" if sts_record else None,
-            "policy": policy,
-            "error": {"result_type": error_type, "detail": detail} if error_type or detail else None,
-        },
-        mx_lookup={"null_mx": null_mx, "implicit": implicit},
-        mx=hosts,
-        enforce_ready=ready,
-        tlsrpt={"record": tlsrpt},
+    lambda sts_record, policy, error_type, detail, null_mx, implicit, hosts, ready, tlsrpt: (
+        base_record(
+            mta_sts={
+                "record": sts_record,
+                "id": "1" if sts_record else None,
+                "policy": policy,
+                "error": {"result_type": error_type, "detail": detail}
+                if error_type or detail
+                else None,
+            },
+            mx_lookup={"null_mx": null_mx, "implicit": implicit},
+            mx=hosts,
+            enforce_ready=ready,
+            tlsrpt={"record": tlsrpt},
+        )
     ),
     st.sampled_from([None, "v=STSv1; id=1", 7]),
-    st.one_of(st.none(), st.fixed_dictionaries({"mode": MODES, "mx": st.just(["mx.example"]), "max_age": st.integers(0, 10)})),
+    st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {"mode": MODES, "mx": st.just(["mx.example"]), "max_age": st.integers(0, 10)}
+        ),
+    ),
     RESULT_TYPES,
     DETAILS,
     st.booleans(),
     st.booleans(),
-    st.lists(st.builds(lambda a, s, p: host("mx.example", source=s, addresses=a, in_policy=p), addresses, st.sampled_from(["dns", "policy"]), st.sampled_from([None, True, False])), max_size=3),
+    st.lists(
+        st.builds(
+            lambda a, s, p: host("mx.example", source=s, addresses=a, in_policy=p),
+            addresses,
+            st.sampled_from(["dns", "policy"]),
+            st.sampled_from([None, True, False]),
+        ),
+        max_size=3,
+    ),
     st.booleans(),
     st.sampled_from([None, "v=TLSRPTv1; rua=mailto:x@example.com"]),
 )
@@ -534,7 +672,11 @@ def test_each_funnel_stage_is_at_most_the_one_before(lines: list[dict[str, Any]]
 
 def test_a_domain_reaches_enforce_ready_only_through_every_stage() -> None:
     ready_without_mx = base_record(
-        mta_sts={"record": "v=STSv1; id=1", "id": "1", "policy": {"mode": "enforce", "mx": [], "max_age": 1}},
+        mta_sts={
+            "record": "v=STSv1; id=1",
+            "id": "1",
+            "policy": {"mode": "enforce", "mx": [], "max_age": 1},
+        },
         enforce_ready=True,
     )
     statistics = adoption_statistics([ready_without_mx])
@@ -587,7 +729,11 @@ def test_dane_statuses_are_counted_beside_mta_sts() -> None:
         }  # fmt: skip
 
     statistics = adoption_statistics(
-        [line("a.example", ["pass", "fail"]), line("b.example", ["pass"]), line("c.example", ["unvalidated"])]
+        [
+            line("a.example", ["pass", "fail"]),
+            line("b.example", ["pass"]),
+            line("c.example", ["unvalidated"]),
+        ]
     )
     rows = {
         row["kind"]: row

@@ -56,8 +56,21 @@ async def scan(world_text: str, workdir: Path, out: Path, vantage: str) -> None:
     async with open_lab(world, workdir) as lab:
         done = await trio.run_process(
             [
-                sys.executable, "-m", "scanner", "scan", *world.domain_names, "--out", str(out),
-                "--timeout", "1", "--greeting-timeout", "1", "--no-progress", "--vantage", vantage, *lab.scanner_args(),
+                sys.executable,
+                "-m",
+                "scanner",
+                "scan",
+                *world.domain_names,
+                "--out",
+                str(out),
+                "--timeout",
+                "1",
+                "--greeting-timeout",
+                "1",
+                "--no-progress",
+                "--vantage",
+                vantage,
+                *lab.scanner_args(),
             ],
             capture_stdout=True,
             capture_stderr=True,
@@ -97,7 +110,9 @@ def run_scanner(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_difference_that_repeats_is_path_dependent(scans: dict[str, Path]) -> None:
-    done = run_scanner("diff", "--vantage", *(str(scans[n]) for n in ("a1", "b1", "a2", "b2")), "--json")
+    done = run_scanner(
+        "diff", "--vantage", *(str(scans[n]) for n in ("a1", "b1", "a2", "b2")), "--json"
+    )
     assert done.returncode == 1, done.stderr  # a path-dependent difference
     document = json.loads(done.stdout)
     assert document["vantages"] == {
@@ -111,7 +126,9 @@ def test_a_difference_that_repeats_is_path_dependent(scans: dict[str, Path]) -> 
     seen = {(o["vantage"], o["starttls"]) for o in difference["observations"]}
     assert seen == {("vantage-a", "offered"), ("vantage-b", "stripped")}
     assert len(difference["transcripts"]) == 4
-    assert all(any("STARTTLS" in line for line in t["transcript"]) for t in difference["transcripts"])
+    assert all(
+        any("STARTTLS" in line for line in t["transcript"]) for t in difference["transcripts"]
+    )
 
 
 def test_one_scan_per_vantage_only_differs_once(scans: dict[str, Path]) -> None:
@@ -129,7 +146,9 @@ def test_files_of_one_vantage_are_a_usage_error(scans: dict[str, Path]) -> None:
     assert done.returncode == 2
 
 
-def test_a_file_without_vantage_is_refused_unless_forced(scans: dict[str, Path], tmp_path: Path) -> None:
+def test_a_file_without_vantage_is_refused_unless_forced(
+    scans: dict[str, Path], tmp_path: Path
+) -> None:
     bare = tmp_path / "bare.jsonl"
     bare.write_bytes(scans["b1"].read_bytes())
     refused = run_scanner("diff", "--vantage", str(scans["a1"]), str(bare))
@@ -161,12 +180,23 @@ def observations(*pairs: tuple[str, Signature]) -> list[Observation]:
     [
         ([("a", OFFERED), ("b", OFFERED)], None),
         ([("a", OFFERED), ("a", STRIPPED)], None),  # one vantage: nothing to compare
-        ([("a", OFFERED), ("a", OFFERED), ("b", STRIPPED), ("b", STRIPPED)], (("STARTTLS",), Flag.PATH_DEPENDENT)),
+        (
+            [("a", OFFERED), ("a", OFFERED), ("b", STRIPPED), ("b", STRIPPED)],
+            (("STARTTLS",), Flag.PATH_DEPENDENT),
+        ),
         ([("a", OFFERED), ("b", STRIPPED), ("b", STRIPPED)], (("STARTTLS",), Flag.DIFFERS_ONCE)),
-        ([("a", OFFERED), ("a", STRIPPED), ("b", STRIPPED), ("b", STRIPPED)], (("STARTTLS",), Flag.DIFFERS_ONCE)),
-        ([("a", OFFERED), ("a", OFFERED), ("b", OTHER_CERT), ("b", OTHER_CERT)], (("certificate",), Flag.PATH_DEPENDENT)),
+        (
+            [("a", OFFERED), ("a", STRIPPED), ("b", STRIPPED), ("b", STRIPPED)],
+            (("STARTTLS",), Flag.DIFFERS_ONCE),
+        ),
+        (
+            [("a", OFFERED), ("a", OFFERED), ("b", OTHER_CERT), ("b", OTHER_CERT)],
+            (("certificate",), Flag.PATH_DEPENDENT),
+        ),
     ],
     ids=["same", "one-vantage", "repeats", "once-from-b", "flapping-a", "certificate"],
 )
-def test_judging_one_pair(seen: list[tuple[str, Signature]], verdict: tuple[tuple[str, ...], Flag] | None) -> None:
+def test_judging_one_pair(
+    seen: list[tuple[str, Signature]], verdict: tuple[tuple[str, ...], Flag] | None
+) -> None:
     assert judge(observations(*seen)) == verdict

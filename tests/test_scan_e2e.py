@@ -88,7 +88,9 @@ async def test_scan_of_demo_world_reaches_every_expected_verdict(
             yield name
 
     await scanner.run(
-        InputReader().stream(items()), lambda text: written.append(json.loads(text)), progress=Collect()
+        InputReader().stream(items()),
+        lambda text: written.append(json.loads(text)),
+        progress=Collect(),
     )
     assert len(results) == len(written) == len(demo_world.domains)  # one line per input domain
     schema = load_schema()
@@ -108,11 +110,27 @@ async def test_scan_of_demo_world_reaches_every_expected_verdict(
 
 
 async def test_check_exit_codes_and_verdict(demo_lab: Lab) -> None:
-    ready = await run_scanner("check", "testing-ready.example", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
+    ready = await run_scanner(
+        "check",
+        "testing-ready.example",
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
+        *demo_lab.scanner_args(),
+    )
     assert ready.returncode == 0, ready.stdout.decode() + ready.stderr.decode()
     assert "Ready for mode: enforce" in ready.stdout.decode()
 
-    not_ready = await run_scanner("check", "backup-bad.example", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
+    not_ready = await run_scanner(
+        "check",
+        "backup-bad.example",
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
+        *demo_lab.scanner_args(),
+    )
     assert not_ready.returncode == 1
     text = not_ready.stdout.decode()
     assert "Not ready" in text
@@ -126,9 +144,20 @@ async def test_check_exit_codes_and_verdict(demo_lab: Lab) -> None:
 async def test_report_writes_one_rfc8460_file_per_domain(demo_lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     scanned = await run_scanner(
-        "scan", "testing-ready.example", "backup-bad.example", "invalid..example",
-        "--out", str(out), "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, "--no-progress",
-        "--contact", "tlsrpt@reporter.example", *demo_lab.scanner_args(),
+        "scan",
+        "testing-ready.example",
+        "backup-bad.example",
+        "invalid..example",
+        "--out",
+        str(out),
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
+        "--no-progress",
+        "--contact",
+        "tlsrpt@reporter.example",
+        *demo_lab.scanner_args(),
     )
     assert scanned.returncode == 0, scanned.stderr.decode()
     reports = tmp_path / "reports"
@@ -136,7 +165,9 @@ async def test_report_writes_one_rfc8460_file_per_domain(demo_lab: Lab, tmp_path
     assert result.returncode == 0, result.stderr.decode()
     names = sorted(path.name for path in reports.iterdir())
     assert len(names) == 2  # the invalid name has no report
-    pattern = re.compile(r"^reporter\.example!(backup-bad|testing-ready)\.example!\d+!\d+\.json\.gz$")
+    pattern = re.compile(
+        r"^reporter\.example!(backup-bad|testing-ready)\.example!\d+!\d+\.json\.gz$"
+    )
     assert all(pattern.match(name) for name in names), names
     import gzip
 
@@ -154,41 +185,84 @@ async def test_input_lines_are_normalised_deduplicated_and_invalid_ones_recorded
     out = tmp_path / "out.jsonl"
     stdin = b"# comment\n\n  Hosted0.Example.  \nhosted0.example\nhosted1.example\nnot a domain\n"
     result = await run_scanner(
-        "scan", "--input", "-", "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
-        *bulk_lab.scanner_args(), stdin=stdin,
+        "scan",
+        "--input",
+        "-",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
+        *bulk_lab.scanner_args(),
+        stdin=stdin,
     )
     assert result.returncode == 0, result.stderr.decode()
     lines = read_jsonl(out)
-    assert sorted(line["domain"] for line in lines) == ["hosted0.example", "hosted1.example", "not a domain"]
+    assert sorted(line["domain"] for line in lines) == [
+        "hosted0.example",
+        "hosted1.example",
+        "not a domain",
+    ]
     invalid = next(line for line in lines if line["domain"] == "not a domain")
     assert invalid["error"].startswith("invalid-domain")
     assert invalid["mx"] == []
 
 
-async def test_probe_cache_one_connection_per_address(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+async def test_probe_cache_one_connection_per_address(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+) -> None:
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
     out = tmp_path / "out.jsonl"
     result = await run_scanner(
-        "scan", *hosted, "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
-        "--concurrency", "16", *bulk_lab.scanner_args(),
+        "scan",
+        *hosted,
+        "--out",
+        str(out),
+        "--no-progress",
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
+        "--concurrency",
+        "16",
+        *bulk_lab.scanner_args(),
     )
     assert result.returncode == 0, result.stderr.decode()
     lines = read_jsonl(out)
     assert len(lines) == len(hosted)
     for line in lines:  # every domain got the shared result
-        assert [a["starttls"] for mx in line["mx"] for a in mx["addresses"]] == ["offered", "offered"]
+        assert [a["starttls"] for mx in line["mx"] for a in mx["addresses"]] == [
+            "offered",
+            "offered",
+        ]
     assert bulk_lab.smtp_connections("127.0.3.1") == 1
     assert bulk_lab.smtp_connections("127.0.3.2") == 1
 
 
 @pytest.mark.parametrize("per_ip", [1, 3])
-async def test_per_ip_limit_is_honoured(bulk_lab: Lab, bulk_world: World, tmp_path: Path, per_ip: int) -> None:
+async def test_per_ip_limit_is_honoured(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path, per_ip: int
+) -> None:
     slow = [name for name in bulk_world.domain_names if name.startswith("slow")]
     out = tmp_path / "out.jsonl"
     started = trio.current_time()
     result = await run_scanner(
-        "scan", *slow, "--out", str(out), "--no-progress", "--timeout", "0.5", "--greeting-timeout", "0.5",
-        "--concurrency", "8", "--per-ip", str(per_ip), *bulk_lab.scanner_args(),
+        "scan",
+        *slow,
+        "--out",
+        str(out),
+        "--no-progress",
+        "--timeout",
+        "0.5",
+        "--greeting-timeout",
+        "0.5",
+        "--concurrency",
+        "8",
+        "--per-ip",
+        str(per_ip),
+        *bulk_lab.scanner_args(),
     )
     elapsed = trio.current_time() - started
     assert result.returncode == 0, result.stderr.decode()
@@ -201,18 +275,37 @@ async def test_per_ip_limit_is_honoured(bulk_lab: Lab, bulk_world: World, tmp_pa
     assert elapsed >= 0.5 * len(slow) / per_ip * 0.9
 
 
-async def test_resume_completes_a_torn_file(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+async def test_resume_completes_a_torn_file(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+) -> None:
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")][:6]
     out = tmp_path / "out.jsonl"
     first = await run_scanner(
-        "scan", *hosted[:3], "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
+        "scan",
+        *hosted[:3],
+        "--out",
+        str(out),
+        "--no-progress",
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
         *bulk_lab.scanner_args(),
     )
     assert first.returncode == 0
     with out.open("a", encoding="utf-8") as handle:
         handle.write('{"schema_version": 1, "domain": "hosted5.exa')  # an interrupted write
     second = await run_scanner(
-        "scan", *hosted, "--out", str(out), "--resume", "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
+        "scan",
+        *hosted,
+        "--out",
+        str(out),
+        "--resume",
+        "--no-progress",
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
         *bulk_lab.scanner_args(),
     )
     assert second.returncode == 0, second.stderr.decode()
@@ -220,14 +313,26 @@ async def test_resume_completes_a_torn_file(bulk_lab: Lab, bulk_world: World, tm
     assert sorted(line["domain"] for line in lines) == sorted(hosted)
 
 
-async def test_shards_split_the_input_without_overlap(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+async def test_shards_split_the_input_without_overlap(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+) -> None:
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
     seen: list[str] = []
     for index in range(3):
         out = tmp_path / f"shard{index}.jsonl"
         result = await run_scanner(
-            "scan", *hosted, "--shard", f"{index}/3", "--out", str(out), "--no-progress",
-            "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *bulk_lab.scanner_args(),
+            "scan",
+            *hosted,
+            "--shard",
+            f"{index}/3",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--timeout",
+            STEP_TIMEOUT,
+            "--greeting-timeout",
+            STEP_TIMEOUT,
+            *bulk_lab.scanner_args(),
         )
         assert result.returncode == 0, result.stderr.decode()
         shard_domains = [line["domain"] for line in read_jsonl(out)]
@@ -236,13 +341,28 @@ async def test_shards_split_the_input_without_overlap(bulk_lab: Lab, bulk_world:
     assert sorted(seen) == sorted(hosted)
 
 
-async def test_interrupt_leaves_only_complete_lines(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+async def test_interrupt_leaves_only_complete_lines(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+) -> None:
     out = tmp_path / "out.jsonl"
     domains = [name for name in bulk_world.domain_names if name.startswith("hosted")]
     domains += [name for name in bulk_world.domain_names if name.startswith("slow")]
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "scanner", "scan", *domains, "--out", str(out), "--no-progress",
-         "--timeout", "5", "--per-ip", "1", *bulk_lab.scanner_args()],
+        [
+            sys.executable,
+            "-m",
+            "scanner",
+            "scan",
+            *domains,
+            "--out",
+            str(out),
+            "--no-progress",
+            "--timeout",
+            "5",
+            "--per-ip",
+            "1",
+            *bulk_lab.scanner_args(),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -258,7 +378,9 @@ async def test_interrupt_leaves_only_complete_lines(bulk_lab: Lab, bulk_world: W
     assert all(line["domain"] in domains for line in lines)
 
 
-async def test_demo_command_scans_the_bundled_world_and_agrees_with_it(tmp_path: Path, demo_world: World) -> None:
+async def test_demo_command_scans_the_bundled_world_and_agrees_with_it(
+    tmp_path: Path, demo_world: World
+) -> None:
     out = tmp_path / "demo.jsonl"
     result = await run_scanner("demo", "--out", str(out), "--timeout", STEP_TIMEOUT)
     text = result.stdout.decode()
@@ -270,8 +392,19 @@ async def test_demo_command_scans_the_bundled_world_and_agrees_with_it(tmp_path:
 async def test_stats_counts_a_results_file(demo_lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     scanned = await run_scanner(
-        "scan", "testing-ready.example", "backup-bad.example", "no-sts.example", "invalid..example",
-        "--out", str(out), "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, "--no-progress", *demo_lab.scanner_args(),
+        "scan",
+        "testing-ready.example",
+        "backup-bad.example",
+        "no-sts.example",
+        "invalid..example",
+        "--out",
+        str(out),
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
+        "--no-progress",
+        *demo_lab.scanner_args(),
     )
     assert scanned.returncode == 0, scanned.stderr.decode()
     result = await run_scanner("stats", str(out), "--json")
@@ -314,17 +447,37 @@ async def test_lab_serve_prints_how_to_reach_it_and_stops_on_ctrl_c(tmp_path: Pa
 
 
 async def test_check_exits_2_when_the_mx_lookup_fails(demo_lab: Lab) -> None:
-    result = await run_scanner("check", "dns-servfail.example", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *demo_lab.scanner_args())
+    result = await run_scanner(
+        "check",
+        "dns-servfail.example",
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
+        *demo_lab.scanner_args(),
+    )
     assert result.returncode == 2, result.stdout.decode()
     assert "MX lookup failed" in result.stdout.decode()
 
 
-async def test_undecodable_and_overlong_input_lines_become_error_lines(bulk_lab: Lab, tmp_path: Path) -> None:
+async def test_undecodable_and_overlong_input_lines_become_error_lines(
+    bulk_lab: Lab, tmp_path: Path
+) -> None:
     out = tmp_path / "out.jsonl"
     stdin = b"hosted0.example\n\xffbad.example\n" + b"x" * 200_000 + b"\nhosted1.example\n"
     result = await run_scanner(
-        "scan", "--input", "-", "--out", str(out), "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT,
-        *bulk_lab.scanner_args(), stdin=stdin,
+        "scan",
+        "--input",
+        "-",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--timeout",
+        STEP_TIMEOUT,
+        "--greeting-timeout",
+        STEP_TIMEOUT,
+        *bulk_lab.scanner_args(),
+        stdin=stdin,
     )
     assert result.returncode == 0, result.stderr.decode()
     lines = read_jsonl(out)
@@ -339,24 +492,46 @@ async def test_undecodable_and_overlong_input_lines_become_error_lines(bulk_lab:
 async def test_undecodable_argument_is_an_error_line(bulk_lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     result = await trio.run_process(
-        [sys.executable.encode(), b"-m", b"scanner", b"scan", b"\xff.example", b"hosted0.example",
-         b"--out", str(out).encode(), b"--no-progress", *(a.encode() for a in bulk_lab.scanner_args())],
-        capture_stdout=True, capture_stderr=True, check=False,
+        [
+            sys.executable.encode(),
+            b"-m",
+            b"scanner",
+            b"scan",
+            b"\xff.example",
+            b"hosted0.example",
+            b"--out",
+            str(out).encode(),
+            b"--no-progress",
+            *(a.encode() for a in bulk_lab.scanner_args()),
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr.decode()
     lines = read_jsonl(out)
     assert sorted(bool(line["error"]) for line in lines) == [False, True]
 
 
-async def test_an_existing_output_file_is_never_silently_replaced(bulk_lab: Lab, tmp_path: Path) -> None:
+async def test_an_existing_output_file_is_never_silently_replaced(
+    bulk_lab: Lab, tmp_path: Path
+) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text("precious\n", encoding="utf-8")
-    refused = await run_scanner("scan", "hosted0.example", "--out", str(out), *bulk_lab.scanner_args())
+    refused = await run_scanner(
+        "scan", "hosted0.example", "--out", str(out), *bulk_lab.scanner_args()
+    )
     assert refused.returncode == 2
     assert "--overwrite" in refused.stderr.decode()
     assert out.read_text(encoding="utf-8") == "precious\n"
     replaced = await run_scanner(
-        "scan", "hosted0.example", "--out", str(out), "--overwrite", "--no-progress", *bulk_lab.scanner_args()
+        "scan",
+        "hosted0.example",
+        "--out",
+        str(out),
+        "--overwrite",
+        "--no-progress",
+        *bulk_lab.scanner_args(),
     )
     assert replaced.returncode == 0, replaced.stderr.decode()
     assert [line["domain"] for line in read_jsonl(out)] == ["hosted0.example"]
@@ -364,18 +539,39 @@ async def test_an_existing_output_file_is_never_silently_replaced(bulk_lab: Lab,
 
 async def test_a_directory_as_output_is_a_usage_error(bulk_lab: Lab, tmp_path: Path) -> None:
     for extra in ([], ["--resume"]):
-        result = await run_scanner("scan", "hosted0.example", "--out", str(tmp_path), *extra, *bulk_lab.scanner_args())
+        result = await run_scanner(
+            "scan", "hosted0.example", "--out", str(tmp_path), *extra, *bulk_lab.scanner_args()
+        )
         assert result.returncode == 2, result.stderr.decode()
         assert "is a directory" in result.stderr.decode()
 
 
-async def test_parallel_runs_with_default_output_never_share_a_file(bulk_lab: Lab, tmp_path: Path) -> None:
+async def test_parallel_runs_with_default_output_never_share_a_file(
+    bulk_lab: Lab, tmp_path: Path
+) -> None:
     async def one(shard: str) -> None:
         result = await trio.run_process(
-            [sys.executable, "-m", "scanner", "scan", "--input", "-", "--shard", shard,
-             "--no-progress", "--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *bulk_lab.scanner_args()],
+            [
+                sys.executable,
+                "-m",
+                "scanner",
+                "scan",
+                "--input",
+                "-",
+                "--shard",
+                shard,
+                "--no-progress",
+                "--timeout",
+                STEP_TIMEOUT,
+                "--greeting-timeout",
+                STEP_TIMEOUT,
+                *bulk_lab.scanner_args(),
+            ],
             stdin=b"".join(f"hosted{i}.example\n".encode() for i in range(30)),
-            capture_stdout=True, capture_stderr=True, check=False, cwd=tmp_path,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=tmp_path,
         )
         assert result.returncode == 0, result.stderr.decode()
 
@@ -393,7 +589,13 @@ async def test_parallel_runs_with_default_output_never_share_a_file(bulk_lab: La
 
 async def test_write_failure_stops_the_scan_with_a_clear_error(bulk_lab: Lab) -> None:
     result = await run_scanner(
-        "scan", "hosted0.example", "--out", "/dev/full", "--overwrite", "--no-progress", *bulk_lab.scanner_args()
+        "scan",
+        "hosted0.example",
+        "--out",
+        "/dev/full",
+        "--overwrite",
+        "--no-progress",
+        *bulk_lab.scanner_args(),
     )
     assert result.returncode == 1
     stderr = result.stderr.decode()
@@ -403,7 +605,16 @@ async def test_write_failure_stops_the_scan_with_a_clear_error(bulk_lab: Lab) ->
 
 async def test_ctrl_c_during_check_exits_130(demo_lab: Lab) -> None:
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "scanner", "check", "silent.example", "--timeout", "10", *demo_lab.scanner_args()],
+        [
+            sys.executable,
+            "-m",
+            "scanner",
+            "check",
+            "silent.example",
+            "--timeout",
+            "10",
+            *demo_lab.scanner_args(),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -433,7 +644,11 @@ async def test_report_and_stats_survive_a_foreign_file(tmp_path: Path) -> None:
     assert list((tmp_path / "reports").iterdir()) == []
     assert "is not one this scanner reads" in report.stderr.decode()
     ours = tmp_path / "ours.jsonl"
-    ours.write_bytes(results.read_bytes().replace(b'{"domain": "a.example"', b'{"schema_version": 2, "domain": "a.example"'))
+    ours.write_bytes(
+        results.read_bytes().replace(
+            b'{"domain": "a.example"', b'{"schema_version": 2, "domain": "a.example"'
+        )
+    )
     report = await run_scanner("report", str(ours), "--out-dir", str(tmp_path / "reports"))
     assert report.returncode == 0, report.stderr.decode()
     assert len(list((tmp_path / "reports").iterdir())) == 1  # the line without a domain is skipped

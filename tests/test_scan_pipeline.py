@@ -71,7 +71,10 @@ class ExplodingScanner(Scanner):
 async def test_an_exception_in_one_domain_becomes_its_error_line(bulk_lab: Lab) -> None:
     import jsonschema
 
-    lines = await scan_all(make_scanner(bulk_lab, cls=ExplodingScanner), ["hosted0.example", "hosted1.example", "hosted2.example"])
+    lines = await scan_all(
+        make_scanner(bulk_lab, cls=ExplodingScanner),
+        ["hosted0.example", "hosted1.example", "hosted2.example"],
+    )
     by_domain = {line["domain"]: line for line in lines}
     assert set(by_domain) == {"hosted0.example", "hosted1.example", "hosted2.example"}
     error = by_domain["hosted1.example"]["error"]
@@ -100,7 +103,9 @@ async def test_a_hanging_domain_times_out_without_stalling_the_others(bulk_lab: 
 
 async def test_excluded_domains_and_addresses_are_never_contacted(bulk_lab: Lab) -> None:
     exclusions = parse_exclusions(["# never", "hosted0.example", "127.0.3.2/32"])
-    lines = await scan_all(make_scanner(bulk_lab, exclusions=exclusions), ["hosted0.example", "hosted1.example"])
+    lines = await scan_all(
+        make_scanner(bulk_lab, exclusions=exclusions), ["hosted0.example", "hosted1.example"]
+    )
     by_domain = {line["domain"]: line for line in lines}
     assert by_domain["hosted0.example"]["error"].startswith("excluded")
     addresses = {a["ip"]: a for mx in by_domain["hosted1.example"]["mx"] for a in mx["addresses"]}

@@ -405,7 +405,9 @@ def test_client_holds_bounded_bytes(data: bytes, chunk: int) -> None:
 GREET_PAUSE_WIRE = b"220-mx.example greet pause\r\n220-still waiting\r\n220 mx.example ESMTP\r\n"
 
 
-@given(st.integers(min_value=0, max_value=len(GREET_PAUSE_WIRE)), st.integers(min_value=1, max_value=9))
+@given(
+    st.integers(min_value=0, max_value=len(GREET_PAUSE_WIRE)), st.integers(min_value=1, max_value=9)
+)
 def test_partial_reply_holds_the_lines_received(cut: int, chunk: int) -> None:
     """However the bytes are split, the lines of the greeting so far, complete lines only."""
     client = SmtpClient()

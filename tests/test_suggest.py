@@ -45,15 +45,44 @@ def made(*hosts: str, **options: object) -> Suggestion:
     ("hosts", "live_mx", "expected"),
     [
         pytest.param(["mx1.example.com"], (), ("mx1.example.com",), id="one"),
-        pytest.param(["MX2.example.com.", "mx1.example.com", "mx2.example.com"], (), ("mx1.example.com", "mx2.example.com"), id="normalised-deduplicated"),
-        pytest.param(["mx1.example.com", "mx2.example.com"], ("*.example.com",), ("*.example.com",), id="live-wildcard-kept"),
-        pytest.param(["mx1.example.com", "a.b.example.com"], ("*.example.com",), ("*.example.com", "a.b.example.com"), id="wildcard-one-label-only"),
-        pytest.param(["mx1.example.com"], ("*.other.example",), ("mx1.example.com",), id="live-wildcard-matching-nothing-dropped"),
-        pytest.param(["mx.co.uk"], ("*.co.uk",), ("mx.co.uk",), id="wildcard-under-public-suffix-dropped"),
-        pytest.param(["mx1.example.com", "mx2.example.com"], (), ("mx1.example.com", "mx2.example.com"), id="no-wildcard-invented"),
+        pytest.param(
+            ["MX2.example.com.", "mx1.example.com", "mx2.example.com"],
+            (),
+            ("mx1.example.com", "mx2.example.com"),
+            id="normalised-deduplicated",
+        ),
+        pytest.param(
+            ["mx1.example.com", "mx2.example.com"],
+            ("*.example.com",),
+            ("*.example.com",),
+            id="live-wildcard-kept",
+        ),
+        pytest.param(
+            ["mx1.example.com", "a.b.example.com"],
+            ("*.example.com",),
+            ("*.example.com", "a.b.example.com"),
+            id="wildcard-one-label-only",
+        ),
+        pytest.param(
+            ["mx1.example.com"],
+            ("*.other.example",),
+            ("mx1.example.com",),
+            id="live-wildcard-matching-nothing-dropped",
+        ),
+        pytest.param(
+            ["mx.co.uk"], ("*.co.uk",), ("mx.co.uk",), id="wildcard-under-public-suffix-dropped"
+        ),
+        pytest.param(
+            ["mx1.example.com", "mx2.example.com"],
+            (),
+            ("mx1.example.com", "mx2.example.com"),
+            id="no-wildcard-invented",
+        ),
     ],
 )
-def test_choose_patterns(hosts: list[str], live_mx: tuple[str, ...], expected: tuple[str, ...]) -> None:
+def test_choose_patterns(
+    hosts: list[str], live_mx: tuple[str, ...], expected: tuple[str, ...]
+) -> None:
     assert choose_patterns(hosts, live_mx) == expected
 
 
@@ -62,7 +91,12 @@ def test_choose_patterns(hosts: list[str], live_mx: tuple[str, ...], expected: t
     [
         pytest.param({}, PolicyMode.TESTING, 1_209_600, id="not-ready"),
         pytest.param({"ready": True}, PolicyMode.ENFORCE, 1_209_600, id="ready"),
-        pytest.param({"ready": True, "max_age": MAX_AGE_LIMIT}, PolicyMode.ENFORCE, MAX_AGE_LIMIT, id="one-year"),
+        pytest.param(
+            {"ready": True, "max_age": MAX_AGE_LIMIT},
+            PolicyMode.ENFORCE,
+            MAX_AGE_LIMIT,
+            id="one-year",
+        ),
     ],
 )
 def test_mode_and_max_age(options: dict[str, object], mode: PolicyMode, max_age: int) -> None:
@@ -76,7 +110,9 @@ def test_mode_and_max_age(options: dict[str, object], mode: PolicyMode, max_age:
         pytest.param([], {}, "no MX hosts", id="no-mx"),
         pytest.param(["mx_1.example.com"], {}, "not a name", id="underscore"),
         pytest.param(["192.0.2.1"], {}, "not a name", id="address"),
-        pytest.param(["mx1.example.com"], {"max_age": MAX_AGE_LIMIT + 1}, "max_age", id="max-age-above-limit"),
+        pytest.param(
+            ["mx1.example.com"], {"max_age": MAX_AGE_LIMIT + 1}, "max_age", id="max-age-above-limit"
+        ),
         pytest.param(["mx1.example.com"], {"max_age": 0}, "max_age", id="max-age-zero"),
     ],
 )
@@ -96,15 +132,25 @@ def test_short_max_age_warns() -> None:
     [
         pytest.param(live("mx1.example.com"), (), id="same"),
         pytest.param(live("MX1.example.com"), (), id="same-other-case"),
-        pytest.param(live("mx1.example.com", mode=PolicyMode.ENFORCE), ("mode enforce → testing",), id="mode"),
-        pytest.param(live("mx1.example.com", max_age=86400), ("max_age 86400 → 1209600",), id="max-age"),
-        pytest.param(live("mx0.example.com"), ("mx patterns added: mx1.example.com; removed: mx0.example.com",), id="mx"),
+        pytest.param(
+            live("mx1.example.com", mode=PolicyMode.ENFORCE), ("mode enforce → testing",), id="mode"
+        ),
+        pytest.param(
+            live("mx1.example.com", max_age=86400), ("max_age 86400 → 1209600",), id="max-age"
+        ),
+        pytest.param(
+            live("mx0.example.com"),
+            ("mx patterns added: mx1.example.com; removed: mx0.example.com",),
+            id="mx",
+        ),
     ],
 )
 def test_changes_and_id_warning(live_policy: Policy, changes: tuple[str, ...]) -> None:
     suggestion = made("mx1.example.com", live_policy=live_policy, live_id="20240101")
     assert suggestion.changes == changes
-    warned = any("refresh their cached policy only when the id changes" in w for w in suggestion.warnings)
+    warned = any(
+        "refresh their cached policy only when the id changes" in w for w in suggestion.warnings
+    )
     assert warned == bool(changes)
 
 
@@ -123,8 +169,10 @@ def test_text_is_what_was_decided() -> None:
 
 LABEL = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
 # A host name's last label is never all digits (RFC 1123 §2.1: it would read as an address).
-HOST = st.lists(LABEL, min_size=2, max_size=4).map(".".join).filter(
-    lambda name: not name.rpartition(".")[2].isdigit()
+HOST = (
+    st.lists(LABEL, min_size=2, max_size=4)
+    .map(".".join)
+    .filter(lambda name: not name.rpartition(".")[2].isdigit())
 )
 
 
@@ -138,12 +186,18 @@ def test_suggestions_parse_and_cover_exactly_the_hosts(
     hosts: list[str], wildcard_parents: list[str], ready: bool, max_age: int | None
 ) -> None:
     live_policy = live(*[f"*.{parent}" for parent in wildcard_parents], *hosts[:1])
-    suggestion = suggest_policy("example.com", hosts, ready=ready, now=NOW, live_policy=live_policy, max_age=max_age)
+    suggestion = suggest_policy(
+        "example.com", hosts, ready=ready, now=NOW, live_policy=live_policy, max_age=max_age
+    )
     assert isinstance(suggestion, Suggestion)
     parsed = parse_policy(suggestion.policy_text)
     assert isinstance(parsed, Policy), parsed
     assert parsed.warnings == ()
-    assert (parsed.mode, parsed.max_age, parsed.mx) == (suggestion.mode, suggestion.max_age, suggestion.mx)
+    assert (parsed.mode, parsed.max_age, parsed.mx) == (
+        suggestion.mode,
+        suggestion.max_age,
+        suggestion.mx,
+    )
     record = parse_sts_record(suggestion.record)
     assert isinstance(record, StsRecord)
     assert record.id == suggestion.record_id
@@ -157,28 +211,44 @@ def test_suggestions_parse_and_cover_exactly_the_hosts(
 async def run_suggest(*args: str) -> tuple[int, str, str]:
     done = await trio.run_process(
         [sys.executable, "-m", "scanner", "policy", "suggest", *args],
-        capture_stdout=True, capture_stderr=True, check=False, env={**os.environ, "COLUMNS": "300"},
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "300"},
     )
     return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
 async def test_suggest_against_the_demo_lab(demo_lab: Lab) -> None:
-    code, out, err = await run_suggest("testing-ready.example", "--timeout", "1", *demo_lab.scanner_args())
+    code, out, err = await run_suggest(
+        "testing-ready.example", "--timeout", "1", *demo_lab.scanner_args()
+    )
     assert code == 0, err
     body = "\n".join(line for line in out.splitlines() if not line.startswith(("#", "_mta-sts")))
     policy = parse_policy(body + "\n")
     assert isinstance(policy, Policy), out
-    assert (policy.mode, policy.mx, policy.max_age) == (PolicyMode.ENFORCE, ("mx.testing-ready.example",), 1_209_600)
+    assert (policy.mode, policy.mx, policy.max_age) == (
+        PolicyMode.ENFORCE,
+        ("mx.testing-ready.example",),
+        1_209_600,
+    )
     found = re.search(r'_mta-sts\.testing-ready\.example\. IN TXT "(v=STSv1; id=\w+)"', out)
     assert found is not None, out
     record = parse_sts_record(found.group(1))
     assert isinstance(record, StsRecord)
     assert record.id != "20240601"
-    assert "the live policy differs in meaning (mode testing → enforce; max_age 604800 → 1209600)" in err
+    assert (
+        "the live policy differs in meaning (mode testing → enforce; max_age 604800 → 1209600)"
+        in err
+    )
 
-    code, out, err = await run_suggest("backup-bad.example", "--timeout", "1", *demo_lab.scanner_args())
+    code, out, err = await run_suggest(
+        "backup-bad.example", "--timeout", "1", *demo_lab.scanner_args()
+    )
     assert code == 0, err
     assert "mode: testing" in out  # not ready: testing
-    code, _, err = await run_suggest("no-such-domain.example", "--timeout", "1", *demo_lab.scanner_args())
+    code, _, err = await run_suggest(
+        "no-such-domain.example", "--timeout", "1", *demo_lab.scanner_args()
+    )
     assert code == 2
     assert "error:" in err

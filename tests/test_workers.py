@@ -45,13 +45,17 @@ def verdicts(path: Path) -> dict[str, Any]:
         line["domain"]: (
             line["enforce_ready"],
             sorted({i["code"] for i in line["indicators"]}),
-            sorted((a["ip"], a["status"], a["starttls"]) for mx in line["mx"] for a in mx["addresses"]),
+            sorted(
+                (a["ip"], a["status"], a["starttls"]) for mx in line["mx"] for a in mx["addresses"]
+            ),
         )
         for line in lines
     }
 
 
-async def test_two_workers_reach_the_verdicts_of_one(demo_lab: Lab, demo_world: World, tmp_path: Path) -> None:
+async def test_two_workers_reach_the_verdicts_of_one(
+    demo_lab: Lab, demo_world: World, tmp_path: Path
+) -> None:
     domains = tmp_path / "domains.txt"
     domains.write_text("\n".join(demo_world.domain_names) + "\n", encoding="utf-8")
     one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
@@ -64,7 +68,9 @@ async def test_two_workers_reach_the_verdicts_of_one(demo_lab: Lab, demo_world: 
     assert len(verdicts(two)) == len(demo_world.domains)
 
 
-async def test_workers_share_one_probe_per_address(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+async def test_workers_share_one_probe_per_address(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+) -> None:
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
     result = await scan(bulk_lab, tmp_path / "out.jsonl", *hosted, "--workers", "2")
     assert result.returncode == 0, result.stderr.decode()
@@ -73,9 +79,21 @@ async def test_workers_share_one_probe_per_address(bulk_lab: Lab, bulk_world: Wo
     assert bulk_lab.smtp_connections("127.0.3.2") == 1
 
 
-async def test_workers_share_one_per_ip_limit(bulk_lab: Lab, bulk_world: World, tmp_path: Path) -> None:
+async def test_workers_share_one_per_ip_limit(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+) -> None:
     slow = [name for name in bulk_world.domain_names if name.startswith("slow")]
-    result = await scan(bulk_lab, tmp_path / "out.jsonl", *slow, "--workers", "2", "--per-ip", "1", "--concurrency", "8")
+    result = await scan(
+        bulk_lab,
+        tmp_path / "out.jsonl",
+        *slow,
+        "--workers",
+        "2",
+        "--per-ip",
+        "1",
+        "--concurrency",
+        "8",
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert bulk_lab.smtp_connections("127.0.3.9") == len(slow), (tmp_path / "out.jsonl").read_text()
     # one slot for the address in the parent's gate, whichever worker probes (the lab may
@@ -103,7 +121,9 @@ async def test_ctrl_c_stops_the_workers_and_leaves_whole_lines(
     assert len(lines) < len(domains)
     resumed = await scan(bulk_lab, out, *domains, "--resume", "--workers", "2")
     assert resumed.returncode == 0, resumed.stderr.decode()
-    assert sorted(json.loads(t)["domain"] for t in out.read_text(encoding="utf-8").splitlines()) == sorted(domains)
+    assert sorted(
+        json.loads(t)["domain"] for t in out.read_text(encoding="utf-8").splitlines()
+    ) == sorted(domains)
 
 
 async def test_channel_carries_framed_messages() -> None:
@@ -121,7 +141,13 @@ async def test_channel_carries_framed_messages() -> None:
 
 @pytest.mark.parametrize(
     ("text", "cpus"),
-    [("max 100000", None), ("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1), ("junk", None)],
+    [
+        ("max 100000", None),
+        ("200000 100000", 2),
+        ("150000 100000", 2),
+        ("50000 100000", 1),
+        ("junk", None),
+    ],
 )
 def test_cgroup_quota(tmp_path: Path, text: str, cpus: int | None) -> None:
     path = tmp_path / "cpu.max"

@@ -182,7 +182,11 @@ def record_problem(record: TlsaRecord) -> str | None:
         return f"unknown certificate usage {record.usage}"
     if record.selector not in (Selector.CERT, Selector.SPKI):
         return f"unknown selector {record.selector}"
-    if record.matching_type not in (MatchingType.FULL, MatchingType.SHA2_256, MatchingType.SHA2_512):
+    if record.matching_type not in (
+        MatchingType.FULL,
+        MatchingType.SHA2_256,
+        MatchingType.SHA2_512,
+    ):
         return f"unknown matching type {record.matching_type}"
     if record.matching_type != MatchingType.FULL:
         expected = DIGEST_LENGTHS[MatchingType(record.matching_type)]
@@ -262,9 +266,7 @@ def tlsa_plan(hostname: str, answers: Sequence[AddressAnswer]) -> TlsaPlan:
             status = DnssecStatus.BOGUS
         return TlsaPlan((), status)
     status = _combined([answer.dnssec for answer in answered])
-    expanded = next(
-        (answer.canonical_name for answer in answered if answer.canonical_name), None
-    )
+    expanded = next((answer.canonical_name for answer in answered if answer.canonical_name), None)
     is_cname = expanded is not None and expanded.rstrip(".").lower() != hostname
     if status is DnssecStatus.SECURE:
         if is_cname:
@@ -366,7 +368,9 @@ def _is_ca(certificate: x509.Certificate) -> bool:
 def _dates_problem(certificate: x509.Certificate, depth: int, at: datetime) -> str | None:
     moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
     if certificate.not_valid_after_utc < moment:
-        return f"the certificate at depth {depth} expired on {certificate.not_valid_after_utc.date()}"
+        return (
+            f"the certificate at depth {depth} expired on {certificate.not_valid_after_utc.date()}"
+        )
     if certificate.not_valid_before_utc > moment:
         return (
             f"the certificate at depth {depth} is not valid before "
@@ -439,7 +443,11 @@ def _trust_anchor_result(
             anchors.append((depth, certificate.parsed.public_key()))
         except (ValueError, UnsupportedAlgorithm):
             reasons.append(f"matches the certificate at depth {depth}, whose key does not load")
-    if not anchors and record.selector == Selector.SPKI and record.matching_type == MatchingType.FULL:
+    if (
+        not anchors
+        and record.selector == Selector.SPKI
+        and record.matching_type == MatchingType.FULL
+    ):
         # `2 1 0`: a bare key may sign the topmost presented certificate (or any).
         try:
             bare_key: object = load_der_public_key(record.data)
@@ -509,7 +517,9 @@ def check_chain(
     return DaneCheck(base_domain, None, None, "; ".join(reasons) or "no usable TLSA record")
 
 
-def attach_check(outcome: ProbeOutcome, host: HostDane | None, *, mx_host: str, at: datetime) -> ProbeOutcome:
+def attach_check(
+    outcome: ProbeOutcome, host: HostDane | None, *, mx_host: str, at: datetime
+) -> ProbeOutcome:
     """The outcome with its `DaneCheck`, when the host has usable records and TLS showed a chain."""
     if host is None or host.tlsa is None or outcome.tls is None or not outcome.tls.chain_der:
         return outcome
@@ -535,7 +545,9 @@ class AddressDane:
     detail: str
 
 
-def host_status(mx_dnssec: DnssecStatus, host: HostDane, *, domain: str) -> tuple[DaneStatus | None, str]:
+def host_status(
+    mx_dnssec: DnssecStatus, host: HostDane, *, domain: str
+) -> tuple[DaneStatus | None, str]:
     """The DANE status every session of a host shares, or None when each session decides.
 
     None means: the MX RRset, the host and its TLSA RRset are secure and hold usable
@@ -572,7 +584,10 @@ def _tlsa_status(host: HostDane) -> tuple[DaneStatus | None, str]:
         return DaneStatus.BOGUS, f"the TLSA lookup at {owner} failed DNSSEC validation{extended}"
     if answer.status not in (DnsStatus.ANSWER, DnsStatus.NXDOMAIN, DnsStatus.NODATA):
         detail = f": {answer.detail}" if answer.detail else ""
-        return DaneStatus.UNVALIDATED, f"the TLSA lookup at {owner} failed ({answer.status.value}{detail})"
+        return (
+            DaneStatus.UNVALIDATED,
+            f"the TLSA lookup at {owner} failed ({answer.status.value}{detail})",
+        )
     if answer.dnssec is DnssecStatus.UNVALIDATED:
         return DaneStatus.UNVALIDATED, "the resolver does not validate DNSSEC: DANE was not checked"
     if answer.dnssec is DnssecStatus.INSECURE:

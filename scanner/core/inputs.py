@@ -91,7 +91,11 @@ _HEADER_NAMES = frozenset({"domain", "domain_name", "name", "host", "site"})
 
 
 def _is_header(fields: list[str]) -> bool:
-    return len(fields) >= 2 and fields[1].strip().lower() in _HEADER_NAMES and not _RANK.fullmatch(fields[0].strip())
+    return (
+        len(fields) >= 2
+        and fields[1].strip().lower() in _HEADER_NAMES
+        and not _RANK.fullmatch(fields[0].strip())
+    )
 
 
 def parse_list_line(
@@ -191,7 +195,9 @@ class Shard:
                 "nor SLURM_ARRAY_TASK_ID (Slurm job array) is set; give --shard K/N"
             )
         if not 0 <= index < count:
-            raise ValueError(f"invalid shard {text!r}: index {index} is not below the count {count}")
+            raise ValueError(
+                f"invalid shard {text!r}: index {index} is not below the count {count}"
+            )
         return cls(index, count)
 
     def takes(self, domain: str) -> bool:

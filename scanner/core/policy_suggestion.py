@@ -95,7 +95,9 @@ def choose_patterns(hosts: Sequence[str], live_patterns: Sequence[str] = ()) -> 
     return tuple(sorted([*exact, *wildcards]))
 
 
-def policy_changes(live: Policy, mode: PolicyMode, max_age: int, mx: Sequence[str]) -> tuple[str, ...]:
+def policy_changes(
+    live: Policy, mode: PolicyMode, max_age: int, mx: Sequence[str]
+) -> tuple[str, ...]:
     """What differs in meaning between the live policy and (mode, max_age, mx)."""
     changes: list[str] = []
     if live.mode is not mode:
@@ -137,9 +139,7 @@ def suggest_policy(
     mx = choose_patterns(mx_hosts, live_policy.mx if live_policy is not None else ())
     warnings: list[str] = []
     if age < SHORT_MAX_AGE:
-        warnings.append(
-            f"max_age {age} is under one week; RFC 8461 §3.2 expects weeks or more"
-        )
+        warnings.append(f"max_age {age} is under one week; RFC 8461 §3.2 expects weeks or more")
     changes: tuple[str, ...] = ()
     if live_policy is not None:
         changes = policy_changes(live_policy, mode, age, mx)
@@ -150,7 +150,9 @@ def suggest_policy(
                 f"then the record with the new id ({live_id} → the one below) (RFC 8461 §3.1, §3.3)"
             )
     if not ready:
-        warnings.append("mode testing: the domain is not ready for enforce today (see `scanner check`)")
+        warnings.append(
+            "mode testing: the domain is not ready for enforce today (see `scanner check`)"
+        )
     return Suggestion(
         domain=domain,
         mode=mode,

@@ -451,7 +451,9 @@ class ClientState(StrEnum):
     QUIT_SENT = "quit-sent"
     CLOSED = "closed"
     ERROR = "error"  # the server broke the grammar or a limit: only closing is left
-    GREETING_BROKEN = "greeting-broken"  # the greeting broke the grammar or a limit: close, say nothing
+    GREETING_BROKEN = (
+        "greeting-broken"  # the greeting broke the grammar or a limit: close, say nothing
+    )
 
 
 class ClientInput(StrEnum):

@@ -449,7 +449,9 @@ def _read_policy_line(line: _PolicyLine, fields: _PolicyFields) -> PolicyFailure
     if value == "":
         return _line_failure(line, "empty value")
     if "\t" in value:
-        return _line_failure(line, "a TAB inside the value; only spaces may separate its characters")
+        return _line_failure(
+            line, "a TAB inside the value; only spaces may separate its characters"
+        )
     if key == "mx":
         mx_problem = mx_pattern_problem(value)
         if mx_problem is not None:

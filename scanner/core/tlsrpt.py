@@ -141,9 +141,7 @@ def build_report(
         if host.dane is not None and host.dane.applies and host.source is MxSource.DNS
     ]
     sts_sessions = [
-        (host, address)
-        for host, address in verdict.dns_addresses()
-        if host not in dane_hosts
+        (host, address) for host, address in verdict.dns_addresses() if host not in dane_hosts
     ]
     successes, failures, entries = _tally(sts_sessions, fails_sts)
     fetch = facts.policy_fetch

@@ -204,7 +204,9 @@ def connect_failure(exc: OSError) -> Interruption:
     if code is None:
         return Interruption(InterruptionKind.CONNECT_FAILED, Phase.CONNECT, str(exc))
     kind = _CONNECT_KINDS.get(code, InterruptionKind.CONNECT_FAILED)
-    detail = "" if kind is InterruptionKind.CONNECT_REFUSED else errno.errorcode.get(code, str(code))
+    detail = (
+        "" if kind is InterruptionKind.CONNECT_REFUSED else errno.errorcode.get(code, str(code))
+    )
     return Interruption(kind, Phase.CONNECT, detail)
 
 

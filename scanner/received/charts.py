@@ -44,10 +44,14 @@ def _data_uri(figure: Figure) -> str:
     FigureCanvasSVG(figure)
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
-    return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue().encode("utf-8")).decode("ascii")
+    return "data:image/svg+xml;base64," + base64.b64encode(
+        buffer.getvalue().encode("utf-8")
+    ).decode("ascii")
 
 
-def _chart(name: str, title: str, height: float, rows: int, draw: Callable[[Sequence[Axes]], None]) -> Chart:
+def _chart(
+    name: str, title: str, height: float, rows: int, draw: Callable[[Sequence[Axes]], None]
+) -> Chart:
     """`title` is alt text and heading; it may quote a domain, so it is drawn without mathtext."""
     with rc_context(STYLE):
         figure = Figure(figsize=(8, height))
@@ -92,8 +96,11 @@ def result_type_chart(summary: DomainSummary, index: int) -> Chart:
         axes[0].set_xlabel("failed sessions")
 
     return _chart(
-        f"result-types-{index}", f"Failures by result type: {summary.policy_domain}",
-        0.9 + 0.3 * max(len(ranked), 1), 1, draw,
+        f"result-types-{index}",
+        f"Failures by result type: {summary.policy_domain}",
+        0.9 + 0.3 * max(len(ranked), 1),
+        1,
+        draw,
     )
 
 
@@ -104,12 +111,20 @@ def organization_chart(summary: DomainSummary, index: int) -> Chart:
     )[:CHART_TOP]
 
     def draw(axes: Sequence[Axes]) -> None:
-        _bars(axes[0], [org.organization for org in ranked], [org.sessions.failed for org in ranked], FAILURE_COLOUR)
+        _bars(
+            axes[0],
+            [org.organization for org in ranked],
+            [org.sessions.failed for org in ranked],
+            FAILURE_COLOUR,
+        )
         axes[0].set_xlabel("failed sessions")
 
     return _chart(
-        f"organizations-{index}", f"Failures by reporting organization: {summary.policy_domain}",
-        0.9 + 0.3 * max(len(ranked), 1), 1, draw,
+        f"organizations-{index}",
+        f"Failures by reporting organization: {summary.policy_domain}",
+        0.9 + 0.3 * max(len(ranked), 1),
+        1,
+        draw,
     )
 
 

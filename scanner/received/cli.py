@@ -50,7 +50,9 @@ DatabaseOption = Annotated[
     Path, typer.Option("--db", help="The report database (SQLite).", dir_okay=False)
 ]
 DomainOption = Annotated[str | None, typer.Option("--domain", help="Only this policy domain.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of tables.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document instead of tables.")
+]
 VerifiedOption = Annotated[
     bool, typer.Option("--verified-only", help="Count only DKIM-verified reports.")
 ]
@@ -115,23 +117,28 @@ def _sigterm_interrupts() -> Iterator[None]:
 def import_reports(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Report files (.json, .json.gz), emails (.eml), mbox files, Maildir or other folders."),
+        typer.Argument(
+            help="Report files (.json, .json.gz), emails (.eml), mbox files, Maildir or other folders."
+        ),
     ] = None,
     imap: Annotated[
         list[str] | None,
         typer.Option("--imap", help="imaps://USER@HOST[:PORT][/FOLDER] (repeatable)."),
     ] = None,
     imap_password_env: Annotated[
-        str | None, typer.Option("--imap-password-env", help="Environment variable holding the IMAP password.")
+        str | None,
+        typer.Option("--imap-password-env", help="Environment variable holding the IMAP password."),
     ] = None,
     imap_password_file: Annotated[
-        Path | None, typer.Option("--imap-password-file", help="File whose first line is the IMAP password.")
+        Path | None,
+        typer.Option("--imap-password-file", help="File whose first line is the IMAP password."),
     ] = None,
     imap_all: Annotated[
         bool, typer.Option("--imap-all", help="Fetch every message, not only unseen ones.")
     ] = False,
     imap_ca_file: Annotated[
-        Path | None, typer.Option("--imap-ca-file", help="Extra trust anchors (PEM) for the IMAP server.")
+        Path | None,
+        typer.Option("--imap-ca-file", help="Extra trust anchors (PEM) for the IMAP server."),
     ] = None,
     imap_timeout: Annotated[
         float, typer.Option("--imap-timeout", min=1.0, help="Seconds to wait for the IMAP server.")
@@ -145,7 +152,10 @@ def import_reports(
     ] = None,
     resolver: Annotated[
         list[str] | None,
-        typer.Option("--resolver", help="Nameserver IP[:PORT] for DKIM keys (repeatable); default: resolv.conf."),
+        typer.Option(
+            "--resolver",
+            help="Nameserver IP[:PORT] for DKIM keys (repeatable); default: resolv.conf.",
+        ),
     ] = None,
     destination: Annotated[
         list[str] | None,
@@ -232,8 +242,12 @@ def _day(text: str | None, option: str) -> date | None:
 @tlsrpt_app.command("summary")
 def summary(
     domain: DomainOption = None,
-    since: Annotated[str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD (inclusive).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD (inclusive).")
+    ] = None,
     json_out: JsonOption = False,
     verified_only: VerifiedOption = False,
     database: DatabaseOption = DEFAULT_DATABASE,
@@ -251,7 +265,12 @@ def summary(
     summaries = summarise_domains(stored, domain)
     if json_out:
         document = summary_document(
-            summaries, database=str(database), domain=domain, since=first, until=last, verified_only=verified_only
+            summaries,
+            database=str(database),
+            domain=domain,
+            since=first,
+            until=last,
+            verified_only=verified_only,
         )
         sys.stdout.write(dumps_json_line(document) + "\n")
     else:
@@ -274,7 +293,9 @@ def sources(
         stored = tuple(report for report in stored if report.verified)
     result = summarise_sources(stored, domain)
     if json_out:
-        document = sources_document(result, database=str(database), domain=domain, verified_only=verified_only)
+        document = sources_document(
+            result, database=str(database), domain=domain, verified_only=verified_only
+        )
         sys.stdout.write(dumps_json_line(document) + "\n")
     else:
         render_sources(output_console(), result)
@@ -282,32 +303,54 @@ def sources(
 
 @tlsrpt_app.command("serve")
 def serve(
-    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to listen on (port 0: any free port).")],
+    listen: Annotated[
+        str, typer.Option("--listen", help="HOST:PORT to listen on (port 0: any free port).")
+    ],
     domain: Annotated[
         list[str],
-        typer.Option("--domain", help="Policy domain whose reports are accepted (repeatable; others get 403)."),
+        typer.Option(
+            "--domain",
+            help="Policy domain whose reports are accepted (repeatable; others get 403).",
+        ),
     ],
     tls_cert: Annotated[
         Path | None, typer.Option("--tls-cert", help="Certificate chain (PEM) for HTTPS.")
     ] = None,
-    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Private key (PEM) for HTTPS.")] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="Private key (PEM) for HTTPS.")
+    ] = None,
     database: DatabaseOption = DEFAULT_DATABASE,
     keep_days: Annotated[
         int | None,
-        typer.Option("--keep-days", min=1, help="Delete reports that ended more than N days ago (at start, then daily)."),
+        typer.Option(
+            "--keep-days",
+            min=1,
+            help="Delete reports that ended more than N days ago (at start, then daily).",
+        ),
     ] = None,
     destination: Annotated[
         list[str] | None,
-        typer.Option("--destination", help="The https: rua URI senders POST to (repeatable), recorded with each report."),
+        typer.Option(
+            "--destination",
+            help="The https: rua URI senders POST to (repeatable), recorded with each report.",
+        ),
     ] = None,
     trusted_proxy: Annotated[
         list[str] | None,
-        typer.Option("--trusted-proxy", help="Reverse proxy address whose X-Forwarded-For names the client (repeatable)."),
+        typer.Option(
+            "--trusted-proxy",
+            help="Reverse proxy address whose X-Forwarded-For names the client (repeatable).",
+        ),
     ] = None,
     rate_per_minute: Annotated[
-        float, typer.Option("--rate-per-minute", min=0.01, help="Reports per minute one client address may POST.")
+        float,
+        typer.Option(
+            "--rate-per-minute", min=0.01, help="Reports per minute one client address may POST."
+        ),
     ] = 10.0,
-    burst: Annotated[int, typer.Option("--burst", min=1, help="Reports one client address may POST at once.")] = 30,
+    burst: Annotated[
+        int, typer.Option("--burst", min=1, help="Reports one client address may POST at once.")
+    ] = 30,
 ) -> None:
     """Receive reports POSTed to an https: rua (RFC 8460 §5.4) into the database."""
     from scanner.received.serve import run_serve
@@ -332,7 +375,9 @@ def serve(
 def html(
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")],
     domain: DomainOption = None,
-    since: Annotated[str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")
+    ] = None,
     database: DatabaseOption = DEFAULT_DATABASE,
 ) -> None:
     """One offline HTML page: charts per day, by result type and reporter; summary and sources."""

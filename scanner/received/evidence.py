@@ -206,7 +206,9 @@ def _tally(
         for tally in (tallies.pooled, organization):
             tally.reports.add(report.key)
         for entry in entries:
-            _count_entry(tallies, organization, report.date_range.day, report.organization_name, entry)
+            _count_entry(
+                tallies, organization, report.date_range.day, report.organization_name, entry
+            )
     return tallies
 
 
@@ -256,7 +258,9 @@ def _rate_words(
     return blockers, warnings
 
 
-def _policy_failure_words(tallies: _Tallies, name: str, window_label: str) -> tuple[list[str], list[str]]:
+def _policy_failure_words(
+    tallies: _Tallies, name: str, window_label: str
+) -> tuple[list[str], list[str]]:
     """Policy-level failures: a warning on one day, a blocker on two or more."""
     days = tuple(sorted(tallies.policy_days))
     if not days:

@@ -107,7 +107,9 @@ def _quoted(name: str) -> str:
 def _checked(step: str, response: tuple[str, Sequence[object]]) -> Sequence[object]:
     status, data = response
     if status != "OK":
-        detail = b" ".join(item for item in data if isinstance(item, bytes)).decode("utf-8", "replace")
+        detail = b" ".join(item for item in data if isinstance(item, bytes)).decode(
+            "utf-8", "replace"
+        )
         raise _StepFailed(step, f"{status} {detail}".strip())
     return data
 

@@ -156,9 +156,13 @@ class Importer:
         extracted = extract_reports(item.data, self.limits)
         if not extracted.reports:
             if extracted.problems:  # the email could not be looked at (too large)
-                self._emit(ImportEvent(EventKind.REJECTED, item.origin, "; ".join(extracted.problems)))
+                self._emit(
+                    ImportEvent(EventKind.REJECTED, item.origin, "; ".join(extracted.problems))
+                )
             else:
-                self._emit(ImportEvent(EventKind.SKIPPED, item.origin, "no TLS-RPT report in the email"))
+                self._emit(
+                    ImportEvent(EventKind.SKIPPED, item.origin, "no TLS-RPT report in the email")
+                )
             return
         info = extracted.info
         authenticity: Authenticity | None = None

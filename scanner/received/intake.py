@@ -106,7 +106,11 @@ def media_type(content_type: str | None) -> MediaType | None:
 def check_head(head: Head, limits: ReceivedLimits = DEFAULT_LIMITS) -> MediaType | Reply:
     """The media type of an acceptable request, or the refusal, before its body is read."""
     if head.method != "POST":
-        return Reply(405, f"only POST is accepted here (RFC 8460 §5.4), not {visible(head.method, 20)}", allow="POST")
+        return Reply(
+            405,
+            f"only POST is accepted here (RFC 8460 §5.4), not {visible(head.method, 20)}",
+            allow="POST",
+        )
     kind = media_type(head.content_type)
     if kind is None:
         shown = "none" if head.content_type is None else repr(visible(head.content_type, 80))
@@ -167,7 +171,9 @@ def accept_body(
     if foreign:
         named = ", ".join(visible(name, 80) for name in foreign[:5])
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-        return Reply(403, f"this receiver takes reports only for its own domains, not {named}{more}")
+        return Reply(
+            403, f"this receiver takes reports only for its own domains, not {named}{more}"
+        )
     return Accepted(outcome, kind)
 
 

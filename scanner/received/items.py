@@ -71,4 +71,6 @@ class UnreadableSource:
     weight: int = 0
 
 
-SourceItem = SourceBegins | MessageItem | PayloadItem | RejectedItem | SkippedItem | UnreadableSource
+SourceItem = (
+    SourceBegins | MessageItem | PayloadItem | RejectedItem | SkippedItem | UnreadableSource
+)

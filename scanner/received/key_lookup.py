@@ -21,7 +21,9 @@ from scanner.received.authenticity import KeyAnswer
 DEFAULT_DNS_TIMEOUT = 5.0
 
 
-def build_resolver(nameservers: Sequence[tuple[str, int]] = (), timeout: float = DEFAULT_DNS_TIMEOUT) -> dns.resolver.Resolver:
+def build_resolver(
+    nameservers: Sequence[tuple[str, int]] = (), timeout: float = DEFAULT_DNS_TIMEOUT
+) -> dns.resolver.Resolver:
     """The system's resolver, or one asking exactly `nameservers` (IP, port)."""
     if nameservers:
         resolver = dns.resolver.Resolver(configure=False)
@@ -37,9 +39,13 @@ def build_resolver(nameservers: Sequence[tuple[str, int]] = (), timeout: float =
 _ANSWER_OF: dict[type[BaseException], KeyAnswer] = {
     dns.resolver.NXDOMAIN: KeyAnswer(None, temporary=False, detail="no such key record (NXDOMAIN)"),
     dns.resolver.NoAnswer: KeyAnswer(None, temporary=False, detail="no TXT key record"),
-    dns.resolver.NoNameservers: KeyAnswer(None, temporary=True, detail="no nameserver answered (SERVFAIL)"),
+    dns.resolver.NoNameservers: KeyAnswer(
+        None, temporary=True, detail="no nameserver answered (SERVFAIL)"
+    ),
     dns.exception.Timeout: KeyAnswer(None, temporary=True, detail="DNS timeout"),
-    dns.resolver.NoResolverConfiguration: KeyAnswer(None, temporary=True, detail="no DNS resolver configured"),
+    dns.resolver.NoResolverConfiguration: KeyAnswer(
+        None, temporary=True, detail="no DNS resolver configured"
+    ),
     dns.name.EmptyLabel: KeyAnswer(None, temporary=False, detail="invalid key record name"),
     dns.name.LabelTooLong: KeyAnswer(None, temporary=False, detail="invalid key record name"),
     dns.name.NameTooLong: KeyAnswer(None, temporary=False, detail="invalid key record name"),

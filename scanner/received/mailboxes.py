@@ -76,10 +76,16 @@ def _walk(folder: Path, files: list[Path], problems: list[UnreadableSource]) -> 
                 except OSError as exc:
                     problems.append(UnreadableSource(str(here / part), exc.strerror or str(exc)))
                     continue
-                files.extend(Path(entry.path) for entry in entries if entry.is_file(follow_symlinks=False))
+                files.extend(
+                    Path(entry.path) for entry in entries if entry.is_file(follow_symlinks=False)
+                )
             folders[:] = [name for name in folders if name not in ("cur", "new", "tmp")]
             continue
-        files.extend(here / name for name in sorted(names) if (here / name).is_file() and not (here / name).is_symlink())
+        files.extend(
+            here / name
+            for name in sorted(names)
+            if (here / name).is_file() and not (here / name).is_symlink()
+        )
 
 
 def file_items(

@@ -84,26 +84,43 @@ def domain_tables(summary: DomainSummary) -> tuple[Table, ...]:
         Table(
             "Failures by result type and failure-reason-code",
             ("result type", "failure-reason-code", "failed"),
-            tuple((_t(r.result_type), _t(r.failure_reason_code), _n(r.failed_sessions)) for r in summary.failures_by_reason_code),
+            tuple(
+                (_t(r.result_type), _t(r.failure_reason_code), _n(r.failed_sessions))
+                for r in summary.failures_by_reason_code
+            ),
         ),
         Table(
             "Failures by receiving MX and IP",
             ("receiving MX", "receiving IP", "failed", "result types"),
             tuple(
-                (_t(r.receiving_mx_hostname), _t(r.receiving_ip), _n(r.failed_sessions), _counted(r.result_types))
+                (
+                    _t(r.receiving_mx_hostname),
+                    _t(r.receiving_ip),
+                    _n(r.failed_sessions),
+                    _counted(r.result_types),
+                )
                 for r in summary.failures_by_receiving
             ),
         ),
         Table(
             "By policy type",
             ("policy type", "succeeded", "failed", "failure rate"),
-            tuple((_t(name), _n(c.successful), _n(c.failed), _rate(c)) for name, c in summary.by_policy_type),
+            tuple(
+                (_t(name), _n(c.successful), _n(c.failed), _rate(c))
+                for name, c in summary.by_policy_type
+            ),
         ),
         Table(
             "By reporting organization",
             ("organization", "reports", "succeeded", "failed", "failure rate"),
             tuple(
-                (_t(o.organization), _n(o.reports), _n(o.sessions.successful), _n(o.sessions.failed), _rate(o.sessions))
+                (
+                    _t(o.organization),
+                    _n(o.reports),
+                    _n(o.sessions.successful),
+                    _n(o.sessions.failed),
+                    _rate(o.sessions),
+                )
                 for o in summary.organizations
             ),
         ),
@@ -111,7 +128,13 @@ def domain_tables(summary: DomainSummary) -> tuple[Table, ...]:
             "Per UTC day",
             ("day", "reports", "succeeded", "failed", "failure rate"),
             tuple(
-                (ShownCell(d.day.isoformat()), _n(d.reports), _n(d.sessions.successful), _n(d.sessions.failed), _rate(d.sessions))
+                (
+                    ShownCell(d.day.isoformat()),
+                    _n(d.reports),
+                    _n(d.sessions.successful),
+                    _n(d.sessions.failed),
+                    _rate(d.sessions),
+                )
                 for d in summary.days
             ),
         ),
@@ -123,12 +146,30 @@ def source_tables(sources: SourcesSummary) -> tuple[Table, ...]:
     return (
         Table(
             "Reporting organizations",
-            ("organization", "reports", "sessions", "failed", "failure rate", "first report", "last report", "submitters", "authenticity", "policy domains"),
+            (
+                "organization",
+                "reports",
+                "sessions",
+                "failed",
+                "failure rate",
+                "first report",
+                "last report",
+                "submitters",
+                "authenticity",
+                "policy domains",
+            ),
             tuple(
                 (
-                    _t(o.organization), _n(o.reports), _n(o.sessions.total), _n(o.sessions.failed), _rate(o.sessions),
-                    ShownCell(o.first_report.isoformat()), ShownCell(o.last_report.isoformat()),
-                    ShownCell(", ".join(o.submitters) or "-"), _counted(o.authenticity), ShownCell(", ".join(o.policy_domains)),
+                    _t(o.organization),
+                    _n(o.reports),
+                    _n(o.sessions.total),
+                    _n(o.sessions.failed),
+                    _rate(o.sessions),
+                    ShownCell(o.first_report.isoformat()),
+                    ShownCell(o.last_report.isoformat()),
+                    ShownCell(", ".join(o.submitters) or "-"),
+                    _counted(o.authenticity),
+                    ShownCell(", ".join(o.policy_domains)),
                 )
                 for o in sources.organizations
             ),
@@ -137,7 +178,12 @@ def source_tables(sources: SourcesSummary) -> tuple[Table, ...]:
             "Failures by sending MTA IP (RFC 8460 names sending IPs only in failure details)",
             ("sending MTA IP", "failed", "result types", "organizations"),
             tuple(
-                (_t(s.sending_mta_ip), _n(s.failed_sessions), _counted(s.result_types), ShownCell(", ".join(s.organizations)))
+                (
+                    _t(s.sending_mta_ip),
+                    _n(s.failed_sessions),
+                    _counted(s.result_types),
+                    ShownCell(", ".join(s.organizations)),
+                )
                 for s in sources.sending_ips
             ),
         ),
@@ -166,13 +212,17 @@ def render_report_page(
                 domain_tables(summary),
             )
         )
-    return environment().get_template(TEMPLATE).render(
-        title=PAGE_TITLE,
-        version=__version__,
-        database=database,
-        domain=domain,
-        since=since.isoformat() if since is not None else None,
-        sections=sections,
-        source_tables=source_tables(sources),
-        failures_without_sending_ip=sources.failures_without_sending_ip,
+    return (
+        environment()
+        .get_template(TEMPLATE)
+        .render(
+            title=PAGE_TITLE,
+            version=__version__,
+            database=database,
+            domain=domain,
+            since=since.isoformat() if since is not None else None,
+            sections=sections,
+            source_tables=source_tables(sources),
+            failures_without_sending_ip=sources.failures_without_sending_ip,
+        )
     )

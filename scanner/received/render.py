@@ -72,7 +72,9 @@ class ImportProgressBar(ProgressView):
         return f"{self._imported} imported, {self._rejected} rejected"
 
 
-def render_import(console: Console, tally: ImportTally, database: str, *, interrupted: bool) -> None:
+def render_import(
+    console: Console, tally: ImportTally, database: str, *, interrupted: bool
+) -> None:
     """The outcome of an import: counts, then each rejection, conflict and unreadable source."""
     count = tally.count
     authenticity = ", ".join(f"{status} {n}" for status, n in sorted(tally.authenticity.items()))
@@ -94,9 +96,18 @@ def render_import(console: Console, tally: ImportTally, database: str, *, interr
         EventKind.UNREADABLE: "red",
     }
     for event in tally.notable[:MAX_LISTED_EVENTS]:
-        parts: list[untrusted.Part] = [Text(f"{event.kind.value}: ", style=styles[event.kind]), event.origin]
+        parts: list[untrusted.Part] = [
+            Text(f"{event.kind.value}: ", style=styles[event.kind]),
+            event.origin,
+        ]
         if event.report_key is not None:
-            parts += [Text(" (report "), event.report_key[1], Text(" of "), event.report_key[0], Text(")")]
+            parts += [
+                Text(" (report "),
+                event.report_key[1],
+                Text(" of "),
+                event.report_key[0],
+                Text(")"),
+            ]
         parts += [Text(": "), event.detail]
         console.print(untrusted.line(*parts, limit=500))
     if len(tally.notable) > MAX_LISTED_EVENTS:
@@ -160,7 +171,12 @@ def render_summary(console: Console, summaries: tuple[DomainSummary, ...]) -> No
                 markup=False,
             )
         if summary.failures_by_reason_code:
-            table = _table("Failures by result type and failure-reason-code", "result type", "failure-reason-code", "failed")
+            table = _table(
+                "Failures by result type and failure-reason-code",
+                "result type",
+                "failure-reason-code",
+                "failed",
+            )
             for reason in summary.failures_by_reason_code:
                 table.add_row(
                     _shown(reason.result_type),
@@ -169,7 +185,13 @@ def render_summary(console: Console, summaries: tuple[DomainSummary, ...]) -> No
                 )
             console.print(table)
         if summary.failures_by_receiving:
-            table = _table("Failures by receiving MX and IP", "receiving MX", "receiving IP", "failed", "result types")
+            table = _table(
+                "Failures by receiving MX and IP",
+                "receiving MX",
+                "receiving IP",
+                "failed",
+                "result types",
+            )
             for where in summary.failures_by_receiving:
                 types = untrusted.terminal(
                     "; ".join(f"{name} {count}" for name, count in where.result_types)
@@ -185,7 +207,14 @@ def render_summary(console: Console, summaries: tuple[DomainSummary, ...]) -> No
         for name, counts in summary.by_policy_type:
             table.add_row(_shown(name), str(counts.successful), str(counts.failed), _rate(counts))
         console.print(table)
-        table = _table("By reporting organization", "organization", "reports", "succeeded", "failed", "failure rate")
+        table = _table(
+            "By reporting organization",
+            "organization",
+            "reports",
+            "succeeded",
+            "failed",
+            "failure rate",
+        )
         for organization in summary.organizations:
             counts = organization.sessions
             table.add_row(
@@ -196,11 +225,22 @@ def render_summary(console: Console, summaries: tuple[DomainSummary, ...]) -> No
                 _rate(counts),
             )
         console.print(table)
-        table = _table("Per day (UTC, by report start)", "day", "reports", "succeeded", "failed", "failure rate")
+        table = _table(
+            "Per day (UTC, by report start)",
+            "day",
+            "reports",
+            "succeeded",
+            "failed",
+            "failure rate",
+        )
         for day in summary.days:
             counts = day.sessions
             table.add_row(
-                day.day.isoformat(), str(day.reports), str(counts.successful), str(counts.failed), _rate(counts)
+                day.day.isoformat(),
+                str(day.reports),
+                str(counts.successful),
+                str(counts.failed),
+                _rate(counts),
             )
         console.print(table)
         console.print()
@@ -234,13 +274,21 @@ def render_sources(console: Console, sources: SourcesSummary) -> None:
             _rate(item.sessions),
             item.first_report.strftime("%Y-%m-%d %H:%M"),
             item.last_report.strftime("%Y-%m-%d %H:%M"),
-            untrusted.terminal(", ".join(item.submitters)) if item.submitters else Text("-", style="dim"),
+            untrusted.terminal(", ".join(item.submitters))
+            if item.submitters
+            else Text("-", style="dim"),
             ", ".join(f"{status} {count}" for status, count in item.authenticity),
         )
     console.print(table)
     console.print()
     if sources.sending_ips:
-        table = _table("Failures by sending MTA IP", "sending MTA IP", "failed", "result types", "organizations")
+        table = _table(
+            "Failures by sending MTA IP",
+            "sending MTA IP",
+            "failed",
+            "result types",
+            "organizations",
+        )
         for ip in sources.sending_ips:
             table.add_row(
                 _shown(ip.sending_mta_ip),

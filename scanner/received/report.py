@@ -258,8 +258,10 @@ def looks_like_report(text: bytes) -> bool:
     head = text.lstrip(b" \t\r\n")
     if head.startswith(UTF8_BOM):
         head = head[len(UTF8_BOM) :].lstrip(b" \t\r\n")
-    return head.startswith(b"{") and b'"policies"' in text and (
-        b'"report-id"' in text or b'"organization-name"' in text
+    return (
+        head.startswith(b"{")
+        and b'"policies"' in text
+        and (b'"report-id"' in text or b'"organization-name"' in text)
     )
 
 
@@ -494,9 +496,7 @@ def normalise_domain(name: str) -> str:
     return name[:-1] if name.endswith(".") else name
 
 
-def _ip_text(
-    obj: Mapping[str, object], key: str, path: str, findings: _Findings
-) -> str | None:
+def _ip_text(obj: Mapping[str, object], key: str, path: str, findings: _Findings) -> str | None:
     """An address field: empty is absent (real senders write ""); text that is no IP is kept, noted."""
     value = _optional_string(obj, key, path, findings)
     if value is None:
@@ -521,7 +521,9 @@ def _policy(value: object, path: str, findings: _Findings) -> Policy | None:
     if isinstance(raw_strings, list):
         for index, line in enumerate(raw_strings):
             if isinstance(line, str):
-                strings.append(_text(line.rstrip("\r\n"), f"{path}.policy-string[{index}]", findings))
+                strings.append(
+                    _text(line.rstrip("\r\n"), f"{path}.policy-string[{index}]", findings)
+                )
             else:
                 findings.note(f"{path}.policy-string[{index}]", "ignored: not a string")
     elif isinstance(raw_strings, str):  # one string, as some senders write it

@@ -165,7 +165,12 @@ class Receiver:
             except trio.WouldBlock:
                 if self.tls is not None:
                     return  # no handshake spent on a connection we refuse anyway
-                await self._answer(stream, h11.Connection(h11.SERVER), Reply(503, "too many connections; try again later", retry_after=60), peer)
+                await self._answer(
+                    stream,
+                    h11.Connection(h11.SERVER),
+                    Reply(503, "too many connections; try again later", retry_after=60),
+                    peer,
+                )
                 return
             try:
                 if self.tls is not None:
@@ -182,7 +187,9 @@ class Receiver:
         with trio.move_on_after(self.settings.request_timeout) as deadline:
             request = await self._read_request(stream, connection, peer)
         if deadline.cancelled_caught:
-            request = Reply(408, f"the request took longer than {self.settings.request_timeout:g} s")
+            request = Reply(
+                408, f"the request took longer than {self.settings.request_timeout:g} s"
+            )
         if request is None:
             return  # the client went away (or the TLS handshake failed): nobody to answer
         if isinstance(request, Reply):
@@ -219,7 +226,11 @@ class Receiver:
                 source = source_address(peer, event.headers, self.settings.trusted_proxies)
                 wait = self.buckets.take(source, trio.current_time())
                 if wait > 0:
-                    return Reply(429, "too many reports from this address; slow down", retry_after=max(1, round(wait + 0.5)))
+                    return Reply(
+                        429,
+                        "too many reports from this address; slow down",
+                        retry_after=max(1, round(wait + 0.5)),
+                    )
                 read = read_head(event.method, event.target, event.headers)
                 if isinstance(read, Reply):
                     return read
@@ -240,19 +251,27 @@ class Receiver:
                 return None
 
     async def _store(self, request: _Request, peer: str) -> Reply:
-        accepted = accept_body(request.kind, request.body, self.settings.allowed_domains, self.settings.limits)
+        accepted = accept_body(
+            request.kind, request.body, self.settings.allowed_domains, self.settings.limits
+        )
         if isinstance(accepted, Reply):
             return accepted
         return await self._add(accepted, request, peer)
 
     async def _add(self, accepted: Accepted, request: _Request, peer: str) -> Reply:
         report = accepted.parsed.report
-        origin = f"https POST from {request.source}" + (f" via {peer}" if peer != request.source else "")
+        origin = f"https POST from {request.source}" + (
+            f" via {peer}" if peer != request.source else ""
+        )
         provenance = Provenance(HTTPS_RECEIVED, origin, destinations=self.settings.destinations)
         try:
             outcome = await self.writer.add(accepted.parsed, provenance)
         except (DatabaseError, OSError, sqlite3.Error) as exc:
-            return Reply(503, f"the report could not be stored now ({exc}); send it again later", retry_after=300)
+            return Reply(
+                503,
+                f"the report could not be stored now ({exc}); send it again later",
+                retry_after=300,
+            )
         said = {
             AddResult.IMPORTED: "stored",
             AddResult.DUPLICATE: "already stored",
@@ -260,7 +279,9 @@ class Receiver:
         }[outcome.result]
         return Reply(200, f"{said}: report {report.report_id} of {report.organization_name}")
 
-    async def _answer(self, stream: trio.abc.Stream, connection: h11.Connection, reply: Reply, source: str) -> None:
+    async def _answer(
+        self, stream: trio.abc.Stream, connection: h11.Connection, reply: Reply, source: str
+    ) -> None:
         self.log(ServeEvent(source, reply.status, reply.reason))
         body = (reply.reason + "\n").encode("utf-8", "backslashreplace")
         headers = [
@@ -467,11 +488,17 @@ def run_serve(
     stderr = output_console(stderr=True)
 
     def log(event: ServeEvent) -> None:
-        stderr.print(line(event.source, Text(f" {event.status} ", style="bold"), event.detail, limit=600))
+        stderr.print(
+            line(event.source, Text(f" {event.status} ", style="bold"), event.detail, limit=600)
+        )
 
     def purged(count: int) -> None:
         if count:
-            stderr.print(Text(f"retention: deleted {count} reports that ended more than {keep_days} days ago"))
+            stderr.print(
+                Text(
+                    f"retention: deleted {count} reports that ended more than {keep_days} days ago"
+                )
+            )
 
     receiver = Receiver(settings, StoreWriter(database, lambda: datetime.now(UTC)), log, tls)
 
@@ -499,7 +526,9 @@ def run_serve(
             async def on_signals() -> None:
                 with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
                     async for _ in signals:
-                        stderr.print(Text("stopping: no new connections; finishing those in flight"))
+                        stderr.print(
+                            Text("stopping: no new connections; finishing those in flight")
+                        )
                         stop.set()
                         return
 

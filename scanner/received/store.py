@@ -123,8 +123,7 @@ def _read_timestamp(text: str) -> datetime:
 
 def _schema_version(connection: sqlite3.Connection) -> int:
     tables = {
-        row[0]
-        for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     }
     if "schema_version" not in tables:
         if tables:
@@ -189,13 +188,13 @@ class ReportStore:
     ) -> ReportStore:
         """Open (creating it and its folder when `create`) and migrate; DatabaseError if unusable."""
         if not create and not path.is_file():
-            raise DatabaseError(f"no database at {path}; import reports first (scanner tlsrpt import)")
+            raise DatabaseError(
+                f"no database at {path}; import reports first (scanner tlsrpt import)"
+            )
         try:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
-            )
+            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise DatabaseError(f"cannot open {path}: {exc}") from None
         try:
@@ -293,7 +292,13 @@ class ReportStore:
         )
 
     def _insert_conflict(
-        self, report_ref: int, content_hash: str, report_json: str, status: str, origin: str, now: datetime
+        self,
+        report_ref: int,
+        content_hash: str,
+        report_json: str,
+        status: str,
+        origin: str,
+        now: datetime,
     ) -> None:
         self._connection.execute(
             "INSERT INTO conflicts (report_ref, content_hash, report_json, auth_status, origin, seen_at) "
@@ -464,8 +469,20 @@ class ReportStore:
         return tuple(self._stored(row, frozenset(destinations.get(row[0], ()))) for row in rows)
 
     def _stored(self, row: tuple[object, ...], destinations: frozenset[str]) -> StoredReport:
-        (ref, report_json, content_hash, notes_json, status, method, detail, signer,
-         submitter, origin, imported_at, conflicts) = row
+        (
+            ref,
+            report_json,
+            content_hash,
+            notes_json,
+            status,
+            method,
+            detail,
+            signer,
+            submitter,
+            origin,
+            imported_at,
+            conflicts,
+        ) = row
         parsed = parse_report_json(str(report_json).encode("ascii"), STORED_LIMITS)
         if not isinstance(parsed, ParsedReport):
             raise DatabaseError(

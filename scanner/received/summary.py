@@ -106,12 +106,18 @@ class _DomainTally:
     policy_types: defaultdict[str, SessionCounts] = field(
         default_factory=lambda: defaultdict(SessionCounts)
     )
-    days: defaultdict[date, SessionCounts] = field(default_factory=lambda: defaultdict(SessionCounts))
-    day_reports: defaultdict[date, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
+    days: defaultdict[date, SessionCounts] = field(
+        default_factory=lambda: defaultdict(SessionCounts)
+    )
+    day_reports: defaultdict[date, set[tuple[str, str]]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
     organizations: defaultdict[str, SessionCounts] = field(
         default_factory=lambda: defaultdict(SessionCounts)
     )
-    organization_reports: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    organization_reports: defaultdict[str, set[str]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
     authenticity: Counter[str] = field(default_factory=Counter)
     disagreements: int = 0
     conflicting: int = 0
@@ -172,12 +178,14 @@ def _domain_summary(name: str, tally: _DomainTally) -> DomainSummary:
         failures_by_receiving=tuple(
             ReceivingCount(mx, ip, count, _ranked(tally.receiving_types[(mx, ip)]))
             for (mx, ip), count in sorted(
-                tally.receiving.items(), key=lambda item: (-item[1], item[0][0] or "", item[0][1] or "")
+                tally.receiving.items(),
+                key=lambda item: (-item[1], item[0][0] or "", item[0][1] or ""),
             )
         ),
         by_policy_type=tuple(sorted(tally.policy_types.items())),
         days=tuple(
-            DayCount(day, len(tally.day_reports[day]), counts) for day, counts in sorted(tally.days.items())
+            DayCount(day, len(tally.day_reports[day]), counts)
+            for day, counts in sorted(tally.days.items())
         ),
         organizations=tuple(
             OrganizationCount(organization, len(tally.organization_reports[organization]), counts)
@@ -279,7 +287,9 @@ def summarise_sources(reports: Iterable[StoredReport], domain: str | None = None
             authenticity=_ranked(tally.authenticity),
             policy_domains=tuple(sorted(tally.domains)),
         )
-        for name, tally in sorted(organizations.items(), key=lambda item: (-item[1].sessions.total, item[0]))
+        for name, tally in sorted(
+            organizations.items(), key=lambda item: (-item[1].sessions.total, item[0])
+        )
         if tally.first is not None and tally.last is not None
     )
     sending = tuple(

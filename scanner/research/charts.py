@@ -66,7 +66,11 @@ def _data_uri(svg: str) -> str:
 
 
 def _horizontal_bars(
-    axes: Axes, labels: Sequence[str], series: Sequence[tuple[str, Sequence[float]]], *, counts: bool = True
+    axes: Axes,
+    labels: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float]]],
+    *,
+    counts: bool = True,
 ) -> None:
     """Bars per label (top to bottom), one bar per series side by side, labels drawn safely."""
     height = 0.8 / max(len(series), 1)
@@ -107,7 +111,9 @@ def taxonomy_chart(scan: ScanStatistics) -> Chart:
         _horizontal_bars(axes, labels, [("domains", [count for _, count in ranked])])
         axes.set_xlabel("domains affected")
 
-    return _chart("taxonomy", "Most frequent misconfigurations", 0.8 + 0.3 * max(len(ranked), 1), draw)
+    return _chart(
+        "taxonomy", "Most frequent misconfigurations", 0.8 + 0.3 * max(len(ranked), 1), draw
+    )
 
 
 def _group_series(groups: Sequence[tuple[str, GroupCounts]]) -> list[tuple[str, list[float]]]:
@@ -150,17 +156,26 @@ def ranks_chart(scan: ScanStatistics) -> Chart:
 
 
 def over_time_chart(statistics: Statistics) -> Chart:
-    shown = (Stage.WITH_RECORD, Stage.POLICY_VALID, Stage.MODE_TESTING_OR_ENFORCE, Stage.ENFORCE_READY)
+    shown = (
+        Stage.WITH_RECORD,
+        Stage.POLICY_VALID,
+        Stage.MODE_TESTING_OR_ENFORCE,
+        Stage.ENFORCE_READY,
+    )
     dates = [scan.date for scan in statistics.scans]
 
     def draw(axes: Axes) -> None:
         for index, stage in enumerate(shown):
             position = STAGES.index(stage)
             values = [
-                100 * scan.total.funnel[position] / scan.total.domains if scan.total.domains else 0.0
+                100 * scan.total.funnel[position] / scan.total.domains
+                if scan.total.domains
+                else 0.0
                 for scan in statistics.scans
             ]
-            axes.plot(range(len(dates)), values, marker="o", color=COLOURS[index], label=stage.value)
+            axes.plot(
+                range(len(dates)), values, marker="o", color=COLOURS[index], label=stage.value
+            )
         axes.set_xticks(list(range(len(dates))), [_label(d) for d in dates], parse_math=False)
         axes.set_ylabel("share of domains (%)")
         axes.set_ylim(0, 100)

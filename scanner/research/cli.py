@@ -80,7 +80,9 @@ def _judge_problems(problems: Sequence[Problem], force: bool) -> None:
     refusing = [p for p in problems if p.severity is Severity.REFUSE]
     for problem in problems:
         word = "refused" if problem.severity is Severity.REFUSE and not force else "warning"
-        stderr.print(terminal(f"{word}: {problem.text}", None, "red" if word == "refused" else "yellow"))
+        stderr.print(
+            terminal(f"{word}: {problem.text}", None, "red" if word == "refused" else "yellow")
+        )
     if refusing and not force:
         stderr.print(terminal("the comparison is unsound; --force compares anyway", None, "red"))
         raise typer.Exit(EXIT_USAGE)
@@ -109,22 +111,34 @@ def _read_error(error: ResultFileError) -> typer.Exit:
 
 
 def stats(
-    results: Annotated[list[Path], typer.Argument(help="Results files (JSON lines).", exists=True, dir_okay=False)],
+    results: Annotated[
+        list[Path], typer.Argument(help="Results files (JSON lines).", exists=True, dir_okay=False)
+    ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     csv_dir: Annotated[
-        Path | None, typer.Option("--csv", help="Also write one CSV file per table into this directory.")
+        Path | None,
+        typer.Option("--csv", help="Also write one CSV file per table into this directory."),
     ] = None,
     html: Annotated[
-        Path | None, typer.Option("--html", help="Also write one self-contained offline HTML page.", dir_okay=False)
+        Path | None,
+        typer.Option(
+            "--html", help="Also write one self-contained offline HTML page.", dir_okay=False
+        ),
     ] = None,
-    top: Annotated[int, typer.Option("--top", min=1, max=10_000, help="Providers and TLDs listed.")] = DEFAULT_TOP,
-    force: Annotated[bool, typer.Option("--force", help="Count files whose metadata says they do not compare.")] = False,
+    top: Annotated[
+        int, typer.Option("--top", min=1, max=10_000, help="Providers and TLDs listed.")
+    ] = DEFAULT_TOP,
+    force: Annotated[
+        bool, typer.Option("--force", help="Count files whose metadata says they do not compare.")
+    ] = False,
 ) -> None:
     """Adoption funnel, misconfigurations, breakdowns and trends over results files."""
     from scanner.research.statistics import StatisticsBuilder, stats_problems
 
     if html is not None and importlib.util.find_spec("matplotlib") is None:
-        raise typer.BadParameter("the charts need matplotlib: pip install 'scanner[charts]'", param_hint="--html")
+        raise typer.BadParameter(
+            "the charts need matplotlib: pip install 'scanner[charts]'", param_hint="--html"
+        )
     files = [load_file_metadata(path) for path in results]
     problems = stats_problems(files)
     _judge_problems(problems, force)
@@ -156,7 +170,9 @@ def stats(
             html.write_text(render_page(statistics, tables, problems), encoding="utf-8")
             _stderr().print(terminal(f"HTML page written to {html}", None))
     except OSError as error:
-        _stderr().print(terminal(f"error: {error.strerror or error}: {error.filename or ''}", None, "red"))
+        _stderr().print(
+            terminal(f"error: {error.strerror or error}: {error.filename or ''}", None, "red")
+        )
         raise typer.Exit(EXIT_USAGE) from None
 
 
@@ -197,7 +213,9 @@ def render_changes(console: Console, changes: Sequence[Change]) -> None:
     console.print(table)
     counts = {direction: sum(c.direction is direction for c in changes) for direction in Direction}
     console.print(
-        Text(f"{counts[Direction.WORSE]} worse, {counts[Direction.BETTER]} better, {counts[Direction.NEUTRAL]} neutral")
+        Text(
+            f"{counts[Direction.WORSE]} worse, {counts[Direction.BETTER]} better, {counts[Direction.NEUTRAL]} neutral"
+        )
     )
 
 
@@ -240,12 +258,18 @@ def vantage_scans(files: Sequence[Path], force: bool) -> list[VantageScan]:
         name = entry.metadata.vantage if entry.metadata is not None else None
         if name is None:
             why = entry.unreadable or f"no vantage in {path}{METADATA_SUFFIX}"
-            problems.append(Problem(Severity.REFUSE, f"{path}: vantage unknown ({why}); --force takes the file name"))
+            problems.append(
+                Problem(
+                    Severity.REFUSE, f"{path}: vantage unknown ({why}); --force takes the file name"
+                )
+            )
             name = path.name
         scans.append(VantageScan(name, path))
     _judge_problems(problems, force)
     if len({scan.vantage for scan in scans}) < 2:
-        raise typer.BadParameter("the files come from one vantage; give scans from at least two (scan --vantage NAME)")
+        raise typer.BadParameter(
+            "the files come from one vantage; give scans from at least two (scan --vantage NAME)"
+        )
     return scans
 
 
@@ -272,7 +296,9 @@ def _difference_json(difference: PairDifference) -> dict[str, object]:
     }
 
 
-def render_differences(console: Console, scans: Sequence[VantageScan], differences: Sequence[PairDifference]) -> None:
+def render_differences(
+    console: Console, scans: Sequence[VantageScan], differences: Sequence[PairDifference]
+) -> None:
     vantages = list(dict.fromkeys(scan.vantage for scan in scans))
     table = Table(title=Text("Differences across vantages", style="bold"), title_justify="left")
     for column in ("MX", "address", "differs in", *vantages, "flag"):
@@ -280,7 +306,11 @@ def render_differences(console: Console, scans: Sequence[VantageScan], differenc
     for difference in differences:
         per_vantage = []
         for vantage in vantages:
-            seen = [signature_text(o.signature) for o in difference.observations if o.scan.vantage == vantage]
+            seen = [
+                signature_text(o.signature)
+                for o in difference.observations
+                if o.scan.vantage == vantage
+            ]
             per_vantage.append(terminal(" | ".join(seen) or "not tested"))
         flag_style = "red" if difference.flag is Flag.PATH_DEPENDENT else "yellow"
         table.add_row(
@@ -302,7 +332,9 @@ def render_differences(console: Console, scans: Sequence[VantageScan], differenc
         )
         shown = [first[v] for v in vantages if v in first]
         for transcript in shown:
-            side.add_column(text_line(transcript.scan.vantage, Text(" ("), transcript.scan.path.name, Text(")")))
+            side.add_column(
+                text_line(transcript.scan.vantage, Text(" ("), transcript.scan.path.name, Text(")"))
+            )
         for index in range(max((len(t.lines) for t in shown), default=0)):
             side.add_row(*(terminal(t.lines[index] if index < len(t.lines) else "") for t in shown))
         console.print(side)
@@ -322,7 +354,10 @@ def _vantage_diff(files: list[Path], json_out: bool, force: bool) -> None:
     _print_skipped(tally)
     if json_out:
         document = {
-            "vantages": {scan.vantage: [str(s.path) for s in scans if s.vantage == scan.vantage] for scan in scans},
+            "vantages": {
+                scan.vantage: [str(s.path) for s in scans if s.vantage == scan.vantage]
+                for scan in scans
+            },
             "differences": [_difference_json(d) for d in differences],
         }
         typer.echo(dumps_document(document))
@@ -333,12 +368,22 @@ def _vantage_diff(files: list[Path], json_out: bool, force: bool) -> None:
 
 
 def diff(
-    files: Annotated[list[Path], typer.Argument(help="OLD.jsonl NEW.jsonl, or with --vantage two or more files.", exists=True, dir_okay=False)],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="OLD.jsonl NEW.jsonl, or with --vantage two or more files.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
     vantage: Annotated[
-        bool, typer.Option("--vantage", help="Compare the same MX addresses across the files' vantages.")
+        bool,
+        typer.Option("--vantage", help="Compare the same MX addresses across the files' vantages."),
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Compare files whose metadata says they do not compare.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Compare files whose metadata says they do not compare.")
+    ] = False,
 ) -> None:
     """What changed per domain between two scans (exit 1 when something got worse)."""
     if vantage:
@@ -370,4 +415,3 @@ def register(app: typer.Typer) -> None:
     """Add `stats` and `diff` to the application."""
     app.command("stats")(stats)
     app.command("diff")(diff)
-

@@ -35,7 +35,11 @@ from scanner.research.lines import Policy, ScanLine, SkipTally, read_results
 from scanner.research.taxonomy import EXPIRY_WARNING
 
 # RFC 8461 §5: what a mode asks of senders, weakest first.
-MODE_STRENGTH: Final = {PolicyMode.NONE.value: 0, PolicyMode.TESTING.value: 1, PolicyMode.ENFORCE.value: 2}
+MODE_STRENGTH: Final = {
+    PolicyMode.NONE.value: 0,
+    PolicyMode.TESTING.value: 1,
+    PolicyMode.ENFORCE.value: 2,
+}
 
 
 class ChangeKind(StrEnum):
@@ -160,20 +164,50 @@ def _expiring(session: Session | None, scanned_at: datetime | None) -> bool:
 def _policy_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Change]:
     domain = new.domain
     if old.sts_id is None and new.sts_id is not None:
-        yield Change(domain, ChangeKind.MTA_STS_ADOPTED, Direction.BETTER, "a usable _mta-sts record appeared", None, new.sts_id)
+        yield Change(
+            domain,
+            ChangeKind.MTA_STS_ADOPTED,
+            Direction.BETTER,
+            "a usable _mta-sts record appeared",
+            None,
+            new.sts_id,
+        )
     elif old.sts_id is not None and new.sts_id is None:
-        yield Change(domain, ChangeKind.MTA_STS_DROPPED, Direction.WORSE, "the usable _mta-sts record is gone", old.sts_id, None)
+        yield Change(
+            domain,
+            ChangeKind.MTA_STS_DROPPED,
+            Direction.WORSE,
+            "the usable _mta-sts record is gone",
+            old.sts_id,
+            None,
+        )
     if new.policy_error is not None and old.policy_error is None:
         detail = f"{new.policy_error}: {new.policy_error_detail or ''}"
-        yield Change(domain, ChangeKind.POLICY_BROKEN, Direction.WORSE, detail, None, new.policy_error)
+        yield Change(
+            domain, ChangeKind.POLICY_BROKEN, Direction.WORSE, detail, None, new.policy_error
+        )
     elif old.policy_error is not None and new.policy_error is None and new.sts_id is not None:
-        yield Change(domain, ChangeKind.POLICY_REPAIRED, Direction.BETTER, f"{old.policy_error} is gone", old.policy_error, None)
+        yield Change(
+            domain,
+            ChangeKind.POLICY_REPAIRED,
+            Direction.BETTER,
+            f"{old.policy_error} is gone",
+            old.policy_error,
+            None,
+        )
     if old.policy is None or new.policy is None:
         return
     if old.policy.mode != new.policy.mode:
         weaker = MODE_STRENGTH.get(new.policy.mode, -1) < MODE_STRENGTH.get(old.policy.mode, -1)
         direction = Direction.WORSE if weaker else Direction.BETTER
-        yield Change(domain, ChangeKind.MODE_CHANGED, direction, "the policy mode changed", old.policy.mode, new.policy.mode)
+        yield Change(
+            domain,
+            ChangeKind.MODE_CHANGED,
+            direction,
+            "the policy mode changed",
+            old.policy.mode,
+            new.policy.mode,
+        )
     changes = _meaning_changes(old.policy, new.policy)
     if not changes:
         return
@@ -182,10 +216,14 @@ def _policy_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Change
             f"the policy changed ({'; '.join(changes)}) but the _mta-sts id stayed {new.sts_id}: "
             "senders that cached the old policy keep it (RFC 8461 §3.1); change the id"
         )
-        yield Change(domain, ChangeKind.STALE_POLICY_ID, Direction.WORSE, detail, old.sts_id, new.sts_id)
+        yield Change(
+            domain, ChangeKind.STALE_POLICY_ID, Direction.WORSE, detail, old.sts_id, new.sts_id
+        )
     else:
         detail = f"the policy changed ({'; '.join(changes)}) with a new id"
-        yield Change(domain, ChangeKind.POLICY_CHANGED, Direction.NEUTRAL, detail, old.sts_id, new.sts_id)
+        yield Change(
+            domain, ChangeKind.POLICY_CHANGED, Direction.NEUTRAL, detail, old.sts_id, new.sts_id
+        )
 
 
 def _mx_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Change]:
@@ -197,11 +235,17 @@ def _mx_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Change]:
     listed_old = ", ".join(sorted(old.mx_hosts)) or "none"
     listed_new = ", ".join(sorted(new.mx_hosts)) or "none"
     if new.policy is not None and newly:
-        detail = f"MX added: {added}; removed: {removed}; not covered by the policy: {', '.join(newly)}"
-        yield Change(new.domain, ChangeKind.MX_NOT_COVERED, Direction.WORSE, detail, listed_old, listed_new)
+        detail = (
+            f"MX added: {added}; removed: {removed}; not covered by the policy: {', '.join(newly)}"
+        )
+        yield Change(
+            new.domain, ChangeKind.MX_NOT_COVERED, Direction.WORSE, detail, listed_old, listed_new
+        )
     else:
         detail = f"MX added: {added}; removed: {removed}"
-        yield Change(new.domain, ChangeKind.MX_CHANGED, Direction.NEUTRAL, detail, listed_old, listed_new)
+        yield Change(
+            new.domain, ChangeKind.MX_CHANGED, Direction.NEUTRAL, detail, listed_old, listed_new
+        )
 
 
 def _session_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Change]:
@@ -214,14 +258,41 @@ def _session_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Chang
         previous = before.result_types if before is not None and before.tested else frozenset()
         note = "" if compared else " (not tested in the old scan)"
         for result_type in sorted(session.result_types - previous):
-            yield Change(domain, ChangeKind.FAILURE_NEW, Direction.WORSE, f"{result_type}{note}", None, result_type, mx, ip)
+            yield Change(
+                domain,
+                ChangeKind.FAILURE_NEW,
+                Direction.WORSE,
+                f"{result_type}{note}",
+                None,
+                result_type,
+                mx,
+                ip,
+            )
         if compared:
             for result_type in sorted(previous - session.result_types):
-                yield Change(domain, ChangeKind.FAILURE_FIXED, Direction.BETTER, result_type, result_type, None, mx, ip)
+                yield Change(
+                    domain,
+                    ChangeKind.FAILURE_FIXED,
+                    Direction.BETTER,
+                    result_type,
+                    result_type,
+                    None,
+                    mx,
+                    ip,
+                )
         if _expiring(session, new.scanned_at) and not _expiring(before, old.scanned_at):
             expiry = session.not_after.strftime("%Y-%m-%d") if session.not_after else "?"
             detail = f"the certificate ({(session.certificate or '?')[:16]}…) expires on {expiry}, within 14 days of the scan"
-            yield Change(domain, ChangeKind.CERTIFICATE_EXPIRING, Direction.WORSE, detail, None, expiry, mx, ip)
+            yield Change(
+                domain,
+                ChangeKind.CERTIFICATE_EXPIRING,
+                Direction.WORSE,
+                detail,
+                None,
+                expiry,
+                mx,
+                ip,
+            )
 
 
 def _comparable(snapshot_: DomainSnapshot, mx: str | None, ip: str | None) -> bool:
@@ -236,25 +307,51 @@ def _indicator_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Cha
     domain = new.domain
     for code, mx, ip in sorted(new.indicators - old.indicators, key=str):
         if _comparable(new, mx, ip):
-            yield Change(domain, ChangeKind.INDICATOR_NEW, Direction.WORSE, code, None, code, mx, ip)
+            yield Change(
+                domain, ChangeKind.INDICATOR_NEW, Direction.WORSE, code, None, code, mx, ip
+            )
     for code, mx, ip in sorted(old.indicators - new.indicators, key=str):
         if _comparable(new, mx, ip) and _comparable(old, mx, ip):
-            yield Change(domain, ChangeKind.INDICATOR_FIXED, Direction.BETTER, code, code, None, mx, ip)
+            yield Change(
+                domain, ChangeKind.INDICATOR_FIXED, Direction.BETTER, code, code, None, mx, ip
+            )
 
 
 def domain_changes(old: DomainSnapshot | None, new: DomainSnapshot | None) -> list[Change]:
     """Every change of one domain from `old` to `new` (either may be missing)."""
     if old is None and new is not None:
-        return [Change(new.domain, ChangeKind.DOMAIN_ADDED, Direction.NEUTRAL, "only in the new file")]
+        return [
+            Change(new.domain, ChangeKind.DOMAIN_ADDED, Direction.NEUTRAL, "only in the new file")
+        ]
     if new is None and old is not None:
-        return [Change(old.domain, ChangeKind.DOMAIN_REMOVED, Direction.NEUTRAL, "only in the old file")]
+        return [
+            Change(old.domain, ChangeKind.DOMAIN_REMOVED, Direction.NEUTRAL, "only in the old file")
+        ]
     if old is None or new is None:
         return []
     if old.error is not None or new.error is not None:
         if new.error is not None and old.error is None:
-            return [Change(new.domain, ChangeKind.SCAN_ERROR_NEW, Direction.NEUTRAL, new.error, None, new.error)]
+            return [
+                Change(
+                    new.domain,
+                    ChangeKind.SCAN_ERROR_NEW,
+                    Direction.NEUTRAL,
+                    new.error,
+                    None,
+                    new.error,
+                )
+            ]
         if old.error is not None and new.error is None:
-            return [Change(new.domain, ChangeKind.SCAN_ERROR_GONE, Direction.NEUTRAL, old.error, old.error, None)]
+            return [
+                Change(
+                    new.domain,
+                    ChangeKind.SCAN_ERROR_GONE,
+                    Direction.NEUTRAL,
+                    old.error,
+                    old.error,
+                    None,
+                )
+            ]
         return []
     return [
         *_policy_changes(old, new),

@@ -23,7 +23,12 @@ NO_MX: Final = "(no MX)"
 NULL_MX: Final = "(null MX)"
 NO_NAME: Final = "(none)"
 # Cumulative buckets: a domain of rank 500 is in the top 1k, 10k, 100k and 1M.
-RANK_BUCKETS: Final = ((1_000, "top 1k"), (10_000, "top 10k"), (100_000, "top 100k"), (1_000_000, "top 1M"))
+RANK_BUCKETS: Final = (
+    (1_000, "top 1k"),
+    (10_000, "top 10k"),
+    (100_000, "top 100k"),
+    (1_000_000, "top 1M"),
+)
 BEYOND_BUCKETS: Final = "beyond 1M"
 
 
@@ -49,7 +54,10 @@ def mx_provider(line: ScanLine) -> str:
         return NULL_MX
     hosts = sorted(
         line.dns_hosts,
-        key=lambda host: (host.preference if host.preference is not None else 1 << 16, host.hostname),
+        key=lambda host: (
+            host.preference if host.preference is not None else 1 << 16,
+            host.hostname,
+        ),
     )
     if hosts:
         return registrable_domain(hosts[0].hostname)

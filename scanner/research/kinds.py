@@ -81,7 +81,10 @@ PUBLISHED_TLSRPT_KINDS: Final = frozenset(
 # `mta_sts.error.detail` of `sts-policy-fetch-error`.
 FETCH_ERROR_KINDS: Final = _rows(
     ("not-contacted", r"is listed in --exclude|resolves only to addresses"),
-    ("dns", r"^policy host \S+ (does not exist in DNS|has no A or AAAA)|^DNS lookup of policy host"),
+    (
+        "dns",
+        r"^policy host \S+ (does not exist in DNS|has no A or AAAA)|^DNS lookup of policy host",
+    ),
     ("connect", r"^could not connect to policy host"),
     ("tls-handshake", r"^TLS handshake with policy host"),
     ("http-timeout", r" sent no response headers within | did not finish sending the policy body"),

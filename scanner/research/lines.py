@@ -324,7 +324,11 @@ def classify_record(record: object) -> int | str:
     if not isinstance(record, dict) or "schema_version" not in record:
         return "foreign"
     version = record["schema_version"]
-    if isinstance(version, int) and not isinstance(version, bool) and version in KNOWN_SCHEMA_VERSIONS:
+    if (
+        isinstance(version, int)
+        and not isinstance(version, bool)
+        and version in KNOWN_SCHEMA_VERSIONS
+    ):
         if not isinstance(record.get("domain"), str):
             return "foreign"
         return version

@@ -86,10 +86,19 @@ FUNNEL: Final[tuple[StageTest, ...]] = (
     StageTest(Stage.DOMAINS, "domains scanned", "domains", lambda line: True),
     StageTest(Stage.WITH_MX, "with MX (explicit or implicit, null MX apart)", "with MX", has_mx),
     StageTest(Stage.WITH_RECORD, "with an _mta-sts record", "_mta-sts", publishes_record),
-    StageTest(Stage.RECORD_VALID, "record valid", "record valid", lambda line: line.sts_record is not None),
+    StageTest(
+        Stage.RECORD_VALID, "record valid", "record valid", lambda line: line.sts_record is not None
+    ),
     StageTest(Stage.POLICY_FETCHED, "policy fetched", "fetched", policy_fetched),
-    StageTest(Stage.POLICY_VALID, "policy valid", "policy valid", lambda line: line.policy is not None),
-    StageTest(Stage.MODE_TESTING_OR_ENFORCE, "mode testing or enforce", "testing/enforce", testing_or_enforce),
+    StageTest(
+        Stage.POLICY_VALID, "policy valid", "policy valid", lambda line: line.policy is not None
+    ),
+    StageTest(
+        Stage.MODE_TESTING_OR_ENFORCE,
+        "mode testing or enforce",
+        "testing/enforce",
+        testing_or_enforce,
+    ),
     StageTest(Stage.ENFORCE_READY, "enforce-ready", "ready", lambda line: line.enforce_ready),
 )
 STAGES: Final = tuple(test.stage for test in FUNNEL)
@@ -123,7 +132,11 @@ class Measure:
 
 def _mode(mode: PolicyMode) -> Callable[[ScanLine, int], bool]:
     def passes(line: ScanLine, count: int) -> bool:
-        return reached(count, Stage.POLICY_VALID) and line.policy is not None and line.policy.mode == mode
+        return (
+            reached(count, Stage.POLICY_VALID)
+            and line.policy is not None
+            and line.policy.mode == mode
+        )
 
     return passes
 
@@ -145,7 +158,11 @@ BESIDE: Final[tuple[Measure, ...]] = (
     Measure("mode-enforce", "valid policy in mode enforce", _mode(PolicyMode.ENFORCE)),
     Measure("mode-none", "valid policy in mode none", _mode(PolicyMode.NONE)),
     Measure("tlsrpt-record-present", "TLS-RPT record present", _tlsrpt_present),
-    Measure("tlsrpt-record-valid", "TLS-RPT record valid", lambda line, count: line.tlsrpt_record is not None),
+    Measure(
+        "tlsrpt-record-valid",
+        "TLS-RPT record valid",
+        lambda line, count: line.tlsrpt_record is not None,
+    ),
     Measure(
         "with-indicators",
         "with downgrade indicators",

@@ -197,7 +197,12 @@ def metadata_json(metadata: ScanMetadata) -> dict[str, object]:
         "resolver": {"source": metadata.resolver, "nameservers": list(metadata.nameservers)},
         "ehlo_name": metadata.ehlo_name,
         "input": (
-            {"name": listed.name, "date": listed.date, "sha256": listed.sha256, "format": listed.format}
+            {
+                "name": listed.name,
+                "date": listed.date,
+                "sha256": listed.sha256,
+                "format": listed.format,
+            }
             if listed is not None
             else None
         ),
@@ -218,7 +223,9 @@ def write_metadata(results: Path, metadata: ScanMetadata) -> Path:
     """Write the sidecar of `results` whole (a temporary file renamed over it)."""
     target = metadata_path(results)
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(metadata_json(metadata), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    temporary.write_text(
+        json.dumps(metadata_json(metadata), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     os.replace(temporary, target)
     return target
 
@@ -273,7 +280,9 @@ def recorded_scan(
     finally:
         finished = clock()
         ended = replace(run, finished_at=finished)
-        _write_or_warn(results, replace(metadata, finished_at=finished, runs=(*metadata.runs[:-1], ended)))
+        _write_or_warn(
+            results, replace(metadata, finished_at=finished, runs=(*metadata.runs[:-1], ended))
+        )
 
 
 def _write_or_warn(results: Path, metadata: ScanMetadata) -> None:

@@ -82,14 +82,20 @@ def sections(tables: Sequence[TableData], charts: Sequence[Chart]) -> list[Secti
     ]
 
 
-def render_page(statistics: Statistics, tables: Sequence[TableData], problems: Sequence[Problem]) -> str:
+def render_page(
+    statistics: Statistics, tables: Sequence[TableData], problems: Sequence[Problem]
+) -> str:
     document = statistics_json(statistics, problems)
-    return environment().get_template(TEMPLATE).render(
-        title=PAGE_TITLE,
-        version=__version__,
-        scan_date=statistics.latest.date,
-        files=document["files"],
-        problems=problems,
-        notes=statistics.skipped.notes,
-        sections=sections(tables, statistics_charts(statistics)),
+    return (
+        environment()
+        .get_template(TEMPLATE)
+        .render(
+            title=PAGE_TITLE,
+            version=__version__,
+            scan_date=statistics.latest.date,
+            files=document["files"],
+            problems=problems,
+            notes=statistics.skipped.notes,
+            sections=sections(tables, statistics_charts(statistics)),
+        )
     )

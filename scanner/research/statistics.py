@@ -181,7 +181,9 @@ def stats_problems(files: Iterable[FileMetadata]) -> list[Problem]:
         if len(group) > 1:
             problems += rule_problems(Comparison.STATS_COMBINED, group)
     if len(by_date) > 1:
-        problems += rule_problems(Comparison.STATS_OVER_TIME, [e for g in by_date.values() for e in g])
+        problems += rule_problems(
+            Comparison.STATS_OVER_TIME, [e for g in by_date.values() for e in g]
+        )
     return problems
 
 

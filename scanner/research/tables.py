@@ -64,12 +64,24 @@ def funnel_table(scan: ScanStatistics) -> TableData:
     for index, test in enumerate(FUNNEL):
         previous = counts[index - 1] if index else counts[0]
         rows.append(
-            (test.title, test.stage.value, counts[index], Share.of(counts[index], previous), Share.of(counts[index], counts[0]))
+            (
+                test.title,
+                test.stage.value,
+                counts[index],
+                Share.of(counts[index], previous),
+                Share.of(counts[index], counts[0]),
+            )
         )
     return TableData(
         "funnel",
         f"Adoption funnel (scan of {scan.date})",
-        (Column("stage", False), Column("id", False), Column("domains"), Column("of previous stage"), Column("of all domains")),
+        (
+            Column("stage", False),
+            Column("id", False),
+            Column("domains"),
+            Column("of previous stage"),
+            Column("of all domains"),
+        ),
         tuple(rows),
     )
 
@@ -77,13 +89,23 @@ def funnel_table(scan: ScanStatistics) -> TableData:
 def beside_table(scan: ScanStatistics) -> TableData:
     total = scan.total.domains
     rows = tuple(
-        (measure.title, measure.name, scan.total.beside[measure.name], Share.of(scan.total.beside[measure.name], total))
+        (
+            measure.title,
+            measure.name,
+            scan.total.beside[measure.name],
+            Share.of(scan.total.beside[measure.name], total),
+        )
         for measure in BESIDE
     )
     return TableData(
         "beside",
         "Beside the funnel",
-        (Column("measure", False), Column("id", False), Column("domains"), Column("of all domains")),
+        (
+            Column("measure", False),
+            Column("id", False),
+            Column("domains"),
+            Column("of all domains"),
+        ),
         rows,
     )
 
@@ -97,7 +119,16 @@ def taxonomy_table(scan: ScanStatistics) -> TableData:
         for kind in kinds:
             domains = scan.taxonomy_domains[(category.name, kind)]
             sessions = scan.taxonomy_addresses.get((category.name, kind))
-            rows.append((category.title, kind, domains, Share.of(domains, base), STAGE_SHORT[category.base], sessions))
+            rows.append(
+                (
+                    category.title,
+                    kind,
+                    domains,
+                    Share.of(domains, base),
+                    STAGE_SHORT[category.base],
+                    sessions,
+                )
+            )
     return TableData(
         "taxonomy",
         "Misconfigurations by kind",
@@ -156,8 +187,12 @@ def top_groups(groups: dict[str, GroupCounts], top: int) -> list[tuple[str, Grou
     return shown
 
 
-def group_table(name: str, title: str, label: str, groups: Iterable[tuple[str, GroupCounts]]) -> TableData:
-    return TableData(name, title, _group_columns(label), tuple(_group_row(key, counts) for key, counts in groups))
+def group_table(
+    name: str, title: str, label: str, groups: Iterable[tuple[str, GroupCounts]]
+) -> TableData:
+    return TableData(
+        name, title, _group_columns(label), tuple(_group_row(key, counts) for key, counts in groups)
+    )
 
 
 def rank_groups(scan: ScanStatistics) -> list[tuple[str, GroupCounts]]:
@@ -168,11 +203,18 @@ def over_time_table(statistics: Statistics) -> TableData:
     rows: list[tuple[Cell, ...]] = []
     for scan in statistics.scans:
         ready = scan.total.funnel[_stage_index(Stage.ENFORCE_READY)]
-        rows.append((scan.date, len(scan.files), *scan.total.funnel, Share.of(ready, scan.total.domains)))
+        rows.append(
+            (scan.date, len(scan.files), *scan.total.funnel, Share.of(ready, scan.total.domains))
+        )
     return TableData(
         "over_time",
         "Over time: the funnel per scan date",
-        (Column("scan date", False), Column("files"), *(Column(test.short) for test in FUNNEL), Column("ready share")),
+        (
+            Column("scan date", False),
+            Column("files"),
+            *(Column(test.short) for test in FUNNEL),
+            Column("ready share"),
+        ),
         tuple(rows),
     )
 
@@ -184,8 +226,13 @@ def skipped_table(statistics: Statistics) -> TableData:
         ("not JSON", skipped.not_json),
         ("foreign (no result line)", skipped.foreign),
     ]
-    rows += [(f"schema_version {version}", count) for version, count in sorted(skipped.unknown_versions.items())]
-    return TableData("skipped", "Lines skipped", (Column("why", False), Column("lines")), tuple(rows))
+    rows += [
+        (f"schema_version {version}", count)
+        for version, count in sorted(skipped.unknown_versions.items())
+    ]
+    return TableData(
+        "skipped", "Lines skipped", (Column("why", False), Column("lines")), tuple(rows)
+    )
 
 
 def statistics_tables(statistics: Statistics, *, top: int = DEFAULT_TOP) -> list[TableData]:
@@ -195,11 +242,15 @@ def statistics_tables(statistics: Statistics, *, top: int = DEFAULT_TOP) -> list
         funnel_table(scan),
         beside_table(scan),
         taxonomy_table(scan),
-        group_table("providers", f"By MX provider (top {top})", "provider", top_groups(scan.providers, top)),
+        group_table(
+            "providers", f"By MX provider (top {top})", "provider", top_groups(scan.providers, top)
+        ),
         group_table("tlds", f"By TLD (top {top})", "TLD", top_groups(scan.tlds, top)),
     ]
     if scan.ranked:
-        tables.append(group_table("ranks", "By rank bucket (cumulative)", "bucket", rank_groups(scan)))
+        tables.append(
+            group_table("ranks", "By rank bucket (cumulative)", "bucket", rank_groups(scan))
+        )
     if len(statistics.scans) > 1:
         tables.append(over_time_table(statistics))
     tables.append(skipped_table(statistics))
@@ -223,10 +274,17 @@ def _group_json(name: str, counts: GroupCounts) -> dict[str, object]:
 
 
 def _scan_json(scan: ScanStatistics) -> dict[str, object]:
-    return {"date": scan.date, "files": list(scan.files), **_group_json("all", scan.total), "error_lines": scan.error_lines}
+    return {
+        "date": scan.date,
+        "files": list(scan.files),
+        **_group_json("all", scan.total),
+        "error_lines": scan.error_lines,
+    }
 
 
-def statistics_json(statistics: Statistics, problems: Sequence[Problem], *, top: int = DEFAULT_TOP) -> dict[str, object]:
+def statistics_json(
+    statistics: Statistics, problems: Sequence[Problem], *, top: int = DEFAULT_TOP
+) -> dict[str, object]:
     scan = statistics.latest
     counts = scan.total.funnel
     skipped = statistics.skipped
@@ -257,7 +315,9 @@ def statistics_json(statistics: Statistics, problems: Sequence[Problem], *, top:
                 "path": entry.label,
                 "scan_date": entry.metadata.scan_date.isoformat() if entry.metadata else None,
                 "vantage": entry.metadata.vantage if entry.metadata else None,
-                "input_list": entry.metadata.input.name if entry.metadata and entry.metadata.input else None,
+                "input_list": entry.metadata.input.name
+                if entry.metadata and entry.metadata.input
+                else None,
             }
             for entry in statistics.files
         ],
@@ -266,7 +326,9 @@ def statistics_json(statistics: Statistics, problems: Sequence[Problem], *, top:
             {
                 "stage": test.stage.value,
                 "domains": counts[index],
-                "share_of_previous": _share(counts[index], counts[index - 1] if index else counts[0]),
+                "share_of_previous": _share(
+                    counts[index], counts[index - 1] if index else counts[0]
+                ),
                 "share_of_domains": _share(counts[index], counts[0]),
             }
             for index, test in enumerate(FUNNEL)

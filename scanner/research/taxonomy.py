@@ -90,7 +90,9 @@ def mx_coverage(line: ScanLine) -> Iterator[Observation]:
     hosts = line.dns_hosts
     uncovered = [host for host in hosts if host.in_policy is False]
     if uncovered:
-        yield Observation("no-mx-covered" if len(uncovered) == len(hosts) else "some-mx-not-covered")
+        yield Observation(
+            "no-mx-covered" if len(uncovered) == len(hosts) else "some-mx-not-covered"
+        )
 
 
 def tlsrpt_errors(line: ScanLine) -> Iterator[Observation]:
@@ -117,7 +119,12 @@ def certificates(line: ScanLine) -> Iterator[Observation]:
 
 
 _STARTTLS_PROBLEMS: Final = frozenset(
-    {StartTlsStatus.MISSING, StartTlsStatus.STRIPPED, StartTlsStatus.GARBLED, StartTlsStatus.REFUSED}
+    {
+        StartTlsStatus.MISSING,
+        StartTlsStatus.STRIPPED,
+        StartTlsStatus.GARBLED,
+        StartTlsStatus.REFUSED,
+    }
 )
 
 
@@ -206,13 +213,33 @@ CATEGORIES: Final[tuple[Category, ...]] = (
         Unit.DOMAIN,
         _policy_problems("syntax"),
     ),
-    Category("mx-coverage", "MX hosts not covered by the policy", Stage.POLICY_VALID, Unit.DOMAIN, mx_coverage),
+    Category(
+        "mx-coverage",
+        "MX hosts not covered by the policy",
+        Stage.POLICY_VALID,
+        Unit.DOMAIN,
+        mx_coverage,
+    ),
     Category("tlsrpt", "TLS-RPT record problems", Stage.DOMAINS, Unit.DOMAIN, tlsrpt_errors),
     Category("certificate", "Certificate problems", Stage.WITH_MX, Unit.ADDRESS, certificates),
-    Category("starttls", "STARTTLS missing, stripped, garbled, refused", Stage.WITH_MX, Unit.ADDRESS, starttls),
+    Category(
+        "starttls",
+        "STARTTLS missing, stripped, garbled, refused",
+        Stage.WITH_MX,
+        Unit.ADDRESS,
+        starttls,
+    ),
     Category("tls-session", "TLS session problems", Stage.WITH_MX, Unit.ADDRESS, tls_sessions),
-    Category("not-testable", "Addresses not testable, by reason", Stage.WITH_MX, Unit.ADDRESS, not_testable),
+    Category(
+        "not-testable",
+        "Addresses not testable, by reason",
+        Stage.WITH_MX,
+        Unit.ADDRESS,
+        not_testable,
+    ),
     Category("busy-retry", "Busy servers tried again", Stage.WITH_MX, Unit.ADDRESS, busy_retries),
-    Category("over-limit", "Caps that cut hosts or addresses", Stage.DOMAINS, Unit.DOMAIN, over_limit),
+    Category(
+        "over-limit", "Caps that cut hosts or addresses", Stage.DOMAINS, Unit.DOMAIN, over_limit
+    ),
     Category("dane", "DANE status of addresses (RFC 7672)", Stage.WITH_MX, Unit.ADDRESS, dane),
 )

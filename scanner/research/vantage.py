@@ -36,7 +36,11 @@ class Signature:
     tls_version: str | None
 
 
-SIGNATURE_FIELDS = (("STARTTLS", "starttls"), ("certificate", "certificate"), ("TLS version", "tls_version"))
+SIGNATURE_FIELDS = (
+    ("STARTTLS", "starttls"),
+    ("certificate", "certificate"),
+    ("TLS version", "tls_version"),
+)
 
 
 class Flag(StrEnum):
@@ -94,7 +98,9 @@ def scan_signatures(path: Path, tally: SkipTally) -> dict[Pair, Signature]:
 
 
 def differing_fields(first: Signature, second: Signature) -> set[str]:
-    return {title for title, name in SIGNATURE_FIELDS if getattr(first, name) != getattr(second, name)}
+    return {
+        title for title, name in SIGNATURE_FIELDS if getattr(first, name) != getattr(second, name)
+    }
 
 
 def judge(observations: Sequence[Observation]) -> tuple[tuple[str, ...], Flag] | None:
