@@ -102,7 +102,7 @@ def generate_world(count: int) -> tuple[str, list[str], list[bool]]:
             f'[domains."{name}"]\n'
             f'dns."@" = {{ mx = ["10 {mx[0]}", "20 {mx[1]}"] }}\n'
             f'dns."_mta-sts" = {{ txt = ["v=STSv1; id=bench{index}"] }}\n'
-            f'{servers}'
+            f"{servers}"
             f'policy.address = "{policy_addresses[index % len(policy_addresses)]}"\n'
             f'policy.body = "{policy_body(mx, cover=cover)}"\n'
         )
@@ -110,12 +110,18 @@ def generate_world(count: int) -> tuple[str, list[str], list[bool]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--domains", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--per-ip", type=int, default=4)
-    parser.add_argument("--profile", metavar="HTML", help="run the scan under pyinstrument, write a text profile here")
+    parser.add_argument(
+        "--profile",
+        metavar="HTML",
+        help="run the scan under pyinstrument, write a text profile here",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="scanner-bench-") as tmp:
@@ -126,7 +132,16 @@ def main() -> int:
         world.write_text(world_text, encoding="utf-8")
         (work / "domains.txt").write_text("\n".join(domains) + "\n", encoding="utf-8")
         lab = subprocess.Popen(
-            [sys.executable, "-m", "scanner", "lab", "serve", str(world), "--workdir", str(work / "lab")],
+            [
+                sys.executable,
+                "-m",
+                "scanner",
+                "lab",
+                "serve",
+                str(world),
+                "--workdir",
+                str(work / "lab"),
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -146,9 +161,21 @@ def main() -> int:
         if args.profile:
             runner += ["pyinstrument", "-r", "text", "-o", args.profile, "-m"]
         command = [
-            *runner, "scanner", "scan", "--input", str(work / "domains.txt"),
-            "--out", str(out), "--no-progress", "--concurrency", str(args.concurrency), "--per-ip", str(args.per_ip),
-            "--timeout", str(args.timeout), *scan_args,
+            *runner,
+            "scanner",
+            "scan",
+            "--input",
+            str(work / "domains.txt"),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--concurrency",
+            str(args.concurrency),
+            "--per-ip",
+            str(args.per_ip),
+            "--timeout",
+            str(args.timeout),
+            *scan_args,
         ]
         began = time.monotonic()
         scan = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)

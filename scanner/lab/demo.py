@@ -77,7 +77,9 @@ def render_demo_summary(console: Console, world: World, results: list[DomainResu
     for domain in world.domains:
         result = _lookup(by_domain, domain.name)
         if result is None:
-            table.add_row(terminal(domain.name), Text("missing", "red"), Text(), Text("no line", "red"))
+            table.add_row(
+                terminal(domain.name), Text("missing", "red"), Text(), Text("no line", "red")
+            )
             all_ok = False
             continue
         if result.error is not None or result.verdict is None:

@@ -240,7 +240,10 @@ async def serve_udp(
 
 
 async def _send_datagram(
-    sock: trio.socket.SocketType, reply: bytes, address: tuple[str, int] | tuple[str, int, int, int], latency: float = 0.0
+    sock: trio.socket.SocketType,
+    reply: bytes,
+    address: tuple[str, int] | tuple[str, int, int, int],
+    latency: float = 0.0,
 ) -> None:
     if latency > 0:
         await trio.sleep(latency)  # replies in flight side by side, as on a slow link

@@ -259,7 +259,9 @@ class ZoneTree:
                     txn.add(apex, TTL, dns.rdata.from_text("IN", "NS", _ns_target(apex).to_text()))
                     if lab_zone.signed:
                         assert lab_zone.keys is not None
-                        txn.add(apex, TTL, dns.dnssec.make_ds(apex, lab_zone.keys[0].dnskey, "SHA256"))
+                        txn.add(
+                            apex, TTL, dns.dnssec.make_ds(apex, lab_zone.keys[0].dnskey, "SHA256")
+                        )
             if lab_zone.signed:
                 _sign(lab_zone, moment, expired)
             _index(lab_zone)
@@ -319,7 +321,9 @@ class ZoneTree:
             candidate = candidate.parent()
 
     @staticmethod
-    def _data(node: dns.node.Node | None, qtype: dns.rdatatype.RdataType) -> list[dns.rdataset.Rdataset]:
+    def _data(
+        node: dns.node.Node | None, qtype: dns.rdatatype.RdataType
+    ) -> list[dns.rdataset.Rdataset]:
         if node is None:
             return []
         if qtype == dns.rdatatype.ANY:
@@ -333,7 +337,9 @@ class ZoneTree:
     ) -> list[dns.rrset.RRset]:
         rrsets = [dns.rrset.from_rdata_list(name, rdataset.ttl, list(rdataset))]
         if dnssec_ok and lab_zone.signed:
-            signatures = lab_zone.zone.get_rdataset(name, dns.rdatatype.RRSIG, covers=rdataset.rdtype)
+            signatures = lab_zone.zone.get_rdataset(
+                name, dns.rdatatype.RRSIG, covers=rdataset.rdtype
+            )
             if signatures is not None:
                 rrsets.append(dns.rrset.from_rdata_list(name, signatures.ttl, list(signatures)))
         return rrsets

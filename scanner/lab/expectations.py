@@ -39,7 +39,9 @@ def mismatches(result: DomainResult, expect: Expectation) -> list[str]:
     ]
 
 
-def _domain_mismatches(facts: DomainFacts, verdict: DomainVerdict, expect: Expectation) -> list[str]:
+def _domain_mismatches(
+    facts: DomainFacts, verdict: DomainVerdict, expect: Expectation
+) -> list[str]:
     """Readiness, the policy's error and type, and the indicators."""
     problems: list[str] = []
     if verdict.enforce_ready != expect.enforce_ready:

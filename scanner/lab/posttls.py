@@ -132,7 +132,14 @@ async def compare(world: World, workdir: Path, *, postfix_binary: str) -> list[C
                 output = f"posttls-finger: no answer within {POSTFIX_DEADLINE:g} s"
                 with trio.move_on_after(POSTFIX_DEADLINE):
                     finished = await trio.run_process(
-                        [postfix_binary, "-v", "-c", "-l", "dane", f"{domain.name}:{lab.smtp_port}"],
+                        [
+                            postfix_binary,
+                            "-v",
+                            "-c",
+                            "-l",
+                            "dane",
+                            f"{domain.name}:{lab.smtp_port}",
+                        ],
                         capture_stdout=True,
                         capture_stderr=True,
                         check=False,
@@ -178,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     comparisons = trio.run(lambda: compare(world, args.workdir, postfix_binary=binary))
     print(table(comparisons))
     if args.json is not None:
-        args.json.write_text(json.dumps([asdict(c) for c in comparisons], indent=2), encoding="utf-8")
+        args.json.write_text(
+            json.dumps([asdict(c) for c in comparisons], indent=2), encoding="utf-8"
+        )
     return 0 if all(c.agree for c in comparisons) else 1
 
 

@@ -174,9 +174,7 @@ async def open_unbound(
     log = (directory / "unbound.log").open("wb")
     try:
         async with trio.open_nursery() as nursery:
-            process = await nursery.start(
-                _run, [*prefix, binary, "-d", "-c", str(config)], log
-            )
+            process = await nursery.start(_run, [*prefix, binary, "-d", "-c", str(config)], log)
             with trio.move_on_after(STARTUP_DEADLINE) as waiting:
                 while not await answers(address, chosen):
                     if process.returncode is not None:

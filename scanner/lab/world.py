@@ -626,7 +626,9 @@ class _Builder:
             else None
         )
         limit = spec.get("connection_limit")
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        ):
             raise WorldError(f"{where}.connection_limit: a positive integer is required")
         tlsa = tuple(
             _tlsa(item, f"{where}.tlsa") for item in _array(spec.get("tlsa", []), f"{where}.tlsa")
@@ -907,7 +909,10 @@ def _tlsa(value: object, where: str) -> TlsaSpec:
             f"{where}: {text!r} is not 'USAGE SELECTOR MATCHING-TYPE DATA' (e.g. '3 1 1 leaf')"
         )
     usage, selector, matching = (int(part) for part in parts[:3])
-    if any(number > limit for number, limit in zip((usage, selector, matching), _TLSA_FIELD_LIMITS, strict=True)):
+    if any(
+        number > limit
+        for number, limit in zip((usage, selector, matching), _TLSA_FIELD_LIMITS, strict=True)
+    ):
         raise WorldError(f"{where}: {text!r}: each field is one octet (0-255)")
     what = parts[3]
     if what in {str(source) for source in TlsaSource}:
