@@ -118,6 +118,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--per-ip", type=int, default=4)
     parser.add_argument(
+        "--workers", type=int, default=None, help="passed to scanner scan (default: its own)"
+    )
+    parser.add_argument(
         "--profile",
         metavar="HTML",
         help="run the scan under pyinstrument, write a text profile here",
@@ -175,6 +178,7 @@ def main() -> int:
             str(args.per_ip),
             "--timeout",
             str(args.timeout),
+            *(["--workers", str(args.workers)] if args.workers is not None else []),
             *scan_args,
         ]
         began = time.monotonic()

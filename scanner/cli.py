@@ -295,9 +295,9 @@ def scan(
         int | None,
         typer.Option(
             "--workers",
-            min=1,
+            min=0,
             max=256,
-            help="Worker processes; default: the CPUs this process may use (affinity, cgroup quota).",
+            help="Worker processes (0: the CPUs this process may use, from affinity and cgroup quota); default 1.",
         ),
     ] = None,
     *,
@@ -320,7 +320,9 @@ def scan(
     except UnknownSchemaVersion as exc:
         handle.close()
         raise typer.BadParameter(str(exc), param_hint="--resume") from None
-    processes = workers if workers is not None else usable_cpus()
+    # One process by default: on a machine whose cores also serve the targets (the lab),
+    # the parent's gate costs two workers more CPU than they save (docs/architecture.md#worker-processes).
+    processes = usable_cpus() if workers == 0 else (workers or 1)
     stderr = output_console(stderr=True)
     note = raise_descriptor_limit(network.concurrency)
     if note is not None:

@@ -7,6 +7,7 @@ SMTP and HTTPS servers in a nursery, and cancels them when the block exits.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -27,6 +28,11 @@ from scanner.lab.world import PolicyHost, SmtpBehaviour, World, load_world
 CA_FILE_NAME = "lab-ca.pem"
 TRUST_ANCHOR_FILE_NAME = "lab-trust-anchor.ds"  # the signed root's DS, for a validating resolver
 DEMO_WORLD_NAME = "demo-world.toml"
+# Receive buffer of the DNS server's UDP socket. The kernel default holds about 200 small
+# datagrams: a bulk scan's burst of queries overflowed it while the lab was busy (the
+# kernel counted the drops), and every dropped query is a client timeout. The kernel caps
+# the request at net.core.rmem_max.
+DNS_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,7 @@ async def open_lab(
         hosts_by_address.setdefault(host.address, {})[host.hostname] = host
 
     dns_sockets = bind_dns()
+    dns_sockets.udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, DNS_RECEIVE_BUFFER)
     try:
         smtp_bound = bind_shared_port(list(smtp_servers), avoid={dns_sockets.port})
         try:
