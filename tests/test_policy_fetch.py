@@ -759,3 +759,54 @@ async def test_lab_wrong_content_type_keeps_the_served_text(
     assert result.failure.result_type is ResultType.STS_POLICY_INVALID
     assert result.text is not None
     assert "version: STSv1" in result.text
+
+
+async def test_waiting_for_a_dns_slot_is_not_a_policy_host_timeout(
+    fetch_world: World, tmp_path: Path
+) -> None:
+    """Under full load lookups queue for the resolver's slots: that wait is the scanner's own.
+
+    One lookup in flight at a time, 0.15 s per DNS round trip: the sixth domain's
+    policy-host lookups wait about 1.5 s for a slot, three times the 0.5 s step
+    deadline, yet each lookup answers in 0.15 s once sent. No fetch may say its DNS
+    lookup timed out.
+    """
+    domains = [
+        "good.fetch.example",
+        "content-type.fetch.example",
+        "not-found.fetch.example",
+        "invalid.fetch.example",
+        "redirect.fetch.example",
+        "oversize.fetch.example",
+    ]
+    async with open_lab(fetch_world, workdir=tmp_path / "lab", latency=0.15) as lab:
+        host, port = lab.resolver
+        resolver = Resolver.create([Nameserver(host, port)], timeout=0.5, max_in_flight=1)
+        trust = TrustStore.from_files([lab.ca_file], include_certifi=False)
+        tls = TlsClient(build_client_context(), trust)
+        gate = Gate(allow_private=True)
+        outcomes: dict[str, PolicyFetch] = {}
+
+        async def one(domain: str) -> None:
+            outcomes[domain] = await fetch_policy(
+                domain,
+                resolver=resolver,
+                tls=tls,
+                settings=FetchSettings(https_port=lab.https_port, timeout=0.5),
+                now=datetime.now(UTC),
+                gate=gate,
+            )
+
+        with trio.fail_after(20):
+            async with trio.open_nursery() as nursery:
+                for domain in domains:
+                    nursery.start_soon(one, domain)
+    for domain in domains:
+        expected = fetch_world.domain(domain).expect
+        assert expected is not None
+        failure = outcomes[domain].failure
+        assert (failure.result_type if failure else None) == expected.policy_error, (
+            domain,
+            failure,
+        )
+        assert failure is None or "DNS lookup" not in failure.detail, (domain, failure)

@@ -296,6 +296,24 @@ def test_verify_requires_an_aware_time(ca: trustme.CA, trust: TrustStore) -> Non
         trust.verify(chain_der(ca.issue_cert("mx.example.net")), datetime(2030, 1, 1))
 
 
+def test_one_store_answers_each_second_by_its_own_time(ca: trustme.CA, trust: TrustStore) -> None:
+    """The store kept for a second never leaks that second's time into another's verdict."""
+    edge = NOW.replace(microsecond=0) + 3 * DAY
+    chain = chain_der(ca.issue_cert("mx.example.net", not_before=NOW - DAY, not_after=edge))
+    unrelated = chain_der(ca.issue_cert("mx.example.org"))
+    times = [edge, edge + timedelta(seconds=1), edge, edge + timedelta(seconds=1, microseconds=5)]
+    verdicts = []
+    for at in times:
+        verdicts.append(trust.verify(chain, at).trusted)
+        assert trust.verify(unrelated, at).trusted  # the same second's store, another chain
+    assert verdicts == [True, False, True, False]
+    # An intermediate seen before is the same anchor path when presented again.
+    leaf = ca.create_child_ca().issue_cert("mx.example.com")
+    assert trust.verify(chain_der(leaf), NOW).trusted
+    assert trust.verify(chain_der(leaf), NOW).trusted
+    assert not trust.verify(chain_der(leaf)[:1], NOW).trusted
+
+
 @pytest.mark.parametrize(
     ("code", "name"),
     [

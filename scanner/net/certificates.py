@@ -6,6 +6,7 @@ still gets a summary from pyOpenSSL, so a strange chain never breaks a probe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from collections.abc import Callable
@@ -53,6 +54,12 @@ def _name_text(read: Callable[[], x509.Name]) -> str:
         return f"<unparsable: {exc}>"
 
 
+# Intermediates and shared hosts' leaves come back session after session: their
+# summaries are kept (a summary is a few hundred octets; 4,096 of them about 2 MB).
+_SUMMARY_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=_SUMMARY_CACHE_SIZE)
 def summarize_certificate(der: bytes) -> CertificateSummary:
     """Subject and issuer (RFC 4514), SAN dNSNames, validity (UTC) and SHA-256 of `der`.
 

@@ -132,15 +132,23 @@ def verify_error_name(code: int) -> str:
 class TrustStore:
     """The run's trust anchors (certifi plus `--ca-file`) and chain verification.
 
-    Build it once per run: the anchors are parsed once. Each `verify` builds a
-    fresh `X509Store` from them (about 0.1 ms for certifi's roots), because the
-    verification time is a property of the store and OpenSSL does not let a
-    store's time be changed again once set; a store is also never shared
-    between concurrent verifications that way.
+    Build it once per run: the anchors are parsed once. The verification time is
+    a property of an `X509Store` that OpenSSL does not let be changed once set,
+    and building one from certifi's roots costs about 0.1 ms, a third of a
+    verification: so the store of the last whole second is kept (OpenSSL checks
+    validity dates in whole seconds, `X509_VERIFY_PARAM_set_time` takes a
+    `time_t`) and shared by every verification in that second. Verification is
+    synchronous, so two never use a store at once within a thread; the store of
+    a second is only ever read.
+
+    Presented intermediates are parsed once and kept (a bounded cache keyed by
+    their DER), since the same few come back in session after session.
     """
 
     def __init__(self, anchors: Sequence[crypto.X509]) -> None:
         self._anchors = tuple(anchors)
+        self._store_second: tuple[int, crypto.X509Store] | None = None
+        self._intermediates: dict[bytes, crypto.X509 | None] = {}
 
     @property
     def anchor_count(self) -> int:
@@ -187,17 +195,12 @@ class TrustStore:
             leaf = crypto.load_certificate(crypto.FILETYPE_ASN1, chain_der[0])
         except crypto.Error:
             return ChainVerdict(trusted=False, verify_error=NO_CERTIFICATE_ERROR, error_depth=0)
-        intermediates = []
-        for der in chain_der[1:]:
-            try:
-                intermediates.append(crypto.load_certificate(crypto.FILETYPE_ASN1, der))
-            except crypto.Error:
-                continue  # an unreadable extra certificate simply does not help
-        store = crypto.X509Store()
-        for anchor in self._anchors:
-            store.add_cert(anchor)
-        store.set_time(at.astimezone(UTC))
-        context = crypto.X509StoreContext(store, leaf, intermediates)
+        intermediates = [
+            certificate
+            for certificate in map(self._intermediate, chain_der[1:])
+            if certificate is not None  # an unreadable extra certificate simply does not help
+        ]
+        context = crypto.X509StoreContext(self._store_at(at), leaf, intermediates)
         try:
             context.verify_certificate()
         except crypto.X509StoreContextError as exc:
@@ -207,6 +210,34 @@ class TrustStore:
                 error_depth=_context_error_depth(exc, chain_der),
             )
         return ChainVerdict(trusted=True)
+
+    def _store_at(self, at: datetime) -> crypto.X509Store:
+        second = int(at.timestamp())
+        kept = self._store_second
+        if kept is not None and kept[0] == second:
+            return kept[1]
+        store = crypto.X509Store()
+        for anchor in self._anchors:
+            store.add_cert(anchor)
+        store.set_time(datetime.fromtimestamp(second, UTC))
+        self._store_second = (second, store)
+        return store
+
+    def _intermediate(self, der: bytes) -> crypto.X509 | None:
+        if der in self._intermediates:
+            return self._intermediates[der]
+        try:
+            certificate: crypto.X509 | None = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
+        except crypto.Error:
+            certificate = None
+        if len(self._intermediates) >= _INTERMEDIATE_CACHE_SIZE:
+            self._intermediates.pop(next(iter(self._intermediates)))  # the oldest
+        self._intermediates[der] = certificate
+        return certificate
+
+
+# Distinct intermediates a run meets: a few hundred on the internet.
+_INTERMEDIATE_CACHE_SIZE = 1024
 
 
 def _context_error_name(exc: crypto.X509StoreContextError) -> str:
