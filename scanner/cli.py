@@ -243,6 +243,18 @@ def _input_files(domains: list[str] | None, input_file: str | None) -> list[Path
     return [path]
 
 
+def _processes(workers: int | None, files: list[Path | None]) -> int:
+    """Every usable CPU for a list (file or stdin); one process for a few domains given as arguments.
+
+    Worker processes cost a start each (imports, trust store) and a round trip to the
+    parent's gate per connection slot: worth it for a list, not for a handful of names
+    (docs/architecture.md#worker-processes).
+    """
+    if workers is None:
+        return usable_cpus() if files else 1
+    return usable_cpus() if workers == 0 else workers
+
+
 def _shard(text: str | None) -> Shard | None:
     if text is None:
         return None
@@ -297,7 +309,7 @@ def scan(
             "--workers",
             min=0,
             max=256,
-            help="Worker processes (0: the CPUs this process may use, from affinity and cgroup quota); default 1.",
+            help="Worker processes; 1: one process. Default (and 0): the CPUs this process may use, from affinity and cgroup quota; one process for domains given as arguments.",
         ),
     ] = None,
     *,
@@ -320,9 +332,7 @@ def scan(
     except UnknownSchemaVersion as exc:
         handle.close()
         raise typer.BadParameter(str(exc), param_hint="--resume") from None
-    # One process by default: on a machine whose cores also serve the targets (the lab),
-    # the parent's gate costs two workers more CPU than they save (docs/architecture.md#worker-processes).
-    processes = usable_cpus() if workers == 0 else (workers or 1)
+    processes = _processes(workers, files)
     stderr = output_console(stderr=True)
     note = raise_descriptor_limit(network.concurrency)
     if note is not None:

@@ -68,6 +68,24 @@ async def test_two_workers_reach_the_verdicts_of_one(
     assert len(verdicts(two)) == len(demo_world.domains)
 
 
+async def test_a_list_gets_every_usable_cpu_and_a_few_names_one_process(
+    demo_lab: Lab, demo_world: World, tmp_path: Path
+) -> None:
+    """Without --workers: a list (file) is scanned by a worker per usable CPU, argument names in one process."""
+    names = demo_world.domain_names[:3]
+    domains = tmp_path / "domains.txt"
+    domains.write_text("\n".join(names) + "\n", encoding="utf-8")
+    listed = await scan(demo_lab, tmp_path / "list.jsonl", "--input", str(domains))
+    assert listed.returncode == 0, listed.stderr.decode()
+    cpus = usable_cpus()
+    expected = f"{cpus} processes" if cpus > 1 else "1 process"
+    assert expected in listed.stderr.decode()
+    named = await scan(demo_lab, tmp_path / "named.jsonl", *names)
+    assert named.returncode == 0, named.stderr.decode()
+    assert "1 process)" in named.stderr.decode()
+    assert verdicts(tmp_path / "list.jsonl") == verdicts(tmp_path / "named.jsonl")
+
+
 async def test_workers_share_one_probe_per_address(
     bulk_lab: Lab, bulk_world: World, tmp_path: Path
 ) -> None:
