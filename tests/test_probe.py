@@ -7,6 +7,7 @@ serving its worlds, for every SMTP behaviour and certificate kind it knows.
 
 from __future__ import annotations
 
+import errno
 import socket
 import ssl
 import struct
@@ -42,6 +43,7 @@ from scanner.models import (
     ResultType,
     SessionFailure,
 )
+from scanner.net.connect import connect_tcp
 from scanner.net.probe import ProbeSettings, Transcript, connect_failure, probe
 from scanner.net.tls import TlsClient, build_client_context
 from scanner.net.trust import TrustStore
@@ -529,10 +531,15 @@ def test_connect_failure_reason(error: OSError, reason: str) -> None:
     assert reason_text(connect_failure(error)) == reason
 
 
-def test_connect_failure_reason_looks_inside_trio_groups() -> None:
-    error = OSError("all attempts failed")
-    error.__cause__ = ExceptionGroup("x", [OSError(111, "refused")])
-    assert connect_failure(error).kind is InterruptionKind.CONNECT_REFUSED
+async def test_a_refused_connect_carries_its_errno() -> None:
+    """`connect_tcp` raises the kernel's error itself, so the reason is exact."""
+    with socket.socket() as probe_port:  # a loopback port nobody listens on
+        probe_port.bind(("127.0.0.1", 0))
+        port = probe_port.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError) as caught:
+        await connect_tcp("127.0.0.1", port)
+    assert caught.value.errno == errno.ECONNREFUSED
+    assert connect_failure(caught.value).kind is InterruptionKind.CONNECT_REFUSED
 
 
 async def _chatty_greeting(peer: Peer) -> None:

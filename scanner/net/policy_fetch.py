@@ -43,6 +43,7 @@ from scanner.models import (
     PolicyFetch,
     ResultType,
 )
+from scanner.net.connect import connect_tcp
 from scanner.net.gate import REFUSED_EXCLUDED, ConnectionGate
 from scanner.net.tls import TlsClient, TlsFailure
 
@@ -187,7 +188,7 @@ async def _connect(
             await attempt.enter_async_context(gate.slot(ip))
             with trio.move_on_after(settings.timeout):
                 try:
-                    stream = await trio.open_tcp_stream(ip, settings.https_port)
+                    stream = await connect_tcp(ip, settings.https_port)
                 except OSError as error:
                     problems.append(f"{ip}: {_connect_error(error)}")
                     continue
@@ -225,12 +226,7 @@ _ERRNO_WORDS = {
 
 
 def _connect_error(error: OSError) -> str:
-    """Name a connect failure; trio wraps the real errors in the OSError's cause."""
-    cause = error.__cause__
-    if isinstance(cause, BaseExceptionGroup):
-        inner = [e for e in cause.exceptions if isinstance(e, OSError)]
-        if inner:
-            error = inner[0]
+    """Name a connect failure by its errno."""
     if error.errno in _ERRNO_WORDS:
         return _ERRNO_WORDS[error.errno]
     return f"connect failed ({error})"

@@ -85,6 +85,7 @@ from scanner.core.smtp import (
     parse_ehlo_reply,
 )
 from scanner.models import AddressStatus, Interruption, InterruptionKind, Phase, ProbeOutcome
+from scanner.net.connect import connect_tcp
 from scanner.net.tls import TlsClient, TlsFailure
 
 SERVICE_NOT_AVAILABLE: Final = 421  # RFC 5321 §4.2.3: the server is closing; try later
@@ -179,28 +180,13 @@ class _Interrupted(Exception):
         return self.interruption.kind
 
 
-def _errno_of(exc: BaseException) -> int | None:
-    """The errno of a connect error, looking through trio's "all attempts failed" group."""
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return exc.errno
-    cause = exc.__cause__
-    if isinstance(cause, BaseExceptionGroup):
-        for inner in cause.exceptions:
-            found = _errno_of(inner)
-            if found is not None:
-                return found
-    elif cause is not None:
-        return _errno_of(cause)
-    return None
-
-
 # Connect errors that have a kind of their own (docs/output.md#not-testable-reasons).
 _CONNECT_KINDS: Final = {errno.ECONNREFUSED: InterruptionKind.CONNECT_REFUSED}
 
 
 def connect_failure(exc: OSError) -> Interruption:
     """`connect-refused`, or `connect-failed` with the errno name for other connect errors."""
-    code = _errno_of(exc)
+    code = exc.errno
     if code is None:
         return Interruption(InterruptionKind.CONNECT_FAILED, Phase.CONNECT, str(exc))
     kind = _CONNECT_KINDS.get(code, InterruptionKind.CONNECT_FAILED)
@@ -345,7 +331,7 @@ class _Session:
         self.phase = Phase.CONNECT
         with trio.move_on_after(self.settings.step_timeout) as scope:
             try:
-                self.tcp = await trio.open_tcp_stream(self.ip, self.settings.smtp_port)
+                self.tcp = await connect_tcp(self.ip, self.settings.smtp_port)
             except OSError as exc:
                 failure = connect_failure(exc)
                 self.transcript.add(f"[{reason_text(failure)}]")
