@@ -10,7 +10,6 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
-import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -32,6 +31,7 @@ from scanner.net.dns_wire import (
     Mismatch,
     Outcome,
     Query,
+    RecordData,
     Refusal,
     Response,
     TcpFramer,
@@ -53,6 +53,13 @@ def query_for(name: str = "mx.example.test", rdtype: str = "A", *, cd: bool = Fa
     return build_query(
         dns.name.from_text(name), dns.rdatatype.from_text(rdtype), checking_disabled=cd
     )
+
+
+def wire_name(text: str) -> bytes:
+    """A name in the wire form `Outcome.name` holds."""
+    wire = dns.name.from_text(text).to_wire()
+    assert wire is not None
+    return wire
 
 
 def ids(*values: int) -> Iterator[int]:
@@ -406,7 +413,7 @@ def test_answer_with_a_cname_chain_inside() -> None:
         ),
     )
     assert outcome.status is DnsStatus.ANSWER
-    assert outcome.name == dns.name.from_text("host.example.test")
+    assert outcome.name == wire_name("host.example.test")
     assert len(outcome.links) == 2
     assert outcome.ttl == 50  # the smallest TTL of the chain
     assert outcome.authenticated
@@ -420,7 +427,7 @@ def test_chain_left_open_is_followed() -> None:
         query, lambda d: reply_to(d, rrset("www.example.test.", "CNAME", "elsewhere.test."))
     )
     assert outcome.follow
-    assert outcome.name == dns.name.from_text("elsewhere.test")
+    assert outcome.name == wire_name("elsewhere.test")
 
 
 def test_chain_to_a_nodata_target_is_not_followed() -> None:
@@ -529,9 +536,13 @@ def test_ad_bit_is_read() -> None:
 # ---------------------------------------------------------------- records
 
 
-def _rdata(rdtype: str, text: str) -> dns.rdata.Rdata:
-    rdata: dns.rdata.Rdata = rrset("x.example.test.", rdtype, text)[0]
-    return rdata
+def _rdata(rdtype: str, text: str) -> RecordData:
+    """One record made by dnspython, as the reply parser reads it off the wire."""
+    _, datagram = exchange_with_id(query_for("x.example.test", rdtype))
+    response = parse_response(reply_to(datagram, rrset("x.example.test.", rdtype, text)))
+    assert isinstance(response, Response)
+    (record,) = response.answer
+    return record.data
 
 
 def test_record_readers() -> None:

@@ -13,6 +13,12 @@ Nothing here touches a socket or a clock. `scanner.net.resolver` moves the bytes
   §§4, 9–10 asks (ID, source address and port, QR, opcode, the question) and returns
   a `Mismatch` to ignore (keep waiting), `TRUNCATED` (ask again over TCP), a
   `Refusal` (matched, but over the limits or unparseable) or a parsed `Response`.
+* `parse_response(wire)` reads a reply with a parser of its own (RFC 1035 §4.1), not
+  dnspython's: it keeps only what `interpret` uses — the RCODE (with the EDNS
+  extended bits), AD, an RFC 8914 extended error, and the answer and authority
+  records of class IN whose types the resolver asks for (A, AAAA, MX, TXT, CNAME,
+  TLSA, SOA), each as a small typed value (`RecordData`); other records are stepped
+  over by their RDLENGTH. Anything malformed is a `Refusal` that says what.
 * `TcpFramer` cuts the two-octet length-prefixed messages of DNS over TCP
   (RFC 1035 §4.2.2) however the bytes are split, refusing a length over the limit
   before reading it.
@@ -22,10 +28,16 @@ Nothing here touches a socket or a clock. `scanner.net.resolver` moves the bytes
   be cached (RFC 2308 §5 for negative answers) and what the resolver said about
   DNSSEC (AD, and an RFC 8914 extended error).
 
-Limits, all checked before dnspython parses anything: a reply is at most
+Names travel in wire form (`bytes`: length-prefixed labels ending with the root's
+zero octet, uncompressed), as the reply spelled them; they compare after
+`bytes.lower()`, in ASCII only (RFC 4343). `name_text` gives the text the models hold.
+
+Limits, all checked before the records are read: a reply is at most
 `MAX_RESPONSE_BYTES` octets and holds at most `MAX_RECORDS` records (answer,
 authority and additional, from the header counts); an EDE text is cut at
-`MAX_EDE_TEXT` characters; a chain has at most `MAX_CNAME_LINKS` links.
+`MAX_EDE_TEXT` characters; a chain has at most `MAX_CNAME_LINKS` links. Inside the
+parser a name is at most 255 octets, reached through at most `MAX_POINTER_HOPS`
+compression pointers that each point strictly backwards.
 """
 
 from __future__ import annotations
@@ -33,29 +45,16 @@ from __future__ import annotations
 import functools
 import secrets
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
-import dns.edns
-import dns.exception
 import dns.flags
 import dns.message
 import dns.name
-import dns.opcode
 import dns.rcode
-import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
-import dns.rdtypes.ANY.CNAME
-import dns.rdtypes.ANY.MX
-import dns.rdtypes.ANY.SOA
-import dns.rdtypes.ANY.TLSA
-import dns.rdtypes.ANY.TXT
-import dns.rdtypes.IN.A
-import dns.rdtypes.IN.AAAA
-import dns.rrset
 
 from scanner.models import DnsStatus, MxRecord, TlsaRecord
 
@@ -92,11 +91,12 @@ Address = tuple[str, int]
 class Query:
     """One question, ready to be sent with any ID.
 
-    `wire` carries ID 0; `question_name` is the QNAME as sent, lower-cased, and
-    `question_tail` the QTYPE and QCLASS, for matching replies (RFC 5452 §9.1).
+    `name` is the QNAME in wire form as sent; `wire` carries ID 0; `question_name` is
+    the QNAME lower-cased, and `question_tail` the QTYPE and QCLASS, for matching
+    replies (RFC 5452 §9.1) and for finding the records that answer it.
     """
 
-    name: dns.name.Name
+    name: bytes
     rdtype: dns.rdatatype.RdataType
     checking_disabled: bool
     wire: bytes
@@ -108,7 +108,10 @@ class Query:
 
 
 def build_query(
-    name: dns.name.Name, rdtype: dns.rdatatype.RdataType, *, checking_disabled: bool = False
+    name: dns.name.Name | bytes,
+    rdtype: dns.rdatatype.RdataType,
+    *,
+    checking_disabled: bool = False,
 ) -> Query:
     """A recursive query with AD and DO set (RFC 6840 §5.7, RFC 3225), CD on request.
 
@@ -117,17 +120,22 @@ def build_query(
     builds them once per (type, CD) around the root name, and only the QNAME (the one
     name of a query, never compressed) is put in for each question, which costs a
     fiftieth of building the message (tests/test_dns_wire.py holds the equality).
-    Raises `dns.exception.DNSException` for a relative name.
+    `name` is a dnspython name or a name in wire form as this module hands them out
+    (`Outcome.name`: absolute, uncompressed, within the RFC 1035 limits). Raises
+    `dns.exception.DNSException` for a relative dnspython name.
     """
     header, tail = _query_template(rdtype, checking_disabled)
-    qname = name.to_wire()
-    assert qname is not None
-    wire = header + qname + tail
+    if isinstance(name, bytes):
+        qname = name
+    else:
+        wire_name = name.to_wire()
+        assert wire_name is not None
+        qname = wire_name
     return Query(
-        name=name,
+        name=qname,
         rdtype=rdtype,
         checking_disabled=checking_disabled,
-        wire=wire,
+        wire=header + qname + tail,
         question_name=qname.lower(),
         question_tail=tail[:4],
     )
@@ -259,13 +267,59 @@ EDE_BOGUS: Final = frozenset({5, 6, 7, 8, 9, 10, 11, 12, 25})
 
 
 @dataclass(frozen=True, slots=True)
-class Response:
-    """A matched, parsed reply within the limits."""
+class TxtData:
+    """A TXT record's character-strings (RFC 1035 §3.3.14), as on the wire."""
 
-    message: dns.message.Message
+    strings: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CnameData:
+    """A CNAME record's target (RFC 1035 §3.3.1), in wire form, with the case it came in."""
+
+    target: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SoaData:
+    """Of an SOA record (RFC 1035 §3.3.13), the one field RFC 2308 §5 needs: MINIMUM."""
+
+    minimum: int
+
+
+# One record's RDATA as the parser keeps it: the address text of an A or AAAA record,
+# `MxRecord` (exchange as `name_text` gives it), `TxtData`, `CnameData`, `TlsaRecord`
+# (RFC 6698 §2.1), `SoaData`.
+RecordData = str | MxRecord | TxtData | CnameData | TlsaRecord | SoaData
+
+
+class ResourceRecord(NamedTuple):
+    """One record of class IN of a type the parser reads (RFC 1035 §4.1.3).
+
+    `owner` is lower-cased wire form (RFC 4343: names compare in ASCII lower case);
+    `ttl` is already 0 when the top bit was set (RFC 2181 §8).
+    """
+
+    owner: bytes
+    rdtype: int
+    ttl: int
+    data: RecordData
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A matched, parsed reply within the limits: what `interpret` reads of it.
+
+    `rcode` includes the upper eight bits from the OPT record (RFC 6891 §6.1.3).
+    `answer` and `authority` hold, in wire order, the records of class IN of the
+    types the parser reads (see `RecordData`); others are not kept.
+    """
+
     rcode: int
     authenticated: bool  # AD (RFC 4035 §3.2.3)
     extended_error: ExtendedError | None
+    answer: tuple[ResourceRecord, ...] = ()
+    authority: tuple[ResourceRecord, ...] = ()
 
 
 Reply = Mismatch | _Truncated | Refusal | Response
@@ -331,7 +385,11 @@ class Exchange:
         if not self._question_matches(wire, qdcount, flags & _RCODE_MASK):
             return Mismatch.WRONG_QUESTION
         del self._out[query_id]  # answered: a second reply with this ID is ignored
-        return _check_and_parse(wire, flags, ancount + nscount + arcount, stream=stream)
+        # The question matched byte for byte: the records start right after it.
+        start = HEADER_BYTES + (
+            len(self.query.question_name) + _QUESTION_TAIL_BYTES if qdcount else 0
+        )
+        return _check_and_parse(wire, flags, ancount + nscount + arcount, start, stream=stream)
 
     def _question_matches(self, wire: bytes, qdcount: int, rcode: int) -> bool:
         if qdcount == 0:
@@ -347,7 +405,7 @@ class Exchange:
         )
 
 
-def _check_and_parse(wire: bytes, flags: int, records: int, *, stream: bool) -> Reply:
+def _check_and_parse(wire: bytes, flags: int, records: int, start: int, *, stream: bool) -> Reply:
     if len(wire) > MAX_RESPONSE_BYTES:
         return Refusal(f"reply over the {MAX_RESPONSE_BYTES}-octet limit")
     if flags & _TC:
@@ -356,39 +414,396 @@ def _check_and_parse(wire: bytes, flags: int, records: int, *, stream: bool) -> 
         return TRUNCATED
     if records > MAX_RECORDS:
         return Refusal(f"reply with {records} records, over the limit of {MAX_RECORDS}")
-    return parse_response(wire)
-
-
-# What dnspython's wire parser may raise on hostile bytes: a table, so that an
-# unexpected exception stays a bug instead of becoming a status.
-_PARSE_ERRORS: Final = (dns.exception.DNSException, ValueError, IndexError, struct.error)
+    return _parse(wire, start)
 
 
 def parse_response(wire: bytes) -> Response | Refusal:
-    """dnspython's parser, its exceptions mapped to a `Refusal` that keeps the reason."""
+    """Read a reply (RFC 1035 §4.1); anything malformed is a `Refusal` that says what.
+
+    Every name, record and option must lie within the message and the message must
+    end with its last record; every RDATA the parser reads must be exactly as long as
+    its RDLENGTH says (RFC 1035 §3.2.1). Not checked here: `MAX_RESPONSE_BYTES` and
+    `MAX_RECORDS` (`Exchange.accept` does, first) — the work is bounded by the length
+    of `wire` all the same.
+    """
+    return _parse(wire, 0)
+
+
+class _Malformed(Exception):
+    """Inside the parser: the reply breaks the wire format or a bound; says which, briefly."""
+
+
+# The parts of RFC 1035 §4.1 read with struct: header; TYPE, CLASS, TTL, RDLENGTH of a
+# record (§4.1.3); OPTION-CODE, OPTION-LENGTH of an EDNS option (RFC 6891 §6.1.2).
+_HEADER: Final = struct.Struct("!6H")
+_RECORD: Final = struct.Struct("!HHIH")
+_OPTION: Final = struct.Struct("!HH")
+_IPV6_GROUPS: Final = struct.Struct("!8H")
+_RECORD_BYTES: Final = 10
+_QUESTION_TAIL_BYTES: Final = 4
+_OPT: Final = int(dns.rdatatype.OPT)
+_CNAME: Final = int(dns.rdatatype.CNAME)
+_SOA: Final = int(dns.rdatatype.SOA)
+_CLASS_IN: Final = 1
+_EDE_OPTION: Final = 15  # RFC 8914 §2
+_ROOT: Final = b"\x00"
+# RFC 1035 §2.3.4: a name is at most 255 octets in wire form, a label at most 63. A
+# length octet of 0xC0 and over starts a compression pointer (§4.1.4); 0x40–0xBF are
+# the label types 01 and 10, reserved there (RFC 6891 §5 retired the extended ones).
+MAX_NAME_BYTES: Final = 255
+_POINTER: Final = 0xC0
+_LABEL_LIMIT: Final = 0x40
+# Pointers followed for one name, like dnspython's MAX_COMPRESSION_POINTER_CHAIN: a
+# compressor points once, at the longest suffix it has already written.
+MAX_POINTER_HOPS: Final = 16
+# RFC 2181 §8: a TTL with the top bit set is taken as zero.
+_TTL_MAX: Final = 0x7FFFFFFF
+
+
+def _parse(wire: bytes, start: int) -> Response | Refusal:
+    """`parse_response`, with the question already matched when `start` is past it."""
     try:
-        message = dns.message.from_wire(wire)
-    except _PARSE_ERRORS as exc:
-        return Refusal(f"unparseable reply ({type(exc).__name__}: {exc})"[:300])
+        return _read_message(wire, start)
+    except _Malformed as exc:
+        return Refusal(f"unparseable reply ({exc})")
+
+
+def _read_message(wire: bytes, start: int) -> Response:
+    """Header, question (skipped: from `start` if already matched, else read when
+    `start` is 0), answer, authority, additional (RFC 1035 §4.1), nothing after."""
+    end = len(wire)
+    if end < HEADER_BYTES:
+        raise _Malformed("shorter than a DNS header")
+    _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
+    offset = start
+    if not offset:
+        offset = HEADER_BYTES
+        for _ in range(qdcount):
+            offset = _read_name(wire, offset, end)[1] + _QUESTION_TAIL_BYTES
+            if offset > end:
+                raise _Malformed("question runs past the end")
+    answer: list[ResourceRecord] = []
+    authority: list[ResourceRecord] = []
+    offset = _read_section(wire, offset, end, ancount, answer)
+    offset = _read_section(wire, offset, end, nscount, authority)
+    offset, opt_ttl, extended_error = _read_additional(wire, offset, end, arcount)
+    if offset != end:
+        raise _Malformed(f"trailing octets after the last record ({end - offset})")
     return Response(
-        message=message,
-        rcode=message.rcode(),
-        authenticated=bool(message.flags & dns.flags.AD),
-        extended_error=_extended_error(message.options),
+        # RFC 6891 §6.1.3: EXTENDED-RCODE, the top octet of the OPT TTL, is the upper
+        # eight bits of the 12-bit RCODE.
+        rcode=(flags & _RCODE_MASK) | ((opt_ttl >> 20) & 0xFF0),
+        authenticated=bool(flags & _AD),
+        extended_error=extended_error,
+        answer=tuple(answer),
+        authority=tuple(authority),
     )
 
 
-def _extended_error(options: Iterable[dns.edns.Option]) -> ExtendedError | None:
-    """The first DNSSEC failure among the EDE options, else the first EDE (RFC 8914 §2)."""
-    found: list[ExtendedError] = []
-    for option in options:
-        if isinstance(option, dns.edns.EDEOption):
-            text = (option.text or "")[:MAX_EDE_TEXT]
-            found.append(ExtendedError(int(option.code), text))
-    for error in found:
-        if error.dnssec_failure:
-            return error
-    return found[0] if found else None
+def _record_header(wire: bytes, offset: int, end: int) -> tuple[int, int, int, int, int]:
+    """TYPE, CLASS, TTL, and where the RDATA starts and ends (RFC 1035 §4.1.3).
+
+    `offset` is just past the owner name; the RDATA must end within the message.
+    """
+    rdata = offset + _RECORD_BYTES
+    if rdata > end:
+        raise _Malformed("record runs past the end")
+    rdtype, rdclass, ttl, rdlength = _RECORD.unpack_from(wire, offset)
+    rdata_end = rdata + rdlength
+    if rdata_end > end:
+        raise _Malformed(f"RDATA of type {rdtype} runs past the end")
+    return rdtype, rdclass, ttl, rdata, rdata_end
+
+
+def _read_section(
+    wire: bytes, offset: int, end: int, count: int, into: list[ResourceRecord]
+) -> int:
+    """The answer or authority section (RFC 1035 §4.1.3), its records added to `into`.
+
+    Only the records of class IN whose type `_DECODERS` reads are kept; the others
+    are stepped over. An OPT record belongs in the additional section only (RFC 6891
+    §6.1.1).
+    """
+    for _ in range(count):
+        owner, offset = _read_name(wire, offset, end)
+        rdtype, rdclass, ttl, rdata, offset = _record_header(wire, offset, end)
+        if rdtype == _OPT:
+            raise _Malformed("OPT record outside the additional section")
+        if rdclass == _CLASS_IN:
+            decode = _DECODERS.get(rdtype)
+            if decode is not None:
+                data = decode(wire, rdata, offset)
+                into.append(
+                    ResourceRecord(owner.lower(), rdtype, ttl if ttl <= _TTL_MAX else 0, data)
+                )
+    return offset
+
+
+def _read_additional(
+    wire: bytes, offset: int, end: int, count: int
+) -> tuple[int, int, ExtendedError | None]:
+    """The additional section, of which only the OPT record (RFC 6891 §6.1) is read.
+
+    Returns the offset past the section, the OPT TTL (for the extended RCODE; 0
+    without OPT) and the extended error chosen among its options.
+    """
+    opt_ttl = 0
+    extended_error: ExtendedError | None = None
+    seen_opt = False
+    for _ in range(count):
+        owner, offset = _read_name(wire, offset, end)
+        rdtype, _, ttl, rdata, offset = _record_header(wire, offset, end)
+        if rdtype != _OPT:
+            continue
+        # RFC 6891 §6.1.1: one OPT record, owned by the root.
+        if seen_opt:
+            raise _Malformed("a second OPT record")
+        if owner != _ROOT:
+            raise _Malformed("OPT record not owned by the root")
+        seen_opt = True
+        opt_ttl = ttl
+        extended_error = _read_options(wire, rdata, offset)
+    return offset, opt_ttl, extended_error
+
+
+def _read_options(wire: bytes, offset: int, end: int) -> ExtendedError | None:
+    """The first EDE of the OPT RDATA that says DNSSEC failed, else the first EDE.
+
+    RFC 6891 §6.1.2 options, RFC 8914 §2 EDE; other options are stepped over.
+    """
+    chosen: ExtendedError | None = None
+    while offset < end:
+        if offset + 4 > end:
+            raise _Malformed("EDNS option runs past the OPT record")
+        code, length = _OPTION.unpack_from(wire, offset)
+        offset += 4
+        stop = offset + length
+        if stop > end:
+            raise _Malformed("EDNS option runs past the OPT record")
+        if code == _EDE_OPTION:
+            error = _extended_error(wire, offset, stop)
+            if chosen is None or (error.dnssec_failure and not chosen.dnssec_failure):
+                chosen = error
+        offset = stop
+    return chosen
+
+
+def _extended_error(wire: bytes, offset: int, end: int) -> ExtendedError:
+    """RFC 8914 §2: INFO-CODE, then EXTRA-TEXT in UTF-8, cut at `MAX_EDE_TEXT`.
+
+    A final NUL is dropped, as dnspython did. Octets that are not UTF-8 are kept as
+    backslash escapes instead of refusing the reply (dnspython refused it): the code
+    is what counts, the text is only shown (as untrusted text).
+    """
+    if end - offset < 2:
+        raise _Malformed("EDE option shorter than its INFO-CODE")
+    raw = wire[offset + 2 : end]
+    if raw[-1:] == b"\x00":
+        raw = raw[:-1]
+    text = raw.decode("utf-8", errors="backslashreplace")[:MAX_EDE_TEXT]
+    return ExtendedError((wire[offset] << 8) | wire[offset + 1], text)
+
+
+# ------------------------------------------------- names (RFC 1035 §§3.1, 4.1.4)
+
+
+def _read_name(wire: bytes, offset: int, end: int) -> tuple[bytes, int]:
+    """The name at `offset`, uncompressed, and the offset just past it where it stands.
+
+    Its first labels must lie before `end` (the end of the message, or of the RDATA it
+    is in). A compression pointer must point before the start of the labels it ends
+    (strictly backwards: no loop), and the labels it points to must end before that
+    start (no overlap), as dnspython checks; at most `MAX_POINTER_HOPS` pointers; at
+    most `MAX_NAME_BYTES` octets in all; no label types 01 and 10 (RFC 6891 §5).
+    """
+    pieces: list[bytes] = []  # the labels before each pointer followed
+    size = 0  # octets in `pieces`
+    segment = position = offset  # the labels being read start at `segment`
+    limit = end
+    after = 0  # just past the first pointer: where the name ends in the message
+    while True:
+        if position >= limit:
+            raise _Malformed("name runs past its end")
+        length = wire[position]
+        if length < _LABEL_LIMIT:
+            if not length:
+                break
+            position += length + 1
+            if size + position - segment >= MAX_NAME_BYTES:
+                raise _Malformed(f"name over {MAX_NAME_BYTES} octets")
+            continue
+        if length < _POINTER:
+            raise _Malformed(f"label type 0x{length:02x}")
+        if position + 1 >= limit:
+            raise _Malformed("name runs past its end")
+        target = ((length & 0x3F) << 8) | wire[position + 1]
+        if target >= segment:
+            raise _Malformed("compression pointer not backwards")
+        if len(pieces) == MAX_POINTER_HOPS:
+            raise _Malformed("too many compression pointers")
+        if not after:
+            after = position + 2
+        pieces.append(wire[segment:position])
+        size += position - segment
+        limit = segment
+        segment = position = target
+    position += 1
+    if not pieces:
+        return wire[segment:position], position
+    pieces.append(wire[segment:position])
+    return b"".join(pieces), after
+
+
+# Octets dnspython writes as they are in a label's text; the others are escaped.
+_SPECIAL: Final = b'"().;\\@$'
+_PLAIN: Final = bytes(c for c in range(0x21, 0x7F) if c not in _SPECIAL)
+
+
+@functools.lru_cache(maxsize=4096)
+def name_text(name: bytes) -> str:
+    """A name as the models hold it: A-labels, lower case, no trailing dot ("." for the root).
+
+    The same text as dnspython's `name.to_text(omit_final_dot=True).lower()`, escapes
+    included. Cached: a bulk run meets the same MX hosts over and over.
+    """
+    return _text(name).lower()
+
+
+def _text(name: bytes) -> str:
+    """dnspython's `to_text(omit_final_dot=True)` of a name in wire form, case kept."""
+    if name == _ROOT:
+        return "."
+    labels: list[str] = []
+    position = 0
+    while length := name[position]:
+        label = name[position + 1 : position + 1 + length]
+        labels.append(_escaped(label) if label.translate(None, _PLAIN) else label.decode("ascii"))
+        position += length + 1
+    return ".".join(labels)
+
+
+def _escaped(label: bytes) -> str:
+    """dnspython's `_escapify`: a backslash before `"().;\\@$`, `\\DDD` for other octets.
+
+    `\\DDD` (decimal) is for an octet outside 0x21–0x7E, so that no label's text
+    holds a dot, a space, a control character or anything not ASCII.
+    """
+    return "".join(
+        "\\" + chr(octet)
+        if octet in _SPECIAL
+        else chr(octet)
+        if 0x20 < octet < 0x7F
+        else f"\\{octet:03d}"
+        for octet in label
+    )
+
+
+# ------------------------------------------------- RDATA (RFC 1035 §3.3, RFC 3596, RFC 6698)
+
+
+def _a(wire: bytes, start: int, end: int) -> str:
+    """RFC 1035 §3.4.1: four octets, as dotted decimal."""
+    if end - start != 4:
+        raise _Malformed(f"A RDATA of {end - start} octets")
+    return f"{wire[start]}.{wire[start + 1]}.{wire[start + 2]}.{wire[start + 3]}"
+
+
+def _aaaa(wire: bytes, start: int, end: int) -> str:
+    """RFC 3596 §2.2: sixteen octets, as `_ipv6_text` writes them."""
+    if end - start != 16:
+        raise _Malformed(f"AAAA RDATA of {end - start} octets")
+    return _ipv6_text(wire[start:end])
+
+
+def _ipv6_text(packed: bytes) -> str:
+    """The text dnspython gives an AAAA address (`dns.ipv6.inet_ntoa`), as the models did.
+
+    RFC 5952 §4: lower-case hex without leading zeros, the first longest run of two or
+    more zero groups as "::"; but, unlike `ipaddress`, an address with 96 zero bits or
+    the IPv4-mapped prefix ends in dotted decimal (`::192.0.2.1`, `::ffff:192.0.2.1`).
+    """
+    groups = _IPV6_GROUPS.unpack(packed)
+    best_start = best_length = 0
+    run_start = -1
+    for index, group in enumerate((*groups, 1)):  # the 1 ends a final run of zeros
+        if not group:
+            if run_start < 0:
+                run_start = index
+        elif run_start >= 0:
+            if index - run_start > best_length:
+                best_start, best_length = run_start, index - run_start
+            run_start = -1
+    if best_length < 2:
+        return ":".join(f"{group:x}" for group in groups)
+    if best_start == 0 and (best_length == 6 or (best_length == 5 and groups[5] == 0xFFFF)):
+        prefix = "::" if best_length == 6 else "::ffff:"
+        return f"{prefix}{packed[12]}.{packed[13]}.{packed[14]}.{packed[15]}"
+    head = ":".join(f"{group:x}" for group in groups[:best_start])
+    tail = ":".join(f"{group:x}" for group in groups[best_start + best_length :])
+    return f"{head}::{tail}"
+
+
+def _mx(wire: bytes, start: int, end: int) -> MxRecord:
+    """RFC 1035 §3.3.9: PREFERENCE, then EXCHANGE (maybe compressed), ending the RDATA."""
+    if end - start < 3:
+        raise _Malformed(f"MX RDATA of {end - start} octets")
+    exchange, after = _read_name(wire, start + 2, end)
+    if after != end:
+        raise _Malformed("MX RDATA longer than its exchange")
+    return MxRecord((wire[start] << 8) | wire[start + 1], name_text(exchange))
+
+
+def _txt(wire: bytes, start: int, end: int) -> TxtData:
+    """RFC 1035 §3.3.14: one or more <character-string>s that fill the RDATA."""
+    if start == end:
+        raise _Malformed("TXT RDATA empty")
+    strings: list[bytes] = []
+    while start < end:
+        stop = start + 1 + wire[start]
+        if stop > end:
+            raise _Malformed("TXT string runs past its RDATA")
+        strings.append(wire[start + 1 : stop])
+        start = stop
+    return TxtData(tuple(strings))
+
+
+def _cname(wire: bytes, start: int, end: int) -> CnameData:
+    """RFC 1035 §3.3.1: one name (maybe compressed), the whole RDATA."""
+    target, after = _read_name(wire, start, end)
+    if after != end:
+        raise _Malformed("CNAME RDATA longer than its name")
+    return CnameData(target)
+
+
+def _tlsa(wire: bytes, start: int, end: int) -> TlsaRecord:
+    """RFC 6698 §2.1: usage, selector, matching type, then the association data.
+
+    Data of another length than its matching type's digest is kept, not refused:
+    `scanner.core.dane` finds such a record unusable, as it does other odd ones.
+    """
+    if end - start < 3:
+        raise _Malformed(f"TLSA RDATA of {end - start} octets")
+    return TlsaRecord(wire[start], wire[start + 1], wire[start + 2], wire[start + 3 : end])
+
+
+def _soa(wire: bytes, start: int, end: int) -> SoaData:
+    """RFC 1035 §3.3.13: MNAME, RNAME (maybe compressed), five 32-bit fields, MINIMUM last."""
+    _, offset = _read_name(wire, start, end)
+    _, offset = _read_name(wire, offset, end)
+    if end - offset != 20:
+        raise _Malformed("SOA RDATA not two names and 20 octets")
+    return SoaData(int.from_bytes(wire[end - 4 : end], "big"))
+
+
+_DECODERS: Final[dict[int, Callable[[bytes, int, int], RecordData]]] = {
+    int(dns.rdatatype.A): _a,
+    int(dns.rdatatype.AAAA): _aaaa,
+    int(dns.rdatatype.MX): _mx,
+    int(dns.rdatatype.TXT): _txt,
+    _CNAME: _cname,
+    int(dns.rdatatype.TLSA): _tlsa,
+    _SOA: _soa,
+}
 
 
 class _NeedData(Enum):
@@ -470,16 +885,17 @@ FINAL_RCODES: Final = frozenset({dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcod
 class Outcome:
     """What one reply says about one question, after the CNAME links inside it.
 
-    `name` is where the chain stands: the owner of `records`, or the name found not to
-    exist or to have no data. `follow` means the reply ended at a CNAME without saying
-    what its target holds: ask again at `name`. `ttl` is how long the outcome may be
-    cached (0: not at all).
+    `name` is where the chain stands (wire form, as the reply or the query spelled
+    it): the owner of `records`, or the name found not to exist or to have no data.
+    `links` are the CNAME targets passed, in order. `follow` means the reply ended at a
+    CNAME without saying what its target holds: ask again at `name`. `ttl` is how long
+    the outcome may be cached (0: not at all).
     """
 
     status: DnsStatus
-    records: tuple[dns.rdata.Rdata, ...]
-    links: tuple[dns.name.Name, ...]
-    name: dns.name.Name
+    records: tuple[RecordData, ...]
+    links: tuple[bytes, ...]
+    name: bytes
     follow: bool
     ttl: int
     authenticated: bool
@@ -496,48 +912,58 @@ def interpret(query: Query, response: Response) -> Outcome:
     answer may be cached for min(SOA TTL, SOA MINIMUM) (RFC 2308 §5), never without an
     SOA; a positive one for the smallest TTL of the RRsets used.
     """
-    message = response.message
+    answer = response.answer
+    rdtype = int(query.rdtype)
     name = query.name
-    links: list[dns.name.Name] = []
+    key = query.question_name  # `name` lower-cased, as the owners are
+    keys = [key]
+    links: list[bytes] = []
     ttl = MAX_POSITIVE_TTL
     while True:
-        rrset = _find(message.answer, name, query.rdtype)
-        if rrset is not None:
+        found = _rrset(answer, key, rdtype)
+        if found is not None:
+            records, rrset_ttl = found
             return Outcome(
                 status=DnsStatus.ANSWER,
-                records=tuple(rrset),
+                records=records,
                 links=tuple(links),
                 name=name,
                 follow=False,
-                ttl=_clamp_ttl(min(ttl, rrset.ttl), MAX_POSITIVE_TTL),
+                ttl=_clamp_ttl(min(ttl, rrset_ttl), MAX_POSITIVE_TTL),
                 authenticated=response.authenticated,
                 extended_error=response.extended_error,
             )
-        cname = _find(message.answer, name, dns.rdatatype.CNAME)
-        if cname is None or query.rdtype == dns.rdatatype.CNAME:
+        cname = _rrset(answer, key, _CNAME)
+        if cname is None or rdtype == _CNAME:
             break
-        link = cname[0]
-        assert isinstance(link, dns.rdtypes.ANY.CNAME.CNAME)
+        (link,), cname_ttl = cname
+        assert isinstance(link, CnameData)
         target = link.target
-        if len(links) >= MAX_CNAME_LINKS or target in links or target == query.name:
+        key = target.lower()
+        if len(links) >= MAX_CNAME_LINKS or key in keys:
             return _failure(response, DnsStatus.ERROR, "CNAME chain too long or looping")
         links.append(target)
-        ttl = min(ttl, cname.ttl)
+        keys.append(key)
+        ttl = min(ttl, cname_ttl)
         name = target
+    return _negative(response, name, tuple(links), ttl)
+
+
+def _negative(response: Response, name: bytes, links: tuple[bytes, ...], ttl: int) -> Outcome:
+    """The outcome of a reply without the records asked for, its chain ending at `name`."""
     status, detail = status_of_rcode(response.rcode)
-    soa = _find_type(message.authority, dns.rdatatype.SOA)
+    soa = _soa_of(response.authority)
     negative_ttl = 0
     if soa is not None and status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA):
-        start = soa[0]
-        assert isinstance(start, dns.rdtypes.ANY.SOA.SOA)
-        negative_ttl = _clamp_ttl(min(ttl, soa.ttl, start.minimum), MAX_NEGATIVE_TTL)
+        minimum, soa_ttl = soa
+        negative_ttl = _clamp_ttl(min(ttl, soa_ttl, minimum), MAX_NEGATIVE_TTL)
     follow = status is DnsStatus.NODATA and bool(links) and soa is None
     if links and status is DnsStatus.NXDOMAIN:
-        detail = f"{detail} (CNAME target {name.to_text(omit_final_dot=True)})"
+        detail = f"{detail} (CNAME target {_text(name)})"
     return Outcome(
         status=status,
         records=(),
-        links=tuple(links),
+        links=links,
         name=name,
         follow=follow,
         ttl=negative_ttl,
@@ -552,7 +978,7 @@ def _failure(response: Response, status: DnsStatus, detail: str) -> Outcome:
         status=status,
         records=(),
         links=(),
-        name=dns.name.root,
+        name=_ROOT,
         follow=False,
         ttl=0,
         authenticated=False,
@@ -561,57 +987,74 @@ def _failure(response: Response, status: DnsStatus, detail: str) -> Outcome:
     )
 
 
-def _find(
-    section: list[dns.rrset.RRset], name: dns.name.Name, rdtype: dns.rdatatype.RdataType
-) -> dns.rrset.RRset | None:
-    for rrset in section:
-        if rrset.rdtype == rdtype and rrset.rdclass == dns.rdataclass.IN and rrset.name == name:
-            return rrset if len(rrset) else None
-    return None
+# RFC 2181 §10.1: an RRset of these types holds one record; dnspython keeps the last.
+_SINGLETONS: Final = frozenset({_CNAME, _SOA})
 
 
-def _find_type(
-    section: list[dns.rrset.RRset], rdtype: dns.rdatatype.RdataType
-) -> dns.rrset.RRset | None:
-    for rrset in section:
-        if rrset.rdtype == rdtype and rrset.rdclass == dns.rdataclass.IN and len(rrset):
-            return rrset
+def _rrset(
+    section: tuple[ResourceRecord, ...], owner: bytes, rdtype: int
+) -> tuple[tuple[RecordData, ...], int] | None:
+    """The RRset of `owner` (lower-cased) and `rdtype` in `section`, and its TTL.
+
+    As dnspython merges a section's records into RRsets (RFC 2181 §5): the records in
+    wire order without repeats (only the last for CNAME and SOA), the smallest TTL of
+    them all (RFC 2181 §5.2). None when there is no such record.
+    """
+    records: list[RecordData] = []
+    ttl = -1
+    for record in section:
+        if record.rdtype == rdtype and record.owner == owner:
+            if ttl < 0 or record.ttl < ttl:
+                ttl = record.ttl
+            if rdtype in _SINGLETONS:
+                records = [record.data]
+            elif record.data not in records:
+                records.append(record.data)
+    return (tuple(records), ttl) if records else None
+
+
+def _soa_of(section: tuple[ResourceRecord, ...]) -> tuple[int, int] | None:
+    """MINIMUM and TTL of the first SOA RRset of the authority section (RFC 2308 §3)."""
+    for record in section:
+        if record.rdtype == _SOA:
+            found = _rrset(section, record.owner, _SOA)
+            assert found is not None
+            (soa,), ttl = found
+            assert isinstance(soa, SoaData)
+            return soa.minimum, ttl
     return None
 
 
 def _clamp_ttl(ttl: int, ceiling: int) -> int:
     # RFC 2181 §8: a TTL with the top bit set is taken as zero.
-    if ttl < 0 or ttl > 0x7FFFFFFF:
+    if ttl < 0 or ttl > _TTL_MAX:
         return 0
     return min(ttl, ceiling)
 
 
 # ---------------------------------------------------------------- records
+# What the resolver makes of `Outcome.records` for the type it asked.
 
 
-def txt_text(rdata: dns.rdata.Rdata) -> str:
+def txt_text(record: RecordData) -> str:
     """RFC 8461 §3.1 / RFC 8460 §3: a TXT record's character-strings joined with no separator."""
-    assert isinstance(rdata, dns.rdtypes.ANY.TXT.TXT)
-    return b"".join(rdata.strings).decode("utf-8", errors="backslashreplace")
+    assert isinstance(record, TxtData)
+    return b"".join(record.strings).decode("utf-8", errors="backslashreplace")
 
 
-def mx_record(rdata: dns.rdata.Rdata) -> MxRecord:
+def mx_record(record: RecordData) -> MxRecord:
     """Preference and exchange, the exchange lower-cased without the trailing dot ("." stays)."""
-    assert isinstance(rdata, dns.rdtypes.ANY.MX.MX)
-    return MxRecord(rdata.preference, rdata.exchange.to_text(omit_final_dot=True).lower())
+    assert isinstance(record, MxRecord)
+    return record
 
 
-def address_text(rdata: dns.rdata.Rdata) -> str:
-    assert isinstance(rdata, dns.rdtypes.IN.A.A | dns.rdtypes.IN.AAAA.AAAA)
-    return str(rdata.address)
+def address_text(record: RecordData) -> str:
+    """An A or AAAA address as text (see `_ipv6_text`)."""
+    assert isinstance(record, str)
+    return record
 
 
-def tlsa_record(rdata: dns.rdata.Rdata) -> TlsaRecord:
+def tlsa_record(record: RecordData) -> TlsaRecord:
     """RFC 6698 §2.1: certificate usage, selector, matching type, association data."""
-    assert isinstance(rdata, dns.rdtypes.ANY.TLSA.TLSA)
-    return TlsaRecord(rdata.usage, rdata.selector, rdata.mtype, bytes(rdata.cert))
-
-
-def name_text(name: dns.name.Name) -> str:
-    """A name as the models hold it: A-labels, lower case, no trailing dot."""
-    return name.to_text(omit_final_dot=True).lower()
+    assert isinstance(record, TlsaRecord)
+    return record

@@ -10,8 +10,9 @@ said about validation; no lookup raises for an expected failure.
 Theory of operation
 -------------------
 Questions and replies are built, matched and parsed by the sans-IO
-`scanner.net.dns_wire` (dnspython's message classes, not its resolver); this
-module only moves bytes, holds deadlines, caches and counts.
+`scanner.net.dns_wire` (queries from dnspython's message classes, replies by a
+parser of its own; not dnspython's resolver); this module only moves bytes, holds
+deadlines, caches and counts.
 
 * **Deadlines.** A lookup runs under one deadline (`timeout`, held here with
   `move_on_after`). Inside it, each try waits `per_try` (a third of the
@@ -66,7 +67,6 @@ from typing import Final
 import dns.exception
 import dns.name
 import dns.rcode
-import dns.rdata
 import dns.rdatatype
 import trio
 
@@ -92,6 +92,7 @@ from scanner.net.dns_wire import (
     Mismatch,
     Outcome,
     Query,
+    RecordData,
     Refusal,
     Response,
     TcpFramer,
@@ -289,7 +290,7 @@ class _Resolved:
     """
 
     status: DnsStatus
-    records: tuple[dns.rdata.Rdata, ...] = ()
+    records: tuple[RecordData, ...] = ()
     detail: str = ""
     canonical: str | None = None
     authenticated: bool = False
@@ -530,7 +531,7 @@ class Resolver:
         resolved = await self._lookup(name, dns.rdatatype.TXT)
         return TxtAnswer(
             resolved.status,
-            tuple(txt_text(rdata) for rdata in resolved.records),
+            tuple(txt_text(record) for record in resolved.records),
             resolved.detail,
             dnssec=self._dnssec_counted(resolved),
         )
@@ -558,7 +559,7 @@ class Resolver:
         dnssec = self._dnssec_counted(resolved)
         return AddressAnswer(
             resolved.status,
-            tuple(address_text(rdata) for rdata in resolved.records),
+            tuple(address_text(record) for record in resolved.records),
             resolved.detail,
             dnssec=dnssec,
             canonical_name=resolved.canonical,
@@ -576,7 +577,7 @@ class Resolver:
         dnssec = self._dnssec_counted(resolved)
         if resolved.status is DnsStatus.ANSWER:
             records = sorted(
-                (mx_record(rdata) for rdata in resolved.records),
+                (mx_record(record) for record in resolved.records),
                 key=lambda record: (record.preference, record.host),
             )
             if any(record.host in ("", ".") for record in records):
@@ -612,7 +613,7 @@ class Resolver:
         resolved = await self._lookup(owner, dns.rdatatype.TLSA)
         return TlsaAnswer(
             resolved.status,
-            tuple(tlsa_record(rdata) for rdata in resolved.records),
+            tuple(tlsa_record(record) for record in resolved.records),
             resolved.detail,
             dnssec=self._dnssec_counted(resolved),
             extended_error=str(resolved.extended_error) if resolved.extended_error else None,
@@ -686,9 +687,10 @@ class Resolver:
             self._counters.cache_hits += 1
             return cached
         try:
-            qname = dns.name.from_text(name)
+            qname = dns.name.from_text(name).to_wire()
         except dns.exception.DNSException as exc:
             return _Resolved(DnsStatus.ERROR, detail=f"invalid name {name!r}: {exc}")
+        assert qname is not None  # from_text makes absolute names
         async with self._limiter:
             failures = _Failures()
             with trio.move_on_after(self._timeout):
@@ -698,14 +700,15 @@ class Resolver:
             return failures.summary()
 
     async def _resolve_chain(
-        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, failures: _Failures
+        self, qname: bytes, rdtype: dns.rdatatype.RdataType, failures: _Failures
     ) -> tuple[_Resolved, int]:
         """Ask, and ask again at the end of a CNAME chain a reply left open (RFC 1034 §3.6.2).
 
-        Returns the resolved lookup and how long it may be cached (0: not at all).
+        `qname` is in wire form. Returns the resolved lookup and how long it may be
+        cached (0: not at all).
         """
         name = qname
-        seen = {qname}
+        seen = {qname.lower()}  # RFC 4343: names compare in ASCII lower case
         links = 0
         authenticated = True
         chain_authenticated = True
@@ -715,7 +718,7 @@ class Resolver:
             if isinstance(asked, _Resolved):
                 return asked, 0
             links += len(asked.links)
-            if links > MAX_CNAME_LINKS or (asked.follow and asked.name in seen):
+            if links > MAX_CNAME_LINKS or (asked.follow and asked.name.lower() in seen):
                 return _Resolved(DnsStatus.ERROR, detail="CNAME chain too long or looping"), 0
             authenticated = authenticated and asked.authenticated
             if asked.links:
@@ -724,7 +727,7 @@ class Resolver:
             if asked.status not in _VALIDATED_STATUSES:
                 return _outcome_failure(asked), 0
             if asked.follow:
-                seen.add(asked.name)
+                seen.add(asked.name.lower())
                 name = asked.name
                 continue
             return (
@@ -741,17 +744,14 @@ class Resolver:
             )
 
     async def _ask(
-        self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, failures: _Failures
+        self, name: bytes, rdtype: dns.rdatatype.RdataType, failures: _Failures
     ) -> Outcome | _Resolved:
         """One question to the nameservers: its outcome, or the failure when none answered.
 
-        A SERVFAIL not explained by an extended error is asked again with CD set (RFC
+        `name` is in wire form. A SERVFAIL not explained by an extended error is asked again with CD set (RFC
         4035 §3.2.2), for one try's time: an answer then means validation failed.
         """
-        try:
-            query = build_query(name, rdtype)
-        except dns.exception.DNSException as exc:
-            return _Resolved(DnsStatus.ERROR, detail=f"invalid name: {exc}")
+        query = build_query(name, rdtype)
         response = await self._exchange(query, self._servers, failures)
         if response is not None:
             return interpret(query, response)
