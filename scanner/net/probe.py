@@ -118,6 +118,8 @@ class ProbeSettings:
 
 
 def _printable(text: str) -> str:
+    if text.isprintable():  # nearly every line: no per-character work
+        return text
     return "".join(
         c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
     )
