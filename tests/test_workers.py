@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copyreg
 import json
+import pickle
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,30 @@ import trio
 import trio.testing
 
 from scanner.lab import Lab, World, load_world, open_lab
-from scanner.workers import Channel, _cgroup_quota, usable_cpus
+from scanner.models import (
+    AddressStatus,
+    CertificateCheck,
+    CertificateSummary,
+    ChainVerdict,
+    Interruption,
+    InterruptionKind,
+    Phase,
+    ProbeOutcome,
+    TlsSession,
+)
+from scanner.workers import (
+    Acquire,
+    Answer,
+    Channel,
+    Done,
+    EndOfInput,
+    Load,
+    Probed,
+    Release,
+    Scan,
+    _cgroup_quota,
+    usable_cpus,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -155,6 +181,34 @@ async def test_channel_carries_framed_messages() -> None:
     assert sorted(map(repr, received)) == sorted(map(repr, messages))
     await left.aclose()
     assert await receiver.receive() is None
+
+
+def test_messages_keep_every_field_through_the_fast_reducers() -> None:
+    """A probe outcome with its TLS session, certificates and interruptions survives the trip whole."""
+    summary = CertificateSummary(
+        "CN=mx.example", ("mx.example",), "CN=CA", datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2027, 1, 1, tzinfo=UTC), "ab" * 32,
+    )  # fmt: skip
+    outcome = ProbeOutcome(
+        hostname="mx.example",
+        ip="127.0.0.1",
+        status=AddressStatus.TESTED,
+        greeting="220 mx.example ESMTP",
+        ehlo_keywords=("STARTTLS", "PIPELINING"),
+        starttls_advertised=True,
+        starttls_reply=220,
+        tls=TlsSession("TLSv1.3", "TLS_AES_128_GCM_SHA256", (summary,)),
+        certificate=CertificateCheck(summary, ChainVerdict(False, "X509_V_ERR_CERT_HAS_EXPIRED", 0), True),
+        transcript=("S: 220 mx.example ESMTP", "C: EHLO scanner.example"),
+        after_tls=Interruption(InterruptionKind.CLOSED, Phase.EHLO_AFTER_TLS, "gone"),
+    )  # fmt: skip
+    for message in (
+        Probed(7, outcome), Answer(7, outcome, run=False), Answer(8, True), Acquire(9, "::1"),
+        Release(9), Done(3, Load(tries=5)), Scan("example.com"), EndOfInput(),
+    ):  # fmt: skip
+        assert pickle.loads(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)) == message
+    for cls in (ProbeOutcome, TlsSession, CertificateSummary, Probed, Answer, Acquire):
+        assert cls in copyreg.dispatch_table  # the fast path is the one taken
 
 
 @pytest.mark.parametrize(
