@@ -128,6 +128,7 @@ class ScanEnd:
     probes_run: int = 0
     busy_signals: int = 0
     lost: list[str] = field(default_factory=list)
+    stopped: bool = False  # every worker ended early: the input was not read to its end
     load: LoadNote = field(default_factory=LoadNote)
 
 
@@ -177,6 +178,7 @@ def in_workers(network: NetworkOptions, workers: int, progress: Progress | None)
             end.probes_run = totals.probes_run
             end.busy_signals = gate.busy_signals
             end.lost = totals.lost
+            end.stopped = totals.stopped
 
     return run
 
@@ -387,11 +389,13 @@ def scan(
     load = end.load.words()
     if load is not None:
         stderr.print(terminal(load, None, "yellow"))
-    if end.lost:
+    if end.lost or end.stopped:
+        words = f"{len(end.lost)} domains it held have no line" + (
+            "; every worker ended, so the rest of the input was not scanned" if end.stopped else ""
+        )
         stderr.print(
             terminal(
-                f"error: a worker process ended early; {len(end.lost)} domains it held have no "
-                "line: --resume scans them",
+                f"error: a worker process ended early; {words}: --resume scans them",
                 None,
                 "red",
             )
@@ -407,6 +411,8 @@ def scan(
             )
         )
         raise typer.Exit(EXIT_INTERRUPTED)
+    if end.lost or end.stopped:
+        raise typer.Exit(1)  # the scan did not complete; the lines written stand
 
 
 def open_output(

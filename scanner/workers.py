@@ -546,6 +546,8 @@ class _Worker:
     room: trio.Semaphore
     in_flight: set[str] = field(default_factory=set)
     probes_run: int = 0
+    gone: bool = False  # its process ended before it was done
+    waiting: trio.CancelScope | None = None  # the feed, waiting for room in this worker
 
 
 @dataclass(slots=True)
@@ -556,6 +558,7 @@ class ParallelRun:
     probes_run: int = 0
     busy_signals: int = 0
     lost: list[str] = field(default_factory=list)  # domains in flight in a worker that died
+    stopped: bool = False  # every worker died before the input was read to its end
     load: LoadSink | None = None  # told each worker's DNS load when it is done
 
 
@@ -614,18 +617,42 @@ async def run_parallel(
             for worker in pool:
                 nursery.start_soon(_serve_worker, worker, shared, write_line, run, progress)
             async for item in items:
-                worker = pool[_route(item, workers)]
-                await worker.room.acquire()
-                worker.in_flight.add(_key(item))
-                await worker.channel.send(Scan(item))
+                if not await _hand_over(pool, item):
+                    run.stopped = True  # every worker is gone: the rest of the input waits
+                    break
             for worker in pool:
-                await worker.channel.send(EndOfInput())
+                if not worker.gone:
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await worker.channel.send(EndOfInput())
     finally:
         with trio.CancelScope(shield=True):
             for worker in pool:
                 await _stop(worker)
     run.busy_signals = gate.busy_signals
     return run
+
+
+async def _hand_over(pool: list[_Worker], item: str | InvalidInput | RankedInput) -> bool:
+    """Give `item` to the worker its hash picks among those still running; False if none is."""
+    while True:
+        live = [worker for worker in pool if not worker.gone]
+        if not live:
+            return False
+        worker = live[_route(item, len(live))]
+        with trio.CancelScope() as waiting:
+            worker.waiting = waiting
+            await worker.room.acquire()
+        worker.waiting = None
+        if worker.gone:  # it ended while the feed waited for room: pick again
+            continue
+        worker.in_flight.add(_key(item))
+        try:
+            await worker.channel.send(Scan(item))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            worker.in_flight.discard(_key(item))
+            worker.gone = True
+            continue
+        return True
 
 
 async def _start_worker(index: int, options: NetworkOptions, share: int) -> _Worker:
@@ -776,8 +803,14 @@ async def _serve_worker(
         while True:
             message = await worker.channel.receive()
             if message is None:
+                # Gone: its domains in flight are lost, and what it held (gate slots,
+                # probe claims others wait for) is let go by cancelling its tasks.
+                worker.gone = True
+                if worker.waiting is not None:
+                    worker.waiting.cancel()
                 run.lost += sorted(worker.in_flight)
                 worker.in_flight.clear()
+                nursery.cancel_scope.cancel()
                 return
             if not await link.handle(message):
                 nursery.cancel_scope.cancel()

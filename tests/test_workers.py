@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copyreg
 import json
+import os
 import pickle
 import signal
 import subprocess
@@ -168,6 +169,58 @@ async def test_ctrl_c_stops_the_workers_and_leaves_whole_lines(
     assert sorted(
         json.loads(t)["domain"] for t in out.read_text(encoding="utf-8").splitlines()
     ) == sorted(domains)
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of `pid`, whichever of its threads started them."""
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text(encoding="ascii").split()
+    ]
+
+
+async def test_a_worker_that_dies_costs_its_domains_not_the_scan(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+) -> None:
+    """A worker killed while it holds gate slots: the parent frees them and finishes the scan.
+
+    The slow domains' MX host never greets, so each probe holds the address's one slot
+    (`--per-ip 1`) for the 5 s greeting deadline; one worker is killed while probes are
+    under way. The scan must end, name the lost domains, and write every other line whole.
+    """
+    out = tmp_path / "out.jsonl"
+    domains = [n for n in bulk_world.domain_names if n.startswith(("hosted", "slow"))]
+    listed = tmp_path / "domains.txt"
+    listed.write_text("\n".join(domains) + "\n", encoding="utf-8")
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "scanner", "scan", "--input", str(listed), "--out", str(out),
+         "--no-progress", "--timeout", "5", "--greeting-timeout", "5", "--per-ip", "1",
+         "--workers", "2", *bulk_lab.scanner_args()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    with trio.fail_after(60):
+        while bulk_lab.smtp_connections("127.0.3.9") == 0:  # noqa: ASYNC110
+            await trio.sleep(0.05)  # until a slow probe holds the address's slot
+        workers = _children(process.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        stderr = b""
+        async with process.stderr:
+            async for chunk in process.stderr:
+                stderr += chunk
+        code = await process.wait()
+    text = stderr.decode()
+    assert code != 0, text
+    assert "a worker process ended early" in text, text
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    written = {line["domain"] for line in lines}
+    assert written < set(domains)
+    lost = len(domains) - len(written)
+    assert f"{lost} domains" in text, text
+    # the surviving worker's slow domains were probed after the dead one's slots were freed
+    assert any(line["domain"].startswith("slow") for line in lines), text
 
 
 async def test_channel_carries_framed_messages() -> None:
