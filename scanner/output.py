@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from scanner.core.assess import AddressVerdict, DomainVerdict, MxVerdict
 from scanner.core.dane import AddressDane, HostDaneVerdict, tlsa_text
@@ -19,8 +20,10 @@ from scanner.core.reasons import after_tls_text, reason_text
 from scanner.core.result import DomainResult
 from scanner.core.tlsrpt import build_report, report_id, rfc3339_utc
 from scanner.models import CertificateCheck, DomainFacts, Indicator, ProbeOutcome, ReportOptions
-from scanner.received import ReceivedEvidence
 from scanner.untrusted import dumps_json_line
+
+if TYPE_CHECKING:
+    from scanner.received import ReceivedEvidence
 
 SCHEMA_VERSION = 2
 # Versions this scanner's readers (--resume, stats, report, diff) understand; see the

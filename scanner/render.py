@@ -8,6 +8,7 @@ certificates is added as plain `Text`, never as markup. The `stats` tables are i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -19,9 +20,11 @@ from scanner.core.reasons import reason_text
 from scanner.core.result import DomainResult
 from scanner.core.tlsrpt import rfc3339_utc
 from scanner.models import DaneStatus, MxSource
-from scanner.received import ReceivedEvidence
 from scanner.untrusted import line as text_line
 from scanner.untrusted import terminal
+
+if TYPE_CHECKING:
+    from scanner.received import ReceivedEvidence
 
 
 def output_console(*, stderr: bool = False) -> Console:
