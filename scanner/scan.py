@@ -191,10 +191,7 @@ class DnsLoad(Protocol):
     """What the governor reads of the resolver's counters."""
 
     @property
-    def udp_queries(self) -> int: ...
-
-    @property
-    def tcp_queries(self) -> int: ...
+    def queries(self) -> int: ...
 
     @property
     def timeouts(self) -> int: ...
@@ -227,7 +224,7 @@ class LoadGovernor:
         self._timeouts = 0
 
     def observe(self, load: DnsLoad) -> None:
-        tries = load.udp_queries + load.tcp_queries
+        tries = load.queries
         if tries - self._tries < self.WINDOW:
             return
         share = (load.timeouts - self._timeouts) / (tries - self._tries)
@@ -559,9 +556,7 @@ class Scanner:
                 async for result in line_receive:
                     write_line(dumps_line(result_line(result, self.settings.report)))
                     self._count(result)
-                    load = getattr(self.resolver, "stats", None)
-                    if load is not None:
-                        governor.observe(load)
+                    governor.observe(self.resolver.load)
                     if progress is not None:
                         progress.domain_done(result)
 

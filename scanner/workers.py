@@ -439,12 +439,12 @@ def summarize(result: DomainResult) -> Summary:
 
 def load_of(scanner: Scanner) -> Load:
     """The scanner's DNS tries, timeouts, retries and governor changes, for the summary."""
-    stats = getattr(scanner.resolver, "stats", None)
+    load = scanner.resolver.load
     governor = scanner.governor
     return Load(
-        tries=stats.udp_queries + stats.tcp_queries if stats is not None else 0,
-        timeouts=stats.timeouts if stats is not None else 0,
-        retries=stats.retries if stats is not None else 0,
+        tries=load.queries,
+        timeouts=load.timeouts,
+        retries=load.retries,
         lowered=governor.lowered if governor is not None else 0,
         lowest=governor.lowest if governor is not None else 0,
     )

@@ -9,13 +9,12 @@ from scanner.scan import LoadGovernor
 
 @dataclass
 class Load:
-    udp_queries: int = 0
-    tcp_queries: int = 0
+    queries: int = 0
     timeouts: int = 0
 
 
 def feed(governor: LoadGovernor, load: Load, tries: int, lost: int) -> None:
-    load.udp_queries += tries
+    load.queries += tries
     load.timeouts += lost
     governor.observe(load)
 

@@ -260,6 +260,10 @@ class _Counters:
     by_status: Counter[DnsStatus] = field(default_factory=Counter)
     by_dnssec: Counter[DnssecStatus] = field(default_factory=Counter)
 
+    @property
+    def queries(self) -> int:
+        return self.udp_queries + self.tcp_queries
+
     def snapshot(self) -> ResolverStats:
         return ResolverStats(
             lookups=self.lookups,
@@ -523,6 +527,11 @@ class Resolver:
     @property
     def stats(self) -> ResolverStats:
         return self._counters.snapshot()
+
+    @property
+    def load(self) -> _Counters:
+        """The live counters, read without a copy (the scan's load governor, per line)."""
+        return self._counters
 
     # ------------------------------------------------------------ typed answers
 
