@@ -23,9 +23,10 @@ one `Gate`. Per domain, a `DomainGate` wraps it with the domain's connection bud
   (`scanner.scan`), and the lowered limit keeps the retry from meeting the same
   pressure. `was_busy(ip)` tells whether an address has said so in this run.
 
-State exists only for addresses in use, that have lowered limits, or that have been
-probed under several names; idle addresses at full limit are forgotten, so the table
-does not grow with the number of addresses a run has seen beyond those.
+Connection state exists only for addresses in use or with lowered limits; idle
+addresses at full limit are forgotten. What the whole run must remember is the MX names
+each address was probed under (for `max_names_per_address`), kept apart as a tuple per
+address: about 150 bytes for an address probed under one name.
 """
 
 from __future__ import annotations
@@ -77,7 +78,6 @@ class _Address:
     active: int = 0
     waiting: int = 0
     was_busy: bool = False
-    names: set[str] = field(default_factory=set)
     wakeup: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
 
 
@@ -97,6 +97,10 @@ class Gate:
         self.per_ip = per_ip
         self.max_names_per_address = max_names_per_address
         self._addresses: dict[str, _Address] = {}
+        # The MX names each address was probed under, for the whole scan: kept apart from
+        # the connection state (forgotten when idle) and as a tuple, since nearly every
+        # address has one name; this is the one table that grows with the scan.
+        self._names: dict[str, tuple[str, ...]] = {}
         self.busy_signals = 0  # 421s and their kin seen in this run
 
     # -- who may be contacted
@@ -118,18 +122,17 @@ class Gate:
         """`over-limit` for a new name on an address probed under too many names already."""
         if self.max_names_per_address is None:
             return None
-        state = self._state(ip)
-        if hostname in state.names:
+        names = self._names.get(ip, ())
+        if hostname in names:
             return None
-        if len(state.names) >= self.max_names_per_address:
-            self._forget_if_idle(ip, state)
+        if len(names) >= self.max_names_per_address:
             return Interruption(
                 InterruptionKind.OVER_LIMIT,
                 None,
                 f"--max-probes-per-address {self.max_names_per_address}: {ip} was already "
-                f"probed under {len(state.names)} other MX names in this scan",
+                f"probed under {len(names)} other MX names in this scan",
             )
-        state.names.add(hostname)
+        self._names[ip] = (*names, hostname)
         return None
 
     # -- how many at once
@@ -186,7 +189,7 @@ class Gate:
 
     def _forget_if_idle(self, ip: str, state: _Address) -> None:
         idle = state.active == 0 and state.waiting == 0
-        if idle and state.limit >= self.per_ip and not state.was_busy and not state.names:
+        if idle and state.limit >= self.per_ip and not state.was_busy:
             del self._addresses[ip]
 
 
