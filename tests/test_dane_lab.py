@@ -16,25 +16,18 @@ from pathlib import Path
 import jsonschema
 import pytest
 from rich.console import Console
+from unbound_lab import NEEDS_UNBOUND, validated_dane_lab
 
 from scanner.core.result import DomainResult
-from scanner.lab import Lab, World, load_world, open_lab
+from scanner.lab import Lab, World
 from scanner.lab.expectations import mismatches
-from scanner.lab.unbound import open_unbound, unbound_path
 from scanner.models import DaneStatus
 from scanner.options import build_scanner, network_options
 from scanner.output import load_schema, result_line
 from scanner.render import render_check
 from scanner.scan import Scanner
 
-pytestmark = [
-    pytest.mark.dnssec,
-    pytest.mark.skipif(
-        unbound_path() is None, reason="unbound is not installed (apt-get install unbound)"
-    ),
-]
-
-DANE_WORLD = Path(__file__).resolve().parent.parent / "fixtures" / "world-dane.toml"
+pytestmark = NEEDS_UNBOUND
 
 
 @dataclass(frozen=True)
@@ -58,16 +51,8 @@ class DaneLab:
 
 @pytest.fixture
 async def dane_lab(tmp_path: Path) -> AsyncIterator[DaneLab]:
-    world = load_world(DANE_WORLD)
-    async with open_lab(world, tmp_path / "lab") as lab:
-        assert lab.trust_anchor_file is not None
-        async with open_unbound(
-            lab_dns=lab.resolver,
-            trust_anchor_file=lab.trust_anchor_file,
-            directory=tmp_path / "unbound",
-            zones=[zone.name for zone in world.zones],
-        ) as resolver:
-            yield DaneLab(lab, world, resolver)
+    async with validated_dane_lab(tmp_path) as served:
+        yield DaneLab(served.lab, served.world, served.unbound)
 
 
 async def test_every_dane_domain_gets_its_expected_verdict(dane_lab: DaneLab) -> None:

@@ -13,20 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from unbound_lab import NEEDS_UNBOUND, validated_dane_lab
 
-from scanner.lab import Lab, load_world, open_lab
-from scanner.lab.unbound import open_unbound, unbound_path
+from scanner.lab import Lab
 from scanner.models import DnssecStatus, DnsStatus
 from scanner.net.resolver import Nameserver, Resolver
 
-pytestmark = [
-    pytest.mark.dnssec,
-    pytest.mark.skipif(
-        unbound_path() is None, reason="unbound is not installed (apt-get install unbound)"
-    ),
-]
-
-DANE_WORLD = Path(__file__).resolve().parent.parent / "fixtures" / "world-dane.toml"
+pytestmark = NEEDS_UNBOUND
 
 
 @dataclass(frozen=True)
@@ -43,16 +36,8 @@ class Validating:
 
 @pytest.fixture
 async def validating(tmp_path: Path) -> AsyncIterator[Validating]:
-    world = load_world(DANE_WORLD)
-    async with open_lab(world, tmp_path / "lab") as lab:
-        assert lab.trust_anchor_file is not None
-        async with open_unbound(
-            lab_dns=lab.resolver,
-            trust_anchor_file=lab.trust_anchor_file,
-            directory=tmp_path / "unbound",
-            zones=[zone.name for zone in world.zones],
-        ) as unbound:
-            yield Validating(lab, unbound)
+    async with validated_dane_lab(tmp_path) as served:
+        yield Validating(served.lab, served.unbound)
 
 
 async def test_unbound_validates_and_the_lab_does_not(validating: Validating) -> None:
