@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from headless import headless_chromium
 from test_received_builders import POLICY_DOMAIN, clean_report, report_dict
-from test_research_page import chromium
 
 from scanner.received.authenticity import HTTPS_RECEIVED, NOT_EMAIL
 from scanner.received.records import Provenance
@@ -174,41 +174,12 @@ def test_without_matplotlib_says_how_to_install(database: Path, tmp_path: Path) 
 
 @pytest.mark.browser
 def test_page_in_headless_chromium(page: Path, tmp_path: Path) -> None:
-    browser = chromium()
-    if browser is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run does it)")
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    dumped = subprocess.run(
-        [*command, "--dump-dom", page.as_uri()],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert dumped.returncode == 0, dumped.stderr[-2000:]
-    dom = dumped.stdout
+    browser = headless_chromium(tmp_path / "profile")
+    dom = browser.dom(page)
     assert dom.count('src="data:image/svg+xml;base64,') == 3
     assert dom.count("<table") == 7  # five of the summary, two of the sources
     assert ESCAPED in dom  # the organization shows as text
     assert '<img src="x"' not in dom
     assert "onerror" not in re.sub(r"&lt;.*?&gt;", "", dom)
-    screenshot = tmp_path / "page.png"
-    shot = subprocess.run(
-        [*command, "--window-size=1200,2400", f"--screenshot={screenshot}", page.as_uri()],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert shot.returncode == 0, shot.stderr[-2000:]
-    assert screenshot.stat().st_size > 20_000
+    size = browser.screenshot(page, tmp_path / "page.png")
+    assert size > 20_000

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from headless import headless_chromium
 
 from scanner.research.metadata import InputList, ScanMetadata, write_metadata
 
@@ -152,49 +153,14 @@ def test_page_is_offline_and_escapes_hostile_text(page: Path) -> None:
         assert title in html
 
 
-def chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.browser
 def test_page_in_headless_chromium(page: Path, tmp_path: Path) -> None:
-    browser = chromium()
-    if browser is None:
-        pytest.skip(
-            "chromium is not installed and could not be installed here (Debian: apt-get install chromium; .ci/run does it)"
-        )
-    command = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    dumped = subprocess.run(
-        [*command, "--dump-dom", page.as_uri()],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert dumped.returncode == 0, dumped.stderr[-2000:]
-    dom = dumped.stdout
+    browser = headless_chromium(tmp_path / "profile")
+    dom = browser.dom(page)
     assert dom.count('src="data:image/svg+xml;base64,') == 5
     assert dom.count("<table") >= 7
     assert "&lt;img src=x onerror=alert(1)&gt;" in dom  # shown as text
     assert '<img src="x"' not in dom  # never an element
     assert "onerror" not in re.sub(r"&lt;.*?&gt;", "", dom)  # no attribute anywhere
-    screenshot = tmp_path / "page.png"
-    shot = subprocess.run(
-        [*command, "--window-size=1200,2400", f"--screenshot={screenshot}", page.as_uri()],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert shot.returncode == 0, shot.stderr[-2000:]
-    assert screenshot.stat().st_size > 20_000  # rendered charts, not a blank page
+    size = browser.screenshot(page, tmp_path / "page.png")
+    assert size > 20_000  # rendered charts, not a blank page
