@@ -54,7 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import generate_world  # bench/run.py: the world generator
+from run import generate_world, scan_command  # bench/run.py: the world and the scan
 
 from scanner.lab import load_world
 
@@ -278,26 +278,7 @@ def run_scanner(
     live: set[int],
 ) -> tuple[int, float, float, str, int]:
     out = work / f"scan-{time.monotonic_ns()}.jsonl"
-    command = [
-        sys.executable,
-        "-m",
-        "scanner",
-        "scan",
-        "--input",
-        str(work / "domains.txt"),
-        "--out",
-        str(out),
-        "--no-progress",
-        "--concurrency",
-        str(args.concurrency),
-        "--per-ip",
-        str(args.per_ip),
-        "--timeout",
-        str(args.timeout),
-        *scan_args,
-    ]
-    if args.workers is not None:
-        command += ["--workers", str(args.workers)]
+    command = scan_command(args, work, out, scan_args)
     errors = work / "scan-stderr.txt"
     with errors.open("w", encoding="utf-8") as stderr:
         scan = subprocess.Popen(command, stderr=stderr, text=True)

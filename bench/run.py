@@ -109,6 +109,34 @@ def generate_world(count: int) -> tuple[str, list[str], list[bool]]:
     return "\n".join(out), domains, faults
 
 
+def scan_command(
+    args: argparse.Namespace,
+    work: Path,
+    out: Path,
+    lab_args: list[str],
+    runner: list[str] | None = None,
+) -> list[str]:
+    """`scanner scan` over the world's domains with the benchmark's options and the lab's."""
+    return [
+        *(runner or [sys.executable, "-m"]),
+        "scanner",
+        "scan",
+        "--input",
+        str(work / "domains.txt"),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--concurrency",
+        str(args.concurrency),
+        "--per-ip",
+        str(args.per_ip),
+        "--timeout",
+        str(args.timeout),
+        *(["--workers", str(args.workers)] if args.workers is not None else []),
+        *lab_args,
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -169,33 +197,12 @@ def main() -> int:
         runner = [sys.executable, "-m"]
         if args.profile:
             runner += ["pyinstrument", "-r", "text", "-o", args.profile, "-m"]
-        command = [
-            *runner,
-            "scanner",
-            "scan",
-            "--input",
-            str(work / "domains.txt"),
-            "--out",
-            str(out),
-            "--no-progress",
-            "--concurrency",
-            str(args.concurrency),
-            "--per-ip",
-            str(args.per_ip),
-            "--timeout",
-            str(args.timeout),
-            *(["--workers", str(args.workers)] if args.workers is not None else []),
-            *scan_args,
-        ]
+        command = scan_command(args, work, out, scan_args, runner)
         if args.warm_up:
             # The lab mints each host's certificate on first use, which real servers do
             # not: an unmeasured pass first, so the figures are the scanner's own.
             print("warm-up: one unmeasured pass ...", flush=True)
-            warm = [
-                *command[: command.index("--out") + 1],
-                str(work / "warm.jsonl"),
-                *command[command.index("--out") + 2 :],
-            ]
+            warm = scan_command(args, work, work / "warm.jsonl", scan_args, runner)
             subprocess.run(warm, stderr=subprocess.DEVNULL, check=True)
         began = time.monotonic()
         scan = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
