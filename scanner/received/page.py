@@ -17,13 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
 from scanner import __version__
 from scanner.received.charts import domain_charts
 from scanner.received.summary import DomainSummary, SessionCounts, SourcesSummary
 from scanner.research.charts import Chart
-from scanner.research.page import untrusted
+from scanner.research.page import environment as research_environment
 
 TEMPLATE = "tlsrpt.html.j2"
 PAGE_TITLE = "Received TLS-RPT reports"
@@ -65,17 +63,6 @@ def _rate(counts: SessionCounts) -> ShownCell:
 
 def _counted(pairs: Sequence[tuple[str, int]]) -> ShownCell:
     return ShownCell("; ".join(f"{name} {count}" for name, count in pairs))
-
-
-def environment() -> Environment:
-    env = Environment(
-        loader=PackageLoader("scanner.received", "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    env.filters["untrusted"] = untrusted
-    return env
 
 
 def domain_tables(summary: DomainSummary) -> tuple[Table, ...]:
@@ -213,7 +200,7 @@ def render_report_page(
             )
         )
     return (
-        environment()
+        research_environment("scanner.received")
         .get_template(TEMPLATE)
         .render(
             title=PAGE_TITLE,

@@ -33,9 +33,10 @@ def untrusted(value: object) -> Markup:
     return Markup(html_text("" if value is None else str(value)))  # html_text escaped it
 
 
-def environment() -> Environment:
+def environment(package: str = "scanner.research") -> Environment:
+    """The pages' Jinja2 environment: `package`'s templates, autoescaped, strict, `untrusted` filter."""
     env = Environment(
-        loader=PackageLoader("scanner.research", "templates"),
+        loader=PackageLoader(package, "templates"),
         autoescape=True,
         undefined=StrictUndefined,
         keep_trailing_newline=True,
