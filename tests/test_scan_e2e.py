@@ -46,6 +46,11 @@ async def run_scanner(*args: str, stdin: bytes | None = None) -> subprocess.Comp
     )
 
 
+def lab_options(lab: Lab) -> list[str]:
+    """The step and greeting deadlines of these tests, and the options that aim at `lab`."""
+    return ["--timeout", STEP_TIMEOUT, "--greeting-timeout", STEP_TIMEOUT, *lab.scanner_args()]
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
@@ -113,11 +118,7 @@ async def test_check_exit_codes_and_verdict(demo_lab: Lab) -> None:
     ready = await run_scanner(
         "check",
         "testing-ready.example",
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
-        *demo_lab.scanner_args(),
+        *lab_options(demo_lab),
     )
     assert ready.returncode == 0, ready.stdout.decode() + ready.stderr.decode()
     assert "Ready for mode: enforce" in ready.stdout.decode()
@@ -125,11 +126,7 @@ async def test_check_exit_codes_and_verdict(demo_lab: Lab) -> None:
     not_ready = await run_scanner(
         "check",
         "backup-bad.example",
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
-        *demo_lab.scanner_args(),
+        *lab_options(demo_lab),
     )
     assert not_ready.returncode == 1
     text = not_ready.stdout.decode()
@@ -150,14 +147,10 @@ async def test_report_writes_one_rfc8460_file_per_domain(demo_lab: Lab, tmp_path
         "invalid..example",
         "--out",
         str(out),
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
         "--no-progress",
         "--contact",
         "tlsrpt@reporter.example",
-        *demo_lab.scanner_args(),
+        *lab_options(demo_lab),
     )
     assert scanned.returncode == 0, scanned.stderr.decode()
     reports = tmp_path / "reports"
@@ -191,11 +184,7 @@ async def test_input_lines_are_normalised_deduplicated_and_invalid_ones_recorded
         "--out",
         str(out),
         "--no-progress",
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
-        *bulk_lab.scanner_args(),
+        *lab_options(bulk_lab),
         stdin=stdin,
     )
     assert result.returncode == 0, result.stderr.decode()
@@ -221,13 +210,9 @@ async def test_probe_cache_one_connection_per_address(
         "--out",
         str(out),
         "--no-progress",
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
         "--concurrency",
         "16",
-        *bulk_lab.scanner_args(),
+        *lab_options(bulk_lab),
     )
     assert result.returncode == 0, result.stderr.decode()
     lines = read_jsonl(out)
@@ -286,11 +271,7 @@ async def test_resume_completes_a_torn_file(
         "--out",
         str(out),
         "--no-progress",
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
-        *bulk_lab.scanner_args(),
+        *lab_options(bulk_lab),
     )
     assert first.returncode == 0
     with out.open("a", encoding="utf-8") as handle:
@@ -302,11 +283,7 @@ async def test_resume_completes_a_torn_file(
         str(out),
         "--resume",
         "--no-progress",
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
-        *bulk_lab.scanner_args(),
+        *lab_options(bulk_lab),
     )
     assert second.returncode == 0, second.stderr.decode()
     lines = read_jsonl(out)  # every line parses: the torn one is gone
@@ -328,11 +305,7 @@ async def test_shards_split_the_input_without_overlap(
             "--out",
             str(out),
             "--no-progress",
-            "--timeout",
-            STEP_TIMEOUT,
-            "--greeting-timeout",
-            STEP_TIMEOUT,
-            *bulk_lab.scanner_args(),
+            *lab_options(bulk_lab),
         )
         assert result.returncode == 0, result.stderr.decode()
         shard_domains = [line["domain"] for line in read_jsonl(out)]
@@ -399,12 +372,8 @@ async def test_stats_counts_a_results_file(demo_lab: Lab, tmp_path: Path) -> Non
         "invalid..example",
         "--out",
         str(out),
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
         "--no-progress",
-        *demo_lab.scanner_args(),
+        *lab_options(demo_lab),
     )
     assert scanned.returncode == 0, scanned.stderr.decode()
     result = await run_scanner("stats", str(out), "--json")
@@ -450,11 +419,7 @@ async def test_check_exits_2_when_the_mx_lookup_fails(demo_lab: Lab) -> None:
     result = await run_scanner(
         "check",
         "dns-servfail.example",
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
-        *demo_lab.scanner_args(),
+        *lab_options(demo_lab),
     )
     assert result.returncode == 2, result.stdout.decode()
     assert "MX lookup failed" in result.stdout.decode()
@@ -472,11 +437,7 @@ async def test_undecodable_and_overlong_input_lines_become_error_lines(
         "--out",
         str(out),
         "--no-progress",
-        "--timeout",
-        STEP_TIMEOUT,
-        "--greeting-timeout",
-        STEP_TIMEOUT,
-        *bulk_lab.scanner_args(),
+        *lab_options(bulk_lab),
         stdin=stdin,
     )
     assert result.returncode == 0, result.stderr.decode()
@@ -561,11 +522,7 @@ async def test_parallel_runs_with_default_output_never_share_a_file(
                 "--shard",
                 shard,
                 "--no-progress",
-                "--timeout",
-                STEP_TIMEOUT,
-                "--greeting-timeout",
-                STEP_TIMEOUT,
-                *bulk_lab.scanner_args(),
+                *lab_options(bulk_lab),
             ],
             stdin=b"".join(f"hosted{i}.example\n".encode() for i in range(30)),
             capture_stdout=True,
