@@ -324,3 +324,14 @@ def test_first_matching_record_wins_and_misses_are_explained() -> None:
 
 def test_an_empty_chain_matches_nothing() -> None:
     assert check([record(3, 1, 1, LEAF.spki)], chain=()).matched is None
+
+
+def test_a_version_2_leaf_is_matched_by_its_bytes_without_a_crash() -> None:
+    """X.509 v2 (RFC 5280 §4.1.2.1): cryptography refuses to parse it; DANE-EE 3 0 1 needs no parse."""
+    version_3 = bytes([0xA0, 0x03, 0x02, 0x01, 0x02])
+    version_2 = LEAF.der.replace(version_3, version_3[:-1] + b"\x01", 1)
+    assert version_2 != LEAF.der
+    passed = check([record(3, 0, 1, version_2)], chain=(version_2, INTERMEDIATE.der))
+    assert passed.matched is not None
+    failed = check([record(3, 0, 1, LEAF.der)], chain=(version_2, INTERMEDIATE.der))
+    assert failed.matched is None

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
+from scanner.lab.certificates import issue_via_intermediate
 from scanner.net.tls import TlsFailure, TlsStream, build_client_context, start_tls
 from scanner.net.trust import TrustStore, check_certificate
 
@@ -169,6 +170,29 @@ class CertificateCase:
     chain_length: int = 1
 
 
+def bad_signature_credentials(ca: trustme.CA) -> Credentials:
+    """A leaf of `ca` whose signature no longer matches (its last octet flipped)."""
+    leaf = ca.issue_cert(MX)
+    der = bytearray(
+        x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes()).public_bytes(
+            serialization.Encoding.DER
+        )
+    )
+    der[-1] ^= 0x01
+    pem = ssl.DER_cert_to_PEM_cert(bytes(der)).encode("ascii")
+    return Credentials(pem, leaf.private_key_pem.bytes())
+
+
+def expired_intermediate_credentials(ca: trustme.CA) -> Credentials:
+    material = issue_via_intermediate(
+        ca,
+        MX,
+        intermediate_validity=(NOW - 9 * DAY, NOW - DAY),
+        leaf_validity=(NOW - DAY, NOW + DAY),
+    )
+    return Credentials(material.chain_pem, material.key_pem)
+
+
 def _other_ca_leaf(
     not_before: datetime | None = None, not_after: datetime | None = None
 ) -> Callable[[trustme.CA], Credentials]:
@@ -220,6 +244,12 @@ CERTIFICATE_CASES = {
         "X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
         True,
     ),
+    "bad-signature": CertificateCase(
+        bad_signature_credentials, MX, False, "X509_V_ERR_CERT_SIGNATURE_FAILURE", True
+    ),
+    "intermediate-expired": CertificateCase(
+        expired_intermediate_credentials, MX, False, "X509_V_ERR_CERT_HAS_EXPIRED", True, 2
+    ),
     "wrong-name": CertificateCase(
         lambda ca: credentials(ca.issue_cert("other.example.net")), MX, True, None, False
     ),
@@ -252,11 +282,16 @@ async def test_certificate_cases(
     assert isinstance(stream, TlsStream)  # the handshake never verifies
     session = stream.session()
     assert len(session.chain) == case.chain_length == len(session.chain_der)
-    check = check_certificate(session, trust, case.expected_name, datetime.now(UTC))
+    at = datetime.now(UTC)
+    check = check_certificate(session, trust, case.expected_name, at)
     assert check.chain.trusted is case.trusted
     assert check.chain.verify_error == case.verify_error
     assert check.name_matches is case.name_matches
     assert check.leaf == session.chain[0]
+    # The handshake's own certificate objects give the very same check, depth included.
+    presented = stream.presented_chain()
+    assert presented.der == session.chain_der
+    assert check_certificate(session, trust, case.expected_name, at, presented=presented) == check
     await echo_round_trip(stream)
 
 
@@ -567,6 +602,8 @@ async def test_misuse(
     stream = TlsStream(await trio.open_tcp_stream(HOST, port), client_context, MX)
     with pytest.raises(RuntimeError, match="handshake"):
         stream.session()
+    with pytest.raises(RuntimeError, match="handshake"):
+        stream.presented_chain()
     with pytest.raises(ValueError, match="max_bytes"):
         await stream.receive_some(0)
     await stream.do_handshake()

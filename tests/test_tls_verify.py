@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,15 +13,18 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from OpenSSL import crypto
 
 from scanner.lab.certificates import issue_via_intermediate
-from scanner.models import TlsSession
+from scanner.models import ChainVerdict, TlsSession
 from scanner.net.certificates import summarize_certificate
 from scanner.net.trust import (
     NO_CERTIFICATE_ERROR,
+    PresentedChain,
     TrustStore,
     check_certificate,
     verify_error_name,
@@ -45,21 +49,25 @@ def self_signed_der(
     serial: int = 0x1234,
     not_before: datetime = NOW - DAY,
     not_after: datetime = NOW + DAY,
+    issuer_common_name: str = "self-signed.example.net",
+    extra_names: Sequence[x509.GeneralName] = (),
 ) -> bytes:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "self-signed.example.net")])
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_common_name)])
     builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
     )
-    if dns_names:
+    if dns_names or extra_names:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False
+            x509.SubjectAlternativeName([*(x509.DNSName(n) for n in dns_names), *extra_names]),
+            critical=False,
         )
     certificate = builder.sign(key, hashes.SHA256())
     return certificate.public_bytes(serialization.Encoding.DER)
@@ -143,8 +151,34 @@ def test_bad_ca_files_are_refused(tmp_path: Path, content: bytes | None, message
 
 # ---------------------------------------------------------------- verification table
 
+Verifier = Callable[[TrustStore, Sequence[bytes], datetime], ChainVerdict]
 
-def verify_case(ca: trustme.CA, trust: TrustStore, case: str) -> tuple[str | None, datetime]:
+
+def presented_chain_of(chain: Sequence[bytes]) -> PresentedChain:
+    """`chain` as a handshake hands it over: the DER and the same certificates parsed."""
+    return PresentedChain(
+        tuple(chain), tuple(crypto.load_certificate(crypto.FILETYPE_ASN1, der) for der in chain)
+    )
+
+
+def verify_from_der(trust: TrustStore, chain: Sequence[bytes], at: datetime) -> ChainVerdict:
+    return trust.verify(chain, at)
+
+
+def verify_presented(trust: TrustStore, chain: Sequence[bytes], at: datetime) -> ChainVerdict:
+    return trust.verify(chain, at, presented=presented_chain_of(chain))
+
+
+@pytest.fixture(params=[verify_from_der, verify_presented], ids=["der", "presented"])
+def verify(request: pytest.FixtureRequest) -> Verifier:
+    """Each verification table runs twice: from DER, and from already parsed certificates."""
+    verifier: Verifier = request.param
+    return verifier
+
+
+def verify_case(
+    ca: trustme.CA, trust: TrustStore, case: str, verify: Verifier
+) -> tuple[str | None, datetime]:
     """Build the chain for one named case; return (error name or None, verification time)."""
     unknown = trustme.CA()
     if case == "good":
@@ -187,7 +221,7 @@ def verify_case(ca: trustme.CA, trust: TrustStore, case: str) -> tuple[str | Non
         at = NOW
     else:  # pragma: no cover - table typo
         raise AssertionError(case)
-    verdict = trust.verify(chain, at)
+    verdict = verify(trust, chain, at)
     assert verdict.trusted is (verdict.verify_error is None)
     return verdict.verify_error, at
 
@@ -212,8 +246,10 @@ VERIFY_CASES = [
 
 
 @pytest.mark.parametrize(("case", "error"), VERIFY_CASES, ids=[case for case, _ in VERIFY_CASES])
-def test_verify(ca: trustme.CA, trust: TrustStore, case: str, error: str | None) -> None:
-    assert verify_case(ca, trust, case)[0] == error
+def test_verify(
+    ca: trustme.CA, trust: TrustStore, case: str, error: str | None, verify: Verifier
+) -> None:
+    assert verify_case(ca, trust, case, verify)[0] == error
 
 
 def test_verdict_properties(ca: trustme.CA, trust: TrustStore) -> None:
@@ -262,22 +298,52 @@ def test_verify_names_the_failing_depth(
     leaf: tuple[datetime, datetime],
     error: str | None,
     depth: int | None,
+    verify: Verifier,
 ) -> None:
     material = issue_via_intermediate(
         ca, "mx.example.net", intermediate_validity=intermediate, leaf_validity=leaf
     )
-    verdict = trust.verify(pem_chain_der(material.chain_pem), NOW)
+    verdict = verify(trust, pem_chain_der(material.chain_pem), NOW)
     assert (verdict.verify_error, verdict.error_depth) == (error, depth)
 
 
-def test_error_depth_counts_in_the_presented_chain(ca: trustme.CA, trust: TrustStore) -> None:
+def test_error_depth_counts_in_the_presented_chain(
+    ca: trustme.CA, trust: TrustStore, verify: Verifier
+) -> None:
     """An unrelated certificate between leaf and intermediate does not shift the depth."""
     material = issue_via_intermediate(
         ca, "mx.example.net", intermediate_validity=PAST_DATES, leaf_validity=GOOD_DATES
     )
     leaf, intermediate = pem_chain_der(material.chain_pem)
-    verdict = trust.verify([leaf, self_signed_der(), intermediate], NOW)
+    verdict = verify(trust, [leaf, self_signed_der(), intermediate], NOW)
     assert (verdict.verify_error, verdict.error_depth) == ("X509_V_ERR_CERT_HAS_EXPIRED", 2)
+
+
+def test_verify_uses_the_presented_certificates(ca: trustme.CA, trust: TrustStore) -> None:
+    """With `presented`, its OpenSSL objects are verified and the DER is not parsed again.
+
+    (DER that OpenSSL cannot read next to objects it parsed: no handshake hands
+    over such a pair; here it shows which of the two the verdict comes from.)
+    """
+    leaf = chain_der(ca.issue_cert("mx.example.net"))[0]
+    unreadable = [b"not a certificate"]
+    parsed = PresentedChain(tuple(unreadable), presented_chain_of([leaf]).certificates)
+    assert trust.verify(unreadable, NOW, presented=parsed).trusted
+    assert trust.verify(unreadable, NOW).verify_error == NO_CERTIFICATE_ERROR
+
+
+def test_presented_certificates_must_be_those_of_the_chain(
+    ca: trustme.CA, trust: TrustStore
+) -> None:
+    chain = chain_der(ca.issue_cert("mx.example.net"))
+    other = chain_der(ca.issue_cert("mx.example.org"))
+    assert trust.verify(chain, NOW, presented=presented_chain_of(chain)).trusted
+    with pytest.raises(ValueError, match="not those of chain_der"):
+        trust.verify(chain, NOW, presented=presented_chain_of(other))
+    with pytest.raises(ValueError, match="not those of chain_der"):
+        trust.verify([], NOW, presented=presented_chain_of(chain))
+    with pytest.raises(ValueError, match="one OpenSSL certificate per DER"):
+        PresentedChain(tuple(chain), ())
 
 
 @pytest.mark.parametrize(
@@ -385,11 +451,127 @@ def test_summary_of_unparsable_bytes(der: bytes) -> None:
     assert summary.not_before == datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def test_summary_of_a_time_only_openssl_reads() -> None:
+    """A UTCTime with a NUL in it: cryptography refuses the certificate, OpenSSL loads it
+    (a handshake delivers it) but cannot convert the time."""
+    der = self_signed_der()
+    not_before = der.index(b"\x17\x0d") + 2  # UTCTime, 13 octets: YYMMDDhhmmssZ
+    broken = der[:not_before] + b"\x00" + der[not_before + 1 :]
+    crypto.load_certificate(crypto.FILETYPE_ASN1, broken)
+    summary = summarize_certificate(broken)
+    assert summary.subject.startswith("<unparsable")
+    assert summary.not_before == datetime(1970, 1, 1, tzinfo=UTC)
+    assert summary.not_after == summarize_certificate(der).not_after
+
+
+def test_summary_of_an_unsupported_general_name() -> None:
+    """An x400Address next to the dNSName: cryptography gives up on the SAN, so no names."""
+    email = b"postmaster@example.net"
+    der = self_signed_der(extra_names=[x509.RFC822Name(email.decode())])
+    index = der.index(email)
+    assert der[index - 2] == 0x81  # rfc822Name [1] IMPLICIT IA5String
+    retagged = der[: index - 2] + b"\xa3" + der[index - 1 :]  # x400Address [3]
+    assert summarize_certificate(der).san == ("mx.example.net",)
+    assert summarize_certificate(retagged).san == ()
+    assert summarize_certificate(retagged).subject == "CN=self-signed.example.net"
+
+
+def test_summary_of_a_version_2_certificate() -> None:
+    """X.509 v2 (RFC 5280 §4.1.2.1 allows it): OpenSSL reads it, cryptography does not."""
+    der = self_signed_der()
+    version_3 = bytes([0xA0, 0x03, 0x02, 0x01, 0x02])
+    version_2 = der.replace(version_3, version_3[:-1] + b"\x01", 1)
+    assert version_2 != der
+    summary = summarize_certificate(version_2)
+    assert summary.subject.startswith("<unparsable")
+    assert (summary.not_before, summary.not_after) == (
+        summarize_certificate(der).not_before.replace(microsecond=0),
+        summarize_certificate(der).not_after.replace(microsecond=0),
+    )
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.binary(max_size=300))
 def test_summary_never_crashes(data: bytes) -> None:
     summary = summarize_certificate(data)
     assert summary.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def names_read_directly(der: bytes) -> tuple[str, str]:
+    """(subject, issuer) as RFC 4514 text, read by cryptography with no cache in between."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        certificate = x509.load_der_x509_certificate(der)
+    texts = []
+    for read in (lambda: certificate.subject, lambda: certificate.issuer):
+        try:
+            texts.append(read().rfc4514_string())
+        except (ValueError, TypeError) as exc:
+            texts.append(f"<unparsable: {exc}>")
+    return texts[0], texts[1]
+
+
+def with_first_value_tag(der: bytes, value: bytes, tag: int) -> bytes:
+    """Give the first attribute value `value` (in the issuer, which comes first) the ASN.1 `tag`."""
+    index = der.index(value)
+    return der[: index - 2] + bytes([tag]) + der[index - 1 :]
+
+
+INVALID_UTF8 = bytes([0xFF, 0xFE]) * 3
+ISSUER_CASES: dict[str, Callable[[trustme.CA], bytes]] = {
+    "ca-leaf": lambda ca: chain_der(ca.issue_cert("mx.example.net"))[0],
+    "intermediate": lambda ca: chain_der(ca.create_child_ca().issue_cert("mx.example.net"))[1],
+    "self-issued": lambda _ca: self_signed_der(),
+    "other-issuer": lambda _ca: self_signed_der(issuer_common_name="Issuer CA"),
+    "issuer-bmpstring": lambda _ca: with_first_value_tag(
+        self_signed_der(issuer_common_name="zzzzzz"), b"zzzzzz", 0x1E
+    ),
+    "issuer-unparsable": lambda _ca: with_first_value_tag(
+        self_signed_der(issuer_common_name="zzzzzz"), b"zzzzzz", 0x02
+    ),
+    "issuer-bitstring": lambda _ca: with_first_value_tag(
+        self_signed_der(issuer_common_name="\x00zzzzz"), b"\x00zzzzz", 0x03
+    ),
+    "self-issued-unparsable": lambda _ca: self_signed_der(
+        issuer_common_name="self-signed.example.net"
+    ).replace(b"self-signed.example.net", INVALID_UTF8 + b"x" * 17),
+}
+
+
+@pytest.mark.parametrize("case", list(ISSUER_CASES))
+def test_summary_names_are_read_from_each_certificate(ca: trustme.CA, case: str) -> None:
+    """Two certificates with the same issuer: the second one's issuer text is the kept one."""
+    make = ISSUER_CASES[case]
+    for der in (make(ca), make(ca)):
+        summary = summarize_certificate(der)
+        assert (summary.subject, summary.issuer) == names_read_directly(der)
+
+
+def test_a_parse_error_names_its_field() -> None:
+    """Subject and issuer in the same octets, both unparsable: two messages, not one."""
+    der = ISSUER_CASES["self-issued-unparsable"](trustme.CA())
+    summary = summarize_certificate(der)
+    assert summary.subject.startswith("<unparsable")
+    assert summary.issuer.startswith("<unparsable")
+    assert summary.subject != summary.issuer
+
+
+NAMES_BASE = self_signed_der(issuer_common_name="Issuer CA")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 199), st.integers(0, 255))
+def test_summary_names_after_any_octet_change(position: int, value: int) -> None:
+    """Whatever one octet of the outline or the names becomes, the texts are cryptography's."""
+    der = NAMES_BASE[:position] + bytes([value]) + NAMES_BASE[position + 1 :]
+    summary = summarize_certificate(der)
+    try:
+        expected = names_read_directly(der)
+    except (ValueError, x509.InvalidVersion):
+        assert summary.subject.startswith("<unparsable")
+        assert summary.issuer == ""
+        return
+    assert (summary.subject, summary.issuer) == expected
 
 
 # ---------------------------------------------------------------- check_certificate

@@ -318,7 +318,7 @@ class _Certificate:
     def of(cls, der: bytes) -> _Certificate:
         try:
             parsed = x509.load_der_x509_certificate(der)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
             parsed = None
         try:
             spki = spki_der(der)

@@ -2,6 +2,9 @@
 
 `summarize_certificate` reads DER with `cryptography`; a certificate it cannot parse
 still gets a summary from pyOpenSSL, so a strange chain never breaks a probe.
+Turning a Name into RFC 4514 text is the costliest part of a summary, and the leaves
+of one CA all name their issuer in the same octets: issuer texts are kept by those
+octets, found by walking the outline of the certificate's DER.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from OpenSSL import crypto
 from scanner.models import CertificateSummary
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# What a text stands for when there is no parsed value (RFC 4514 text never starts with "<").
+_UNPARSABLE = "<unparsable: "
 
 
 def _asn1_time(value: bytes | None) -> datetime:
@@ -31,18 +36,25 @@ def _asn1_time(value: bytes | None) -> datetime:
         return _EPOCH
 
 
+def _openssl_time(read: Callable[[], bytes | None]) -> datetime:
+    try:
+        return _asn1_time(read())
+    except crypto.Error:  # a time OpenSSL loaded but cannot convert (a malformed UTCTime)
+        return _EPOCH
+
+
 def _summary_without_cryptography(der: bytes, fingerprint: str, why: str) -> CertificateSummary:
     """A summary from OpenSSL alone, for a certificate cryptography refuses to parse."""
     try:
         openssl_cert = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
     except crypto.Error:
-        return CertificateSummary(f"<unparsable: {why}>", (), "", _EPOCH, _EPOCH, fingerprint)
+        return CertificateSummary(f"{_UNPARSABLE}{why}>", (), "", _EPOCH, _EPOCH, fingerprint)
     return CertificateSummary(
-        subject=f"<unparsable: {why}>",
+        subject=f"{_UNPARSABLE}{why}>",
         san=(),
         issuer="",
-        not_before=_asn1_time(openssl_cert.get_notBefore()),
-        not_after=_asn1_time(openssl_cert.get_notAfter()),
+        not_before=_openssl_time(openssl_cert.get_notBefore),
+        not_after=_openssl_time(openssl_cert.get_notAfter),
         sha256=fingerprint,
     )
 
@@ -50,8 +62,90 @@ def _summary_without_cryptography(der: bytes, fingerprint: str, why: str) -> Cer
 def _name_text(read: Callable[[], x509.Name]) -> str:
     try:
         return read().rfc4514_string()
-    except ValueError as exc:
-        return f"<unparsable: {exc}>"
+    except (ValueError, TypeError) as exc:  # TypeError: a value type its attribute cannot have
+        return f"{_UNPARSABLE}{exc}>"
+
+
+_SEQUENCE, _INTEGER, _VERSION = 0x30, 0x02, 0xA0
+
+
+def _element(der: bytes, start: int, end: int, tag: int) -> tuple[int, int] | None:
+    """(content start, element end) of the DER element `tag` at `start`, inside `end`."""
+    if start + 2 > end or der[start] != tag:
+        return None
+    length, content = der[start + 1], start + 2
+    if length & 0x80:  # long form (X.690 §8.1.3.5); 0x80, the indefinite form, is not DER
+        octets = length & 0x7F
+        if not 1 <= octets <= 4 or content + octets > end:
+            return None
+        length = int.from_bytes(der[content : content + octets], "big")
+        content += octets
+    if content + length > end:
+        return None
+    return content, content + length
+
+
+def _encoded_names(der: bytes) -> tuple[bytes, bytes] | None:
+    """The encoded issuer and subject Names of a DER certificate, None if it is not so laid out.
+
+    RFC 5280 §4.1:
+        Certificate ::= SEQUENCE { tbsCertificate TBSCertificate, ... }
+        TBSCertificate ::= SEQUENCE { version [0] EXPLICIT Version DEFAULT v1,
+            serialNumber INTEGER, signature AlgorithmIdentifier, issuer Name,
+            validity Validity, subject Name, ... }
+    """
+    certificate = _element(der, 0, len(der), _SEQUENCE)
+    if certificate is None:
+        return None
+    tbs = _element(der, certificate[0], certificate[1], _SEQUENCE)
+    if tbs is None:
+        return None
+    position, end = tbs
+    version = _element(der, position, end, _VERSION)
+    if version is not None:
+        position = version[1]
+    found: list[bytes] = []
+    for tag, keep in (
+        (_INTEGER, False),  # serialNumber
+        (_SEQUENCE, False),  # signature
+        (_SEQUENCE, True),  # issuer
+        (_SEQUENCE, False),  # validity
+        (_SEQUENCE, True),  # subject
+    ):
+        element = _element(der, position, end, tag)
+        if element is None:
+            return None
+        if keep:
+            found.append(der[position : element[1]])
+        position = element[1]
+    return found[0], found[1]
+
+
+# A run meets a few hundred issuers; every leaf of one issuer names it in the same
+# octets, and parsing a Name into rfc4514 text costs more than the rest of a summary.
+_ISSUER_CACHE_SIZE = 1024
+_issuer_texts: dict[bytes, str] = {}
+
+
+def _issuer_text(certificate: x509.Certificate, der: bytes, subject: str) -> str:
+    """`_name_text` of the issuer, kept by the issuer's encoding (the text is a function of it).
+
+    `subject` is the subject's text; a self-issued certificate's issuer has the same.
+    """
+    names = _encoded_names(der)
+    if names is None:
+        return _name_text(lambda: certificate.issuer)
+    issuer, subject_name = names
+    if issuer == subject_name and not subject.startswith(_UNPARSABLE):
+        # Same octets, same text; not so for a parse error, whose message names the field.
+        return subject
+    text = _issuer_texts.get(issuer)
+    if text is None:
+        text = _name_text(lambda: certificate.issuer)
+        if len(_issuer_texts) >= _ISSUER_CACHE_SIZE:
+            _issuer_texts.pop(next(iter(_issuer_texts)))  # the oldest
+        _issuer_texts[issuer] = text
+    return text
 
 
 # Intermediates and shared hosts' leaves come back session after session: their
@@ -66,7 +160,7 @@ def summarize_certificate(der: bytes) -> CertificateSummary:
     Never raises for odd certificates: a missing or malformed SAN extension
     gives no names, a non-positive serial is tolerated, and a certificate that
     cannot be parsed at all gets an "<unparsable: ...>" subject and, where even
-    OpenSSL cannot read it, 1970-01-01 dates.
+    OpenSSL cannot read it or its dates, 1970-01-01 dates.
     """
     fingerprint = hashlib.sha256(der).hexdigest()
     try:
@@ -74,18 +168,24 @@ def summarize_certificate(der: bytes) -> CertificateSummary:
             # Non-positive serials (RFC 5280 §4.1.2.2 violations) are common enough.
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             certificate = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:  # cryptography knows X.509 v1 and v3 only
         return _summary_without_cryptography(der, fingerprint, str(exc))
     san: tuple[str, ...] = ()
     try:
         extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         san = tuple(extension.value.get_values_for_type(x509.DNSName))
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+    except (
+        x509.ExtensionNotFound,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,  # x400Address, ediPartyName
+        ValueError,
+    ):
         san = ()
+    subject = _name_text(lambda: certificate.subject)
     return CertificateSummary(
-        subject=_name_text(lambda: certificate.subject),
+        subject=subject,
         san=san,
-        issuer=_name_text(lambda: certificate.issuer),
+        issuer=_issuer_text(certificate, der, subject),
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
         sha256=fingerprint,

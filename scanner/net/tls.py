@@ -25,6 +25,8 @@ The handshake does not verify anything (`VERIFY_NONE`): the peer chain is
 captured even when it is bad, and verified afterwards by `TrustStore.verify`
 at an injected time, so expired, not-yet-valid, untrusted and wrong-name
 certificates are told apart instead of all looking like "handshake failed".
+The stream keeps the certificates as OpenSSL parsed them in the handshake
+(`presented_chain()`), so that verification need not parse them again.
 
 A `TlsStream` serves one operation at a time (SMTP and HTTP/1.1 are strictly
 request/response); overlapping calls raise `trio.BusyResourceError`. Any
@@ -51,7 +53,7 @@ from OpenSSL import SSL, crypto
 from scanner.core.names import normalize_hostname
 from scanner.models import CertificateCheck, TlsSession
 from scanner.net.certificates import summarize_certificate
-from scanner.net.trust import TrustStore, check_certificate
+from scanner.net.trust import PresentedChain, TrustStore, check_certificate
 
 _RECEIVE_SIZE = 65536
 _SEND_CHUNK = 16384  # one TLS record's worth of plaintext
@@ -203,6 +205,7 @@ class TlsStream(trio.abc.Stream):
         self._transport_eof = False
         self._peer_closed = False
         self._session: TlsSession | None = None
+        self._presented: PresentedChain | None = None
 
     # -- plumbing
 
@@ -273,19 +276,26 @@ class TlsStream(trio.abc.Stream):
                 await self._retry(self._connection.do_handshake)
             except (SSL.Error, trio.BrokenResourceError) as exc:
                 raise TlsError(handshake_failure_reason(exc)) from exc
-            self._session = self._capture_session()
+            self._presented = self._capture_chain()
+            self._session = self._capture_session(self._presented)
             self._state = _State.OPEN
 
-    def _capture_session(self) -> TlsSession:
-        peer_chain = self._connection.get_peer_cert_chain() or []
-        chain_der = tuple(
-            crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate) for certificate in peer_chain
+    def _capture_chain(self) -> PresentedChain:
+        certificates = tuple(self._connection.get_peer_cert_chain() or ())
+        return PresentedChain(
+            der=tuple(
+                crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
+                for certificate in certificates
+            ),
+            certificates=certificates,
         )
+
+    def _capture_session(self, presented: PresentedChain) -> TlsSession:
         return TlsSession(
             version=self._connection.get_protocol_version_name(),
             cipher=self._connection.get_cipher_name() or "",
-            chain=tuple(summarize_certificate(der) for der in chain_der),
-            chain_der=chain_der,
+            chain=tuple(summarize_certificate(der) for der in presented.der),
+            chain_der=presented.der,
         )
 
     def session(self) -> TlsSession:
@@ -293,6 +303,12 @@ class TlsStream(trio.abc.Stream):
         if self._session is None:
             raise RuntimeError("the handshake has not completed")
         return self._session
+
+    def presented_chain(self) -> PresentedChain:
+        """The peer chain of `session()` as the handshake parsed it, for `TlsClient.check`."""
+        if self._presented is None:
+            raise RuntimeError("the handshake has not completed")
+        return self._presented
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._state is _State.NEW:
@@ -390,6 +406,17 @@ class TlsClient:
         """`start_tls` with the run's context."""
         return await start_tls(transport, self.context, server_hostname)
 
-    def check(self, session: TlsSession, expected_name: str, at: datetime) -> CertificateCheck:
-        """`check_certificate` against the run's trust store."""
-        return check_certificate(session, self.trust, expected_name, at)
+    def check(
+        self,
+        session: TlsSession,
+        expected_name: str,
+        at: datetime,
+        *,
+        presented: PresentedChain | None = None,
+    ) -> CertificateCheck:
+        """`check_certificate` against the run's trust store.
+
+        Pass the stream's `presented_chain()` along with its `session()`: the
+        verdict is the same, without parsing the chain a second time.
+        """
+        return check_certificate(session, self.trust, expected_name, at, presented=presented)

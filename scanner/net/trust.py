@@ -3,13 +3,15 @@
 Built once per run from certifi's roots plus `--ca-file` anchors; `verify` tells
 expired, not-yet-valid, untrusted and other chain errors apart by their OpenSSL
 `X509_V_ERR_*` names and the depth they concern; `check_certificate` adds the
-RFC 8461 §4.2 name check (SAN dNSNames only).
+RFC 8461 §4.2 name check (SAN dNSNames only). A `PresentedChain` hands over the
+certificates the handshake parsed already, so the leaf is not parsed twice.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -129,6 +131,24 @@ def verify_error_name(code: int) -> str:
     return _VERIFY_ERROR_NAMES.get(code, f"X509_V_ERR_UNKNOWN_{code}")
 
 
+@dataclass(frozen=True, slots=True)
+class PresentedChain:
+    """A peer chain as presented, leaf first: its DER and the same certificates as
+    the OpenSSL objects the handshake parsed.
+
+    Verifying with it spares parsing the chain again (the leaf is new in nearly
+    every session). It stays with the TLS stream that produced it and never
+    crosses a process: `TlsSession` carries the DER alone.
+    """
+
+    der: tuple[bytes, ...]
+    certificates: tuple[crypto.X509, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.der) != len(self.certificates):
+            raise ValueError("a presented chain needs one OpenSSL certificate per DER")
+
+
 class TrustStore:
     """The run's trust anchors (certifi plus `--ca-file`) and chain verification.
 
@@ -177,7 +197,9 @@ class TrustStore:
     #      verdict's `error_depth` says which certificate failed (an expired
     #      intermediate is not an expired leaf).
     # No purpose (serverAuth) check is made.
-    def verify(self, chain_der: Sequence[bytes], at: datetime) -> ChainVerdict:
+    def verify(
+        self, chain_der: Sequence[bytes], at: datetime, *, presented: PresentedChain | None = None
+    ) -> ChainVerdict:
         """Verify the leaf `chain_der[0]` with the presented intermediates at time `at`.
 
         `at` must be timezone-aware. Returns `ChainVerdict(trusted=True)` or the
@@ -186,20 +208,29 @@ class TrustStore:
         it built when that certificate was not presented, e.g. an anchor); an
         empty chain or an unloadable leaf gives `NO_CERTIFICATE_ERROR`. Presented certificates are never
         trusted themselves, only used to build a path to an anchor.
+
+        `presented`, the same chain as the handshake's OpenSSL objects, gives the
+        same verdict without parsing `chain_der` again; a `presented` whose DER is
+        not `chain_der` raises `ValueError`.
         """
         if at.tzinfo is None:
             raise ValueError("verification time must be timezone-aware")
+        if presented is not None and presented.der != tuple(chain_der):
+            raise ValueError("the presented certificates are not those of chain_der")
         if not chain_der:
             return ChainVerdict(trusted=False, verify_error=NO_CERTIFICATE_ERROR)
-        try:
-            leaf = crypto.load_certificate(crypto.FILETYPE_ASN1, chain_der[0])
-        except crypto.Error:
-            return ChainVerdict(trusted=False, verify_error=NO_CERTIFICATE_ERROR, error_depth=0)
-        intermediates = [
-            certificate
-            for certificate in map(self._intermediate, chain_der[1:])
-            if certificate is not None  # an unreadable extra certificate simply does not help
-        ]
+        if presented is not None:
+            leaf, *intermediates = presented.certificates
+        else:
+            try:
+                leaf = crypto.load_certificate(crypto.FILETYPE_ASN1, chain_der[0])
+            except crypto.Error:
+                return ChainVerdict(trusted=False, verify_error=NO_CERTIFICATE_ERROR, error_depth=0)
+            intermediates = [
+                certificate
+                for certificate in map(self._intermediate, chain_der[1:])
+                if certificate is not None  # an unreadable extra certificate simply does not help
+            ]
         context = crypto.X509StoreContext(self._store_at(at), leaf, intermediates)
         try:
             context.verify_certificate()
@@ -292,19 +323,26 @@ def _read_pem_certificates(path: Path) -> list[crypto.X509]:
 
 
 def check_certificate(
-    session: TlsSession, trust: TrustStore, expected_name: str, at: datetime
+    session: TlsSession,
+    trust: TrustStore,
+    expected_name: str,
+    at: datetime,
+    *,
+    presented: PresentedChain | None = None,
 ) -> CertificateCheck:
     """The chain verdict at `at` and whether the leaf's SAN dNSNames cover `expected_name`.
 
     RFC 8461 §4.2: chain to a trusted root, not expired, SAN DNS-ID matching
     the MX host (no CN fallback). Raises `ValueError` for a session without a
     peer certificate (the client context never negotiates anonymous ciphers).
+    `presented` is the session's chain as the handshake parsed it
+    (`TlsStream.presented_chain()`); see `TrustStore.verify`.
     """
     leaf = session.leaf
     if leaf is None:
         raise ValueError("the TLS session has no peer certificate")
     return CertificateCheck(
         leaf=leaf,
-        chain=trust.verify(session.chain_der, at),
+        chain=trust.verify(session.chain_der, at, presented=presented),
         name_matches=certificate_matches(expected_name, leaf.san),
     )
