@@ -29,6 +29,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -391,9 +392,9 @@ class Scanner:
         async def resolve(index: int, hostname: str) -> None:
             answers[index] = await self.resolver.addresses(hostname)
 
-        async with trio.open_nursery() as nursery:
-            for index, (hostname, _) in enumerate(hosts):
-                nursery.start_soon(resolve, index, hostname)
+        await _each(
+            [partial(resolve, index, hostname) for index, (hostname, _) in enumerate(hosts)]
+        )
         caps = dataclasses.replace(self.settings.caps, max_addresses=max(0, max_addresses))
         plans, over_limit = plan_addresses(
             [
@@ -420,9 +421,7 @@ class Scanner:
                 hostname, ip, gate, dane_of[hostname]
             )
 
-        async with trio.open_nursery() as nursery:
-            for hostname, ip in targets:
-                nursery.start_soon(one, hostname, ip)
+        await _each([partial(one, hostname, ip) for hostname, ip in targets])
         facts: list[MxHostFacts] = []
         for (hostname, preference), (a, aaaa), plan in zip(hosts, answers, plans, strict=True):
             # The answers as used: cut to the plan, in its stable order, so that what lies
@@ -433,12 +432,10 @@ class Scanner:
                     preference=preference,
                     source=source,
                     addresses=(
-                        dataclasses.replace(
-                            a, addresses=tuple(ip for ip in plan if ip in a.addresses)
-                        ),
-                        dataclasses.replace(
+                        _cut_to(a, tuple(ip for ip in plan if ip in a.addresses)),
+                        _cut_to(
                             aaaa,
-                            addresses=tuple(
+                            tuple(
                                 ip for ip in plan if ip in aaaa.addresses and ip not in a.addresses
                             ),
                         ),
@@ -576,6 +573,23 @@ class Scanner:
             self.stats.ready += 1
         if result.has_indicators:
             self.stats.with_indicators += 1
+
+
+async def _each(calls: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """Run `calls` concurrently; a lone call runs in this task, without a nursery."""
+    if len(calls) == 1:
+        await calls[0]()
+    elif calls:
+        async with trio.open_nursery() as nursery:
+            for call in calls:
+                nursery.start_soon(call)
+
+
+def _cut_to(answer: AddressAnswer, addresses: tuple[str, ...]) -> AddressAnswer:
+    """`answer` with only `addresses` (itself when nothing is cut)."""
+    if addresses == answer.addresses:
+        return answer
+    return dataclasses.replace(answer, addresses=addresses)
 
 
 async def _gather3(

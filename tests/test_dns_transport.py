@@ -709,6 +709,27 @@ async def test_answers_are_cached_for_their_ttl(loopback_clock: MockClock) -> No
     assert resolver.stats.lookups == 6
 
 
+async def test_an_address_lookup_with_one_answer_cached_asks_only_for_the_other(
+    loopback_clock: MockClock,
+) -> None:
+    def script(query: dns.message.Message, transport: str) -> list[Send]:
+        if qtype(query) == "AAAA":
+            return [Send(respond(query, rcode=dns.rcode.SERVFAIL))]  # failures are not cached
+        return [Send(respond(query, rrset(f"{qname(query)}.", "A", "192.0.2.9", ttl=30)))]
+
+    async with scripted(script) as server:
+        resolver = resolver_for(server)
+        resolver.validating = False
+        first = await resolver.addresses("mx.example.test")
+        second = await resolver.addresses("mx.example.test")
+    assert first == second
+    assert first[0].addresses == ("192.0.2.9",)
+    assert first[1].status is DnsStatus.SERVFAIL
+    assert [qtype(query) for query in server.asked("udp")].count("A") == 1
+    assert resolver.stats.cache_hits == 1
+    assert resolver.stats.lookups == 4
+
+
 async def test_stats_count_answers_by_status(loopback_clock: MockClock) -> None:
     def script(query: dns.message.Message, transport: str) -> list[Send]:
         if qname(query).startswith("no"):

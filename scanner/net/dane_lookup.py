@@ -23,7 +23,7 @@ async def host_dane(
 ) -> HostDane:
     """Where TLSA was looked up for `hostname`, and the decisive answer."""
     if resolver.validating is False:
-        return HostDane(base_domain=hostname, address_dnssec=DnssecStatus.UNVALIDATED)
+        return _unvalidated(hostname)
     plan = tlsa_plan(hostname, answers)
     if not plan.candidates:
         return HostDane(base_domain=hostname, address_dnssec=plan.address_dnssec)
@@ -35,6 +35,10 @@ async def host_dane(
     raise AssertionError("unreachable: the last candidate always decides")
 
 
+def _unvalidated(hostname: str) -> HostDane:
+    return HostDane(base_domain=hostname, address_dnssec=DnssecStatus.UNVALIDATED)
+
+
 async def hosts_dane(
     resolver: Resolver,
     hosts: Sequence[tuple[str, Sequence[AddressAnswer]]],
@@ -42,6 +46,9 @@ async def hosts_dane(
     port: int,
 ) -> list[HostDane]:
     """`host_dane` of every (host name, address answers), looked up concurrently, in order."""
+    if resolver.validating is False:
+        # Nothing is looked up (see `host_dane`): no tasks for it either.
+        return [_unvalidated(hostname) for hostname, _ in hosts]
     results: list[HostDane | None] = [None] * len(hosts)
 
     async def one(index: int, hostname: str, answers: Sequence[AddressAnswer]) -> None:

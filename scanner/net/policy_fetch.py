@@ -43,7 +43,7 @@ from scanner.models import (
     PolicyFetch,
     ResultType,
 )
-from scanner.net.connect import connect_tcp
+from scanner.net.connect import TcpStream, connect_tcp
 from scanner.net.gate import REFUSED_EXCLUDED, ConnectionGate
 from scanner.net.tls import TlsClient, TlsFailure
 
@@ -164,7 +164,7 @@ async def _connect(
     settings: FetchSettings,
     gate: ConnectionGate,
     held: AsyncExitStack,
-) -> tuple[str, trio.SocketStream] | PolicyFetch:
+) -> tuple[str, TcpStream] | PolicyFetch:
     """Connect to the first address that accepts; say what happened to each one otherwise.
 
     The gate's slot for the address that connects stays held (on `held`) until
@@ -238,7 +238,7 @@ def _connect_error(error: OSError) -> str:
 async def _fetch_over(
     host: str,
     ip: str,
-    tcp_stream: trio.SocketStream,
+    tcp_stream: TcpStream,
     tls: TlsClient,
     settings: FetchSettings,
     now: datetime,
@@ -262,22 +262,19 @@ async def _fetch_over(
             f"TLS handshake with {where} failed: {tls_stream.reason}",
             partial,
         )
-    try:
-        # RFC 8461 §3.3: the certificate must be valid for the policy host, checked
-        # before any request is sent.
-        session = tls_stream.session()
-        if session.leaf is None:
-            return _failure(
-                ResultType.STS_WEBPKI_INVALID, f"{where} presented no certificate", partial
-            )
-        check = tls.check(session, host, now)
-        partial = replace(partial, certificate=check)
-        problem = _certificate_problem(host, check)
-        if problem is not None:
-            return _failure(ResultType.STS_WEBPKI_INVALID, f"{where}: {problem}", partial)
-        return await _http_get(host, where, tls_stream, settings, partial)
-    finally:
-        await trio.aclose_forcefully(tls_stream)
+    # No close_notify at the end: the caller closes the TCP stream under the TLS one
+    # (the request said "Connection: close"), which ends the fetch either way.
+    # RFC 8461 §3.3: the certificate must be valid for the policy host, checked
+    # before any request is sent.
+    session = tls_stream.session()
+    if session.leaf is None:
+        return _failure(ResultType.STS_WEBPKI_INVALID, f"{where} presented no certificate", partial)
+    check = tls.check(session, host, now, presented=tls_stream.presented_chain())
+    partial = replace(partial, certificate=check)
+    problem = _certificate_problem(host, check)
+    if problem is not None:
+        return _failure(ResultType.STS_WEBPKI_INVALID, f"{where}: {problem}", partial)
+    return await _http_get(host, where, tls_stream, settings, partial)
 
 
 def _certificate_problem(host: str, check: CertificateCheck) -> str | None:

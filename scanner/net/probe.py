@@ -85,7 +85,7 @@ from scanner.core.smtp import (
     parse_ehlo_reply,
 )
 from scanner.models import AddressStatus, Interruption, InterruptionKind, Phase, ProbeOutcome
-from scanner.net.connect import connect_tcp
+from scanner.net.connect import TcpStream, connect_tcp
 from scanner.net.tls import TlsClient, TlsFailure
 
 SERVICE_NOT_AVAILABLE: Final = 421  # RFC 5321 §4.2.3: the server is closing; try later
@@ -244,7 +244,7 @@ class _Session:
         self.transcript = Transcript()
         self.outcome = ProbeOutcome(hostname=hostname, ip=ip, status=AddressStatus.TESTED)
         self.phase = Phase.CONNECT
-        self.tcp: trio.SocketStream | None = None
+        self.tcp: TcpStream | None = None
         self.stream: trio.abc.Stream | None = None
         self.tls_started = False  # the 220 to STARTTLS was received
         self.refusal: Interruption | None = None  # the server declined to serve us
@@ -496,7 +496,7 @@ class _Session:
             session = result.session()
             self.transcript.add(f"[tls] {session.version} {session.cipher}")
             certificate = (
-                self.tls.check(session, self.hostname, self.now)
+                self.tls.check(session, self.hostname, self.now, presented=result.presented_chain())
                 if session.leaf is not None
                 else None
             )

@@ -547,6 +547,14 @@ class Resolver:
 
     async def addresses(self, name: str) -> tuple[AddressAnswer, AddressAnswer]:
         """The A answer and the AAAA answer for `name` (looked up concurrently)."""
+        now = trio.current_time()
+        cached_a = self._cached(name, dns.rdatatype.A, now)
+        cached_aaaa = self._cached(name, dns.rdatatype.AAAA, now)
+        if cached_a is not None and cached_aaaa is not None:
+            # Both answers at hand (shared providers' hosts): no tasks for them, and,
+            # as for any cached lookup, no checkpoint.
+            self._count_hits(2)
+            return self._address_from(cached_a), self._address_from(cached_aaaa)
         results: dict[dns.rdatatype.RdataType, AddressAnswer] = {}
 
         async def lookup(rdtype: dns.rdatatype.RdataType) -> None:
@@ -558,13 +566,15 @@ class Resolver:
         return results[dns.rdatatype.A], results[dns.rdatatype.AAAA]
 
     async def _address_answer(self, name: str, rdtype: dns.rdatatype.RdataType) -> AddressAnswer:
+        return self._address_from(await self._lookup(name, rdtype))
+
+    def _address_from(self, resolved: _Resolved) -> AddressAnswer:
         """`cname_chain_secure`: every CNAME link came with AD, in a validated lookup.
 
         True without links when the lookup was validated (`secure` or `insecure`);
         never for an `unvalidated` or `bogus` one. RFC 7672 §2.2.2 wants it, and a
         `secure` answer, before TLSA is looked up at `canonical_name`.
         """
-        resolved = await self._lookup(name, rdtype)
         dnssec = self._dnssec_counted(resolved)
         return AddressAnswer(
             resolved.status,
@@ -687,14 +697,22 @@ class Resolver:
 
     # ------------------------------------------------------------ one lookup
 
+    def _cached(self, name: str, rdtype: dns.rdatatype.RdataType, now: float) -> _Resolved | None:
+        """The cached lookup of (name, type), or None; not counted (`_count_hits` does)."""
+        return self._cache.get((name.lower().rstrip("."), int(rdtype)), now)
+
+    def _count_hits(self, hits: int) -> None:
+        self._counters.lookups += hits
+        self._counters.cache_hits += hits
+
     async def _lookup(self, name: str, rdtype: dns.rdatatype.RdataType) -> _Resolved:
         """The whole lookup of (name, type), from the cache or the nameservers, within its deadline."""
+        cached = self._cached(name, rdtype, trio.current_time())
+        if cached is not None:
+            self._count_hits(1)
+            return cached
         self._counters.lookups += 1
         key = (name.lower().rstrip("."), int(rdtype))
-        cached = self._cache.get(key, trio.current_time())
-        if cached is not None:
-            self._counters.cache_hits += 1
-            return cached
         try:
             qname = dns.name.from_text(name).to_wire()
         except dns.exception.DNSException as exc:
