@@ -6,26 +6,23 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TextIO, TypeAlias, cast
+from typing import TYPE_CHECKING, Annotated, Final, TextIO, TypeAlias, cast
 
 import trio
 import typer
+from typer.core import TyperGroup
+from typer.main import get_group
 
 from scanner import __version__
 from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard, parse_input_line
 from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.options import NetworkOptions, build_scanner, scan_settings, with_network_options
 from scanner.output import result_line
-from scanner.progress import Progress
-from scanner.received.cli import tlsrpt_app
 from scanner.render import output_console
-from scanner.research.cli import check_vantage, describe_metadata
-from scanner.research.cli import register as register_research
-from scanner.research.metadata import recorded_scan
 from scanner.scan import (
     InputReader,
     Scanner,
@@ -35,12 +32,90 @@ from scanner.scan import (
     iterate_lines,
 )
 from scanner.signals import cancel_on_signals
-from scanner.suggest import policy_app
 from scanner.untrusted import terminal
-from scanner.workers import Load, usable_cpus
+
+if TYPE_CHECKING:
+    from typer._click import Command, Context
+
+    from scanner.progress import Progress
+    from scanner.workers import Load
 
 EXIT_INTERRUPTED = 130
 EXIT_USAGE = 2
+
+
+def _add_research(app: typer.Typer) -> None:
+    from scanner.research.cli import register
+
+    register(app)
+
+
+def _add_tlsrpt(app: typer.Typer) -> None:
+    from scanner.received.cli import tlsrpt_app
+
+    app.add_typer(tlsrpt_app, name="tlsrpt")
+
+
+def _add_policy(app: typer.Typer) -> None:
+    from scanner.suggest import policy_app
+
+    app.add_typer(policy_app, name="policy")
+
+
+# Commands whose modules a scan never uses (result files, statistics and pages; SQLite,
+# DKIM and email parsing; policy suggestions), with the function that adds each to an
+# application. They are imported when a command line names them: `scanner scan` and
+# every worker process start without them.
+COMMANDS_ON_DEMAND: Final[Mapping[str, Callable[[typer.Typer], None]]] = {
+    "stats": _add_research,
+    "diff": _add_research,
+    "tlsrpt": _add_tlsrpt,
+    "policy": _add_policy,
+}
+# The order in which `scanner --help` lists the commands.
+LISTED_ORDER: Final = (
+    "stats",
+    "diff",
+    "scan",
+    "check",
+    "report",
+    "demo",
+    "lab",
+    "tlsrpt",
+    "policy",
+)
+
+
+class OnDemandGroup(TyperGroup):
+    """The root command: the commands of `COMMANDS_ON_DEMAND` are built when first named.
+
+    A name the group does not know yet builds every on-demand command, so the root's
+    help and "No such command ... Did you mean" see them all, as if they had been added
+    at start.
+    """
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS_ON_DEMAND}, key=_listed_position)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name not in self.commands:
+            named = cmd_name in COMMANDS_ON_DEMAND
+            adders = {
+                add: None
+                for name, add in COMMANDS_ON_DEMAND.items()
+                if name not in self.commands and (name == cmd_name or not named)
+            }
+            for add in adders:
+                part = typer.Typer()
+                add(part)
+                for name, command in get_group(part).commands.items():
+                    self.commands.setdefault(name, command)
+        return super().get_command(ctx, cmd_name)
+
+
+def _listed_position(name: str) -> tuple[int, str]:
+    return (LISTED_ORDER.index(name), "") if name in LISTED_ORDER else (len(LISTED_ORDER), name)
+
 
 app = typer.Typer(
     name="scanner",
@@ -48,12 +123,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OnDemandGroup,
 )
 lab_app = typer.Typer(help="The fixture lab: real DNS, SMTP and HTTPS servers on loopback.")
 app.add_typer(lab_app, name="lab")
-app.add_typer(tlsrpt_app, name="tlsrpt")
-app.add_typer(policy_app, name="policy")
-register_research(app)  # stats, diff
 
 
 def main() -> None:
@@ -252,9 +325,22 @@ def _processes(workers: int | None, files: list[Path | None]) -> int:
     parent's gate per connection slot: worth it for a list, not for a handful of names
     (docs/architecture.md#worker-processes).
     """
+    from scanner.workers import usable_cpus
+
     if workers is None:
         return usable_cpus() if files else 1
     return usable_cpus() if workers == 0 else workers
+
+
+def check_vantage(value: str | None) -> str | None:
+    """The typer callback of `scan --vantage NAME`."""
+    if value is None:
+        return None
+    from scanner.research.metadata import vantage_problem
+
+    if (problem := vantage_problem(value)) is not None:
+        raise typer.BadParameter(problem)
+    return value
 
 
 def _shard(text: str | None) -> Shard | None:
@@ -318,6 +404,8 @@ def scan(
     network: NetworkOptions,
 ) -> None:
     """Scan domains and write one JSON line per domain."""
+    from scanner.research.metadata import recorded_scan
+
     shard_value = _shard(shard)
     if resume and out is None:
         raise typer.BadParameter(
@@ -354,7 +442,11 @@ def scan(
             resume=resume,
         ),
     ):
-        progress = Progress(stderr) if not no_progress and stderr.is_terminal else None
+        progress: Progress | None = None
+        if not no_progress and stderr.is_terminal:
+            from scanner.progress import Progress
+
+            progress = Progress(stderr)
         run_items = (
             in_workers(network, processes, progress)
             if processes > 1
@@ -573,6 +665,7 @@ def report(
 ) -> None:
     """Write one RFC 8460 report per domain, named as RFC 8460 §5.1 recommends."""
     from scanner.report_files import write_report_files
+    from scanner.research.cli import describe_metadata
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

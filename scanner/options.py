@@ -17,10 +17,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, ParamSpec, Protocol, TypeVar, cast
 
 import dns.exception
-import typer
 
 from scanner.core.addresses import Exclusions, parse_exclusions
 from scanner.core.caps import Caps
@@ -33,6 +32,12 @@ from scanner.net.resolver import Nameserver, Resolver, parse_nameserver
 from scanner.net.tls import TlsClient
 from scanner.net.trust import TrustStore
 from scanner.scan import Scanner, ScanSettings
+
+if TYPE_CHECKING:
+    import typer
+
+# typer is imported where a command line is parsed or refused, not at start: worker
+# processes unpickle `NetworkOptions` and call `build_scanner`, and never need it.
 
 # One SMTP session may take this many phase deadlines in all (connect, greeting, EHLO,
 # STARTTLS, handshake, EHLO again, QUIT, and one to spare).
@@ -147,6 +152,8 @@ def default_ehlo_name() -> str:
     name = host_ehlo_name()
     if name is not None:
         return name
+    import typer
+
     typer.echo(
         f"warning: this host has no fully qualified name that resolves; EHLO will say "
         f"{DEFAULT_EHLO_NAME}, which servers checking the EHLO name "
@@ -157,11 +164,18 @@ def default_ehlo_name() -> str:
     return DEFAULT_EHLO_NAME
 
 
+def bad_parameter(message: str, option: str) -> typer.BadParameter:
+    """The usage error (exit 2) of `option`."""
+    import typer
+
+    return typer.BadParameter(message, param_hint=option)
+
+
 def _nameservers(texts: list[str] | None) -> tuple[Nameserver, ...]:
     try:
         return tuple(parse_nameserver(text) for text in texts or [])
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--resolver") from None
+        raise bad_parameter(str(exc), "--resolver") from None
 
 
 def _exclusions(path: Path | None) -> Exclusions | None:
@@ -170,7 +184,7 @@ def _exclusions(path: Path | None) -> Exclusions | None:
     try:
         return parse_exclusions(path.read_text(encoding="utf-8").splitlines())
     except (ValueError, OSError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--exclude") from None
+        raise bad_parameter(str(exc), "--exclude") from None
 
 
 def network_options(
@@ -208,9 +222,9 @@ def network_options(
     if ehlo_name is None:
         ehlo_name = default_ehlo_name()
     elif not valid_ehlo_name(ehlo_name):
-        raise typer.BadParameter(
+        raise bad_parameter(
             f"{ehlo_name!r} is not a hostname or an address literal such as [192.0.2.1]",
-            param_hint="--ehlo-name",
+            "--ehlo-name",
         )
     submitter = contact.rpartition("@")[2] or "scanner.invalid"
     return NetworkOptions(
@@ -255,220 +269,234 @@ def _option(annotation: object, default: object, name: str) -> inspect.Parameter
     )
 
 
-# The options themselves: typer reads these parameters as if the command declared them.
-NETWORK_PARAMETERS: tuple[inspect.Parameter, ...] = (
-    _option(
-        Annotated[
-            list[str] | None,
-            typer.Option(
-                "--resolver", help="Nameserver IP[:PORT] (repeatable); default: resolv.conf."
-            ),
-        ],
-        None,
-        "resolver",
-    ),
-    _option(
-        Annotated[
-            list[Path] | None,
-            typer.Option(
-                "--ca-file",
-                help="Extra trust anchors (PEM), added to certifi's roots.",
-                exists=True,
-                dir_okay=False,
-            ),
-        ],
-        None,
-        "ca_file",
-    ),
-    _option(
-        Annotated[
-            bool,
-            typer.Option(
-                "--allow-private", help="Permit loopback, private and link-local targets."
-            ),
-        ],
-        False,
-        "allow_private",
-    ),
-    _option(
-        Annotated[
-            float,
-            typer.Option("--timeout", min=0.1, help="Deadline in seconds for each network step."),
-        ],
-        10.0,
-        "timeout",
-    ),
-    _option(
-        Annotated[
-            float,
-            typer.Option(
-                "--greeting-timeout",
-                min=0.1,
-                help="Deadline in seconds for the server's greeting (above greet pauses such as postscreen's 6 s).",
-            ),
-        ],
-        DEFAULT_GREETING_TIMEOUT,
-        "greeting_timeout",
-    ),
-    _option(
-        Annotated[int, typer.Option("--per-ip", min=1, help="Connections to one address at once.")],
-        4,
-        "per_ip",
-    ),
-    _option(
-        Annotated[
-            str | None,
-            typer.Option(
-                "--ehlo-name",
-                help="Name sent in EHLO; identify your scanner. Default: this host's fully qualified name if it resolves, else scanner.invalid.",
-            ),
-        ],
-        None,
-        "ehlo_name",
-    ),
-    _option(
-        Annotated[int, typer.Option("--smtp-port", min=1, max=65535, help="SMTP port (labs).")],
-        25,
-        "smtp_port",
-    ),
-    _option(
-        Annotated[int, typer.Option("--https-port", min=1, max=65535, help="HTTPS port (labs).")],
-        443,
-        "https_port",
-    ),
-    _option(
-        Annotated[
-            Path | None,
-            typer.Option(
-                "--exclude",
-                help="File of domains and CIDRs never contacted.",
-                exists=True,
-                dir_okay=False,
-            ),
-        ],
-        None,
-        "exclude",
-    ),
-    *(
+@functools.cache
+def network_parameters() -> tuple[inspect.Parameter, ...]:
+    """The options themselves: typer reads these parameters as if the command declared them."""
+    import typer
+
+    return (
         _option(
-            Annotated[int, typer.Option(flag, min=1, help=text)],
-            default,
-            flag.removeprefix("--").replace("-", "_"),
-        )
-        for flag, default, text in (
-            (
-                "--max-mx-hosts",
-                DEFAULT_CAPS.max_mx_hosts,
-                "MX hosts tested per domain (docs/output.md#caps).",
-            ),
-            (
-                "--max-addresses-per-host",
-                DEFAULT_CAPS.max_addresses_per_host,
-                "Addresses tested per MX host.",
-            ),
-            (
-                "--max-addresses",
-                DEFAULT_CAPS.max_addresses,
-                "Addresses tested per domain, all hosts together.",
-            ),
-            (
-                "--max-standby-hosts",
-                DEFAULT_CAPS.max_standby_hosts,
-                "Hosts named only by the policy tested per domain.",
-            ),
-            (
-                "--max-connections-per-domain",
-                DEFAULT_CAPS.max_connections,
-                "Connection attempts per domain, retries and policy fetch included.",
-            ),
-            (
-                "--max-probes-per-address",
-                DEFAULT_CAPS.max_names_per_address,
-                "Distinct MX names probed on one address in a scan.",
-            ),
-        )
-    ),
-    _option(
-        Annotated[
-            int,
-            typer.Option(
-                "--busy-retries",
-                min=0,
-                max=10,
-                help="Further tries of an address that answers 421.",
-            ),
-        ],
-        3,
-        "busy_retries",
-    ),
-    _option(
-        Annotated[
-            Path | None,
-            typer.Option(
-                "--reports",
-                help="TLS-RPT database (scanner tlsrpt import): join what senders reported to the verdict.",
-                exists=True,
-                dir_okay=False,
-            ),
-        ],
-        None,
-        "reports",
-    ),
-    _option(
-        Annotated[
-            int,
-            typer.Option("--report-days", min=1, help="Received reports of the last N days count."),
-        ],
-        14,
-        "report_days",
-    ),
-    _option(
-        Annotated[
-            int,
-            typer.Option(
-                "--min-sessions",
-                min=1,
-                help="Sessions a reporter needs before its failure rate counts.",
-            ),
-        ],
-        100,
-        "min_sessions",
-    ),
-    _option(
-        Annotated[
-            float,
-            typer.Option(
-                "--max-failure-rate",
-                min=0.0,
-                max=1.0,
-                help="Highest failure rate that does not block (0.001 = 0.1%).",
-            ),
-        ],
-        0.001,
-        "max_failure_rate",
-    ),
-    _option(
-        Annotated[
-            bool,
-            typer.Option(
-                "--include-unverified", help="Count received reports whose DKIM did not verify."
-            ),
-        ],
-        False,
-        "include_unverified",
-    ),
-    _option(
-        Annotated[str, typer.Option("--org", help="organization-name of the RFC 8460 reports.")],
-        "scanner",
-        "org",
-    ),
-    _option(
-        Annotated[str, typer.Option("--contact", help="contact-info of the RFC 8460 reports.")],
-        "postmaster@scanner.invalid",
-        "contact",
-    ),
-)
-_NETWORK_NAMES = frozenset(parameter.name for parameter in NETWORK_PARAMETERS)
+            Annotated[
+                list[str] | None,
+                typer.Option(
+                    "--resolver", help="Nameserver IP[:PORT] (repeatable); default: resolv.conf."
+                ),
+            ],
+            None,
+            "resolver",
+        ),
+        _option(
+            Annotated[
+                list[Path] | None,
+                typer.Option(
+                    "--ca-file",
+                    help="Extra trust anchors (PEM), added to certifi's roots.",
+                    exists=True,
+                    dir_okay=False,
+                ),
+            ],
+            None,
+            "ca_file",
+        ),
+        _option(
+            Annotated[
+                bool,
+                typer.Option(
+                    "--allow-private", help="Permit loopback, private and link-local targets."
+                ),
+            ],
+            False,
+            "allow_private",
+        ),
+        _option(
+            Annotated[
+                float,
+                typer.Option(
+                    "--timeout", min=0.1, help="Deadline in seconds for each network step."
+                ),
+            ],
+            10.0,
+            "timeout",
+        ),
+        _option(
+            Annotated[
+                float,
+                typer.Option(
+                    "--greeting-timeout",
+                    min=0.1,
+                    help="Deadline in seconds for the server's greeting (above greet pauses such as postscreen's 6 s).",
+                ),
+            ],
+            DEFAULT_GREETING_TIMEOUT,
+            "greeting_timeout",
+        ),
+        _option(
+            Annotated[
+                int, typer.Option("--per-ip", min=1, help="Connections to one address at once.")
+            ],
+            4,
+            "per_ip",
+        ),
+        _option(
+            Annotated[
+                str | None,
+                typer.Option(
+                    "--ehlo-name",
+                    help="Name sent in EHLO; identify your scanner. Default: this host's fully qualified name if it resolves, else scanner.invalid.",
+                ),
+            ],
+            None,
+            "ehlo_name",
+        ),
+        _option(
+            Annotated[int, typer.Option("--smtp-port", min=1, max=65535, help="SMTP port (labs).")],
+            25,
+            "smtp_port",
+        ),
+        _option(
+            Annotated[
+                int, typer.Option("--https-port", min=1, max=65535, help="HTTPS port (labs).")
+            ],
+            443,
+            "https_port",
+        ),
+        _option(
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--exclude",
+                    help="File of domains and CIDRs never contacted.",
+                    exists=True,
+                    dir_okay=False,
+                ),
+            ],
+            None,
+            "exclude",
+        ),
+        *(
+            _option(
+                Annotated[int, typer.Option(flag, min=1, help=text)],
+                default,
+                flag.removeprefix("--").replace("-", "_"),
+            )
+            for flag, default, text in (
+                (
+                    "--max-mx-hosts",
+                    DEFAULT_CAPS.max_mx_hosts,
+                    "MX hosts tested per domain (docs/output.md#caps).",
+                ),
+                (
+                    "--max-addresses-per-host",
+                    DEFAULT_CAPS.max_addresses_per_host,
+                    "Addresses tested per MX host.",
+                ),
+                (
+                    "--max-addresses",
+                    DEFAULT_CAPS.max_addresses,
+                    "Addresses tested per domain, all hosts together.",
+                ),
+                (
+                    "--max-standby-hosts",
+                    DEFAULT_CAPS.max_standby_hosts,
+                    "Hosts named only by the policy tested per domain.",
+                ),
+                (
+                    "--max-connections-per-domain",
+                    DEFAULT_CAPS.max_connections,
+                    "Connection attempts per domain, retries and policy fetch included.",
+                ),
+                (
+                    "--max-probes-per-address",
+                    DEFAULT_CAPS.max_names_per_address,
+                    "Distinct MX names probed on one address in a scan.",
+                ),
+            )
+        ),
+        _option(
+            Annotated[
+                int,
+                typer.Option(
+                    "--busy-retries",
+                    min=0,
+                    max=10,
+                    help="Further tries of an address that answers 421.",
+                ),
+            ],
+            3,
+            "busy_retries",
+        ),
+        _option(
+            Annotated[
+                Path | None,
+                typer.Option(
+                    "--reports",
+                    help="TLS-RPT database (scanner tlsrpt import): join what senders reported to the verdict.",
+                    exists=True,
+                    dir_okay=False,
+                ),
+            ],
+            None,
+            "reports",
+        ),
+        _option(
+            Annotated[
+                int,
+                typer.Option(
+                    "--report-days", min=1, help="Received reports of the last N days count."
+                ),
+            ],
+            14,
+            "report_days",
+        ),
+        _option(
+            Annotated[
+                int,
+                typer.Option(
+                    "--min-sessions",
+                    min=1,
+                    help="Sessions a reporter needs before its failure rate counts.",
+                ),
+            ],
+            100,
+            "min_sessions",
+        ),
+        _option(
+            Annotated[
+                float,
+                typer.Option(
+                    "--max-failure-rate",
+                    min=0.0,
+                    max=1.0,
+                    help="Highest failure rate that does not block (0.001 = 0.1%).",
+                ),
+            ],
+            0.001,
+            "max_failure_rate",
+        ),
+        _option(
+            Annotated[
+                bool,
+                typer.Option(
+                    "--include-unverified", help="Count received reports whose DKIM did not verify."
+                ),
+            ],
+            False,
+            "include_unverified",
+        ),
+        _option(
+            Annotated[
+                str, typer.Option("--org", help="organization-name of the RFC 8460 reports.")
+            ],
+            "scanner",
+            "org",
+        ),
+        _option(
+            Annotated[str, typer.Option("--contact", help="contact-info of the RFC 8460 reports.")],
+            "postmaster@scanner.invalid",
+            "contact",
+        ),
+    )
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -490,10 +518,12 @@ def with_network_options(command: Callable[P, R]) -> KeywordCommand[R]:
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "network"]
     parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
+    declared = network_parameters()
+    declared_names = frozenset(parameter.name for parameter in declared)
 
     @functools.wraps(command)
     def wrapper(**kwargs: object) -> R:
-        chosen = {name: kwargs.pop(name) for name in list(kwargs) if name in _NETWORK_NAMES}
+        chosen = {name: kwargs.pop(name) for name in list(kwargs) if name in declared_names}
         if "concurrency" in kwargs:
             chosen["concurrency"] = kwargs["concurrency"]
         network = network_options(**chosen)  # type: ignore[arg-type]
@@ -501,7 +531,7 @@ def with_network_options(command: Callable[P, R]) -> KeywordCommand[R]:
         return run(network=network, **kwargs)
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*parameters, *NETWORK_PARAMETERS]
+        parameters=[*parameters, *declared]
     )
     wrapper.__annotations__ = {}
     return wrapper
@@ -512,14 +542,14 @@ def build_scanner(options: NetworkOptions) -> Scanner:
     try:
         trust = TrustStore.from_files(list(options.ca_files))
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--ca-file") from None
+        raise bad_parameter(str(exc), "--ca-file") from None
     settings = scan_settings(options)
     try:
         resolver = Resolver.create(options.resolvers or None, timeout=options.timeout)
     except dns.exception.DNSException as exc:
-        raise typer.BadParameter(
+        raise bad_parameter(
             f"no usable system resolver ({exc}); name one with --resolver IP[:PORT]",
-            param_hint="--resolver",
+            "--resolver",
         ) from None
     return Scanner(resolver=resolver, tls=TlsClient.create(trust), settings=settings)
 

@@ -123,7 +123,10 @@ def import_reports(
     ] = None,
     imap: Annotated[
         list[str] | None,
-        typer.Option("--imap", help="imaps://USER@HOST[:PORT][/FOLDER] (repeatable)."),
+        typer.Option(
+            "--imap",
+            help="imaps://USER@HOST:PORT/FOLDER, the port and the folder optional (repeatable).",
+        ),
     ] = None,
     imap_password_env: Annotated[
         str | None,

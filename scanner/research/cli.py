@@ -32,7 +32,6 @@ from scanner.research.metadata import (
     load_file_metadata,
     read_metadata,
     rule_problems,
-    vantage_problem,
 )
 from scanner.research.tables import DEFAULT_TOP, statistics_json, statistics_tables
 from scanner.research.vantage import (
@@ -65,13 +64,6 @@ def _stderr() -> Console:
 def dumps_document(document: object) -> str:
     """Indented JSON whose strings hold no character a terminal would obey (untrusted.py)."""
     return json.dumps(document, indent=2, ensure_ascii=False).translate(JSON_ESCAPE_TABLE)
-
-
-def check_vantage(value: str | None) -> str | None:
-    """The typer callback of `scan --vantage NAME`."""
-    if value is not None and (problem := vantage_problem(value)) is not None:
-        raise typer.BadParameter(problem)
-    return value
 
 
 def _judge_problems(problems: Sequence[Problem], force: bool) -> None:
