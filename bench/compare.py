@@ -54,7 +54,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import generate_world, scan_command  # bench/run.py: the world and the scan
+from run import compile_scanner, generate_world, scan_command  # bench/run.py: world, scan
 
 from scanner.lab import load_world
 
@@ -703,6 +703,7 @@ def main() -> int:
         return 0
 
     tools = settle(args)
+    compile_scanner()
 
     with tempfile.TemporaryDirectory(prefix="scanner-compare-") as tmp:
         work = Path(tmp)
