@@ -77,7 +77,10 @@ from scanner.net.resolver import Resolver
 from scanner.net.tls import TlsClient
 from scanner.output import dumps_line, result_line, schema_problem
 
-DEFAULT_PROBE_CACHE_SIZE = 4096
+# The hot set is the shared providers' (MX host, address) pairs, a few hundred even on
+# large lists; an outcome without its DER costs about 3.7 kB (4,096 of them held 7.7 MB
+# more than 2,048 at 20,000 domains, with the same number of SMTP sessions).
+DEFAULT_PROBE_CACHE_SIZE = 2048
 
 
 def utc_now() -> datetime:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.ipv6
 import dns.message
@@ -61,6 +62,7 @@ from scanner.net.dns_wire import (
     interpret,
     mx_record,
     name_text,
+    name_wire,
     parse_response,
     status_of_rcode,
     tlsa_record,
@@ -573,6 +575,45 @@ def test_name_text_is_dnspythons(name: dns.name.Name) -> None:
     wire = name.to_wire()
     assert wire is not None
     assert name_text(wire) == name.to_text(omit_final_dot=True).lower()
+
+
+def dnspython_wire(text: str) -> bytes | str:
+    """dnspython's wire form of `text`, or the name of the error it raises."""
+    try:
+        wire = dns.name.from_text(text).to_wire()
+    except dns.exception.DNSException as exc:
+        return type(exc).__name__
+    assert wire is not None
+    return wire
+
+
+def our_wire(text: str) -> bytes | str:
+    try:
+        return name_wire(text)
+    except dns.exception.DNSException as exc:
+        return type(exc).__name__
+
+
+@given(
+    st.one_of(
+        st.text(max_size=300),
+        st.text(alphabet="ab-_.0\\", max_size=80),
+        st.lists(st.text(alphabet="xyz", min_size=0, max_size=70), max_size=6).map(".".join),
+        names.map(lambda name: name.to_text()),
+    )
+)
+def test_name_wire_is_dnspythons(text: str) -> None:
+    assert our_wire(text) == dnspython_wire(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["mx.example.com", "mx.example.com.", "", ".", "@", "a..b", ".a", "a" * 63 + ".b",
+     "a" * 64 + ".b", ".".join(["a" * 63] * 4), ".".join(["a" * 62] * 4), "a\\.b.c",
+     "bücher.example", "_mta-sts.example", "-x.example", "a b.example"],
+)  # fmt: skip
+def test_name_wire_examples_are_dnspythons(text: str) -> None:
+    assert our_wire(text) == dnspython_wire(text)
 
 
 def test_name_text_examples() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from scanner.core.names import (
     InvalidHostname,
     certificate_matches,
+    is_ip_literal,
     is_valid_hostname,
     normalize_hostname,
     presented_identifier_matches,
@@ -308,3 +311,32 @@ def test_wildcard_never_matches_other_label_count(reference: str, presented_base
     presented = "*." + presented_base
     if reference.count(".") != presented.count("."):
         assert not presented_identifier_matches(reference, presented)
+
+
+def reads_as_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["192.0.2.1", "2001:db8::1", "::ffff:192.0.2.1", "fe80::1%eth0", "::", "0.0.0.0",
+     "mx.example.com", "1.2.3", "1.2.3.4.5", "01.2.3.4", "256.1.1.1", "1.2.3.4.", "",
+     "\u0661.2.3.4", "１.2.3.4", "2001:db8::g", "[2001:db8::1]", "1e3"],
+)  # fmt: skip
+def test_ip_literal_is_what_ipaddress_reads(text: str) -> None:
+    assert is_ip_literal(text) == reads_as_address(text)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=45),
+        st.text(alphabet="0123456789.:abcdefABCDEF%", max_size=45),
+        st.ip_addresses().map(str),
+    )
+)
+def test_ip_literal_agrees_with_ipaddress_on_any_text(text: str) -> None:
+    assert is_ip_literal(text) == reads_as_address(text)

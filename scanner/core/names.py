@@ -12,6 +12,7 @@ Two jobs, both pure:
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from collections.abc import Sequence
 
@@ -22,6 +23,25 @@ MAX_LABEL_LENGTH = 63  # RFC 1035 §2.3.4
 
 _LDH = frozenset(string.ascii_lowercase + string.digits + "-")
 _LDH_UNDERSCORE = _LDH | {"_"}
+
+
+_IPV4_CHARACTERS = frozenset("0123456789.")
+
+
+def is_ip_literal(text: str) -> bool:
+    """Whether `ipaddress.ip_address` reads `text` as an IPv4 or IPv6 address.
+
+    Host names, by far the most common case, are told apart without raising an
+    exception: text with no colon and a character other than ASCII digits and dots
+    is never an address.
+    """
+    if ":" not in text and not _IPV4_CHARACTERS.issuperset(text):
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class InvalidHostname(ValueError):

@@ -12,13 +12,13 @@ RFC 8460 §3 reuses the field delimiter and extension rules of RFC 8461 §3.1.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import idna
 
+from scanner.core.names import is_ip_literal
 from scanner.models import Policy, PolicyFailure, PolicyMode, ResultType, StsRecord
 
 STS_VERSION = "STSv1"
@@ -319,12 +319,7 @@ def is_rfc5321_domain(name: str) -> bool:
     """True for an RFC 5321 Domain of LDH labels (no trailing dot, no IP literal)."""
     if not name or len(name) > 253:
         return False
-    if all(_LDH_LABEL.fullmatch(label) for label in name.split(".")):
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            return True
-    return False
+    return all(_LDH_LABEL.fullmatch(label) for label in name.split(".")) and not is_ip_literal(name)
 
 
 def mx_pattern_problem(value: str) -> str | None:
@@ -341,11 +336,7 @@ def mx_pattern_problem(value: str) -> str | None:
         return "internationalised names must be written as A-labels (xn--...)"
     if domain.endswith("."):
         return "no trailing dot is allowed"
-    try:
-        ipaddress.ip_address(domain.strip("[]"))
-    except ValueError:
-        pass
-    else:
+    if is_ip_literal(domain.strip("[]")):
         return "an IP address is not allowed; name the MX host"
     if not is_rfc5321_domain(domain):
         return "not a domain name of letters, digits and hyphens"

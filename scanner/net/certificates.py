@@ -148,9 +148,12 @@ def _issuer_text(certificate: x509.Certificate, der: bytes, subject: str) -> str
     return text
 
 
-# Intermediates and shared hosts' leaves come back session after session: their
-# summaries are kept (a summary is a few hundred octets; 4,096 of them about 2 MB).
-_SUMMARY_CACHE_SIZE = 4096
+# Intermediates and shared hosts' leaves (a provider's one certificate behind thousands
+# of MX names) come back session after session: their summaries are kept, keyed by the
+# DER. An entry costs about 1.5 kB with its key; the hot set is a few hundred, and a
+# larger cache only filled up with leaves met once (4,096 entries held 4.7 MB more at
+# 20,000 domains than 1,024, for no more hits).
+_SUMMARY_CACHE_SIZE = 1024
 
 
 @functools.lru_cache(maxsize=_SUMMARY_CACHE_SIZE)

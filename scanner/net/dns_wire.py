@@ -654,6 +654,24 @@ def _read_name(wire: bytes, offset: int, end: int) -> tuple[bytes, int]:
     return b"".join(pieces), after
 
 
+def name_wire(text: str) -> bytes:
+    """The wire form of a name given as text, like dnspython's `from_text(text).to_wire()`.
+
+    The common case (ASCII, no escapes, every label 1 to 63 octets, the whole at most
+    255) is made here; anything else goes to dnspython, which raises its
+    `DNSException` for a name that cannot be one.
+    """
+    if text.isascii() and "\\" not in text and text not in ("", ".", "@"):
+        labels = (text[:-1] if text.endswith(".") else text).encode("ascii").split(b".")
+        if all(0 < len(label) < _LABEL_LIMIT for label in labels):
+            wire = b"".join(bytes((len(label),)) + label for label in labels) + _ROOT
+            if len(wire) <= MAX_NAME_BYTES:
+                return wire
+    absolute = dns.name.from_text(text).to_wire()
+    assert absolute is not None  # from_text makes absolute names
+    return absolute
+
+
 # Octets dnspython writes as they are in a label's text; the others are escaped.
 _SPECIAL: Final = b'"().;\\@$'
 _PLAIN: Final = bytes(c for c in range(0x21, 0x7F) if c not in _SPECIAL)

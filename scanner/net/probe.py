@@ -59,14 +59,13 @@ the connection is only closed.
 from __future__ import annotations
 
 import errno
-import ipaddress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Final
 
 import trio
 
-from scanner.core.names import InvalidHostname, normalize_hostname
+from scanner.core.names import InvalidHostname, is_ip_literal, normalize_hostname
 from scanner.core.reasons import reason_text
 from scanner.core.smtp import (
     NEED_DATA,
@@ -213,11 +212,9 @@ def _refusal(reply: Reply, phase: Phase) -> Interruption:
 
 
 def _sni(hostname: str) -> str | None:
-    try:
-        ipaddress.ip_address(hostname.strip("[]"))
-    except ValueError:
-        return hostname
-    return None  # RFC 6066 §3: no IP literal in SNI
+    if is_ip_literal(hostname.strip("[]")):
+        return None  # RFC 6066 §3: no IP literal in SNI
+    return hostname
 
 
 # ---------------------------------------------------------------- the session

@@ -37,7 +37,6 @@ transport may disagree about what was sent. Deadlines belong to the caller.
 
 from __future__ import annotations
 
-import ipaddress
 import operator
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -50,7 +49,7 @@ from typing import TypeVar
 import trio
 from OpenSSL import SSL, crypto
 
-from scanner.core.names import normalize_hostname
+from scanner.core.names import is_ip_literal, normalize_hostname
 from scanner.models import CertificateCheck, TlsSession
 from scanner.net.certificates import summarize_certificate
 from scanner.net.trust import PresentedChain, TrustStore, check_certificate
@@ -164,11 +163,9 @@ def sni_name(server_hostname: str | None) -> bytes | None:
     """
     if server_hostname is None:
         return None
-    try:
-        ipaddress.ip_address(server_hostname.strip("[]"))
-    except ValueError:
-        return normalize_hostname(server_hostname, allow_underscore=True).encode("ascii")
-    return None
+    if is_ip_literal(server_hostname.strip("[]")):
+        return None
+    return normalize_hostname(server_hostname, allow_underscore=True).encode("ascii")
 
 
 # ---------------------------------------------------------------- the stream
