@@ -282,3 +282,26 @@ def test_every_name_gets_a_well_formed_reply(name: str) -> None:
     assert reply is not None
     message = dns.message.from_wire(reply)
     assert message.rcode() in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL)
+
+
+@given(
+    st.sampled_from(["www.shapes.example", "nowhere.shapes.example", "shapes.example"]),
+    st.sampled_from(["A", "AAAA", "MX", "TXT"]),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+)
+def test_a_question_asked_again_gets_the_same_reply_under_its_own_id(
+    name: str, rdtype: str, first_id: int, second_id: int
+) -> None:
+    responder = Responder(Zone(SHAPES))
+    query = dns.message.make_query(name, rdtype)
+    query.id = first_id
+    first = responder.reply(query.to_wire(), transport="udp")
+    query.id = second_id
+    second = responder.reply(query.to_wire(), transport="udp")
+    fresh = Responder(Zone(SHAPES)).reply(query.to_wire(), transport="udp")
+    assert first is not None
+    assert second is not None
+    assert dns.message.from_wire(first).id == first_id
+    assert second == fresh  # what a responder asked for the first time says
+    assert responder.queries["udp"] == 2

@@ -75,6 +75,7 @@ class Zone:
                 self._existing.add(".".join(labels[start:]))
         self._apexes = {d.name for d in world.domains if d.name in self._existing}
         self._existing.add(".")  # the root always exists: NODATA, never NXDOMAIN
+        self._soas: dict[str, dns.rrset.RRset] = {}  # by apex; built once each
 
     def resolve(
         self, qname: dns.name.Name, qtype: dns.rdatatype.RdataType, *, dnssec_ok: bool = False
@@ -118,16 +119,38 @@ class Zone:
         return self._rrsets[key]
 
     def _soa(self, name: str) -> dns.rrset.RRset:
-        if name == ".":  # the root (a resolver's probe for DNSSEC validation asks for its SOA)
-            return dns.rrset.from_text(".", TTL, "IN", "SOA", SOA_TEXT)
-        labels = name.split(".")
-        apex = ".".join(labels[-2:])
-        for start in range(len(labels)):
-            candidate = ".".join(labels[start:])
-            if candidate in self._apexes:
-                apex = candidate
-                break
-        return dns.rrset.from_text(f"{apex}.", TTL, "IN", "SOA", SOA_TEXT)
+        """The SOA of the zone `name` is in, for the authority section of a negative answer.
+
+        Every NXDOMAIN and NODATA carries one (half the lab's DNS replies in a bulk
+        scan), so each is built once; answers share it, as they share the other rrsets.
+        """
+        apex = _apex(name, self._apexes)
+        soa = self._soas.get(apex)
+        if soa is None:
+            if len(self._soas) >= MAX_SOAS:  # names outside the world come from anywhere
+                self._soas.clear()
+            owner = "." if apex == "." else f"{apex}."
+            soa = self._soas[apex] = dns.rrset.from_text(owner, TTL, "IN", "SOA", SOA_TEXT)
+        return soa
+
+
+# Distinct SOA owners kept: the world's domains, and names asked for outside it.
+MAX_SOAS = 4096
+
+
+def _apex(name: str, apexes: set[str]) -> str:
+    """The world domain `name` is in, else its last two labels; the root for the root.
+
+    (A resolver's probe for DNSSEC validation asks for the root's SOA.)
+    """
+    if name == ".":
+        return "."
+    labels = name.split(".")
+    for start in range(len(labels)):
+        candidate = ".".join(labels[start:])
+        if candidate in apexes:
+            return candidate
+    return ".".join(labels[-2:])
 
 
 _ALL_TYPES = (
@@ -165,15 +188,36 @@ def _build_rrset(node: NameRecords, rdtype: dns.rdatatype.RdataType) -> dns.rrse
     return None
 
 
+DNS_HEADER = 12  # RFC 1035 §4.1.1; the ID is its first two octets
+MAX_KEPT_REPLIES = 100_000
+
+
 class Responder:
     """Query bytes in, reply bytes out (None: no reply)."""
 
     def __init__(self, zone: Zone) -> None:
         self.zone = zone
         self.queries = {"udp": 0, "tcp": 0}
+        # Replies by (transport, query without its ID), without their own ID: the zone
+        # never changes, so a question asked again gets the same bytes under its own ID.
+        self._replies: dict[tuple[str, bytes], bytes] = {}
 
     def reply(self, wire: bytes, *, transport: str) -> bytes | None:
         self.queries[transport] = self.queries.get(transport, 0) + 1
+        if len(wire) < DNS_HEADER:
+            return self._reply(wire, transport)
+        key = (transport, wire[2:])
+        kept = self._replies.get(key)
+        if kept is not None:
+            return wire[:2] + kept
+        reply = self._reply(wire, transport)
+        if reply is not None:
+            if len(self._replies) >= MAX_KEPT_REPLIES:
+                self._replies.clear()
+            self._replies[key] = reply[2:]
+        return reply
+
+    def _reply(self, wire: bytes, transport: str) -> bytes | None:
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
