@@ -44,6 +44,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from scanner.core.der import MAX_DER, DerError, certificate_outline
 from scanner.core.names import certificate_matches
 from scanner.models import (
     AddressAnswer,
@@ -81,7 +82,6 @@ class MatchingType(IntEnum):
 
 DIGEST_LENGTHS = {MatchingType.SHA2_256: 32, MatchingType.SHA2_512: 64}
 MAX_CHAIN = 16  # certificates of a chain looked at; a real chain has 2 to 4
-MAX_DER = 64 * 1024  # bytes of one certificate or key parsed
 SHOWN_HEX = 16  # hex digits of association data shown in words
 
 
@@ -100,64 +100,14 @@ def short_text(record: TlsaRecord) -> str:
 # ---------------------------------------------------------------- DER
 
 
-class DerError(ValueError):
-    """Bytes that are not the DER the caller expected; the message says where."""
-
-
-def _element(data: bytes, offset: int) -> tuple[int, int, int]:
-    """(tag, content start, content end) of the DER element at `offset` (X.690 §8.1)."""
-    if offset + 2 > len(data):
-        raise DerError(f"truncated element at offset {offset}")
-    tag = data[offset]
-    if tag & 0x1F == 0x1F:
-        raise DerError(f"multi-byte tag at offset {offset}")
-    first = data[offset + 1]
-    start = offset + 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        if count == 0 or count > 3 or start + count > len(data):
-            raise DerError(f"bad length at offset {offset}")
-        length = int.from_bytes(data[start : start + count], "big")
-        start += count
-    end = start + length
-    if end > len(data):
-        raise DerError(f"element at offset {offset} runs past the end")
-    return tag, start, end
-
-
-_SEQUENCE = 0x30
-_CONTEXT_0 = 0xA0
-
-
 def spki_der(certificate_der: bytes) -> bytes:
     """The SubjectPublicKeyInfo of a certificate, exactly as encoded in it (RFC 5280 §4.1).
 
-    Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
-    serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, ... } ... }.
     The bytes are taken from the certificate, not re-encoded, so a TLSA `x 1 x`
-    digest is computed over what the server's certificate really holds.
+    digest is computed over what the server's certificate really holds. Raises
+    `DerError` for bytes that are no certificate.
     """
-    if len(certificate_der) > MAX_DER:
-        raise DerError("certificate longer than 64 KiB")
-    tag, start, _ = _element(certificate_der, 0)
-    if tag != _SEQUENCE:
-        raise DerError("not a certificate: no outer SEQUENCE")
-    tag, offset, tbs_end = _element(certificate_der, start)
-    if tag != _SEQUENCE:
-        raise DerError("not a certificate: no tbsCertificate SEQUENCE")
-    tag, _, element_end = _element(certificate_der, offset)
-    if tag == _CONTEXT_0:  # the explicit version
-        offset = element_end
-    for _ in range(5):  # serialNumber, signature, issuer, validity, subject
-        _, _, offset = _element(certificate_der, offset)
-        if offset > tbs_end:
-            raise DerError("tbsCertificate ends early")
-    tag, _, spki_end = _element(certificate_der, offset)
-    if tag != _SEQUENCE or spki_end > tbs_end:
-        raise DerError("no subjectPublicKeyInfo SEQUENCE")
-    return certificate_der[offset:spki_end]
+    return certificate_outline(certificate_der).spki
 
 
 # ---------------------------------------------------------------- which records count

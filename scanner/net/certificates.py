@@ -4,7 +4,7 @@
 still gets a summary from pyOpenSSL, so a strange chain never breaks a probe.
 Turning a Name into RFC 4514 text is the costliest part of a summary, and the leaves
 of one CA all name their issuer in the same octets: issuer texts are kept by those
-octets, found by walking the outline of the certificate's DER.
+octets, found in the certificate's outline (`scanner.core.der`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 from OpenSSL import crypto
 
+from scanner.core.der import DerError, certificate_outline
 from scanner.models import CertificateSummary
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -66,61 +67,6 @@ def _name_text(read: Callable[[], x509.Name]) -> str:
         return f"{_UNPARSABLE}{exc}>"
 
 
-_SEQUENCE, _INTEGER, _VERSION = 0x30, 0x02, 0xA0
-
-
-def _element(der: bytes, start: int, end: int, tag: int) -> tuple[int, int] | None:
-    """(content start, element end) of the DER element `tag` at `start`, inside `end`."""
-    if start + 2 > end or der[start] != tag:
-        return None
-    length, content = der[start + 1], start + 2
-    if length & 0x80:  # long form (X.690 §8.1.3.5); 0x80, the indefinite form, is not DER
-        octets = length & 0x7F
-        if not 1 <= octets <= 4 or content + octets > end:
-            return None
-        length = int.from_bytes(der[content : content + octets], "big")
-        content += octets
-    if content + length > end:
-        return None
-    return content, content + length
-
-
-def _encoded_names(der: bytes) -> tuple[bytes, bytes] | None:
-    """The encoded issuer and subject Names of a DER certificate, None if it is not so laid out.
-
-    RFC 5280 §4.1:
-        Certificate ::= SEQUENCE { tbsCertificate TBSCertificate, ... }
-        TBSCertificate ::= SEQUENCE { version [0] EXPLICIT Version DEFAULT v1,
-            serialNumber INTEGER, signature AlgorithmIdentifier, issuer Name,
-            validity Validity, subject Name, ... }
-    """
-    certificate = _element(der, 0, len(der), _SEQUENCE)
-    if certificate is None:
-        return None
-    tbs = _element(der, certificate[0], certificate[1], _SEQUENCE)
-    if tbs is None:
-        return None
-    position, end = tbs
-    version = _element(der, position, end, _VERSION)
-    if version is not None:
-        position = version[1]
-    found: list[bytes] = []
-    for tag, keep in (
-        (_INTEGER, False),  # serialNumber
-        (_SEQUENCE, False),  # signature
-        (_SEQUENCE, True),  # issuer
-        (_SEQUENCE, False),  # validity
-        (_SEQUENCE, True),  # subject
-    ):
-        element = _element(der, position, end, tag)
-        if element is None:
-            return None
-        if keep:
-            found.append(der[position : element[1]])
-        position = element[1]
-    return found[0], found[1]
-
-
 # A run meets a few hundred issuers; every leaf of one issuer names it in the same
 # octets, and parsing a Name into rfc4514 text costs more than the rest of a summary.
 _ISSUER_CACHE_SIZE = 1024
@@ -132,11 +78,12 @@ def _issuer_text(certificate: x509.Certificate, der: bytes, subject: str) -> str
 
     `subject` is the subject's text; a self-issued certificate's issuer has the same.
     """
-    names = _encoded_names(der)
-    if names is None:
+    try:
+        outline = certificate_outline(der)
+    except DerError:
         return _name_text(lambda: certificate.issuer)
-    issuer, subject_name = names
-    if issuer == subject_name and not subject.startswith(_UNPARSABLE):
+    issuer = outline.issuer
+    if issuer == outline.subject and not subject.startswith(_UNPARSABLE):
         # Same octets, same text; not so for a parse error, whose message names the field.
         return subject
     text = _issuer_texts.get(issuer)
