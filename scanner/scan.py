@@ -327,25 +327,29 @@ class Scanner:
 
         policy_fetch: PolicyFetch | None = None
 
-        async def fetch() -> None:
+        async def fetch() -> None:  # only with a record to fetch for
             nonlocal policy_fetch
-            if sts_record is not None:
-                policy_fetch = await fetch_policy(
-                    domain,
-                    resolver=self.resolver,
-                    tls=self.tls,
-                    settings=self.settings.fetch,
-                    now=self.clock(),
-                    gate=gate,
-                )
+            policy_fetch = await fetch_policy(
+                domain,
+                resolver=self.resolver,
+                tls=self.tls,
+                settings=self.settings.fetch,
+                now=self.clock(),
+                gate=gate,
+            )
 
-        dns_hosts: list[MxHostFacts] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(fetch)
-            dns_hosts, over = await self._hosts(
+        async def hosts() -> tuple[list[MxHostFacts], list[OverLimit]]:
+            return await self._hosts(
                 [(r.host, r.preference) for r in mx_records], MxSource.DNS, gate, caps.max_addresses
             )
-            over_limit += over
+
+        if sts_record is None:  # no policy to fetch: no nursery
+            dns_hosts, over = await hosts()
+        else:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(fetch)
+                dns_hosts, over = await hosts()
+        over_limit += over
         policy = policy_fetch.policy if policy_fetch is not None else None
         policy_hosts: list[MxHostFacts] = []
         if policy is not None:
@@ -579,13 +583,14 @@ class Scanner:
 
 
 async def _each(calls: Sequence[Callable[[], Awaitable[None]]]) -> None:
-    """Run `calls` concurrently; a lone call runs in this task, without a nursery."""
+    """Run `calls` concurrently; the first in this task (a lone one without a nursery)."""
     if len(calls) == 1:
         await calls[0]()
     elif calls:
         async with trio.open_nursery() as nursery:
-            for call in calls:
+            for call in calls[1:]:
                 nursery.start_soon(call)
+            await calls[0]()
 
 
 def _cut_to(answer: AddressAnswer, addresses: tuple[str, ...]) -> AddressAnswer:
@@ -617,7 +622,7 @@ async def _gather3(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(get_sts)
         nursery.start_soon(get_tlsrpt)
-        nursery.start_soon(get_mx)
+        await get_mx()  # in this task: one task fewer to start
     return sts_answer, tlsrpt_answer, mx_answer
 
 

@@ -209,11 +209,26 @@ OPERATIONS = [
 ]
 
 
+async def close_now(stream: TcpStream) -> None:
+    """`TcpStream.close`, the synchronous close, where a test awaits a close."""
+    stream.close()
+
+
+CLOSES = [
+    pytest.param(TcpStream.aclose, id="aclose"),
+    pytest.param(close_now, id="close"),
+]
+
+
+@pytest.mark.parametrize("close", CLOSES)
 @pytest.mark.parametrize("operation", OPERATIONS)
-async def test_use_after_aclose_is_a_closed_resource(pair: Pair, operation: Operation) -> None:
+async def test_use_after_aclose_is_a_closed_resource(
+    pair: Pair, operation: Operation, close: Callable[[TcpStream], Awaitable[None]]
+) -> None:
     client, _ = pair
-    await client.aclose()
-    await client.aclose()  # idempotent
+    await close(client)
+    await client.aclose()  # idempotent, after either
+    client.close()
     assert client.socket.fileno() == -1
     with pytest.raises(trio.ClosedResourceError):
         await operation(client)
@@ -265,7 +280,10 @@ async def test_a_second_sender_is_busy() -> None:
         await trio.aclose_forcefully(server)
 
 
-async def test_closing_wakes_a_blocked_receiver(pair: Pair) -> None:
+@pytest.mark.parametrize("close", CLOSES)
+async def test_closing_wakes_a_blocked_receiver(
+    pair: Pair, close: Callable[[TcpStream], Awaitable[None]]
+) -> None:
     client, _ = pair
     woken: list[type[BaseException]] = []
 
@@ -280,7 +298,7 @@ async def test_closing_wakes_a_blocked_receiver(pair: Pair) -> None:
             nursery.start_soon(receive)
             await wait_all_tasks_blocked()
             assert woken == []
-            await client.aclose()
+            await close(client)
     assert woken == [trio.ClosedResourceError]
 
 

@@ -262,6 +262,18 @@ async def test_lost_datagrams_until_the_deadline_are_a_timeout(loopback_clock: M
     assert len(server.asked()) >= 3
 
 
+async def test_the_last_try_ends_at_the_lookups_deadline(loopback_clock: MockClock) -> None:
+    """0.5 s: tries of 0.3 s, the second cut to the 0.2 s the lookup has left."""
+    async with scripted(lambda query, transport: []) as server:
+        resolver = resolver_for(server, timeout=0.5)
+        started = trio.current_time()
+        answer = await resolver.txt("_mta-sts.example.test")
+    assert answer.status is DnsStatus.TIMEOUT
+    assert trio.current_time() - started == pytest.approx(0.5)
+    assert len(server.asked()) == 2
+    assert resolver.stats.timeouts == 2  # the cut try timed out too
+
+
 async def test_a_late_reply_to_an_earlier_try_is_taken(loopback_clock: MockClock) -> None:
     def script(query: dns.message.Message, transport: str) -> list[Send]:
         if len(server.asked()) == 1:

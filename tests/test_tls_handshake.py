@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from scanner.lab.certificates import issue_via_intermediate
+from scanner.net import tls as tls_module
 from scanner.net.tls import TlsFailure, TlsStream, build_client_context, start_tls
 from scanner.net.trust import TrustStore, check_certificate
 
@@ -651,4 +652,26 @@ async def test_send_all_handshakes_implicitly_and_sends_large_data(
         await stream.send_all(bytearray(size))
         assert await stream.receive_some() == str(size).encode()
         assert await stream.receive_some() == b""
+    await stream.aclose()
+
+
+async def test_output_larger_than_one_read_of_the_bio_goes_out_whole(
+    ca: trustme.CA,
+    client_context: SSL.Context,
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Flights and records larger than one read of the outgoing BIO go out whole.
+
+    With reads of 512 bytes, the ClientHello and every 16 kB record take several.
+    """
+    monkeypatch.setattr(tls_module, "_RECEIVE_SIZE", 512)
+    size = 100_000
+    context = stdlib_server_context(credentials(ca.issue_cert(MX)), tmp_path)
+    port = await serve(nursery, count_bytes_handler(context, size))
+    stream = TlsStream(await trio.open_tcp_stream(HOST, port), client_context, MX)
+    with trio.fail_after(DEADLINE):
+        await stream.send_all(bytes(size))
+        assert await stream.receive_some() == str(size).encode()
     await stream.aclose()

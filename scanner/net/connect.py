@@ -194,9 +194,17 @@ class TcpStream(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         """Close the socket (idempotent; also when cancelled), then checkpoint."""
+        self.close()
+        await checkpoint()
+
+    def close(self) -> None:
+        """Close the socket now, without a checkpoint (idempotent).
+
+        What `trio.aclose_forcefully` achieves, without raising and catching a
+        `Cancelled` for it: for a `finally:` that must not wait.
+        """
         self._closed = True
         _close(self.socket)
-        await checkpoint()
 
 
 SocketAddress = tuple[str, int] | tuple[str, int, int, int]

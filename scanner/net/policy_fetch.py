@@ -123,7 +123,7 @@ async def fetch_policy(
         try:
             return await _fetch_over(host, ip, tcp_stream, tls, settings, now)
         finally:
-            await trio.aclose_forcefully(tcp_stream)
+            tcp_stream.close()
 
 
 # ---------------------------------------------------------------- DNS and connect

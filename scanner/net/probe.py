@@ -544,7 +544,7 @@ class _Session:
                     await self.stream.aclose()
         finally:
             if self.tcp is not None:
-                await trio.aclose_forcefully(self.tcp)
+                self.tcp.close()
 
 
 async def probe(

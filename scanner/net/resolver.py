@@ -14,11 +14,13 @@ Questions and replies are built, matched and parsed by the sans-IO
 parser of its own; not dnspython's resolver); this module only moves bytes, holds
 deadlines, caches and counts.
 
-* **Deadlines.** A lookup runs under one deadline (`timeout`, held here with
-  `move_on_after`). Inside it, each try waits `per_try` (a third of the
-  timeout, between 0.3 and 2 s) and the tries go over the nameservers in turn
-  until one gives a usable reply or the deadline passes: a lost datagram costs
-  one try, never the lookup. A reply to an earlier try still counts.
+* **Deadlines.** A lookup runs under one deadline (`timeout`). Each try waits
+  `per_try` (a third of the timeout, between 0.3 and 2 s), never past the
+  lookup's deadline, and the tries go over the nameservers in turn until one
+  gives a usable reply or the deadline passes: a lost datagram costs one try,
+  never the lookup. A reply to an earlier try still counts. The deadline is
+  passed down to each try's cancel scope rather than held by a scope of its own
+  (one cancel scope per try, not two).
 * **Sockets.** A lookup takes one UDP socket from a pool for its whole life
   (all its tries) and gives it back; no other lookup reads from it meanwhile, so
   no receiver task is needed. Sockets are bound to a port the kernel picks at
@@ -571,8 +573,8 @@ class Resolver:
             results[rdtype] = await self._address_answer(name, rdtype)
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lookup, dns.rdatatype.A)
             nursery.start_soon(lookup, dns.rdatatype.AAAA)
+            await lookup(dns.rdatatype.A)  # in this task: one task fewer to start
         return results[dns.rdatatype.A], results[dns.rdatatype.AAAA]
 
     async def _address_answer(self, name: str, rdtype: dns.rdatatype.RdataType) -> AddressAnswer:
@@ -696,14 +698,11 @@ class Resolver:
     async def _signs_root(self, server: _Server) -> bool:
         query = build_query(dns.name.root, dns.rdatatype.SOA)
         async with self._limiter:
-            with trio.move_on_after(self._timeout):
-                response = await self._exchange(query, (server,), _Failures())
-                return (
-                    response is not None
-                    and response.rcode == dns.rcode.NOERROR
-                    and response.authenticated
-                )
-        return False
+            deadline = trio.current_time() + self._timeout
+            response = await self._exchange(query, (server,), _Failures(), deadline)
+        return (
+            response is not None and response.rcode == dns.rcode.NOERROR and response.authenticated
+        )
 
     # ------------------------------------------------------------ one lookup
 
@@ -728,20 +727,23 @@ class Resolver:
         except dns.exception.DNSException as exc:
             return _Resolved(DnsStatus.ERROR, detail=f"invalid name {name!r}: {exc}")
         async with self._limiter:
-            failures = _Failures()
-            with trio.move_on_after(self._timeout):
-                resolved, ttl = await self._resolve_chain(qname, rdtype, failures)
-                self._cache.put(key, resolved, ttl, trio.current_time())
-                return resolved
-            return failures.summary()
+            deadline = trio.current_time() + self._timeout
+            resolved, ttl = await self._resolve_chain(qname, rdtype, _Failures(), deadline)
+        self._cache.put(key, resolved, ttl, trio.current_time())
+        return resolved
 
     async def _resolve_chain(
-        self, qname: bytes, rdtype: dns.rdatatype.RdataType, failures: _Failures
+        self,
+        qname: bytes,
+        rdtype: dns.rdatatype.RdataType,
+        failures: _Failures,
+        deadline: float,
     ) -> tuple[_Resolved, int]:
         """Ask, and ask again at the end of a CNAME chain a reply left open (RFC 1034 §3.6.2).
 
-        `qname` is in wire form. Returns the resolved lookup and how long it may be
-        cached (0: not at all).
+        `qname` is in wire form; every question is asked before `deadline` (trio's
+        clock). Returns the resolved lookup and how long it may be cached (0: not at
+        all); after the deadline, the failures seen so far.
         """
         name = qname
         seen = {qname.lower()}  # RFC 4343: names compare in ASCII lower case
@@ -750,7 +752,7 @@ class Resolver:
         chain_authenticated = True
         ttl = MAX_POSITIVE_TTL
         while True:
-            asked = await self._ask(name, rdtype, failures)
+            asked = await self._ask(name, rdtype, failures, deadline)
             if isinstance(asked, _Resolved):
                 return asked, 0
             links += len(asked.links)
@@ -780,7 +782,7 @@ class Resolver:
             )
 
     async def _ask(
-        self, name: bytes, rdtype: dns.rdatatype.RdataType, failures: _Failures
+        self, name: bytes, rdtype: dns.rdatatype.RdataType, failures: _Failures, deadline: float
     ) -> Outcome | _Resolved:
         """One question to the nameservers: its outcome, or the failure when none answered.
 
@@ -788,7 +790,7 @@ class Resolver:
         4035 §3.2.2), for one try's time: an answer then means validation failed.
         """
         query = build_query(name, rdtype)
-        response = await self._exchange(query, self._servers, failures)
+        response = await self._exchange(query, self._servers, failures, deadline)
         if response is not None:
             return interpret(query, response)
         failure = failures.summary()
@@ -800,14 +802,14 @@ class Resolver:
         ):
             self._counters.cd_retries += 1
             unchecked = build_query(name, rdtype, checking_disabled=True)
-            with trio.move_on_after(self._per_try):
-                if await self._exchange(unchecked, self._servers, _Failures()) is not None:
-                    return _Resolved(
-                        DnsStatus.SERVFAIL,
-                        detail="DNSSEC validation failed (SERVFAIL, yet an answer with "
-                        "checking disabled)",
-                        bogus=True,
-                    )
+            within = min(trio.current_time() + self._per_try, deadline)
+            if await self._exchange(unchecked, self._servers, _Failures(), within) is not None:
+                return _Resolved(
+                    DnsStatus.SERVFAIL,
+                    detail="DNSSEC validation failed (SERVFAIL, yet an answer with "
+                    "checking disabled)",
+                    bogus=True,
+                )
         return failure
 
     # ------------------------------------------------------------ transport
@@ -822,11 +824,11 @@ class Resolver:
             return pool
 
     async def _exchange(
-        self, query: Query, servers: Sequence[_Server], failures: _Failures
+        self, query: Query, servers: Sequence[_Server], failures: _Failures, deadline: float
     ) -> Response | None:
         """Tries over `servers` in turn until one gives a final reply; None when all failed.
 
-        Runs until the caller's deadline while a server is left to ask.
+        Runs until `deadline` (trio's clock) while a server is left to ask.
         """
         live = list(servers)
         exchange = Exchange(query)
@@ -834,12 +836,12 @@ class Resolver:
         held: dict[int, _UdpSocket] = {}
         try:
             attempt = 0
-            while live:
+            while live and trio.current_time() < deadline:
                 server = live[attempt % len(live)]
                 if attempt:
                     self._counters.retries += 1
                 attempt += 1
-                result = await self._udp_try(pool, held, exchange, server)
+                result = await self._udp_try(pool, held, exchange, server, deadline)
                 if result is None:
                     self._counters.timeouts += 1
                     continue
@@ -868,24 +870,28 @@ class Resolver:
         held: dict[int, _UdpSocket],
         exchange: Exchange,
         server: _Server,
+        deadline: float,
     ) -> _TryResult:
-        """One datagram to `server`, then wait `per_try` for a reply that matches; TC → TCP."""
+        """One datagram to `server`, then wait `per_try` for a reply that matches; TC → TCP.
+
+        None when no reply came within `per_try` or before `deadline`.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
         udp = held.get(server.family)
-        try:
-            if udp is None:
-                udp = held[server.family] = pool.take(server.family)
-            datagram = exchange.datagram_for(server.address)
-            while True:
-                try:
-                    udp.sock.sendto(datagram, server.address)
-                    break
-                except BlockingIOError:
-                    await trio.lowlevel.wait_writable(udp.sock)
-        except OSError as exc:
-            return _Unreachable(f"UDP send failed ({_errno_name(exc)})")
-        self._counters.udp_queries += 1
-        with trio.move_on_after(self._per_try):
+        with trio.CancelScope(deadline=min(trio.current_time() + self._per_try, deadline)):
+            try:
+                if udp is None:
+                    udp = held[server.family] = pool.take(server.family)
+                datagram = exchange.datagram_for(server.address)
+                while True:
+                    try:
+                        udp.sock.sendto(datagram, server.address)
+                        break
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(udp.sock)
+            except OSError as exc:
+                return _Unreachable(f"UDP send failed ({_errno_name(exc)})")
+            self._counters.udp_queries += 1
             await trio.lowlevel.wait_readable(udp.sock)  # a reply takes a round trip
             while True:
                 try:
@@ -903,14 +909,14 @@ class Resolver:
                     continue
                 if reply is TRUNCATED:
                     self._counters.truncations += 1
-                    return await self._tcp_try(exchange, server)
+                    return await self._tcp_try(exchange, server, deadline)
                 return reply
         return None
 
-    async def _tcp_try(self, exchange: Exchange, server: _Server) -> _TryResult:
-        """The question again over TCP (RFC 7766 §5), within one try's time."""
+    async def _tcp_try(self, exchange: Exchange, server: _Server, deadline: float) -> _TryResult:
+        """The question again over TCP (RFC 7766 §5), within one try's time and `deadline`."""
         self._counters.tcp_queries += 1
-        with trio.move_on_after(self._per_try):
+        with trio.CancelScope(deadline=min(trio.current_time() + self._per_try, deadline)):
             sock = trio.socket.socket(server.family, socket.SOCK_STREAM)
             with sock:
                 try:

@@ -231,9 +231,12 @@ class TlsStream(trio.abc.Stream):
         chunks: list[bytes] = []
         while True:
             try:
-                chunks.append(self._connection.bio_read(_RECEIVE_SIZE))
+                chunk = self._connection.bio_read(_RECEIVE_SIZE)
             except SSL.WantReadError:
                 break
+            chunks.append(chunk)
+            if len(chunk) < _RECEIVE_SIZE:
+                break  # a short read emptied the BIO: no WantReadError to raise and catch
         if chunks:
             await self.transport.send_all(b"".join(chunks))
 
