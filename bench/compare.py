@@ -16,7 +16,10 @@ then runs, one after the other against the same lab:
 4. `posttls-finger -c -l secure -F LAB-CA -s HOSTNAME [address]:port HOSTNAME`, one
    process per target (it takes one destination), over an evenly spaced sample of
    the MX targets, `--finger-parallel` processes at a time. `[address]:port`
-   means no DNS lookup at all, so it needs neither the lab resolver nor a netns.
+   means no DNS lookup at all, so it needs neither the lab resolver nor a netns;
+5. `floor`: bench/floor.py's client over every domain, the scanner's network work
+   (DNS, the policy fetch, one SMTP session per MX target) on the scanner's stack with
+   no verification, verdict or output: what any client on this stack must spend.
 
 For each: targets per second, targets per CPU-second (user + system time of the
 tool's processes from wait4, children included), peak memory (the largest sum of
@@ -308,6 +311,23 @@ def run_scanner(
         outcome += " (unexpected: " + "; ".join(f"{n} {r}" for r, n in reasons.most_common(3)) + ")"
     if scan.returncode not in (0, 1):
         outcome += f"; stderr: {summary[-300:]}"
+    return targets, cpu_of(usage), usage.ru_maxrss / 1024, outcome, 1
+
+
+def run_floor(
+    args: argparse.Namespace, work: Path, scan_args: list[str], targets: int, live: set[int]
+) -> tuple[int, float, float, str, int]:
+    """bench/floor.py's client over the world's domains, with the scanner's concurrency."""
+    floor = Path(__file__).resolve().parent / "floor.py"
+    command = [sys.executable, str(floor), "client", str(work / "domains.txt")]
+    command += ["--concurrency", str(args.concurrency), "--timeout", str(args.timeout)]
+    client = subprocess.Popen([*command, *scan_args], stdout=subprocess.PIPE, text=True)
+    live.add(client.pid)
+    assert client.stdout is not None
+    counts = client.stdout.read()
+    usage = wait_child(client)
+    live.discard(client.pid)
+    outcome = f"{counts.strip()}, exit {client.returncode}"
     return targets, cpu_of(usage), usage.ru_maxrss / 1024, outcome, 1
 
 
@@ -619,7 +639,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=1, help="run every tool this many times, interleaved"
     )
-    parser.add_argument("--tools", default="scanner,sslyze,sslyze-raised,posttls-finger")
+    parser.add_argument("--tools", default="scanner,sslyze,sslyze-raised,posttls-finger,floor")
     parser.add_argument(
         "--sslyze-python",
         default="/tmp/sslyze-venv/bin/python",
@@ -752,6 +772,12 @@ def main() -> int:
                         live,
                         (args.sslyze_scans, args.sslyze_per_server),
                     ),
+                ),
+                "floor": (
+                    f"python bench/floor.py client DOMAINS({args.domains}) --concurrency "
+                    f"{args.concurrency} + lab options: the scanner's network work without "
+                    f"its logic; targets = the world's {len(mx)} MX targets",
+                    lambda: run_floor(args, work, scan_args, len(mx), live),
                 ),
                 "posttls-finger": (
                     f"posttls-finger -c -l secure -F LAB-CA -s HOST [address]:port HOST, one process per "
