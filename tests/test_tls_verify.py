@@ -464,6 +464,20 @@ def test_summary_of_a_time_only_openssl_reads() -> None:
     assert summary.not_after == summarize_certificate(der).not_after
 
 
+def test_summary_of_a_date_in_the_year_0000() -> None:
+    """GeneralizedTime 0000...: OpenSSL loads it (a handshake delivers it), cryptography
+    parses it, and Python's datetime cannot hold it."""
+    der = self_signed_der(not_after=datetime(9999, 12, 31, tzinfo=UTC))
+    year_9999 = b"\x18\x0f9999"  # GeneralizedTime, 15 octets: YYYYMMDDhhmmssZ
+    assert der.count(year_9999) == 1
+    year_0 = der.replace(year_9999, b"\x18\x0f0000")
+    crypto.load_certificate(crypto.FILETYPE_ASN1, year_0)
+    summary = summarize_certificate(year_0)
+    assert summary.subject == "CN=self-signed.example.net"
+    assert summary.not_after == datetime(1970, 1, 1, tzinfo=UTC)
+    assert summary.not_before == summarize_certificate(der).not_before
+
+
 def test_summary_of_an_unsupported_general_name() -> None:
     """An x400Address next to the dNSName: cryptography gives up on the SAN, so no names."""
     email = b"postmaster@example.net"

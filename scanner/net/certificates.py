@@ -2,9 +2,12 @@
 
 `summarize_certificate` reads DER with `cryptography`; a certificate it cannot parse
 still gets a summary from pyOpenSSL, so a strange chain never breaks a probe.
-Turning a Name into RFC 4514 text is the costliest part of a summary, and the leaves
-of one CA all name their issuer in the same octets: issuer texts are kept by those
-octets, found in the certificate's outline (`scanner.core.der`).
+Turning a Name into RFC 4514 text is the costliest part of a summary: names of the
+common forms are read from the certificate's outline (`scanner.core.der`), exactly as
+cryptography writes them, and only the others go through cryptography. The leaves of
+one CA all name their issuer in the same octets: issuer texts are kept by those
+octets. The SAN is always cryptography's: the name checks use it, and a certificate
+cryptography refuses an extension of has none.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 from OpenSSL import crypto
 
-from scanner.core.der import DerError, certificate_outline
+from scanner.core.der import CertificateOutline, DerError, certificate_outline, name_text
 from scanner.models import CertificateSummary
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -60,6 +63,13 @@ def _summary_without_cryptography(der: bytes, fingerprint: str, why: str) -> Cer
     )
 
 
+def _utc(read: Callable[[], datetime]) -> datetime:
+    try:
+        return read()
+    except ValueError:  # a time Python's datetime cannot hold: the year 0000
+        return _EPOCH
+
+
 def _name_text(read: Callable[[], x509.Name]) -> str:
     try:
         return read().rfc4514_string()
@@ -73,14 +83,19 @@ _ISSUER_CACHE_SIZE = 1024
 _issuer_texts: dict[bytes, str] = {}
 
 
-def _issuer_text(certificate: x509.Certificate, der: bytes, subject: str) -> str:
+def _subject_text(certificate: x509.Certificate, outline: CertificateOutline | None) -> str:
+    text = name_text(outline.subject) if outline is not None else None
+    return _name_text(lambda: certificate.subject) if text is None else text
+
+
+def _issuer_text(
+    certificate: x509.Certificate, outline: CertificateOutline | None, subject: str
+) -> str:
     """`_name_text` of the issuer, kept by the issuer's encoding (the text is a function of it).
 
     `subject` is the subject's text; a self-issued certificate's issuer has the same.
     """
-    try:
-        outline = certificate_outline(der)
-    except DerError:
+    if outline is None:
         return _name_text(lambda: certificate.issuer)
     issuer = outline.issuer
     if issuer == outline.subject and not subject.startswith(_UNPARSABLE):
@@ -88,11 +103,27 @@ def _issuer_text(certificate: x509.Certificate, der: bytes, subject: str) -> str
         return subject
     text = _issuer_texts.get(issuer)
     if text is None:
-        text = _name_text(lambda: certificate.issuer)
+        text = name_text(issuer)
+        if text is None:
+            text = _name_text(lambda: certificate.issuer)
         if len(_issuer_texts) >= _ISSUER_CACHE_SIZE:
             _issuer_texts.pop(next(iter(_issuer_texts)))  # the oldest
         _issuer_texts[issuer] = text
     return text
+
+
+def _san(certificate: x509.Certificate) -> tuple[str, ...]:
+    """SAN dNSNames; none when cryptography refuses the extensions."""
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        return tuple(extension.value.get_values_for_type(x509.DNSName))
+    except (
+        x509.ExtensionNotFound,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,  # x400Address, ediPartyName
+        ValueError,
+    ):
+        return ()
 
 
 # Intermediates and shared hosts' leaves (a provider's one certificate behind thousands
@@ -110,7 +141,8 @@ def summarize_certificate(der: bytes) -> CertificateSummary:
     Never raises for odd certificates: a missing or malformed SAN extension
     gives no names, a non-positive serial is tolerated, and a certificate that
     cannot be parsed at all gets an "<unparsable: ...>" subject and, where even
-    OpenSSL cannot read it or its dates, 1970-01-01 dates.
+    OpenSSL cannot read it or its dates, 1970-01-01 dates; so does a date in the
+    year 0000, which Python cannot represent.
     """
     fingerprint = hashlib.sha256(der).hexdigest()
     try:
@@ -120,23 +152,16 @@ def summarize_certificate(der: bytes) -> CertificateSummary:
             certificate = x509.load_der_x509_certificate(der)
     except (ValueError, x509.InvalidVersion) as exc:  # cryptography knows X.509 v1 and v3 only
         return _summary_without_cryptography(der, fingerprint, str(exc))
-    san: tuple[str, ...] = ()
     try:
-        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        san = tuple(extension.value.get_values_for_type(x509.DNSName))
-    except (
-        x509.ExtensionNotFound,
-        x509.DuplicateExtension,
-        x509.UnsupportedGeneralNameType,  # x400Address, ediPartyName
-        ValueError,
-    ):
-        san = ()
-    subject = _name_text(lambda: certificate.subject)
+        outline: CertificateOutline | None = certificate_outline(der)
+    except DerError:
+        outline = None
+    subject = _subject_text(certificate, outline)
     return CertificateSummary(
         subject=subject,
-        san=san,
-        issuer=_issuer_text(certificate, der, subject),
-        not_before=certificate.not_valid_before_utc,
-        not_after=certificate.not_valid_after_utc,
+        san=_san(certificate),
+        issuer=_issuer_text(certificate, outline, subject),
+        not_before=_utc(lambda: certificate.not_valid_before_utc),
+        not_after=_utc(lambda: certificate.not_valid_after_utc),
         sha256=fingerprint,
     )
