@@ -71,6 +71,7 @@ from scanner.models import (
 )
 from scanner.net.dane_lookup import hosts_dane
 from scanner.net.gate import DomainGate, Gate, RunGate
+from scanner.net.limits import holding
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.probe import ProbeSettings, probe
 from scanner.net.resolver import Resolver
@@ -551,7 +552,7 @@ class Scanner:
                     if isinstance(target, InvalidInput):
                         result = self.invalid_input(target)
                     else:
-                        async with governor.limiter:
+                        async with holding(governor.limiter):
                             result = await self.scan_domain(target)
                     await send.send(dataclasses.replace(result, rank=rank) if rank else result)
 

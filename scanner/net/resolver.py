@@ -108,6 +108,7 @@ from scanner.net.dns_wire import (
     tlsa_record,
     txt_text,
 )
+from scanner.net.limits import holding
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_IN_FLIGHT = 256
@@ -697,7 +698,7 @@ class Resolver:
 
     async def _signs_root(self, server: _Server) -> bool:
         query = build_query(dns.name.root, dns.rdatatype.SOA)
-        async with self._limiter:
+        async with holding(self._limiter):
             deadline = trio.current_time() + self._timeout
             response = await self._exchange(query, (server,), _Failures(), deadline)
         return (
@@ -726,7 +727,7 @@ class Resolver:
             qname = name_wire(name)
         except dns.exception.DNSException as exc:
             return _Resolved(DnsStatus.ERROR, detail=f"invalid name {name!r}: {exc}")
-        async with self._limiter:
+        async with holding(self._limiter):
             deadline = trio.current_time() + self._timeout
             resolved, ttl = await self._resolve_chain(qname, rdtype, _Failures(), deadline)
         self._cache.put(key, resolved, ttl, trio.current_time())
