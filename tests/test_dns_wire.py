@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import warnings
 from collections.abc import Callable, Iterator
 
 import dns.edns
@@ -40,6 +42,7 @@ from scanner.net.dns_wire import (
     make_query_message,
     mx_record,
     parse_response,
+    random_query_id,
     tlsa_record,
     txt_text,
 )
@@ -130,6 +133,25 @@ def test_query_flags_and_edns() -> None:
     assert message.payload == EDNS_PAYLOAD
     assert message.ednsflags & dns.flags.DO
     assert not dns.message.from_wire(query_for().wire).flags & dns.flags.CD
+
+
+def test_query_ids_are_spread_and_a_forked_child_draws_its_own() -> None:
+    ids = [random_query_id() for _ in range(2000)]  # not a whole number of reads: some left
+    assert all(0 <= query_id <= 0xFFFF for query_id in ids)
+    assert len(set(ids)) > 1850  # 2,000 draws of 16 bits: about 30 repeats
+    reader, writer = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork() in a threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: the IDs it would use next, to the parent
+        os.write(writer, struct.pack("!8H", *(random_query_id() for _ in range(8))))
+        os._exit(0)
+    os.close(writer)
+    child = struct.unpack("!8H", os.read(reader, 16))
+    os.close(reader)
+    os.waitpid(pid, 0)
+    parent = tuple(random_query_id() for _ in range(8))
+    assert child != parent
 
 
 def test_each_try_gets_a_fresh_id() -> None:

@@ -340,3 +340,18 @@ def test_ip_literal_is_what_ipaddress_reads(text: str) -> None:
 )
 def test_ip_literal_agrees_with_ipaddress_on_any_text(text: str) -> None:
     assert is_ip_literal(text) == reads_as_address(text)
+
+
+def test_names_met_again_give_the_same_answer_and_the_same_refusal() -> None:
+    """Normalised names are kept; a refused name is refused again, with its reason."""
+    assert normalize_hostname("MX.Example.NET.") == normalize_hostname("MX.Example.NET.")
+    reasons = []
+    for _ in range(2):
+        with pytest.raises(InvalidHostname) as refused:
+            normalize_hostname("mx..example.net")
+        reasons.append(str(refused.value))
+    assert reasons[0] == reasons[1]
+    assert "empty" in reasons[0]
+    assert normalize_hostname("_25._tcp.mx.example.net", allow_underscore=True)
+    with pytest.raises(InvalidHostname):
+        normalize_hostname("_25._tcp.mx.example.net")  # kept apart from the call that allowed it

@@ -23,6 +23,7 @@ from scanner.lab.certificates import issue_via_intermediate
 from scanner.models import ChainVerdict, TlsSession
 from scanner.net.certificates import summarize_certificate
 from scanner.net.trust import (
+    _STORES_KEPT,
     NO_CERTIFICATE_ERROR,
     PresentedChain,
     TrustStore,
@@ -378,6 +379,18 @@ def test_one_store_answers_each_second_by_its_own_time(ca: trustme.CA, trust: Tr
     assert trust.verify(chain_der(leaf), NOW).trusted
     assert trust.verify(chain_der(leaf), NOW).trusted
     assert not trust.verify(chain_der(leaf)[:1], NOW).trusted
+
+
+def test_stores_are_kept_for_interleaved_seconds_and_bounded(trust: TrustStore) -> None:
+    """Sessions that began in different seconds finish interleaved: each second's store
+    is built once, and only the last few seconds' are kept."""
+    first, second = NOW, NOW + timedelta(seconds=1)
+    store = trust._store_at(first)
+    assert trust._store_at(second) is not store
+    assert trust._store_at(first) is store  # not rebuilt after the other second's
+    for offset in range(2, 2 + _STORES_KEPT):
+        trust._store_at(NOW + timedelta(seconds=offset))
+    assert trust._store_at(first) is not store  # the oldest went
 
 
 @pytest.mark.parametrize(

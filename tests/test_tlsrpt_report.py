@@ -270,11 +270,17 @@ def test_unknown_local_address_is_left_out() -> None:
         (datetime(2026, 11, 28, 4, 0, 0, 999999, tzinfo=UTC), "2026-11-28T04:00:00Z"),
         (datetime(2026, 11, 28, 5, 0, tzinfo=timezone(timedelta(hours=1))), "2026-11-28T04:00:00Z"),
         (datetime(2026, 11, 28, 4, 0), "2026-11-28T04:00:00Z"),
+        (datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC), "0999-01-02T03:04:05Z"),  # four digits
     ],
-    ids=["utc", "offset-converted", "naive-is-utc"],
+    ids=["utc", "offset-converted", "naive-is-utc", "year-999"],
 )
 def test_rfc3339_utc(moment: datetime, text: str) -> None:
     assert rfc3339_utc(moment) == text
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), timezones=st.just(UTC)))
+def test_rfc3339_utc_is_strftime_s_for_four_digit_years(moment: datetime) -> None:
+    assert rfc3339_utc(moment) == moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------- counts agree with sessions

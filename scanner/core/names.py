@@ -12,6 +12,7 @@ Two jobs, both pure:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import string
 from collections.abc import Sequence
@@ -72,6 +73,17 @@ def normalize_hostname(name: str, *, allow_underscore: bool = False) -> str:
     hyphen, or an all-numeric last label (which also rejects IPv4 literals).
     Idempotent: normalising a normalised name returns it unchanged.
     """
+    return _normalized(name, allow_underscore)
+
+
+# A scan normalises each MX and policy host name several times (SNI, the name check,
+# the MX name check); invalid names raise and are not kept.
+NORMALIZED_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=NORMALIZED_CACHE_SIZE)
+def _normalized(name: str, allow_underscore: bool) -> str:
+    """`normalize_hostname`, kept for the names met again (the same names recur per domain)."""
     if not name:
         raise InvalidHostname("empty name")
     if name.isascii():

@@ -69,8 +69,11 @@ def fails_sts(failure: SessionFailure) -> bool:
 
 
 def rfc3339_utc(moment: datetime) -> str:
-    """RFC 3339 §5.6 date-time in UTC with a `Z`, whole seconds (naive input is taken as UTC)."""
-    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 §5.6 date-time in UTC with a `Z`, whole seconds (naive input is taken as UTC).
+
+    The year has four digits, as §5.6 requires (strftime's %Y writes 999, not 0999).
+    """
+    return as_utc(moment).isoformat(timespec="seconds")[:-6] + "Z"  # "+00:00" → "Z"
 
 
 def policy_type(facts: DomainFacts) -> str:

@@ -43,7 +43,7 @@ compression pointers that each point strictly backwards.
 from __future__ import annotations
 
 import functools
-import secrets
+import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,9 +171,20 @@ def _question_name_end(wire: bytes) -> int:
     return offset + 1
 
 
+# IDs taken from the kernel's CSPRNG per read: one system call for many queries.
+_IDS_PER_READ: Final = 256
+_unused_ids: list[int] = []
+
+
 def random_query_id() -> int:
-    """RFC 5452 §9.2: IDs from a cryptographically strong source."""
-    return secrets.randbits(16)
+    """RFC 5452 §9.2: IDs from a cryptographically strong source (`os.urandom`, in batches)."""
+    if not _unused_ids:
+        _unused_ids.extend(memoryview(os.urandom(2 * _IDS_PER_READ)).cast("H"))
+    return _unused_ids.pop()
+
+
+# A forked child must not use the IDs its parent will use too.
+os.register_at_fork(after_in_child=_unused_ids.clear)
 
 
 # ---------------------------------------------------------------- replies
