@@ -274,7 +274,11 @@ class Channel:
         await self.flush()
 
     async def receive(self) -> Message | None:
-        """The next message, or None when the other end closed."""
+        """The next message, or None when the other end closed or died.
+
+        A process that dies with messages to it unread resets the connection (the kernel
+        answers a close with unread data so): that is its end as well.
+        """
         while True:
             if len(self._buffer) >= FRAME.size:
                 (size,) = FRAME.unpack_from(self._buffer)
@@ -285,7 +289,10 @@ class Channel:
                     del self._buffer[: FRAME.size + size]
                     message: Message = pickle.loads(data)
                     return message
-            chunk = await self.stream.receive_some(1 << 16)
+            try:
+                chunk = await self.stream.receive_some(1 << 16)
+            except trio.BrokenResourceError:
+                return None
             if not chunk:
                 return None
             self._buffer += chunk
@@ -798,23 +805,27 @@ async def _serve_worker(
     progress: SummarySink | None,
 ) -> None:
     """Serve one worker until it is done (or gone: its in-flight domains are then lost)."""
-    async with trio.open_nursery() as nursery:
-        link = _Link(worker, shared, write_line, run, progress, nursery)
-        while True:
-            message = await worker.channel.receive()
-            if message is None:
-                # Gone: its domains in flight are lost, and what it held (gate slots,
-                # probe claims others wait for) is let go by cancelling its tasks.
-                worker.gone = True
-                if worker.waiting is not None:
-                    worker.waiting.cancel()
-                run.lost += sorted(worker.in_flight)
-                worker.in_flight.clear()
-                nursery.cancel_scope.cancel()
-                return
-            if not await link.handle(message):
-                nursery.cancel_scope.cancel()
-                return
+    try:
+        async with trio.open_nursery() as nursery:
+            link = _Link(worker, shared, write_line, run, progress, nursery)
+            while True:
+                message = await worker.channel.receive()
+                if message is None:
+                    break
+                if not await link.handle(message):
+                    nursery.cancel_scope.cancel()
+                    return
+            # What it held (gate slots, probe claims others wait for) is let go by
+            # cancelling its tasks.
+            nursery.cancel_scope.cancel()
+    except* (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # an answer to it could not be sent: it is gone all the same
+    # Gone: its domains in flight are lost.
+    worker.gone = True
+    if worker.waiting is not None:
+        worker.waiting.cancel()
+    run.lost += sorted(worker.in_flight)
+    worker.in_flight.clear()
 
 
 def _count(stats: ScanStats, summary: Summary) -> None:

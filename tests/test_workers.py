@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -234,6 +235,17 @@ async def test_channel_carries_framed_messages() -> None:
     assert sorted(map(repr, received)) == sorted(map(repr, messages))
     await left.aclose()
     assert await receiver.receive() is None
+
+
+async def test_a_peer_that_died_with_messages_unread_ends_the_channel() -> None:
+    """The kernel resets a socket closed with data unread: a worker killed before reading
+    what the parent sent. That is its end, not an error of the scan."""
+    parent_end, worker_end = socket.socketpair()
+    channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent_end)))
+    await channel.send(EndOfInput())  # never read
+    worker_end.close()
+    assert await channel.receive() is None
+    await channel.stream.aclose()
 
 
 def test_messages_keep_every_field_through_the_fast_reducers() -> None:
