@@ -31,17 +31,24 @@ from scanner.models import (
     ProbeOutcome,
     TlsSession,
 )
+from scanner.net.gate import Gate
+from scanner.scan import ProbeCache
 from scanner.workers import (
     Acquire,
+    AdmitName,
     Answer,
     Channel,
     Done,
     EndOfInput,
     Load,
+    ParallelRun,
     Probed,
     Release,
     Scan,
     _cgroup_quota,
+    _serve_worker,
+    _Shared,
+    _Worker,
     usable_cpus,
 )
 
@@ -245,6 +252,26 @@ async def test_a_peer_that_died_with_messages_unread_ends_the_channel() -> None:
     await channel.send(EndOfInput())  # never read
     worker_end.close()
     assert await channel.receive() is None
+    await channel.stream.aclose()
+
+
+async def test_a_worker_that_cannot_be_answered_is_gone_and_its_domains_lost() -> None:
+    """It asked, then died before the answer: the answer's send fails (EPIPE). Its
+    domains in flight are lost, as when it ends, and the scan goes on."""
+    parent_end, worker_end = socket.socketpair()
+    channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent_end)))
+    asking = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(worker_end)))
+    await asking.send(AdmitName(1, "127.0.0.1", "mx.example.net"))
+    await asking.stream.aclose()
+    process = await trio.lowlevel.open_process([sys.executable, "-c", "pass"])
+    worker = _Worker(0, channel, process, trio.Semaphore(1), in_flight={"a.example"})
+    run = ParallelRun()
+    shared = _Shared(Gate(allow_private=True), ProbeCache(16))
+    with trio.fail_after(5):
+        await _serve_worker(worker, shared, lambda line: None, run, None)
+        await process.wait()
+    assert worker.gone
+    assert run.lost == ["a.example"]
     await channel.stream.aclose()
 
 
