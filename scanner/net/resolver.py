@@ -803,7 +803,7 @@ class Resolver:
         ):
             self._counters.cd_retries += 1
             unchecked = build_query(name, rdtype, checking_disabled=True)
-            within = min(trio.current_time() + self._per_try, deadline)
+            within = self._try_deadline(deadline)
             if await self._exchange(unchecked, self._servers, _Failures(), within) is not None:
                 return _Resolved(
                     DnsStatus.SERVFAIL,
@@ -814,6 +814,10 @@ class Resolver:
         return failure
 
     # ------------------------------------------------------------ transport
+
+    def _try_deadline(self, deadline: float) -> float:
+        """When a try starting now ends: after `per_try`, never past the lookup's `deadline`."""
+        return min(trio.current_time() + self._per_try, deadline)
 
     def _pool(self) -> _SocketPool:
         try:
@@ -879,7 +883,7 @@ class Resolver:
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         udp = held.get(server.family)
-        with trio.CancelScope(deadline=min(trio.current_time() + self._per_try, deadline)):
+        with trio.CancelScope(deadline=self._try_deadline(deadline)):
             try:
                 if udp is None:
                     udp = held[server.family] = pool.take(server.family)
@@ -917,7 +921,7 @@ class Resolver:
     async def _tcp_try(self, exchange: Exchange, server: _Server, deadline: float) -> _TryResult:
         """The question again over TCP (RFC 7766 §5), within one try's time and `deadline`."""
         self._counters.tcp_queries += 1
-        with trio.CancelScope(deadline=min(trio.current_time() + self._per_try, deadline)):
+        with trio.CancelScope(deadline=self._try_deadline(deadline)):
             sock = trio.socket.socket(server.family, socket.SOCK_STREAM)
             with sock:
                 try:
