@@ -22,7 +22,7 @@ again (3 tries). STARTTLS is sent only when EHLO offers it (the scanner sends it
 What it is not: a scanner. It verifies no certificate (so expired and wrong-name
 certificates cost it what good ones do), keeps no transcript, reaches no verdict,
 writes no output, waits for no injected plaintext, limits no address, and has one
-deadline per domain. Its client context has the settings of
+deadline per domain. Its client context is
 `scanner.net.tls.build_client_context` (OpenSSL's default groups and ciphers), so a
 handshake costs what the scanner's does. Whatever the scanner spends above the floor
 is its own logic; the floor itself is the price of the protocols on this stack.
@@ -64,7 +64,7 @@ from trio.lowlevel import wait_readable, wait_writable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import compile_scanner, generate_world, scan_command  # bench/run.py
+from run import compile_scanner, generate_world, scan_command, serve_world  # bench/run.py
 
 from scanner.models import MxRecord
 from scanner.net.dns_wire import (
@@ -76,6 +76,7 @@ from scanner.net.dns_wire import (
     interpret,
     name_wire,
 )
+from scanner.net.tls import build_client_context
 
 REPO = Path(__file__).resolve().parent.parent
 _T = TypeVar("_T")
@@ -91,18 +92,6 @@ MX, TXT = dns.rdatatype.MX, dns.rdatatype.TXT
 
 
 # ---------------------------------------------------------------- the floor client
-
-
-def client_context() -> SSL.Context:
-    """The settings of `scanner.net.tls.build_client_context`: no verification."""
-    context = SSL.Context(SSL.TLS_CLIENT_METHOD)
-    context.set_verify(SSL.VERIFY_NONE)
-    context.set_min_proto_version(SSL.TLS1_VERSION)
-    context.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
-    context.set_options(
-        SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_LEGACY_SERVER_CONNECT
-    )
-    return context
 
 
 async def connect(address: str, port: int) -> socket.socket:
@@ -310,7 +299,7 @@ class Floor:
         self.https_port: int = args.https_port
         self.timeout: float = args.timeout
         self.stop: str = args.stop
-        self.context = client_context()
+        self.context = build_client_context()
         self.probed: set[tuple[str, str]] = set()
         self.counts: Counter[str] = Counter()
 
@@ -443,19 +432,6 @@ def measure(command: list[str], env: dict[str, str], work: Path) -> tuple[float,
     return usage.ru_utime + usage.ru_stime, out.read_text(), err.read_text()
 
 
-def start_lab(work: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
-    """`scanner lab serve` pinned to CPU 0, and the scanner options it prints."""
-    command = ["taskset", "-c", "0", sys.executable, "-m", "scanner", "lab", "serve"]
-    command += [str(work / "world.toml"), "--workdir", str(work / "lab")]
-    lab = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    assert lab.stdout is not None
-    for line in lab.stdout:
-        if match := re.match(r"scan with: scanner scan DOMAIN (.*)$", line.strip()):
-            return lab, match.group(1).split()
-    lab.terminate()
-    sys.exit("the lab did not start")
-
-
 def main() -> int:
     if sys.argv[1:2] == ["client"]:
         return client_main(sys.argv[2:])
@@ -480,7 +456,9 @@ def main() -> int:
         (work / "world.toml").write_text(world_text, encoding="utf-8")
         (work / "domains.txt").write_text("\n".join(domains) + "\n", encoding="utf-8")
         (work / "none.txt").write_text("", encoding="utf-8")
-        lab, lab_args = start_lab(work, env)
+        lab, lab_args = serve_world(
+            work / "world.toml", work / "lab", runner=["taskset", "-c", "0"], env=env
+        )
 
         def floor(stop: str, domain_file: str = "domains.txt") -> tuple[float, Counter[str]]:
             command = [

@@ -120,6 +120,34 @@ def compile_scanner() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
 
 
+def serve_world(
+    world: Path,
+    workdir: Path,
+    *,
+    runner: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """`scanner lab serve WORLD` in another process, and the scanner options it prints.
+
+    `runner` goes before the Python command (`taskset -c 0` to pin the lab). Exits
+    when the lab does not start.
+    """
+    command = [*(runner or []), sys.executable, "-m", "scanner", "lab", "serve", str(world)]
+    lab = subprocess.Popen(
+        [*command, "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert lab.stdout is not None
+    for line in lab.stdout:
+        if match := re.match(r"scan with: scanner scan DOMAIN (.*)$", line.strip()):
+            return lab, match.group(1).split()
+    lab.terminate()
+    sys.exit("the lab did not start")
+
+
 def scan_command(
     args: argparse.Namespace,
     work: Path,
@@ -180,30 +208,7 @@ def main() -> int:
         world = work / "world.toml"
         world.write_text(world_text, encoding="utf-8")
         (work / "domains.txt").write_text("\n".join(domains) + "\n", encoding="utf-8")
-        lab = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "scanner",
-                "lab",
-                "serve",
-                str(world),
-                "--workdir",
-                str(work / "lab"),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert lab.stdout is not None
-        scan_args: list[str] = []
-        for line in lab.stdout:
-            match = re.match(r"scan with: scanner scan DOMAIN (.*)$", line.strip())
-            if match:
-                scan_args = match.group(1).split()
-                break
-        if not scan_args:
-            print("the lab did not start", file=sys.stderr)
-            return 1
+        lab, scan_args = serve_world(world, work / "lab")
         print(f"lab ready in {time.monotonic() - started:.1f} s ({args.domains} domains)")
         out = work / "out.jsonl"
         runner = [sys.executable, "-m"]
