@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from scanner.core.codes import Problem, ProblemCode
 from scanner.core.result import DomainResult
 
 if TYPE_CHECKING:
@@ -86,7 +87,10 @@ async def with_received(
     except DatabaseError as exc:
         verdict = dataclasses.replace(
             result.verdict,
-            warnings=(*result.verdict.warnings, f"TLS-RPT: received reports not read: {exc}"),
+            warnings=(
+                *result.verdict.warnings,
+                Problem(ProblemCode.REPORTS_NOT_READ, f"TLS-RPT: received reports not read: {exc}"),
+            ),
         )
         return dataclasses.replace(result, verdict=verdict)
     return joined(result, evidence)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from scanner.core.codes import PolicyCode, RecordCode
+
 
 class ResultType(StrEnum):
     """RFC 8460 §4.3 / IANA "STARTTLS Validation Result Types" used by the scanner."""
@@ -320,6 +322,11 @@ class Interruption:
     kind: InterruptionKind
     phase: Phase | None = None
     detail: str = ""
+    # The errno name of a connect error or reset (`ECONNRESET`), read by code; `detail`
+    # holds the words.
+    errno: str | None = None
+    # The reply code of a refusal (`busy`, `rejected`, `ehlo-rejected`).
+    reply_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,9 +393,18 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class PolicyFailure:
-    """A policy-level failure: one of the three sts-* result types with an actionable detail."""
+    """A policy-level failure: one of the three sts-* result types, its code and an actionable detail."""
 
     result_type: ResultType
+    detail: str
+    code: PolicyCode
+
+
+@dataclass(frozen=True, slots=True)
+class RecordError:
+    """Why there is no usable `_mta-sts` or `_smtp._tls` record: a code and the words."""
+
+    code: RecordCode
     detail: str
 
 
@@ -456,11 +472,11 @@ class DomainFacts:
     scanned_at: datetime
     sts_txt: TxtAnswer
     sts_record: StsRecord | None
-    sts_record_error: str | None  # why there is no usable record, when there is none
+    sts_record_error: RecordError | None  # why there is no usable record, when there is none
     policy_fetch: PolicyFetch | None  # None when there was no usable record
     tlsrpt_txt: TxtAnswer
     tlsrpt_record: TlsRptRecord | None
-    tlsrpt_error: str | None
+    tlsrpt_error: RecordError | None
     mx: MxAnswer
     hosts: tuple[MxHostFacts, ...]
     over_limit: tuple[OverLimit, ...] = ()  # caps that cut hosts or addresses off

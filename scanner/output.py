@@ -15,8 +15,9 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from scanner.core.assess import AddressVerdict, DomainVerdict, MxVerdict
+from scanner.core.codes import Problem, ProblemCode, RecordCode
 from scanner.core.dane import AddressDane, HostDaneVerdict, tlsa_text
-from scanner.core.reasons import after_tls_text, reason_text
+from scanner.core.reasons import after_tls_text, reason_code, reason_text
 from scanner.core.result import DomainResult
 from scanner.core.tlsrpt import build_report, report_id, rfc3339_utc
 from scanner.models import CertificateCheck, DomainFacts, Indicator, ProbeOutcome, ReportOptions
@@ -25,10 +26,11 @@ from scanner.untrusted import dumps_json_line
 if TYPE_CHECKING:
     from scanner.received import ReceivedEvidence
 
-SCHEMA_VERSION = 2
-# Versions this scanner's readers (--resume, stats, report, diff) understand; see the
-# changelog in docs/output.md. Lines of other versions are left out, and said so.
-KNOWN_SCHEMA_VERSIONS = frozenset({1, 2})
+SCHEMA_VERSION = 3
+# Versions this scanner's readers (stats, report, diff) understand; see the changelog
+# in docs/output.md. Lines of other versions are left out, and said so. `--resume`
+# appends to files of the current version only.
+KNOWN_SCHEMA_VERSIONS = frozenset({1, 2, 3})
 SCHEMA_RESOURCE = "schema/result-line.schema.json"
 
 
@@ -59,6 +61,7 @@ def _address(address: AddressVerdict) -> dict[str, object]:
         "ip": address.ip,
         "status": address.status.value,
         "reason": reason_text(address.interruption) if address.interruption else None,
+        "reason_code": reason_code(address.interruption) if address.interruption else None,
         "starttls": address.starttls.value if address.starttls is not None else None,
         "tls": _tls(probe),
         "certificate": (
@@ -132,9 +135,18 @@ def _mta_sts(facts: DomainFacts) -> dict[str, object]:
     policy = fetch.policy if fetch is not None else None
     error: dict[str, object] | None = None
     if record is None:
-        error = {"result_type": None, "detail": facts.sts_record_error or "no v=STSv1 record"}
+        missing = facts.sts_record_error
+        error = {
+            "result_type": None,
+            "code": (missing.code if missing is not None else RecordCode.NO_RECORD).value,
+            "detail": missing.detail if missing is not None else "no v=STSv1 record",
+        }
     elif fetch is not None and fetch.failure is not None:
-        error = {"result_type": fetch.failure.result_type.value, "detail": fetch.failure.detail}
+        error = {
+            "result_type": fetch.failure.result_type.value,
+            "code": fetch.failure.code.value,
+            "detail": fetch.failure.detail,
+        }
     return {
         "record": record.raw if record is not None else None,
         "id": record.id if record is not None else None,
@@ -155,18 +167,39 @@ def _mta_sts(facts: DomainFacts) -> dict[str, object]:
 
 def _tlsrpt(facts: DomainFacts) -> dict[str, object]:
     record = facts.tlsrpt_record
+    missing = facts.tlsrpt_error
+    if record is not None:
+        error, code = None, None
+    elif missing is not None:
+        error, code = missing.detail, missing.code.value
+    else:
+        error, code = "no v=TLSRPTv1 record", RecordCode.NO_RECORD.value
     return {
         "record": record.raw if record is not None else None,
         "rua": list(record.rua) if record is not None else [],
-        "error": None if record is not None else (facts.tlsrpt_error or "no v=TLSRPTv1 record"),
+        "error": error,
+        "error_code": code,
+    }
+
+
+def problem_object(problem: Problem) -> dict[str, object]:
+    """A blocker or warning of the line (docs/output.md#blockers-and-warnings)."""
+    return {
+        "code": problem.code,
+        "text": problem.text,
+        "host": problem.host,
+        "address": problem.address,
+        "cause": problem.cause,
     }
 
 
 def result_line(result: DomainResult, options: ReportOptions) -> dict[str, object]:
     """The line of one result: a scanned domain with its RFC 8460 report, or an error line."""
     if result.error is not None or result.facts is None or result.verdict is None:
+        error = result.error
+        cause = error.kind.value if error is not None else None
         line = _with_rank(
-            error_line(result.domain, str(result.error), result.scanned_at), result.rank
+            error_line(result.domain, str(error), result.scanned_at, cause=cause), result.rank
         )
         line["received_reports"] = None
         return line
@@ -215,8 +248,8 @@ def _received(evidence: ReceivedEvidence) -> dict[str, object]:
         ],
         "failures_by_result_type": dict(evidence.failures_by_result_type),
         "policy_failure_days": [day.isoformat() for day in evidence.policy_failure_days],
-        "blockers": list(evidence.blockers),
-        "warnings": list(evidence.warnings),
+        "blockers": [problem_object(problem) for problem in evidence.blockers],
+        "warnings": [problem_object(problem) for problem in evidence.warnings],
     }
 
 
@@ -244,18 +277,20 @@ def scanned_line(
         ],
         "indicators": [_indicator(indicator) for indicator in verdict.indicators],
         "enforce_ready": verdict.enforce_ready,
-        "blockers": list(verdict.blockers),
-        "warnings": list(verdict.warnings),
+        "blockers": [problem_object(problem) for problem in verdict.blockers],
+        "warnings": [problem_object(problem) for problem in verdict.warnings],
         "report": report,
     }
 
 
-def error_line(domain: str, error: str, scanned_at: datetime) -> dict[str, object]:
+def error_line(
+    domain: str, error: str, scanned_at: datetime, *, cause: str | None = None
+) -> dict[str, object]:
     """The line of an input that could not be scanned.
 
     Every field is present: `error` is set (e.g. "invalid-domain: ..."), nothing
     was observed so `mx` and `indicators` are empty, `enforce_ready` is false with one
-    blocker stating the error, and `report` is null: no sessions were attempted, so there
+    blocker stating the error (code `could-not-scan`, `cause` the error's kind), and `report` is null: no sessions were attempted, so there
     is nothing to report (a zero-count report would read as a heartbeat).
     """
     return {
@@ -264,13 +299,17 @@ def error_line(domain: str, error: str, scanned_at: datetime) -> dict[str, objec
         "scanned_at": rfc3339_utc(scanned_at),
         "error": error,
         "mta_sts": {"record": None, "id": None, "policy": None, "policy_text": None, "error": None},
-        "tlsrpt": {"record": None, "rua": [], "error": None},
+        "tlsrpt": {"record": None, "rua": [], "error": None, "error_code": None},
         "mx_lookup": None,
         "mx": [],
         "over_limit": [],
         "indicators": [],
         "enforce_ready": False,
-        "blockers": [f"could not scan: {error}"],
+        "blockers": [
+            problem_object(
+                Problem(ProblemCode.COULD_NOT_SCAN, f"could not scan: {error}", cause=cause)
+            )
+        ],
         "warnings": [],
         "report": None,
     }

@@ -165,9 +165,9 @@ def render_check(console: Console, result: DomainResult) -> None:
     else:
         console.print(_styled("Not ready for mode: enforce", "bold red"))
     for blocker in verdict.blockers:
-        console.print(text_line(Text("  "), _styled("blocker", "red"), Text(": "), blocker))
+        console.print(text_line(Text("  "), _styled("blocker", "red"), Text(": "), blocker.text))
     for warning in verdict.warnings:
-        console.print(text_line(Text("  "), _styled("warning", "yellow"), Text(": "), warning))
+        console.print(text_line(Text("  "), _styled("warning", "yellow"), Text(": "), warning.text))
 
 
 # Status words of a session's DANE check, with their style (docs/dane.md#statuses).

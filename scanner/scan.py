@@ -76,7 +76,7 @@ from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.probe import ProbeSettings, probe
 from scanner.net.resolver import Resolver
 from scanner.net.tls import TlsClient
-from scanner.output import dumps_line, result_line, schema_problem
+from scanner.output import SCHEMA_VERSION, dumps_line, result_line, schema_problem
 
 # The hot set is the shared providers' (MX host, address) pairs, a few hundred even on
 # large lists; an outcome without its DER costs about 3.7 kB (4,096 of them held 7.7 MB
@@ -124,7 +124,7 @@ def is_busy(interruption: Interruption | None, *, was_busy: bool) -> bool:
         return False
     early = interruption.phase in (Phase.CONNECT, Phase.GREETING)
     reset = (
-        interruption.kind is InterruptionKind.CONNECT_FAILED and "ECONNRESET" in interruption.detail
+        interruption.kind is InterruptionKind.CONNECT_FAILED and interruption.errno == "ECONNRESET"
     )
     return early and (reset or interruption.kind is InterruptionKind.CLOSED)
 
@@ -740,15 +740,16 @@ def _decode_line(raw: bytes) -> str:
 
 
 class UnknownSchemaVersion(ValueError):
-    """A results file to resume holds lines of a schema version this scanner does not read."""
+    """A results file to resume holds lines of a schema version other than the one written."""
 
 
 def completed_domains(path: Path) -> set[str]:
     """Domains with a complete line in an existing results file (`--resume`).
 
     A torn last line (an interrupted write) is cut off so appending stays valid. A
-    line of an unknown schema version raises `UnknownSchemaVersion`: appending lines
-    of another version to it would leave a file no reader understands whole.
+    line of another schema version than the one this scanner writes raises
+    `UnknownSchemaVersion`: appending to it would mix versions in one file, and a query
+    over the file (duckdb, jq) would meet `blockers` of two shapes.
     """
     done: set[str] = set()
     if not path.exists():
@@ -767,6 +768,13 @@ def completed_domains(path: Path) -> set[str]:
                 problem = schema_problem(record)
                 if problem is not None:
                     raise UnknownSchemaVersion(f"{path}: {problem}; resume it with that scanner")
+                if record.get("schema_version") != SCHEMA_VERSION:
+                    raise UnknownSchemaVersion(
+                        f"{path}: its lines have schema_version {record.get('schema_version')}, "
+                        f"and this scanner writes version {SCHEMA_VERSION}; it does not append "
+                        "lines of another version to a file: scan into a new file (stats, diff "
+                        "and report read both versions, also side by side)"
+                    )
                 done.add(record["domain"])
     if good_length != path.stat().st_size:
         with path.open("r+b") as handle:

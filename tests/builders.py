@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from scanner.core.assess import (
     DomainVerdict,
     assess_domain,
 )
+from scanner.core.codes import PolicyCode, Problem, RecordCode
 from scanner.models import (
     AddressAnswer,
     AddressStatus,
@@ -34,6 +36,7 @@ from scanner.models import (
     PolicyFetch,
     PolicyMode,
     ProbeOutcome,
+    RecordError,
     ReportOptions,
     ResultType,
     StsRecord,
@@ -199,8 +202,24 @@ def fetched(p: Policy) -> PolicyFetch:
     )
 
 
-def failed_fetch(result_type: ResultType, detail: str, text: str | None = None) -> PolicyFetch:
-    return PolicyFetch(policy=None, failure=PolicyFailure(result_type, detail), text=text)
+def texts(problems: Iterable[Problem]) -> list[str]:
+    """The words of blockers or warnings, in order."""
+    return [problem.text for problem in problems]
+
+
+# A code for each policy result type, where a test does not name one.
+_DEFAULT_POLICY_CODES = {
+    ResultType.STS_POLICY_FETCH_ERROR: PolicyCode.HTTP_STATUS,
+    ResultType.STS_POLICY_INVALID: PolicyCode.LINE_SYNTAX,
+    ResultType.STS_WEBPKI_INVALID: PolicyCode.WEBPKI_UNTRUSTED,
+}
+
+
+def failed_fetch(
+    result_type: ResultType, detail: str, text: str | None = None, code: PolicyCode | None = None
+) -> PolicyFetch:
+    failure = PolicyFailure(result_type, detail, code or _DEFAULT_POLICY_CODES[result_type])
+    return PolicyFetch(policy=None, failure=failure, text=text)
 
 
 STS_RECORD = StsRecord(raw="v=STSv1; id=20261128T0400", id="20261128T0400")
@@ -220,7 +239,7 @@ def domain_facts(
     *hosts: MxHostFacts,
     fetch: PolicyFetch | str | None = "default",
     record: StsRecord | None = STS_RECORD,
-    record_error: str | None = None,
+    record_error: RecordError | None = None,
     tlsrpt: TlsRptRecord | None = TLSRPT_RECORD,
     mx: MxAnswer | None = None,
 ) -> DomainFacts:
@@ -242,13 +261,15 @@ def domain_facts(
         if record
         else TxtAnswer(DnsStatus.NXDOMAIN),
         sts_record=record,
-        sts_record_error=None if record else (record_error or "no v=STSv1 record"),
+        sts_record_error=None
+        if record
+        else (record_error or RecordError(RecordCode.NO_RECORD, "no v=STSv1 record")),
         policy_fetch=policy_fetch,
         tlsrpt_txt=TxtAnswer(DnsStatus.ANSWER, (TLSRPT_RECORD.raw,))
         if tlsrpt
         else TxtAnswer(DnsStatus.NXDOMAIN),
         tlsrpt_record=tlsrpt,
-        tlsrpt_error=None if tlsrpt else "no v=TLSRPTv1 record",
+        tlsrpt_error=None if tlsrpt else RecordError(RecordCode.NO_RECORD, "no v=TLSRPTv1 record"),
         mx=mx,
         hosts=hosts,
     )

@@ -25,6 +25,7 @@ from builders import (
     no_hosts,
     policy,
     probe,
+    texts,
     untestable,
 )
 from hypothesis import given, settings
@@ -41,6 +42,7 @@ from scanner.core.assess import (
     session_findings,
     starttls_status,
 )
+from scanner.core.codes import RecordCode
 from scanner.core.smtp import PARTIAL_GREETING_NOTE
 from scanner.models import (
     AddressAnswer,
@@ -57,6 +59,7 @@ from scanner.models import (
     Phase,
     PolicyMode,
     ProbeOutcome,
+    RecordError,
     ResultType,
     SessionFailure,
     StartTlsStatus,
@@ -216,34 +219,34 @@ def test_tls_inconsistent(second: MxHostFacts, inconsistent: bool) -> None:
 # ---------------------------------------------------------------- enforce readiness
 
 
-READINESS_CASES: list[tuple[str, DomainFacts, bool, list[str]]] = [
+READINESS_CASES: list[tuple[str, DomainFacts, bool, list[tuple[str, str]]]] = [
     ("all-good-testing", domain_facts(), True, []),
     ("all-good-enforce", domain_facts(fetch=fetched(policy(mode=PolicyMode.ENFORCE))), True, []),
     ("bad-backup-mx", domain_facts(good_hosts()[0], expired_mx2()), False,
-     ["mx2.example.com (127.0.1.5): certificate expired on 2026-01-01"]),
+     [("certificate-expired", "mx2.example.com (127.0.1.5): certificate expired on 2026-01-01")]),
     ("backup-mx-without-starttls", domain_facts(good_hosts()[0], bad_mx2()), False,
-     ["mx2.example.com (127.0.1.5): STARTTLS is not offered and the command is refused (502)"]),
+     [("starttls-missing", "mx2.example.com (127.0.1.5): STARTTLS is not offered and the command is refused (502)")]),
     ("mx-covered-by-wildcard", domain_facts(fetch=fetched(policy("*.example.com"))), True, []),
     ("mx-outside-policy", domain_facts(fetch=fetched(policy("mx1.example.com"))), False,
-     ["mx2.example.com is not covered by the policy's mx patterns (mx1.example.com)"]),
+     [("mx-not-in-policy", "mx2.example.com is not covered by the policy's mx patterns (mx1.example.com)")]),
     ("no-policy", domain_facts(record=None), False,
-     ["no usable _mta-sts record at _mta-sts.example.com: no v=STSv1 record"]),
-    ("two-records", domain_facts(record=None, record_error="2 v=STSv1 records; exactly one is required"), False,
-     ["no usable _mta-sts record at _mta-sts.example.com: 2 v=STSv1 records; exactly one is required"]),
+     [("no-sts-record", "no usable _mta-sts record at _mta-sts.example.com: no v=STSv1 record")]),
+    ("two-records", domain_facts(record=None, record_error=RecordError(RecordCode.SEVERAL_RECORDS, "2 v=STSv1 records; exactly one is required")), False,
+     [("no-sts-record", "no usable _mta-sts record at _mta-sts.example.com: 2 v=STSv1 records; exactly one is required")]),
     ("policy-fetch-error", domain_facts(fetch=failed_fetch(ResultType.STS_POLICY_FETCH_ERROR, "http-404 from mta-sts.example.com")), False,
-     ["policy fetch failed: http-404 from mta-sts.example.com"]),
+     [("sts-policy-fetch-error", "policy fetch failed: http-404 from mta-sts.example.com")]),
     ("policy-invalid", domain_facts(fetch=failed_fetch(ResultType.STS_POLICY_INVALID, "missing required field(s): mode", "version: STSv1\nmx: mx1.example.com\nmax_age: 86400\n")), False,
-     ["policy is invalid: missing required field(s): mode"]),
+     [("sts-policy-invalid", "policy is invalid: missing required field(s): mode")]),
     ("policy-webpki", domain_facts(fetch=failed_fetch(ResultType.STS_WEBPKI_INVALID, "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT")), False,
-     ["certificate of mta-sts.example.com is not valid: X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT"]),
+     [("sts-webpki-invalid", "certificate of mta-sts.example.com is not valid: X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT")]),
     ("untestable-mx", domain_facts(host("mx1.example.com", probe("mx1.example.com", "127.0.1.1"), untestable("mx1.example.com", "::1", "timeout:greeting")), good_hosts()[1]), False,
-     ["mx1.example.com (::1) could not be tested: timeout:greeting"]),
+     [("not-testable", "mx1.example.com (::1) could not be tested: timeout:greeting")]),
     ("mode-none", domain_facts(fetch=fetched(policy(mode=PolicyMode.NONE))), False,
-     ["mode is none: the policy is switched off; publish mode testing or enforce"]),
+     [("mode-none", "mode is none: the policy is switched off; publish mode testing or enforce")]),
     ("null-mx", no_hosts(domain_facts(mx=MxAnswer(DnsStatus.ANSWER, null_mx=True))), False,
-     ["null MX (RFC 7505): the domain accepts no mail, so there is nothing to enforce"]),
+     [("null-mx", "null MX (RFC 7505): the domain accepts no mail, so there is nothing to enforce")]),
     ("mx-servfail", no_hosts(domain_facts(mx=MxAnswer(DnsStatus.SERVFAIL, detail="127.0.0.53"))), False,
-     ["MX lookup failed (servfail: 127.0.0.53): scan again"]),
+     [("mx-lookup-failed", "MX lookup failed (servfail: 127.0.0.53): scan again")]),
     ("policy-only-host-never-blocks", domain_facts(*good_hosts(), host("standby.example.com", untestable("standby.example.com", "127.0.1.9", "connect-refused"), preference=None, source=MxSource.POLICY), fetch=fetched(policy("mx1.example.com", "mx2.example.com", "standby.example.com"))), True, []),
 ]  # fmt: skip
 
@@ -253,10 +256,12 @@ READINESS_CASES: list[tuple[str, DomainFacts, bool, list[str]]] = [
     [c[1:] for c in READINESS_CASES],
     ids=[c[0] for c in READINESS_CASES],
 )
-def test_enforce_readiness(facts: DomainFacts, ready: bool, blockers: list[str]) -> None:
+def test_enforce_readiness(
+    facts: DomainFacts, ready: bool, blockers: list[tuple[str, str]]
+) -> None:
     verdict = assess(facts)
     assert verdict.enforce_ready is ready
-    assert list(verdict.blockers) == blockers
+    assert [(blocker.code, blocker.text) for blocker in verdict.blockers] == blockers
 
 
 def test_in_policy_per_mx() -> None:
@@ -289,7 +294,7 @@ def test_answered_address_without_probe_is_not_probed() -> None:
     )  # fmt: skip
     verdict = assess(domain_facts(mx1, good_hosts()[1]))
     assert only_address(verdict, "127.0.1.3").interruption == REASONS["not-probed"]
-    assert "mx1.example.com (127.0.1.3) could not be tested: not-probed" in verdict.blockers
+    assert "mx1.example.com (127.0.1.3) could not be tested: not-probed" in texts(verdict.blockers)
 
 
 @pytest.mark.parametrize(
@@ -304,7 +309,9 @@ def test_failed_address_lookup_blocks(aaaa: AddressAnswer, blocks: bool) -> None
     mx1 = dataclasses.replace(good_hosts()[0], addresses=(good_hosts()[0].addresses[0], aaaa))
     verdict = assess(domain_facts(mx1, good_hosts()[1]))
     assert verdict.enforce_ready is (not blocks)
-    assert any("address lookup failed (timeout: 5 s)" in b for b in verdict.blockers) is blocks
+    assert (
+        any("address lookup failed (timeout: 5 s)" in b for b in texts(verdict.blockers)) is blocks
+    )
 
 
 # ---------------------------------------------------------------- warnings
@@ -324,7 +331,7 @@ def test_warnings_of_a_ready_domain() -> None:
     )
     verdict = assess(domain_facts(mx1, good_hosts()[1], standby, fetch=fetched(pol), tlsrpt=None))
     assert verdict.enforce_ready
-    text = "\n".join(verdict.warnings)
+    text = "\n".join(texts(verdict.warnings))
     assert "no TLS-RPT record at _smtp._tls.example.com" in text
     assert "max_age 86400 is under one week" in text
     assert (
@@ -373,7 +380,7 @@ def test_session_warnings(changes: dict[str, object], expected: list[str]) -> No
     mx1 = host("mx1.example.com", probe("mx1.example.com", "127.0.1.1", **changes))
     verdict = assess(domain_facts(mx1, good_hosts()[1]))
     assert verdict.enforce_ready
-    assert list(verdict.warnings) == expected
+    assert list(texts(verdict.warnings)) == expected
     address = only_address(verdict, "127.0.1.1")
     assert (address.failures, address.indicators) == ((), ())
 
@@ -389,7 +396,7 @@ def test_session_warnings_of_a_policy_only_host() -> None:
     verdict = assess(domain_facts(*good_hosts(), standby, fetch=fetched(pol)))
     assert verdict.enforce_ready
     where = "policy-only host standby.example.com (127.0.1.9)"
-    assert list(verdict.warnings) == [
+    assert list(texts(verdict.warnings)) == [
         f"{where}: EHLO after TLS failed (closed:ehlo-after-tls): TLS completes, "
         "but no mail can be delivered over it",
         f"{where}: SMTP banner masked by a middlebox (Cisco PIX/ASA MailGuard signature)",
@@ -401,7 +408,7 @@ def test_masked_banner_of_an_untestable_address_is_a_warning_too() -> None:
     refused = dataclasses.replace(untestable(H, IP, "busy:421 ****"), greeting=MAILGUARD)
     verdict = assess(domain_facts(host(H, refused), good_hosts()[1]))
     assert not verdict.enforce_ready
-    assert list(verdict.warnings) == [MASKED]
+    assert list(texts(verdict.warnings)) == [MASKED]
 
 
 # ---------------------------------------------------------------- properties
@@ -502,7 +509,9 @@ def test_ready_exactly_when_every_session_passes(
     # a DNS session that did not pass is named in a blocker, by host and address
     for mx, address in verdict.dns_addresses():
         if not address.passed:
-            assert any(b.startswith(f"{mx.hostname} ({address.ip})") for b in verdict.blockers)
+            assert any(
+                b.startswith(f"{mx.hostname} ({address.ip})") for b in texts(verdict.blockers)
+            )
 
 
 # ---------------------------------------------------------------- masks beside STARTTLS, no reply, chain depth
@@ -602,7 +611,7 @@ def test_date_errors_above_the_leaf_are_not_leaf_expiry(
     (indicator,) = indicators_for(outcome, mx=H, policy=None, in_policy=None, at=SCANNED)
     assert (indicator.code, indicator.detail) == (code, detail)
     verdict = assess(domain_facts(host(H, outcome)))
-    assert f"{H} ({IP}): {detail}" in verdict.blockers
+    assert f"{H} ({IP}): {detail}" in texts(verdict.blockers)
 
 
 # ---------------------------------------------------------------- hints for not-testable reasons
@@ -642,4 +651,4 @@ def test_not_testable_blocker_hints(
     )
     assert not_testable_hint(interruption) == hint
     words = f"mx2.example.com (127.0.1.2) could not be tested: {reason}"
-    assert list(verdict.blockers) == [words if hint is None else f"{words}; {hint}"]
+    assert list(texts(verdict.blockers)) == [words if hint is None else f"{words}; {hint}"]

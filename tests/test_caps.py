@@ -242,10 +242,12 @@ async def test_a_domain_with_120_mx_hosts_reaches_16(hostile_lab: Lab) -> None:
     assert (over.cap, over.skipped) == ("--max-mx-hosts", 104)
     assert not result.verdict.enforce_ready
     assert any(
-        b.startswith("over-limit: 104 MX hosts beyond --max-mx-hosts 16")
+        b.code == "over-limit"
+        and b.cause == "--max-mx-hosts"
+        and b.text.startswith("over-limit: 104 MX hosts beyond --max-mx-hosts 16")
         for b in result.verdict.blockers
     )
-    assert any("raise --max-mx-hosts" in w for w in result.verdict.warnings)
+    assert any("raise --max-mx-hosts" in w.text for w in result.verdict.warnings)
     assert line_size(result, scanner) < LINE_BOUND
 
 
@@ -275,7 +277,10 @@ async def test_a_policy_naming_500_standby_hosts_reaches_8(hostile_lab: Lab) -> 
     assert [(o.cap, o.skipped) for o in result.facts.over_limit] == [("--max-standby-hosts", 492)]
     # standby hosts never block: the domain is ready on its one real MX
     assert result.verdict.enforce_ready, result.verdict.blockers
-    assert any("--max-standby-hosts 8" in w for w in result.verdict.warnings)
+    assert any(
+        w.code == "over-limit" and "--max-standby-hosts 8" in w.text
+        for w in result.verdict.warnings
+    )
     assert line_size(result, scanner) < LINE_BOUND
 
 

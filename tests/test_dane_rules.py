@@ -278,7 +278,9 @@ def test_a_mismatch_is_tlsa_invalid_with_its_indicator_and_a_blocker() -> None:
     assert ResultType.TLSA_INVALID in address.result_types
     assert [i.code for i in address.indicators] == [IndicatorCode.DANE_MISMATCH]
     assert not verdict.enforce_ready
-    assert any("no TLSA record matches" in b for b in verdict.blockers)
+    assert any(
+        b.code == "dane-mismatch" and "no TLSA record matches" in b.text for b in verdict.blockers
+    )
 
 
 def test_a_mismatch_under_an_insecure_mx_is_no_finding() -> None:
@@ -307,7 +309,13 @@ def test_bogus_tlsa_is_dnssec_invalid_and_blocks() -> None:
 def test_unusable_records_still_oblige_starttls(tlsa: TlsaAnswer, blocks: bool) -> None:
     facts = dane_domain(tlsa=tlsa, starttls_reply=454, tls=None, certificate=None)
     verdict = assess_domain(facts)
-    assert any("oblige DANE senders to use STARTTLS" in b for b in verdict.blockers) is blocks
+    assert (
+        any(
+            b.code == "dane-requires-starttls" and "oblige DANE senders to use STARTTLS" in b.text
+            for b in verdict.blockers
+        )
+        is blocks
+    )
 
 
 def test_report_gives_dane_hosts_a_tlsa_policy_and_counts_them_there_only() -> None:

@@ -145,7 +145,7 @@ def test_json_lines_escape_control_and_bidi_characters(
         assert not [c for c in text if ord(c) in CONTROL_CODEPOINTS]
         json.loads(text)  # still valid JSON
     busy = next(json.loads(t) for t in lines if '"busy.hostile.example"' in t)
-    assert any("\u202e" in b or "\x1b" in b for b in busy["blockers"])  # lossless
+    assert any("\u202e" in b["text"] or "\x1b" in b["text"] for b in busy["blockers"])  # lossless
 
 
 def test_demo_table_and_statistics_are_inert(

@@ -108,7 +108,7 @@ def test_result_lines_validate(facts: DomainFacts) -> None:
 
 def test_ready_line_fields() -> None:
     line = round_trip(line_of(domain_facts()))
-    assert line["schema_version"] == SCHEMA_VERSION == 2
+    assert line["schema_version"] == SCHEMA_VERSION == 3
     assert line["domain"] == "example.com"
     assert line["scanned_at"] == "2026-11-28T04:00:00Z"
     assert line["error"] is None
@@ -125,6 +125,7 @@ def test_ready_line_fields() -> None:
         "record": "v=TLSRPTv1; rua=mailto:tlsrpt@example.com",
         "rua": ["mailto:tlsrpt@example.com"],
         "error": None,
+        "error_code": None,
     }
     mx1 = line["mx"][0]
     assert (mx1["hostname"], mx1["preference"], mx1["source"], mx1["in_policy"]) == (
@@ -157,12 +158,20 @@ def test_policy_failure_line_fields() -> None:
     line = round_trip(line_of(facts))
     assert line["mta_sts"]["error"] == {
         "result_type": "sts-webpki-invalid",
+        "code": "webpki:untrusted",
         "detail": "X509_V_ERR_CERT_HAS_EXPIRED",
     }
     assert line["mta_sts"]["policy"] is None
     assert [h["in_policy"] for h in line["mx"]] == [None, None]
     no_record = round_trip(line_of(domain_facts(record=None)))
-    assert no_record["mta_sts"]["error"] == {"result_type": None, "detail": "no v=STSv1 record"}
+    assert no_record["mta_sts"]["error"] == {
+        "result_type": None,
+        "code": "no-record",
+        "detail": "no v=STSv1 record",
+    }
+    assert no_record["tlsrpt"]["error_code"] is None  # the record is there
+    assert line["blockers"][0]["code"] == "sts-webpki-invalid"
+    assert line["blockers"][0]["cause"] == "webpki:untrusted"
 
 
 def test_error_line_validates() -> None:
@@ -172,7 +181,15 @@ def test_error_line_validates() -> None:
     assert list(line) == LINE_KEYS
     assert line["error"] == "invalid-domain: empty label"
     assert (line["mx"], line["enforce_ready"], line["report"]) == ([], False, None)
-    assert line["blockers"] == ["could not scan: invalid-domain: empty label"]
+    assert line["blockers"] == [
+        {
+            "code": "could-not-scan",
+            "text": "could not scan: invalid-domain: empty label",
+            "host": None,
+            "address": None,
+            "cause": "invalid-domain",
+        }
+    ]
 
 
 def test_after_tls_error_field() -> None:
@@ -183,7 +200,12 @@ def test_after_tls_error_field() -> None:
     assert [a["after_tls_error"] for a in addresses] == [None, "timeout:ehlo-after-tls"]
     assert addresses[1]["status"] == "tested"
     assert addresses[1]["result_types"] == []
-    assert any("EHLO after TLS failed (timeout:ehlo-after-tls)" in w for w in line["warnings"])
+    assert any(
+        w["code"] == "ehlo-after-tls-failed"
+        and w["cause"] == "timeout:ehlo-after-tls"
+        and "EHLO after TLS failed (timeout:ehlo-after-tls)" in w["text"]
+        for w in line["warnings"]
+    )
 
 
 @pytest.mark.parametrize(("text", "interruption"), REASONS.items(), ids=REASONS.keys())

@@ -99,7 +99,9 @@ def test_one_large_reporter_above_the_rate_blocks() -> None:
         ),
     ]
     result = evidence(reports)
-    (blocker,) = result.blockers
+    (problem,) = result.blockers
+    assert problem.code == "reported-failure-rate"
+    blocker = problem.text
     assert blocker.startswith("TLS-RPT: Big Mail reported 20 failed of 9020 sessions")
     assert "certificate-expired 20" in blocker
     assert "receiving MX mx1.company-y.example" in blocker
@@ -125,7 +127,9 @@ def test_a_small_reporter_alone_does_not_block_but_is_named() -> None:
     ]
     result = evidence(reports)
     assert result.ready
-    (warning,) = result.warnings
+    (problem,) = result.warnings
+    assert problem.code == "reported-failures"
+    warning = problem.text
     assert "5 failed of 100015 sessions" in warning
     assert "Tiny (5)" in warning
     assert "mx2.company-y.example" in warning
@@ -145,7 +149,9 @@ def test_failures_spread_thin_block_through_the_pooled_rate() -> None:
         for n in range(5)
     ]
     result = evidence(reports)  # each org has 51 sessions: below min_sessions
-    (blocker,) = result.blockers
+    (problem,) = result.blockers
+    assert problem.code == "reported-failure-rate"
+    blocker = problem.text
     assert "5 failed of 255 sessions" in blocker
     assert "all reporters together" in blocker
     assert "Org0 (1), Org1 (1), Org2 (1), Org3 (1), Org4 (1)" in blocker
@@ -179,9 +185,10 @@ def test_policy_failures_on_two_days_block(days: list[str], blocks: bool) -> Non
     assert result.policy_failure_days == tuple(date.fromisoformat(day) for day in days)
     sentences = result.blockers if blocks else result.warnings
     assert any(
-        f"MTA-STS policy failures for company-y.example reported on {len(days)} day" in s
-        and f"sts-policy-fetch-error {len(days)}" in s
-        and "reporters Google" in s
+        s.code == "reported-policy-failures"
+        and f"MTA-STS policy failures for company-y.example reported on {len(days)} day" in s.text
+        and f"sts-policy-fetch-error {len(days)}" in s.text
+        and "reporters Google" in s.text
         for s in sentences
     )
     assert result.ready is not blocks
@@ -194,7 +201,7 @@ def test_webpki_failures_count_as_policy_failures() -> None:
         )
         for day in ("2026-04-09", "2026-04-10")
     ]
-    assert any("sts-webpki-invalid" in blocker for blocker in evidence(reports).blockers)
+    assert any("sts-webpki-invalid" in blocker.text for blocker in evidence(reports).blockers)
 
 
 def test_reports_outside_the_window_do_not_count() -> None:
@@ -218,7 +225,8 @@ def test_unverified_reports_count_only_when_asked() -> None:
     assert left_out.ready
     assert left_out.unverified_reports == 1
     assert any(
-        "1 report for company-y.example in the last 14 days not DKIM-verified" in w
+        w.code == "reports-unverified"
+        and "1 report for company-y.example in the last 14 days not DKIM-verified" in w.text
         for w in left_out.warnings
     )
     counted = evidence(reports, include_unverified=True)
@@ -236,7 +244,7 @@ def test_rua_received_here_but_no_report_warns() -> None:
     )
     assert any(
         "no report for company-y.example arrived in the last 14 days, though its rua names mailto:tlsrpt@company-y.example"
-        in w
+        in w.text
         for w in result.warnings
     )
     elsewhere = received_evidence(
@@ -245,24 +253,31 @@ def test_rua_received_here_but_no_report_warns() -> None:
         NOW,
         rua=["https://reports.example/tlsrpt"],
     )
-    assert any("receives none of the rua destinations" in w for w in elsewhere.warnings)
+    assert any(
+        w.code == "reports-destination" and "receives none of the rua destinations" in w.text
+        for w in elsewhere.warnings
+    )
     quiet = received_evidence(
         ReceivedReports(POLICY_DOMAIN, (), frozenset(RUA)), POLICY_DOMAIN, NOW
     )
     assert not any(
-        "rua" in w for w in quiet.warnings
+        "rua" in w.text for w in quiet.warnings
     )  # without rua, nothing to say about destinations
 
 
 def test_too_little_traffic_is_said() -> None:
     result = evidence([stored(clean_report(day="2026-04-10", successful=20))])
-    assert any("only 20 sessions" in w for w in result.warnings)
-    assert any("no sessions" in w for w in evidence([]).warnings)
+    assert any(
+        w.code == "reports-few-sessions" and "only 20 sessions" in w.text for w in result.warnings
+    )
+    assert any(w.code == "reports-none" and "no sessions" in w.text for w in evidence([]).warnings)
 
 
 def test_conflicting_copies_are_warned_about() -> None:
     result = evidence([stored(clean_report(day="2026-04-10", successful=5000), conflicts=1)])
-    assert any("conflicting copies" in w for w in result.warnings)
+    assert any(
+        w.code == "reports-conflicting" and "conflicting copies" in w.text for w in result.warnings
+    )
 
 
 def test_stranger_text_in_sentences_has_no_control_characters() -> None:
@@ -278,7 +293,7 @@ def test_stranger_text_in_sentences_has_no_control_characters() -> None:
         )
     ]
     result = evidence(reports)
-    text = " ".join(result.blockers + result.warnings)
+    text = " ".join(problem.text for problem in result.blockers + result.warnings)
     assert "\x1b" not in text
     assert "\u202e" not in text
     assert "\x07" not in text

@@ -61,7 +61,10 @@ async def test_failures_senders_report_block_a_domain_the_probe_finds_ready(
     line = json.loads(text)
     assert line["enforce_ready"] is False
     assert line["received_reports"]["failed_sessions"] == 100
-    assert any(b.startswith("TLS-RPT:") for b in line["blockers"])
+    assert any(
+        b["code"] == "reported-failure-rate" and b["text"].startswith("TLS-RPT:")
+        for b in line["blockers"]
+    )
 
 
 async def test_clean_reports_leave_a_ready_domain_ready(demo_lab: Lab, tmp_path: Path) -> None:

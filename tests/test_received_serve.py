@@ -395,7 +395,7 @@ async def test_https_post_is_stored_and_counts_for_readiness(
     assert evidence.reports == 1
     assert evidence.unverified_reports == 0
     assert evidence.blockers  # 303 failed of 5629: the report's numbers count
-    assert not any("rua" in warning for warning in evidence.warnings)
+    assert not any("rua" in warning.text for warning in evidence.warnings)
 
 
 async def test_https_reports_without_the_receiver_still_need_the_flag(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from scanner.research.kinds import (
     NOT_TESTABLE_KINDS,
     OTHER,
     kind_of,
+    legacy_sts_error_code,
     policy_problem,
     record_error_kind,
 )
@@ -509,10 +510,12 @@ def test_record_error_kinds(detail: str, kind: str) -> None:
         "none",
     ],
 )
-def test_policy_problem_kinds(
+def test_policy_problem_kinds_of_version_2_words(
     result_type: str | None, detail: str, problem: tuple[str, str] | None
 ) -> None:
-    assert policy_problem(result_type, detail) == problem
+    """A version 1 or 2 line's words name the code a version 3 line carries."""
+    code = legacy_sts_error_code(result_type, detail)
+    assert policy_problem(result_type, code) == problem
 
 
 @pytest.mark.parametrize(
@@ -520,7 +523,7 @@ def test_policy_problem_kinds(
     [
         ("busy:421 4.7.0 mx.example Error: too many connections <img src=x>", "busy:421"),
         ("timeout:greeting (partial 220- received)", "timeout:greeting"),
-        ("connect-failed: EHOSTUNREACH", "connect-failed: EHOSTUNREACH"),
+        ("connect-failed: EHOSTUNREACH", "connect-failed:EHOSTUNREACH"),
         ("connect-failed: something odd", "connect-failed"),
         ("closed:ehlo", "closed:ehlo"),
         ("rejected:554 go away", "rejected:554"),
@@ -687,7 +690,7 @@ def test_a_domain_reaches_enforce_ready_only_through_every_stage() -> None:
 def test_error_and_foreign_records_are_skipped() -> None:
     lines: list[Any] = [
         base_record(error="timeout: the domain's scan exceeded 60 s"),
-        {"schema_version": 3, "domain": "x.example"},
+        {"schema_version": 4, "domain": "x.example"},
         {"schema_version": "2", "domain": "x.example"},
         {"domain": "no-version.example"},
         ["not", "an", "object"],
@@ -696,9 +699,9 @@ def test_error_and_foreign_records_are_skipped() -> None:
     statistics = adoption_statistics(lines)
     assert statistics.latest.total.domains == 1
     assert statistics.error_lines == 1
-    assert statistics.skipped.unknown_versions == {"3": 1, '"2"': 1}
+    assert statistics.skipped.unknown_versions == {"4": 1, '"2"': 1}
     assert statistics.skipped.foreign == 2
-    assert classify_record(lines[1]) == "3"
+    assert classify_record(lines[1]) == "4"
 
 
 def iter_kinds() -> Iterator[str]:

@@ -122,7 +122,7 @@ def test_policy_warnings(policy: Policy, mx_hosts: list[str], fragments: list[st
     warnings = policy_warnings(policy, mx_hosts)
     assert len(warnings) == len(fragments)
     for fragment in fragments:
-        assert any(fragment in warning for warning in warnings), (fragment, warnings)
+        assert any(fragment in warning.text for warning in warnings), (fragment, warnings)
 
 
 # ---------------------------------------------------------------- properties

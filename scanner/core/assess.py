@@ -24,10 +24,11 @@ Everything here is pure: times come in through the facts (`scanned_at`), never f
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from scanner.core.codes import Problem, ProblemCode
 from scanner.core.dane import (
     AddressDane,
     HostDaneVerdict,
@@ -35,7 +36,7 @@ from scanner.core.dane import (
     host_warnings,
     session_dane,
 )
-from scanner.core.reasons import after_tls_text, blocks_delivery, reason_text
+from scanner.core.reasons import after_tls_text, blocks_delivery, reason_code, reason_text
 from scanner.core.smtp import PARTIAL_GREETING_NOTE, is_masked_banner
 from scanner.core.sts import policy_covers, policy_warnings
 from scanner.models import (
@@ -143,8 +144,8 @@ class DomainVerdict:
     mx: tuple[MxVerdict, ...]
     indicators: tuple[Indicator, ...]
     enforce_ready: bool
-    blockers: tuple[str, ...]
-    warnings: tuple[str, ...]
+    blockers: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
     # The MX lookup failed, or no address of a DNS MX host could be tested at all:
     # the scan says nothing about the domain (`scanner check` exits 2).
     could_not_scan: bool = False
@@ -315,51 +316,52 @@ class Finding:
         return SessionFailure(self.result_type, self.reason_code)
 
 
-def _starttls_finding(outcome: ProbeOutcome, status: StartTlsStatus) -> Finding | None:
-    """STARTTLS not completed: `starttls-not-supported` with the way it failed."""
-    not_supported = ResultType.STARTTLS_NOT_SUPPORTED
-    if status is StartTlsStatus.GARBLED:
-        return Finding(
-            not_supported,
-            "starttls-garbled",
-            IndicatorCode.STARTTLS_GARBLED,
-            f"EHLO shows {outcome.masked_keyword!r} where STARTTLS belongs: "
-            "an SMTP-inspecting middlebox masks it",
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What the rules of `SESSION_RULES` look at: one tested session and its context.
+
+    `certificate` holds the leaf's problems, worked out once: (expired, not-trusted
+    reason, not-yet-valid day, host mismatch).
+    """
+
+    outcome: ProbeOutcome
+    status: StartTlsStatus
+    mx: str
+    policy: Policy | None
+    in_policy: bool | None
+    dane: AddressDane | None
+    certificate: tuple[bool, str | None, str | None, bool]
+
+    @property
+    def tls_attempted(self) -> bool:
+        """STARTTLS was answered with 220, or the command went through a stripped advertisement."""
+        return (
+            self.status is not StartTlsStatus.MISSING and self.status is not StartTlsStatus.REFUSED
         )
-    if status is StartTlsStatus.MISSING and outcome.helo_only:
-        return Finding(
-            not_supported,
-            "helo-only",
-            IndicatorCode.HELO_ONLY,
-            "EHLO is rejected and only HELO works, so STARTTLS cannot be offered "
-            f"(STARTTLS got {_reply(outcome)})",
-        )
-    if status is StartTlsStatus.MISSING:
-        return Finding(
-            not_supported,
-            "starttls-missing",
-            IndicatorCode.STARTTLS_MISSING,
-            f"STARTTLS is not offered and the command is refused ({_reply(outcome)})",
-        )
-    if status is StartTlsStatus.STRIPPED:
-        return Finding(
-            not_supported,
-            "starttls-stripped",
-            IndicatorCode.STARTTLS_STRIPPED,
-            "STARTTLS is missing from EHLO yet the command is accepted (220): "
-            "the advertisement is removed on the path",
-        )
-    if status is StartTlsStatus.REFUSED:
-        return Finding(
-            not_supported,
-            "starttls-refused",
-            IndicatorCode.STARTTLS_REFUSED,
-            f"STARTTLS is offered but the command gets {_reply(outcome)}",
-        )
-    return None
 
 
-def _untrusted_detail(outcome: ProbeOutcome, untrusted: str, not_yet_valid: str | None) -> str:
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One row of the session table: when it applies, and the finding it makes.
+
+    `reason_code` is the RFC 8460 failure-reason-code, or a function of the session
+    when the code names what was observed (the verifier's `X509_V_ERR_*`).
+    """
+
+    applies: Callable[[Session], bool]
+    result_type: ResultType
+    reason_code: str | Callable[[Session], str]
+    indicator: IndicatorCode
+    detail: Callable[[Session], str]
+
+    def finding(self, session: Session) -> Finding:
+        code = self.reason_code if isinstance(self.reason_code, str) else self.reason_code(session)
+        return Finding(self.result_type, code, self.indicator, self.detail(session))
+
+
+def _untrusted_detail(session: Session) -> str:
+    outcome = session.outcome
+    _, untrusted, not_yet_valid, _ = session.certificate
     check = outcome.certificate
     issuer_problem = _issuer_date_problem(outcome)
     if issuer_problem is not None and check is not None and untrusted == check.chain.verify_error:
@@ -369,74 +371,153 @@ def _untrusted_detail(outcome: ProbeOutcome, untrusted: str, not_yet_valid: str 
     return f"certificate not trusted: {untrusted}"
 
 
-def _tls_findings(outcome: ProbeOutcome, *, mx: str, at: datetime | None) -> list[Finding]:
-    """What went wrong from the 220 to STARTTLS on: injection, handshake, version, certificate."""
-    found: list[Finding] = []
-    if outcome.plaintext_injection > 0:
-        found.append(
-            Finding(
-                ResultType.VALIDATION_FAILURE,
-                REASON_PLAINTEXT_INJECTION,
-                IndicatorCode.PLAINTEXT_INJECTION,
-                f"{outcome.plaintext_injection} bytes of plaintext the client did not ask for "
-                "arrived around the STARTTLS exchange (before the command was answered, or "
-                "after the 220 and before the TLS handshake)",
-            )
-        )
-    if _handshake_failed(outcome):
-        found.append(
-            Finding(
-                ResultType.VALIDATION_FAILURE,
-                REASON_HANDSHAKE_FAILED,
-                IndicatorCode.TLS_HANDSHAKE_FAILED,
-                f"TLS handshake failed: {outcome.handshake_error or 'no TLS session'}",
-            )
-        )
-    if outcome.tls is not None and _weak_version(outcome):
-        found.append(
-            Finding(
-                ResultType.VALIDATION_FAILURE,
-                REASON_TLS_BELOW_1_2,
-                IndicatorCode.WEAK_TLS_VERSION,
-                f"negotiated {outcome.tls.version}, below TLS 1.2",
-            )
-        )
-    check = outcome.certificate
-    if check is None:
-        return found
-    expired, untrusted, not_yet_valid, mismatch = _certificate_problems(outcome, at)
-    if expired:
-        found.append(
-            Finding(
-                ResultType.CERTIFICATE_EXPIRED,
-                X509_EXPIRED,
-                IndicatorCode.CERTIFICATE_EXPIRED,
-                f"certificate expired on {_day(check.leaf.not_after)}",
-            )
-        )
-    if untrusted is not None:
-        found.append(
-            Finding(
-                ResultType.CERTIFICATE_NOT_TRUSTED,
-                untrusted,
-                IndicatorCode.CERTIFICATE_NOT_TRUSTED,
-                _untrusted_detail(outcome, untrusted, not_yet_valid),
-            )
-        )
-    if mismatch:
-        names = ", ".join(check.leaf.san) or "no DNS name"
-        found.append(
-            Finding(
-                ResultType.CERTIFICATE_HOST_MISMATCH,
-                X509_HOSTNAME_MISMATCH,
-                IndicatorCode.CERTIFICATE_HOST_MISMATCH,
-                f"certificate names ({names}) do not match {mx}",
-            )
-        )
-    return found
+def _untrusted_code(session: Session) -> str:
+    return session.certificate[1] or "X509_V_ERR_UNSPECIFIED"
 
 
-# RFC 8460 §4.3 result types per session (docs/output.md#result-types).
+def _mismatch_detail(session: Session) -> str:
+    assert session.outcome.certificate is not None
+    names = ", ".join(session.outcome.certificate.leaf.san) or "no DNS name"
+    return f"certificate names ({names}) do not match {session.mx}"
+
+
+def _expired_detail(session: Session) -> str:
+    assert session.outcome.certificate is not None
+    return f"certificate expired on {_day(session.outcome.certificate.leaf.not_after)}"
+
+
+def _not_in_policy_detail(session: Session) -> str:
+    patterns = ", ".join(session.policy.mx) if session.policy is not None else ""
+    return f"{session.mx} matches no mx pattern of the policy ({patterns or 'none'})"
+
+
+_NOT_SUPPORTED = ResultType.STARTTLS_NOT_SUPPORTED
+
+# RFC 8460 §4.3 result types per session (docs/output.md#result-types), in the order a
+# session's findings are listed. Adding a check is one row here and one test.
+SESSION_RULES: tuple[Rule, ...] = (
+    # STARTTLS not completed (docs/output.md#starttls-statuses): at most one of these.
+    Rule(
+        lambda s: s.status is StartTlsStatus.GARBLED,
+        _NOT_SUPPORTED,
+        "starttls-garbled",
+        IndicatorCode.STARTTLS_GARBLED,
+        lambda s: (
+            f"EHLO shows {s.outcome.masked_keyword!r} where STARTTLS belongs: "
+            "an SMTP-inspecting middlebox masks it"
+        ),
+    ),
+    Rule(
+        lambda s: s.status is StartTlsStatus.MISSING and s.outcome.helo_only,
+        _NOT_SUPPORTED,
+        "helo-only",
+        IndicatorCode.HELO_ONLY,
+        lambda s: (
+            "EHLO is rejected and only HELO works, so STARTTLS cannot be offered "
+            f"(STARTTLS got {_reply(s.outcome)})"
+        ),
+    ),
+    Rule(
+        lambda s: s.status is StartTlsStatus.MISSING and not s.outcome.helo_only,
+        _NOT_SUPPORTED,
+        "starttls-missing",
+        IndicatorCode.STARTTLS_MISSING,
+        lambda s: f"STARTTLS is not offered and the command is refused ({_reply(s.outcome)})",
+    ),
+    Rule(
+        lambda s: s.status is StartTlsStatus.STRIPPED,
+        _NOT_SUPPORTED,
+        "starttls-stripped",
+        IndicatorCode.STARTTLS_STRIPPED,
+        lambda s: (
+            "STARTTLS is missing from EHLO yet the command is accepted (220): "
+            "the advertisement is removed on the path"
+        ),
+    ),
+    Rule(
+        lambda s: s.status is StartTlsStatus.REFUSED,
+        _NOT_SUPPORTED,
+        "starttls-refused",
+        IndicatorCode.STARTTLS_REFUSED,
+        lambda s: f"STARTTLS is offered but the command gets {_reply(s.outcome)}",
+    ),
+    # From the 220 to STARTTLS on: injection, handshake, version, certificate.
+    Rule(
+        lambda s: s.tls_attempted and s.outcome.plaintext_injection > 0,
+        ResultType.VALIDATION_FAILURE,
+        REASON_PLAINTEXT_INJECTION,
+        IndicatorCode.PLAINTEXT_INJECTION,
+        lambda s: (
+            f"{s.outcome.plaintext_injection} bytes of plaintext the client did not ask "
+            "for arrived around the STARTTLS exchange (before the command was answered, or "
+            "after the 220 and before the TLS handshake)"
+        ),
+    ),
+    Rule(
+        lambda s: s.tls_attempted and _handshake_failed(s.outcome),
+        ResultType.VALIDATION_FAILURE,
+        REASON_HANDSHAKE_FAILED,
+        IndicatorCode.TLS_HANDSHAKE_FAILED,
+        lambda s: f"TLS handshake failed: {s.outcome.handshake_error or 'no TLS session'}",
+    ),
+    Rule(
+        lambda s: s.tls_attempted and _weak_version(s.outcome),
+        ResultType.VALIDATION_FAILURE,
+        REASON_TLS_BELOW_1_2,
+        IndicatorCode.WEAK_TLS_VERSION,
+        lambda s: f"negotiated {s.outcome.tls.version if s.outcome.tls else '?'}, below TLS 1.2",
+    ),
+    Rule(
+        lambda s: s.tls_attempted and s.certificate[0],
+        ResultType.CERTIFICATE_EXPIRED,
+        X509_EXPIRED,
+        IndicatorCode.CERTIFICATE_EXPIRED,
+        _expired_detail,
+    ),
+    Rule(
+        lambda s: s.tls_attempted and s.certificate[1] is not None,
+        ResultType.CERTIFICATE_NOT_TRUSTED,
+        _untrusted_code,
+        IndicatorCode.CERTIFICATE_NOT_TRUSTED,
+        _untrusted_detail,
+    ),
+    Rule(
+        lambda s: s.tls_attempted and s.certificate[3],
+        ResultType.CERTIFICATE_HOST_MISMATCH,
+        X509_HOSTNAME_MISMATCH,
+        IndicatorCode.CERTIFICATE_HOST_MISMATCH,
+        _mismatch_detail,
+    ),
+    # RFC 8461 §4.1: the MX host must match a policy mx pattern.
+    Rule(
+        lambda s: _policy_applies(s.policy) and s.in_policy is False,
+        ResultType.VALIDATION_FAILURE,
+        REASON_MX_NOT_IN_POLICY,
+        IndicatorCode.MX_NOT_IN_POLICY,
+        _not_in_policy_detail,
+    ),
+    # RFC 7672 §3, RFC 8460 §4.3.2.1: DANE applies and no usable TLSA record matches
+    # the chain (a session without TLS already has its STARTTLS or handshake row).
+    Rule(
+        lambda s: (
+            s.dane is not None and s.dane.status is DaneStatus.FAIL and s.outcome.tls is not None
+        ),
+        ResultType.TLSA_INVALID,
+        REASON_DANE_MISMATCH,
+        IndicatorCode.DANE_MISMATCH,
+        lambda s: s.dane.detail if s.dane is not None else "",
+    ),
+    # RFC 7672 §2.1.1: a bogus (or failed) TLSA lookup is no "no TLSA": senders defer.
+    Rule(
+        lambda s: s.dane is not None and s.dane.status is DaneStatus.BOGUS,
+        ResultType.DNSSEC_INVALID,
+        REASON_DNSSEC_BOGUS,
+        IndicatorCode.DNSSEC_BOGUS,
+        lambda s: f"{s.dane.detail if s.dane else ''}: DANE senders defer mail to {s.mx}",
+    ),
+)
+
+
 def session_findings(
     outcome: ProbeOutcome,
     *,
@@ -446,7 +527,7 @@ def session_findings(
     at: datetime | None = None,
     dane: AddressDane | None = None,
 ) -> tuple[Finding, ...]:
-    """Everything wrong with one session, in a stable order; empty when not testable.
+    """Everything wrong with one session, by `SESSION_RULES` in order; empty when not testable.
 
     `mx-not-in-policy` applies only when a policy in mode testing or enforce exists and
     `in_policy` is False. `at` (the scan time) lets a leaf's dates count even when the
@@ -456,45 +537,16 @@ def session_findings(
     status = starttls_status(outcome)
     if status is None:
         return ()
-    found: list[Finding] = []
-    starttls = _starttls_finding(outcome, status)
-    if starttls is not None:
-        found.append(starttls)
-    if status is not StartTlsStatus.MISSING and status is not StartTlsStatus.REFUSED:
-        found += _tls_findings(outcome, mx=mx, at=at)
-    # RFC 8461 §4.1: the MX host must match a policy mx pattern.
-    if _policy_applies(policy) and in_policy is False:
-        assert policy is not None
-        found.append(
-            Finding(
-                ResultType.VALIDATION_FAILURE,
-                REASON_MX_NOT_IN_POLICY,
-                IndicatorCode.MX_NOT_IN_POLICY,
-                f"{mx} matches no mx pattern of the policy ({', '.join(policy.mx) or 'none'})",
-            )
-        )
-    # RFC 7672 §3, RFC 8460 §4.3.2.1: DANE applies and no usable TLSA record matches
-    # the chain (a session without TLS already has its STARTTLS or handshake row).
-    if dane is not None and dane.status is DaneStatus.FAIL and outcome.tls is not None:
-        found.append(
-            Finding(
-                ResultType.TLSA_INVALID,
-                REASON_DANE_MISMATCH,
-                IndicatorCode.DANE_MISMATCH,
-                dane.detail,
-            )
-        )
-    # RFC 7672 §2.1.1: a bogus (or failed) TLSA lookup is no "no TLSA": senders defer.
-    if dane is not None and dane.status is DaneStatus.BOGUS:
-        found.append(
-            Finding(
-                ResultType.DNSSEC_INVALID,
-                REASON_DNSSEC_BOGUS,
-                IndicatorCode.DNSSEC_BOGUS,
-                f"{dane.detail}: DANE senders defer mail to {mx}",
-            )
-        )
-    return tuple(found)
+    session = Session(
+        outcome=outcome,
+        status=status,
+        mx=mx,
+        policy=policy,
+        in_policy=in_policy,
+        dane=dane,
+        certificate=_certificate_problems(outcome, at),
+    )
+    return tuple(rule.finding(session) for rule in SESSION_RULES if rule.applies(session))
 
 
 def session_failures(
@@ -619,41 +671,82 @@ def _dns_words(answer: AddressAnswer) -> str:
     return f"{answer.status.value}{': ' + answer.detail if answer.detail else ''}"
 
 
-def _mx_blockers(facts: DomainFacts, dns_hosts: list[MxHostFacts]) -> list[str]:
+def _mx_blockers(facts: DomainFacts, dns_hosts: list[MxHostFacts]) -> list[Problem]:
     mx = facts.mx
     if mx.null_mx:
-        return ["null MX (RFC 7505): the domain accepts no mail, so there is nothing to enforce"]
+        return [
+            Problem(
+                ProblemCode.NULL_MX,
+                "null MX (RFC 7505): the domain accepts no mail, so there is nothing to enforce",
+            )
+        ]
     if mx.status is DnsStatus.NXDOMAIN:
-        return ["the domain does not exist (NXDOMAIN)"]
+        return [Problem(ProblemCode.NXDOMAIN, "the domain does not exist (NXDOMAIN)")]
     if mx.status not in DEFINITIVE_DNS:
         detail = f": {mx.detail}" if mx.detail else ""
-        return [f"MX lookup failed ({mx.status.value}{detail}): scan again"]
+        return [
+            Problem(
+                ProblemCode.MX_LOOKUP_FAILED,
+                f"MX lookup failed ({mx.status.value}{detail}): scan again",
+                cause=mx.status.value,
+            )
+        ]
     if not dns_hosts:
-        return ["no MX record and no address for the domain: it cannot receive mail"]
+        return [
+            Problem(
+                ProblemCode.NO_MX,
+                "no MX record and no address for the domain: it cannot receive mail",
+            )
+        ]
     if all(not any(a.addresses for a in host.addresses) and not host.probes for host in dns_hosts):
-        return ["no MX host has an A or AAAA address: the domain cannot receive mail"]
+        return [
+            Problem(
+                ProblemCode.NO_MX_ADDRESS,
+                "no MX host has an A or AAAA address: the domain cannot receive mail",
+            )
+        ]
     return []
 
 
-def _host_address_problems(host: MxHostFacts) -> tuple[list[str], list[str]]:
+def _host_address_problems(host: MxHostFacts) -> tuple[list[Problem], list[Problem]]:
     """(blockers, warnings) about a host's address lookups."""
+    name = host.hostname
     if host.probes or any(a.addresses for a in host.addresses):
         failed = [a for a in host.addresses if a.status not in DEFINITIVE_DNS]
         blockers = [
-            f"{host.hostname}: an address lookup failed ({_dns_words(a)}), "
-            "so some addresses could not be tested"
+            Problem(
+                ProblemCode.ADDRESS_LOOKUP_FAILED,
+                f"{name}: an address lookup failed ({_dns_words(a)}), "
+                "so some addresses could not be tested",
+                host=name,
+                cause=a.status.value,
+            )
             for a in failed
         ]
         return blockers, []
     if host.addresses_cut:
         return [], []  # every address lay beyond a cap: the domain's over-limit blocker says so
     if all(a.status in DEFINITIVE_DNS for a in host.addresses):
-        return [], [f"{host.hostname} has no A or AAAA address: senders skip it"]
+        return [], [
+            Problem(
+                ProblemCode.NO_ADDRESS,
+                f"{name} has no A or AAAA address: senders skip it",
+                host=name,
+            )
+        ]
+    failed = [a for a in host.addresses if a.status not in DEFINITIVE_DNS]
     words = ", ".join(_dns_words(a) for a in host.addresses)
-    return [f"{host.hostname}: address lookup failed ({words}), so it could not be tested"], []
+    return [
+        Problem(
+            ProblemCode.ADDRESS_LOOKUP_FAILED,
+            f"{name}: address lookup failed ({words}), so it could not be tested",
+            host=name,
+            cause=failed[0].status.value if failed else None,
+        )
+    ], []
 
 
-def _expiry_warnings(host: str, address: AddressVerdict, at: datetime) -> list[str]:
+def _expiry_warnings(host: str, address: AddressVerdict, at: datetime) -> list[Problem]:
     probe = address.probe
     if probe is None or probe.certificate is None:
         return []
@@ -662,13 +755,18 @@ def _expiry_warnings(host: str, address: AddressVerdict, at: datetime) -> list[s
     if now <= not_after <= now + EXPIRY_WARNING_WINDOW:
         days = (not_after - now).days
         return [
-            f"{host} ({address.ip}): certificate expires on {_day(not_after)}, "
-            f"{days} days after the scan"
+            Problem(
+                ProblemCode.CERTIFICATE_EXPIRES_SOON,
+                f"{host} ({address.ip}): certificate expires on {_day(not_after)}, "
+                f"{days} days after the scan",
+                host=host,
+                address=address.ip,
+            )
         ]
     return []
 
 
-def session_warnings(mx: str, address: AddressVerdict) -> list[str]:
+def session_warnings(mx: str, address: AddressVerdict) -> list[Problem]:
     """Warnings about one session that are no RFC 8460 result type, naming MX and address.
 
     * A post-TLS EHLO that times out, is cut off or is refused: TLS completed, yet no
@@ -680,43 +778,77 @@ def session_warnings(mx: str, address: AddressVerdict) -> list[str]:
     if probe is None:
         return []
     where = f"{mx} ({address.ip})"
-    warnings: list[str] = []
+    warnings: list[Problem] = []
     trouble = probe.after_tls
     if trouble is not None and blocks_delivery(trouble):
         warnings.append(
-            f"{where}: EHLO after TLS failed ({after_tls_text(trouble)}): TLS completes, "
-            "but no mail can be delivered over it"
+            Problem(
+                ProblemCode.EHLO_AFTER_TLS_FAILED,
+                f"{where}: EHLO after TLS failed ({after_tls_text(trouble)}): TLS completes, "
+                "but no mail can be delivered over it",
+                host=mx,
+                address=address.ip,
+                cause=reason_code(trouble),
+            )
         )
     if probe.starttls_after_tls:
         warnings.append(
-            f"{where}: STARTTLS is still advertised after TLS (RFC 3207 §4.2 forbids it)"
+            Problem(
+                ProblemCode.STARTTLS_AFTER_TLS,
+                f"{where}: STARTTLS is still advertised after TLS (RFC 3207 §4.2 forbids it)",
+                host=mx,
+                address=address.ip,
+            )
         )
     if probe.greeting is not None and is_masked_banner(probe.greeting):
         warnings.append(
-            f"{where}: SMTP banner masked by a middlebox (Cisco PIX/ASA MailGuard signature)"
+            Problem(
+                ProblemCode.MASKED_BANNER,
+                f"{where}: SMTP banner masked by a middlebox (Cisco PIX/ASA MailGuard signature)",
+                host=mx,
+                address=address.ip,
+            )
         )
     return warnings
 
 
-def _policy_blockers(facts: DomainFacts) -> tuple[list[str], Policy | None]:
+# The blocker of a policy failure, by its result type: code and leading words.
+_POLICY_FAILURE_WORDS = {
+    ResultType.STS_POLICY_FETCH_ERROR: (ProblemCode.POLICY_FETCH_ERROR, "policy fetch failed"),
+    ResultType.STS_POLICY_INVALID: (ProblemCode.POLICY_INVALID, "policy is invalid"),
+    ResultType.STS_WEBPKI_INVALID: (ProblemCode.POLICY_WEBPKI_INVALID, ""),
+}
+
+
+def _policy_blockers(facts: DomainFacts) -> tuple[list[Problem], Policy | None]:
     if facts.sts_record is None:
-        why = facts.sts_record_error or "none published"
-        return [f"no usable _mta-sts record at _mta-sts.{facts.domain}: {why}"], None
+        error = facts.sts_record_error
+        why = error.detail if error is not None else "none published"
+        return [
+            Problem(
+                ProblemCode.NO_STS_RECORD,
+                f"no usable _mta-sts record at _mta-sts.{facts.domain}: {why}",
+                cause=error.code.value if error is not None else None,
+            )
+        ], None
     fetch = facts.policy_fetch
     if fetch is None:
-        return ["the policy was not fetched"], None
+        return [Problem(ProblemCode.POLICY_NOT_FETCHED, "the policy was not fetched")], None
     if fetch.policy is None:
         failure = fetch.failure
-        detail = failure.detail if failure else "no policy"
-        words = {
-            ResultType.STS_POLICY_FETCH_ERROR: "policy fetch failed",
-            ResultType.STS_POLICY_INVALID: "policy is invalid",
-            ResultType.STS_WEBPKI_INVALID: f"certificate of mta-sts.{facts.domain} is not valid",
-        }.get(failure.result_type if failure else ResultType.STS_POLICY_FETCH_ERROR)
-        return [f"{words or 'policy fetch failed'}: {detail}"], None
+        if failure is None:
+            return [Problem(ProblemCode.POLICY_FETCH_ERROR, "policy fetch failed: no policy")], None
+        code, words = _POLICY_FAILURE_WORDS[failure.result_type]
+        words = words or f"certificate of mta-sts.{facts.domain} is not valid"
+        return [Problem(code, f"{words}: {failure.detail}", cause=failure.code.value)], None
     policy = fetch.policy
     if policy.mode is PolicyMode.NONE:
-        return ["mode is none: the policy is switched off; publish mode testing or enforce"], policy
+        return [
+            Problem(
+                ProblemCode.MODE_NONE,
+                "mode is none: the policy is switched off; publish mode testing or enforce",
+            )
+        ], policy
     return [], policy
 
 
@@ -741,32 +873,25 @@ def not_testable_hint(interruption: Interruption) -> str | None:
     return None
 
 
-def _untested_words(name: str, ip: str, interruption: Interruption) -> str:
+def _untested(name: str, ip: str, interruption: Interruption) -> Problem:
     words = f"{name} ({ip}) could not be tested: {reason_text(interruption)}"
     hint = not_testable_hint(interruption)
-    return words if hint is None else f"{words}; {hint}"
+    return Problem(
+        ProblemCode.NOT_TESTABLE,
+        words if hint is None else f"{words}; {hint}",
+        host=name,
+        address=ip,
+        cause=reason_code(interruption),
+    )
 
 
-# docs/output.md#readiness.
-def assess_domain(facts: DomainFacts) -> DomainVerdict:
-    """Judge one domain: per-address verdicts, indicators, readiness, blockers, warnings.
+def _standby(problem: Problem) -> Problem:
+    """A problem of a host only the policy names: a warning, said so."""
+    return replace(problem, text=f"policy-only host {problem.text}")
 
-    Ready only with a usable record, a valid policy in mode testing or enforce, every DNS
-    MX host covered by the policy, and every address of every DNS MX host tested and
-    passed with no result type. Policy-only hosts never block: their problems are
-    warnings.
-    """
-    at = facts.scanned_at
-    blockers: list[str] = []
-    warnings: list[str] = []
 
-    policy_blockers, fetched = _policy_blockers(facts)
-    dns_hosts = [h for h in facts.hosts if h.source is MxSource.DNS]
-    blockers += _mx_blockers(facts, dns_hosts)
-    blockers += policy_blockers
-
-    # The policy object of the facts, even in mode none: in_policy is reported for it.
-    policy = fetched
+def _judge_hosts(facts: DomainFacts, policy: Policy | None) -> list[MxVerdict]:
+    """One verdict per MX host (DNS and policy-only), in the order of the facts."""
     hosts: list[MxVerdict] = []
     for host in facts.hosts:
         in_policy = policy_covers(policy, host.hostname) if policy is not None else None
@@ -783,77 +908,131 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
                 source=host.source,
                 in_policy=in_policy,
                 addresses=_address_verdicts(
-                    host, policy=policy, in_policy=in_policy, at=at, dane=dane, domain=facts.domain
+                    host,
+                    policy=policy,
+                    in_policy=in_policy,
+                    at=facts.scanned_at,
+                    dane=dane,
+                    domain=facts.domain,
                 ),
                 dane=dane,
             )
         )
+    return hosts
 
-    for facts_host, verdict_host in zip(facts.hosts, hosts, strict=True):
-        name = verdict_host.hostname
-        dns = verdict_host.source is MxSource.DNS
-        lookup_blockers, lookup_warnings = _host_address_problems(facts_host)
+
+def _address_problems(name: str, address: AddressVerdict) -> list[Problem]:
+    """What keeps one address from passing: why it was not tested, or its findings."""
+    if address.interruption is not None:
+        return [_untested(name, address.ip, address.interruption)]
+    # mx-not-in-policy is the host's blocker, not each address's
+    return [
+        Problem(
+            indicator.code.value, f"{name} ({address.ip}): {indicator.detail}", name, address.ip
+        )
+        for indicator in address.indicators
+        if indicator.code is not IndicatorCode.MX_NOT_IN_POLICY
+    ]
+
+
+def _host_problems(
+    facts_host: MxHostFacts, host: MxVerdict, policy: Policy | None, at: datetime
+) -> tuple[list[Problem], list[Problem]]:
+    """(blockers, warnings) of one host; a policy-only host's blockers are its warnings."""
+    name = host.hostname
+    dns = host.source is MxSource.DNS
+    blockers: list[Problem] = []
+    warnings: list[Problem] = []
+    lookup_blockers, lookup_warnings = _host_address_problems(facts_host)
+    if dns:
+        # RFC 8461 §4.1: every MX host must match a policy mx pattern.
+        if _policy_applies(policy) and host.in_policy is False:
+            assert policy is not None
+            patterns = ", ".join(policy.mx) or "none"
+            blockers.append(
+                Problem(
+                    ProblemCode.MX_NOT_IN_POLICY,
+                    f"{name} is not covered by the policy's mx patterns ({patterns})",
+                    host=name,
+                )
+            )
+        blockers += lookup_blockers
+        warnings += lookup_warnings
+        blockers += _dane_starttls_blockers(host)
+        if host.dane is not None and host.dane.requires_starttls:
+            warnings += [
+                Problem(ProblemCode.DANE_WARNING, text, host=name)
+                for text in host_warnings(name, host.dane.facts)
+            ]
+    else:
+        warnings += [_standby(problem) for problem in lookup_blockers + lookup_warnings]
+    for address in host.addresses:
+        problems = _address_problems(name, address)
+        notes = session_warnings(name, address)
         if dns:
-            # RFC 8461 §4.1: every MX host must match a policy mx pattern.
-            if _policy_applies(policy) and verdict_host.in_policy is False:
-                assert policy is not None
-                patterns = ", ".join(policy.mx) or "none"
-                blockers.append(f"{name} is not covered by the policy's mx patterns ({patterns})")
-            blockers += lookup_blockers
-            warnings += lookup_warnings
-            blockers += _dane_starttls_blockers(verdict_host)
-            if verdict_host.dane is not None and verdict_host.dane.requires_starttls:
-                warnings += host_warnings(name, verdict_host.dane.facts)
+            blockers += problems
+            warnings += notes
         else:
-            warnings += [f"policy-only host {text}" for text in lookup_blockers + lookup_warnings]
-        for address in verdict_host.addresses:
-            problems: list[str] = []
-            if address.interruption is not None:
-                problems.append(_untested_words(name, address.ip, address.interruption))
-            else:
-                # mx-not-in-policy is the host's blocker above, not each address's
-                problems += [
-                    f"{name} ({address.ip}): {indicator.detail}"
-                    for indicator in address.indicators
-                    if indicator.code is not IndicatorCode.MX_NOT_IN_POLICY
-                ]
-            notes = session_warnings(name, address)
-            if dns:
-                blockers += problems
-                warnings += notes
-            else:
-                warnings += [f"policy-only host {text}" for text in problems + notes]
-            warnings += _expiry_warnings(name, address, at)
+            warnings += [_standby(problem) for problem in problems + notes]
+        warnings += _expiry_warnings(name, address, at)
+    return blockers, warnings
+
+
+# docs/output.md#readiness.
+def assess_domain(facts: DomainFacts) -> DomainVerdict:
+    """Judge one domain: per-address verdicts, indicators, readiness, blockers, warnings.
+
+    Ready only with a usable record, a valid policy in mode testing or enforce, every DNS
+    MX host covered by the policy, and every address of every DNS MX host tested and
+    passed with no result type. Policy-only hosts never block: their problems are
+    warnings.
+    """
+    policy_blockers, policy = _policy_blockers(facts)
+    dns_hosts = [h for h in facts.hosts if h.source is MxSource.DNS]
+    blockers = _mx_blockers(facts, dns_hosts) + policy_blockers
+    warnings: list[Problem] = []
+    # The policy object of the facts, even in mode none: in_policy is reported for it.
+    hosts = _judge_hosts(facts, policy)
+    for facts_host, verdict_host in zip(facts.hosts, hosts, strict=True):
+        host_blockers, host_warnings_ = _host_problems(
+            facts_host, verdict_host, policy, facts.scanned_at
+        )
+        blockers += host_blockers
+        warnings += host_warnings_
 
     indicators = [i for host in hosts for address in host.addresses for i in address.indicators]
     inconsistent = _tls_inconsistent(tuple(hosts))
     if inconsistent is not None:
         indicators.append(inconsistent)
 
-    over_blockers, over_warnings = _over_limit_words(facts)
+    over_blockers, over_warnings = _over_limit_problems(facts)
     blockers += over_blockers
     warnings += over_warnings
     warnings += _domain_warnings(facts, policy, dns_hosts)
-    blockers = list(dict.fromkeys(blockers))
-    warnings = list(dict.fromkeys(warnings))
+    unique_blockers = tuple(dict.fromkeys(blockers))
     verdict = DomainVerdict(
         domain=facts.domain,
         mx=tuple(hosts),
         indicators=tuple(indicators),
-        enforce_ready=not blockers,
-        blockers=tuple(blockers),
-        warnings=tuple(warnings),
+        enforce_ready=not unique_blockers,
+        blockers=unique_blockers,
+        warnings=tuple(dict.fromkeys(warnings)),
     )
     return replace(verdict, could_not_scan=_could_not_scan(facts, verdict))
 
 
-def _dane_starttls_blockers(host: MxVerdict) -> list[str]:
+def _dane_starttls_blockers(host: MxVerdict) -> list[Problem]:
     """RFC 7672 §2.2: TLSA records (usable or not) oblige DANE senders to use STARTTLS."""
     if host.dane is None or not host.dane.requires_starttls:
         return []
     return [
-        f"{host.hostname} ({address.ip}): its TLSA records oblige DANE senders to use "
-        "STARTTLS, and no TLS session was made: they will not deliver to it"
+        Problem(
+            ProblemCode.DANE_REQUIRES_STARTTLS,
+            f"{host.hostname} ({address.ip}): its TLSA records oblige DANE senders to use "
+            "STARTTLS, and no TLS session was made: they will not deliver to it",
+            host=host.hostname,
+            address=address.ip,
+        )
         for address in host.addresses
         if address.status is AddressStatus.TESTED
         and address.probe is not None
@@ -878,43 +1057,66 @@ _CUT_WHAT = {
 }
 
 
-def _over_limit_words(facts: DomainFacts) -> tuple[list[str], list[str]]:
+def _over_limit_problems(facts: DomainFacts) -> tuple[list[Problem], list[Problem]]:
     """A domain over a cap is never ready on the strength of the hosts tested alone.
 
     Standby hosts never block, so their cap is a warning only.
     """
-    blockers: list[str] = []
-    warnings: list[str] = []
+    blockers: list[Problem] = []
+    warnings: list[Problem] = []
     for over in facts.over_limit:
         what = _CUT_WHAT.get(over.cap, "hosts or addresses")
         examples = f" (first: {', '.join(over.examples)})" if over.examples else ""
         cut = f"{over.skipped} {what} beyond {over.cap} {over.limit} were not contacted{examples}"
-        warnings.append(f"over-limit: {cut}; raise {over.cap} to test them")
+        warnings.append(
+            Problem(
+                ProblemCode.OVER_LIMIT,
+                f"over-limit: {cut}; raise {over.cap} to test them",
+                cause=over.cap,
+            )
+        )
         if over.cap != "--max-standby-hosts":
             blockers.append(
-                f"over-limit: {cut}: readiness cannot rest on the hosts that were tested alone"
+                Problem(
+                    ProblemCode.OVER_LIMIT,
+                    f"over-limit: {cut}: readiness cannot rest on the hosts that were tested alone",
+                    cause=over.cap,
+                )
             )
     return blockers, warnings
 
 
 def _domain_warnings(
     facts: DomainFacts, policy: Policy | None, dns_hosts: list[MxHostFacts]
-) -> list[str]:
-    warnings: list[str] = []
+) -> list[Problem]:
+    warnings: list[Problem] = []
     if facts.mx.implicit:
         warnings.append(
-            "no MX record: mail goes to the domain's own address (implicit MX, RFC 5321 §5.1)"
+            Problem(
+                ProblemCode.IMPLICIT_MX,
+                "no MX record: mail goes to the domain's own address (implicit MX, RFC 5321 §5.1)",
+            )
         )
     if facts.tlsrpt_record is None:
-        why = facts.tlsrpt_error or "none published"
+        error = facts.tlsrpt_error
+        why = error.detail if error is not None else "none published"
         warnings.append(
-            f"no TLS-RPT record at _smtp._tls.{facts.domain} ({why}): "
-            "senders cannot report TLS failures to you"
+            Problem(
+                ProblemCode.NO_TLSRPT_RECORD,
+                f"no TLS-RPT record at _smtp._tls.{facts.domain} ({why}): "
+                "senders cannot report TLS failures to you",
+                cause=error.code.value if error is not None else None,
+            )
         )
     if facts.sts_record is not None:
-        warnings += [f"_mta-sts record: {w}" for w in facts.sts_record.warnings]
+        warnings += [
+            Problem(ProblemCode.STS_RECORD_WARNING, f"_mta-sts record: {w}")
+            for w in facts.sts_record.warnings
+        ]
     if policy is not None:
-        warnings += [f"policy: {w}" for w in policy.warnings]
+        warnings += [
+            Problem(ProblemCode.POLICY_SYNTAX_WARNING, f"policy: {w}") for w in policy.warnings
+        ]
         # mode none, short max_age, broad wildcards, mx patterns matching no MX host
         warnings += policy_warnings(policy, tuple(h.hostname for h in dns_hosts))
     fetch = facts.policy_fetch
@@ -923,7 +1125,11 @@ def _domain_warnings(
         now = as_utc(facts.scanned_at)
         if now <= not_after <= now + EXPIRY_WARNING_WINDOW:
             warnings.append(
-                f"policy host mta-sts.{facts.domain}: certificate expires on {_day(not_after)}, "
-                f"{(not_after - now).days} days after the scan"
+                Problem(
+                    ProblemCode.POLICY_CERTIFICATE_EXPIRES_SOON,
+                    f"policy host mta-sts.{facts.domain}: certificate expires on "
+                    f"{_day(not_after)}, {(not_after - now).days} days after the scan",
+                    host=f"mta-sts.{facts.domain}",
+                )
             )
     return warnings

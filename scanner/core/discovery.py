@@ -9,21 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from scanner.core.codes import RecordCode
 from scanner.core.sts import select_sts_record
 from scanner.core.tlsrpt_record import select_tlsrpt_record
-from scanner.models import DnsStatus, Policy, StsRecord, TlsRptRecord, TxtAnswer
+from scanner.models import DnsStatus, Policy, RecordError, StsRecord, TlsRptRecord, TxtAnswer
 
 
-def txt_problem(answer: TxtAnswer, what: str) -> str | None:
+def txt_problem(answer: TxtAnswer, what: str) -> RecordError | None:
     """Why a TXT lookup gave no records to choose from, or None when it did."""
     if answer.status is DnsStatus.ANSWER:
         return None
     if answer.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA):
-        return f"no {what} TXT record ({answer.status.value})"
-    return f"{what} TXT lookup failed ({answer.status.value}: {answer.detail})"
+        return RecordError(RecordCode.NO_RECORD, f"no {what} TXT record ({answer.status.value})")
+    return RecordError(
+        RecordCode.LOOKUP_FAILED,
+        f"{what} TXT lookup failed ({answer.status.value}: {answer.detail})",
+    )
 
 
-def sts_record_from(answer: TxtAnswer) -> tuple[StsRecord | None, str | None]:
+def sts_record_from(answer: TxtAnswer) -> tuple[StsRecord | None, RecordError | None]:
     """RFC 8461 §3.1: the usable `_mta-sts` record, or None and the reason there is none."""
     problem = txt_problem(answer, "_mta-sts")
     if problem is not None:
@@ -31,10 +35,10 @@ def sts_record_from(answer: TxtAnswer) -> tuple[StsRecord | None, str | None]:
     selected = select_sts_record(answer.records)
     if isinstance(selected, StsRecord):
         return selected, None
-    return None, selected.reason
+    return None, RecordError(selected.code, selected.reason)
 
 
-def tlsrpt_record_from(answer: TxtAnswer) -> tuple[TlsRptRecord | None, str | None]:
+def tlsrpt_record_from(answer: TxtAnswer) -> tuple[TlsRptRecord | None, RecordError | None]:
     """RFC 8460 §3: the usable `_smtp._tls` record, or None and the reason there is none."""
     problem = txt_problem(answer, "_smtp._tls")
     if problem is not None:
@@ -42,7 +46,7 @@ def tlsrpt_record_from(answer: TxtAnswer) -> tuple[TlsRptRecord | None, str | No
     selected = select_tlsrpt_record(answer.records)
     if isinstance(selected, TlsRptRecord):
         return selected, None
-    return None, selected.reason
+    return None, RecordError(selected.code, selected.reason)
 
 
 def policy_only_hosts(policy: Policy, mx_hosts: Sequence[str]) -> list[str]:

@@ -20,6 +20,11 @@ _BARE = frozenset(
 )
 
 
+_REFUSALS = frozenset(
+    {InterruptionKind.BUSY, InterruptionKind.REJECTED, InterruptionKind.EHLO_REJECTED}
+)
+
+
 def _phase(interruption: Interruption) -> str:
     return interruption.phase.value if interruption.phase is not None else "session"
 
@@ -40,9 +45,26 @@ def reason_text(interruption: Interruption) -> str:
     if kind in (InterruptionKind.TIMEOUT, InterruptionKind.CLOSED):
         note = f" ({detail})" if detail else ""
         return f"{kind.value}:{_phase(interruption)}{note}"
-    if kind in (InterruptionKind.BUSY, InterruptionKind.REJECTED, InterruptionKind.EHLO_REJECTED):
+    if kind in _REFUSALS:
         return f"{kind.value}:{detail}".rstrip()
     return f"{kind.value}: {detail}".rstrip(": ") if detail else kind.value
+
+
+def reason_code(interruption: Interruption) -> str:
+    """The code of a not-testable `reason` (docs/output.md#not-testable-reasons).
+
+    The kind, with what tells its cases apart and never free text: the phase of a
+    timeout or close (`timeout:greeting`), the reply code of a refusal (`busy:421`),
+    the errno name of a connect failure (`connect-failed:EHOSTUNREACH`).
+    """
+    kind = interruption.kind
+    if kind in (InterruptionKind.TIMEOUT, InterruptionKind.CLOSED):
+        return f"{kind.value}:{_phase(interruption)}"
+    if interruption.reply_code is not None and kind in _REFUSALS:
+        return f"{kind.value}:{interruption.reply_code}"
+    if kind is InterruptionKind.CONNECT_FAILED and interruption.errno is not None:
+        return f"{kind.value}:{interruption.errno}"
+    return kind.value
 
 
 def after_tls_text(interruption: Interruption) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import idna
 
+from scanner.core.codes import PolicyCode, Problem, ProblemCode, RecordCode
 from scanner.core.names import is_ip_literal
 from scanner.models import Policy, PolicyFailure, PolicyMode, ResultType, StsRecord
 
@@ -228,8 +229,9 @@ def near_miss_hint(txt_records: Sequence[str], version_field: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StsRecordError:
-    """Why a domain has no usable `_mta-sts` record; `reason` is meant for an operator."""
+    """Why a domain has no usable `_mta-sts` record: its code, and `reason` for an operator."""
 
+    code: RecordCode
     reason: str
 
 
@@ -244,10 +246,13 @@ def select_sts_record(txt_records: Sequence[str]) -> StsRecord | StsRecordError:
     """
     candidates = [r for r in txt_records if is_version_record(r, STS_RECORD_VERSION)]
     if not candidates:
-        return StsRecordError("no v=STSv1 record" + near_miss_hint(txt_records, STS_RECORD_VERSION))
+        hint = near_miss_hint(txt_records, STS_RECORD_VERSION)
+        code = RecordCode.NEAR_MISS if hint else RecordCode.NO_RECORD
+        return StsRecordError(code, "no v=STSv1 record" + hint)
     if len(candidates) > 1:
         return StsRecordError(
-            f"{len(candidates)} v=STSv1 records; exactly one is required, so senders see no policy"
+            RecordCode.SEVERAL_RECORDS,
+            f"{len(candidates)} v=STSv1 records; exactly one is required, so senders see no policy",
         )
     return parse_sts_record(candidates[0])
 
@@ -267,14 +272,18 @@ def parse_sts_record(record: str) -> StsRecord | StsRecordError:
                 "; strict senders such as mox ignore the record and see no MTA-STS policy, "
                 "although lenient ones such as postfix-mta-sts-resolver accept it"
             )
-        return StsRecordError(f"v=STSv1 record {record!r} is invalid: {split.reason}{consequence}")
+        return StsRecordError(
+            RecordCode.INVALID_RECORD,
+            f"v=STSv1 record {record!r} is invalid: {split.reason}{consequence}",
+        )
     warnings = list(split.warnings)
     record_id: str | None = None
     for name, value in split.fields:
         if name == "id":
             if _STS_ID.fullmatch(value) is None:
                 return StsRecordError(
-                    f"v=STSv1 record {record!r} is invalid: id {value!r} must be 1 to 32 letters and digits"
+                    RecordCode.INVALID_ID,
+                    f"v=STSv1 record {record!r} is invalid: id {value!r} must be 1 to 32 letters and digits",
                 )
             if record_id is None:
                 record_id = value
@@ -288,13 +297,16 @@ def parse_sts_record(record: str) -> StsRecord | StsRecordError:
                 )
         elif not is_extension_value(value):
             return StsRecordError(
-                f"v=STSv1 record {record!r} is invalid: value of {name!r} must be printable ASCII without spaces, '=' or ';'"
+                RecordCode.INVALID_RECORD,
+                f"v=STSv1 record {record!r} is invalid: value of {name!r} must be printable ASCII without spaces, '=' or ';'",
             )
     if record_id is None:
         hint = ""
         if any(name.lower() == "id" for name, _ in split.fields):
             hint = " (field names are case-sensitive: write 'id=')"
-        return StsRecordError(f"v=STSv1 record {record!r} has no id field{hint}")
+        return StsRecordError(
+            RecordCode.MISSING_ID, f"v=STSv1 record {record!r} has no id field{hint}"
+        )
     return StsRecord(raw=record, id=record_id, warnings=tuple(warnings))
 
 
@@ -361,12 +373,22 @@ def _policy_lines(text: str) -> list[_PolicyLine]:
     return lines
 
 
-def _invalid(detail: str) -> PolicyFailure:
-    return PolicyFailure(ResultType.STS_POLICY_INVALID, detail)
+def _invalid(code: PolicyCode, detail: str) -> PolicyFailure:
+    return PolicyFailure(ResultType.STS_POLICY_INVALID, detail, code)
 
 
-def _line_failure(line: _PolicyLine, problem: str) -> PolicyFailure:
-    return _invalid(f"line {line.number} {line.text!r}: {problem}")
+def _line_failure(
+    line: _PolicyLine, problem: str, code: PolicyCode = PolicyCode.LINE_SYNTAX
+) -> PolicyFailure:
+    return _invalid(code, f"line {line.number} {line.text!r}: {problem}")
+
+
+# The code of a known field's value problem (`_known_field_problem`).
+_FIELD_CODES = {
+    "version": PolicyCode.VERSION,
+    "mode": PolicyCode.MODE,
+    "max_age": PolicyCode.MAX_AGE,
+}
 
 
 # RFC 8461 §3.2 values of the fields the scanner reads (sts-policy-version,
@@ -446,7 +468,7 @@ def _read_policy_line(line: _PolicyLine, fields: _PolicyFields) -> PolicyFailure
     if key == "mx":
         mx_problem = mx_pattern_problem(value)
         if mx_problem is not None:
-            return _line_failure(line, f"invalid mx pattern: {mx_problem}")
+            return _line_failure(line, f"invalid mx pattern: {mx_problem}", PolicyCode.MX_PATTERN)
         fields.mx.append(value.lower())
     elif key in fields.first:
         fields.warnings.append(_repeated_field_warning(line, key, value))
@@ -469,19 +491,21 @@ def _policy_from(fields: _PolicyFields) -> Policy | PolicyFailure:
     """The policy the fields make, or why they make none (required fields, values)."""
     first = fields.first
     if not fields.kept_lines:
-        return _invalid("the policy is empty")
+        return _invalid(PolicyCode.EMPTY, "the policy is empty")
     missing = [key for key in _REQUIRED if key not in first]
     if missing:
         hint = ""
         lowered = {k.lower() for k in first}
         if any(key in lowered for key in missing):
             hint = " (field names are case-sensitive)"
-        return _invalid(f"missing required field(s): {', '.join(missing)}{hint}")
+        return _invalid(
+            PolicyCode.MISSING_FIELD, f"missing required field(s): {', '.join(missing)}{hint}"
+        )
     for key in _REQUIRED:
         field_line, field_value = first[key]
         problem = _known_field_problem(key, field_value)
         if problem is not None:
-            return _line_failure(field_line, problem)
+            return _line_failure(field_line, problem, _FIELD_CODES[key])
     mode = PolicyMode(first["mode"][1])
     age_line, age_text = first["max_age"]
     max_age = int(age_text)
@@ -490,9 +514,10 @@ def _policy_from(fields: _PolicyFields) -> Policy | PolicyFailure:
             age_line,
             f"max_age above {MAX_AGE_LIMIT} (one year); strict senders reject the policy, "
             "some others cap it to one year",
+            PolicyCode.MAX_AGE,
         )
     if not fields.mx and mode is not PolicyMode.NONE:
-        return _invalid(f"mode {mode} requires at least one mx line")
+        return _invalid(PolicyCode.NO_MX, f"mode {mode} requires at least one mx line")
     return Policy(
         version=first["version"][1],
         mode=mode,
@@ -530,7 +555,9 @@ def parse_policy_bytes(body: bytes) -> Policy | PolicyFailure:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
-        return _invalid(f"the policy is not valid UTF-8 (byte offset {error.start})")
+        return _invalid(
+            PolicyCode.NOT_UTF8, f"the policy is not valid UTF-8 (byte offset {error.start})"
+        )
     return parse_policy(text)
 
 
@@ -582,7 +609,7 @@ def is_broad_pattern(pattern: str) -> bool:
     return "." not in suffix or suffix in COMMON_PUBLIC_SUFFIXES
 
 
-def policy_warnings(policy: Policy, mx_hosts: Sequence[str]) -> tuple[str, ...]:
+def policy_warnings(policy: Policy, mx_hosts: Sequence[str]) -> tuple[Problem, ...]:
     """Non-blocking findings about a valid policy against the domain's MX host names.
 
     Covers mode none, a max_age under `SHORT_MAX_AGE` (not in mode none, where a
@@ -590,21 +617,39 @@ def policy_warnings(policy: Policy, mx_hosts: Sequence[str]) -> tuple[str, ...]:
     under a public suffix, and `mx` patterns matching none of `mx_hosts`.
     Parse warnings stay in `Policy.warnings` and are not repeated here.
     """
-    warnings: list[str] = []
+    warnings: list[Problem] = []
     if policy.mode is PolicyMode.NONE:
-        warnings.append("policy mode is none: senders treat the domain as having no MTA-STS policy")
+        warnings.append(
+            Problem(
+                ProblemCode.MODE_NONE,
+                "policy mode is none: senders treat the domain as having no MTA-STS policy",
+            )
+        )
     elif policy.max_age < SHORT_MAX_AGE:
         warnings.append(
-            f"max_age {policy.max_age} is under one week; RFC 8461 expects weeks or more "
-            "so that a blocked refresh does not expire the policy"
+            Problem(
+                ProblemCode.SHORT_MAX_AGE,
+                f"max_age {policy.max_age} is under one week; RFC 8461 expects weeks or more "
+                "so that a blocked refresh does not expire the policy",
+            )
         )
     for pattern in policy.mx:
         if is_broad_pattern(pattern):
             warnings.append(
-                f"mx pattern {pattern!r} is a wildcard under a public suffix: any host there "
-                "with a certificate would be accepted"
+                Problem(
+                    ProblemCode.BROAD_MX_PATTERN,
+                    f"mx pattern {pattern!r} is a wildcard under a public suffix: any host "
+                    "there with a certificate would be accepted",
+                    cause=pattern,
+                )
             )
     for pattern in policy.mx:
         if not any(mx_matches(pattern, host) for host in mx_hosts):
-            warnings.append(f"mx pattern {pattern!r} matches none of the domain's MX hosts")
+            warnings.append(
+                Problem(
+                    ProblemCode.UNUSED_MX_PATTERN,
+                    f"mx pattern {pattern!r} matches none of the domain's MX hosts",
+                    cause=pattern,
+                )
+            )
     return tuple(warnings)

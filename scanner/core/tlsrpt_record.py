@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from scanner.core.codes import RecordCode
 from scanner.core.sts import (
     TaggedRecordError,
     is_extension_value,
@@ -33,8 +34,9 @@ _MAILTO_URI = re.compile(r"mailto:[^@]+@[^@]+", re.IGNORECASE)
 
 @dataclass(frozen=True, slots=True)
 class TlsRptRecordError:
-    """Why a domain has no usable `_smtp._tls` record; `reason` is meant for an operator."""
+    """Why a domain has no usable `_smtp._tls` record: its code, and `reason` for an operator."""
 
+    code: RecordCode
     reason: str
 
 
@@ -73,12 +75,13 @@ def select_tlsrpt_record(txt_records: Sequence[str]) -> TlsRptRecord | TlsRptRec
     """
     candidates = [r for r in txt_records if is_version_record(r, TLSRPT_RECORD_VERSION)]
     if not candidates:
-        return TlsRptRecordError(
-            "no v=TLSRPTv1 record" + near_miss_hint(txt_records, TLSRPT_RECORD_VERSION)
-        )
+        hint = near_miss_hint(txt_records, TLSRPT_RECORD_VERSION)
+        code = RecordCode.NEAR_MISS if hint else RecordCode.NO_RECORD
+        return TlsRptRecordError(code, "no v=TLSRPTv1 record" + hint)
     if len(candidates) > 1:
         return TlsRptRecordError(
-            f"{len(candidates)} v=TLSRPTv1 records; exactly one is required, so reporters send no reports"
+            RecordCode.SEVERAL_RECORDS,
+            f"{len(candidates)} v=TLSRPTv1 records; exactly one is required, so reporters send no reports",
         )
     return parse_tlsrpt_record(candidates[0])
 
@@ -106,7 +109,8 @@ def parse_tlsrpt_record(record: str) -> TlsRptRecord | TlsRptRecordError:
         if split.extra_delimiter:
             consequence = "; strict reporters such as mox ignore the record and send no reports"
         return TlsRptRecordError(
-            f"v=TLSRPTv1 record {record!r} is invalid: {split.reason}{consequence}"
+            RecordCode.INVALID_RECORD,
+            f"v=TLSRPTv1 record {record!r} is invalid: {split.reason}{consequence}",
         )
     warnings = list(split.warnings)
     rua: list[str] = []
@@ -118,22 +122,29 @@ def parse_tlsrpt_record(record: str) -> TlsRptRecord | TlsRptRecordError:
             for uri in split_rua(value):
                 if uri == "":
                     return TlsRptRecordError(
-                        f"v=TLSRPTv1 record {record!r} is invalid: empty URI in rua"
+                        RecordCode.INVALID_RECORD,
+                        f"v=TLSRPTv1 record {record!r} is invalid: empty URI in rua",
                     )
                 problem = rua_uri_problem(uri)
                 if problem is not None:
-                    return TlsRptRecordError(f"v=TLSRPTv1 record {record!r} is invalid: {problem}")
+                    return TlsRptRecordError(
+                        RecordCode.INVALID_RECORD,
+                        f"v=TLSRPTv1 record {record!r} is invalid: {problem}",
+                    )
                 rua.append(uri)
         elif not is_extension_value(value):
             return TlsRptRecordError(
+                RecordCode.INVALID_RECORD,
                 f"v=TLSRPTv1 record {record!r} is invalid: value of {name!r} must be printable "
-                "ASCII without spaces, '=' or ';'"
+                "ASCII without spaces, '=' or ';'",
             )
         elif name.lower() == "rua":
             miscased.append(name)
     if rua_fields == 0:
         hint = " (field names are case-sensitive: write 'rua=')" if miscased else ""
-        return TlsRptRecordError(f"v=TLSRPTv1 record {record!r} has no rua field{hint}")
+        return TlsRptRecordError(
+            RecordCode.MISSING_RUA, f"v=TLSRPTv1 record {record!r} has no rua field{hint}"
+        )
     if rua_fields > 1:
         warnings.append(
             f"{rua_fields} rua fields; RFC 8460 §3 allows several and reporters such as mox "

@@ -90,7 +90,7 @@ def render_demo_summary(console: Console, world: World, results: list[DomainResu
             verdict = Text("ready", "green") if ready else Text("not ready", "red")
             detail = ", ".join(sorted({i.code.value for i in result.verdict.indicators}))
             if not detail and not ready:
-                detail = (result.verdict.blockers or ("",))[0]
+                detail = result.verdict.blockers[0].text if result.verdict.blockers else ""
         problems = mismatches(result, domain.expect) if domain.expect is not None else []
         all_ok = all_ok and not problems
         table.add_row(

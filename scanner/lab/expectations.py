@@ -47,7 +47,7 @@ def _domain_mismatches(
     if verdict.enforce_ready != expect.enforce_ready:
         problems.append(
             f"enforce_ready: expected {expect.enforce_ready}, got {verdict.enforce_ready}"
-            f" (blockers: {'; '.join(verdict.blockers) or 'none'})"
+            f" (blockers: {'; '.join(b.text for b in verdict.blockers) or 'none'})"
         )
     fetch = facts.policy_fetch
     got_policy_error = fetch.failure.result_type if fetch and fetch.failure else None

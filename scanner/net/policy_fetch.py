@@ -32,11 +32,19 @@ import trio
 from OpenSSL import SSL
 
 from scanner import __version__
+from scanner.core.codes import PolicyCode
+from scanner.core.policy_response import (
+    POLICY_PATH,
+    certificate_failure,
+    decode_body,
+    fetch_error,
+    head_failure,
+    oversized_body,
+    policy_of,
+)
 from scanner.core.reasons import reason_text
-from scanner.core.sts import parse_policy
 from scanner.models import (
     AddressAnswer,
-    CertificateCheck,
     DnsStatus,
     InterruptionKind,
     PolicyFailure,
@@ -47,7 +55,6 @@ from scanner.net.connect import TcpStream, connect_tcp
 from scanner.net.gate import REFUSED_EXCLUDED, ConnectionGate
 from scanner.net.tls import TlsClient, TlsFailure
 
-POLICY_PATH = "/.well-known/mta-sts.txt"
 USER_AGENT = f"scanner/{__version__} (MTA-STS policy check)"
 RECEIVE_SIZE = 16384
 MAX_RESPONSE_HEADERS = 16384
@@ -83,13 +90,13 @@ def policy_host(domain: str) -> str:
     return f"mta-sts.{domain}"
 
 
-def _fetch_error(detail: str, ip: str | None = None) -> PolicyFetch:
-    failure = PolicyFailure(ResultType.STS_POLICY_FETCH_ERROR, detail)
-    return PolicyFetch(policy=None, failure=failure, ip=ip)
+def _fetch_error(code: PolicyCode, detail: str, ip: str | None = None) -> PolicyFetch:
+    return PolicyFetch(policy=None, failure=fetch_error(code, detail), ip=ip)
 
 
-def _failure(result_type: ResultType, detail: str, partial: PolicyFetch) -> PolicyFetch:
-    return replace(partial, policy=None, failure=PolicyFailure(result_type, detail))
+def _failure(code: PolicyCode, detail: str, partial: PolicyFetch) -> PolicyFetch:
+    """A `sts-policy-fetch-error` after `partial`'s facts."""
+    return replace(partial, policy=None, failure=fetch_error(code, detail))
 
 
 async def fetch_policy(
@@ -111,7 +118,10 @@ async def fetch_policy(
     """
     host = policy_host(domain)
     if gate.name_refusal(host) is not None:
-        return _fetch_error(f"policy host {host} is listed in --exclude; it was not contacted")
+        return _fetch_error(
+            PolicyCode.NOT_CONTACTED,
+            f"policy host {host} is listed in --exclude; it was not contacted",
+        )
     addresses = await _resolve(host, resolver)
     if isinstance(addresses, PolicyFetch):
         return addresses
@@ -155,7 +165,7 @@ async def _resolve(host: str, resolver: AddressResolver) -> tuple[str, ...] | Po
     found = a.addresses + aaaa.addresses
     if found:
         return found
-    return _fetch_error(_dns_problem(host, a, aaaa))
+    return _fetch_error(PolicyCode.DNS, _dns_problem(host, a, aaaa))
 
 
 async def _connect(
@@ -197,6 +207,7 @@ async def _connect(
             problems.append(f"{ip}: connect timed out after {settings.timeout:g} s")
     if excluded and not problems and not refused_by_guard:
         return _fetch_error(
+            PolicyCode.NOT_CONTACTED,
             f"policy host {host} resolves only to addresses listed in --exclude "
             f"({', '.join(excluded)}); it was not contacted",
             ip=excluded[0],
@@ -204,6 +215,7 @@ async def _connect(
     refused_by_guard += excluded
     if refused_by_guard and not problems:
         return _fetch_error(
+            PolicyCode.NOT_CONTACTED,
             f"policy host {host} resolves only to addresses the scanner may not contact "
             f"({', '.join(refused_by_guard)}: loopback, private or reserved); "
             "use --allow-private for a lab",
@@ -211,6 +223,7 @@ async def _connect(
         )
     skipped = f" (not contacted: {', '.join(refused_by_guard)})" if refused_by_guard else ""
     return _fetch_error(
+        PolicyCode.CONNECT,
         f"could not connect to policy host {host} port {settings.https_port}: "
         f"{'; '.join(problems)}{skipped}",
         ip=addresses[0] if len(addresses) == 1 else None,
@@ -252,13 +265,13 @@ async def _fetch_over(
         tls_stream = await tls.start(tcp_stream, host)
     if tls_stream is None:
         return _failure(
-            ResultType.STS_POLICY_FETCH_ERROR,
+            PolicyCode.TLS_HANDSHAKE,
             f"TLS handshake with {where} timed out after {settings.timeout:g} s",
             partial,
         )
     if isinstance(tls_stream, TlsFailure):
         return _failure(
-            ResultType.STS_POLICY_FETCH_ERROR,
+            PolicyCode.TLS_HANDSHAKE,
             f"TLS handshake with {where} failed: {tls_stream.reason}",
             partial,
         )
@@ -268,34 +281,18 @@ async def _fetch_over(
     # before any request is sent.
     session = tls_stream.session()
     if session.leaf is None:
-        return _failure(ResultType.STS_WEBPKI_INVALID, f"{where} presented no certificate", partial)
+        failure = PolicyFailure(
+            ResultType.STS_WEBPKI_INVALID,
+            f"{where} presented no certificate",
+            PolicyCode.WEBPKI_NO_CERTIFICATE,
+        )
+        return replace(partial, failure=failure)
     check = tls.check(session, host, now, presented=tls_stream.presented_chain())
     partial = replace(partial, certificate=check)
-    problem = _certificate_problem(host, check)
+    problem = certificate_failure(where, host, check)
     if problem is not None:
-        return _failure(ResultType.STS_WEBPKI_INVALID, f"{where}: {problem}", partial)
+        return replace(partial, failure=problem)
     return await _http_get(host, where, tls_stream, settings, partial)
-
-
-def _certificate_problem(host: str, check: CertificateCheck) -> str | None:
-    problems: list[str] = []
-    error = check.chain.verify_error
-    if check.chain.expired:
-        problems.append(
-            f"certificate expired on {check.leaf.not_after:%Y-%m-%d %H:%M:%SZ} ({error})"
-        )
-    elif check.chain.not_yet_valid:
-        problems.append(
-            f"certificate is not valid before {check.leaf.not_before:%Y-%m-%d %H:%M:%SZ} ({error})"
-        )
-    elif not check.chain.trusted:
-        problems.append(f"certificate does not chain to a trusted root ({error})")
-    if not check.name_matches:
-        names = ", ".join(check.leaf.san) if check.leaf.san else "none"
-        problems.append(
-            f"certificate is not valid for {host} (SAN dNSNames: {names}; the subject CN is not used)"
-        )
-    return "; ".join(problems) if problems else None
 
 
 def _request_bytes(connection: h11.Connection, host: str) -> bytes:
@@ -322,13 +319,6 @@ def _header(response: h11.Response, name: bytes) -> str | None:
     return None
 
 
-def _is_text_plain(content_type: str | None) -> bool:
-    # RFC 8461 §3.2: media type text/plain; parameters (charset) are allowed.
-    if content_type is None:
-        return False
-    return content_type.split(";", 1)[0].strip(" \t").lower() == "text/plain"
-
-
 async def _http_get(
     host: str,
     where: str,
@@ -345,87 +335,56 @@ async def _http_get(
             response = await _receive_response(connection, stream)
         if response is None:
             return _failure(
-                ResultType.STS_POLICY_FETCH_ERROR,
+                PolicyCode.HTTP_TIMEOUT,
                 f"{where} sent no response headers within {timeout}",
                 partial,
             )
         content_type = _header(response, b"content-type")
         partial = replace(partial, http_status=response.status_code, content_type=content_type)
-
-        # RFC 8461 §3.3: only 200 is a policy; redirects must not be followed.
+        location = _header(response, b"location")
         if 300 <= response.status_code < 400:
-            location = _header(response, b"location")
-            return _failure(
-                ResultType.STS_POLICY_FETCH_ERROR,
-                f"{where} answered HTTP {response.status_code} redirect to "
-                f"{location or '(no Location)'}; redirects are never followed, serve the policy "
-                f"at https://{host}{POLICY_PATH} directly",
-                replace(partial, location=location),
-            )
-        if response.status_code != 200:
-            status = f"{response.status_code} {bytes(response.reason).decode('latin-1')}".strip()
-            return _failure(
-                ResultType.STS_POLICY_FETCH_ERROR,
-                f"{where} answered HTTP {status} for {POLICY_PATH}; only 200 is a policy",
-                partial,
-            )
-        announced = _header(response, b"content-length")
-        if announced is not None and announced.isdigit() and int(announced) > settings.max_body:
-            return _failure(
-                ResultType.STS_POLICY_FETCH_ERROR,
-                f"{where} announced a {int(announced)}-byte policy (Content-Length), over the "
-                f"{settings.max_body}-byte limit senders apply",
-                partial,
-            )
+            partial = replace(partial, location=location)
+        refused = head_failure(
+            where,
+            host,
+            status=response.status_code,
+            reason=bytes(response.reason).decode("latin-1"),
+            location=location,
+            content_length=_header(response, b"content-length"),
+            max_body=settings.max_body,
+        )
+        if refused is not None:
+            return replace(partial, failure=refused)
 
         body: bytes | None = None
         with trio.move_on_after(settings.timeout):
             body = await _receive_body(connection, stream, settings.max_body)
         if body is None:
             return _failure(
-                ResultType.STS_POLICY_FETCH_ERROR,
+                PolicyCode.HTTP_TIMEOUT,
                 f"{where} did not finish sending the policy body within {timeout}",
                 partial,
             )
         if len(body) > settings.max_body:
-            return _failure(
-                ResultType.STS_POLICY_FETCH_ERROR,
-                f"{where} sent a policy body over the {settings.max_body}-byte limit senders "
-                "apply; reading stopped there",
-                partial,
-            )
+            return replace(partial, failure=oversized_body(where, settings.max_body))
     except h11.RemoteProtocolError as error:
         return _failure(
-            ResultType.STS_POLICY_FETCH_ERROR,
+            PolicyCode.HTTP_PROTOCOL,
             f"{where} sent a malformed HTTP response ({error})",
             partial,
         )
     except STREAM_ERRORS as error:
         return _failure(
-            ResultType.STS_POLICY_FETCH_ERROR,
+            PolicyCode.HTTP_PROTOCOL,
             f"connection to {where} broke during the HTTP exchange ({type(error).__name__}: {error})",
             partial,
         )
 
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        return _failure(
-            ResultType.STS_POLICY_INVALID,
-            f"the policy served by {where} is not valid UTF-8 (byte offset {error.start})",
-            partial,
-        )
+    text = decode_body(where, body)
+    if isinstance(text, PolicyFailure):
+        return replace(partial, failure=text)
     partial = replace(partial, text=text)
-    # RFC 8461 §3.2: the media type is text/plain. Checked once the body is read, so the
-    # report's policy-string still shows what was served.
-    if not _is_text_plain(content_type):
-        return _failure(
-            ResultType.STS_POLICY_INVALID,
-            f"{where} served the policy as {content_type or 'no Content-Type'!r}, "
-            "not text/plain; strict senders reject it (lenient ones may still accept it)",
-            partial,
-        )
-    parsed = parse_policy(text)
+    parsed = policy_of(where, text, content_type)
     if isinstance(parsed, PolicyFailure):
         return replace(partial, failure=parsed)
     return replace(partial, policy=parsed)

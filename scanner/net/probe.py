@@ -191,10 +191,9 @@ def connect_failure(exc: OSError) -> Interruption:
     if code is None:
         return Interruption(InterruptionKind.CONNECT_FAILED, Phase.CONNECT, str(exc))
     kind = _CONNECT_KINDS.get(code, InterruptionKind.CONNECT_FAILED)
-    detail = (
-        "" if kind is InterruptionKind.CONNECT_REFUSED else errno.errorcode.get(code, str(code))
-    )
-    return Interruption(kind, Phase.CONNECT, detail)
+    name = errno.errorcode.get(code, str(code))
+    detail = "" if kind is InterruptionKind.CONNECT_REFUSED else name
+    return Interruption(kind, Phase.CONNECT, detail, errno=name)
 
 
 def _refusal(reply: Reply, phase: Phase) -> Interruption:
@@ -208,7 +207,7 @@ def _refusal(reply: Reply, phase: Phase) -> Interruption:
         kind = InterruptionKind.REJECTED
     else:
         kind = InterruptionKind.BUSY
-    return Interruption(kind, phase, words)
+    return Interruption(kind, phase, words, reply_code=reply.code)
 
 
 def _sni(hostname: str) -> str | None:
@@ -525,7 +524,9 @@ class _Session:
             # accepts no mail over this TLS session.
             words = f"{ehlo.code} {ehlo.text}".rstrip()
             self.note_after_tls(
-                Interruption(InterruptionKind.REJECTED, Phase.EHLO_AFTER_TLS, words)
+                Interruption(
+                    InterruptionKind.REJECTED, Phase.EHLO_AFTER_TLS, words, reply_code=ehlo.code
+                )
             )
         await self.quit()
 

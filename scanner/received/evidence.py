@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
+from scanner.core.codes import Problem, ProblemCode
 from scanner.received.authenticity import counts_for_readiness
 from scanner.received.records import ReceivedReports, StoredReport
 from scanner.received.report import PolicyReport, normalise_domain
@@ -74,8 +75,8 @@ class ReceivedEvidence:
     organizations: tuple[OrganizationEvidence, ...]
     failures_by_result_type: tuple[tuple[str, int], ...]
     policy_failure_days: tuple[date, ...]
-    blockers: tuple[str, ...]
-    warnings: tuple[str, ...]
+    blockers: tuple[Problem, ...]
+    warnings: tuple[Problem, ...]
 
     @property
     def successful_sessions(self) -> int:
@@ -214,10 +215,10 @@ def _tally(
 
 def _rate_words(
     tallies: _Tallies, name: str, window_label: str, min_sessions: int, max_failure_rate: float
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[Problem], list[Problem]]:
     """Blockers for reporters (and all pooled) above the failure rate; a warning below it."""
-    blockers: list[str] = []
-    warnings: list[str] = []
+    blockers: list[Problem] = []
+    warnings: list[Problem] = []
     pooled, organizations = tallies.pooled, tallies.organizations
     threshold = _percent(max_failure_rate)
     blocked_failures = 0
@@ -226,10 +227,14 @@ def _rate_words(
         if tally.sessions.total >= min_sessions and rate is not None and rate > max_failure_rate:
             blocked_failures += tally.sessions.failed
             blockers.append(
-                f"TLS-RPT: {_shown(organization_name)} reported {tally.sessions.failed} failed of "
-                f"{tally.sessions.total} sessions to {name} {window_label} "
-                f"({_percent(rate)}, above {threshold}): result types "
-                f"{_counted(_ranked(tally.result_types))}; receiving MX {_listed(sorted(tally.mx))}"
+                Problem(
+                    ProblemCode.REPORTED_FAILURE_RATE,
+                    f"TLS-RPT: {_shown(organization_name)} reported {tally.sessions.failed} failed of "
+                    f"{tally.sessions.total} sessions to {name} {window_label} "
+                    f"({_percent(rate)}, above {threshold}): result types "
+                    f"{_counted(_ranked(tally.result_types))}; receiving MX "
+                    f"{_listed(sorted(tally.mx))}",
+                )
             )
     pooled_rate = pooled.sessions.failure_rate
     reporters_with_failures = [
@@ -242,25 +247,31 @@ def _rate_words(
     if pooled_rate is not None and pooled_rate > max_failure_rate:
         if blocked_failures < pooled.sessions.failed:  # else the blockers above say it all
             blockers.append(
-                f"TLS-RPT: {pooled.sessions.failed} failed of {pooled.sessions.total} sessions "
-                f"to {name} {window_label}, all reporters together ({_percent(pooled_rate)}, "
-                f"above {threshold}): result types {_counted(_ranked(pooled.result_types))}; "
-                f"reporters {_listed(reporters_with_failures)}; receiving MX "
-                f"{_listed(sorted(pooled.mx))}"
+                Problem(
+                    ProblemCode.REPORTED_FAILURE_RATE,
+                    f"TLS-RPT: {pooled.sessions.failed} failed of {pooled.sessions.total} sessions "
+                    f"to {name} {window_label}, all reporters together ({_percent(pooled_rate)}, "
+                    f"above {threshold}): result types {_counted(_ranked(pooled.result_types))}; "
+                    f"reporters {_listed(reporters_with_failures)}; receiving MX "
+                    f"{_listed(sorted(pooled.mx))}",
+                )
             )
     elif pooled.sessions.failed:
         warnings.append(
-            f"TLS-RPT: {pooled.sessions.failed} failed of {pooled.sessions.total} sessions to "
-            f"{name} {window_label} ({_percent(pooled_rate or 0.0)}, within {threshold}): result "
-            f"types {_counted(_ranked(pooled.result_types))}; reporters "
-            f"{_listed(reporters_with_failures)}; receiving MX {_listed(sorted(pooled.mx))}"
+            Problem(
+                ProblemCode.REPORTED_FAILURES,
+                f"TLS-RPT: {pooled.sessions.failed} failed of {pooled.sessions.total} sessions to "
+                f"{name} {window_label} ({_percent(pooled_rate or 0.0)}, within {threshold}): result "
+                f"types {_counted(_ranked(pooled.result_types))}; reporters "
+                f"{_listed(reporters_with_failures)}; receiving MX {_listed(sorted(pooled.mx))}",
+            )
         )
     return blockers, warnings
 
 
 def _policy_failure_words(
     tallies: _Tallies, name: str, window_label: str
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[Problem], list[Problem]]:
     """Policy-level failures: a warning on one day, a blocker on two or more."""
     days = tuple(sorted(tallies.policy_days))
     if not days:
@@ -268,12 +279,13 @@ def _policy_failure_words(
     types: Counter[str] = Counter()
     for counter in tallies.policy_days.values():
         types.update(counter)
-    sentence = (
+    sentence = Problem(
+        ProblemCode.REPORTED_POLICY_FAILURES,
         f"TLS-RPT: MTA-STS policy failures for {name} reported on {len(days)} "
         f"day{'s' if len(days) > 1 else ''} {window_label} "
         f"({_listed([day.isoformat() for day in days])}): result types "
         f"{_counted(_ranked(types))}; reporters {_listed(sorted(tallies.policy_reporters))}; "
-        f"receiving MX {_listed(sorted(tallies.policy_mx))}"
+        f"receiving MX {_listed(sorted(tallies.policy_mx))}",
     )
     return ([sentence], []) if len(days) >= 2 else ([], [sentence])
 
@@ -285,40 +297,59 @@ def _volume_words(
     min_sessions: int,
     rua: Sequence[str] | None,
     received_destinations: set[str],
-) -> list[str]:
+) -> list[Problem]:
     """Warnings: too little traffic, unverified or conflicting reports, rua not received here."""
     pooled, unverified, conflicting = tallies.pooled, tallies.unverified, tallies.conflicting
-    warnings: list[str] = []
+    warnings: list[Problem] = []
     if pooled.sessions.total == 0:
-        warnings.append(f"TLS-RPT: no sessions to {name} reported {window_label}")
+        warnings.append(
+            Problem(
+                ProblemCode.REPORTS_NONE, f"TLS-RPT: no sessions to {name} reported {window_label}"
+            )
+        )
     elif pooled.sessions.total < min_sessions:
         warnings.append(
-            f"TLS-RPT: only {pooled.sessions.total} sessions to {name} reported {window_label} "
-            f"(fewer than {min_sessions}): too little traffic to judge"
+            Problem(
+                ProblemCode.REPORTS_FEW_SESSIONS,
+                f"TLS-RPT: only {pooled.sessions.total} sessions to {name} reported {window_label} "
+                f"(fewer than {min_sessions}): too little traffic to judge",
+            )
         )
     if unverified:
         warnings.append(
-            f"TLS-RPT: {unverified} report{'s' if unverified > 1 else ''} for {name} "
-            f"{window_label} not DKIM-verified and not counted"
+            Problem(
+                ProblemCode.REPORTS_UNVERIFIED,
+                f"TLS-RPT: {unverified} report{'s' if unverified > 1 else ''} for {name} "
+                f"{window_label} not DKIM-verified and not counted",
+            )
         )
     if conflicting:
         warnings.append(
-            f"TLS-RPT: {conflicting} report{'s' if conflicting > 1 else ''} for {name} "
-            f"{window_label} arrived in conflicting copies (same organization and report-id, "
-            "different content); the first or verified copy is counted"
+            Problem(
+                ProblemCode.REPORTS_CONFLICTING,
+                f"TLS-RPT: {conflicting} report{'s' if conflicting > 1 else ''} for {name} "
+                f"{window_label} arrived in conflicting copies (same organization and report-id, "
+                "different content); the first or verified copy is counted",
+            )
         )
     if rua is not None:
         wanted = [normalise_destination(uri) for uri in rua]
         received_here = [uri for uri in wanted if uri in received_destinations]
         if received_here and not pooled.reports and not unverified:
             warnings.append(
-                f"TLS-RPT: no report for {name} arrived {window_label}, though its rua names "
-                f"{_listed(received_here)}, which this database receives"
+                Problem(
+                    ProblemCode.REPORTS_DESTINATION,
+                    f"TLS-RPT: no report for {name} arrived {window_label}, though its rua names "
+                    f"{_listed(received_here)}, which this database receives",
+                )
             )
         elif wanted and not received_here:
             warnings.append(
-                f"TLS-RPT: this database receives none of the rua destinations of {name} "
-                f"({_listed(wanted)}); reports sent there are not counted"
+                Problem(
+                    ProblemCode.REPORTS_DESTINATION,
+                    f"TLS-RPT: this database receives none of the rua destinations of {name} "
+                    f"({_listed(wanted)}); reports sent there are not counted",
+                )
             )
     return warnings
 

@@ -1,10 +1,15 @@
-"""Kinds of problems named from the words of a result line: data tables of patterns.
+"""Kinds of problems: the codes of a line, and for lines before schema 3, codes named
+from their words by data tables of patterns.
 
-The line states a problem in words an operator can act on (`mta_sts.error.detail`,
-`tlsrpt.error`, an address's `reason`); research counts problems by kind. Each table
-below lists (kind, pattern) rows, tried in order with `re.search`; the first that
-matches names the kind, and a text no row matches is `other`. A new kind of problem is
-one new row: the funnel, the taxonomy, every view and the JSON follow.
+Since schema 3 a line carries the code of each problem (`mta_sts.error.code`,
+`tlsrpt.error_code`, an address's `reason_code`: docs/output.md#codes), and research
+counts problems by those codes; no pattern here runs on such a line. Lines of schema
+versions 1 and 2 state their problems in words only (`mta_sts.error.detail`,
+`tlsrpt.error`, an address's `reason`): the results reader (`scanner.research.lines`)
+names their codes with the tables below. Each lists (kind, pattern) rows, tried in
+order with `re.search`; the first that matches names the kind, and a text no row
+matches is `other`. The kinds are the codes schema 3 writes, so files of both versions
+count alike.
 
 The words come from `scanner/core/discovery.py`, `core/sts.py`, `core/tlsrpt_record.py`,
 `net/policy_fetch.py` and `core/reasons.py` (docs/output.md#not-testable-reasons).
@@ -20,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from scanner.core.codes import FETCH_POLICY_CODES
 from scanner.models import ResultType
 
 OTHER: Final = "other"
@@ -59,10 +65,6 @@ RECORD_ERROR_KINDS: Final = _rows(
     ("missing-id", r"^v=STSv1 record .* has no id field"),
     ("invalid-record", r"^v=STSv1 record "),
 )
-# Kinds that mean "the domain publishes something at _mta-sts meant as a record".
-PUBLISHED_RECORD_KINDS: Final = frozenset(
-    {"near-miss", "several-records", "invalid-id", "missing-id", "invalid-record"}
-)
 
 # `tlsrpt.error`.
 TLSRPT_ERROR_KINDS: Final = _rows(
@@ -73,9 +75,6 @@ TLSRPT_ERROR_KINDS: Final = _rows(
     ("several-records", r"^[0-9]+ v=TLSRPTv1 records"),
     ("missing-rua", r"^v=TLSRPTv1 record .* has no rua field"),
     ("invalid-record", r"^v=TLSRPTv1 record "),
-)
-PUBLISHED_TLSRPT_KINDS: Final = frozenset(
-    {"near-miss", "several-records", "missing-rua", "invalid-record"}
 )
 
 # `mta_sts.error.detail` of `sts-policy-fetch-error`.
@@ -126,7 +125,7 @@ SYNTAX_ERROR_KINDS: Final = _rows(
 # An address's not-testable `reason`.
 NOT_TESTABLE_KINDS: Final = _rows(
     ("connect-refused", r"^connect-refused"),
-    ("connect-failed: {errno}", r"^connect-failed: (?P<errno>E[A-Z0-9]{2,20})\b"),
+    ("connect-failed:{errno}", r"^connect-failed: (?P<errno>E[A-Z0-9]{2,20})\b"),
     ("connect-failed", r"^connect-failed"),
     ("timeout:{phase}", r"^timeout:(?P<phase>[a-z-]{1,20})"),
     ("closed:{phase}", r"^closed:(?P<phase>[a-z-]{1,20})"),
@@ -164,21 +163,44 @@ def tlsrpt_error_kind(detail: str | None) -> str:
     return kind_of(detail, TLSRPT_ERROR_KINDS)
 
 
-def policy_problem(result_type: str | None, detail: str | None) -> tuple[str, str] | None:
-    """("fetch" or "syntax", kind) of a policy result type and its detail; None for none.
+def not_testable_kind(reason: str | None) -> str:
+    return kind_of(reason, NOT_TESTABLE_KINDS)
+
+
+def legacy_sts_error_code(result_type: str | None, detail: str | None) -> str:
+    """The code of a version 1 or 2 line's `mta_sts.error`: a record or a policy code."""
+    if result_type is None:
+        return record_error_kind(detail)
+    if result_type == ResultType.STS_POLICY_FETCH_ERROR:
+        return kind_of(detail, FETCH_ERROR_KINDS)
+    if result_type == ResultType.STS_WEBPKI_INVALID:
+        return kind_of(detail, WEBPKI_KINDS)
+    if result_type == ResultType.STS_POLICY_INVALID:
+        served = kind_of(detail, SERVED_KINDS)
+        return served if served != OTHER else kind_of(detail, SYNTAX_ERROR_KINDS)
+    return OTHER
+
+
+_POLICY_RESULT_TYPES: Final = frozenset(
+    {
+        ResultType.STS_POLICY_FETCH_ERROR,
+        ResultType.STS_WEBPKI_INVALID,
+        ResultType.STS_POLICY_INVALID,
+    }
+)
+
+
+def policy_problem(result_type: str | None, code: str | None) -> tuple[str, str] | None:
+    """("fetch" or "syntax", code) of a policy result type and its code; None for none.
 
     A policy served with the wrong Content-Type is `sts-policy-invalid` in RFC 8460's
     terms but a fetch problem here: its text may be fine, how it was served is not.
     """
-    if result_type == ResultType.STS_POLICY_FETCH_ERROR:
-        return "fetch", kind_of(detail, FETCH_ERROR_KINDS)
-    if result_type == ResultType.STS_WEBPKI_INVALID:
-        return "fetch", kind_of(detail, WEBPKI_KINDS)
-    if result_type == ResultType.STS_POLICY_INVALID:
-        served = kind_of(detail, SERVED_KINDS)
-        if served != OTHER:
-            return "fetch", served
-        return "syntax", kind_of(detail, SYNTAX_ERROR_KINDS)
     if result_type is None:
         return None
-    return "fetch", OTHER
+    if result_type not in _POLICY_RESULT_TYPES:
+        return "fetch", OTHER
+    kind = code or OTHER
+    if result_type == ResultType.STS_POLICY_INVALID and kind not in FETCH_POLICY_CODES:
+        return "syntax", kind
+    return "fetch", kind

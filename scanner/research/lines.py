@@ -16,6 +16,7 @@ them with the scanner's enums.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -24,10 +25,20 @@ from pathlib import Path
 
 from scanner.models import AddressStatus, MxSource
 from scanner.output import KNOWN_SCHEMA_VERSIONS
+from scanner.research.kinds import (
+    OTHER,
+    legacy_sts_error_code,
+    not_testable_kind,
+    tlsrpt_error_kind,
+)
 from scanner.untrusted import visible
 
 # Notes naming skipped lines are kept up to this many per tally; the counts are exact.
 MAX_NOTES = 50
+# The first schema version whose lines carry codes (docs/output.md#changelog); earlier
+# lines have their codes named from their words by `scanner.research.kinds`.
+CODES_SINCE = 3
+_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._-]{0,79}")
 
 
 class ResultFileError(Exception):
@@ -61,6 +72,9 @@ class Address:
     after_tls_error: str | None
     attempts: int | None
     dane_status: str | None = None  # the address's DANE status (docs/dane.md), when checked
+    # The not-testable reason's code (docs/output.md#not-testable-reasons): written by
+    # schema 3, named from the `reason` text for versions 1 and 2.
+    reason_code: str | None = None
 
     @property
     def tested(self) -> bool:
@@ -120,8 +134,10 @@ class ScanLine:
     policy_text: str | None
     sts_error_type: str | None
     sts_error_detail: str | None
+    sts_error_code: str | None  # a RecordCode or PolicyCode (docs/output.md#codes)
     tlsrpt_record: str | None
     tlsrpt_error: str | None
+    tlsrpt_error_code: str | None  # a RecordCode
     mx_status: str | None
     null_mx: bool
     implicit_mx: bool
@@ -182,16 +198,33 @@ def _certificate(value: object) -> Certificate | None:
     )
 
 
-def _address(value: object) -> Address | None:
+def _code(value: object) -> str | None:
+    """A code as written, when it has the shape of one; `other` for text that has not.
+
+    Codes are short words of letters, digits and `-:._`; anything else (a hand-edited
+    or hostile file) is never shown or counted as a code of its own.
+    """
+    if not isinstance(value, str):
+        return None
+    return value if _CODE.fullmatch(value) else OTHER
+
+
+def _address(value: object, version: int) -> Address | None:
     data = _object(value)
     ip = _text(data.get("ip"))
     if ip is None:
         return None
     tls = _object(data.get("tls"))
+    reason = _text(data.get("reason"))
+    if version >= CODES_SINCE:
+        code = _code(data.get("reason_code"))
+    else:
+        code = not_testable_kind(reason) if reason is not None else None
     return Address(
         ip=ip,
         status=_text(data.get("status")) or "",
-        reason=_text(data.get("reason")),
+        reason=reason,
+        reason_code=code,
         starttls=_text(data.get("starttls")),
         tls_version=_text(tls.get("version")),
         certificate=_certificate(data.get("certificate")),
@@ -203,12 +236,12 @@ def _address(value: object) -> Address | None:
     )
 
 
-def _host(value: object) -> MxHost | None:
+def _host(value: object, version: int) -> MxHost | None:
     data = _object(value)
     hostname = _text(data.get("hostname"))
     if hostname is None:
         return None
-    addresses = (_address(item) for item in _items(data.get("addresses")))
+    addresses = (_address(item, version) for item in _items(data.get("addresses")))
     return MxHost(
         hostname=hostname,
         preference=_integer(data.get("preference")),
@@ -255,10 +288,19 @@ def scan_line(record: Mapping[str, object], version: int) -> ScanLine:
     sts_error = _object(sts.get("error"))
     tlsrpt = _object(record.get("tlsrpt"))
     lookup = _object(record.get("mx_lookup"))
-    hosts = (_host(item) for item in _items(record.get("mx")))
+    hosts = (_host(item, version) for item in _items(record.get("mx")))
     indicators = (_indicator(item) for item in _items(record.get("indicators")))
     over = (_over_limit(item) for item in _items(record.get("over_limit")))
     rank = _integer(record.get("rank"))
+    sts_type = _text(sts_error.get("result_type"))
+    sts_detail = _text(sts_error.get("detail"))
+    tlsrpt_error = _text(tlsrpt.get("error"))
+    if version >= CODES_SINCE:
+        sts_code = _code(sts_error.get("code"))
+        tlsrpt_code = _code(tlsrpt.get("error_code"))
+    else:
+        sts_code = legacy_sts_error_code(sts_type, sts_detail) if sts_error else None
+        tlsrpt_code = tlsrpt_error_kind(tlsrpt_error) if tlsrpt_error is not None else None
     return ScanLine(
         schema_version=version,
         domain=_text(record.get("domain")) or "",
@@ -269,10 +311,12 @@ def scan_line(record: Mapping[str, object], version: int) -> ScanLine:
         sts_id=_text(sts.get("id")),
         policy=_policy(sts.get("policy")),
         policy_text=_text(sts.get("policy_text")),
-        sts_error_type=_text(sts_error.get("result_type")),
-        sts_error_detail=_text(sts_error.get("detail")),
+        sts_error_type=sts_type,
+        sts_error_detail=sts_detail,
+        sts_error_code=sts_code,
         tlsrpt_record=_text(tlsrpt.get("record")),
-        tlsrpt_error=_text(tlsrpt.get("error")),
+        tlsrpt_error=tlsrpt_error,
+        tlsrpt_error_code=tlsrpt_code,
         mx_status=_text(lookup.get("status")),
         null_mx=_flag(lookup.get("null_mx")) is True,
         implicit_mx=_flag(lookup.get("implicit")) is True,

@@ -30,14 +30,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from scanner.core.codes import PUBLISHED_RECORD_CODES
 from scanner.models import PolicyMode
-from scanner.research.kinds import (
-    PUBLISHED_RECORD_KINDS,
-    PUBLISHED_TLSRPT_KINDS,
-    policy_problem,
-    record_error_kind,
-    tlsrpt_error_kind,
-)
+from scanner.research.kinds import policy_problem
 from scanner.research.lines import ScanLine
 
 
@@ -62,11 +57,11 @@ def has_mx(line: ScanLine) -> bool:
 def publishes_record(line: ScanLine) -> bool:
     if line.sts_record is not None:
         return True
-    return record_error_kind(line.sts_error_detail) in PUBLISHED_RECORD_KINDS
+    return line.sts_error_code in PUBLISHED_RECORD_CODES
 
 
 def policy_fetched(line: ScanLine) -> bool:
-    problem = policy_problem(line.sts_error_type, line.sts_error_detail)
+    problem = policy_problem(line.sts_error_type, line.sts_error_code)
     return problem is None or problem[0] != "fetch"
 
 
@@ -144,7 +139,7 @@ def _mode(mode: PolicyMode) -> Callable[[ScanLine, int], bool]:
 def _tlsrpt_present(line: ScanLine, count: int) -> bool:
     if line.tlsrpt_record is not None:
         return True
-    return tlsrpt_error_kind(line.tlsrpt_error) in PUBLISHED_TLSRPT_KINDS
+    return line.tlsrpt_error_code in PUBLISHED_RECORD_CODES
 
 
 BESIDE: Final[tuple[Measure, ...]] = (

@@ -21,12 +21,9 @@ from typing import Final
 from scanner.models import IndicatorCode, ResultType, StartTlsStatus
 from scanner.research.kinds import (
     CAP_KINDS,
-    NOT_TESTABLE_KINDS,
     OTHER,
     kind_of,
     policy_problem,
-    record_error_kind,
-    tlsrpt_error_kind,
     verify_error_kind,
 )
 from scanner.research.lines import Address, MxHost, ScanLine
@@ -70,14 +67,14 @@ def _key(host: MxHost, address: Address) -> str:
 
 def record_errors(line: ScanLine) -> Iterator[Observation]:
     if line.sts_record is None:
-        yield Observation(record_error_kind(line.sts_error_detail))
+        yield Observation(line.sts_error_code or OTHER)
 
 
 def _policy_problems(part: str) -> Callable[[ScanLine], Iterator[Observation]]:
     def observe(line: ScanLine) -> Iterator[Observation]:
         if line.sts_record is None:
             return
-        problem = policy_problem(line.sts_error_type, line.sts_error_detail)
+        problem = policy_problem(line.sts_error_type, line.sts_error_code)
         if problem is not None and problem[0] == part:
             yield Observation(problem[1])
 
@@ -97,7 +94,7 @@ def mx_coverage(line: ScanLine) -> Iterator[Observation]:
 
 def tlsrpt_errors(line: ScanLine) -> Iterator[Observation]:
     if line.tlsrpt_record is None and line.error is None:
-        yield Observation(tlsrpt_error_kind(line.tlsrpt_error))
+        yield Observation(line.tlsrpt_error_code or OTHER)
 
 
 def certificates(line: ScanLine) -> Iterator[Observation]:
@@ -175,7 +172,7 @@ def tls_sessions(line: ScanLine) -> Iterator[Observation]:
 def not_testable(line: ScanLine) -> Iterator[Observation]:
     for host, address in _sessions(line):
         if address.not_testable:
-            yield Observation(kind_of(address.reason, NOT_TESTABLE_KINDS), _key(host, address))
+            yield Observation(address.reason_code or OTHER, _key(host, address))
 
 
 def busy_retries(line: ScanLine) -> Iterator[Observation]:

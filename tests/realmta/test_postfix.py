@@ -261,7 +261,8 @@ async def test_postscreen_greet_pause(
     else:
         assert "C: QUIT" not in outcome.transcript
         (blocker,) = result.verdict.blockers
-        assert blocker.endswith(f"could not be tested: {reason}; {PARTIAL_GREETING_HINT}")
+        assert (blocker.code, blocker.cause) == ("not-testable", "timeout:greeting")
+        assert blocker.text.endswith(f"could not be tested: {reason}; {PARTIAL_GREETING_HINT}")
         # The failing twin of "no PREGREET": a client that says QUIT in the pause is logged.
         assert twin_log is not None
         assert "PREGREET" in twin_log
@@ -323,7 +324,7 @@ async def test_ehlo_name_that_does_not_resolve_is_refused(tmp_path: Path) -> Non
     words = f"ehlo-rejected:450 4.7.1 <{default_name}>: Helo command rejected: Host not found"
     assert reasons(result) == [words]
     assert result.verdict is not None
-    assert result.verdict.blockers[0].endswith(f"{words}; {EHLO_NAME_HINT}")
+    assert result.verdict.blockers[0].text.endswith(f"{words}; {EHLO_NAME_HINT}")
     assert f"reject: EHLO from unknown[{outcome.local_ip}]" in log
     # The twin: a name in DNS that leads back to the scanning host.
     (result,) = accepted.values()
