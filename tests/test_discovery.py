@@ -9,22 +9,29 @@ from scanner.models import DnsStatus, Policy, PolicyMode, TxtAnswer
 
 
 @pytest.mark.parametrize(
-    ("answer", "record_id", "reason_part"),
+    ("answer", "record_id", "code", "reason_part"),
     [
-        (TxtAnswer(DnsStatus.ANSWER, ("v=spf1 -all", "v=STSv1; id=abc")), "abc", None),
-        (TxtAnswer(DnsStatus.ANSWER, ("v=spf1 -all",)), None, "no v=STSv1 record"),
-        (TxtAnswer(DnsStatus.NXDOMAIN), None, "no _mta-sts TXT record (nxdomain)"),
-        (TxtAnswer(DnsStatus.NODATA), None, "no _mta-sts TXT record (nodata)"),
-        (TxtAnswer(DnsStatus.TIMEOUT, (), "no answer"), None, "lookup failed (timeout: no answer)"),
+        (TxtAnswer(DnsStatus.ANSWER, ("v=spf1 -all", "v=STSv1; id=abc")), "abc", None, None),
+        (TxtAnswer(DnsStatus.ANSWER, ("v=spf1 -all",)), None, "no-record", "no v=STSv1 record"),
+        (TxtAnswer(DnsStatus.ANSWER, ("v=stsv1; id=abc",)), None, "near-miss", "case-sensitive"),
+        (TxtAnswer(DnsStatus.ANSWER, ("v=STSv1; id=a", "v=STSv1; id=b")), None, "several-records", "2 v=STSv1 records"),
+        (TxtAnswer(DnsStatus.ANSWER, ("v=STSv1; id=a-b",)), None, "invalid-id", "is invalid: id"),
+        (TxtAnswer(DnsStatus.ANSWER, ("v=STSv1; ID=a",)), None, "missing-id", "has no id field"),
+        (TxtAnswer(DnsStatus.NXDOMAIN), None, "no-record", "no _mta-sts TXT record (nxdomain)"),
+        (TxtAnswer(DnsStatus.NODATA), None, "no-record", "no _mta-sts TXT record (nodata)"),
+        (TxtAnswer(DnsStatus.TIMEOUT, (), "no answer"), None, "lookup-failed", "lookup failed (timeout: no answer)"),
     ],
-    ids=["one-record", "only-spf", "nxdomain", "nodata", "timeout"],
-)
-def test_sts_record_from(answer: TxtAnswer, record_id: str | None, reason_part: str | None) -> None:
+    ids=["one-record", "only-spf", "near-miss", "several", "invalid-id", "missing-id", "nxdomain", "nodata", "timeout"],
+)  # fmt: skip
+def test_sts_record_from(
+    answer: TxtAnswer, record_id: str | None, code: str | None, reason_part: str | None
+) -> None:
     record, reason = sts_record_from(answer)
     if record_id is None:
         assert record is None
         assert reason is not None
-        assert reason_part in reason
+        assert reason.code == code
+        assert reason_part in reason.detail
     else:
         assert record is not None
         assert record.id == record_id
@@ -32,22 +39,28 @@ def test_sts_record_from(answer: TxtAnswer, record_id: str | None, reason_part: 
 
 
 @pytest.mark.parametrize(
-    ("answer", "rua"),
+    ("answer", "rua", "code"),
     [
         (
             TxtAnswer(DnsStatus.ANSWER, ("v=TLSRPTv1; rua=mailto:r@example.com",)),
             ("mailto:r@example.com",),
+            None,
         ),
-        (TxtAnswer(DnsStatus.ANSWER, ("v=TLSRPTv1; rua=ftp://x.example",)), None),
-        (TxtAnswer(DnsStatus.SERVFAIL, (), "SERVFAIL"), None),
+        (TxtAnswer(DnsStatus.ANSWER, ("v=TLSRPTv1; rua=ftp://x.example",)), None, "invalid-record"),
+        (TxtAnswer(DnsStatus.ANSWER, ("v=TLSRPTv1; ruA=mailto:r@x.example",)), None, "missing-rua"),
+        (TxtAnswer(DnsStatus.SERVFAIL, (), "SERVFAIL"), None, "lookup-failed"),
     ],
-    ids=["mailto", "bad-scheme", "servfail"],
+    ids=["mailto", "bad-scheme", "missing-rua", "servfail"],
 )
-def test_tlsrpt_record_from(answer: TxtAnswer, rua: tuple[str, ...] | None) -> None:
+def test_tlsrpt_record_from(
+    answer: TxtAnswer, rua: tuple[str, ...] | None, code: str | None
+) -> None:
     record, reason = tlsrpt_record_from(answer)
     if rua is None:
         assert record is None
-        assert reason
+        assert reason is not None
+        assert reason.code == code
+        assert reason.detail
     else:
         assert record is not None
         assert record.rua == rua

@@ -79,10 +79,28 @@ def error_line(domain: str, version: int) -> dict[str, Any]:
 
 @pytest.fixture
 def results(tmp_path: Path) -> Path:
-    """An old file (version 1: no rank, no mx_lookup) and a newer one with fields added since."""
+    """An old file (version 1: no rank, no mx_lookup), a newer one with fields added since,
+    and one of version 3, whose blockers are objects."""
     old = [
         line("a.example", "testing", [session("192.0.2.1", "offered")]),
         error_line("bad.example", 1),
+    ]
+    current = [
+        line(
+            "d.example",
+            "testing",
+            [{**session("192.0.2.5", "missing"), "reason_code": None}],
+            schema_version=3,
+            blockers=[
+                {
+                    "code": "starttls-missing",
+                    "text": "mx.d.example (192.0.2.5): STARTTLS is not offered",
+                    "host": "mx.d.example",
+                    "address": "192.0.2.5",
+                    "cause": None,
+                }
+            ],
+        )
     ]
     newer = [
         line(
@@ -115,6 +133,9 @@ def results(tmp_path: Path) -> Path:
     (directory / "old.jsonl").write_text(
         "".join(json.dumps(x) + "\n" for x in old), encoding="utf-8"
     )
+    (directory / "current.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in current), encoding="utf-8"
+    )
     (directory / "new.jsonl").write_text(
         "".join(json.dumps(x) + "\n" for x in newer) + "not json\n", encoding="utf-8"
     )
@@ -129,9 +150,9 @@ def run(query: str, directory: Path) -> list[tuple[Any, ...]]:
 
 def test_policy_modes_query(results: Path) -> None:
     modes, _ = queries()
-    assert run(modes, results) == [("enforce", 1), ("no valid policy", 1), ("testing", 1)]
+    assert run(modes, results) == [("testing", 2), ("enforce", 1), ("no valid policy", 1)]
 
 
 def test_starttls_sessions_query(results: Path) -> None:
     _, sessions = queries()
-    assert run(sessions, results) == [("offered", 2), ("stripped", 1)]
+    assert run(sessions, results) == [("offered", 2), ("missing", 1), ("stripped", 1)]

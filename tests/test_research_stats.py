@@ -11,6 +11,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,9 +27,12 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scanner.core.codes import ProblemCode
 from scanner.lab import load_world, open_lab
 from scanner.lab.world import World
+from scanner.models import IndicatorCode
 from scanner.output import load_schema
+from scanner.research.diff import ChangeKind, compare_snapshots, load_snapshots
 from scanner.research.groups import mx_provider, rank_buckets, registrable_domain, tld
 from scanner.research.kinds import (
     NOT_TESTABLE_KINDS,
@@ -38,7 +42,7 @@ from scanner.research.kinds import (
     policy_problem,
     record_error_kind,
 )
-from scanner.research.lines import classify_record, scan_line
+from scanner.research.lines import SkipTally, classify_record, scan_line
 from scanner.research.measures import STAGES, Stage
 from scanner.research.metadata import metadata_json, metadata_path, read_metadata, write_metadata
 from scanner.research.statistics import adoption_statistics
@@ -747,3 +751,114 @@ def test_dane_statuses_are_counted_beside_mta_sts() -> None:
         "pass": (2, 2),
         "fail": (1, 1),
     }
+
+
+# ---------------------------------------------------------------- codes (schema 3)
+
+
+def documented_codes() -> set[str]:
+    """Every code in backticks in docs/output.md's code tables and vocabularies."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "output.md").read_text("utf-8")
+    codes = text.split("## Codes", 1)[1].split("## Readiness", 1)[0]
+    indicators = text.split("### Indicators", 1)[1].split("## Result types", 1)[0]
+    return set(re.findall(r"`([a-z0-9:.-]+)`", codes + indicators))
+
+
+def test_every_problem_of_the_demo_carries_a_documented_code(demo_scan: Path) -> None:
+    documented = documented_codes()
+    known = {c.value for c in ProblemCode} | {c.value for c in IndicatorCode}
+    seen: set[str] = set()
+    for record in read_jsonl(demo_scan):
+        assert record["schema_version"] == 3
+        for problem in record["blockers"] + record["warnings"]:
+            assert set(problem) == {"code", "text", "host", "address", "cause"}
+            assert problem["code"] in known, problem
+            assert problem["code"] in documented, problem
+            seen.add(problem["code"])
+        error = record["mta_sts"]["error"]
+        if error is not None:
+            assert error["code"] in documented, error
+        if record["tlsrpt"]["error"] is not None:
+            assert record["tlsrpt"]["error_code"] in documented
+        for host in record["mx"]:
+            for address in host["addresses"]:
+                assert (address["reason"] is None) is (address["reason_code"] is None)
+    # The demo world has one domain or more for every behaviour of the lab.
+    assert {"no-sts-record", "not-testable", "starttls-missing", "no-tlsrpt-record"} <= seen
+
+
+NONSENSE = "lorem ipsum"
+
+
+def _words_replaced(record: dict[str, Any]) -> dict[str, Any]:
+    """A schema 3 line with every text that states a problem replaced by nonsense."""
+    copy = json.loads(json.dumps(record))
+    for key in ("blockers", "warnings"):
+        for problem in copy[key]:
+            problem["text"] = NONSENSE
+    if copy["mta_sts"]["error"] is not None:
+        copy["mta_sts"]["error"]["detail"] = NONSENSE
+    if copy["tlsrpt"]["error"] is not None:
+        copy["tlsrpt"]["error"] = NONSENSE
+    for indicator in copy["indicators"]:
+        indicator["detail"] = NONSENSE
+    for host in copy["mx"]:
+        for address in host["addresses"]:
+            if address["reason"] is not None:
+                address["reason"] = NONSENSE
+    return copy
+
+
+def as_version_2(record: dict[str, Any]) -> dict[str, Any]:
+    """A schema 3 line as version 2 wrote it: words only, no codes."""
+    copy = json.loads(json.dumps(record))
+    copy["schema_version"] = 2
+    for key in ("blockers", "warnings"):
+        copy[key] = [problem["text"] for problem in copy[key]]
+    if copy["mta_sts"]["error"] is not None:
+        del copy["mta_sts"]["error"]["code"]
+    del copy["tlsrpt"]["error_code"]
+    for host in copy["mx"]:
+        for address in host["addresses"]:
+            del address["reason_code"]
+    return copy
+
+
+def test_statistics_read_codes_not_words(demo_scan: Path) -> None:
+    records = read_jsonl(demo_scan)
+    original = statistics_json(adoption_statistics(records), [])
+    nonsense = statistics_json(adoption_statistics([_words_replaced(r) for r in records]), [])
+    assert nonsense == original
+    taxonomy = original["taxonomy"]
+    assert isinstance(taxonomy, list)
+    assert taxonomy  # there is something to count
+
+
+def test_a_version_2_copy_of_a_scan_gives_the_same_statistics_and_no_diff(
+    demo_scan: Path, tmp_path: Path
+) -> None:
+    records = read_jsonl(demo_scan)
+    old = tmp_path / "version-2.jsonl"
+    old.write_text("".join(json.dumps(as_version_2(r)) + "\n" for r in records), "utf-8")
+    shutil.copy(metadata_path(demo_scan), metadata_path(old))
+    assert statistics_json(adoption_statistics(read_jsonl(old)), []) == statistics_json(
+        adoption_statistics(records), []
+    )
+    tally = SkipTally()
+    changes = compare_snapshots(load_snapshots(old, tally), load_snapshots(demo_scan, tally))
+    assert tally.read == 2 * len(records)
+    assert changes == []
+    # A real change in the version 3 file is seen against the version 2 one.
+    changed = [json.loads(json.dumps(r)) for r in records]
+    for record in changed:
+        if record["error"] is None and record["mta_sts"]["error"] is None:
+            record["mta_sts"]["error"] = {
+                "result_type": "sts-policy-fetch-error",
+                "code": "http-status",
+                "detail": NONSENSE,
+            }
+            break
+    new = tmp_path / "changed.jsonl"
+    new.write_text("".join(json.dumps(r) + "\n" for r in changed), "utf-8")
+    worse = compare_snapshots(load_snapshots(old, tally), load_snapshots(new, tally))
+    assert [change.kind for change in worse] == [ChangeKind.POLICY_BROKEN]

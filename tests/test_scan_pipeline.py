@@ -167,10 +167,14 @@ async def test_excluded_mx_and_policy_host_names_are_never_contacted(demo_lab: L
 def test_resume_refuses_a_file_of_an_unknown_schema_version(tmp_path: Path) -> None:
     results = tmp_path / "old.jsonl"
     results.write_text(
-        '{"schema_version": 1, "domain": "a.example"}\n{"schema_version": 2, "domain": "b.example"}\n',
+        '{"schema_version": 3, "domain": "a.example"}\n{"schema_version": 3, "domain": "b.example"}\n',
         encoding="utf-8",
     )
-    assert completed_domains(results) == {"a.example", "b.example"}  # versions it reads
+    assert completed_domains(results) == {"a.example", "b.example"}  # the version it writes
+    results.write_text('{"schema_version": 2, "domain": "b.example"}\n', encoding="utf-8")
+    # A version stats and diff read, but not one to append version 3 lines to.
+    with pytest.raises(UnknownSchemaVersion, match=r"schema_version 2.*writes version 3"):
+        completed_domains(results)
     results.write_text('{"schema_version": 99, "domain": "c.example"}\n', encoding="utf-8")
     with pytest.raises(UnknownSchemaVersion, match="schema_version 99"):
         completed_domains(results)
