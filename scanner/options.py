@@ -263,7 +263,9 @@ def network_options(
     )
 
 
-def _option(annotation: object, default: object, name: str) -> inspect.Parameter:
+def _option(annotation: object, name: str) -> inspect.Parameter:
+    """The typer parameter `name` with its default from `network_options`, where it is declared."""
+    default = inspect.signature(network_options).parameters[name].default
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
     )
@@ -282,7 +284,6 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     "--resolver", help="Nameserver IP[:PORT] (repeatable); default: resolv.conf."
                 ),
             ],
-            None,
             "resolver",
         ),
         _option(
@@ -295,7 +296,6 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     dir_okay=False,
                 ),
             ],
-            None,
             "ca_file",
         ),
         _option(
@@ -305,7 +305,6 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     "--allow-private", help="Permit loopback, private and link-local targets."
                 ),
             ],
-            False,
             "allow_private",
         ),
         _option(
@@ -315,7 +314,6 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     "--timeout", min=0.1, help="Deadline in seconds for each network step."
                 ),
             ],
-            10.0,
             "timeout",
         ),
         _option(
@@ -327,14 +325,12 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     help="Deadline in seconds for the server's greeting (above greet pauses such as postscreen's 6 s).",
                 ),
             ],
-            DEFAULT_GREETING_TIMEOUT,
             "greeting_timeout",
         ),
         _option(
             Annotated[
                 int, typer.Option("--per-ip", min=1, help="Connections to one address at once.")
             ],
-            4,
             "per_ip",
         ),
         _option(
@@ -345,19 +341,16 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     help="Name sent in EHLO; identify your scanner. Default: this host's fully qualified name if it resolves, else scanner.invalid.",
                 ),
             ],
-            None,
             "ehlo_name",
         ),
         _option(
             Annotated[int, typer.Option("--smtp-port", min=1, max=65535, help="SMTP port (labs).")],
-            25,
             "smtp_port",
         ),
         _option(
             Annotated[
                 int, typer.Option("--https-port", min=1, max=65535, help="HTTPS port (labs).")
             ],
-            443,
             "https_port",
         ),
         _option(
@@ -370,44 +363,36 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     dir_okay=False,
                 ),
             ],
-            None,
             "exclude",
         ),
         *(
             _option(
                 Annotated[int, typer.Option(flag, min=1, help=text)],
-                default,
                 flag.removeprefix("--").replace("-", "_"),
             )
-            for flag, default, text in (
+            for flag, text in (
                 (
                     "--max-mx-hosts",
-                    DEFAULT_CAPS.max_mx_hosts,
                     "MX hosts tested per domain (docs/output.md#caps).",
                 ),
                 (
                     "--max-addresses-per-host",
-                    DEFAULT_CAPS.max_addresses_per_host,
                     "Addresses tested per MX host.",
                 ),
                 (
                     "--max-addresses",
-                    DEFAULT_CAPS.max_addresses,
                     "Addresses tested per domain, all hosts together.",
                 ),
                 (
                     "--max-standby-hosts",
-                    DEFAULT_CAPS.max_standby_hosts,
                     "Hosts named only by the policy tested per domain.",
                 ),
                 (
                     "--max-connections-per-domain",
-                    DEFAULT_CAPS.max_connections,
                     "Connection attempts per domain, retries and policy fetch included.",
                 ),
                 (
                     "--max-probes-per-address",
-                    DEFAULT_CAPS.max_names_per_address,
                     "Distinct MX names probed on one address in a scan.",
                 ),
             )
@@ -422,7 +407,6 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     help="Further tries of an address that answers 421.",
                 ),
             ],
-            3,
             "busy_retries",
         ),
         _option(
@@ -435,7 +419,6 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     dir_okay=False,
                 ),
             ],
-            None,
             "reports",
         ),
         _option(
@@ -445,7 +428,6 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     "--report-days", min=1, help="Received reports of the last N days count."
                 ),
             ],
-            14,
             "report_days",
         ),
         _option(
@@ -457,7 +439,6 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     help="Sessions a reporter needs before its failure rate counts.",
                 ),
             ],
-            100,
             "min_sessions",
         ),
         _option(
@@ -470,7 +451,6 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     help="Highest failure rate that does not block (0.001 = 0.1%).",
                 ),
             ],
-            0.001,
             "max_failure_rate",
         ),
         _option(
@@ -480,19 +460,16 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                     "--include-unverified", help="Count received reports whose DKIM did not verify."
                 ),
             ],
-            False,
             "include_unverified",
         ),
         _option(
             Annotated[
                 str, typer.Option("--org", help="organization-name of the RFC 8460 reports.")
             ],
-            "scanner",
             "org",
         ),
         _option(
             Annotated[str, typer.Option("--contact", help="contact-info of the RFC 8460 reports.")],
-            "postmaster@scanner.invalid",
             "contact",
         ),
     )

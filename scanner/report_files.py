@@ -5,14 +5,15 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from scanner.core.assess import as_utc
 from scanner.output import schema_problem
-from scanner.untrusted import safe_filename, visible
+from scanner.render import output_console
+from scanner.untrusted import safe_filename, terminal, visible
 
 _UNIQUE_ID = re.compile(r"[A-Za-z0-9]+")
 
@@ -113,3 +114,19 @@ def write_report_files(
         target.write_bytes(gzip.compress(data) if gzip_reports else data)
         counts.written += 1
     return counts
+
+
+def read_lines(path: Path) -> Iterator[dict[str, object]]:
+    """The JSON objects of a results file; other lines are skipped with a note on stderr."""
+    stderr = output_console(stderr=True)
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                stderr.print(terminal(f"{path}:{number}: not a JSON line, skipped", None, "yellow"))
+                continue
+            if isinstance(record, dict):
+                yield record

@@ -76,8 +76,8 @@ def suggest(
     network: NetworkOptions,
 ) -> None:
     """Print the policy and _mta-sts record that would be valid for the MX hosts seen today."""
-    from scanner.cli import scan_one
     from scanner.core.inputs import InvalidInput, parse_input_line
+    from scanner.run import scan_one
 
     stderr = output_console(stderr=True)
     item = parse_input_line(domain)

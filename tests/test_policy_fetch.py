@@ -1,4 +1,4 @@
-"""HTTPS policy fetch (RFC 8461 §3.3, §7.1; RFC-NOTES §7 F1–F7) against real loopback servers.
+"""HTTPS policy fetch (RFC 8461 §3.3, §7.1) against real loopback servers.
 
 Each test runs a small HTTPS server on 127.0.0.1 (trio + trustme certificates)
 that answers GET /.well-known/mta-sts.txt in one particular way, and a static

@@ -1,4 +1,4 @@
-"""MX pattern matching and policy warnings (RFC 8461 §4.1, §10.4; RFC-NOTES §7 M1–M3, M7)."""
+"""MX pattern matching and policy warnings (RFC 8461 §4.1, §10.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MTA-STS policy body parsing (RFC 8461 §3.2; RFC-NOTES §1.4, §7 P1–P8)."""
+"""MTA-STS policy body parsing (RFC 8461 §3.2)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ CASES = [
     pytest.param(body(*BASE, "x:"), False, id="P4-empty-value-twin"),
     pytest.param(body(*BASE, "note: a: b"), True, id="P4-colon-in-value"),
     pytest.param(body(*BASE, "no colon here"), False, id="P4-no-colon-twin"),
-    # P4: extension values (RFC-NOTES §1.4): visible first and last, inner SP only.
+    # P4: extension values: visible first and last, inner SP only.
     pytest.param(body(*BASE, "note: a  b"), True, id="P4-inner-spaces"),
     pytest.param(body(*BASE, "note: a\tb"), False, id="P4-inner-tab-twin"),
     pytest.param(body(*BASE, "note:\ta b\t"), True, id="P4-tab-around-value"),

@@ -1,4 +1,4 @@
-"""`_mta-sts` TXT record selection and parsing (RFC 8461 §3.1; RFC-NOTES §1.2, §7 T2–T8)."""
+"""`_mta-sts` TXT record selection and parsing (RFC 8461 §3.1)."""
 
 from __future__ import annotations
 

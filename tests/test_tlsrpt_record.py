@@ -1,4 +1,4 @@
-"""`_smtp._tls` TLS-RPT record selection and parsing (RFC 8460 §3; RFC-NOTES §2.2, §7 R8)."""
+"""`_smtp._tls` TLS-RPT record selection and parsing (RFC 8460 §3)."""
 
 from __future__ import annotations
 

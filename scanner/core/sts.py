@@ -316,7 +316,7 @@ def parse_sts_record(record: str) -> StsRecord | StsRecordError:
 #   sub-domain = Let-dig [Ldh-str]  (letters, digits, hyphens; no hyphen at either end)
 _LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?")
 _MAX_AGE_DIGITS = re.compile(r"[0-9]{1,10}")
-# RFC 8461 §3.2 (RFC-NOTES §1.4):
+# RFC 8461 §3.2:
 #   sts-policy-ext-value = sts-policy-vchar [*(%x20 / sts-policy-vchar) sts-policy-vchar]
 #   sts-policy-vchar     = %x21-7E / UTF8-2 / UTF8-3 / UTF8-4
 # So no control character anywhere (HTAB only as WSP around the value and the

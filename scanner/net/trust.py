@@ -173,10 +173,6 @@ class TrustStore:
         self._stores: dict[int, crypto.X509Store] = {}  # by second, oldest first
         self._intermediates: dict[bytes, crypto.X509 | None] = {}
 
-    @property
-    def anchor_count(self) -> int:
-        return len(self._anchors)
-
     @classmethod
     def from_files(
         cls, extra_ca_files: Sequence[Path] = (), *, include_certifi: bool = True

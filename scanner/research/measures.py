@@ -97,7 +97,6 @@ FUNNEL: Final[tuple[StageTest, ...]] = (
     StageTest(Stage.ENFORCE_READY, "enforce-ready", "ready", lambda line: line.enforce_ready),
 )
 STAGES: Final = tuple(test.stage for test in FUNNEL)
-STAGE_TITLES: Final = {test.stage: test.title for test in FUNNEL}
 STAGE_SHORT: Final = {test.stage: test.short for test in FUNNEL}
 
 

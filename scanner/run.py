@@ -1,0 +1,409 @@
+"""The run driver of `scanner scan`: from the checked options to the file and the summary.
+
+`run_bulk_scan` opens nothing the command line did not check: it raises the open-files
+limit, runs the input through one process (`in_process`) or worker processes
+(`in_workers`) under `trio.run`, writes every line as it comes (`run_scan`), records the
+scan's metadata beside the file, and prints the summary. `open_output` chooses and opens
+the results file. `scan_one` is the one-domain run of `check` and `policy suggest`.
+Both stop cleanly on SIGINT and SIGTERM: the file holds only complete lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO, TypeAlias, cast
+
+import trio
+import typer
+
+from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard
+from scanner.core.result import DomainResult
+from scanner.options import NetworkOptions, scan_settings
+from scanner.render import output_console
+from scanner.scan import InputReader, Scanner, ScanStats, iterate_lines
+from scanner.signals import cancel_on_signals
+from scanner.untrusted import terminal
+
+if TYPE_CHECKING:
+    from scanner.progress import Progress
+    from scanner.workers import Load
+
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPlan:
+    """What the command line decided: the input, the file, the shard, the processes."""
+
+    domains: list[str]
+    files: list[Path | None]
+    out_path: Path
+    skip: set[str]
+    shard: Shard | None
+    input_format: InputFormat
+    vantage: str | None
+    resume: bool
+    processes: int
+    progress: bool
+
+
+@dataclass(slots=True)
+class LoadNote:
+    """How DNS held up under the run's load, summed over processes, for the summary."""
+
+    tries: int = 0
+    timeouts: int = 0
+    retries: int = 0
+    lowered: int = 0
+    lowest: int | None = None
+
+    def add(self, scanner: Scanner) -> None:
+        from scanner.workers import load_of
+
+        self.add_load(load_of(scanner))
+
+    def add_load(self, load: Load) -> None:
+        self.tries += load.tries
+        self.timeouts += load.timeouts
+        self.retries += load.retries
+        if load.lowered:
+            self.lowered += load.lowered
+            self.lowest = min(load.lowest, self.lowest or load.lowest)
+
+    def words(self) -> str | None:
+        """A line for the summary when DNS was overloaded; None when it was not."""
+        if not self.timeouts and not self.lowered:
+            return None
+        text = (
+            f"DNS under load: {self.timeouts} of {self.tries} tries timed out, "
+            f"{self.retries} retried"
+        )
+        if self.lowered:
+            text += (
+                f"; domains in flight lowered {self.lowered} times (to {self.lowest} at "
+                "the least) to keep lookups from being lost"
+            )
+        return text
+
+
+@dataclass(slots=True)
+class ScanEnd:
+    interrupted: bool = False
+    write_error: OSError | None = None
+    stats: ScanStats = field(default_factory=ScanStats)
+    probes_run: int = 0
+    busy_signals: int = 0
+    lost: list[str] = field(default_factory=list)
+    stopped: bool = False  # every worker ended early: the input was not read to its end
+    load: LoadNote = field(default_factory=LoadNote)
+
+
+RunItems: TypeAlias = Callable[
+    [AsyncIterator[str | InvalidInput | RankedInput], Callable[[str], None], ScanEnd],
+    Awaitable[None],
+]
+
+
+def in_process(scanner: Scanner, progress: Progress | None) -> RunItems:
+    """Scan in this process: one trio loop, the `Scanner`'s own gate."""
+
+    async def run(
+        items: AsyncIterator[str | InvalidInput | RankedInput],
+        write_line: Callable[[str], None],
+        end: ScanEnd,
+    ) -> None:
+        end.stats = scanner.stats
+        try:
+            await scanner.run(items, write_line, progress=progress)
+        finally:
+            end.probes_run = scanner.probe_cache.probes_run
+            end.busy_signals = scanner.gate.busy_signals
+            end.load.add(scanner)
+
+    return run
+
+
+def in_workers(network: NetworkOptions, workers: int, progress: Progress | None) -> RunItems:
+    """Scan in `workers` processes behind one gate and one writer here."""
+    from scanner.workers import ParallelRun, run_parallel
+
+    gate = Scanner.local_gate(scan_settings(network))
+
+    async def run(
+        items: AsyncIterator[str | InvalidInput | RankedInput],
+        write_line: Callable[[str], None],
+        end: ScanEnd,
+    ) -> None:
+        totals = ParallelRun(load=end.load)
+        end.stats = totals.stats
+        try:
+            await run_parallel(
+                network, workers, items, write_line, gate=gate, progress=progress, totals=totals
+            )
+        finally:
+            end.probes_run = totals.probes_run
+            end.busy_signals = gate.busy_signals
+            end.lost = totals.lost
+            end.stopped = totals.stopped
+
+    return run
+
+
+async def run_scan(
+    run_items: RunItems, items: AsyncIterator[str | InvalidInput | RankedInput], out: TextIO
+) -> ScanEnd:
+    """Run the scan until the input ends, SIGINT/SIGTERM arrives or the output fails.
+
+    A failed write (disk full, ...) stops the scan at once: nothing is lost that was
+    not already unwritable, and `--resume` repairs a torn last line.
+    """
+    end = ScanEnd()
+
+    async with trio.open_nursery() as nursery:
+
+        def write_line(text: str) -> None:
+            if end.write_error is not None:
+                return
+            try:
+                out.write(text + "\n")
+                out.flush()
+            except OSError as exc:
+                end.write_error = exc
+                nursery.cancel_scope.cancel()
+
+        def interrupted() -> None:
+            end.interrupted = True
+
+        nursery.start_soon(cancel_on_signals, nursery.cancel_scope, interrupted)
+        await run_items(items, write_line, end)
+        nursery.cancel_scope.cancel()
+    return end
+
+
+async def scan_one(scanner: Scanner, domain: str) -> DomainResult | None:
+    """`scanner.scan_domain(domain)`, or None when SIGINT/SIGTERM arrives first."""
+    result: DomainResult | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            nonlocal result
+            result = await scanner.scan_domain(domain)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
+        nursery.start_soon(run)
+    return result
+
+
+def input_files(domains: list[str] | None, input_file: str | None) -> list[Path | None]:
+    """The input files of `scan` (None is stdin); stdin when nothing else is given and it is a pipe."""
+    if not domains and input_file is None:
+        if sys.stdin.isatty():
+            raise typer.BadParameter("give domains as arguments, --input FILE or --input - (stdin)")
+        input_file = "-"
+    if input_file is None:
+        return []
+    if input_file == "-":
+        return [None]
+    path = Path(input_file)
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file: {input_file}", param_hint="--input")
+    return [path]
+
+
+def processes_for(workers: int | None, files: list[Path | None]) -> int:
+    """Every usable CPU for a list (file or stdin); one process for a few domains given as arguments.
+
+    Worker processes cost a start each (imports, trust store) and a round trip to the
+    parent's gate per connection slot: worth it for a list, not for a handful of names
+    (docs/architecture.md#worker-processes).
+    """
+    from scanner.workers import usable_cpus
+
+    if workers is None:
+        return usable_cpus() if files else 1
+    return usable_cpus() if workers == 0 else workers
+
+
+def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, handle: TextIO) -> int:
+    """Scan the plan's input into `handle` (`plan.out_path`); the exit status (0, 1, 130)."""
+    from scanner.research.metadata import recorded_scan
+
+    stderr = output_console(stderr=True)
+    note = raise_descriptor_limit(network.concurrency)
+    if note is not None:
+        stderr.print(terminal(note, None, "yellow"))
+    tune_garbage_collector()
+    out_path, files, processes = plan.out_path, plan.files, plan.processes
+    reader = InputReader(skip=plan.skip, shard=plan.shard, input_format=plan.input_format)
+    with (
+        handle,
+        recorded_scan(
+            out_path,
+            network,
+            vantage=plan.vantage,
+            inputs=files,
+            input_format=plan.input_format,
+            shard=plan.shard,
+            resume=plan.resume,
+        ),
+    ):
+        progress: Progress | None = None
+        if plan.progress and stderr.is_terminal:
+            from scanner.progress import Progress
+
+            progress = Progress(stderr)
+        run_items = (
+            in_workers(network, processes, progress)
+            if processes > 1
+            else in_process(scanner, progress)
+        )
+        with progress if progress is not None else contextlib.nullcontext():
+            items = reader.stream(iterate_lines(plan.domains, files))
+            end = trio.run(run_scan, run_items, items, handle)
+        with contextlib.suppress(OSError):  # a full disk refuses the final flush too
+            handle.close()
+    return summarize(end, reader, out_path, processes)
+
+
+def summarize(end: ScanEnd, reader: InputReader, out_path: Path, processes: int) -> int:
+    """The run's summary on stderr; the exit status."""
+    stderr = output_console(stderr=True)
+    if end.write_error is not None:
+        error = end.write_error
+        stderr.print(
+            terminal(
+                f"error: writing {out_path} failed: {error.strerror or error}; scan stopped",
+                None,
+                "red",
+            )
+        )
+        return 1
+    stats = end.stats
+    stderr.print(
+        terminal(
+            f"{stats.domains} domains written to {out_path} "
+            f"({stats.ready} enforce-ready, {stats.with_indicators} with downgrade indicators, "
+            f"{stats.errors} errors; {reader.duplicates} duplicates, {reader.skipped} resumed; "
+            f"{end.probes_run} SMTP sessions, {end.busy_signals} busy replies; "
+            f"{processes} process{'es' if processes > 1 else ''})",
+            None,
+        )
+    )
+    load = end.load.words()
+    if load is not None:
+        stderr.print(terminal(load, None, "yellow"))
+    if end.lost or end.stopped:
+        words = f"{len(end.lost)} domains it held have no line" + (
+            "; every worker ended, so the rest of the input was not scanned" if end.stopped else ""
+        )
+        stderr.print(
+            terminal(
+                f"error: a worker process ended early; {words}: --resume scans them",
+                None,
+                "red",
+            )
+        )
+    if stats.domains == 0 and reader.skipped == 0:
+        stderr.print(terminal("warning: the input held no domains", None, "yellow"))
+    if end.interrupted:
+        stderr.print(
+            terminal(
+                "interrupted: the file holds only complete lines; use --resume to continue",
+                None,
+                "yellow",
+            )
+        )
+        return EXIT_INTERRUPTED
+    if end.lost or end.stopped:
+        return 1  # the scan did not complete; the lines written stand
+    return 0
+
+
+def open_output(
+    out: Path | None, *, resume: bool, overwrite: bool, shard: Shard | None
+) -> tuple[TextIO, Path]:
+    """The results file: appended with --resume, else created new (never silently replaced).
+
+    The default name carries the time, the shard and a counter, so parallel runs
+    (shards on one machine) never share a file.
+    """
+    if out is not None and out.is_dir():
+        raise typer.BadParameter(f"{out} is a directory; give a file name", param_hint="--out")
+    if resume:
+        assert out is not None
+        mode = "a"
+    elif out is not None:
+        mode = "w" if overwrite else "x"
+    else:
+        mode = "x"
+    candidates = [out] if out is not None else default_output_paths(shard)
+    for path in candidates:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = cast(TextIO, open(path, mode, encoding="utf-8"))  # noqa: SIM115 (the caller closes it)
+            return handle, path
+        except FileExistsError:
+            if out is not None:
+                raise typer.BadParameter(
+                    f"{out} exists; --resume continues it, --overwrite replaces it",
+                    param_hint="--out",
+                ) from None
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot write {path}: {exc.strerror or exc}", param_hint="--out"
+            ) from None
+    raise typer.BadParameter(
+        "no free default output name in results/; give --out FILE", param_hint="--out"
+    )
+
+
+def default_output_paths(shard: Shard | None) -> Iterator[Path]:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    part = f"-shard{shard.index}of{shard.count}" if shard is not None else ""
+    yield Path("results") / f"scan-{stamp}{part}.jsonl"
+    for counter in range(2, 1000):
+        yield Path("results") / f"scan-{stamp}{part}-{counter}.jsonl"
+
+
+def raise_descriptor_limit(concurrency: int) -> str | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; a note when `concurrency` needs more.
+
+    A domain in flight holds up to DESCRIPTORS_PER_DOMAIN sockets at once (DNS, the
+    policy fetch, probes of several addresses).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    needed = concurrency * DESCRIPTORS_PER_DOMAIN + DESCRIPTORS_SPARE
+    if needed > soft:
+        return (
+            f"warning: --concurrency {concurrency} may need about {needed} open files, but the "
+            f"limit is {soft} (raise it with `ulimit -n`, or lower --concurrency): connections "
+            "beyond it fail and their addresses would be reported not testable"
+        )
+    return None
+
+
+DESCRIPTORS_PER_DOMAIN = 8
+DESCRIPTORS_SPARE = 64
+
+
+def tune_garbage_collector() -> None:
+    """Long bulk runs allocate many short-lived objects and few cycles: collect less often."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
