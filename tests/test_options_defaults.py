@@ -26,7 +26,9 @@ def test_every_option_of_the_command_line_has_the_declared_default() -> None:
 def readme_defaults() -> dict[str, str]:
     """Flag name → the README's default text, for rows naming numeric defaults."""
     found: dict[str, str] = {}
-    for row in re.findall(r"^\| (`--.*?) \| .* \| ([0-9., ]+) \|$", README.read_text("utf-8"), re.M):
+    for row in re.findall(
+        r"^\| (`--.*?) \| .* \| ([0-9., ]+) \|$", README.read_text("utf-8"), re.M
+    ):
         flags = re.findall(r"`(--[a-z-]+)", row[0])
         values = [value.strip() for value in row[1].split(",")]
         assert len(flags) == len(values), row
