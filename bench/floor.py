@@ -5,7 +5,7 @@
 The floor client (`python bench/floor.py client ...`, started by this script) does, per
 domain, the network work `scanner scan` does and nothing else, on the scanner's own
 stack: Python, trio, pyOpenSSL over memory BIOs, the scanner's DNS wire code
-(`scanner.net.dns_wire`). With `--concurrency` domains in flight, each domain:
+(`scanner.core.dns_wire`). With `--concurrency` domains in flight, each domain:
 
 1. DNS over UDP to the lab resolver: MX of the domain, TXT `_mta-sts.` and
    `_smtp._tls.` of it, A and AAAA of `mta-sts.<domain>` and of every MX host;
@@ -66,8 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from run import compile_scanner, generate_world, scan_command, serve_world  # bench/run.py
 
-from scanner.models import MxRecord
-from scanner.net.dns_wire import (
+from scanner.core.dns_wire import (
     MAX_RESPONSE_BYTES,
     Exchange,
     RecordData,
@@ -76,6 +75,7 @@ from scanner.net.dns_wire import (
     interpret,
     name_wire,
 )
+from scanner.models import MxRecord
 from scanner.net.tls import build_client_context
 
 REPO = Path(__file__).resolve().parent.parent

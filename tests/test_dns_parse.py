@@ -1,4 +1,4 @@
-"""The reply parser of `scanner.net.dns_wire` against dnspython's, and against hostile bytes.
+"""The reply parser of `scanner.core.dns_wire` against dnspython's, and against hostile bytes.
 
 `oracle_parse` and `oracle_interpret` are the dnspython-based `parse_response` and
 `interpret` the module had before it read replies itself (dnspython's
@@ -41,8 +41,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scanner.models import DnsStatus, MxRecord, TlsaRecord
-from scanner.net.dns_wire import (
+from scanner.core.dns_wire import (
     MAX_CNAME_LINKS,
     MAX_EDE_TEXT,
     MAX_NAME_BYTES,
@@ -68,6 +67,7 @@ from scanner.net.dns_wire import (
     tlsa_record,
     txt_text,
 )
+from scanner.models import DnsStatus, MxRecord, TlsaRecord
 
 IN = dns.rdataclass.IN
 SERVER = ("127.0.0.1", 53)

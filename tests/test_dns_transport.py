@@ -24,9 +24,9 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from scanner.core.dns_wire import MAX_RESPONSE_BYTES
 from scanner.lab.listeners import bind_dns
 from scanner.models import DnssecStatus, DnsStatus, TlsaRecord
-from scanner.net.dns_wire import MAX_RESPONSE_BYTES
 from scanner.net.resolver import MAX_SOCKET_USES, Nameserver, Resolver, per_try_timeout
 
 TIMEOUT = 1.0

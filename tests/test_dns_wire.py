@@ -19,8 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.models import DnsStatus, MxRecord, TlsaRecord
-from scanner.net.dns_wire import (
+from scanner.core.dns_wire import (
     EDNS_PAYLOAD,
     MAX_CNAME_LINKS,
     MAX_NEGATIVE_TTL,
@@ -46,6 +45,7 @@ from scanner.net.dns_wire import (
     tlsa_record,
     txt_text,
 )
+from scanner.models import DnsStatus, MxRecord, TlsaRecord
 
 SERVER = ("127.0.0.1", 53)
 OTHER_PORT = ("127.0.0.1", 54)

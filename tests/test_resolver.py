@@ -10,9 +10,9 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from scanner.core.dns_wire import EDNS_PAYLOAD, status_of_rcode
 from scanner.lab import Lab, World, open_lab, parse_world
 from scanner.models import DnsStatus, MxRecord
-from scanner.net.dns_wire import EDNS_PAYLOAD, status_of_rcode
 from scanner.net.resolver import Nameserver, Resolver
 
 WORLD = """

@@ -10,7 +10,7 @@ said about validation; no lookup raises for an expected failure.
 Theory of operation
 -------------------
 Questions and replies are built, matched and parsed by the sans-IO
-`scanner.net.dns_wire` (queries from dnspython's message classes, replies by a
+`scanner.core.dns_wire` (queries from dnspython's message classes, replies by a
 parser of its own; not dnspython's resolver); this module only moves bytes, holds
 deadlines, caches and counts.
 
@@ -72,16 +72,7 @@ import dns.rcode
 import dns.rdatatype
 import trio
 
-from scanner.models import (
-    AddressAnswer,
-    DnssecStatus,
-    DnsStatus,
-    MxAnswer,
-    MxRecord,
-    TlsaAnswer,
-    TxtAnswer,
-)
-from scanner.net.dns_wire import (
+from scanner.core.dns_wire import (
     FINAL_RCODES,
     MAX_CNAME_LINKS,
     MAX_POSITIVE_TTL,
@@ -107,6 +98,15 @@ from scanner.net.dns_wire import (
     status_of_rcode,
     tlsa_record,
     txt_text,
+)
+from scanner.models import (
+    AddressAnswer,
+    DnssecStatus,
+    DnsStatus,
+    MxAnswer,
+    MxRecord,
+    TlsaAnswer,
+    TxtAnswer,
 )
 from scanner.net.limits import holding
 
