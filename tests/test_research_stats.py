@@ -44,8 +44,14 @@ from scanner.research.kinds import (
 )
 from scanner.research.lines import SkipTally, classify_record, scan_line
 from scanner.research.measures import STAGES, Stage
-from scanner.research.metadata import metadata_json, metadata_path, read_metadata, write_metadata
-from scanner.research.statistics import adoption_statistics
+from scanner.research.metadata import (
+    load_file_metadata,
+    metadata_json,
+    metadata_path,
+    read_metadata,
+    write_metadata,
+)
+from scanner.research.statistics import StatisticsBuilder, adoption_statistics
 from scanner.research.tables import statistics_json
 from scanner.research.taxonomy import CATEGORIES
 
@@ -659,6 +665,7 @@ records = st.builds(
 @settings(max_examples=300)
 @given(st.lists(records, max_size=30))
 def test_each_funnel_stage_is_at_most_the_one_before(lines: list[dict[str, Any]]) -> None:
+    lines = [{**line, "domain": f"d{number}.example"} for number, line in enumerate(lines)]
     statistics = adoption_statistics(lines)
     funnel = statistics.latest.total.funnel
     assert funnel[0] == len(lines)
@@ -693,7 +700,7 @@ def test_a_domain_reaches_enforce_ready_only_through_every_stage() -> None:
 
 def test_error_and_foreign_records_are_skipped() -> None:
     lines: list[Any] = [
-        base_record(error="timeout: the domain's scan exceeded 60 s"),
+        base_record(domain="slow.example", error="timeout: the domain's scan exceeded 60 s"),
         {"schema_version": 4, "domain": "x.example"},
         {"schema_version": "2", "domain": "x.example"},
         {"domain": "no-version.example"},
@@ -862,3 +869,48 @@ def test_a_version_2_copy_of_a_scan_gives_the_same_statistics_and_no_diff(
     new.write_text("".join(json.dumps(r) + "\n" for r in changed), "utf-8")
     worse = compare_snapshots(load_snapshots(old, tally), load_snapshots(new, tally))
     assert [change.kind for change in worse] == [ChangeKind.POLICY_BROKEN]
+
+
+# ---------------------------------------------------------------- a domain counts once
+
+
+def _scanned(domain: str, at: str, **changes: Any) -> dict[str, Any]:
+    return base_record(domain=domain, scanned_at=at, **changes)
+
+
+def test_a_list_scanned_twice_on_one_day_counts_once(demo_scan: Path, tmp_path: Path) -> None:
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text(demo_scan.read_text("utf-8") * 2, "utf-8")
+    lines = read_jsonl(demo_scan)
+    once = statistics_json(adoption_statistics(lines), [])
+    builder = StatisticsBuilder()
+    builder.add_file(demo_scan, load_file_metadata(demo_scan))
+    builder.add_file(twice, load_file_metadata(twice))
+    statistics = builder.result()
+    result = statistics_json(statistics, [])
+    scanned = {line["domain"] for line in lines if line["error"] is None}
+    assert result["domains"] == once["domains"] == len(scanned)
+    assert result["funnel"] == once["funnel"]
+    assert result["taxonomy"] == once["taxonomy"]
+    assert statistics.superseded == 2 * len(lines)
+    assert statistics.latest.overlap.by_file == {str(demo_scan): len(lines), str(twice): len(lines)}
+
+
+def test_the_latest_line_of_a_domain_counts_and_shards_add_up() -> None:
+    null = {"mx_lookup": {"status": "answer", "null_mx": True, "implicit": False, "detail": None}}
+    records = [
+        _scanned("a.example", "2026-11-28T04:00:00Z"),
+        _scanned("b.example", "2026-11-28T04:00:01Z"),
+        # A later line of a.example, a null MX now: it wins.
+        _scanned("a.example", "2026-11-28T05:00:00Z", **null),
+        # An earlier line of b.example after it in file order: it does not win.
+        _scanned("b.example", "2026-11-28T03:00:00Z", **null),
+    ]
+    statistics = adoption_statistics(records)
+    assert statistics.latest.total.domains == 2
+    assert statistics.superseded == 2
+    # Latest wins: a.example only (first wins: none; last written wins: both).
+    assert statistics.latest.total.beside["null-mx"] == 1
+    # Shards: different domains, one date, no overlap.
+    shards = adoption_statistics(records[:2])
+    assert (shards.latest.total.domains, shards.superseded) == (2, 0)

@@ -12,7 +12,7 @@ import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -42,8 +42,11 @@ from scanner.research.vantage import (
     compare_vantages,
     signature_text,
 )
-from scanner.untrusted import JSON_ESCAPE_TABLE, terminal
+from scanner.untrusted import JSON_ESCAPE_TABLE, terminal, visible
 from scanner.untrusted import line as text_line
+
+if TYPE_CHECKING:
+    from scanner.research.statistics import Statistics
 
 EXIT_WORSE = 1
 EXIT_USAGE = 2
@@ -94,6 +97,28 @@ def _print_skipped(tally: SkipTally) -> None:
         )
 
 
+def _print_overlap(statistics: Statistics) -> None:
+    """Say which files held lines of a domain already counted: it counts once, its latest line."""
+    stderr = _stderr()
+    for scan in statistics.scans:
+        overlap = scan.overlap
+        if not overlap.superseded:
+            continue
+        files = ", ".join(
+            f"{visible(label, 200)} {count}" for label, count in sorted(overlap.by_file.items())
+        )
+        stderr.print(
+            terminal(
+                f"note: scan date {scan.date}: {overlap.superseded} lines name a domain that "
+                f"another line of that date names too (the same list scanned twice, a file "
+                f"given twice, or a shard beside a whole scan); each domain counts once, by its "
+                f"latest line. Lines left out per file: {files}",
+                None,
+                "yellow",
+            )
+        )
+
+
 def _read_error(error: ResultFileError) -> typer.Exit:
     _stderr().print(terminal(f"error: {error}", None, "red"))
     return typer.Exit(EXIT_USAGE)
@@ -135,13 +160,14 @@ def stats(
     problems = stats_problems(files)
     _judge_problems(problems, force)
     builder = StatisticsBuilder()
+    for path, entry in zip(results, files, strict=True):
+        builder.add_file(path, entry)
     try:
-        for path, entry in zip(results, files, strict=True):
-            builder.add_file(path, entry)
+        statistics = builder.result()
     except ResultFileError as error:
         raise _read_error(error) from None
-    statistics = builder.result()
     _print_skipped(statistics.skipped)
+    _print_overlap(statistics)
     tables = statistics_tables(statistics, top=top)
     if json_out:
         typer.echo(dumps_document(statistics_json(statistics, problems, top=top)))

@@ -8,13 +8,15 @@ lines that are not JSON, foreign lines and lines of an unknown schema version.
 Files are grouped by scan date: the date the sidecar says the scan started, else the
 date of the file's first line. Files of one date are counted together (the shards of
 one scan); several dates give the same measures per date (`Statistics.scans`), and
-the other views show the latest date.
+the other views show the latest date. Within a date a domain counts once: its latest
+line (`StatisticsBuilder`), the others reported as overlap.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +59,18 @@ class GroupCounts:
 
 
 @dataclass(slots=True)
+class Overlap:
+    """Lines left out because a later line of the same domain and scan date counts instead.
+
+    `by_file` counts them per file: concatenated files, two full scans of one list on
+    one day, or a shard beside an unsharded scan all show here.
+    """
+
+    superseded: int = 0
+    by_file: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
 class ScanStatistics:
     """Everything counted over the lines of one scan date."""
 
@@ -71,6 +85,7 @@ class ScanStatistics:
     ranks: dict[str, GroupCounts] = field(default_factory=dict)
     error_lines: int = 0
     ranked: int = 0
+    overlap: Overlap = field(default_factory=Overlap)
 
     def add(self, line: ScanLine) -> None:
         if line.error is not None:
@@ -116,6 +131,11 @@ class Statistics:
     def error_lines(self) -> int:
         return sum(scan.error_lines for scan in self.scans)
 
+    @property
+    def superseded(self) -> int:
+        """Lines left out for a later line of the same domain and date."""
+        return sum(scan.overlap.superseded for scan in self.scans)
+
 
 def _first_date(lines: Iterator[ScanLine]) -> tuple[str, list[ScanLine]]:
     """The date of the first line that has one, and the lines read to find it."""
@@ -127,41 +147,104 @@ def _first_date(lines: Iterator[ScanLine]) -> tuple[str, list[ScanLine]]:
     return UNKNOWN_DATE, taken
 
 
+# Where a line stands among the lines of its scan date: (its time, file, line number).
+# Of a domain's lines, the greatest counts: the latest, the last written on a tie.
+_Position = tuple[float, int, int]
+
+
+@dataclass(slots=True)
+class _Source:
+    label: str
+    scan_date: str | None  # from the sidecar; None: the first line's date
+    read: Callable[[SkipTally], Iterable[ScanLine]]  # again for a second pass
+
+
 class StatisticsBuilder:
-    """Feed files (or lines) in; `result()` gives the `Statistics`."""
+    """Feed files (or lines) in; `result()` gives the `Statistics`.
+
+    One invariant keeps counts honest: a domain counts once per scan date, its latest
+    line wins (by `scanned_at`, then by file and line order), and the lines left out are
+    reported per file (`Overlap`). Shards of one scan hold different domains and add up;
+    the same list scanned twice on one day counts once.
+    """
 
     def __init__(self) -> None:
-        self._scans: dict[str, ScanStatistics] = {}
         self.skipped = SkipTally()
         self._files: list[FileMetadata] = []
+        self._sources: list[_Source] = []
 
     def add_lines(
-        self, lines: Iterable[ScanLine], scan_date: str | None = None, *, source: str | None = None
-    ) -> str:
-        """Count lines under `scan_date`, else under the first line's date; returns the date."""
-        iterator = iter(lines)
-        head: list[ScanLine] = []
-        if scan_date is None:
-            scan_date, head = _first_date(iterator)
-        target = self._scans.setdefault(scan_date, ScanStatistics(scan_date))
-        if source is not None:
-            target.files.append(source)
-        for line in head:
-            target.add(line)
-        for line in iterator:
-            target.add(line)
-        return scan_date
+        self,
+        lines: Iterable[ScanLine],
+        scan_date: str | None = None,
+        *,
+        source: str | None = None,
+    ) -> None:
+        """Count lines under `scan_date`, else under the first line's date."""
+        kept = list(lines)
+        self._sources.append(_Source(source or "(lines)", scan_date, lambda _: kept))
 
-    def add_file(self, path: Path, file_metadata: FileMetadata) -> str:
+    def add_file(self, path: Path, file_metadata: FileMetadata) -> None:
         """Count a results file under the date its sidecar gives, else its first line's."""
         self._files.append(file_metadata)
         known = file_metadata.metadata
         scan_date = known.scan_date.isoformat() if known is not None else None
-        return self.add_lines(read_results(path, self.skipped), scan_date, source=str(path))
+        self._sources.append(_Source(str(path), scan_date, lambda tally: read_results(path, tally)))
 
     def result(self) -> Statistics:
-        scans = tuple(self._scans[key] for key in sorted(self._scans))
-        return Statistics(scans=scans, skipped=self.skipped, files=tuple(self._files))
+        """Count every source: one pass, and a second only when some domain has two lines.
+
+        ResultFileError when a file cannot be read.
+        """
+        winners: dict[str, dict[str, _Position]] = {}
+        scans, duplicates = self._count(winners, None)
+        if duplicates:
+            scans, _ = self._count(winners, winners)
+        ordered = tuple(scans[key] for key in sorted(scans))
+        return Statistics(scans=ordered, skipped=self.skipped, files=tuple(self._files))
+
+    def _count(
+        self,
+        winners: dict[str, dict[str, _Position]],
+        only: Mapping[str, Mapping[str, _Position]] | None,
+    ) -> tuple[dict[str, ScanStatistics], bool]:
+        """Count each source's lines; with `only`, a line only where it is its domain's winner.
+
+        Without `only`, `winners` is filled in and the result says whether a domain had
+        several lines of one date.
+        """
+        scans: dict[str, ScanStatistics] = {}
+        duplicates = False
+        first_pass = only is None
+        for number, source in enumerate(self._sources):
+            # What reading skips is counted once, in the first pass.
+            lines = iter(source.read(self.skipped if first_pass else SkipTally()))
+            scan_date = source.scan_date
+            head: list[ScanLine] = []
+            if scan_date is None:
+                scan_date, head = _first_date(lines)
+            target = scans.setdefault(scan_date, ScanStatistics(scan_date))
+            target.files.append(source.label)
+            best = winners.setdefault(scan_date, {})
+            for index, line in enumerate(itertools.chain(head, lines)):
+                position = (
+                    line.scanned_at.timestamp() if line.scanned_at is not None else float("-inf"),
+                    number,
+                    index,
+                )
+                if first_pass:
+                    known = best.get(line.domain)
+                    if known is not None:
+                        duplicates = True
+                    if known is None or position > known:
+                        best[line.domain] = position
+                    target.add(line)
+                elif only is not None and only[scan_date][line.domain] == position:
+                    target.add(line)
+                else:
+                    target.overlap.superseded += 1
+                    target.overlap.by_file[source.label] += 1
+        return scans, duplicates
 
 
 def stats_problems(files: Iterable[FileMetadata]) -> list[Problem]:

@@ -223,6 +223,7 @@ def skipped_table(statistics: Statistics) -> TableData:
     skipped = statistics.skipped
     rows: list[tuple[Cell, ...]] = [
         ("error lines (could not scan)", statistics.error_lines),
+        ("superseded (a later line of the same domain and date counts)", statistics.superseded),
         ("not JSON", skipped.not_json),
         ("foreign (no result line)", skipped.foreign),
     ]
@@ -341,6 +342,12 @@ def statistics_json(
         "over_time": [_scan_json(each) for each in statistics.scans],
         "skipped": {
             "error_lines": statistics.error_lines,
+            "superseded_lines": statistics.superseded,
+            "superseded_by_file": {
+                label: count
+                for scan in statistics.scans
+                for label, count in sorted(scan.overlap.by_file.items())
+            },
             "not_json": skipped.not_json,
             "foreign": skipped.foreign,
             "unknown_schema_versions": dict(sorted(skipped.unknown_versions.items())),
