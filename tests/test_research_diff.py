@@ -15,7 +15,15 @@ import pytest
 import trio
 
 from scanner.lab import open_lab, parse_world
-from scanner.research.diff import ChangeKind, Direction, domain_changes, got_worse, snapshot
+from scanner.research.diff import (
+    ChangeKind,
+    Direction,
+    change_summary,
+    compare_snapshots,
+    domain_changes,
+    got_worse,
+    snapshot,
+)
 from scanner.research.lines import scan_line
 from scanner.research.metadata import metadata_path, read_metadata, write_metadata
 
@@ -400,9 +408,18 @@ def test_diff_of_two_lab_scans(two_scans: tuple[Path, Path]) -> None:
     assert not any(
         c["domain"] == "bad..example" for c in document["changes"]
     )  # an error line in both
+    summary = {(row["change"], row["direction"]): row["count"] for row in document["summary"]}
+    assert summary[("stale-policy-id", "worse")] == 1
+    assert summary[("blocker-new", "worse")] == 1
+    codes = {(c["change"], c["code"]) for c in document["changes"]}
+    assert ("failure-new", "certificate-expired") in codes
+    assert ("blocker-new", "certificate-expired") in codes
     table = run_scanner("diff", str(old), str(new))
     assert table.returncode == 1
     assert "stale-policy-id" in table.stdout
+    # The summary leads, before the rows.
+    assert table.stdout.index("Summary") < table.stdout.index("Changes")
+    assert "blocker-new" in table.stdout.split("Changes")[0]
 
 
 def test_diff_of_a_scan_with_itself_exits_0(two_scans: tuple[Path, Path]) -> None:
@@ -455,3 +472,83 @@ def test_diff_usage_errors(args: tuple[str, ...], tmp_path: Path) -> None:
             (tmp_path / name).write_text("", encoding="utf-8")
     done = run_scanner("diff", *(str(tmp_path / name) for name in args))
     assert done.returncode == 2
+
+
+# ---------------------------------------------------------------- readiness, codes, order
+
+
+def _version_3(record: Record, *blockers: str) -> Record:
+    """`record` as schema 3 writes it, with blockers of these codes."""
+    record = copy.deepcopy(record)
+    record["schema_version"] = 3
+    record["blockers"] = [
+        {"code": code, "text": f"words of {code}", "host": None, "address": None, "cause": None}
+        for code in blockers
+    ]
+    record["enforce_ready"] = not blockers
+    return record
+
+
+def _changes(old: Record, new: Record) -> set[tuple[ChangeKind, Direction, str | None]]:
+    before = snapshot(scan_line(old, old["schema_version"]))
+    after = snapshot(scan_line(new, new["schema_version"]))
+    return {(c.kind, c.direction, c.code) for c in domain_changes(before, after)}
+
+
+def test_a_domain_that_became_ready_leads_with_it_and_its_fixed_blockers() -> None:
+    blocked = _version_3(base(), "starttls-missing", "no-tlsrpt-record")
+    ready = _version_3(base())
+    assert _changes(blocked, ready) == {
+        (ChangeKind.BECAME_READY, B, None),
+        (ChangeKind.BLOCKER_FIXED, B, "no-tlsrpt-record"),
+        (ChangeKind.BLOCKER_FIXED, B, "starttls-missing"),
+    }
+    assert _changes(ready, blocked) == {
+        (ChangeKind.BECAME_NOT_READY, W, None),
+        (ChangeKind.BLOCKER_NEW, W, "no-tlsrpt-record"),
+        (ChangeKind.BLOCKER_NEW, W, "starttls-missing"),
+    }
+    # Words only (version 2) on one side: readiness compares, blocker codes cannot.
+    worded = copy.deepcopy(blocked)
+    worded["schema_version"] = 2
+    worded["blockers"] = [b["text"] for b in blocked["blockers"]]
+    assert _changes(worded, ready) == {(ChangeKind.BECAME_READY, B, None)}
+
+
+def _with_dane(status: str) -> Mutation:
+    def change(r: Record) -> None:
+        r["mx"][0]["addresses"][0]["dane"] = {
+            "status": status,
+            "matched": None,
+            "depth": None,
+            "detail": "",
+        }
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "direction"),
+    [("pass", "fail", W), ("bogus", "pass", B), ("no-tlsa", "pass", N)],
+)
+def test_dane_status_changes(before: str, after: str, direction: Direction) -> None:
+    assert _changes(apply(_with_dane(before)), apply(_with_dane(after))) == {
+        (ChangeKind.DANE_CHANGED, direction, after)
+    }
+
+
+def test_domains_are_listed_by_rank_then_the_worst_then_by_name() -> None:
+    def line(domain: str, rank: int | None, ready: bool) -> Record:
+        record = {**base(), "domain": domain, "rank": rank, "enforce_ready": ready}
+        return record
+
+    old = {d: snapshot(scan_line(line(d, r, True), 2)) for d, r in [("d10", None), ("d2", None), ("top", 2), ("first", 1)]}  # fmt: skip
+    new = {d: snapshot(scan_line(line(d, r, d != "d10"), 2)) for d, r in [("d10", None), ("d2", None), ("top", 2), ("first", 1)]}  # fmt: skip
+    changes = compare_snapshots(old, new)
+    assert [c.domain for c in changes] == ["d10"]
+    # Everything changes: ranks first, then the worse, then natural order (d2 before d10).
+    flipped = {d: snapshot(scan_line(line(d, s.rank, False), 2)) for d, s in old.items()}
+    order = [c.domain for c in compare_snapshots(old, flipped)]
+    assert order == ["first", "top", "d2", "d10"]
+    summary = change_summary(compare_snapshots(old, flipped))
+    assert summary == [(ChangeKind.BECAME_NOT_READY, W, 4)]

@@ -20,7 +20,14 @@ from rich.table import Table
 from rich.text import Text
 
 from scanner.core.tlsrpt import rfc3339_utc
-from scanner.research.diff import Change, Direction, compare_snapshots, got_worse, load_snapshots
+from scanner.research.diff import (
+    Change,
+    Direction,
+    change_summary,
+    compare_snapshots,
+    got_worse,
+    load_snapshots,
+)
 from scanner.research.lines import ResultFileError, SkipTally
 from scanner.research.metadata import (
     METADATA_SUFFIX,
@@ -206,6 +213,7 @@ def _change_json(change: Change) -> dict[str, object]:
         "ip": change.ip,
         "old": change.old,
         "new": change.new,
+        "code": change.code,
         "detail": change.detail,
     }
 
@@ -213,7 +221,37 @@ def _change_json(change: Change) -> dict[str, object]:
 DIRECTION_STYLES = {Direction.WORSE: "red", Direction.BETTER: "green", Direction.NEUTRAL: ""}
 
 
+def render_summary(console: Console, changes: Sequence[Change]) -> None:
+    """What changed, by kind, before the rows: readiness flips first among the worse and better."""
+    if not changes:
+        console.print(Text("No change."))
+        return
+    table = Table(title=Text("Summary", style="bold"), title_justify="left")
+    for column in ("change", "direction", "count"):
+        table.add_column(Text(column), justify="right" if column == "count" else "left")
+    for kind, direction, count in change_summary(changes):
+        table.add_row(
+            Text(kind.value),
+            Text(direction.value, style=DIRECTION_STYLES[direction]),
+            Text(str(count)),
+        )
+    console.print(table)
+
+
 def render_changes(console: Console, changes: Sequence[Change]) -> None:
+    render_summary(console, changes)
+    if changes:
+        render_rows(console, changes)
+    counts = {direction: sum(c.direction is direction for c in changes) for direction in Direction}
+    console.print(
+        Text(
+            f"{counts[Direction.WORSE]} worse, {counts[Direction.BETTER]} better, "
+            f"{counts[Direction.NEUTRAL]} neutral"
+        )
+    )
+
+
+def render_rows(console: Console, changes: Sequence[Change]) -> None:
     table = Table(title=Text("Changes", style="bold"), title_justify="left")
     for column in ("domain", "change", "direction", "MX", "address", "old", "new", "detail"):
         table.add_column(Text(column))
@@ -229,12 +267,6 @@ def render_changes(console: Console, changes: Sequence[Change]) -> None:
             terminal(change.detail),
         )
     console.print(table)
-    counts = {direction: sum(c.direction is direction for c in changes) for direction in Direction}
-    console.print(
-        Text(
-            f"{counts[Direction.WORSE]} worse, {counts[Direction.BETTER]} better, {counts[Direction.NEUTRAL]} neutral"
-        )
-    )
 
 
 def _time_diff(files: list[Path], json_out: bool, force: bool) -> None:
@@ -258,6 +290,10 @@ def _time_diff(files: list[Path], json_out: bool, force: bool) -> None:
             "worse": sum(c.direction is Direction.WORSE for c in changes),
             "better": sum(c.direction is Direction.BETTER for c in changes),
             "neutral": sum(c.direction is Direction.NEUTRAL for c in changes),
+            "summary": [
+                {"change": kind.value, "direction": direction.value, "count": count}
+                for kind, direction, count in change_summary(changes)
+            ],
             "changes": [_change_json(change) for change in changes],
             "problems": [{"severity": p.severity.value, "text": p.text} for p in problems],
         }

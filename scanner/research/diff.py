@@ -15,13 +15,21 @@ typed `Change`s, each worse, better or neutral:
 - the MX set changes and the policy no longer covers every new host: worse;
 - per (MX host, address): new and fixed RFC 8460 result types and indicators;
 - a certificate newly within 14 days of expiry at the new scan: worse;
+- the domain became ready for `enforce` (better) or not ready (worse);
+- a blocker code appears (worse) or goes (better), for lines that carry codes (schema 3);
+- a session's DANE status changes: to `fail` or `bogus` is worse, from them better;
 - domains only in one file, and domains that could not be scanned, neutral.
+
+Domains are listed by rank where the lines carry one, then the worst first, then by
+name in natural order (d2 before d10).
 
 Exit status (docs/research.md#diff): 0 when nothing got worse, 1 when something did.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,6 +69,11 @@ class ChangeKind(StrEnum):
     DOMAIN_REMOVED = "domain-removed"
     SCAN_ERROR_NEW = "scan-error-new"
     SCAN_ERROR_GONE = "scan-error-gone"
+    BECAME_READY = "became-ready"
+    BECAME_NOT_READY = "became-not-ready"
+    BLOCKER_NEW = "blocker-new"
+    BLOCKER_FIXED = "blocker-fixed"
+    DANE_CHANGED = "dane-changed"
 
 
 class Direction(StrEnum):
@@ -79,6 +92,9 @@ class Change:
     new: str | None = None
     mx: str | None = None
     ip: str | None = None
+    # The code the change concerns (a result type, an indicator, a blocker or a policy
+    # code), when there is one.
+    code: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +103,7 @@ class Session:
     result_types: frozenset[str]
     certificate: str | None  # SHA-256 of the leaf
     not_after: datetime | None
+    dane: str | None = None  # the session's DANE status, when DANE was looked into
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +119,10 @@ class DomainSnapshot:
     uncovered: frozenset[str]  # of those, the ones no policy pattern matches
     sessions: Mapping[tuple[str, str], Session]  # (MX host, address) of the MX hosts from DNS
     indicators: frozenset[tuple[str, str | None, str | None]]  # (code, mx, ip)
+    rank: int | None = None
+    enforce_ready: bool = False
+    policy_error_code: str | None = None
+    blocker_codes: frozenset[str] | None = None  # None: the line carries no codes
 
 
 def snapshot(line: ScanLine) -> DomainSnapshot:
@@ -112,6 +133,7 @@ def snapshot(line: ScanLine) -> DomainSnapshot:
             result_types=frozenset(address.result_types),
             certificate=address.certificate.sha256 if address.certificate else None,
             not_after=address.certificate.not_after if address.certificate else None,
+            dane=address.dane_status,
         )
         for host in hosts
         for address in host.addresses
@@ -128,6 +150,10 @@ def snapshot(line: ScanLine) -> DomainSnapshot:
         uncovered=frozenset(host.hostname for host in hosts if host.in_policy is False),
         sessions=MappingProxyType(sessions),
         indicators=frozenset((i.code, i.mx, i.ip) for i in line.indicators),
+        rank=line.rank,
+        enforce_ready=line.enforce_ready,
+        policy_error_code=line.sts_error_code if line.sts_record is not None else None,
+        blocker_codes=frozenset(line.blocker_codes) if line.blocker_codes is not None else None,
     )
 
 
@@ -184,7 +210,13 @@ def _policy_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Change
     if new.policy_error is not None and old.policy_error is None:
         detail = f"{new.policy_error}: {new.policy_error_detail or ''}"
         yield Change(
-            domain, ChangeKind.POLICY_BROKEN, Direction.WORSE, detail, None, new.policy_error
+            domain,
+            ChangeKind.POLICY_BROKEN,
+            Direction.WORSE,
+            detail,
+            None,
+            new.policy_error,
+            code=new.policy_error_code,
         )
     elif old.policy_error is not None and new.policy_error is None and new.sts_id is not None:
         yield Change(
@@ -267,6 +299,7 @@ def _session_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Chang
                 result_type,
                 mx,
                 ip,
+                result_type,
             )
         if compared:
             for result_type in sorted(previous - session.result_types):
@@ -279,6 +312,7 @@ def _session_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Chang
                     None,
                     mx,
                     ip,
+                    result_type,
                 )
         if _expiring(session, new.scanned_at) and not _expiring(before, old.scanned_at):
             expiry = session.not_after.strftime("%Y-%m-%d") if session.not_after else "?"
@@ -308,13 +342,64 @@ def _indicator_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Cha
     for code, mx, ip in sorted(new.indicators - old.indicators, key=str):
         if _comparable(new, mx, ip):
             yield Change(
-                domain, ChangeKind.INDICATOR_NEW, Direction.WORSE, code, None, code, mx, ip
+                domain, ChangeKind.INDICATOR_NEW, Direction.WORSE, code, None, code, mx, ip, code
             )
     for code, mx, ip in sorted(old.indicators - new.indicators, key=str):
         if _comparable(new, mx, ip) and _comparable(old, mx, ip):
             yield Change(
-                domain, ChangeKind.INDICATOR_FIXED, Direction.BETTER, code, code, None, mx, ip
+                domain, ChangeKind.INDICATOR_FIXED, Direction.BETTER, code, code, None, mx, ip, code
             )
+
+
+def _readiness_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Change]:
+    """Readiness for `enforce` flipped; blocker codes that appeared or went (schema 3 both)."""
+    domain = new.domain
+    if new.enforce_ready and not old.enforce_ready:
+        yield Change(
+            domain, ChangeKind.BECAME_READY, Direction.BETTER, "now ready for mode enforce"
+        )
+    elif old.enforce_ready and not new.enforce_ready:
+        yield Change(
+            domain, ChangeKind.BECAME_NOT_READY, Direction.WORSE, "no longer ready for mode enforce"
+        )
+    if old.blocker_codes is None or new.blocker_codes is None:
+        return
+    for code in sorted(new.blocker_codes - old.blocker_codes):
+        yield Change(domain, ChangeKind.BLOCKER_NEW, Direction.WORSE, code, None, code, code=code)
+    for code in sorted(old.blocker_codes - new.blocker_codes):
+        yield Change(
+            domain, ChangeKind.BLOCKER_FIXED, Direction.BETTER, code, code, None, code=code
+        )
+
+
+# DANE statuses that make DANE senders fail or defer (docs/dane.md#statuses).
+_DANE_FAILING: Final = frozenset({"fail", "bogus"})
+
+
+def _dane_changes(old: DomainSnapshot, new: DomainSnapshot) -> Iterator[Change]:
+    for (mx, ip), session in sorted(new.sessions.items()):
+        before = old.sessions.get((mx, ip))
+        if before is None or not session.tested or not before.tested:
+            continue
+        if before.dane is None or session.dane is None or before.dane == session.dane:
+            continue
+        if session.dane in _DANE_FAILING and before.dane not in _DANE_FAILING:
+            direction = Direction.WORSE
+        elif before.dane in _DANE_FAILING and session.dane not in _DANE_FAILING:
+            direction = Direction.BETTER
+        else:
+            direction = Direction.NEUTRAL
+        yield Change(
+            new.domain,
+            ChangeKind.DANE_CHANGED,
+            direction,
+            f"DANE {before.dane} → {session.dane}",
+            before.dane,
+            session.dane,
+            mx,
+            ip,
+            session.dane,
+        )
 
 
 def domain_changes(old: DomainSnapshot | None, new: DomainSnapshot | None) -> list[Change]:
@@ -354,9 +439,11 @@ def domain_changes(old: DomainSnapshot | None, new: DomainSnapshot | None) -> li
             ]
         return []
     return [
+        *_readiness_changes(old, new),
         *_policy_changes(old, new),
         *_mx_changes(old, new),
         *_session_changes(old, new),
+        *_dane_changes(old, new),
         *_indicator_changes(old, new),
     ]
 
@@ -364,11 +451,36 @@ def domain_changes(old: DomainSnapshot | None, new: DomainSnapshot | None) -> li
 def compare_snapshots(
     old: Mapping[str, DomainSnapshot], new: Mapping[str, DomainSnapshot]
 ) -> list[Change]:
-    """Every change of every domain, in domain order."""
-    changes: list[Change] = []
-    for domain in sorted(old.keys() | new.keys()):
-        changes.extend(domain_changes(old.get(domain), new.get(domain)))
-    return changes
+    """Every change of every domain: by rank where there is one, the worst first, then by name."""
+    per_domain = [
+        (domain, domain_changes(old.get(domain), new.get(domain)))
+        for domain in old.keys() | new.keys()
+    ]
+
+    def order(item: tuple[str, list[Change]]) -> tuple[float, int, list[str | int]]:
+        domain, changes = item
+        ranks = [s.rank for s in (new.get(domain), old.get(domain)) if s is not None and s.rank]
+        worst = min((_SEVERITY[change.direction] for change in changes), default=3)
+        return (ranks[0] if ranks else float("inf"), worst, natural_key(domain))
+
+    return [change for _, changes in sorted(per_domain, key=order) for change in changes]
+
+
+_SEVERITY: Final = {Direction.WORSE: 0, Direction.BETTER: 1, Direction.NEUTRAL: 2}
+
+
+def natural_key(text: str) -> list[str | int]:
+    """`d2` before `d10`: runs of digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"([0-9]+)", text)]
+
+
+def change_summary(changes: Iterable[Change]) -> list[tuple[ChangeKind, Direction, int]]:
+    """How many changes of each kind and direction, the worse first, then the most frequent."""
+    counts = Counter((change.kind, change.direction) for change in changes)
+    return sorted(
+        ((kind, direction, count) for (kind, direction), count in counts.items()),
+        key=lambda row: (_SEVERITY[row[1]], -row[2], row[0].value),
+    )
 
 
 def got_worse(changes: Iterable[Change]) -> bool:

@@ -145,6 +145,9 @@ class ScanLine:
     indicators: tuple[Indicator, ...]
     enforce_ready: bool
     over_limit: tuple[OverLimit, ...]
+    # The codes of the blockers (schema 3), None for lines of versions 1 and 2, which
+    # state blockers in words only.
+    blocker_codes: tuple[str, ...] | None = None
 
     @property
     def dns_hosts(self) -> tuple[MxHost, ...]:
@@ -324,6 +327,15 @@ def scan_line(record: Mapping[str, object], version: int) -> ScanLine:
         indicators=tuple(indicator for indicator in indicators if indicator is not None),
         enforce_ready=_flag(record.get("enforce_ready")) is True,
         over_limit=tuple(entry for entry in over if entry is not None),
+        blocker_codes=(
+            tuple(
+                code
+                for item in _items(record.get("blockers"))
+                if (code := _code(_object(item).get("code"))) is not None
+            )
+            if version >= CODES_SINCE
+            else None
+        ),
     )
 
 
