@@ -307,8 +307,11 @@ class Answer:
     body: str
 
 
-async def connect(server: Server) -> trio.abc.Stream:
-    stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+async def connect(server: Server, source: str = "127.0.0.1") -> trio.abc.Stream:
+    """A connection to the server from `source` (any address of 127.0.0.0/8 is this host's)."""
+    stream: trio.abc.Stream = await trio.open_tcp_stream(
+        "127.0.0.1", server.port, local_address=source
+    )
     if server.client_tls is not None:
         stream = trio.SSLStream(stream, server.client_tls, server_hostname="localhost")
     return stream
@@ -350,8 +353,8 @@ async def read_answer(stream: trio.abc.Stream, connection: h11.Connection) -> An
             return Answer(status, headers, body.decode())
 
 
-async def post(server: Server, body: bytes, **options: Any) -> Answer:
-    stream = await connect(server)
+async def post(server: Server, body: bytes, source: str = "127.0.0.1", **options: Any) -> Answer:
+    stream = await connect(server, source)
     async with stream:
         connection = h11.Connection(h11.CLIENT)
         data = request_bytes(connection, body, **options)
@@ -474,8 +477,8 @@ async def test_concurrent_posts_are_all_stored(tmp_path: Path, ca: trustme.CA) -
                 clean_report(report_id=f"r{number}", organization=f"Org {number % 4}")
             )
 
-            async def send(body: bytes = body) -> None:
-                answers.append(await post(server, body))
+            async def send(body: bytes = body, source: str = f"127.0.0.{10 + number}") -> None:
+                answers.append(await post(server, body, source))
 
             nursery.start_soon(send)
     assert [answer.status for answer in answers] == [200] * 24
