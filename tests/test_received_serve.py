@@ -253,6 +253,7 @@ class Server:
     events: list[ServeEvent]
     client_tls: ssl.SSLContext | None = None
     stopped: trio.Event = field(default_factory=trio.Event)
+    receiver: Receiver | None = None
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +289,7 @@ async def running(
         trio.Event(),
         events,
         client_context(ca) if ca is not None else None,
+        receiver=receiver,
     )
 
     async def serve() -> None:
