@@ -146,6 +146,23 @@ async def test_unknown_keys_are_not_stored(tmp_path: Path) -> None:
     assert report.report.organization_name == "Company-X"
 
 
+async def test_nesting_at_any_depth_is_refused_and_the_server_stays_up(tmp_path: Path) -> None:
+    """Near the interpreter's recursion limit a deep report once parsed but failed when
+    re-encoded, which ended the server; where exactly depends on the stack, so every
+    depth around it is sent (each from its own address: the rate limit is not the test)."""
+    answers: list[Answer] = []
+    async with running(tmp_path) as server:
+        for depth in range(900, 1001):
+            body = with_unknown_key(b"[" * depth + b"]" * depth)
+            source = f"127.0.2.{depth - 899}"
+            answers.append(await post(server, body, source, content_type=JSON))
+        good = await post(server, good_report(), GOOD)
+    assert {(answer.status, answer.body) for answer in answers} == {
+        (400, "not an RFC 8460 report: the report is not JSON we read: nested more than 32 deep\n")
+    }
+    assert good.status == 200
+
+
 # ---------------------------------------------------------------- bugs cost one request
 
 
@@ -358,3 +375,16 @@ async def test_a_trusted_proxy_is_capped_per_forwarded_address(tmp_path: Path) -
 )
 def test_source_key(address: str, key: str) -> None:
     assert source_key(address) == key
+
+
+async def test_a_finished_request_frees_its_slots_at_once(
+    tmp_path: Path, loopback_clock: MockClock
+) -> None:
+    """No linger after a request the client finished: its slots go back when it is answered."""
+    async with running(tmp_path) as server:
+        answer = await post(server, good_report(), GOOD)
+        receiver = server.receiver
+        with trio.fail_after(0.5):
+            await wait_for(lambda: receiver.connections.borrowed_tokens == 0)
+        assert receiver.sources.held(GOOD) == 0
+    assert answer.status == 200

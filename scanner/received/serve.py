@@ -431,8 +431,8 @@ class Receiver:
                 await stream.send_all(data)
             except (trio.BrokenResourceError, OSError):
                 return
-        if connection.their_state is not h11.DONE:
-            await self._linger(stream)
+        if connection.their_state not in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED):
+            await self._linger(stream)  # only a client refused before it finished sending
 
     async def _linger(self, stream: trio.abc.Stream) -> None:
         """Read (and drop) what a refused client still sends, briefly, so that closing
