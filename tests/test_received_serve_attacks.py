@@ -29,6 +29,7 @@ from test_received_serve import (
     ca,
     connect,
     post,
+    read_answer,
     request_bytes,
     running,
     stored,
@@ -380,11 +381,19 @@ def test_source_key(address: str, key: str) -> None:
 async def test_a_finished_request_frees_its_slots_at_once(
     tmp_path: Path, loopback_clock: MockClock
 ) -> None:
-    """No linger after a request the client finished: its slots go back when it is answered."""
+    """No linger after a request the client finished: the connection is closed and its
+    slots go back once it is answered, even while the client keeps its end open."""
+    body = good_report()
     async with running(tmp_path) as server:
-        answer = await post(server, good_report(), GOOD)
         receiver = server.receiver
+        stream = await connect(server, GOOD)
+        connection = h11.Connection(h11.CLIENT)
+        data = request_bytes(connection, body) + (connection.send(h11.Data(data=body)) or b"")
+        await stream.send_all(data + (connection.send(h11.EndOfMessage()) or b""))
+        answer = await read_answer(stream, connection)
         with trio.fail_after(0.5):
             await wait_for(lambda: receiver.connections.borrowed_tokens == 0)
+            assert await stream.receive_some(100) == b""
         assert receiver.sources.held(GOOD) == 0
+        await stream.aclose()
     assert answer.status == 200
