@@ -18,7 +18,7 @@ No one sender stalls the others. Per connection, in order:
 3. under `request_timeout` (from the start): the body, counted as it arrives and
    refused at `max_compressed_bytes`;
 4. parsing in a worker thread (`accept_body`, bounded by the limits; at most
-   `max_parsing` at once, more than one source may hold, so a good report's parse
+   `max_parsing` at once, twice what one source may hold, so a good report's parse
    never waits behind one sender's), then storing;
 5. the answer. An unexpected exception answers 500, is logged with the source,
    and costs that connection only.
