@@ -148,6 +148,19 @@ def test_accept_body(kind: MediaType, body: bytes, status: int | None) -> None:
         assert result.status == status, result.reason
 
 
+def test_a_json_body_over_the_inflated_limit_is_too_large_not_bad() -> None:
+    body = report_bytes(report_dict(), gzipped=False)
+    limits = ReceivedLimits(max_decompressed_bytes=len(body) - 1)
+    result = accept_body(MediaType.JSON, body, ALLOWED, limits)
+    assert isinstance(result, Reply)
+    assert result.status == 413
+    assert f"reads at most {len(body) - 1}" in result.reason
+    twin = accept_body(
+        MediaType.JSON, body, ALLOWED, ReceivedLimits(max_decompressed_bytes=len(body))
+    )
+    assert isinstance(twin, Accepted)
+
+
 def test_foreign_domain_reason_names_it_visibly() -> None:
     result = accept_body(
         MediaType.GZIP, report_bytes(report_dict(domain="evil\x1b[2J.example")), ALLOWED, SMALL

@@ -163,6 +163,12 @@ def accept_body(
     else:
         if len(body) > limits.max_compressed_bytes:
             return Reply(413, too_large_reason(len(body), limits))
+        if len(body) > limits.max_decompressed_bytes:  # the JSON text itself, as delivered
+            return Reply(
+                413,
+                f"the report is {len(body)} bytes of JSON; this receiver reads at most "
+                f"{limits.max_decompressed_bytes}",
+            )
         text = body
     outcome = parse_report_json(text, limits)
     if isinstance(outcome, RejectedReport):
