@@ -337,3 +337,21 @@ def test_signed_email_verifies_with_the_test_key() -> None:
     message = sign(report_email(report_dict()))
     verdict = verify_dkim(message, REPORTER, reporter_lookup())
     assert verdict.status.value == "pass"
+
+
+def nested_email(depth: int, *, folded: bool = False) -> bytes:
+    """An email of `depth` multiparts, each the only part of the one around it, around a
+    report (application/tlsrpt+json), as a hostile sender builds it."""
+    separator = b"\r\n " if folded else b" "
+    head = b"From: noreply-tls-reporting@reporter.example\r\nSubject: nested\r\n"
+    opening = b""
+    closing = b""
+    for level in range(depth):
+        opening += b'Content-Type:%smultipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (
+            separator,
+            level,
+            level,
+        )
+        closing = b"\r\n--b%d--\r\n" % level + closing
+    body = b"Content-Type: application/tlsrpt+json\r\n\r\n" + json.dumps(report_dict()).encode()
+    return head + opening + body + closing

@@ -131,6 +131,46 @@ def test_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     assert message in output
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("imaps://u:secret@h/INBOX", "imaps://u:***@h/INBOX"),
+        ("imaps://u:se:cr@et@h:993/INBOX", "imaps://u:***@h:993/INBOX"),
+        ("IMAPS://u%40x:secret@h", "IMAPS://u%40x:***@h"),
+        ("imaps://u:secret@h:x/INBOX", "imaps://u:***@h:x/INBOX"),
+    ],
+)
+def test_a_password_in_an_imap_url_is_never_printed(tmp_path: Path, url: str, shown: str) -> None:
+    code, output = invoke("tlsrpt", "import", "--imap", url, "--db", str(tmp_path / "db.sqlite"))
+    assert code == 2
+    assert "secret" not in output
+    assert "cr@et" not in output
+    assert shown in output
+
+
+def test_a_stored_row_that_no_longer_parses_is_named_and_skipped(tmp_path: Path) -> None:
+    """A row as an earlier receiver wrote it from `1e999999` in an unknown key: every view
+    still works, counts the other reports and names the row."""
+    import sqlite3
+
+    db = tmp_path / "db.sqlite"
+    invoke("tlsrpt", "import", str(FIXTURES), "--db", str(db))
+    connection = sqlite3.connect(db)
+    connection.execute(
+        "UPDATE reports SET report_json = substr(report_json, 1, length(report_json) - 1) "
+        "|| ',\"x\":Infinity}' WHERE id = 2"
+    )
+    connection.commit()
+    connection.close()
+    for command in (["summary"], ["sources"], ["summary", "--json"], ["sources", "--json"]):
+        code, output = invoke("tlsrpt", *command, "--db", str(db))
+        assert code == 0, output
+        assert "warning: stored report 2 (" in output
+        assert "skipped: its JSON no longer parses (the report is not JSON: Infinity" in output
+    code, output = invoke("tlsrpt", "summary", "--json", "--db", str(db))
+    assert json.loads(output.splitlines()[-1])["domains"][0]["reports"] == 9
+
+
 def test_hostile_text_is_shown_inert(tmp_path: Path) -> None:
     hostile = "\x1b]0;pwned\x07[bold red]Ready[/] :white_check_mark: \u202eevil"
     report = report_dict(

@@ -334,3 +334,23 @@ def test_oversize_message_is_rejected_without_fetching(
     settings = ImapSettings(password=PASSWORD, ssl_context=imap_server.context, timeout=10)
     items = list(imap_items(imap_server.target(), settings, ReceivedLimits(max_message_bytes=100)))
     assert [type(item).__name__ for item in items] == ["SourceBegins", "RejectedItem"]
+
+
+def test_a_message_that_cannot_be_read_is_marked_and_the_run_goes_on(
+    imap_server: ImapServer, tmp_path: Path
+) -> None:
+    from test_received_builders import nested_email
+
+    imap_server.append(nested_email(1000))
+    imap_server.append(report_email(report_dict(report_id="after")))
+    settings = ImapSettings(password=PASSWORD, ssl_context=imap_server.context, timeout=10)
+    with ReportStore.open(tmp_path / "db.sqlite") as store:
+        importer = Importer(
+            store, verify=build_verifier(reporter_lookup()), now=lambda: datetime.now(UTC)
+        )
+        tally = importer.run(imap_items(imap_server.target(), settings))
+        assert [stored.report.report_id for stored in store.reports()] == ["after"]
+    (rejected,) = tally.notable
+    assert rejected.origin.endswith("uid 1")
+    assert "1000 multipart or message parts" in rejected.detail
+    assert imap_server.unseen() == 0  # marked: the next run does not stop at it

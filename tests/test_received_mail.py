@@ -16,6 +16,7 @@ from test_received_builders import (
     REPORTER,
     dmarc_like_email,
     mbox,
+    nested_email,
     plain_email,
     report_bytes,
     report_dict,
@@ -289,3 +290,73 @@ def test_symlinked_folders_are_not_followed(tmp_path: Path) -> None:
     assert [item.origin for item in items if isinstance(item, PayloadItem | SkippedItem)] == [
         str(tmp_path / "real" / "a.json")
     ]
+
+
+@pytest.mark.parametrize("folded", [False, True], ids=["plain", "folded"])
+def test_deeply_nested_multipart_is_refused_before_parsing(folded: bool) -> None:
+    extracted = extract_reports(nested_email(1000, folded=folded))
+    assert extracted.reports == ()
+    assert extracted.problems == (
+        "the message declares 1000 multipart or message parts; the limit is 20",
+    )
+    (found,) = extract_reports(nested_email(20, folded=folded)).reports  # the twin
+    assert isinstance(found.outcome, ParsedReport)
+
+
+def test_a_deep_email_costs_only_itself_and_its_neighbours_are_read(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from scanner.received.authenticity import NOT_EMAIL
+    from scanner.received.importer import EventKind, Importer
+    from scanner.received.store import ReportStore
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _write(folder / "1-deep.eml", nested_email(1000))
+    _write(folder / "2-good.json", report_bytes(report_dict(), gzipped=False))
+    with ReportStore.open(tmp_path / "db.sqlite") as store:
+        importer = Importer(
+            store, verify=lambda data, info: NOT_EMAIL, now=lambda: datetime.now(UTC)
+        )
+        tally = importer.run(file_items([folder]))
+        assert tally.count(EventKind.IMPORTED) == 1
+        (rejected,) = tally.notable
+        assert rejected.origin == str(folder / "1-deep.eml")
+        assert "1000 multipart or message parts" in rejected.detail
+
+
+def test_an_unexpected_failure_rejects_that_message_which_is_still_marked(tmp_path: Path) -> None:
+    """A bug one message finds (here: in the injected verifier) costs that message only; it is
+    acknowledged (IMAP: marked seen) with the reason, and the next message is imported."""
+    from datetime import UTC, datetime
+
+    from scanner.received.authenticity import NOT_EMAIL, Authenticity
+    from scanner.received.importer import EventKind, Importer
+    from scanner.received.mail import MessageInfo
+    from scanner.received.store import ReportStore
+
+    def verify(data: bytes, info: MessageInfo) -> Authenticity:
+        if b"poison" in data:
+            raise RecursionError("maximum recursion depth exceeded")
+        return NOT_EMAIL
+
+    marked: list[str] = []
+    items = [
+        MessageItem(
+            f"uid {uid}",
+            report_email(report_dict(report_id=report_id)),
+            1,
+            acknowledge=lambda uid=uid: marked.append(uid),
+        )
+        for uid, report_id in (("1", "poison"), ("2", "good"))
+    ]
+    with ReportStore.open(tmp_path / "db.sqlite") as store:
+        tally = Importer(store, verify=verify, now=lambda: datetime.now(UTC)).run(items)
+        assert [stored.report.report_id for stored in store.reports()] == ["good"]
+    assert marked == ["1", "2"]
+    assert tally.count(EventKind.IMPORTED) == 1
+    (rejected,) = tally.notable
+    assert rejected.origin == "uid 1"
+    assert rejected.detail == (
+        "could not be handled (RecursionError: maximum recursion depth exceeded)"
+    )

@@ -136,6 +136,44 @@ REJECTIONS = [
     ),
     ("policies missing", _set("policies", DELETE), "policies: required, missing"),
     ("policies object", _set("policies", {}), "policies: must be a list"),
+    ("policies empty", _set("policies", []), "policies: empty"),
+    (
+        "range over 31 days",
+        _set("date-range.end-datetime", "2026-05-02T00:00:01Z"),
+        "date-range: it lasts 31 days; the limit is 31",
+    ),
+    (
+        "range ending in year 0999",
+        _set(
+            "date-range",
+            {"start-datetime": "0999-12-31T00:00:00Z", "end-datetime": "0999-12-31T23:59:59Z"},
+        ),
+        "date-range: it is not within the years 2000 to 2100",
+    ),
+    (
+        "range before 2000",
+        _set(
+            "date-range",
+            {"start-datetime": "1999-12-31T00:00:00Z", "end-datetime": "1999-12-31T23:59:59Z"},
+        ),
+        "date-range: it is not within the years 2000 to 2100",
+    ),
+    (
+        "range after 2100",
+        _set(
+            "date-range",
+            {"start-datetime": "2101-01-01T00:00:00Z", "end-datetime": "2101-01-01T23:59:59Z"},
+        ),
+        "date-range: it is not within the years 2000 to 2100",
+    ),
+    (
+        "range 0001 to 9999",
+        _set(
+            "date-range",
+            {"start-datetime": "0001-01-01T00:00:00Z", "end-datetime": "9999-12-31T23:59:59Z"},
+        ),
+        "date-range: it lasts 3652058 days",
+    ),
     ("policy missing", _set(f"{P0}.policy", DELETE), "policies[0].policy: required, missing"),
     ("policy-type missing", _set(f"{P0}.policy.policy-type", DELETE), "policy-type: required"),
     (
@@ -201,8 +239,22 @@ ACCEPTED_TWINS = [
     ("lower-case t and z", _set("date-range.end-datetime", "2026-04-01t23:59:59z")),
     ("fractional seconds", _set("date-range.end-datetime", "2026-04-01T23:59:59.999999999Z")),
     ("leap second", _set("date-range.end-datetime", "2026-04-01T23:59:60Z")),
-    ("empty policies", _set("policies", [])),
     ("zero count", _set(f"{P0}.summary.total-successful-session-count", 0)),
+    ("range of 31 days", _set("date-range.end-datetime", "2026-05-02T00:00:00Z")),
+    (
+        "range in 2000",
+        _set(
+            "date-range",
+            {"start-datetime": "2000-01-01T00:00:00Z", "end-datetime": "2000-01-01T23:59:59Z"},
+        ),
+    ),
+    (
+        "range in 2100",
+        _set(
+            "date-range",
+            {"start-datetime": "2100-12-31T00:00:00Z", "end-datetime": "2100-12-31T23:59:59Z"},
+        ),
+    ),
     ("count at the limit", _set(f"{P0}.summary.total-successful-session-count", 10**12)),
     ("no failure details", _set(f"{P0}.failure-details", DELETE)),
     ("null failure details", _set(f"{P0}.failure-details", None)),
@@ -286,12 +338,26 @@ def test_unpaired_surrogates_are_replaced_not_fatal() -> None:
         (b"\xff\xfe{}", "not UTF-8"),
         (b"{", "not JSON"),
         (b'{"a": NaN}', "NaN is not JSON"),
-        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested more than 32 deep"),
+        (b"[" + b"0," * 200_000 + b"0]", "more than 200000 values"),
+        (b"[" * 33 + b"]" * 33, "nested more than 32 deep"),
+        (b"[" * 1000, "its brackets do not balance"),
         (b"1" * 5000, "not JSON"),  # beyond Python's integer digit limit
         (b"[]", "must be a JSON object, got a list of 0"),
         (b"null", "must be a JSON object, got null"),
     ],
-    ids=["not-utf8", "truncated", "nan", "deep", "long-int", "list", "null"],
+    ids=[
+        "not-utf8",
+        "truncated",
+        "nan",
+        "very-deep",
+        "wide",
+        "deep",
+        "unclosed",
+        "long-int",
+        "list",
+        "null",
+    ],
 )
 def test_not_a_report_at_all(data: bytes, reason: str) -> None:
     outcome = parse_report_json(data)
@@ -500,3 +566,128 @@ def test_recognition_of_report_json() -> None:
     assert looks_like_report(b'\xef\xbb\xbf {"report-id": 1, "policies": []}')
     assert not looks_like_report(b'{"feedback": {"policies": 1}}')
     assert not looks_like_report(b"<feedback/>")
+
+
+# ---------------------------------------------------------------- hostile JSON
+
+
+def _with_extension(value: object) -> bytes:
+    report = deep(report_dict())
+    report["x-extension"] = value
+    return json.dumps(report).encode()
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        pytest.param(
+            _with_extension(0)[:-1] + b', "x-deep": ' + _nested(970).encode() + b"}",
+            "nested more than 32 deep",
+            id="deep-in-unknown-key",
+        ),
+        pytest.param(
+            _with_extension(0)[:-1] + b', "x-big": 1e999999}',
+            "1e999999 is not a finite number",
+            id="infinite-number",
+        ),
+        pytest.param(
+            _with_extension(0)[:-1] + b', "x-neg": -1e400}',
+            "-1e400 is not a finite number",
+            id="negative-infinite-number",
+        ),
+        pytest.param(
+            _with_extension(0)[:-1] + b', "x-inf": Infinity}',
+            "Infinity is not JSON",
+            id="infinity-constant",
+        ),
+        pytest.param(
+            _with_extension(0)[:-1] + b', "x-wide": [' + b"{}," * 150_000 + b"{}]}",
+            "more than 200000 values",
+            id="width-bomb",
+        ),
+    ],
+)
+def test_hostile_json_is_refused_before_it_costs_anything(text: bytes, reason: str) -> None:
+    outcome = parse_report_json(text)
+    assert isinstance(outcome, RejectedReport)
+    assert reason in outcome.summary
+
+
+@pytest.mark.parametrize(
+    "extension",
+    [
+        pytest.param(json.loads(_nested(27)), id="deep-at-the-limit"),  # 5 levels are the report's
+        pytest.param(1.5e300, id="large-finite-number"),
+        pytest.param([{}] * 40_000, id="wide-within-the-limit"),
+        pytest.param('"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\"\\\\', id="brackets-in-a-string"),
+    ],
+)
+def test_hostile_json_twins_are_read(extension: object) -> None:
+    assert isinstance(parse_report_json(_with_extension(extension)), ParsedReport)
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"),
+    [
+        pytest.param(b'["\\\\"]', 1, id="escaped-backslash-before-quote"),
+        pytest.param(b'{"a": "\\"[[["}', 1, id="escaped-quote-then-brackets"),
+        pytest.param(b'{"a\\u005b": [1, {"b": []}]}', 4, id="unicode-escape-in-key"),
+        pytest.param(b'["]]]]", [["[[[["]]]', 3, id="brackets-in-strings"),
+    ],
+)
+def test_shape_scan_reads_strings_as_the_parser_does(text: bytes, depth: int) -> None:
+    from scanner.received.report import json_shape_problem
+
+    json.loads(text)
+    assert json_shape_problem(text, depth, 100) is None
+    assert json_shape_problem(text, depth - 1, 100) == f"nested more than {depth - 1} deep"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.text(max_size=5), lambda c: st.lists(c, max_size=3)))
+def test_shape_scan_measures_the_depth_of_any_json(value: object) -> None:
+    from scanner.received.report import json_shape_problem
+
+    def depth(item: object) -> int:
+        return 1 + max(map(depth, item), default=0) if isinstance(item, list) else 0
+
+    text = json.dumps(value).encode()
+    measured = depth(value)
+    assert json_shape_problem(text, measured, 10_000) is None
+    if measured:
+        assert json_shape_problem(text, measured - 1, 10_000) is not None
+
+
+def test_only_the_validated_report_is_stored_but_the_hash_is_of_what_came() -> None:
+    plain = parse_report_json(_with_extension(None))
+    extended = parse_report_json(_with_extension({"anything": [1, 2, "x" * 1000]}))
+    assert isinstance(plain, ParsedReport)
+    assert isinstance(extended, ParsedReport)
+    assert "x-extension" not in extended.canonical_json
+    assert extended.canonical_json == plain.canonical_json
+    assert extended.content_hash != plain.content_hash
+    again = parse_report_json(extended.canonical_json.encode())
+    assert isinstance(again, ParsedReport)
+    assert again.report == extended.report
+
+
+def test_many_gzip_members_are_refused_and_cost_linear_time() -> None:
+    empty = gzip.compress(b"", mtime=0)
+    text = report_bytes(report_dict(), gzipped=False)
+    members = [gzip.compress(text[i : i + 200], mtime=0) for i in range(0, len(text), 200)]
+    assert 1 < len(members) <= 16
+    assert isinstance(parse_report(b"".join(members)), ParsedReport)
+    bomb = empty * (5 * 1024 * 1024 // len(empty))  # 262k members in 5 MiB
+    outcome = inflate_payload(bomb)
+    assert isinstance(outcome, PayloadError)
+    assert outcome.reason == "the gzip data has more than 16 members"
+    assert isinstance(inflate_payload(empty * 16), bytes)  # the twin at the limit
+
+
+def test_a_large_single_member_is_inflated_in_pieces() -> None:
+    text = b" " * (3 * 1024 * 1024) + report_bytes(report_dict(), gzipped=False)
+    assert isinstance(parse_report(gzip.compress(text) + b"trailing"), ParsedReport)

@@ -148,6 +148,19 @@ def test_accept_body(kind: MediaType, body: bytes, status: int | None) -> None:
         assert result.status == status, result.reason
 
 
+def test_a_json_body_over_the_inflated_limit_is_too_large_not_bad() -> None:
+    body = report_bytes(report_dict(), gzipped=False)
+    limits = ReceivedLimits(max_decompressed_bytes=len(body) - 1)
+    result = accept_body(MediaType.JSON, body, ALLOWED, limits)
+    assert isinstance(result, Reply)
+    assert result.status == 413
+    assert f"reads at most {len(body) - 1}" in result.reason
+    twin = accept_body(
+        MediaType.JSON, body, ALLOWED, ReceivedLimits(max_decompressed_bytes=len(body))
+    )
+    assert isinstance(twin, Accepted)
+
+
 def test_foreign_domain_reason_names_it_visibly() -> None:
     result = accept_body(
         MediaType.GZIP, report_bytes(report_dict(domain="evil\x1b[2J.example")), ALLOWED, SMALL
@@ -253,6 +266,7 @@ class Server:
     events: list[ServeEvent]
     client_tls: ssl.SSLContext | None = None
     stopped: trio.Event = field(default_factory=trio.Event)
+    receiver: Receiver | None = None
 
 
 @pytest.fixture(scope="module")
@@ -288,6 +302,7 @@ async def running(
         trio.Event(),
         events,
         client_context(ca) if ca is not None else None,
+        receiver=receiver,
     )
 
     async def serve() -> None:
@@ -307,8 +322,11 @@ class Answer:
     body: str
 
 
-async def connect(server: Server) -> trio.abc.Stream:
-    stream: trio.abc.Stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+async def connect(server: Server, source: str = "127.0.0.1") -> trio.abc.Stream:
+    """A connection to the server from `source` (any address of 127.0.0.0/8 is this host's)."""
+    stream: trio.abc.Stream = await trio.open_tcp_stream(
+        "127.0.0.1", server.port, local_address=source
+    )
     if server.client_tls is not None:
         stream = trio.SSLStream(stream, server.client_tls, server_hostname="localhost")
     return stream
@@ -350,8 +368,8 @@ async def read_answer(stream: trio.abc.Stream, connection: h11.Connection) -> An
             return Answer(status, headers, body.decode())
 
 
-async def post(server: Server, body: bytes, **options: Any) -> Answer:
-    stream = await connect(server)
+async def post(server: Server, body: bytes, source: str = "127.0.0.1", **options: Any) -> Answer:
+    stream = await connect(server, source)
     async with stream:
         connection = h11.Connection(h11.CLIENT)
         data = request_bytes(connection, body, **options)
@@ -474,8 +492,8 @@ async def test_concurrent_posts_are_all_stored(tmp_path: Path, ca: trustme.CA) -
                 clean_report(report_id=f"r{number}", organization=f"Org {number % 4}")
             )
 
-            async def send(body: bytes = body) -> None:
-                answers.append(await post(server, body))
+            async def send(body: bytes = body, source: str = f"127.0.0.{10 + number}") -> None:
+                answers.append(await post(server, body, source))
 
             nursery.start_soon(send)
     assert [answer.status for answer in answers] == [200] * 24

@@ -87,7 +87,8 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     connection.commit()
     connection.close()
     with pytest.raises(
-        DatabaseError, match="schema version 99; this scanner knows versions up to 1"
+        DatabaseError,
+        match=f"schema version 99; this scanner knows versions up to {SCHEMA_VERSION}",
     ):
         ReportStore.open(path)
 
@@ -120,9 +121,11 @@ def test_migrations_run_in_order_once_each(tmp_path: Path) -> None:
     with ReportStore.open(path, migrations=later) as store:
         assert len(store.reports()) == 1
     with ReportStore.open(path, migrations=later):
-        pass  # already at 2: nothing runs twice (CREATE TABLE extra would fail)
+        pass  # already there: nothing runs twice (CREATE TABLE extra would fail)
     connection = sqlite3.connect(path)
-    assert connection.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert connection.execute("SELECT version FROM schema_version").fetchall() == [
+        (SCHEMA_VERSION + 1,)
+    ]
     connection.close()
 
 
@@ -133,7 +136,9 @@ def test_a_failing_migration_leaves_the_previous_version(tmp_path: Path) -> None
     with pytest.raises(DatabaseError):
         ReportStore.open(path, migrations=broken)
     connection = sqlite3.connect(path)
-    assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+    assert connection.execute("SELECT version FROM schema_version").fetchall() == [
+        (SCHEMA_VERSION,)
+    ]
     assert (
         connection.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchall() == []
     )
@@ -273,3 +278,79 @@ def test_odd_text_is_stored_and_read_back(store: ReportStore) -> None:
     store.add(report, provenance(), NOW)
     (stored,) = store.reports()
     assert stored.report.organization_name == odd
+
+
+# ---------------------------------------------------------------- rows changed by others, old rows
+
+
+def _year_999() -> ParsedReport:
+    """A report ending in the year 999, as an earlier scanner accepted (no range check then)."""
+    from scanner.received.limits import ReceivedLimits
+
+    value = report_dict(report_id="ancient")
+    value["date-range"] = {
+        "start-datetime": "0999-12-31T00:00:00Z",
+        "end-datetime": "0999-12-31T23:59:59Z",
+    }
+    outcome = parse_report_value(value, ReceivedLimits(earliest_year=1))
+    assert isinstance(outcome, ParsedReport)
+    return outcome
+
+
+def test_times_have_four_digit_years_and_old_reports_expire(store: ReportStore) -> None:
+    store.add(_year_999(), provenance(), NOW)
+    store.add(parsed(report_id="recent"), provenance(), NOW)
+    connection = sqlite3.connect(store.path)
+    (end,) = connection.execute(
+        "SELECT end_datetime FROM reports WHERE report_id = 'ancient'"
+    ).fetchone()
+    connection.close()
+    assert end == "0999-12-31T23:59:59.000000Z"
+    assert store.delete_ended_before(datetime(2026, 1, 1, tzinfo=UTC)) == 1
+    assert [stored.report.report_id for stored in store.reports()] == ["recent"]
+
+
+def test_the_migration_gives_short_years_four_digits(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with ReportStore.open(path, migrations=MIGRATIONS[:1]) as old:
+        old.add(_year_999(), provenance(), NOW)
+        old.add(parsed(report_id="recent"), provenance(), NOW)
+    connection = sqlite3.connect(path)
+    connection.execute(
+        "UPDATE reports SET end_datetime = '999-12-31T23:59:59.000000Z', "
+        "start_datetime = '999-12-31T00:00:00.000000Z' WHERE report_id = 'ancient'"
+    )
+    connection.commit()
+    connection.close()
+    with ReportStore.open(path) as store:
+        assert [stored.report.report_id for stored in store.reports()] == ["ancient", "recent"]
+        assert store.delete_ended_before(datetime(2026, 1, 1, tzinfo=UTC)) == 1
+    connection = sqlite3.connect(path)
+    assert connection.execute("SELECT start_datetime FROM reports").fetchall() == [
+        ("2026-04-01T00:00:00.000000Z",)
+    ]
+    connection.close()
+
+
+def test_a_row_that_no_longer_reads_is_skipped_and_named(store: ReportStore) -> None:
+    for number in range(3):
+        store.add(parsed(report_id=f"r{number}"), provenance(), NOW)
+    connection = sqlite3.connect(store.path)
+    connection.execute(
+        "UPDATE reports SET report_json = ? WHERE report_id = 'r1'",
+        ('{"organization-name": "Company-X", "x": Infinity}',),
+    )
+    connection.execute("UPDATE reports SET imported_at = 'yesterday' WHERE report_id = 'r2'")
+    connection.commit()
+    connection.close()
+    read = store.read()
+    assert [stored.report.report_id for stored in read.reports] == ["r0"]
+    assert [(row.report_id, row.organization_name) for row in read.unreadable] == [
+        ("r1", "Company-X"),
+        ("r2", "Company-X"),
+    ]
+    assert "no longer parses" in read.unreadable[0].reason
+    assert "ValueError" in read.unreadable[1].reason
+    loaded = load_domain_reports(store, "company-y.example")
+    assert len(loaded.reports) == 1
+    assert len(loaded.unreadable) == 2

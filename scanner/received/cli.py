@@ -26,12 +26,20 @@ from rich.text import Text
 
 from scanner.received.authenticity import build_verifier
 from scanner.received.evidence import normalise_destination
-from scanner.received.imap import ImapSettings, ImapTarget, ImapUrlError, imap_items, parse_imap_url
+from scanner.received.imap import (
+    ImapSettings,
+    ImapTarget,
+    ImapUrlError,
+    imap_items,
+    parse_imap_url,
+    redacted_url,
+)
 from scanner.received.importer import EventKind, Importer, ImportTally
 from scanner.received.items import SourceItem
 from scanner.received.key_lookup import CachedKeyLookup, build_resolver
 from scanner.received.mailboxes import file_items
 from scanner.received.output import sources_document, summary_document
+from scanner.received.records import StoredReport, StoredReports
 from scanner.received.store import DEFAULT_DATABASE, DatabaseError, ReportStore
 from scanner.received.summary import summarise_domains, summarise_sources
 from scanner.render import output_console
@@ -184,7 +192,7 @@ def import_reports(
     for url in imap or []:
         target = parse_imap_url(url)
         if isinstance(target, ImapUrlError):
-            raise _fail(f"--imap {url}: {target.reason}")
+            raise _fail(f"--imap {redacted_url(url)}: {target.reason}")
         targets.append(target)
     settings: ImapSettings | None = None
     if targets:
@@ -233,6 +241,24 @@ def import_reports(
         raise typer.Exit(EXIT_SOURCE_UNREADABLE)
 
 
+def _readable(read: StoredReports) -> tuple[StoredReport, ...]:
+    """The reports read back; each row skipped because it no longer reads is named on stderr."""
+    stderr = output_console(stderr=True)
+    for row in read.unreadable:
+        stderr.print(
+            line(
+                Text(f"warning: stored report {row.row} ("),
+                row.organization_name,
+                Text(" "),
+                row.report_id,
+                Text(") skipped: "),
+                row.reason,
+            ),
+            soft_wrap=True,
+        )
+    return read.reports
+
+
 def _day(text: str | None, option: str) -> date | None:
     if text is None:
         return None
@@ -262,7 +288,7 @@ def summary(
     if first and last and last < first:
         raise _fail("--until is before --since")
     with _open(database, create=False) as store:
-        stored = store.reports(domain=domain, since=first, until=last)
+        stored = _readable(store.read(domain=domain, since=first, until=last))
     if verified_only:
         stored = tuple(report for report in stored if report.verified)
     summaries = summarise_domains(stored, domain)
@@ -291,7 +317,7 @@ def sources(
     from scanner.received.render import render_sources
 
     with _open(database, create=False) as store:
-        stored = store.reports(domain=domain)
+        stored = _readable(store.read(domain=domain))
     if verified_only:
         stored = tuple(report for report in stored if report.verified)
     result = summarise_sources(stored, domain)
@@ -392,7 +418,7 @@ def html(
         ) from None
     first = _day(since, "--since")
     with _open(database, create=False) as store:
-        stored = store.reports(domain=domain, since=first)
+        stored = _readable(store.read(domain=domain, since=first))
     page = render_report_page(
         summarise_domains(stored, domain),
         summarise_sources(stored, domain),

@@ -2,7 +2,8 @@
 
 Theory of operation: `parse_imap_url` reads `imaps://USER@HOST[:PORT][/FOLDER]`
 (RFC 5092's shape; USER and FOLDER percent-decoded; a password in the URL is
-refused, it would sit in shell history). `imap_items` logs in, selects the
+refused, it would sit in shell history, and `redacted_url` is what a message
+shows of the URL). `imap_items` logs in, selects the
 folder, searches UNSEEN (or ALL), and yields each message, fetched with
 `BODY.PEEK[]` so reading alone changes nothing. Each message's
 `acknowledge` sets `\\Seen` once the importer has committed its reports, so
@@ -56,6 +57,15 @@ class ImapTarget:
 @dataclass(frozen=True, slots=True)
 class ImapUrlError:
     reason: str
+
+
+# The userinfo's password runs from its first ":" to the netloc's last "@" (as urlsplit reads it).
+_URL_PASSWORD = re.compile(r"^(?P<head>[^:/]*://[^/:@]*):[^/]*@")
+
+
+def redacted_url(url: str) -> str:
+    """The URL as a message may show it: a password in it replaced by `***`."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", url.strip(), count=1)
 
 
 def parse_imap_url(url: str) -> ImapTarget | ImapUrlError:

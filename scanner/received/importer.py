@@ -6,19 +6,24 @@ judges the email's authenticity once (the injected `Verifier`), and stores each
 accepted report in its own transaction. Every outcome is an `ImportEvent`
 (imported, duplicate, conflict, rejected, skipped, unreadable) given to the
 progress sink and counted in the `ImportTally`. A bad item costs only itself:
-the next item is read whatever happened to this one. An exception that escapes
-is a bug, or an interruption (Ctrl-C): the reports committed so far stand.
+the next item is read whatever happened to this one. An unexpected exception
+while one item is handled (a bug a hostile item found) rejects that item, with
+the exception as the reason, and an email is still acknowledged (IMAP marks it
+seen: the next run does not stop at it again). What stops the import: the
+database failing (`DatabaseError`, `sqlite3.Error`: no item could be stored)
+and an interruption (Ctrl-C); the reports committed so far stand.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Final, Protocol, TypeVar
 
 from scanner.received.authenticity import NOT_EMAIL, Authenticity, Verifier
 from scanner.received.items import (
@@ -34,7 +39,12 @@ from scanner.received.limits import DEFAULT_LIMITS, ReceivedLimits
 from scanner.received.mail import MessageInfo, extract_reports
 from scanner.received.records import AddResult, Provenance
 from scanner.received.report import ParsedReport, RejectedReport, normalise_domain, parse_report
-from scanner.received.store import ReportStore
+from scanner.received.store import DatabaseError, ReportStore
+
+_Item = TypeVar("_Item", MessageItem, PayloadItem)
+
+# Failures of the database, not of an item: they end the import (nothing could be stored).
+_STORE_ERRORS: Final = (DatabaseError, sqlite3.Error)
 
 
 class EventKind(StrEnum):
@@ -130,11 +140,11 @@ class Importer:
                 self.progress.begin(item.label, item.total, item.unit)
             return
         if isinstance(item, MessageItem):
-            self._message(item)
+            self._isolated(item.origin, self._message, item)
             if item.acknowledge is not None:
                 item.acknowledge()
         elif isinstance(item, PayloadItem):
-            self._payload(item)
+            self._isolated(item.origin, self._payload, item)
         elif isinstance(item, RejectedItem):
             self._emit(ImportEvent(EventKind.REJECTED, item.origin, item.reason))
         elif isinstance(item, SkippedItem):
@@ -143,6 +153,16 @@ class Importer:
             self._emit(ImportEvent(EventKind.UNREADABLE, item.origin, item.reason))
         if self.progress is not None:
             self.progress.advance(item.weight)
+
+    def _isolated(self, origin: str, handle: Callable[[_Item], None], item: _Item) -> None:
+        """`handle(item)`; an unexpected exception rejects the item, named, and the import goes on."""
+        try:
+            handle(item)
+        except _STORE_ERRORS:
+            raise
+        except Exception as exc:  # one hostile item must not end the import
+            reason = f"could not be handled ({type(exc).__name__}: {exc}"[:300] + ")"
+            self._emit(ImportEvent(EventKind.REJECTED, origin, reason))
 
     def _payload(self, item: PayloadItem) -> None:
         outcome = parse_report(item.data, self.limits)

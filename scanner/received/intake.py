@@ -5,8 +5,10 @@ h11; every decision lives here, as pure functions of typed values, so that each
 can be tested from a table:
 
 1. `source_address`: who is asking (the peer, or the last `X-Forwarded-For`
-   hop when the peer is a trusted reverse proxy);
-2. `TokenBuckets.take`: may that source send now (a token bucket per address);
+   hop when the peer is a trusted reverse proxy), and `source_key`: the
+   address as limits count it (an IPv6 address by its /64);
+2. `SourceSlots.take`: may that source open one more connection, and
+   `TokenBuckets.take`: may it send a report now (a token bucket per source);
 3. `check_head`: is the request line and header acceptable before any body is
    read (method, media type, declared length);
 4. `accept_body`: does the body give a report (bounded gunzip, the RFC 8460 §4
@@ -161,6 +163,12 @@ def accept_body(
     else:
         if len(body) > limits.max_compressed_bytes:
             return Reply(413, too_large_reason(len(body), limits))
+        if len(body) > limits.max_decompressed_bytes:  # the JSON text itself, as delivered
+            return Reply(
+                413,
+                f"the report is {len(body)} bytes of JSON; this receiver reads at most "
+                f"{limits.max_decompressed_bytes}",
+            )
         text = body
     outcome = parse_report_json(text, limits)
     if isinstance(outcome, RejectedReport):
@@ -183,6 +191,56 @@ def allowed_domains(names: Iterable[str]) -> frozenset[str]:
 
 
 # ---------------------------------------------------------------- who is asking
+
+IPV6_SOURCE_PREFIX: Final = (
+    64  # one site's hosts share a /64 (RFC 4291 §2.5.4), and so do its limits
+)
+
+
+def source_key(address: str) -> str:
+    """What the per-source limits count: an IPv4 address, or an IPv6 address's /64
+    (an IPv4-mapped IPv6 address is its IPv4 address); text that is no address, as it is."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, IPV6_SOURCE_PREFIX), strict=False))
+    return str(parsed)
+
+
+class SourceSlots:
+    """Connections in flight per source key, at most `per_source` each (the table holds
+    only the keys with a connection, so it is bounded by the connections themselves)."""
+
+    def __init__(self, per_source: int) -> None:
+        if per_source < 1:
+            raise ValueError("per_source must be at least 1")
+        self.per_source = per_source
+        self._counts: dict[str, int] = {}
+
+    def take(self, key: str) -> bool:
+        """One slot for `key`, or False when it has `per_source` already."""
+        count = self._counts.get(key, 0)
+        if count >= self.per_source:
+            return False
+        self._counts[key] = count + 1
+        return True
+
+    def give_back(self, key: str) -> None:
+        count = self._counts[key] - 1
+        if count:
+            self._counts[key] = count
+        else:
+            del self._counts[key]
+
+    def held(self, key: str) -> int:
+        return self._counts.get(key, 0)
+
+    def __len__(self) -> int:
+        return len(self._counts)
 
 
 def source_address(

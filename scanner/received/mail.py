@@ -14,6 +14,12 @@ looked at:
   text names the report keys (`looks_like_report`). Other attachments (a DMARC
   report, a logo, the human-readable text) are not reports and are ignored.
 
+The parser recurses into each multipart and message part, so their number
+(which bounds the nesting) is counted before parsing (`max_mime_containers`):
+a declaration `Content-Type: multipart/...` or `message/...` at the start of a
+line, folded or not. A multipart/digest's parts are message/rfc822 without
+saying so, but each level of them needs a declared multipart again.
+
 The message's own headers give the provenance: `From`, `Message-ID`,
 `TLS-Report-Domain` and `TLS-Report-Submitter` (§5.3), and the recipients
 (`Delivered-To`, `X-Original-To`, `To`, `Cc`) as `mailto:` destinations.
@@ -49,6 +55,10 @@ from scanner.received.report import (
 DECLARED_REPORT_TYPES: Final = frozenset({"application/tlsrpt+gzip", "application/tlsrpt+json"})
 RECIPIENT_HEADERS: Final = ("Delivered-To", "X-Original-To", "To", "Cc")
 MAX_HEADER_TEXT: Final = 2000  # characters kept of one header value
+_CONTAINER_TYPE = re.compile(
+    rb"^content-type[ \t]*:[ \t]*(?:\r?\n[ \t]+)*\"?(?:multipart|message)/",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +222,16 @@ def extract_reports(data: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> Ext
             MessageInfo(),
             (),
             (f"the message is {len(data)} bytes; the limit is {limits.max_message_bytes}",),
+        )
+    containers = len(_CONTAINER_TYPE.findall(data))
+    if containers > limits.max_mime_containers:
+        return ExtractedMessage(
+            MessageInfo(),
+            (),
+            (
+                f"the message declares {containers} multipart or message parts; "
+                f"the limit is {limits.max_mime_containers}",
+            ),
         )
     message = message_from_bytes(data, policy=compat32)
     info = message_info(message)

@@ -57,9 +57,28 @@ class StoredReport:
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadableReport:
+    """A stored row that no longer reads back (changed by something else): skipped, named."""
+
+    row: int  # reports.id
+    organization_name: str
+    report_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReports:
+    """What a selection read back: the reports, and the rows skipped because they no longer read."""
+
+    reports: tuple[StoredReport, ...]
+    unreadable: tuple[UnreadableReport, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ReceivedReports:
     """The reports of one policy domain, and every rua destination the database receives."""
 
     domain: str
     reports: tuple[StoredReport, ...]
     destinations: frozenset[str]
+    unreadable: tuple[UnreadableReport, ...] = ()

@@ -11,15 +11,19 @@ the two; a test feeds it arbitrary JSON and bytes to hold that.
 What is rejected: anything that would make the numbers wrong or the report
 unidentifiable. A required key missing or of the wrong type, a count that is not
 a non-negative integer (booleans and floats are not integers), a date that is
-not RFC 3339, a date range that ends before it starts, more policies or failure
-details than the limits allow.
+not RFC 3339, a date range that ends before it starts, lasts longer than
+`max_report_days` or lies outside `earliest_year`..`latest_year`, a report with
+no policy (nothing would tie it to a policy domain), more policies or failure
+details than the limits allow. And, before the JSON is parsed at all: nesting
+deeper than `max_json_depth`, more than `max_json_values` values; while it is
+parsed: a number that is not finite (`NaN`, `1e999999`).
 
 What is tolerated, as real senders write it (and noted where it matters):
 policy-string lines ending in CR (the CR is dropped), an empty `sending-mta-ip`
 or `receiving-ip` (absent), `mx-host` as one string (RFC 8460's own example) or
 a list, a missing `contact-info` (noted), free-text `failure-reason-code`,
 unknown result types and policy types (kept, noted), unknown keys (ignored: §4.4
-allows extension), and a summary whose failure count disagrees with the sum of
+allows extension; they are hashed with the report but never stored), and a summary whose failure count disagrees with the sum of
 its failure details (both kept, the disagreement noted; result types are not
 mutually exclusive, §4.3, and senders may truncate the details).
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import math
 import re
 import zlib
 from collections.abc import Iterator, Mapping
@@ -173,9 +178,12 @@ class TlsReport:
 class ParsedReport:
     """An accepted report: the typed value, what was tolerated, and its identity.
 
-    `canonical_json` is the received JSON re-serialised (sorted keys, no spaces,
-    ASCII only); `content_hash` is its SHA-256 in hex. The same report sent
-    gzipped by mail and plain over HTTPS has the same hash.
+    `canonical_json` is the report as validated (`report_value`: its RFC 8460
+    fields only, normalised), serialised with sorted keys, no spaces, ASCII only:
+    what the database stores, and parses back to the same `report`.
+    `content_hash` is the SHA-256 in hex of the received JSON serialised the same
+    way, unknown keys included. The same report sent gzipped by mail and plain
+    over HTTPS has the same hash.
     """
 
     report: TlsReport
@@ -214,8 +222,13 @@ def is_gzip(data: bytes) -> bool:
 
 
 # RFC 8460 §5.2: "application/tlsrpt+gzip" is the report JSON compressed with gzip
-# (RFC 1952). A gzip file may hold several members; all are inflated, and never
-# more than `max_decompressed_bytes` of output is produced.
+# (RFC 1952). A gzip file may hold several members (§2.2); at most `max_gzip_members`
+# are inflated, and never more than `max_decompressed_bytes` of output is produced.
+# The input is fed in `INFLATE_CHUNK` pieces of a memoryview, so what is left after
+# a member's end is never copied whole: the time is linear in the input.
+INFLATE_CHUNK: Final = 64 * 1024
+
+
 def inflate_payload(data: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> bytes | PayloadError:
     """The JSON bytes of a report as delivered: gunzipped when it starts with the gzip magic."""
     if len(data) > limits.max_compressed_bytes:
@@ -230,26 +243,34 @@ def inflate_payload(data: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> byt
                 too_large=True,
             )
         return data
+    view = memoryview(data)
     output = bytearray()
-    remaining = data
-    while remaining:
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        budget = limits.max_decompressed_bytes - len(output)
-        try:
-            chunk = inflater.decompress(remaining, budget + 1)
-        except zlib.error as exc:
-            return PayloadError(f"the gzip data is corrupt: {exc}")
-        output += chunk
-        if len(output) > limits.max_decompressed_bytes:
+    position = 0
+    members = 0
+    while position < len(data) and data.startswith(GZIP_MAGIC, position):
+        members += 1
+        if members > limits.max_gzip_members:
             return PayloadError(
-                f"the report inflates to more than {limits.max_decompressed_bytes} bytes",
-                too_large=True,
+                f"the gzip data has more than {limits.max_gzip_members} members", too_large=True
             )
-        if not inflater.eof:
-            return PayloadError("the gzip data is truncated")
-        remaining = inflater.unused_data
-        if remaining and not is_gzip(remaining):
-            break  # trailing garbage after the last member, as gzip(1) tolerates
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        while not inflater.eof:
+            if position >= len(data):
+                return PayloadError("the gzip data is truncated")
+            chunk = view[position : position + INFLATE_CHUNK]
+            position += len(chunk)
+            budget = limits.max_decompressed_bytes - len(output)
+            try:
+                output += inflater.decompress(chunk, budget + 1)
+            except zlib.error as exc:
+                return PayloadError(f"the gzip data is corrupt: {exc}")
+            if len(output) > limits.max_decompressed_bytes:
+                return PayloadError(
+                    f"the report inflates to more than {limits.max_decompressed_bytes} bytes",
+                    too_large=True,
+                )
+        position -= len(inflater.unused_data)
+    # What follows the last member and is no member is trailing garbage, as gzip(1) tolerates.
     return bytes(output)
 
 
@@ -281,6 +302,80 @@ def _refuse_constant(name: str) -> object:
     raise _NotJson(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        shown = text if len(text) <= 30 else text[:27] + "..."
+        raise _NotJson(f"{shown} is not a finite number")
+    return value
+
+
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+_EMPTY_PAIR = re.compile(rb"\{\}|\[\]")
+_NOT_STRUCTURE = bytes(set(range(256)) - set(b"[]{},"))
+SHAPE_CHUNK: Final = 64 * 1024  # bytes scanned per call, so that a thread yields between them
+
+
+def _structure(text: bytes) -> Iterator[bytes]:
+    """The brackets and commas of JSON text outside its strings, piece by piece.
+
+    Escape pairs are dropped, then strings, then all but `[]{},`. The state across
+    pieces: inside a string or not, and a backslash whose escaped byte is in the next.
+    """
+    inside = False
+    escaped = False
+    for start in range(0, len(text), SHAPE_CHUNK):
+        piece = text[start : start + SHAPE_CHUNK]
+        if escaped:
+            piece, escaped = piece[1:], False
+        piece = _ESCAPE.sub(b"", piece)
+        if piece.endswith(b"\\"):
+            piece, escaped = piece[:-1], True
+        if inside:
+            end = piece.find(b'"')
+            if end < 0:
+                continue
+            piece, inside = piece[end + 1 :], False
+        piece = _STRING.sub(b"", piece)
+        opening = piece.find(b'"')
+        if opening >= 0:
+            piece, inside = piece[:opening], True
+        yield piece.translate(None, _NOT_STRUCTURE)
+
+
+def json_shape_problem(text: bytes, max_depth: int, max_values: int) -> str | None:
+    """Why JSON text is nested too deeply or holds too many values, or None.
+
+    Linear, in pieces, before any parsing (a recursive parser must never meet the
+    nesting): the structure outside strings (`_structure`) gives the values (commas
+    and arrays and objects, a bound within a few of the truth); then innermost empty
+    pairs of brackets are removed, one level per pass, `max_depth` passes at most.
+    In JSON, quotes delimit exactly the strings once escape pairs are gone, so the
+    brackets left balance; brackets that do not are refused here (the parser would
+    recurse into them before finding out). A backslash outside a string (which could
+    shift the quotes) is not JSON, and the parser stops there, before any bracket
+    this scan did not count.
+    """
+    brackets = bytearray()
+    values = 1
+    for piece in _structure(text):
+        commas = piece.count(b",")
+        values += commas + (len(piece) - commas + 1) // 2
+        if values > max_values:
+            return f"more than {max_values} values"
+        brackets += piece.replace(b",", b"")
+    remaining = bytes(brackets)
+    for _ in range(max_depth):
+        if not remaining:
+            return None
+        reduced = _EMPTY_PAIR.sub(b"", remaining)
+        if len(reduced) == len(remaining):
+            return "its brackets do not balance"
+        remaining = reduced
+    return f"nested more than {max_depth} deep" if remaining else None
+
+
 def parse_report_json(text: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> ReportOutcome:
     """A report from its JSON bytes (UTF-8, a byte-order mark allowed). Never raises."""
     if len(text) > limits.max_decompressed_bytes:
@@ -293,8 +388,11 @@ def parse_report_json(text: bytes, limits: ReceivedLimits = DEFAULT_LIMITS) -> R
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
         return RejectedReport((f"the report is not UTF-8 (byte {exc.start})",))
+    shape = json_shape_problem(text, limits.max_json_depth, limits.max_json_values)
+    if shape is not None:
+        return RejectedReport((f"the report is not JSON we read: {shape}",))
     try:
-        value = json.loads(decoded, parse_constant=_refuse_constant)
+        value = json.loads(decoded, parse_constant=_refuse_constant, parse_float=_finite_float)
     except _NotJson as exc:
         return RejectedReport((f"the report is not JSON: {exc}",))
     except RecursionError:
@@ -464,7 +562,12 @@ def parse_rfc3339(text: str) -> datetime | None:
         return None
 
 
-def _date_range(obj: Mapping[str, object], findings: _Findings) -> DateRange | None:
+# RFC 8460 §4.1: a report covers one UTC day (longer is allowed, not usual); a range
+# over `max_report_days`, or outside `earliest_year`..`latest_year`, is no real report's
+# and would count in every window a reader asks about.
+def _date_range(
+    obj: Mapping[str, object], findings: _Findings, limits: ReceivedLimits
+) -> DateRange | None:
     if "date-range" not in obj:
         findings.reject("date-range", "required, missing")
         return None
@@ -486,6 +589,18 @@ def _date_range(obj: Mapping[str, object], findings: _Findings) -> DateRange | N
         return None
     if end < start:
         findings.reject("date-range", "end-datetime is before start-datetime")
+        return None
+    if (end - start).total_seconds() > limits.max_report_days * 86400:
+        findings.reject(
+            "date-range",
+            f"it lasts {(end - start).days} days; the limit is {limits.max_report_days}",
+        )
+        return None
+    if start.year < limits.earliest_year or end.year > limits.latest_year:
+        findings.reject(
+            "date-range",
+            f"it is not within the years {limits.earliest_year} to {limits.latest_year}",
+        )
         return None
     return DateRange(start, end)
 
@@ -636,12 +751,12 @@ def parse_report_value(value: object, limits: ReceivedLimits = DEFAULT_LIMITS) -
         if findings.omitted:
             reasons.append(f"... and {findings.omitted} more problems")
         return RejectedReport(tuple(reasons))
-    text = canonical_json(value)
+    received = canonical_json(value)  # bounded: the nesting was checked before parsing
     return ParsedReport(
         report=report,
         notes=tuple(findings.notes),
-        canonical_json=text,
-        content_hash=hashlib.sha256(text.encode("ascii")).hexdigest(),
+        canonical_json=canonical_json(report_value(report)),
+        content_hash=hashlib.sha256(received.encode("ascii")).hexdigest(),
     )
 
 
@@ -651,7 +766,7 @@ def _report(value: object, findings: _Findings, limits: ReceivedLimits) -> TlsRe
         return None
     organization = _required_string(value, "organization-name", "", findings)
     report_id = _required_string(value, "report-id", "", findings)
-    date_range = _date_range(value, findings)
+    date_range = _date_range(value, findings, limits)
     contact: str | None = None
     if "contact-info" not in value:
         findings.note("contact-info", "missing (RFC 8460 §4.4 requires it)")
@@ -668,7 +783,7 @@ def _report(value: object, findings: _Findings, limits: ReceivedLimits) -> TlsRe
         )
     else:
         if not value["policies"]:
-            findings.note("policies", "empty: the report counts no session")
+            findings.reject("policies", "empty: a report names at least one policy (RFC 8460 §4.4)")
         budget = [limits.max_failure_details]
         for index, raw in enumerate(value["policies"]):
             entry = _policy_report(raw, f"policies[{index}]", findings, limits, budget)
@@ -677,6 +792,67 @@ def _report(value: object, findings: _Findings, limits: ReceivedLimits) -> TlsRe
     if organization is None or report_id is None or date_range is None:
         return None
     return TlsReport(organization, report_id, date_range, contact, tuple(policies))
+
+
+# ---------------------------------------------------------------- report to JSON value
+
+
+def format_rfc3339(moment: datetime) -> str:
+    """An aware datetime as RFC 3339 in UTC, four-digit year, microseconds when there are any."""
+    moment = moment.astimezone(UTC)
+    text = (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
+    return text + (f".{moment.microsecond:06d}Z" if moment.microsecond else "Z")
+
+
+def _present(**fields: object) -> dict[str, object]:
+    return {key.replace("_", "-"): value for key, value in fields.items() if value is not None}
+
+
+def report_value(report: TlsReport) -> dict[str, object]:
+    """The report as RFC 8460 §4.4 JSON: the fields this parser reads, as it read them.
+
+    `parse_report_value` gives back the same `TlsReport` (what the database relies on).
+    """
+    return _present(
+        organization_name=report.organization_name,
+        report_id=report.report_id,
+        date_range={
+            "start-datetime": format_rfc3339(report.date_range.start),
+            "end-datetime": format_rfc3339(report.date_range.end),
+        },
+        contact_info=report.contact_info,
+        policies=[
+            {
+                "policy": {
+                    "policy-type": entry.policy.policy_type,
+                    "policy-domain": entry.policy.policy_domain,
+                    "policy-string": list(entry.policy.policy_strings),
+                    "mx-host": list(entry.policy.mx_hosts),
+                },
+                "summary": {
+                    "total-successful-session-count": entry.successful_sessions,
+                    "total-failure-session-count": entry.failed_sessions,
+                },
+                "failure-details": [
+                    _present(
+                        result_type=detail.result_type,
+                        failed_session_count=detail.failed_session_count,
+                        sending_mta_ip=detail.sending_mta_ip,
+                        receiving_mx_hostname=detail.receiving_mx_hostname,
+                        receiving_mx_helo=detail.receiving_mx_helo,
+                        receiving_ip=detail.receiving_ip,
+                        failure_reason_code=detail.failure_reason_code,
+                        additional_information=detail.additional_information,
+                    )
+                    for detail in entry.failure_details
+                ],
+            }
+            for entry in report.policies
+        ],
+    )
 
 
 def iter_failure_details(report: TlsReport) -> Iterator[tuple[PolicyReport, FailureDetail]]:

@@ -2,17 +2,29 @@
 
 Theory of operation: trio accepts connections and moves bytes; h11 parses and
 writes HTTP/1.1 (the library `scanner.net.policy_fetch` already uses as a client:
-no new dependency, and the same bounded, sans-IO parsing: a header block above
-`MAX_HEADER_BYTES` is refused by h11 itself); every decision is in `intake`.
-One request per connection (`Connection: close`): senders POST one report and
-go, and a shutdown never has an idle keep-alive connection to wait for.
+no new dependency, and the same bounded, sans-IO parsing); every decision is in
+`intake`. One request per connection (`Connection: close`): senders POST one
+report and go, and a shutdown never has an idle keep-alive connection to wait for.
 
-Per connection, under one deadline (`ServeSettings.request_timeout`): the TLS
-handshake (with a certificate), the request head, the rate limit of its
-source, the head checks, then the body, counted as it arrives and refused at
-`max_compressed_bytes`. Outside the deadline: parsing and storing. Writes are
-serialised by `StoreWriter` (one lock; each write opens the database in a
-worker thread, adds one report in one transaction and closes it; a write is
+No one sender stalls the others. Per connection, in order:
+
+1. the global cap (`max_connections` in flight; more are answered 503, or over
+   TLS closed before any handshake) and the cap per source (`max_per_source`,
+   counted by `source_key`: an IPv6 peer by its /64; a trusted proxy is not
+   counted itself, the address it forwards is, once the head is read);
+2. under `head_timeout`, for plain HTTP and TLS alike: the TLS handshake and the
+   request head, never more than `MAX_HEADER_BYTES` of it (complete or not), the
+   rate limit of its source, the head checks;
+3. under `request_timeout` (from the start): the body, counted as it arrives and
+   refused at `max_compressed_bytes`;
+4. parsing in a worker thread (`accept_body`, bounded by the limits; at most
+   `max_parsing` at once, twice what one source may hold, so a good report's parse
+   never waits behind one sender's), then storing;
+5. the answer. An unexpected exception answers 500, is logged with the source,
+   and costs that connection only.
+
+Writes are serialised by `StoreWriter` (one lock; each write opens the database in
+a worker thread, adds one report in one transaction and closes it; a write is
 never abandoned, so a shutdown waits for it). The reply is 200 only once
 `ReportStore.add` has committed.
 
@@ -28,7 +40,7 @@ import ipaddress
 import sqlite3
 import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -44,12 +56,14 @@ from scanner.received.intake import (
     Head,
     MediaType,
     Reply,
+    SourceSlots,
     TokenBuckets,
     accept_body,
     allowed_domains,
     check_head,
     read_head,
     source_address,
+    source_key,
     too_large_reason,
 )
 from scanner.received.limits import DEFAULT_LIMITS, ReceivedLimits
@@ -57,9 +71,10 @@ from scanner.received.records import AddOutcome, AddResult, Provenance
 from scanner.received.report import ParsedReport
 from scanner.received.store import DatabaseError, ReportStore
 from scanner.signals import STOP_SIGNALS
+from scanner.untrusted import visible
 
 SERVER_HEADER: Final = f"scanner/{__version__} (TLS-RPT receiver)".encode("ascii")
-MAX_HEADER_BYTES: Final = 16 * 1024  # request line and header fields
+MAX_HEADER_BYTES: Final = 16 * 1024  # request line and header fields, complete or not
 RECEIVE_SIZE: Final = 65536
 LINGER_SECONDS: Final = 1.0  # reading what a refused client still sends, before closing
 LINGER_BYTES: Final = 256 * 1024
@@ -76,16 +91,22 @@ class ServeSettings:
 
     `rate` and `burst`: a source may POST `burst` reports at once, then one per
     `1 / rate` seconds (default: 30 at once, then 1 every 6 s). `max_connections`:
-    connections in flight at once; more are answered 503.
+    connections in flight at once; `max_per_source`: of them, from one source
+    (`source_key`); more are answered 503. `head_timeout`: seconds for the TLS
+    handshake and the request head; `request_timeout`: for all of the request.
+    `max_parsing`: bodies parsed at once (each costs up to the limits' bytes).
     """
 
     allowed_domains: frozenset[str]
     limits: ReceivedLimits = DEFAULT_LIMITS
     destinations: frozenset[str] = frozenset()
     trusted_proxies: frozenset[str] = frozenset()
+    head_timeout: float = 10.0
     request_timeout: float = 30.0
     shutdown_grace: float = 5.0
-    max_connections: int = 64
+    max_connections: int = 256
+    max_per_source: int = 8
+    max_parsing: int = 16
     rate: float = 1 / 6
     burst: int = 30
 
@@ -137,8 +158,24 @@ class _Request:
     body: bytes
 
 
+@dataclass(slots=True)
+class _ConnectionState:
+    """The per-source slots one connection holds (the peer's, then a forwarded source's),
+    and whether its TLS handshake completed (so that it can be answered)."""
+
+    keys: list[str] = field(default_factory=list)
+    handshaken: bool = False
+
+
+REFUSED_BUSY: Final = Reply(503, "too many connections; try again later", retry_after=60)
+REFUSED_SOURCE: Final = Reply(
+    503, "too many connections from this address at once; try again later", retry_after=60
+)
+FAILED: Final = Reply(500, "the receiver failed on this request; send it again later")
+
+
 class Receiver:
-    """The shared state of one running receiver: settings, rate limits, the writer, the log."""
+    """The shared state of one running receiver: settings, limits, the writer, the log."""
 
     def __init__(
         self,
@@ -153,92 +190,140 @@ class Receiver:
         self.tls = tls
         self.buckets = TokenBuckets(settings.rate, settings.burst)
         self.connections = trio.CapacityLimiter(settings.max_connections)
+        self.sources = SourceSlots(settings.max_per_source)
+        self.parsing = trio.CapacityLimiter(settings.max_parsing)
 
     # ------------------------------------------------------------ one connection
 
     async def handle(self, tcp: trio.SocketStream) -> None:
+        """Serve one connection; whatever it does, the receiver goes on."""
         peer = _peer(tcp)
+        try:
+            await self._handle(tcp, peer)
+        except Exception as exc:  # a bug outside a request (its answer is sent already)
+            self.log(ServeEvent(peer, 500, f"{type(exc).__name__}: {visible(str(exc), 300)}"))
+
+    async def _handle(self, tcp: trio.SocketStream, peer: str) -> None:
         stream: trio.abc.Stream = tcp
+        state = _ConnectionState()
         try:
             try:
                 self.connections.acquire_on_behalf_of_nowait(tcp)
             except trio.WouldBlock:
-                if self.tls is not None:
-                    return  # no handshake spent on a connection we refuse anyway
-                await self._answer(
-                    stream,
-                    h11.Connection(h11.SERVER),
-                    Reply(503, "too many connections; try again later", retry_after=60),
-                    peer,
-                )
+                await self._refuse(tcp, REFUSED_BUSY, peer)
                 return
             try:
+                proxied = peer in self.settings.trusted_proxies
+                if not proxied and not self._take_slot(source_key(peer), state):
+                    await self._refuse(tcp, REFUSED_SOURCE, peer)
+                    return
                 if self.tls is not None:
                     stream = trio.SSLStream(tcp, self.tls, server_side=True)
-                await self._serve_one(stream, peer)
+                await self._serve_one(stream, peer, state)
             finally:
+                for key in state.keys:
+                    self.sources.give_back(key)
                 self.connections.release_on_behalf_of(tcp)
         finally:
             await trio.aclose_forcefully(stream)
 
-    async def _serve_one(self, stream: trio.abc.Stream, peer: str) -> None:
-        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
-        request: _Request | Reply | None = None
-        with trio.move_on_after(self.settings.request_timeout) as deadline:
-            request = await self._read_request(stream, connection, peer)
-        if deadline.cancelled_caught:
-            request = Reply(
-                408, f"the request took longer than {self.settings.request_timeout:g} s"
-            )
-        if request is None:
-            return  # the client went away (or the TLS handshake failed): nobody to answer
-        if isinstance(request, Reply):
-            await self._answer(stream, connection, request, peer)
-            return
-        reply = await self._store(request, peer)
-        await self._answer(stream, connection, reply, request.source)
+    def _take_slot(self, key: str, state: _ConnectionState) -> bool:
+        if not self.sources.take(key):
+            return False
+        state.keys.append(key)
+        return True
 
-    async def _receive(self, stream: trio.abc.Stream) -> bytes | None:
+    async def _refuse(self, tcp: trio.SocketStream, reply: Reply, peer: str) -> None:
+        """A connection refused before anything is read: 503 over plain HTTP; over TLS
+        closed at once (no handshake spent on a connection refused anyway)."""
+        if self.tls is not None:
+            self.log(ServeEvent(peer, reply.status, reply.reason + " (closed before TLS)"))
+            return
+        await self._answer(tcp, h11.Connection(h11.SERVER), reply, peer)
+
+    async def _serve_one(self, stream: trio.abc.Stream, peer: str, state: _ConnectionState) -> None:
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        source = peer
         try:
-            return bytes(await stream.receive_some(RECEIVE_SIZE))
+            request: _Request | Reply | None = None
+            started = trio.current_time()
+            with trio.CancelScope(deadline=started + self.settings.head_timeout) as deadline:
+                request = await self._read_request(
+                    stream, connection, peer, state, deadline, started
+                )
+            if deadline.cancelled_caught:
+                request = self._late(connection, state)
+            if request is None:
+                return  # the client went away (or never finished TLS): nobody to answer
+            if isinstance(request, Reply):
+                await self._answer(stream, connection, request, peer)
+                return
+            source = request.source
+            reply = await self._store(request, peer)
+            await self._answer(stream, connection, reply, source)
+        except Exception as exc:  # a bug one request found: that connection only
+            detail = f"{FAILED.reason} ({type(exc).__name__}: {visible(str(exc), 300)})"
+            await self._answer(stream, connection, FAILED, source, detail=detail)
+
+    def _late(self, connection: h11.Connection, state: _ConnectionState) -> Reply | None:
+        """What a request that ran out of time is told (nothing, when TLS never started)."""
+        if self.tls is not None and not state.handshaken:
+            return None
+        if connection.their_state is h11.IDLE:
+            return Reply(408, f"the request head took longer than {self.settings.head_timeout:g} s")
+        return Reply(408, f"the request took longer than {self.settings.request_timeout:g} s")
+
+    async def _receive(self, stream: trio.abc.Stream, size: int = RECEIVE_SIZE) -> bytes | None:
+        try:
+            return bytes(await stream.receive_some(size))
         except (trio.BrokenResourceError, OSError):
             return None
 
     async def _read_request(
-        self, stream: trio.abc.Stream, connection: h11.Connection, peer: str
+        self,
+        stream: trio.abc.Stream,
+        connection: h11.Connection,
+        peer: str,
+        state: _ConnectionState,
+        deadline: trio.CancelScope,
+        started: float,
     ) -> _Request | Reply | None:
         limits = self.settings.limits
         head: Head | None = None
         kind: MediaType | None = None
         source = peer
         body = bytearray()
+        head_bytes = 0  # received before the head was complete
+        if isinstance(stream, trio.SSLStream):
+            try:
+                await stream.do_handshake()
+            except (trio.BrokenResourceError, OSError):
+                return None
+            state.handshaken = True
         while True:
             try:
                 event = connection.next_event()
             except h11.RemoteProtocolError as exc:
                 return Reply(exc.error_status_hint, f"not an HTTP/1.1 request we can read: {exc}")
             if event is h11.NEED_DATA:
-                data = await self._receive(stream)
+                # Before the head is complete, never more than MAX_HEADER_BYTES + 1 bytes
+                # (h11 refuses an incomplete head over the limit, we a complete one).
+                size = (
+                    RECEIVE_SIZE if head is not None else max(1, MAX_HEADER_BYTES + 1 - head_bytes)
+                )
+                data = await self._receive(stream, size)
                 if data is None:
                     return None
+                if head is None:
+                    head_bytes += len(data)
                 connection.receive_data(data)
             elif isinstance(event, h11.Request):
-                source = source_address(peer, event.headers, self.settings.trusted_proxies)
-                wait = self.buckets.take(source, trio.current_time())
-                if wait > 0:
-                    return Reply(
-                        429,
-                        "too many reports from this address; slow down",
-                        retry_after=max(1, round(wait + 0.5)),
-                    )
-                read = read_head(event.method, event.target, event.headers)
-                if isinstance(read, Reply):
-                    return read
-                head = read
-                checked = check_head(head, limits)
-                if isinstance(checked, Reply):
-                    return checked
-                kind = checked
+                deadline.deadline = started + self.settings.request_timeout
+                unread, _ = connection.trailing_data
+                decided = self._decide_head(event, head_bytes - len(unread), peer, state)
+                if isinstance(decided, Reply):
+                    return decided
+                head, kind, source = decided
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > limits.max_compressed_bytes:
@@ -250,9 +335,40 @@ class Receiver:
             elif isinstance(event, h11.ConnectionClosed):
                 return None
 
+    def _decide_head(
+        self, event: h11.Request, size: int, peer: str, state: _ConnectionState
+    ) -> tuple[Head, MediaType, str] | Reply:
+        """The head, its media type and the source, or the refusal, before any body is read."""
+        if size > MAX_HEADER_BYTES:
+            return Reply(431, f"the request head is over {MAX_HEADER_BYTES} bytes; no report's is")
+        proxied = peer in self.settings.trusted_proxies
+        source = source_address(peer, event.headers, self.settings.trusted_proxies)
+        if proxied and not self._take_slot(source_key(source), state):
+            return REFUSED_SOURCE
+        wait = self.buckets.take(source_key(source), trio.current_time())
+        if wait > 0:
+            return Reply(
+                429,
+                "too many reports from this address; slow down",
+                retry_after=max(1, round(wait + 0.5)),
+            )
+        head = read_head(event.method, event.target, event.headers)
+        if isinstance(head, Reply):
+            return head
+        kind = check_head(head, self.settings.limits)
+        if isinstance(kind, Reply):
+            return kind
+        return head, kind, source
+
     async def _store(self, request: _Request, peer: str) -> Reply:
-        accepted = accept_body(
-            request.kind, request.body, self.settings.allowed_domains, self.settings.limits
+        settings = self.settings
+        accepted = await trio.to_thread.run_sync(
+            accept_body,
+            request.kind,
+            request.body,
+            settings.allowed_domains,
+            settings.limits,
+            limiter=self.parsing,
         )
         if isinstance(accepted, Reply):
             return accepted
@@ -280,9 +396,16 @@ class Receiver:
         return Reply(200, f"{said}: report {report.report_id} of {report.organization_name}")
 
     async def _answer(
-        self, stream: trio.abc.Stream, connection: h11.Connection, reply: Reply, source: str
+        self,
+        stream: trio.abc.Stream,
+        connection: h11.Connection,
+        reply: Reply,
+        source: str,
+        *,
+        detail: str | None = None,
     ) -> None:
-        self.log(ServeEvent(source, reply.status, reply.reason))
+        """Log the outcome (`detail`, for the operator, or the reason) and send `reply`."""
+        self.log(ServeEvent(source, reply.status, detail or reply.reason))
         body = (reply.reason + "\n").encode("utf-8", "backslashreplace")
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
@@ -308,8 +431,8 @@ class Receiver:
                 await stream.send_all(data)
             except (trio.BrokenResourceError, OSError):
                 return
-        if connection.their_state is not h11.DONE:
-            await self._linger(stream)
+        if connection.their_state not in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED):
+            await self._linger(stream)  # only a client refused before it finished sending
 
     async def _linger(self, stream: trio.abc.Stream) -> None:
         """Read (and drop) what a refused client still sends, briefly, so that closing

@@ -13,9 +13,14 @@ unverified one's authenticity). A copy with different content is a conflict:
 the stored report stays (unless it is unverified and the newcomer is verified,
 then they swap), and the other content is kept in `conflicts` and counted.
 
-The stored JSON is the report's canonical JSON; reading back parses it again,
-so what the summaries see is exactly what the parser accepted. The tables
-`policies` and `failure_details` are there for selection and for anyone's SQL.
+The stored JSON is the report as validated (`ParsedReport.canonical_json`: its
+RFC 8460 fields, never a sender's unknown keys); reading back parses it again,
+so what the summaries see is exactly what the parser accepted. A row that no
+longer parses (the file was changed by something else) is skipped and named
+(`StoredReports.unreadable`), never the end of every view. Times are stored as
+`YYYY-MM-DDTHH:MM:SS.ffffffZ` with four-digit years, so that text order is time
+order (retention compares them as text). The tables `policies` and
+`failure_details` are there for selection and for anyone's SQL.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from scanner.received.records import (
     Provenance,
     ReceivedReports,
     StoredReport,
+    StoredReports,
+    UnreadableReport,
 )
 from scanner.received.report import ParsedReport, TlsReport, normalise_domain, parse_report_json
 
@@ -105,6 +112,13 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
             UNIQUE (report_ref, content_hash)
         )""",
     ),
+    # Times written with a year below 1000 had fewer than four digits and sorted wrong.
+    tuple(
+        f"UPDATE reports SET {column} = printf('%04d', CAST(substr({column}, 1, "
+        f"instr({column}, '-') - 1) AS INTEGER)) || substr({column}, instr({column}, '-')) "
+        f"WHERE instr({column}, '-') BETWEEN 2 AND 4"
+        for column in ("start_datetime", "end_datetime")
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -114,7 +128,9 @@ class DatabaseError(Exception):
 
 
 def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Four-digit years whatever the platform's `strftime("%Y")` does below 1000."""
+    moment = moment.astimezone(UTC)
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.%fZ")
 
 
 def _read_timestamp(text: str) -> datetime:
@@ -442,8 +458,19 @@ class ReportStore:
         since: date | None = None,
         until: date | None = None,
     ) -> tuple[StoredReport, ...]:
+        """The reports of `read` that read back (the rows that do not are skipped)."""
+        return self.read(domain=domain, since=since, until=until).reports
+
+    def read(
+        self,
+        *,
+        domain: str | None = None,
+        since: date | None = None,
+        until: date | None = None,
+    ) -> StoredReports:
         """Stored reports, oldest first; `domain` keeps those with a policy for it, and
-        `since`/`until` those whose UTC start day lies within (both inclusive)."""
+        `since`/`until` those whose UTC start day lies within (both inclusive). A row
+        that does not read back is skipped and listed in `unreadable`."""
         clauses: list[str] = []
         parameters: list[object] = []
         if domain is not None:
@@ -459,18 +486,28 @@ class ReportStore:
         rows = self._connection.execute(
             "SELECT id, report_json, content_hash, notes_json, auth_status, auth_method, "
             "auth_detail, auth_signer, submitter, origin, imported_at, "
-            "(SELECT COUNT(*) FROM conflicts WHERE report_ref = reports.id) "
+            "(SELECT COUNT(*) FROM conflicts WHERE report_ref = reports.id), "
+            "organization_name, report_id "
             f"FROM reports {where} ORDER BY start_datetime, id",
             parameters,
         ).fetchall()
         destinations: dict[int, set[str]] = {}
         for report_ref, uri in self._connection.execute("SELECT report_ref, uri FROM destinations"):
             destinations.setdefault(report_ref, set()).add(uri)
-        return tuple(self._stored(row, frozenset(destinations.get(row[0], ()))) for row in rows)
+        reports: list[StoredReport] = []
+        unreadable: list[UnreadableReport] = []
+        for row in rows:
+            try:
+                reports.append(self._stored(row[:12], frozenset(destinations.get(row[0], ()))))
+            except _ROW_ERRORS as exc:
+                unreadable.append(
+                    UnreadableReport(int(row[0]), str(row[12]), str(row[13]), _row_reason(exc))
+                )
+        return StoredReports(tuple(reports), tuple(unreadable))
 
     def _stored(self, row: tuple[object, ...], destinations: frozenset[str]) -> StoredReport:
         (
-            ref,
+            _ref,
             report_json,
             content_hash,
             notes_json,
@@ -483,12 +520,9 @@ class ReportStore:
             imported_at,
             conflicts,
         ) = row
-        parsed = parse_report_json(str(report_json).encode("ascii"), STORED_LIMITS)
+        parsed = parse_report_json(str(report_json).encode("utf-8", "replace"), STORED_LIMITS)
         if not isinstance(parsed, ParsedReport):
-            raise DatabaseError(
-                f"{self.path}: stored report {ref} no longer parses ({parsed.summary}); "
-                "the file was changed by something else"
-            )
+            raise _RowUnreadable(f"its JSON no longer parses ({parsed.summary})")
         return StoredReport(
             report=parsed.report,
             content_hash=str(content_hash),
@@ -513,6 +547,20 @@ class ReportStore:
         )
 
 
+class _RowUnreadable(Exception):
+    pass
+
+
+# What a row changed by something else can raise while it is read back: mapped once, here.
+_ROW_ERRORS: Final = (_RowUnreadable, ValueError, TypeError)
+
+
+def _row_reason(exc: Exception) -> str:
+    if isinstance(exc, _RowUnreadable):
+        return str(exc)
+    return f"a column no longer reads ({type(exc).__name__}: {exc})"
+
+
 def load_domain_reports(database: Path | ReportStore, domain: str) -> ReceivedReports:
     """The stored reports with a policy for `domain`, for `received_evidence`.
 
@@ -520,8 +568,9 @@ def load_domain_reports(database: Path | ReportStore, domain: str) -> ReceivedRe
     migrated if older) or an open store.
     """
     if isinstance(database, ReportStore):
+        read = database.read(domain=domain)
         return ReceivedReports(
-            normalise_domain(domain), database.reports(domain=domain), database.destinations()
+            normalise_domain(domain), read.reports, database.destinations(), read.unreadable
         )
     with ReportStore.open(database, create=False) as store:
         return load_domain_reports(store, domain)
