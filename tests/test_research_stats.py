@@ -33,7 +33,14 @@ from scanner.lab.world import World
 from scanner.models import IndicatorCode
 from scanner.output import load_schema
 from scanner.research.diff import ChangeKind, compare_snapshots, load_snapshots
-from scanner.research.groups import mx_provider, rank_buckets, registrable_domain, tld
+from scanner.research.groups import (
+    RANK_BUCKETS,
+    mx_provider,
+    rank_buckets,
+    registrable_domain,
+    shown_buckets,
+    tld,
+)
 from scanner.research.kinds import (
     NOT_TESTABLE_KINDS,
     OTHER,
@@ -251,8 +258,10 @@ def test_stats_json_over_lab_results_with_foreign_lines(mixed_file: Path) -> Non
     for row in taxonomy:
         base = funnel[row["base"]]
         assert row["domains"] <= base
-    assert document["rank_buckets"][0]["name"] == "top 1k"
-    assert document["rank_buckets"][0]["domains"] == funnel["domains"]
+    # 48 ranks: top 10 and top 100 (which holds them all), no four rows of the same domains.
+    assert [bucket["name"] for bucket in document["rank_buckets"]] == ["top 10", "top 100"]
+    assert document["rank_buckets"][0]["domains"] == 10
+    assert document["rank_buckets"][-1]["domains"] == funnel["domains"]
     assert document["files"][0]["vantage"] == "lab-a"
 
 
@@ -419,7 +428,7 @@ def test_provider_is_of_the_most_preferred_mx() -> None:
     ("rank", "buckets"),
     [
         (None, ()),
-        (1, ("top 1k", "top 10k", "top 100k", "top 1M")),
+        (1, ("top 10", "top 100", "top 1k", "top 10k", "top 100k", "top 1M")),
         (1000, ("top 1k", "top 10k", "top 100k", "top 1M")),
         (1001, ("top 10k", "top 100k", "top 1M")),
         (1_000_000, ("top 1M",)),
@@ -428,6 +437,19 @@ def test_provider_is_of_the_most_preferred_mx() -> None:
 )
 def test_rank_buckets_are_cumulative(rank: int | None, buckets: tuple[str, ...]) -> None:
     assert rank_buckets(rank) == buckets
+
+
+@pytest.mark.parametrize(
+    ("highest", "shown"),
+    [
+        (7, ("top 10",)),
+        (402, ("top 10", "top 100", "top 1k")),
+        (1_000_000, ("top 10", "top 100", "top 1k", "top 10k", "top 100k", "top 1M")),
+        (1_500_000, (*(name for _, name in RANK_BUCKETS), "beyond 1M")),
+    ],
+)
+def test_rank_buckets_shown_are_sized_to_the_ranks(highest: int, shown: tuple[str, ...]) -> None:
+    assert shown_buckets(highest) == shown
 
 
 def test_tld_is_the_last_label() -> None:
@@ -731,16 +753,33 @@ def test_dane_statuses_are_counted_beside_mta_sts() -> None:
 
     def line(domain: str, statuses: list[str]) -> dict[str, Any]:
         addresses = [
-            {"ip": f"192.0.2.{n}", "status": "tested", "reason": None, "starttls": "offered",
-             "tls": {"version": "TLSv1.3", "cipher": "x"}, "certificate": None, "result_types": [],
-             "transcript": [], "dane": {"status": status}}
+            {
+                "ip": f"192.0.2.{n}",
+                "status": "tested",
+                "reason": None,
+                "starttls": "offered",
+                "tls": {"version": "TLSv1.3", "cipher": "x"},
+                "certificate": None,
+                "result_types": [],
+                "transcript": [],
+                "dane": {"status": status},
+            }
             for n, status in enumerate(statuses, 1)
-        ]  # fmt: skip
+        ]
         return {
-            "schema_version": 2, "domain": domain, "error": None,
+            "schema_version": 2,
+            "domain": domain,
+            "error": None,
             "mx_lookup": {"status": "answer", "null_mx": False, "implicit": False, "detail": None},
-            "mx": [{"hostname": f"mx.{domain}", "preference": 10, "source": "dns", "addresses": addresses}],
-        }  # fmt: skip
+            "mx": [
+                {
+                    "hostname": f"mx.{domain}",
+                    "preference": 10,
+                    "source": "dns",
+                    "addresses": addresses,
+                }
+            ],
+        }
 
     statistics = adoption_statistics(
         [
@@ -914,3 +953,78 @@ def test_the_latest_line_of_a_domain_counts_and_shards_add_up() -> None:
     # Shards: different domains, one date, no overlap.
     shards = adoption_statistics(records[:2])
     assert (shards.latest.total.domains, shards.superseded) == (2, 0)
+
+
+# ---------------------------------------------------------------- DANE beside the funnel
+
+
+def test_dane_is_not_measured_through_a_resolver_that_does_not_validate(demo_scan: Path) -> None:
+    document = statistics_json(adoption_statistics(read_jsonl(demo_scan)), [])
+    beside = document["beside"]
+    assert isinstance(beside, dict)
+    assert beside["dane-measured"] == 0
+    assert beside["dane-all-pass"] is None  # not 0 %: nothing could be said
+    assert beside["dane-tlsa-published"] is None
+
+
+def _dane_host(name: str, mx_dnssec: str, tlsa: int, *statuses: str) -> dict[str, Any]:
+    addresses = [
+        {
+            "ip": f"192.0.2.{n}",
+            "status": "tested",
+            "starttls": "offered",
+            "dane": {"status": status},
+        }
+        for n, status in enumerate(statuses, 1)
+    ]
+    return {
+        **host(name, addresses=addresses),
+        "dane": {
+            "tlsa": ["3 1 1 " + "ab" * 32] * tlsa,
+            "dnssec": "secure" if tlsa else mx_dnssec,
+            "mx_dnssec": mx_dnssec,
+        },
+    }
+
+
+def test_dane_counts_a_domain_when_all_its_sessions_pass() -> None:
+    records = [
+        base_record("all.example", mx=[_dane_host("mx.all.example", "secure", 1, "pass", "pass")]),
+        base_record(
+            "some.example",
+            mx=[
+                _dane_host("a.some.example", "secure", 1, "pass"),
+                _dane_host("b.some.example", "secure", 0, "no-tlsa"),
+            ],
+        ),
+        base_record(
+            "unsigned.example", mx=[_dane_host("mx.unsigned.example", "insecure", 0, "insecure")]
+        ),
+    ]
+    beside = statistics_json(adoption_statistics(records), [])["beside"]
+    assert isinstance(beside, dict)
+    assert beside["dane-measured"] == 3
+    assert beside["dane-mx-secure"] == 2
+    assert beside["dane-tlsa-published"] == 2  # any MX host with TLSA
+    assert beside["dane-all-pass"] == 1  # every session: some.example's b host has none
+
+
+def test_not_adopting_is_no_misconfiguration_and_null_mx_is_left_out() -> None:
+    null = {"mx_lookup": {"status": "answer", "null_mx": True, "implicit": False, "detail": None}}
+    no_record = {"error": {"result_type": None, "detail": "no _mta-sts TXT record (nxdomain)"}}
+    records = [
+        base_record(
+            "plain.example",
+            mx=[host("mx.plain.example")],
+            mta_sts={**base_record()["mta_sts"], **no_record},
+        ),
+        base_record("null.example", mta_sts={**base_record()["mta_sts"], **no_record}, **null),
+    ]
+    document = statistics_json(adoption_statistics(records), [])
+    kinds = {(row["category"], row["kind"]) for row in document["taxonomy"]}  # type: ignore[union-attr]
+    assert ("record", "no-record") not in kinds
+    assert ("tlsrpt", "no-record") not in kinds
+    beside = document["beside"]
+    assert isinstance(beside, dict)
+    assert beside["mta-sts-not-adopted"] == 1  # the null MX domain takes no mail
+    assert beside["tlsrpt-not-adopted"] == 1

@@ -23,10 +23,9 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from scanner.research.groups import RANK_BUCKET_ORDER
 from scanner.research.measures import FUNNEL, STAGES, Stage
 from scanner.research.statistics import GroupCounts, ScanStatistics, Statistics
-from scanner.research.tables import DEFAULT_TOP, top_groups
+from scanner.research.tables import DEFAULT_TOP, rank_groups, top_groups
 from scanner.research.taxonomy import CATEGORIES
 from scanner.untrusted import visible
 
@@ -137,7 +136,7 @@ def providers_chart(scan: ScanStatistics, top: int = CHART_TOP) -> Chart:
 
 
 def ranks_chart(scan: ScanStatistics) -> Chart:
-    groups = [(bucket, scan.ranks[bucket]) for bucket in RANK_BUCKET_ORDER if bucket in scan.ranks]
+    groups = rank_groups(scan)
     valid = STAGES.index(Stage.POLICY_VALID)
     ready = STAGES.index(Stage.ENFORCE_READY)
 

@@ -22,8 +22,11 @@ from scanner.research.lines import ScanLine
 NO_MX: Final = "(no MX)"
 NULL_MX: Final = "(null MX)"
 NO_NAME: Final = "(none)"
-# Cumulative buckets: a domain of rank 500 is in the top 1k, 10k, 100k and 1M.
+# Cumulative buckets: a domain of rank 500 is in the top 1k, 10k, 100k and 1M. The
+# views show those the ranks present make different (`shown_buckets`).
 RANK_BUCKETS: Final = (
+    (10, "top 10"),
+    (100, "top 100"),
     (1_000, "top 1k"),
     (10_000, "top 10k"),
     (100_000, "top 100k"),
@@ -79,3 +82,15 @@ def rank_buckets(rank: int | None) -> tuple[str, ...]:
 
 
 RANK_BUCKET_ORDER: Final = (*(name for _, name in RANK_BUCKETS), BEYOND_BUCKETS)
+
+
+def shown_buckets(highest_rank: int) -> tuple[str, ...]:
+    """The buckets worth a row for ranks up to `highest_rank`: those below it, and the first
+    that holds every rank (a list of 402 ranks: top 10, top 100, top 1k; not four rows of
+    the same 402 domains)."""
+    shown: list[str] = []
+    for limit, name in RANK_BUCKETS:
+        shown.append(name)
+        if limit >= highest_rank:
+            return tuple(shown)
+    return (*shown, BEYOND_BUCKETS)

@@ -92,6 +92,11 @@ class MxHost:
     source: str
     in_policy: bool | None
     addresses: tuple[Address, ...]
+    # DANE for the host (docs/output.md#dane), when it was looked into: how many TLSA
+    # records, the DNSSEC status of their lookup and of the domain's MX RRset.
+    tlsa_records: int = 0
+    tlsa_dnssec: str | None = None
+    mx_dnssec: str | None = None
 
     @property
     def from_dns(self) -> bool:
@@ -245,12 +250,16 @@ def _host(value: object, version: int) -> MxHost | None:
     if hostname is None:
         return None
     addresses = (_address(item, version) for item in _items(data.get("addresses")))
+    dane = _object(data.get("dane"))
     return MxHost(
         hostname=hostname,
         preference=_integer(data.get("preference")),
         source=_text(data.get("source")) or MxSource.DNS.value,
         in_policy=_flag(data.get("in_policy")),
         addresses=tuple(address for address in addresses if address is not None),
+        tlsa_records=len(_items(dane.get("tlsa"))),
+        tlsa_dnssec=_text(dane.get("dnssec")),
+        mx_dnssec=_text(dane.get("mx_dnssec")),
     )
 
 

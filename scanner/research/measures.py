@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from scanner.core.codes import PUBLISHED_RECORD_CODES
+from scanner.core.codes import PUBLISHED_RECORD_CODES, RecordCode
 from scanner.models import PolicyMode
 from scanner.research.kinds import policy_problem
 from scanner.research.lines import ScanLine
@@ -141,6 +141,48 @@ def _tlsrpt_present(line: ScanLine, count: int) -> bool:
     return line.tlsrpt_error_code in PUBLISHED_RECORD_CODES
 
 
+# DNSSEC statuses of a validating resolver: DANE was measured (docs/dane.md#statuses).
+VALIDATED: Final = frozenset({"secure", "insecure", "bogus"})
+
+
+def dane_measured(line: ScanLine, count: int) -> bool:
+    """The resolver validated the domain's MX lookup: DANE can be said yes or no."""
+    return any(host.mx_dnssec in VALIDATED for host in line.dns_hosts)
+
+
+def dane_published(line: ScanLine, count: int) -> bool:
+    """Any MX host from DNS has TLSA records in a secure RRset (RFC 7672 §2.2)."""
+    return any(host.tlsa_records and host.tlsa_dnssec == "secure" for host in line.dns_hosts)
+
+
+def mx_secure(line: ScanLine, count: int) -> bool:
+    """The domain's MX RRset is DNSSEC-secure: DANE can apply to its hosts at all."""
+    return any(host.mx_dnssec == "secure" for host in line.dns_hosts)
+
+
+def dane_passing(line: ScanLine, count: int) -> bool:
+    """Every tested session of every MX host from DNS matched its TLSA records (DANE pass):
+    DANE protects all mail to the domain, not only some of it."""
+    statuses = [a.dane_status for host in line.dns_hosts for a in host.addresses if a.tested]
+    return bool(statuses) and all(status == "pass" for status in statuses)
+
+
+def no_record_with_mx(line: ScanLine, count: int) -> bool:
+    """Not adopting MTA-STS: no `_mta-sts` record at all, among domains that take mail."""
+    return reached(count, Stage.WITH_MX) and line.sts_error_code in NOT_ADOPTED
+
+
+def no_tlsrpt_with_mx(line: ScanLine, count: int) -> bool:
+    return reached(count, Stage.WITH_MX) and line.tlsrpt_error_code in NOT_ADOPTED
+
+
+# Record codes that say "nothing published": not adopting, no misconfiguration.
+NOT_ADOPTED: Final = frozenset({RecordCode.NO_RECORD.value})
+
+# The DANE measures: "not measured" (null), never 0, when no domain's MX lookup was
+# validated (a resolver that does not validate: docs/dane.md).
+DANE_MEASURES: Final = frozenset({"dane-mx-secure", "dane-tlsa-published", "dane-all-pass"})
+
 BESIDE: Final[tuple[Measure, ...]] = (
     Measure("null-mx", "null MX (accepts no mail)", lambda line, count: line.null_mx),
     Measure(
@@ -162,4 +204,18 @@ BESIDE: Final[tuple[Measure, ...]] = (
         "with downgrade indicators",
         lambda line, count: bool(line.indicators),
     ),
+    Measure(
+        "mta-sts-not-adopted",
+        "no _mta-sts record (not adopting; with MX, null MX apart)",
+        no_record_with_mx,
+    ),
+    Measure(
+        "tlsrpt-not-adopted",
+        "no _smtp._tls record (not adopting; with MX, null MX apart)",
+        no_tlsrpt_with_mx,
+    ),
+    Measure("dane-measured", "DANE measured (the MX lookup was validated)", dane_measured),
+    Measure("dane-mx-secure", "DANE: MX RRset DNSSEC-secure", mx_secure),
+    Measure("dane-tlsa-published", "DANE: TLSA published for any MX host", dane_published),
+    Measure("dane-all-pass", "DANE: every tested MX session passes", dane_passing),
 )

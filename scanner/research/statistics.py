@@ -85,6 +85,7 @@ class ScanStatistics:
     ranks: dict[str, GroupCounts] = field(default_factory=dict)
     error_lines: int = 0
     ranked: int = 0
+    highest_rank: int = 0
     overlap: Overlap = field(default_factory=Overlap)
 
     def add(self, line: ScanLine) -> None:
@@ -111,6 +112,7 @@ class ScanStatistics:
         buckets = rank_buckets(line.rank)
         if buckets:
             self.ranked += 1
+            self.highest_rank = max(self.highest_rank, line.rank or 0)
         for bucket in buckets:
             self.ranks.setdefault(bucket, GroupCounts()).add(reached, hits)
 

@@ -13,13 +13,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from scanner.research.groups import RANK_BUCKET_ORDER
-from scanner.research.measures import BESIDE, FUNNEL, STAGE_SHORT, STAGES, Stage
+from scanner.research.groups import shown_buckets
+from scanner.research.measures import BESIDE, DANE_MEASURES, FUNNEL, STAGE_SHORT, STAGES, Stage
 from scanner.research.metadata import Problem
 from scanner.research.statistics import GroupCounts, ScanStatistics, Statistics
 from scanner.research.taxonomy import CATEGORIES
 
 DEFAULT_TOP: Final = 25
+NOT_MEASURED: Final = "not measured"
 OTHER_GROUPS: Final = "(all others)"
 
 
@@ -86,17 +87,26 @@ def funnel_table(scan: ScanStatistics) -> TableData:
     )
 
 
+def beside_count(counts: GroupCounts, name: str) -> int | None:
+    """A measure's count; None ("not measured") for DANE where no lookup was validated."""
+    if name in DANE_MEASURES and not counts.beside["dane-measured"]:
+        return None
+    return counts.beside[name]
+
+
 def beside_table(scan: ScanStatistics) -> TableData:
     total = scan.total.domains
-    rows = tuple(
-        (
-            measure.title,
-            measure.name,
-            scan.total.beside[measure.name],
-            Share.of(scan.total.beside[measure.name], total),
+    rows: list[tuple[Cell, ...]] = []
+    for measure in BESIDE:
+        count = beside_count(scan.total, measure.name)
+        rows.append(
+            (
+                measure.title,
+                measure.name,
+                count if count is not None else NOT_MEASURED,
+                Share.of(count, total) if count is not None else Share(None),
+            )
         )
-        for measure in BESIDE
-    )
     return TableData(
         "beside",
         "Beside the funnel",
@@ -106,7 +116,7 @@ def beside_table(scan: ScanStatistics) -> TableData:
             Column("domains"),
             Column("of all domains"),
         ),
-        rows,
+        tuple(rows),
     )
 
 
@@ -160,6 +170,7 @@ def _group_columns(label: str) -> tuple[Column, ...]:
         *(Column(STAGE_SHORT[stage]) for stage in GROUP_STAGES),
         Column("mode enforce"),
         Column("ready share"),
+        Column("DANE all pass"),
     )
 
 
@@ -171,6 +182,7 @@ def _group_row(label: str, counts: GroupCounts) -> tuple[Cell, ...]:
         *(counts.funnel[_stage_index(stage)] for stage in GROUP_STAGES),
         counts.beside["mode-enforce"],
         Share.of(ready, counts.domains),
+        dane if (dane := beside_count(counts, "dane-all-pass")) is not None else NOT_MEASURED,
     )
 
 
@@ -196,7 +208,12 @@ def group_table(
 
 
 def rank_groups(scan: ScanStatistics) -> list[tuple[str, GroupCounts]]:
-    return [(bucket, scan.ranks[bucket]) for bucket in RANK_BUCKET_ORDER if bucket in scan.ranks]
+    """The rank buckets the ranks present make different, smallest first."""
+    return [
+        (bucket, scan.ranks[bucket])
+        for bucket in shown_buckets(scan.highest_rank)
+        if bucket in scan.ranks
+    ]
 
 
 def over_time_table(statistics: Statistics) -> TableData:
@@ -270,7 +287,7 @@ def _group_json(name: str, counts: GroupCounts) -> dict[str, object]:
         "name": name,
         "domains": counts.domains,
         "funnel": {stage.value: counts.funnel[index] for index, stage in enumerate(STAGES)},
-        "beside": {measure.name: counts.beside[measure.name] for measure in BESIDE},
+        "beside": {measure.name: beside_count(counts, measure.name) for measure in BESIDE},
     }
 
 
@@ -334,7 +351,7 @@ def statistics_json(
             }
             for index, test in enumerate(FUNNEL)
         ],
-        "beside": {measure.name: scan.total.beside[measure.name] for measure in BESIDE},
+        "beside": {measure.name: beside_count(scan.total, measure.name) for measure in BESIDE},
         "taxonomy": taxonomy,
         "providers": [_group_json(name, c) for name, c in top_groups(scan.providers, top)],
         "tlds": [_group_json(name, c) for name, c in top_groups(scan.tlds, top)],

@@ -18,6 +18,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Final
 
+from scanner.core.codes import RecordCode
 from scanner.models import IndicatorCode, ResultType, StartTlsStatus
 from scanner.research.kinds import (
     CAP_KINDS,
@@ -65,8 +66,12 @@ def _key(host: MxHost, address: Address) -> str:
     return f"{host.hostname} {address.ip}"
 
 
+# "Nothing published" is not adopting, counted beside the funnel, no misconfiguration.
+_NOT_ADOPTED: Final = frozenset({RecordCode.NO_RECORD.value})
+
+
 def record_errors(line: ScanLine) -> Iterator[Observation]:
-    if line.sts_record is None:
+    if line.sts_record is None and line.sts_error_code not in _NOT_ADOPTED:
         yield Observation(line.sts_error_code or OTHER)
 
 
@@ -93,7 +98,11 @@ def mx_coverage(line: ScanLine) -> Iterator[Observation]:
 
 
 def tlsrpt_errors(line: ScanLine) -> Iterator[Observation]:
-    if line.tlsrpt_record is None and line.error is None:
+    if (
+        line.tlsrpt_record is None
+        and line.error is None
+        and line.tlsrpt_error_code not in _NOT_ADOPTED
+    ):
         yield Observation(line.tlsrpt_error_code or OTHER)
 
 
@@ -195,7 +204,7 @@ def over_limit(line: ScanLine) -> Iterator[Observation]:
 
 
 CATEGORIES: Final[tuple[Category, ...]] = (
-    Category("record", "_mta-sts record problems", Stage.DOMAINS, Unit.DOMAIN, record_errors),
+    Category("record", "_mta-sts record problems", Stage.WITH_MX, Unit.DOMAIN, record_errors),
     Category(
         "policy-fetch",
         "Policy fetch errors",
@@ -217,7 +226,7 @@ CATEGORIES: Final[tuple[Category, ...]] = (
         Unit.DOMAIN,
         mx_coverage,
     ),
-    Category("tlsrpt", "TLS-RPT record problems", Stage.DOMAINS, Unit.DOMAIN, tlsrpt_errors),
+    Category("tlsrpt", "TLS-RPT record problems", Stage.WITH_MX, Unit.DOMAIN, tlsrpt_errors),
     Category("certificate", "Certificate problems", Stage.WITH_MX, Unit.ADDRESS, certificates),
     Category(
         "starttls",
