@@ -81,7 +81,6 @@ def rank_buckets(rank: int | None) -> tuple[str, ...]:
     return inside or (BEYOND_BUCKETS,)
 
 
-RANK_BUCKET_ORDER: Final = (*(name for _, name in RANK_BUCKETS), BEYOND_BUCKETS)
 
 
 def shown_buckets(highest_rank: int) -> tuple[str, ...]:
