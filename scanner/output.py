@@ -37,9 +37,10 @@ def _certificate(check: CertificateCheck) -> dict[str, object]:
     return {
         "subject": leaf.subject,
         "san": list(leaf.san),
+        "san_count": leaf.san_total,
         "issuer": leaf.issuer,
-        "not_before": rfc3339_utc(leaf.not_before),
-        "not_after": rfc3339_utc(leaf.not_after),
+        "not_before": rfc3339_utc(leaf.not_before) if leaf.not_before is not None else None,
+        "not_after": rfc3339_utc(leaf.not_after) if leaf.not_after is not None else None,
         "sha256": leaf.sha256,
         "chain_valid": check.chain.trusted,
         "verify_error": check.chain.verify_error,

@@ -32,6 +32,7 @@ import trio
 from OpenSSL import SSL
 
 from scanner import __version__
+from scanner.core.names import names_shown
 from scanner.core.reasons import reason_text
 from scanner.core.sts import parse_policy
 from scanner.models import (
@@ -277,21 +278,23 @@ async def _fetch_over(
     return await _http_get(host, where, tls_stream, settings, partial)
 
 
+def _moment(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%SZ}" if moment is not None else "a date that does not parse"
+
+
 def _certificate_problem(host: str, check: CertificateCheck) -> str | None:
     problems: list[str] = []
     error = check.chain.verify_error
     if check.chain.expired:
-        problems.append(
-            f"certificate expired on {check.leaf.not_after:%Y-%m-%d %H:%M:%SZ} ({error})"
-        )
+        problems.append(f"certificate expired on {_moment(check.leaf.not_after)} ({error})")
     elif check.chain.not_yet_valid:
         problems.append(
-            f"certificate is not valid before {check.leaf.not_before:%Y-%m-%d %H:%M:%SZ} ({error})"
+            f"certificate is not valid before {_moment(check.leaf.not_before)} ({error})"
         )
     elif not check.chain.trusted:
         problems.append(f"certificate does not chain to a trusted root ({error})")
     if not check.name_matches:
-        names = ", ".join(check.leaf.san) if check.leaf.san else "none"
+        names = names_shown(check.leaf.san, check.leaf.san_total) or "none"
         problems.append(
             f"certificate is not valid for {host} (SAN dNSNames: {names}; the subject CN is not used)"
         )
