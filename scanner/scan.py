@@ -76,7 +76,7 @@ from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.probe import ProbeSettings, probe
 from scanner.net.resolver import Resolver
 from scanner.net.tls import TlsClient
-from scanner.output import dumps_line, result_line, schema_problem
+from scanner.output import MAX_ERROR_TEXT, schema_problem, written_line
 
 # The hot set is the shared providers' (MX host, address) pairs, a few hundred even on
 # large lists; an outcome without its DER costs about 3.7 kB (4,096 of them held 7.7 MB
@@ -305,7 +305,8 @@ class Scanner:
         except Exception as exc:
             summary = traceback.format_exception(exc, limit=-3)
             detail = " | ".join(line.strip().replace("\n", " ") for line in summary[-4:])
-            error = ScanError(ErrorKind.INTERNAL_ERROR, f"{type(exc).__name__}: {exc} [{detail}]")
+            words = f"{type(exc).__name__}: {exc} [{detail}]"  # a message may quote a server
+            error = ScanError(ErrorKind.INTERNAL_ERROR, words[:MAX_ERROR_TEXT])
             return DomainResult.failed(domain, error, started)
 
     def invalid_input(self, item: InvalidInput) -> DomainResult:
@@ -558,8 +559,9 @@ class Scanner:
 
         async def writer() -> None:
             async with line_receive:
-                async for result in line_receive:
-                    write_line(dumps_line(result_line(result, self.settings.report)))
+                async for scanned in line_receive:
+                    line, result = written_line(scanned, self.settings.report)
+                    write_line(line)
                     self._count(result)
                     governor.observe(self.resolver.load)
                     if progress is not None:
