@@ -287,8 +287,24 @@ MAX_ERROR_TEXT: Final = 4096  # characters of an error line's `error`
 _NOTE_RESERVE: Final = 16 * 1024  # bytes kept free for the `trimmed` note
 _CUTS_LISTED: Final = 50
 _LONG_TEXT: Final = 256  # a string longer than this (in bytes written) may be cut
-# Lists that carry the verdict's structure: their items are never dropped, only cut inside.
-_STRUCTURE: Final = frozenset({"mx", "mx[].addresses", "report.policies"})
+# The lists whose items servers and records choose (by their paths, indices left out);
+# the other lists carry the verdict and are never cut.
+_UNTRUSTED_LISTS: Final = frozenset(
+    {
+        "mx[].addresses[].certificate.san",
+        "mx[].addresses[].transcript",
+        "mx[].dane.tlsa",
+        "mta_sts.policy.mx",
+        "tlsrpt.rua",
+        "over_limit",
+        "indicators",
+        "blockers",
+        "warnings",
+        "report.policies[].policy.policy-string",
+        "report.policies[].policy.mx-host",
+        "report.policies[].failure-details",
+    }
+)
 
 
 def written_line(result: DomainResult, options: ReportOptions) -> tuple[str, DomainResult]:
@@ -359,7 +375,7 @@ def _cuttables(value: object, path: str, shape: str, found: list[_Cuttable]) -> 
     else:
         return
     for key, item, item_path, item_shape in items:
-        if isinstance(item, list) and item_shape not in _STRUCTURE:
+        if isinstance(item, list) and item_shape in _UNTRUSTED_LISTS:
             size = _written_size(item)
             if size > 2:
                 found.append(_Cuttable(item_path, value, key, size))
@@ -408,10 +424,11 @@ def _cut_text(text: str, room: int) -> str:
 def fit_line(line: dict[str, object], budget: int) -> str | None:
     """`line` written in at most `budget` bytes, its biggest lists and texts cut; None if it cannot be.
 
-    Every list of the line but those that carry its structure (`_STRUCTURE`: the MX
-    hosts, their addresses, the report's policies) and every long text is cut to one
-    common size, the largest that lets the line fit: lists keep their first items,
-    texts their beginning and a "…". What was cut is recorded in the line's
+    The lists whose items servers and records choose (`_UNTRUSTED_LISTS`: SAN names,
+    transcripts, TLSA records, policy lines, the findings they multiply) and the long
+    texts are cut to one common size, the largest that lets the line fit: lists keep
+    their first items, texts their beginning and a "…"; the lists that carry the
+    verdict (hosts, addresses, result types) are never cut. What was cut is recorded in the line's
     `trimmed` note: the budget, and each cut's path with the items or characters
     kept and there were.
     """
