@@ -69,6 +69,7 @@ from scanner.models import (
     ReportOptions,
     TxtAnswer,
 )
+from scanner.net.certificates import summary_cost
 from scanner.net.dane_lookup import hosts_dane
 from scanner.net.gate import DomainGate, Gate, RunGate
 from scanner.net.limits import holding
@@ -80,8 +81,11 @@ from scanner.output import MAX_ERROR_TEXT, schema_problem, written_line
 
 # The hot set is the shared providers' (MX host, address) pairs, a few hundred even on
 # large lists; an outcome without its DER costs about 3.7 kB (4,096 of them held 7.7 MB
-# more than 2,048 at 20,000 domains, with the same number of SMTP sessions).
+# more than 2,048 at 20,000 domains, with the same number of SMTP sessions). A server
+# chooses what its outcome holds (transcript, chain summaries): the cache is bounded by
+# bytes too (`outcome_cost`).
 DEFAULT_PROBE_CACHE_SIZE = 2048
+DEFAULT_PROBE_CACHE_BYTES = 16 * 1024 * 1024
 
 
 def utc_now() -> datetime:
@@ -150,9 +154,11 @@ class ProbeCache:
     Concurrent askers for the same key wait for the first asker's probe.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, budget: int = DEFAULT_PROBE_CACHE_BYTES) -> None:
         self._size = size
-        self._done: OrderedDict[tuple[str, str], ProbeOutcome] = OrderedDict()
+        self._budget = budget
+        self.used = 0  # bytes of the outcomes kept, as `outcome_cost` counts them
+        self._done: OrderedDict[tuple[str, str], tuple[ProbeOutcome, int]] = OrderedDict()
         self._pending: dict[tuple[str, str], trio.Event] = {}
         self.probes_run = 0
         self.hits = 0
@@ -164,7 +170,7 @@ class ProbeCache:
             if key in self._done:
                 self._done.move_to_end(key)
                 self.hits += 1
-                return self._done[key]
+                return self._done[key][0]
             event = self._pending.get(key)
             if event is None:
                 break
@@ -176,13 +182,27 @@ class ProbeCache:
         try:
             outcome = await run()
             self.probes_run += 1
-            self._done[key] = without_der(outcome)
-            while len(self._done) > self._size:
-                self._done.popitem(last=False)
+            kept = without_der(outcome)
+            cost = outcome_cost(kept)
+            self._done[key] = (kept, cost)
+            self.used += cost
+            while len(self._done) > self._size or self.used > self._budget:
+                _, (_, dropped) = self._done.popitem(last=False)
+                self.used -= dropped
             return outcome
         finally:
             del self._pending[key]
             event.set()
+
+
+def outcome_cost(outcome: ProbeOutcome) -> int:
+    """About the bytes an outcome without DER holds: its texts, summaries and objects."""
+    cost = 1500 + sum(100 + len(line) for line in outcome.transcript)
+    if outcome.tls is not None:
+        cost += sum(summary_cost(summary) for summary in outcome.tls.chain)
+    if outcome.dane is not None:
+        cost += len(outcome.dane.detail)
+    return cost
 
 
 def without_der(outcome: ProbeOutcome) -> ProbeOutcome:
@@ -477,17 +497,27 @@ class Scanner:
 
         async def run_probe() -> ProbeOutcome:
             outcome = await self._probe_with_retries(hostname, ip, gate)
-            # The DANE match needs the chain's DER, which the cache drops (RFC 7672 §3).
-            return attach_check(outcome, dane, mx_host=hostname, at=self.clock())
+            # The DANE match needs the chain's DER (RFC 7672 §3); nothing after it does.
+            return without_der(attach_check(outcome, dane, mx_host=hostname, at=self.clock()))
 
         return await self.probe_cache.get((hostname, ip), run_probe)
 
     async def _probe_with_retries(self, hostname: str, ip: str, gate: DomainGate) -> ProbeOutcome:
         notes: list[str] = []
         attempt = 0
+        busy_outcome: ProbeOutcome | None = None  # the last session, which was busy
         while True:
-            attempt += 1
             refusal = gate.admit(ip)
+            if refusal is not None and busy_outcome is not None:
+                # Over-limit means never contacted: the busy answer stands, said so.
+                outcome = busy_outcome
+                assert outcome.interruption is not None
+                notes[-1] = (
+                    f"[attempt {attempt}: {reason_text(outcome.interruption)}; "
+                    f"not tried again: {reason_text(refusal)}]"
+                )
+                break
+            attempt += 1
             if refusal is not None:
                 outcome = ProbeOutcome(
                     hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal
@@ -507,6 +537,7 @@ class Scanner:
                 break
             pause = retry_pause(attempt, self.settings.retry_backoff)
             assert outcome.interruption is not None
+            busy_outcome = outcome
             notes.append(
                 f"[attempt {attempt}: {reason_text(outcome.interruption)}; "
                 f"tried again after {pause:g} s]"

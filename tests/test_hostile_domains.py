@@ -22,6 +22,7 @@ import trio
 from hostile import Forge, Material, serve_certificates
 from trio.testing import MockClock
 
+from scanner.core.reasons import reason_text
 from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.lab import Lab, open_lab, parse_world
 from scanner.lab.certificates import default_mint
@@ -217,3 +218,47 @@ def test_fit_line_cuts_the_biggest_lists_and_records_it() -> None:
 def test_fit_line_gives_up_when_the_structure_alone_is_too_big() -> None:
     line = {"domain": HOSTILE, "mx": [{"hostname": "h" * 60, "addresses": []}] * 2000}
     assert fit_line(line, 50_000) is None
+
+
+# ---------------------------------------------------------------- over-limit, never contacted
+
+
+def busy_world_text() -> str:
+    parts = ['[domains."busy.example".dns]']
+    parts.append('"@" = { mx = [' + ", ".join(f'"10 mx{i}.busy.example"' for i in range(4)) + "] }")
+    for index in range(32):
+        parts.append(
+            f'[[domains."busy.example".servers]]\nhostname = "mx{index // 8}.busy.example"\n'
+            f'address = "127.0.7.{index + 1}"\nbehaviour = "greeting-421"'
+        )
+    parts.append('[domains."busy.example".expect]\nenforce_ready = false')
+    return "\n".join(parts) + "\n"
+
+
+async def test_a_busy_address_whose_retries_spend_the_budget_keeps_its_421(
+    tmp_path: Path, loopback_clock: MockClock
+) -> None:
+    """32 addresses answering 421, each tried again: 64 attempts spend the domain's budget
+    before the retries end. Over-limit means never contacted, so each keeps its 421."""
+    async with open_lab(parse_world(busy_world_text()), workdir=tmp_path / "lab") as lab:
+        host, port = lab.resolver
+        scanner = Scanner(
+            resolver=Resolver.create([Nameserver(host, port)], timeout=2.0),
+            tls=TlsClient.create(TrustStore.from_files([lab.ca_file], include_certifi=False)),
+            settings=ScanSettings(
+                allow_private=True,
+                probe=ProbeSettings(smtp_port=lab.smtp_port, step_timeout=5, total_timeout=30),
+            ),
+        )
+        result = await scanner.scan_domain("busy.example")
+        assert result.verdict is not None
+        addresses = [a for mx in result.verdict.mx for a in mx.addresses]
+        assert len(addresses) == 32
+        reasons = [reason_text(a.interruption) for a in addresses if a.interruption is not None]
+        assert len(reasons) == 32
+        assert all(reason.startswith("busy:421") for reason in reasons), reasons
+        contacted = sum(lab.smtp_connections(f"127.0.7.{i + 1}") for i in range(32))
+        assert contacted == 64  # the budget, every attempt made
+        notes = [line for a in addresses if a.probe is not None for line in a.probe.transcript]
+        # The addresses whose retry the budget refused say so, next to their 421.
+        assert any("not tried again: over-limit" in line for line in notes)
