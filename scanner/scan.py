@@ -26,7 +26,7 @@ import dataclasses
 import json
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -75,7 +75,7 @@ from scanner.net.gate import DomainGate, Gate, RunGate
 from scanner.net.limits import holding
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.probe import ProbeSettings, probe
-from scanner.net.resolver import Resolver
+from scanner.net.resolver import LOOKUP_OWNER, Resolver
 from scanner.net.tls import TlsClient
 from scanner.output import MAX_ERROR_TEXT, schema_problem, written_line
 
@@ -231,11 +231,17 @@ class LoadGovernor:
     without an answer over the last `WINDOW` tries: above `HIGH` the number of domains in
     flight halves (never below `floor`); below `LOW` it grows back by a tenth of the
     ceiling. `lowered` and `lowest` go into the run's summary.
+
+    Load loses tries all over the scan; a domain whose name servers never answer
+    loses all of its own. With the timeouts counted per domain (`by_owner`, the
+    resolver's `timeouts_by_owner`), at most `PER_DOMAIN` of one domain's count in a
+    window, so one domain's DNS cannot lower the concurrency of the whole scan.
     """
 
     WINDOW: Final = 400  # DNS tries per measurement
     HIGH: Final = 0.05
     LOW: Final = 0.005
+    PER_DOMAIN: Final = 8  # timed-out tries of one domain that count in a window
 
     def __init__(self, ceiling: int, floor: int | None = None) -> None:
         self.ceiling = max(1, ceiling)
@@ -248,11 +254,17 @@ class LoadGovernor:
         self._tries = 0
         self._timeouts = 0
 
-    def observe(self, load: DnsLoad) -> None:
+    def observe(self, load: DnsLoad, by_owner: MutableMapping[str, int] | None = None) -> None:
+        """Read the resolver's counters; `by_owner` (timed-out tries per domain since the
+        last window) is taken and emptied at each window."""
         tries = load.queries
         if tries - self._tries < self.WINDOW:
             return
-        share = (load.timeouts - self._timeouts) / (tries - self._tries)
+        lost = load.timeouts - self._timeouts
+        if by_owner is not None:
+            lost -= sum(max(0, count - self.PER_DOMAIN) for count in by_owner.values())
+            by_owner.clear()
+        share = max(0, lost) / (tries - self._tries)
         self._tries, self._timeouts = tries, load.timeouts
         current = int(self.limiter.total_tokens)
         if share > self.HIGH and current > self.floor:
@@ -308,6 +320,13 @@ class Scanner:
 
     async def scan_domain(self, domain: str) -> DomainResult:
         """One domain → its result. Never raises except for cancellation."""
+        owner = LOOKUP_OWNER.set(domain)  # the lookups of this task and its children
+        try:
+            return await self._scan_domain_within_deadline(domain)
+        finally:
+            LOOKUP_OWNER.reset(owner)
+
+    async def _scan_domain_within_deadline(self, domain: str) -> DomainResult:
         started = self.clock()
         if self.gate.name_refusal(domain) is not None:
             error = ScanError(ErrorKind.EXCLUDED, "the domain is listed in --exclude")
@@ -594,7 +613,7 @@ class Scanner:
                     line, result = written_line(scanned, self.settings.report)
                     write_line(line)
                     self._count(result)
-                    governor.observe(self.resolver.load)
+                    governor.observe(self.resolver.load, self.resolver.load.timeouts_by_owner)
                     if progress is not None:
                         progress.domain_done(result)
 

@@ -262,3 +262,82 @@ async def test_a_busy_address_whose_retries_spend_the_budget_keeps_its_421(
         notes = [line for a in addresses if a.probe is not None for line in a.probe.transcript]
         # The addresses whose retry the budget refused say so, next to their 421.
         assert any("not tried again: over-limit" in line for line in notes)
+
+
+# ---------------------------------------------------------------- one domain's DNS timeouts
+
+
+def dead_dns_world_text(good: int) -> str:
+    hosts = [f"mx{i}.dead.example" for i in range(16)]
+    parts = ['[domains."dead.example".dns]']
+    parts.append('"@" = { mx = [' + ", ".join(f'"10 {h}"' for h in hosts) + "] }")
+    parts += [f'"{host}." = {{ timeout = true }}' for host in hosts]
+    parts.append('[domains."dead.example".expect]\nenforce_ready = false')
+    for index in range(good):
+        domain = f"fine{index}.example"
+        parts.append(f'[domains."{domain}".dns]\n"@" = {{ mx = ["10 mx.{domain}"] }}')
+        parts.append(
+            f'[[domains."{domain}".servers]]\nhostname = "mx.{domain}"\naddress = "127.0.6.1"'
+        )
+        parts.append(f'[domains."{domain}".expect]\nenforce_ready = false')
+    return "\n".join(parts) + "\n"
+
+
+async def test_one_domains_dns_timeouts_do_not_lower_the_scans_concurrency(
+    tmp_path: Path, loopback_clock: MockClock
+) -> None:
+    """A domain whose 16 MX hosts' names are never answered loses about a hundred DNS
+    tries, a quarter of a governor window: that is its own trouble, not the scan's load."""
+    good = [f"fine{index}.example" for index in range(80)]
+    async with open_lab(parse_world(dead_dns_world_text(80)), workdir=tmp_path / "lab") as lab:
+        host, port = lab.resolver
+        scanner = Scanner(
+            resolver=Resolver.create([Nameserver(host, port)], timeout=2.0),
+            tls=TlsClient.create(TrustStore.from_files([lab.ca_file], include_certifi=False)),
+            settings=ScanSettings(
+                concurrency=8,
+                allow_private=True,
+                probe=ProbeSettings(smtp_port=lab.smtp_port, step_timeout=5, total_timeout=30),
+            ),
+        )
+        written: list[dict[str, Any]] = []
+
+        async def source() -> AsyncIterator[str]:
+            for domain in ["dead.example", *good]:
+                yield domain
+
+        await scanner.run(
+            InputReader().stream(source()), lambda text: written.append(json.loads(text))
+        )
+        load = scanner.resolver.load
+        assert scanner.governor is not None
+        assert load.queries >= scanner.governor.WINDOW  # the governor measured
+        assert load.timeouts >= 90  # the dead domain's, a window's share over HIGH
+        assert scanner.governor.lowered == 0
+        assert scanner.governor.limiter.total_tokens == 8
+        by_domain = {line["domain"]: line for line in written}
+        dead = by_domain["dead.example"]
+        assert all(
+            "timeout" in (a["reason"] or "") or a["status"] != "tested"
+            for mx in dead["mx"]
+            for a in mx["addresses"]
+        )
+        assert all(by_domain[d]["mx"][0]["addresses"][0]["starttls"] == "offered" for d in good)
+
+
+def test_the_governor_counts_a_few_timeouts_of_each_domain() -> None:
+    from collections import Counter
+
+    from scanner.scan import LoadGovernor
+
+    @dataclass
+    class Load:
+        queries: int = 0
+        timeouts: int = 0
+
+    one, spread = LoadGovernor(100), LoadGovernor(100)
+    load = Load(queries=400, timeouts=100)
+    one.observe(load, Counter({"dead.example": 100}))  # one domain: 8 of 100 count, 2 %
+    assert one.lowered == 0
+    spread.observe(load, Counter({f"d{i}.example": 2 for i in range(50)}))  # load: 25 %
+    assert spread.lowered == 1
