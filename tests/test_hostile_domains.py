@@ -341,3 +341,37 @@ def test_the_governor_counts_a_few_timeouts_of_each_domain() -> None:
     assert one.lowered == 0
     spread.observe(load, Counter({f"d{i}.example": 2 for i in range(50)}))  # load: 25 %
     assert spread.lowered == 1
+
+
+# ---------------------------------------------------------------- the parent's end of a worker
+
+
+async def test_an_oversized_message_costs_its_workers_domains_not_the_run() -> None:
+    """A frame over MAX_MESSAGE ended the whole run with a ValueError. Lines are cut
+    before they are sent, so it is a bug: that worker is stopped, its domains in
+    flight are lost (and said so), and the other workers go on."""
+    import socket
+    import struct
+
+    from scanner.net.gate import Gate
+    from scanner.scan import ProbeCache
+    from scanner.workers import MAX_MESSAGE, Channel, ParallelRun, _serve_worker, _Shared, _Worker
+
+    parent_end, worker_end = socket.socketpair()
+    channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent_end)))
+    worker_end.sendall(struct.pack(">I", MAX_MESSAGE + 1) + b"\0" * 1024)
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", "import time; time.sleep(60)"]
+    )
+    worker = _Worker(0, channel, process, trio.Semaphore(1), in_flight={HOSTILE})
+    run = ParallelRun()
+    with trio.fail_after(5):
+        await _serve_worker(
+            worker, _Shared(Gate(allow_private=True), ProbeCache(16)), print, run, None
+        )
+        await process.wait()
+    assert worker.gone
+    assert run.lost == [HOSTILE]
+    assert process.returncode is not None  # stopped, not left running
+    worker_end.close()
+    await channel.stream.aclose()
