@@ -197,11 +197,20 @@ class ProbeCache:
 
 def outcome_cost(outcome: ProbeOutcome) -> int:
     """About the bytes an outcome without DER holds: its texts, summaries and objects."""
-    cost = 1500 + sum(100 + len(line) for line in outcome.transcript)
+    texts = [
+        *outcome.transcript,
+        *outcome.ehlo_keywords,
+        *(outcome.ehlo_after_tls or ()),
+        outcome.greeting or "",
+        outcome.starttls_reply_text or "",
+        outcome.handshake_error or "",
+        outcome.interruption.detail if outcome.interruption is not None else "",
+        outcome.after_tls.detail if outcome.after_tls is not None else "",
+        outcome.dane.detail if outcome.dane is not None else "",
+    ]
+    cost = 1500 + sum(60 + len(text) for text in texts)
     if outcome.tls is not None:
         cost += sum(summary_cost(summary) for summary in outcome.tls.chain)
-    if outcome.dane is not None:
-        cost += len(outcome.dane.detail)
     return cost
 
 

@@ -33,7 +33,7 @@ from scanner.net.resolver import Nameserver, Resolver
 from scanner.net.tls import TlsClient
 from scanner.net.trust import TrustStore
 from scanner.output import MAX_LINE_BYTES, fit_line, load_schema, result_line, written_line
-from scanner.scan import InputReader, Scanner, ScanSettings
+from scanner.scan import InputReader, ProbeCache, Scanner, ScanSettings
 
 HOSTILE = "hostile.example"
 GOOD = [f"good{index}.example" for index in range(6)]
@@ -375,3 +375,43 @@ async def test_an_oversized_message_costs_its_workers_domains_not_the_run() -> N
     assert process.returncode is not None  # stopped, not left running
     worker_end.close()
     await channel.stream.aclose()
+
+
+async def test_what_a_hostile_domain_leaves_behind_is_bounded(
+    setting: Setting, loopback_clock: MockClock
+) -> None:
+    """Its 32 certificates of about 90 kB are gone once the domain is scanned: no DER in
+    its facts or in the probe cache, a hundred names per summary, the cache small."""
+    scanner = make_scanner(setting)
+    result = await scanner.scan_domain(HOSTILE)
+    assert result.facts is not None
+    probes = [probe for host in result.facts.hosts for probe in host.probes]
+    assert len(probes) == 32
+    assert all(p.tls is not None and p.tls.chain_der == () for p in probes)
+    assert all(p.tls is not None and len(p.tls.chain[0].san) <= 100 for p in probes)
+    cache = scanner.probe_cache
+    assert isinstance(cache, ProbeCache)
+    assert 0 < cache.used < 32 * 40_000  # 32 outcomes of a few tens of kB, not 32 DERs and more
+
+
+async def test_the_probe_cache_is_bounded_by_bytes() -> None:
+    from scanner.models import AddressStatus, ProbeOutcome
+    from scanner.scan import outcome_cost
+
+    cache = ProbeCache(2048, budget=50_000)
+    for index in range(40):
+        outcome = ProbeOutcome(
+            "mx.example",
+            f"192.0.2.{index}",
+            AddressStatus.TESTED,
+            transcript=("S: " + "x" * 197,) * 100,
+        )
+
+        async def run(outcome: ProbeOutcome = outcome) -> ProbeOutcome:
+            await trio.lowlevel.checkpoint()
+            return outcome
+
+        assert await cache.get(("mx.example", outcome.ip), run) is outcome
+    assert outcome_cost(outcome) > 20_000
+    assert cache.used <= 50_000
+    assert 0 < len(cache._done) < 40  # the oldest went, by bytes, long before 2,048 entries
