@@ -5,7 +5,7 @@ certificate no builder makes is wanted (a date with fractional seconds, X.509 v4
 duplicated extension, the year 0000), rewrites the tbsCertificate and signs it again,
 so OpenSSL still verifies the result. `serve_certificates` runs the lab's own SMTP
 server (`scanner.lab.smtp_server.SmtpHandler`) on loopback addresses with one chain
-per address; DNS comes from a lab world (`world_text`).
+per address; DNS comes from a lab world the test writes.
 """
 
 from __future__ import annotations

@@ -14,10 +14,13 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 from hostile import NOW, Forge, as_version, generalized_time, with_dates, with_extension_twice
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from OpenSSL import crypto
 
 from scanner.core.assess import assess_domain
 from scanner.core.dane import check_chain
+from scanner.core.der import DerError, san_dns_names
 from scanner.core.names import names_shown
 from scanner.core.sized_cache import SizedCache
 from scanner.models import MAX_SAN_KEPT, CertificateCheck, ChainVerdict, TlsaRecord, TlsSession
@@ -243,3 +246,24 @@ def test_summaries_of_large_certificates_are_kept_within_bytes(forge: Forge) -> 
 def test_a_summary_is_found_again_by_digest(forge: Forge) -> None:
     der = forge.issue([MX]).leaf
     assert summarize_certificate(der) is summarize_certificate(bytes(der))
+
+
+# ---------------------------------------------------------------- the SAN read from the octets
+
+
+def test_the_octets_give_the_names_cryptography_gives(forge: Forge) -> None:
+    names = ["mx.hostile.example", "*.hostile.example", "a" * 63 + ".example"]
+    der = forge.issue(names).leaf
+    assert san_dns_names(der) == tuple(names)
+    with pytest.raises(DerError, match="no subjectAltName"):
+        san_dns_names(Forge().der)  # a CA without one
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_reading_the_san_of_any_bytes_raises_der_error_only(data: bytes) -> None:
+    try:
+        names = san_dns_names(data)
+    except DerError:
+        return
+    assert all(isinstance(name, str) for name in names)

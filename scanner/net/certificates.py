@@ -152,18 +152,16 @@ def _issuer_text(
     return text
 
 
-def _san(certificate: x509.Certificate) -> tuple[str, ...]:
-    """SAN dNSNames; none when cryptography refuses the extensions."""
+def _san(certificate: x509.Certificate, der: bytes) -> tuple[str, ...]:
+    """SAN dNSNames; read from the octets when cryptography refuses a name beside them
+    (an x400Address, an ediPartyName: OpenSSL checks the dNSNames all the same)."""
     try:
         extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         return tuple(extension.value.get_values_for_type(x509.DNSName))
-    except (
-        x509.ExtensionNotFound,
-        x509.DuplicateExtension,
-        x509.UnsupportedGeneralNameType,  # x400Address, ediPartyName
-        ValueError,
-    ):
+    except (x509.ExtensionNotFound, x509.DuplicateExtension):
         return ()
+    except (x509.UnsupportedGeneralNameType, ValueError):
+        return _der_san(der)
 
 
 def _load(der: bytes) -> x509.Certificate:
@@ -183,7 +181,7 @@ def certificate_dns_names(der: bytes) -> tuple[str, ...]:
         certificate = _load(der)
     except (ValueError, x509.InvalidVersion):
         return _der_san(der)
-    return _san(certificate)
+    return _san(certificate, der)
 
 
 # Intermediates and shared hosts' leaves (a provider's one certificate behind thousands
@@ -231,7 +229,7 @@ def _summarize(der: bytes, fingerprint: str) -> CertificateSummary:
     except DerError:
         outline = None
     subject = _subject_text(certificate, outline)
-    san, count = _kept_san(_san(certificate))
+    san, count = _kept_san(_san(certificate, der))
     return CertificateSummary(
         subject=subject,
         san=san,
