@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 from scanner.core.codes import PolicyCode, RecordCode
 
@@ -252,14 +253,38 @@ class DaneCheck:
 # ---------------------------------------------------------------- TLS and certificates
 
 
+# A certificate may name 18,000 hosts; the summary keeps the first few, with the count.
+MAX_SAN_KEPT: Final = 100
+MAX_SAN_NAME: Final = 255  # characters; a DNS name has at most 253
+
+
 @dataclass(frozen=True, slots=True)
 class CertificateSummary:
+    """What the output and the verdicts read of one certificate.
+
+    `san` keeps the first `MAX_SAN_KEPT` SAN dNSName entries as presented, a longer
+    name cut to `MAX_SAN_NAME` characters (ending in "…"); `san_count` is how many
+    the certificate holds when `san` is not all of them as presented (names left out
+    or cut), else None; `san_total` is the count either way. A date that cannot be
+    read is None, never a placeholder.
+    """
+
     subject: str
-    san: tuple[str, ...]  # SAN dNSName entries as presented
+    san: tuple[str, ...]  # SAN dNSName entries as presented, at most MAX_SAN_KEPT
     issuer: str
-    not_before: datetime
-    not_after: datetime
+    not_before: datetime | None
+    not_after: datetime | None
     sha256: str  # hex of the DER encoding
+    san_count: int | None = None  # the certificate's SAN dNSNames, when `san` is not all
+
+    @property
+    def san_total(self) -> int:
+        return self.san_count if self.san_count is not None else len(self.san)
+
+    @property
+    def san_complete(self) -> bool:
+        """Is `san` every name as presented (none left out, none cut)?"""
+        return self.san_count is None
 
 
 @dataclass(frozen=True, slots=True)

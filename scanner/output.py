@@ -10,15 +10,16 @@ the JSON Schema (draft 2020-12) every line satisfies, shipped as
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from scanner.core.assess import AddressVerdict, DomainVerdict, MxVerdict
 from scanner.core.codes import Problem, ProblemCode, RecordCode
 from scanner.core.dane import AddressDane, HostDaneVerdict, tlsa_text
 from scanner.core.reasons import after_tls_text, reason_code, reason_text
-from scanner.core.result import DomainResult
+from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.core.tlsrpt import build_report, report_id, rfc3339_utc
 from scanner.models import CertificateCheck, DomainFacts, Indicator, ProbeOutcome, ReportOptions
 from scanner.untrusted import dumps_json_line
@@ -39,9 +40,10 @@ def _certificate(check: CertificateCheck) -> dict[str, object]:
     return {
         "subject": leaf.subject,
         "san": list(leaf.san),
+        "san_count": leaf.san_total,
         "issuer": leaf.issuer,
-        "not_before": rfc3339_utc(leaf.not_before),
-        "not_after": rfc3339_utc(leaf.not_after),
+        "not_before": rfc3339_utc(leaf.not_before) if leaf.not_before is not None else None,
+        "not_after": rfc3339_utc(leaf.not_after) if leaf.not_after is not None else None,
         "sha256": leaf.sha256,
         "chain_valid": check.chain.trusted,
         "verify_error": check.chain.verify_error,
@@ -313,6 +315,192 @@ def error_line(
         "warnings": [],
         "report": None,
     }
+
+
+# ---------------------------------------------------------------- the byte budget of a line
+
+# docs/output.md: no line exceeds 2 MiB. Lists and long texts of a line hold what servers
+# and records chose; `fit_line` cuts the biggest of them until the line fits.
+MAX_LINE_BYTES: Final = 2 * 1024 * 1024
+MAX_ERROR_TEXT: Final = 4096  # characters of an error line's `error`
+_NOTE_RESERVE: Final = 16 * 1024  # bytes kept free for the `trimmed` note
+_CUTS_LISTED: Final = 50
+_LONG_TEXT: Final = 256  # a string longer than this (in bytes written) may be cut
+# The lists whose items servers and records choose (by their paths, indices left out);
+# the other lists carry the verdict and are never cut.
+_UNTRUSTED_LISTS: Final = frozenset(
+    {
+        "mx[].addresses[].certificate.san",
+        "mx[].addresses[].transcript",
+        "mx[].dane.tlsa",
+        "mta_sts.policy.mx",
+        "tlsrpt.rua",
+        "over_limit",
+        "indicators",
+        "blockers",
+        "warnings",
+        "report.policies[].policy.policy-string",
+        "report.policies[].policy.mx-host",
+        "report.policies[].failure-details",
+    }
+)
+
+
+def written_line(result: DomainResult, options: ReportOptions) -> tuple[str, DomainResult]:
+    """The JSON line written for `result`, never longer than `MAX_LINE_BYTES`, and the
+    result it stands for. Never raises.
+
+    A line over the budget is cut by `fit_line`; one that cannot be cut to fit, or any
+    failure while building it, becomes the domain's `internal-error` line (and the
+    result returned is that error), so one domain can only ever cost its own line.
+    """
+    try:
+        line = result_line(result, options)
+        text = dumps_line(line)
+        size = _utf8_size(text)
+        if size <= MAX_LINE_BYTES:
+            return text, result
+        fitted = fit_line(line, MAX_LINE_BYTES)
+        if fitted is not None:
+            return fitted, result
+        detail = f"its line of {size:,} bytes stays over {MAX_LINE_BYTES:,} bytes when cut"
+    except Exception as exc:  # a bug, or a value no line can hold: this domain's line only
+        detail = f"its line could not be built: {type(exc).__name__}: {exc}"
+    error = ScanError(ErrorKind.INTERNAL_ERROR, detail[:MAX_ERROR_TEXT])
+    failed = replace(DomainResult.failed(result.domain, error, result.scanned_at), rank=result.rank)
+    return dumps_line(result_line(failed, options)), failed
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def _written_size(value: object) -> int:
+    return _utf8_size(dumps_line(value))
+
+
+@dataclass(slots=True)
+class _Cuttable:
+    """A list or long text of a line, where it is held, and its written size."""
+
+    path: str
+    holder: dict[str, object] | list[object]
+    key: str | int
+    size: int
+
+    @property
+    def value(self) -> object:
+        if isinstance(self.holder, dict):
+            return self.holder[str(self.key)]
+        return self.holder[int(self.key)]
+
+    def replace(self, value: object) -> None:
+        if isinstance(self.holder, dict):
+            self.holder[str(self.key)] = value
+        else:
+            self.holder[int(self.key)] = value
+
+
+def _cuttables(value: object, path: str, shape: str, found: list[_Cuttable]) -> None:
+    """Collect the lists and long texts under `value` (`shape`: its path without indices)."""
+    items: list[tuple[str | int, object, str, str]]
+    if isinstance(value, dict):
+        items = [
+            (k, v, f"{path}.{k}" if path else k, f"{shape}.{k}" if shape else k)
+            for k, v in value.items()
+        ]
+    elif isinstance(value, list):
+        items = [(i, v, f"{path}[{i}]", f"{shape}[]") for i, v in enumerate(value)]
+    else:
+        return
+    for key, item, item_path, item_shape in items:
+        if isinstance(item, list) and item_shape in _UNTRUSTED_LISTS:
+            size = _written_size(item)
+            if size > 2:
+                found.append(_Cuttable(item_path, value, key, size))
+        elif isinstance(item, str) and len(item) > _LONG_TEXT // 6:
+            size = _written_size(item)
+            if size > _LONG_TEXT:
+                found.append(_Cuttable(item_path, value, key, size))
+        else:
+            _cuttables(item, item_path, item_shape, found)
+
+
+def _cap(sizes: list[int], room: int) -> int:
+    """The largest size C with sum(min(size, C)) within `room` (sizes never cut below C)."""
+    ordered = sorted(sizes)
+    left = room
+    for index, size in enumerate(ordered):
+        share = left // (len(ordered) - index)
+        if size > share:
+            return share
+        left -= size
+    return ordered[-1] if ordered else 0
+
+
+def _cut_list(items: list[object], room: int) -> list[object]:
+    kept: list[object] = []
+    used = 2  # the brackets
+    for item in items:
+        used += _written_size(item) + (1 if kept else 0)
+        if used > room:
+            break
+        kept.append(item)
+    return kept
+
+
+def _cut_text(text: str, room: int) -> str:
+    keep = len(text)
+    while keep > 0:
+        keep = keep * max(room - 8, 0) // max(_written_size(text[:keep]), 1)
+        cut = text[:keep] + "…"
+        if _written_size(cut) <= room:
+            return cut
+        keep -= max(1, keep // 10)
+    return "…"
+
+
+def fit_line(line: dict[str, object], budget: int) -> str | None:
+    """`line` written in at most `budget` bytes, its biggest lists and texts cut; None if it cannot be.
+
+    The lists whose items servers and records choose (`_UNTRUSTED_LISTS`: SAN names,
+    transcripts, TLSA records, policy lines, the findings they multiply) and the long
+    texts are cut to one common size, the largest that lets the line fit: lists keep
+    their first items, texts their beginning and a "…"; the lists that carry the
+    verdict (hosts, addresses, result types) are never cut. What was cut is recorded in the line's
+    `trimmed` note: the budget, and each cut's path with the items or characters
+    kept and there were.
+    """
+    found: list[_Cuttable] = []
+    _cuttables(line, "", "", found)
+    total = _written_size(line)
+    fixed = total - sum(c.size for c in found)
+    room = budget - _NOTE_RESERVE - fixed
+    if not found or room <= 0:
+        return None
+    cap = _cap([c.size for c in found], room)
+    cuts: list[dict[str, object]] = []
+    for cuttable in found:
+        if cuttable.size <= cap:
+            continue
+        value = cuttable.value
+        if isinstance(value, list):
+            items = _cut_list(value, cap)
+            cuttable.replace(items)
+            cuts.append({"path": cuttable.path, "items_kept": len(items), "items": len(value)})
+        elif isinstance(value, str):
+            text = _cut_text(value, cap)
+            cuttable.replace(text)
+            cuts.append(
+                {"path": cuttable.path, "characters_kept": len(text) - 1, "characters": len(value)}
+            )
+    line["trimmed"] = {
+        "budget": budget,
+        "cuts": cuts[:_CUTS_LISTED],
+        "cuts_not_listed": max(0, len(cuts) - _CUTS_LISTED),
+    }
+    text = dumps_line(line)
+    return text if _utf8_size(text) <= budget else None
 
 
 def dumps_line(obj: object) -> str:

@@ -58,7 +58,10 @@ def _certificate_cell(address: AddressVerdict) -> Text:
     if not check.name_matches:
         problems.append("name mismatch")
     cell = _styled("valid", "green") if not problems else terminal(", ".join(problems), style="red")
-    cell.append(f" until {rfc3339_utc(check.leaf.not_after)[:10]}")
+    until = check.leaf.not_after
+    cell.append(
+        f" until {rfc3339_utc(until)[:10]}" if until is not None else " (no readable end date)"
+    )
     return cell
 
 

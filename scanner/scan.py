@@ -26,7 +26,7 @@ import dataclasses
 import json
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -69,19 +69,23 @@ from scanner.models import (
     ReportOptions,
     TxtAnswer,
 )
+from scanner.net.certificates import summary_cost
 from scanner.net.dane_lookup import hosts_dane
 from scanner.net.gate import DomainGate, Gate, RunGate
 from scanner.net.limits import holding
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.probe import ProbeSettings, probe
-from scanner.net.resolver import Resolver
+from scanner.net.resolver import LOOKUP_OWNER, Resolver
 from scanner.net.tls import TlsClient
-from scanner.output import SCHEMA_VERSION, dumps_line, result_line, schema_problem
+from scanner.output import MAX_ERROR_TEXT, SCHEMA_VERSION, schema_problem, written_line
 
 # The hot set is the shared providers' (MX host, address) pairs, a few hundred even on
 # large lists; an outcome without its DER costs about 3.7 kB (4,096 of them held 7.7 MB
-# more than 2,048 at 20,000 domains, with the same number of SMTP sessions).
+# more than 2,048 at 20,000 domains, with the same number of SMTP sessions). A server
+# chooses what its outcome holds (transcript, chain summaries): the cache is bounded by
+# bytes too (`outcome_cost`).
 DEFAULT_PROBE_CACHE_SIZE = 2048
+DEFAULT_PROBE_CACHE_BYTES = 16 * 1024 * 1024
 
 
 def utc_now() -> datetime:
@@ -150,9 +154,11 @@ class ProbeCache:
     Concurrent askers for the same key wait for the first asker's probe.
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, budget: int = DEFAULT_PROBE_CACHE_BYTES) -> None:
         self._size = size
-        self._done: OrderedDict[tuple[str, str], ProbeOutcome] = OrderedDict()
+        self._budget = budget
+        self.used = 0  # bytes of the outcomes kept, as `outcome_cost` counts them
+        self._done: OrderedDict[tuple[str, str], tuple[ProbeOutcome, int]] = OrderedDict()
         self._pending: dict[tuple[str, str], trio.Event] = {}
         self.probes_run = 0
         self.hits = 0
@@ -164,7 +170,7 @@ class ProbeCache:
             if key in self._done:
                 self._done.move_to_end(key)
                 self.hits += 1
-                return self._done[key]
+                return self._done[key][0]
             event = self._pending.get(key)
             if event is None:
                 break
@@ -176,13 +182,36 @@ class ProbeCache:
         try:
             outcome = await run()
             self.probes_run += 1
-            self._done[key] = without_der(outcome)
-            while len(self._done) > self._size:
-                self._done.popitem(last=False)
+            kept = without_der(outcome)
+            cost = outcome_cost(kept)
+            self._done[key] = (kept, cost)
+            self.used += cost
+            while len(self._done) > self._size or self.used > self._budget:
+                _, (_, dropped) = self._done.popitem(last=False)
+                self.used -= dropped
             return outcome
         finally:
             del self._pending[key]
             event.set()
+
+
+def outcome_cost(outcome: ProbeOutcome) -> int:
+    """About the bytes an outcome without DER holds: its texts, summaries and objects."""
+    texts = [
+        *outcome.transcript,
+        *outcome.ehlo_keywords,
+        *(outcome.ehlo_after_tls or ()),
+        outcome.greeting or "",
+        outcome.starttls_reply_text or "",
+        outcome.handshake_error or "",
+        outcome.interruption.detail if outcome.interruption is not None else "",
+        outcome.after_tls.detail if outcome.after_tls is not None else "",
+        outcome.dane.detail if outcome.dane is not None else "",
+    ]
+    cost = 1500 + sum(60 + len(text) for text in texts)
+    if outcome.tls is not None:
+        cost += sum(summary_cost(summary) for summary in outcome.tls.chain)
+    return cost
 
 
 def without_der(outcome: ProbeOutcome) -> ProbeOutcome:
@@ -211,11 +240,17 @@ class LoadGovernor:
     without an answer over the last `WINDOW` tries: above `HIGH` the number of domains in
     flight halves (never below `floor`); below `LOW` it grows back by a tenth of the
     ceiling. `lowered` and `lowest` go into the run's summary.
+
+    Load loses tries all over the scan; a domain whose name servers never answer
+    loses all of its own. With the timeouts counted per domain (`by_owner`, the
+    resolver's `timeouts_by_owner`), at most `PER_DOMAIN` of one domain's count in a
+    window, so one domain's DNS cannot lower the concurrency of the whole scan.
     """
 
     WINDOW: Final = 400  # DNS tries per measurement
     HIGH: Final = 0.05
     LOW: Final = 0.005
+    PER_DOMAIN: Final = 8  # timed-out tries of one domain that count in a window
 
     def __init__(self, ceiling: int, floor: int | None = None) -> None:
         self.ceiling = max(1, ceiling)
@@ -228,11 +263,17 @@ class LoadGovernor:
         self._tries = 0
         self._timeouts = 0
 
-    def observe(self, load: DnsLoad) -> None:
+    def observe(self, load: DnsLoad, by_owner: MutableMapping[str, int] | None = None) -> None:
+        """Read the resolver's counters; `by_owner` (timed-out tries per domain since the
+        last window) is taken and emptied at each window."""
         tries = load.queries
         if tries - self._tries < self.WINDOW:
             return
-        share = (load.timeouts - self._timeouts) / (tries - self._tries)
+        lost = load.timeouts - self._timeouts
+        if by_owner is not None:
+            lost -= sum(max(0, count - self.PER_DOMAIN) for count in by_owner.values())
+            by_owner.clear()
+        share = max(0, lost) / (tries - self._tries)
         self._tries, self._timeouts = tries, load.timeouts
         current = int(self.limiter.total_tokens)
         if share > self.HIGH and current > self.floor:
@@ -288,6 +329,13 @@ class Scanner:
 
     async def scan_domain(self, domain: str) -> DomainResult:
         """One domain → its result. Never raises except for cancellation."""
+        owner = LOOKUP_OWNER.set(domain)  # the lookups of this task and its children
+        try:
+            return await self._scan_domain_within_deadline(domain)
+        finally:
+            LOOKUP_OWNER.reset(owner)
+
+    async def _scan_domain_within_deadline(self, domain: str) -> DomainResult:
         started = self.clock()
         if self.gate.name_refusal(domain) is not None:
             error = ScanError(ErrorKind.EXCLUDED, "the domain is listed in --exclude")
@@ -305,7 +353,8 @@ class Scanner:
         except Exception as exc:
             summary = traceback.format_exception(exc, limit=-3)
             detail = " | ".join(line.strip().replace("\n", " ") for line in summary[-4:])
-            error = ScanError(ErrorKind.INTERNAL_ERROR, f"{type(exc).__name__}: {exc} [{detail}]")
+            words = f"{type(exc).__name__}: {exc} [{detail}]"  # a message may quote a server
+            error = ScanError(ErrorKind.INTERNAL_ERROR, words[:MAX_ERROR_TEXT])
             return DomainResult.failed(domain, error, started)
 
     def invalid_input(self, item: InvalidInput) -> DomainResult:
@@ -476,17 +525,27 @@ class Scanner:
 
         async def run_probe() -> ProbeOutcome:
             outcome = await self._probe_with_retries(hostname, ip, gate)
-            # The DANE match needs the chain's DER, which the cache drops (RFC 7672 §3).
-            return attach_check(outcome, dane, mx_host=hostname, at=self.clock())
+            # The DANE match needs the chain's DER (RFC 7672 §3); nothing after it does.
+            return without_der(attach_check(outcome, dane, mx_host=hostname, at=self.clock()))
 
         return await self.probe_cache.get((hostname, ip), run_probe)
 
     async def _probe_with_retries(self, hostname: str, ip: str, gate: DomainGate) -> ProbeOutcome:
         notes: list[str] = []
         attempt = 0
+        busy_outcome: ProbeOutcome | None = None  # the last session, which was busy
         while True:
-            attempt += 1
             refusal = gate.admit(ip)
+            if refusal is not None and busy_outcome is not None:
+                # Over-limit means never contacted: the busy answer stands, said so.
+                outcome = busy_outcome
+                assert outcome.interruption is not None
+                notes[-1] = (
+                    f"[attempt {attempt}: {reason_text(outcome.interruption)}; "
+                    f"not tried again: {reason_text(refusal)}]"
+                )
+                break
+            attempt += 1
             if refusal is not None:
                 outcome = ProbeOutcome(
                     hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal
@@ -506,6 +565,7 @@ class Scanner:
                 break
             pause = retry_pause(attempt, self.settings.retry_backoff)
             assert outcome.interruption is not None
+            busy_outcome = outcome
             notes.append(
                 f"[attempt {attempt}: {reason_text(outcome.interruption)}; "
                 f"tried again after {pause:g} s]"
@@ -558,10 +618,11 @@ class Scanner:
 
         async def writer() -> None:
             async with line_receive:
-                async for result in line_receive:
-                    write_line(dumps_line(result_line(result, self.settings.report)))
+                async for scanned in line_receive:
+                    line, result = written_line(scanned, self.settings.report)
+                    write_line(line)
                     self._count(result)
-                    governor.observe(self.resolver.load)
+                    governor.observe(self.resolver.load, self.resolver.load.timeouts_by_owner)
                     if progress is not None:
                         progress.domain_done(result)
 

@@ -207,6 +207,10 @@ JSON_ESCAPE_TABLE: Final[Mapping[int, str]] = MappingProxyType(
     }
 )
 
+_JSON_ESCAPED: Final = re.compile(
+    "[" + "".join(re.escape(chr(codepoint)) for codepoint in JSON_ESCAPE_TABLE) + "]"
+)
+
 
 def dumps_json_line(obj: object) -> str:
     """Compact JSON on one line, no trailing newline; non-ASCII kept, key order kept.
@@ -219,6 +223,8 @@ def dumps_json_line(obj: object) -> str:
     ValueError (they are not JSON).
     """
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if _JSON_ESCAPED.search(text) is None:  # a search costs less than a translated copy
+        return text
     return text.translate(JSON_ESCAPE_TABLE)
 
 

@@ -239,6 +239,10 @@ _register_reducers(
 # ---------------------------------------------------------------- framing
 
 
+class OversizedMessageError(ValueError):
+    """A frame longer than `MAX_MESSAGE`: the other end is not speaking this protocol."""
+
+
 class Channel:
     """Length-prefixed pickled messages over a trio stream, written in batches.
 
@@ -283,7 +287,7 @@ class Channel:
             if len(self._buffer) >= FRAME.size:
                 (size,) = FRAME.unpack_from(self._buffer)
                 if size > MAX_MESSAGE:
-                    raise ValueError(f"message of {size} bytes from a worker")
+                    raise OversizedMessageError(f"message of {size} bytes from a worker")
                 if len(self._buffer) >= FRAME.size + size:
                     data = bytes(self._buffer[FRAME.size : FRAME.size + size])
                     del self._buffer[: FRAME.size + size]
@@ -457,9 +461,23 @@ def load_of(scanner: Scanner) -> Load:
     )
 
 
+class _Report:
+    """Sends each line the scan's writer built (`take`) with the summary of its result
+    (`domain_done`, which the writer calls right after it)."""
+
+    def __init__(self, outbox: trio.MemorySendChannel[Message]) -> None:
+        self._outbox = outbox
+        self._line = ""
+
+    def take(self, line: str) -> None:
+        self._line = line
+
+    def domain_done(self, result: DomainResult) -> None:
+        self._outbox.send_nowait(Finished(self._line, summarize(result)))
+
+
 async def _worker(fd: int) -> None:
     from scanner.options import build_scanner
-    from scanner.output import dumps_line, result_line
 
     sock = socket.socket(fileno=fd)
     channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
@@ -480,11 +498,6 @@ async def _worker(fd: int) -> None:
         async with items_receive:
             async for item in items_receive:
                 yield item
-
-    class Report:
-        def domain_done(self, result: DomainResult) -> None:
-            line = dumps_line(result_line(result, options.report))
-            outbox_send.send_nowait(Finished(line, summarize(result)))
 
     async def send_outbox() -> None:
         """Results, busy and served reports in order, `Done` last."""
@@ -511,7 +524,8 @@ async def _worker(fd: int) -> None:
 
         async def scan() -> None:
             async with outbox_send:
-                await scanner.run(items(), lambda _: None, progress=Report())
+                report = _Report(outbox_send)
+                await scanner.run(items(), report.take, progress=report)
                 outbox_send.send_nowait(Done(scanner.probe_cache.probes_run, load_of(scanner)))
 
         nursery.start_soon(listen)
@@ -820,6 +834,11 @@ async def _serve_worker(
             nursery.cancel_scope.cancel()
     except* (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # an answer to it could not be sent: it is gone all the same
+    except* OversizedMessageError:
+        # A line is cut to 2 MiB before it is sent (`scanner.output.written_line`), so
+        # this is a bug: this worker's domains are lost, the other workers go on.
+        with suppress(ProcessLookupError):
+            worker.process.kill()
     # Gone: its domains in flight are lost.
     worker.gone = True
     if worker.waiting is not None:

@@ -36,6 +36,7 @@ from scanner.core.dane import (
     host_warnings,
     session_dane,
 )
+from scanner.core.names import names_shown
 from scanner.core.reasons import after_tls_text, blocks_delivery, reason_code, reason_text
 from scanner.core.smtp import PARTIAL_GREETING_NOTE, is_masked_banner
 from scanner.core.sts import policy_covers, policy_warnings
@@ -176,8 +177,8 @@ def as_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def _day(moment: datetime) -> str:
-    return as_utc(moment).date().isoformat()
+def _day(moment: datetime | None) -> str:
+    return as_utc(moment).date().isoformat() if moment is not None else "a date that does not parse"
 
 
 def _reply(outcome: ProbeOutcome) -> str:
@@ -287,9 +288,9 @@ def _certificate_problems(
         not_yet_valid = _day(leaf.not_before)
     if at is not None:
         now = as_utc(at)
-        if as_utc(leaf.not_after) < now:
+        if leaf.not_after is not None and as_utc(leaf.not_after) < now:
             expired = True
-        if as_utc(leaf.not_before) > now and not_yet_valid is None:
+        if leaf.not_before is not None and as_utc(leaf.not_before) > now and not_yet_valid is None:
             not_yet_valid = _day(leaf.not_before)
             untrusted = untrusted or X509_NOT_YET_VALID
     mismatch = not check.name_matches or error == X509_HOSTNAME_MISMATCH
@@ -377,7 +378,8 @@ def _untrusted_code(session: Session) -> str:
 
 def _mismatch_detail(session: Session) -> str:
     assert session.outcome.certificate is not None
-    names = ", ".join(session.outcome.certificate.leaf.san) or "no DNS name"
+    leaf = session.outcome.certificate.leaf
+    names = names_shown(leaf.san, leaf.san_total) or "no DNS name"
     return f"certificate names ({names}) do not match {session.mx}"
 
 
@@ -748,7 +750,7 @@ def _host_address_problems(host: MxHostFacts) -> tuple[list[Problem], list[Probl
 
 def _expiry_warnings(host: str, address: AddressVerdict, at: datetime) -> list[Problem]:
     probe = address.probe
-    if probe is None or probe.certificate is None:
+    if probe is None or probe.certificate is None or probe.certificate.leaf.not_after is None:
         return []
     not_after = as_utc(probe.certificate.leaf.not_after)
     now = as_utc(at)
@@ -1120,7 +1122,7 @@ def _domain_warnings(
         # mode none, short max_age, broad wildcards, mx patterns matching no MX host
         warnings += policy_warnings(policy, tuple(h.hostname for h in dns_hosts))
     fetch = facts.policy_fetch
-    if fetch is not None and fetch.certificate is not None:
+    if fetch is not None and fetch.certificate is not None and fetch.certificate.leaf.not_after:
         not_after = as_utc(fetch.certificate.leaf.not_after)
         now = as_utc(facts.scanned_at)
         if now <= not_after <= now + EXPIRY_WARNING_WINDOW:

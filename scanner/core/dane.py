@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from scanner.core.der import MAX_DER, DerError, certificate_outline
-from scanner.core.names import certificate_matches
+from scanner.core.names import certificate_matches, names_shown
 from scanner.models import (
     AddressAnswer,
     AddressStatus,
@@ -307,26 +307,54 @@ def _signed_by(child: x509.Certificate, key: object) -> bool:
     return True
 
 
-def _is_ca(certificate: x509.Certificate) -> bool:
+# What cryptography raises for a field it cannot read: it reads a field when it is asked
+# for it, so a certificate that loaded may still fail here (a date in the year 0000, a
+# duplicated extension, a general name of a type it does not know).
+_PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    UnsupportedAlgorithm,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
+
+
+def _unparsable(depth: int, what: str) -> str:
+    return f"the certificate at depth {depth} does not parse ({what})"
+
+
+def _ca_problem(certificate: x509.Certificate, depth: int) -> str | None:
+    """Why the certificate at `depth` may not issue certificates (RFC 5280 §4.2.1.9), or None."""
     try:
         constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
     except x509.ExtensionNotFound:
-        return False
-    return constraints.value.ca
+        return f"the certificate at depth {depth} is no CA certificate"
+    except _PARSE_ERRORS:
+        return _unparsable(depth, "its extensions")
+    return (
+        None if constraints.value.ca else f"the certificate at depth {depth} is no CA certificate"
+    )
 
 
 def _dates_problem(certificate: x509.Certificate, depth: int, at: datetime) -> str | None:
     moment = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    if certificate.not_valid_after_utc < moment:
-        return (
-            f"the certificate at depth {depth} expired on {certificate.not_valid_after_utc.date()}"
-        )
-    if certificate.not_valid_before_utc > moment:
-        return (
-            f"the certificate at depth {depth} is not valid before "
-            f"{certificate.not_valid_before_utc.date()}"
-        )
+    try:
+        not_before = certificate.not_valid_before_utc
+        not_after = certificate.not_valid_after_utc
+    except _PARSE_ERRORS:
+        return _unparsable(depth, "its validity dates")
+    if not_after < moment:
+        return f"the certificate at depth {depth} expired on {not_after.date()}"
+    if not_before > moment:
+        return f"the certificate at depth {depth} is not valid before {not_before.date()}"
     return None
+
+
+def _public_key(certificate: x509.Certificate) -> object | None:
+    try:
+        return certificate.public_key()
+    except _PARSE_ERRORS:
+        return None
 
 
 def _path_problem(
@@ -345,29 +373,40 @@ def _path_problem(
         if depth < anchor_depth - 1:
             issuer = chain[depth + 1].parsed
             assert issuer is not None  # parsed on the previous turn
-            if certificate.issuer != issuer.subject:
+            try:
+                chained = certificate.issuer == issuer.subject
+            except _PARSE_ERRORS:
+                return _unparsable(depth, "its issuer or the subject above it")
+            if not chained:
                 return f"the certificate at depth {depth} was not issued by the one at depth {depth + 1}"
-            if not _signed_by(certificate, issuer.public_key()):
+            key = _public_key(issuer)
+            if key is None:
+                return _unparsable(depth + 1, "its public key")
+            if not _signed_by(certificate, key):
                 return f"the signature on the certificate at depth {depth} does not verify"
         elif not _signed_by(certificate, anchor_key):
             return f"the signature on the certificate at depth {depth} does not verify with the trust anchor's key"
-        if depth > 0 and not _is_ca(certificate):
-            return f"the certificate at depth {depth} is no CA certificate"
+        problem = _ca_problem(certificate, depth) if depth > 0 else None
+        if problem is not None:
+            return problem
         problem = _dates_problem(certificate, depth, at)
         if problem is not None:
             return problem
     return None
 
 
-def _leaf_names(chain: Sequence[_Certificate]) -> tuple[str, ...]:
+def _leaf_names(chain: Sequence[_Certificate]) -> tuple[str, ...] | None:
+    """The leaf's SAN dNSNames; None when they do not parse."""
     leaf = chain[0].parsed
     if leaf is None:
-        return ()
+        return None
     try:
         san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (x509.ExtensionNotFound, ValueError):
+        return tuple(san.value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
         return ()
-    return tuple(san.value.get_values_for_type(x509.DNSName))
+    except _PARSE_ERRORS:
+        return None
 
 
 def _trust_anchor_result(
@@ -416,8 +455,11 @@ def _trust_anchor_result(
         if problem is not None:
             reasons.append(f"trust anchor at depth {depth}, but {problem}")
             continue
+        if names_seen is None:
+            reasons.append(f"trust anchor at depth {depth}, but {_unparsable(0, 'its names')}")
+            continue
         if not any(certificate_matches(name, names_seen) for name in names):
-            shown = ", ".join(names_seen) or "no DNS name"
+            shown = names_shown(names_seen) or "no DNS name"
             wanted = " or ".join(dict.fromkeys(names))
             reasons.append(
                 f"trust anchor at depth {depth}, but the leaf's names ({shown}) "

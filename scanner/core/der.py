@@ -199,3 +199,68 @@ def name_text(name_der: bytes) -> str | None:
         return None
     parts.reverse()  # RFC 4514 §2.1: the last RDN first
     return ",".join(parts)
+
+
+# ---------------------------------------------------------------- the SAN, read by hand
+
+MAX_SAN_DER: Final = 1024 * 1024  # a certificate larger than this is not read for its SAN
+_CONTEXT_3: Final = 0xA3
+_BOOLEAN: Final = 0x01
+_OCTET_STRING: Final = 0x04
+_DNS_NAME: Final = 0x82  # GeneralName dNSName: [2] IMPLICIT IA5String
+_SUBJECT_ALT_NAME: Final = bytes.fromhex("551d11")  # 2.5.29.17
+
+
+def san_dns_names(certificate_der: bytes) -> tuple[str, ...]:
+    """The SAN dNSName entries of a certificate, read from its octets (RFC 5280 §4.2.1.6).
+
+    For a certificate `cryptography` refuses (an X.509 version it does not know, a
+    date it cannot read) but OpenSSL accepts: the names are what a TLS client checks.
+    Extensions ::= [3] EXPLICIT SEQUENCE OF Extension { extnID, critical BOOLEAN
+    DEFAULT FALSE, extnValue OCTET STRING }; GeneralNames ::= SEQUENCE OF GeneralName,
+    dNSName [2] IA5String. Names that are not ASCII are read with replacement
+    characters (they can match no host name). Raises `DerError` for bytes not so laid
+    out, or when the certificate has no SAN extension or two of them.
+    """
+    if len(certificate_der) > MAX_SAN_DER:
+        raise DerError("certificate longer than 1 MiB")
+    tag, start, _ = _element(certificate_der, 0)
+    if tag != _SEQUENCE:
+        raise DerError("not a certificate: no outer SEQUENCE")
+    tag, offset, tbs_end = _element(certificate_der, start)
+    if tag != _SEQUENCE:
+        raise DerError("not a certificate: no tbsCertificate SEQUENCE")
+    values: list[bytes] = []
+    while offset < tbs_end:
+        tag, content, end = _element(certificate_der, offset)
+        offset = end
+        if tag != _CONTEXT_3:
+            continue
+        tag, extension, extensions_end = _element(certificate_der, content)
+        if tag != _SEQUENCE:
+            raise DerError("no Extensions SEQUENCE")
+        while extension < extensions_end:
+            tag, field, extension_end = _element(certificate_der, extension)
+            extension = extension_end
+            tag, oid_start, oid_end = _element(certificate_der, field)
+            if tag != _OID or certificate_der[oid_start:oid_end] != _SUBJECT_ALT_NAME:
+                continue
+            tag, value_start, value_end = _element(certificate_der, oid_end)
+            if tag == _BOOLEAN:
+                tag, value_start, value_end = _element(certificate_der, value_end)
+            if tag != _OCTET_STRING or value_end > extension_end:
+                raise DerError("a subjectAltName without its OCTET STRING")
+            values.append(certificate_der[value_start:value_end])
+    if len(values) != 1:
+        raise DerError("no subjectAltName extension" if not values else "two subjectAltNames")
+    names = values[0]
+    tag, offset, end = _element(names, 0)
+    if tag != _SEQUENCE:
+        raise DerError("GeneralNames is no SEQUENCE")
+    found: list[str] = []
+    while offset < end:
+        tag, start, name_end = _element(names, offset)
+        if tag == _DNS_NAME:
+            found.append(names[start:name_end].decode("ascii", "replace"))
+        offset = name_end
+    return tuple(found)

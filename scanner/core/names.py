@@ -192,3 +192,18 @@ def certificate_matches(hostname: str, san_dns_names: Sequence[str]) -> bool:
     except InvalidHostname:
         return False
     return any(presented_identifier_matches(reference, entry) for entry in san_dns_names)
+
+
+NAMES_SHOWN = 5  # names a sentence about a certificate lists before counting the rest
+
+
+def names_shown(names: Sequence[str], total: int | None = None) -> str:
+    """The first `NAMES_SHOWN` of `names`, comma-separated, and how many more there are.
+
+    `total` is how many names there are in all, when `names` holds only some; "" for
+    none. A certificate may name 18,000 hosts: a sentence names a few and counts the rest.
+    """
+    count = max(len(names), total or 0)
+    shown = ", ".join(names[:NAMES_SHOWN])
+    rest = count - min(len(names), NAMES_SHOWN)
+    return f"{shown} and {rest:,} more" if rest > 0 else shown

@@ -8,7 +8,10 @@ Each failure carries its RFC 8460 result type and its code (`PolicyCode`).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from scanner.core.codes import PolicyCode
+from scanner.core.names import names_shown
 from scanner.core.sts import parse_policy
 from scanner.models import CertificateCheck, Policy, PolicyFailure, ResultType
 
@@ -18,6 +21,10 @@ POLICY_PATH = "/.well-known/mta-sts.txt"
 
 def fetch_error(code: PolicyCode, detail: str) -> PolicyFailure:
     return PolicyFailure(ResultType.STS_POLICY_FETCH_ERROR, detail, code)
+
+
+def _moment(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%SZ}" if moment is not None else "a date that does not parse"
 
 
 def certificate_failure(where: str, host: str, check: CertificateCheck) -> PolicyFailure | None:
@@ -31,15 +38,14 @@ def certificate_failure(where: str, host: str, check: CertificateCheck) -> Polic
         problems.append(
             (
                 PolicyCode.WEBPKI_EXPIRED,
-                f"certificate expired on {check.leaf.not_after:%Y-%m-%d %H:%M:%SZ} ({error})",
+                f"certificate expired on {_moment(check.leaf.not_after)} ({error})",
             )
         )
     elif check.chain.not_yet_valid:
         problems.append(
             (
                 PolicyCode.WEBPKI_NOT_YET_VALID,
-                "certificate is not valid before "
-                f"{check.leaf.not_before:%Y-%m-%d %H:%M:%SZ} ({error})",
+                f"certificate is not valid before {_moment(check.leaf.not_before)} ({error})",
             )
         )
     elif not check.chain.trusted:
@@ -50,7 +56,7 @@ def certificate_failure(where: str, host: str, check: CertificateCheck) -> Polic
             )
         )
     if not check.name_matches:
-        names = ", ".join(check.leaf.san) if check.leaf.san else "none"
+        names = names_shown(check.leaf.san, check.leaf.san_total) or "none"
         problems.append(
             (
                 PolicyCode.WEBPKI_NAME_MISMATCH,

@@ -58,6 +58,14 @@ from scanner.net.tls import TlsClient, TlsFailure
 USER_AGENT = f"scanner/{__version__} (MTA-STS policy check)"
 RECEIVE_SIZE = 16384
 MAX_RESPONSE_HEADERS = 16384
+# Bytes read before the final response's headers end, interim (1xx) responses included
+# (and the start of the body that came with them): a flood of `100 Continue` costs no
+# more than one large header block.
+MAX_BEFORE_RESPONSE = MAX_RESPONSE_HEADERS + 2 * RECEIVE_SIZE
+# Bytes read for a body, per byte of the body cap: the body and its chunk sizes,
+# extensions and trailers. A policy in one-byte chunks takes 6 bytes per byte; endless
+# chunk extensions around one-byte chunks would keep a core parsing until the deadline.
+BODY_WIRE_FACTOR = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +381,12 @@ async def _http_get(
             f"{where} sent a malformed HTTP response ({error})",
             partial,
         )
+    except _WireBudgetError as error:
+        return _failure(
+            PolicyCode.HTTP_PROTOCOL,
+            f"{where} sent too much for its HTTP response ({error}); reading stopped there",
+            partial,
+        )
     except STREAM_ERRORS as error:
         return _failure(
             PolicyCode.HTTP_PROTOCOL,
@@ -390,17 +404,42 @@ async def _http_get(
     return replace(partial, policy=parsed)
 
 
-async def _receive_event(connection: h11.Connection, stream: trio.abc.Stream, size: int) -> object:
+class _WireBudgetError(Exception):
+    """More bytes arrived for a step than its budget allows; the words say which step."""
+
+
+@dataclass(slots=True)
+class _Wire:
+    """Bytes read from the stream for one step, against that step's budget."""
+
+    budget: int
+    what: str
+    received: int = 0
+
+    def count(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.budget:
+            raise _WireBudgetError(f"{self.what} took more than {self.budget} bytes")
+
+
+async def _receive_event(
+    connection: h11.Connection, stream: trio.abc.Stream, size: int, wire: _Wire
+) -> object:
     while True:
         event = connection.next_event()
         if event is not h11.NEED_DATA:
             return event
-        connection.receive_data(bytes(await stream.receive_some(size)))
+        data = bytes(await stream.receive_some(size))
+        wire.count(data)
+        connection.receive_data(data)
 
 
 async def _receive_response(connection: h11.Connection, stream: trio.abc.Stream) -> h11.Response:
+    """The final response's headers, after any interim (1xx) responses, within
+    `MAX_BEFORE_RESPONSE` bytes in all."""
+    wire = _Wire(MAX_BEFORE_RESPONSE, "the response headers, interim responses included")
     while True:
-        event = await _receive_event(connection, stream, RECEIVE_SIZE)
+        event = await _receive_event(connection, stream, RECEIVE_SIZE, wire)
         if isinstance(event, h11.Response):
             return event
         if isinstance(event, h11.InformationalResponse):
@@ -409,12 +448,18 @@ async def _receive_response(connection: h11.Connection, stream: trio.abc.Stream)
 
 
 async def _receive_body(connection: h11.Connection, stream: trio.abc.Stream, cap: int) -> bytes:
-    """Body bytes until the end of the message, or the first `cap + 1` bytes when it is longer."""
+    """Body bytes until the end of the message, or the first `cap + 1` bytes when it is longer.
+
+    The bytes read, framing included, stay within `BODY_WIRE_FACTOR` times the cap
+    (beyond what arrived with the headers), so a body costs about its size in parsing,
+    however it is framed: no more than a slow body.
+    """
     chunks: list[bytes] = []
     size = 0
+    wire = _Wire(BODY_WIRE_FACTOR * (cap + 1), "the body with its chunk framing")
     while size <= cap:
         # Never ask for much more than the cap allows: stop reading at the limit.
-        event = await _receive_event(connection, stream, min(RECEIVE_SIZE, cap + 1 - size))
+        event = await _receive_event(connection, stream, min(RECEIVE_SIZE, cap + 1 - size), wire)
         if isinstance(event, h11.Data):
             chunks.append(bytes(event.data))
             size += len(event.data)

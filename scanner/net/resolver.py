@@ -62,6 +62,7 @@ import random
 import socket
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -248,6 +249,14 @@ class ResolverStats:
         return self.udp_queries + self.tcp_queries
 
 
+# Whom a lookup is for: the scanned domain, set around a domain's scan and inherited by
+# the tasks it starts. Timed-out tries are counted per owner too, so the scan's load
+# governor can tell a loaded resolver (timeouts spread over many domains) from one
+# domain whose name servers do not answer.
+LOOKUP_OWNER: ContextVar[str] = ContextVar("lookup_owner", default="")
+_MAX_OWNERS: Final = 4096  # owners counted between two reads by the governor
+
+
 @dataclass(slots=True)
 class _Counters:
     lookups: int = 0
@@ -263,10 +272,18 @@ class _Counters:
     cd_retries: int = 0
     by_status: Counter[DnsStatus] = field(default_factory=Counter)
     by_dnssec: Counter[DnssecStatus] = field(default_factory=Counter)
+    # timed-out tries by `LOOKUP_OWNER`, since the governor last took them
+    timeouts_by_owner: Counter[str] = field(default_factory=Counter)
 
     @property
     def queries(self) -> int:
         return self.udp_queries + self.tcp_queries
+
+    def count_timeout(self) -> None:
+        self.timeouts += 1
+        if len(self.timeouts_by_owner) >= _MAX_OWNERS:
+            self.timeouts_by_owner.clear()
+        self.timeouts_by_owner[LOOKUP_OWNER.get()] += 1
 
     def snapshot(self) -> ResolverStats:
         return ResolverStats(
@@ -848,7 +865,7 @@ class Resolver:
                 attempt += 1
                 result = await self._udp_try(pool, held, exchange, server, deadline)
                 if result is None:
-                    self._counters.timeouts += 1
+                    self._counters.count_timeout()
                     continue
                 if isinstance(result, _Unreachable):
                     self._counters.network_errors += 1

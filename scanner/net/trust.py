@@ -9,6 +9,7 @@ certificates the handshake parsed already, so the leaf is not parsed twice.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ import certifi
 from OpenSSL import crypto
 
 from scanner.core.names import certificate_matches
+from scanner.core.sized_cache import SizedCache
 from scanner.models import CertificateCheck, ChainVerdict, TlsSession
+from scanner.net.certificates import certificate_dns_names
 
 # OpenSSL's X509_V_ERR_* codes (include/openssl/x509_vfy.h; the numbers never change).
 # A code missing here (newer OpenSSL) is named X509_V_ERR_UNKNOWN_<n>.
@@ -164,14 +167,17 @@ class TrustStore:
     14 s). Verification is synchronous, so two never use a store at once within a
     thread; the store of a second is only ever read.
 
-    Presented intermediates are parsed once and kept (a bounded cache keyed by
-    their DER), since the same few come back in session after session.
+    Presented intermediates are parsed once and kept (a cache bounded in bytes,
+    keyed by their digest), since the same few come back in session after session.
     """
 
     def __init__(self, anchors: Sequence[crypto.X509]) -> None:
         self._anchors = tuple(anchors)
         self._stores: dict[int, crypto.X509Store] = {}  # by second, oldest first
-        self._intermediates: dict[bytes, crypto.X509 | None] = {}
+        # by the SHA-256 of the DER; cost: the DER three times (OpenSSL's parsed copy)
+        self._intermediates: SizedCache[bytes, crypto.X509 | None] = SizedCache(
+            _INTERMEDIATE_CACHE_BYTES
+        )
 
     @classmethod
     def from_files(
@@ -256,23 +262,22 @@ class TrustStore:
         return store
 
     def _intermediate(self, der: bytes) -> crypto.X509 | None:
-        if der in self._intermediates:
-            return self._intermediates[der]
+        key = hashlib.sha256(der).digest()
+        if key in self._intermediates:
+            return self._intermediates.get(key)
         try:
             certificate: crypto.X509 | None = crypto.load_certificate(crypto.FILETYPE_ASN1, der)
         except crypto.Error:
             certificate = None
-        if len(self._intermediates) >= _INTERMEDIATE_CACHE_SIZE:
-            self._intermediates.pop(next(iter(self._intermediates)))  # the oldest
-        self._intermediates[der] = certificate
+        self._intermediates.put(key, certificate, 200 + 3 * len(der))
         return certificate
 
 
 # Seconds whose stores are kept: sessions last a few seconds at most (--timeout).
 _STORES_KEPT = 8
 
-# Distinct intermediates a run meets: a few hundred on the internet.
-_INTERMEDIATE_CACHE_SIZE = 1024
+# Distinct intermediates a run meets: a few hundred on the internet, a few kB each.
+_INTERMEDIATE_CACHE_BYTES = 4 * 1024 * 1024
 
 
 def _context_error_name(exc: crypto.X509StoreContextError) -> str:
@@ -345,8 +350,11 @@ def check_certificate(
     leaf = session.leaf
     if leaf is None:
         raise ValueError("the TLS session has no peer certificate")
+    # The summary keeps the first names only; the check reads them all again then.
+    full = not leaf.san_complete and session.chain_der
+    names = certificate_dns_names(session.chain_der[0]) if full else leaf.san
     return CertificateCheck(
         leaf=leaf,
         chain=trust.verify(session.chain_der, at, presented=presented),
-        name_matches=certificate_matches(expected_name, leaf.san),
+        name_matches=certificate_matches(expected_name, names),
     )

@@ -81,8 +81,6 @@ def rank_buckets(rank: int | None) -> tuple[str, ...]:
     return inside or (BEYOND_BUCKETS,)
 
 
-
-
 def shown_buckets(highest_rank: int) -> tuple[str, ...]:
     """The buckets worth a row for ranks up to `highest_rank`: those below it, and the first
     that holds every rank (a list of 402 ranks: top 10, top 100, top 1k; not four rows of
