@@ -295,8 +295,19 @@ def test_stats_tables_csv_and_html(mixed_file: Path, tmp_path: Path) -> None:
     ]
     with (tmp_path / "csv" / "funnel.csv").open(encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["stage", "id", "domains", "of previous stage", "of all domains"]
-    assert [row[1] for row in rows[1:]] == [stage.value for stage in STAGES]
+    # Machine ids, the scan date and the input list on every row: scans concatenate.
+    assert rows[0] == [
+        "scan_date",
+        "input",
+        "stage",
+        "id",
+        "domains",
+        "of_previous_stage",
+        "of_all_domains",
+    ]
+    assert [row[3] for row in rows[1:]] == [stage.value for stage in STAGES]
+    scan_date = read_metadata(mixed_file).scan_date.isoformat()  # type: ignore[union-attr]
+    assert {(row[0], row[1]) for row in rows[1:]} == {(scan_date, "top-list.csv")}
     page = (tmp_path / "page.html").read_text(encoding="utf-8")
     assert page.count('src="data:image/svg+xml;base64,') >= 4
 

@@ -104,6 +104,16 @@ def _print_skipped(tally: SkipTally) -> None:
         )
 
 
+def input_list_name(statistics: Statistics) -> str:
+    """The name of the input list the files' sidecars name, when they name one; else ""."""
+    names = {
+        entry.metadata.input.name or ""
+        for entry in statistics.files
+        if entry.metadata is not None and entry.metadata.input is not None
+    }
+    return names.pop() if len(names) == 1 else ""
+
+
 def _print_overlap(statistics: Statistics) -> None:
     """Say which files held lines of a domain already counted: it counts once, its latest line."""
     stderr = _stderr()
@@ -186,7 +196,12 @@ def stats(
         if csv_dir is not None:
             from scanner.research.views import write_csv
 
-            written = write_csv(csv_dir, tables)
+            written = write_csv(
+                csv_dir,
+                tables,
+                scan_date=statistics.latest.date,
+                input_list=input_list_name(statistics),
+            )
             _stderr().print(terminal(f"{len(written)} CSV files written to {csv_dir}", None))
         if html is not None:
             from scanner.research.page import render_page

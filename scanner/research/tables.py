@@ -9,6 +9,7 @@ document (docs/research.md#json).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -45,6 +46,12 @@ Cell = str | int | Share | None
 class Column:
     title: str
     numeric: bool = True
+    key: str | None = None  # the machine id of the CSV header; by default from the title
+
+    @property
+    def id(self) -> str:
+        """A CSV column id: lower case, digits and `_` (`of previous stage` → `of_previous_stage`)."""
+        return self.key or re.sub(r"[^a-z0-9]+", "_", self.title.lower()).strip("_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +174,7 @@ def _group_columns(label: str) -> tuple[Column, ...]:
     return (
         Column(label, False),
         Column("domains"),
-        *(Column(STAGE_SHORT[stage]) for stage in GROUP_STAGES),
+        *(Column(STAGE_SHORT[stage], key=stage.value.replace("-", "_")) for stage in GROUP_STAGES),
         Column("mode enforce"),
         Column("ready share"),
         Column("DANE all pass"),
@@ -229,7 +236,7 @@ def over_time_table(statistics: Statistics) -> TableData:
         (
             Column("scan date", False),
             Column("files"),
-            *(Column(test.short) for test in FUNNEL),
+            *(Column(test.short, key=test.stage.value.replace("-", "_")) for test in FUNNEL),
             Column("ready share"),
         ),
         tuple(rows),

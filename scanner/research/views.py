@@ -54,16 +54,25 @@ def csv_value(cell: Cell) -> str | int | float:
     return csv_cell(cell)
 
 
-def write_csv(directory: Path, tables: Sequence[TableData]) -> list[Path]:
-    """One `<table name>.csv` per table in `directory` (created); the paths written."""
+def write_csv(
+    directory: Path, tables: Sequence[TableData], *, scan_date: str, input_list: str
+) -> list[Path]:
+    """One `<table name>.csv` per table in `directory` (created); the paths written.
+
+    The header holds machine ids (`domains`, `of_previous_stage`), and every row starts
+    with the scan date and the input list's name, so the CSV files of several scans
+    concatenate into one table.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for table in tables:
         path = directory / f"{table.name}.csv"
         with path.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow([column.title for column in table.columns])
+            writer.writerow(["scan_date", "input", *(column.id for column in table.columns)])
             for row in table.rows:
-                writer.writerow([csv_value(cell) for cell in row])
+                writer.writerow(
+                    [scan_date, csv_cell(input_list), *(csv_value(cell) for cell in row)]
+                )
         written.append(path)
     return written
