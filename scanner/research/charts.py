@@ -40,6 +40,8 @@ SVG_STYLE: Final[dict[Any, Any]] = {
     "axes.spines.right": False,
 }
 COLOURS: Final = ("#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd")
+MARKERS: Final = ("o", "s", "^", "D")
+DASHES: Final = ("-", "--", "-.", ":")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,18 +72,38 @@ def _horizontal_bars(
     series: Sequence[tuple[str, Sequence[float]]],
     *,
     counts: bool = True,
+    shares: Sequence[Sequence[float | None]] | None = None,
 ) -> None:
-    """Bars per label (top to bottom), one bar per series side by side, labels drawn safely."""
+    """Bars per label (top to bottom), one bar per series side by side, labels drawn safely.
+
+    Each bar carries its value at its end: the count and, with `shares` (per series, per
+    label, a fraction or None), its percentage; bars of percentages carry the percentage.
+    """
     height = 0.8 / max(len(series), 1)
     for index, (name, values) in enumerate(series):
         positions = [row - 0.4 + height * (index + 0.5) for row in range(len(labels))]
-        axes.barh(positions, values, color=COLOURS[index % len(COLOURS)], label=name, height=height)
+        bars = axes.barh(
+            positions, values, color=COLOURS[index % len(COLOURS)], label=name, height=height
+        )
+        fractions = shares[index] if shares is not None else [None] * len(values)
+        texts = [
+            _bar_text(value, fraction, counts=counts)
+            for value, fraction in zip(values, fractions, strict=True)
+        ]
+        axes.bar_label(bars, texts, padding=2, fontsize=7)
     axes.set_yticks(list(range(len(labels))), [_label(label) for label in labels], parse_math=False)
     axes.invert_yaxis()
     if counts:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(series) > 1:
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def _bar_text(value: float, fraction: float | None, *, counts: bool) -> str:
+    if not counts:
+        return f"{value:.1f} %"
+    text = f"{int(value):,}"
+    return f"{text} ({100 * fraction:.1f} %)" if fraction is not None else text
 
 
 def _chart(name: str, title: str, height: float, draw: Callable[[Axes], None]) -> Chart:
@@ -95,19 +117,32 @@ def _chart(name: str, title: str, height: float, draw: Callable[[Axes], None]) -
 
 def funnel_chart(scan: ScanStatistics) -> Chart:
     def draw(axes: Axes) -> None:
-        _horizontal_bars(axes, [test.title for test in FUNNEL], [("domains", scan.total.funnel)])
-        axes.set_xlabel("domains")
+        funnel = scan.total.funnel
+        whole = funnel[0]
+        _horizontal_bars(
+            axes,
+            [test.title for test in FUNNEL],
+            [("domains", funnel)],
+            shares=[[count / whole if whole else None for count in funnel]],
+        )
+        axes.set_xlabel("domains (share of all scanned)")
 
     return _chart("funnel", f"Adoption funnel ({scan.date})", 3.2, draw)
 
 
 def taxonomy_chart(scan: ScanStatistics) -> Chart:
     titles = {category.name: category.name for category in CATEGORIES}
+    bases = {c.name: scan.total.funnel[STAGES.index(c.base)] for c in CATEGORIES}
     ranked = sorted(scan.taxonomy_domains.items(), key=lambda item: (-item[1], item[0]))[:CHART_TOP]
     labels = [f"{titles.get(category, category)}: {kind}" for (category, kind), _ in ranked]
+    shares = [
+        count / bases[category] if bases.get(category) else None for (category, _), count in ranked
+    ]
 
     def draw(axes: Axes) -> None:
-        _horizontal_bars(axes, labels, [("domains", [count for _, count in ranked])])
+        _horizontal_bars(
+            axes, labels, [("domains", [count for _, count in ranked])], shares=[shares]
+        )
         axes.set_xlabel("domains affected")
 
     return _chart(
@@ -129,7 +164,13 @@ def providers_chart(scan: ScanStatistics, top: int = CHART_TOP) -> Chart:
     groups = top_groups(scan.providers, min(top, DEFAULT_TOP))
 
     def draw(axes: Axes) -> None:
-        _horizontal_bars(axes, [name for name, _ in groups], _group_series(groups))
+        series = _group_series(groups)
+        totals = series[0][1]
+        shares = [
+            [value / total if total else None for value, total in zip(values, totals, strict=True)]
+            for _, values in series
+        ]
+        _horizontal_bars(axes, [name for name, _ in groups], series, shares=shares)
         axes.set_xlabel("domains")
 
     return _chart("providers", "Domains by MX provider", 0.8 + 0.3 * max(len(groups), 1), draw)
@@ -172,8 +213,14 @@ def over_time_chart(statistics: Statistics) -> Chart:
                 else 0.0
                 for scan in statistics.scans
             ]
+            # Lines of equal values would hide each other: each has its own marker and dash.
             axes.plot(
-                range(len(dates)), values, marker="o", color=COLOURS[index], label=stage.value
+                range(len(dates)),
+                values,
+                marker=MARKERS[index % len(MARKERS)],
+                linestyle=DASHES[index % len(DASHES)],
+                color=COLOURS[index],
+                label=FUNNEL[position].title,
             )
         axes.set_xticks(list(range(len(dates))), [_label(d) for d in dates], parse_math=False)
         axes.set_ylabel("share of domains (%)")
