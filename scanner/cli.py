@@ -19,6 +19,7 @@ from scanner.core.inputs import InputFormat, InvalidInput, Shard, parse_input_li
 from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.options import NetworkOptions, build_scanner, with_network_options
 from scanner.output import result_line
+from scanner.progress import DEFAULT_STATUS_INTERVAL
 from scanner.render import output_console
 from scanner.run import (
     EXIT_INTERRUPTED,
@@ -207,7 +208,17 @@ def scan(
             help="Name of this scan's network vantage, for the metadata.",
         ),
     ] = None,
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No progress bar and no status lines.")
+    ] = False,
+    status_interval: Annotated[
+        float,
+        typer.Option(
+            "--status-interval",
+            min=1.0,
+            help="Seconds between status lines when stderr is no terminal (a batch log).",
+        ),
+    ] = DEFAULT_STATUS_INTERVAL,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=10_000, help="Domains in flight.")
     ] = 100,
@@ -256,6 +267,7 @@ def scan(
             resume=resume,
             processes=processes,
             progress=not no_progress,
+            status_interval=status_interval,
         ),
         handle,
     )

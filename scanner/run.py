@@ -24,13 +24,15 @@ import typer
 from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard
 from scanner.core.result import DomainResult
 from scanner.options import NetworkOptions, scan_settings
+from scanner.progress import DEFAULT_STATUS_INTERVAL, ProgressView, count_lines
 from scanner.render import output_console
 from scanner.scan import InputReader, Scanner, ScanStats, iterate_lines
 from scanner.signals import cancel_on_signals
 from scanner.untrusted import terminal
 
 if TYPE_CHECKING:
-    from scanner.progress import Progress
+    from rich.console import Console
+
     from scanner.workers import Load
 
 EXIT_INTERRUPTED = 130
@@ -50,6 +52,7 @@ class ScanPlan:
     resume: bool
     processes: int
     progress: bool
+    status_interval: float = DEFAULT_STATUS_INTERVAL
 
 
 @dataclass(slots=True)
@@ -109,7 +112,7 @@ RunItems: TypeAlias = Callable[
 ]
 
 
-def in_process(scanner: Scanner, progress: Progress | None) -> RunItems:
+def in_process(scanner: Scanner, progress: ProgressView | None) -> RunItems:
     """Scan in this process: one trio loop, the `Scanner`'s own gate."""
 
     async def run(
@@ -128,7 +131,7 @@ def in_process(scanner: Scanner, progress: Progress | None) -> RunItems:
     return run
 
 
-def in_workers(network: NetworkOptions, workers: int, progress: Progress | None) -> RunItems:
+def in_workers(network: NetworkOptions, workers: int, progress: ProgressView | None) -> RunItems:
     """Scan in `workers` processes behind one gate and one writer here."""
     from scanner.workers import ParallelRun, run_parallel
 
@@ -155,16 +158,22 @@ def in_workers(network: NetworkOptions, workers: int, progress: Progress | None)
 
 
 async def run_scan(
-    run_items: RunItems, items: AsyncIterator[str | InvalidInput | RankedInput], out: TextIO
+    run_items: RunItems,
+    items: AsyncIterator[str | InvalidInput | RankedInput],
+    out: TextIO,
+    view: ProgressView | None = None,
 ) -> ScanEnd:
     """Run the scan until the input ends, SIGINT/SIGTERM arrives or the output fails.
 
     A failed write (disk full, ...) stops the scan at once: nothing is lost that was
-    not already unwritable, and `--resume` repairs a torn last line.
+    not already unwritable, and `--resume` repairs a torn last line. `view` is told the
+    time about once a second (its status lines), whether or not a domain finished.
     """
     end = ScanEnd()
 
     async with trio.open_nursery() as nursery:
+        if view is not None:
+            nursery.start_soon(_ticks, view)
 
         def write_line(text: str) -> None:
             if end.write_error is not None:
@@ -230,6 +239,57 @@ def processes_for(workers: int | None, files: list[Path | None]) -> int:
     return usable_cpus() if workers == 0 else workers
 
 
+async def _ticks(view: ProgressView) -> None:
+    while True:
+        await trio.sleep(1)
+        view.tick()
+
+
+def estimated_total(plan: ScanPlan) -> int | None:
+    """The domains the run will scan, counted on the input's bytes before it is read:
+    the lines (a header or blank line counts too), a shard's share of them, less what
+    `--resume` skips; None for standard input."""
+    lines = count_lines(plan.files) if plan.files else 0
+    if lines is None:
+        return None
+    total = lines + len(plan.domains)
+    if plan.shard is not None:
+        total = -(-total // plan.shard.count)
+    return max(total - len(plan.skip), 0)
+
+
+def progress_view(plan: ScanPlan, stderr: Console, scanner: Scanner | None) -> ProgressView | None:
+    """A progress line on a terminal, status lines in a batch log, or nothing (--no-progress)."""
+    if not plan.progress:
+        return None
+    total = estimated_total(plan)
+    if stderr.is_terminal:
+        from scanner.progress import Progress
+
+        return Progress(stderr, total)
+    from scanner.progress import StatusLines
+
+    def dns_timeouts() -> int:
+        assert scanner is not None
+        return int(scanner.resolver.load.timeouts)
+
+    return StatusLines(
+        sys.stderr, plan.status_interval, total, dns_timeouts if scanner is not None else None
+    )
+
+
+async def _counted(
+    items: AsyncIterator[str | InvalidInput | RankedInput],
+    reader: InputReader,
+    view: ProgressView | None,
+) -> AsyncIterator[str | InvalidInput | RankedInput]:
+    """`items`, and once they are all read, the exact total for the progress view."""
+    async for item in items:
+        yield item
+    if view is not None:
+        view.set_total(reader.accepted, exact=True)
+
+
 def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, handle: TextIO) -> int:
     """Scan the plan's input into `handle` (`plan.out_path`); the exit status (0, 1, 130)."""
     from scanner.research.metadata import recorded_scan
@@ -253,19 +313,15 @@ def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, han
             resume=plan.resume,
         ),
     ):
-        progress: Progress | None = None
-        if plan.progress and stderr.is_terminal:
-            from scanner.progress import Progress
-
-            progress = Progress(stderr)
+        progress = progress_view(plan, stderr, scanner if processes == 1 else None)
         run_items = (
             in_workers(network, processes, progress)
             if processes > 1
             else in_process(scanner, progress)
         )
         with progress if progress is not None else contextlib.nullcontext():
-            items = reader.stream(iterate_lines(plan.domains, files))
-            end = trio.run(run_scan, run_items, items, handle)
+            items = _counted(reader.stream(iterate_lines(plan.domains, files)), reader, progress)
+            end = trio.run(run_scan, run_items, items, handle, progress)
         with contextlib.suppress(OSError):  # a full disk refuses the final flush too
             handle.close()
     return summarize(end, reader, out_path, processes)

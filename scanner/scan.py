@@ -711,13 +711,19 @@ class InputReader:
         self._seen: set[int] = set()
         self.duplicates = 0
         self.skipped = 0
+        self.accepted = 0
 
     def accept(self, line: str) -> str | InvalidInput | RankedInput | None:
+        """The line's domain when this run scans it; None for a header, blank line, another
+        shard's domain, a duplicate (counted among this shard's domains only) or a domain
+        `--resume` skips."""
         parsed = parse_list_line(line, self._format)
         if parsed is None:
             return None
         item = parsed.item if isinstance(parsed, RankedInput) else parsed
         key = item.text if isinstance(item, InvalidInput) else item
+        if self._shard is not None and not self._shard.takes(key):
+            return None
         digest = domain_digest(key)
         if digest in self._seen:
             self.duplicates += 1
@@ -726,8 +732,7 @@ class InputReader:
         if key in self._skip:
             self.skipped += 1
             return None
-        if self._shard is not None and not self._shard.takes(key):
-            return None
+        self.accepted += 1
         return parsed
 
     async def stream(
