@@ -17,6 +17,7 @@ from typer.main import get_group
 from scanner import __version__
 from scanner.core.inputs import InputFormat, InvalidInput, Shard, parse_input_line
 from scanner.core.result import DomainResult, ErrorKind, ScanError
+from scanner.files import UnknownSchemaVersion, completed_domains
 from scanner.options import NetworkOptions, build_scanner, with_network_options
 from scanner.output import result_line
 from scanner.progress import DEFAULT_STATUS_INTERVAL
@@ -29,10 +30,6 @@ from scanner.run import (
     processes_for,
     run_bulk_scan,
     scan_one,
-)
-from scanner.scan import (
-    UnknownSchemaVersion,
-    completed_domains,
 )
 from scanner.untrusted import terminal
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from scanner.core.assess import as_utc
+from scanner.files import text_lines
 from scanner.output import schema_problem
 from scanner.render import output_console
 from scanner.untrusted import safe_filename, terminal, visible
@@ -119,14 +120,13 @@ def write_report_files(
 def read_lines(path: Path) -> Iterator[dict[str, object]]:
     """The JSON objects of a results file; other lines are skipped with a note on stderr."""
     stderr = output_console(stderr=True)
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                stderr.print(terminal(f"{path}:{number}: not a JSON line, skipped", None, "yellow"))
-                continue
-            if isinstance(record, dict):
-                yield record
+    for number, raw in enumerate(text_lines(path), 1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            stderr.print(terminal(f"{path}:{number}: not a JSON line, skipped", None, "yellow"))
+            continue
+        if isinstance(record, dict):
+            yield record

@@ -16,17 +16,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, TypeAlias, cast
+from typing import TYPE_CHECKING, TextIO, TypeAlias
 
 import trio
 import typer
 
 from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard
 from scanner.core.result import DomainResult
+from scanner.files import InputReader, iterate_lines, open_results
 from scanner.options import NetworkOptions, scan_settings
 from scanner.progress import DEFAULT_STATUS_INTERVAL, ProgressView, count_lines
 from scanner.render import output_console
-from scanner.scan import InputReader, Scanner, ScanStats, iterate_lines
+from scanner.scan import Scanner, ScanStats
 from scanner.signals import cancel_on_signals
 from scanner.untrusted import terminal
 
@@ -402,7 +403,7 @@ def open_output(
     for path in candidates:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = cast(TextIO, open(path, mode, encoding="utf-8"))  # noqa: SIM115 (the caller closes it)
+            handle = open_results(path, mode)
             return handle, path
         except FileExistsError:
             if out is not None:

@@ -23,14 +23,12 @@ line too. Neither stops the scan.
 from __future__ import annotations
 
 import dataclasses
-import json
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import Final, Protocol
 
 import trio
@@ -41,12 +39,8 @@ from scanner.core.caps import Caps, ConnectionBudget, cut_mx, cut_standby, plan_
 from scanner.core.dane import attach_check
 from scanner.core.discovery import policy_only_hosts, sts_record_from, tlsrpt_record_from
 from scanner.core.inputs import (
-    InputFormat,
     InvalidInput,
     RankedInput,
-    Shard,
-    domain_digest,
-    parse_list_line,
 )
 from scanner.core.reasons import reason_text
 from scanner.core.result import DomainResult, ErrorKind, ScanError
@@ -77,7 +71,7 @@ from scanner.net.policy_fetch import FetchSettings, fetch_policy
 from scanner.net.probe import ProbeSettings, probe
 from scanner.net.resolver import LOOKUP_OWNER, Resolver
 from scanner.net.tls import TlsClient
-from scanner.output import MAX_ERROR_TEXT, SCHEMA_VERSION, schema_problem, written_line
+from scanner.output import MAX_ERROR_TEXT, written_line
 
 # The hot set is the shared providers' (MX host, address) pairs, a few hundred even on
 # large lists; an outcome without its DER costs about 3.7 kB (4,096 of them held 7.7 MB
@@ -686,163 +680,3 @@ async def _gather3(
         nursery.start_soon(get_tlsrpt)
         await get_mx()  # in this task: one task fewer to start
     return sts_answer, tlsrpt_answer, mx_answer
-
-
-# ---------------------------------------------------------------- input and output files
-
-
-class InputReader:
-    """Streams input lines into domains: dedupe, resume and shard filters applied.
-
-    The duplicate filter keeps 64-bit digests of the domains seen (about 80
-    bytes each), the only state that grows with the input.
-    """
-
-    def __init__(
-        self,
-        *,
-        skip: set[str] | None = None,
-        shard: Shard | None = None,
-        input_format: InputFormat = InputFormat.AUTO,
-    ) -> None:
-        self._skip = skip or set()
-        self._shard = shard
-        self._format = input_format
-        self._seen: set[int] = set()
-        self.duplicates = 0
-        self.skipped = 0
-        self.accepted = 0
-
-    def accept(self, line: str) -> str | InvalidInput | RankedInput | None:
-        """The line's domain when this run scans it; None for a header, blank line, another
-        shard's domain, a duplicate (counted among this shard's domains only) or a domain
-        `--resume` skips."""
-        parsed = parse_list_line(line, self._format)
-        if parsed is None:
-            return None
-        item = parsed.item if isinstance(parsed, RankedInput) else parsed
-        key = item.text if isinstance(item, InvalidInput) else item
-        if self._shard is not None and not self._shard.takes(key):
-            return None
-        digest = domain_digest(key)
-        if digest in self._seen:
-            self.duplicates += 1
-            return None
-        self._seen.add(digest)
-        if key in self._skip:
-            self.skipped += 1
-            return None
-        self.accepted += 1
-        return parsed
-
-    async def stream(
-        self, lines: AsyncIterator[str]
-    ) -> AsyncIterator[str | InvalidInput | RankedInput]:
-        async for line in lines:
-            item = self.accept(line)
-            if item is not None:
-                yield item
-
-
-# Longer input lines are cut here while reading (they cannot be domain names anyway), so
-# one hostile line cannot take the memory of a whole file.
-MAX_INPUT_LINE = 1024
-READ_SIZE = 1 << 16
-
-
-async def iterate_lines(sources: Iterable[str], files: Iterable[Path | None]) -> AsyncIterator[str]:
-    """Arguments first, then each file (None is stdin), line by line without reading it whole.
-
-    Files are read in binary chunks in a worker thread (one call per chunk, not per
-    line), decoded as UTF-8 with undecodable bytes replaced, and every line is cut
-    at `MAX_INPUT_LINE` bytes.
-    """
-    import sys
-
-    for source in sources:
-        yield source
-    for path in files:
-        if path is None:
-            async for line in bounded_lines(trio.wrap_file(sys.stdin.buffer)):
-                yield line
-        else:
-            async with await trio.open_file(path, "rb") as handle:
-                async for line in bounded_lines(handle):
-                    yield line
-
-
-class ChunkReader(Protocol):
-    """A binary async file: trio's wrapped files and `trio.open_file(..., "rb")`."""
-
-    async def read1(self, size: int = -1, /) -> bytes: ...
-
-
-async def bounded_lines(handle: ChunkReader) -> AsyncIterator[str]:
-    """Split a binary async file into decoded lines of at most `MAX_INPUT_LINE` bytes."""
-    pending = b""
-    skipping = False  # inside an overlong line, after its first MAX_INPUT_LINE bytes
-    while True:
-        chunk: bytes = await handle.read1(READ_SIZE)
-        if not chunk:
-            break
-        pieces = (pending + chunk).split(b"\n")
-        pending = pieces.pop()
-        for piece in pieces:
-            if skipping:
-                skipping = False
-                continue
-            yield _decode_line(piece)
-        if len(pending) > MAX_INPUT_LINE:
-            if not skipping:
-                yield _decode_line(pending)
-            pending = b""
-            skipping = True
-    if pending and not skipping:
-        yield _decode_line(pending)
-
-
-def _decode_line(raw: bytes) -> str:
-    return raw[:MAX_INPUT_LINE].decode("utf-8", "replace").removeprefix("\ufeff")
-
-
-class UnknownSchemaVersion(ValueError):
-    """A results file to resume holds lines of a schema version other than the one written."""
-
-
-def completed_domains(path: Path) -> set[str]:
-    """Domains with a complete line in an existing results file (`--resume`).
-
-    A torn last line (an interrupted write) is cut off so appending stays valid. A
-    line of another schema version than the one this scanner writes raises
-    `UnknownSchemaVersion`: appending to it would mix versions in one file, and a query
-    over the file (duckdb, jq) would meet `blockers` of two shapes.
-    """
-    done: set[str] = set()
-    if not path.exists():
-        return done
-    good_length = 0
-    with path.open("rb") as handle:
-        for raw in handle:
-            if not raw.endswith(b"\n"):
-                break  # a torn final line
-            good_length += len(raw)
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("domain"), str):
-                problem = schema_problem(record)
-                if problem is not None:
-                    raise UnknownSchemaVersion(f"{path}: {problem}; resume it with that scanner")
-                if record.get("schema_version") != SCHEMA_VERSION:
-                    raise UnknownSchemaVersion(
-                        f"{path}: its lines have schema_version {record.get('schema_version')}, "
-                        f"and this scanner writes version {SCHEMA_VERSION}; it does not append "
-                        "lines of another version to a file: scan into a new file (stats, diff "
-                        "and report read both versions, also side by side)"
-                    )
-                done.add(record["domain"])
-    if good_length != path.stat().st_size:
-        with path.open("r+b") as handle:
-            handle.truncate(good_length)
-    return done

@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 
 from scanner.core.caps import Caps, ConnectionBudget, cut_mx, cut_standby, plan_addresses
 from scanner.core.result import DomainResult
+from scanner.files import InputReader
 from scanner.lab import Lab, open_lab, parse_world
 from scanner.models import AddressStatus, MxRecord
 from scanner.net.gate import DomainGate, Gate
 from scanner.options import build_scanner, network_options
 from scanner.output import dumps_line, result_line
-from scanner.scan import InputReader, Scanner, ScanSettings
+from scanner.scan import Scanner, ScanSettings
 
 # ---------------------------------------------------------------- the planner (pure)
 

@@ -24,6 +24,7 @@ from trio.testing import MockClock
 
 from scanner.core.reasons import reason_text
 from scanner.core.result import DomainResult, ErrorKind, ScanError
+from scanner.files import InputReader
 from scanner.lab import Lab, open_lab, parse_world
 from scanner.lab.certificates import default_mint
 from scanner.lab.world import CertificateKind
@@ -33,7 +34,7 @@ from scanner.net.resolver import Nameserver, Resolver
 from scanner.net.tls import TlsClient
 from scanner.net.trust import TrustStore
 from scanner.output import MAX_LINE_BYTES, fit_line, load_schema, result_line, written_line
-from scanner.scan import InputReader, ProbeCache, Scanner, ScanSettings
+from scanner.scan import ProbeCache, Scanner, ScanSettings
 
 HOSTILE = "hostile.example"
 GOOD = [f"good{index}.example" for index in range(6)]

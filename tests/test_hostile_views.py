@@ -19,6 +19,7 @@ import trio
 from rich.console import Console
 
 from scanner.core.result import DomainResult
+from scanner.files import InputReader
 from scanner.lab import Lab, World, load_world, open_lab
 from scanner.lab.demo import render_demo_summary
 from scanner.lab.expectations import mismatches
@@ -27,7 +28,6 @@ from scanner.render import render_check
 from scanner.report_files import write_report_files
 from scanner.research.statistics import adoption_statistics
 from scanner.research.views import render_statistics
-from scanner.scan import InputReader
 from scanner.untrusted import CONTROL_CODEPOINTS
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -8,7 +8,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scanner.scan import MAX_INPUT_LINE, bounded_lines
+from scanner.files import MAX_INPUT_LINE, bounded_lines
 
 
 class ChunkedReader:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scanner.core.inputs import InvalidInput, Shard, domain_digest, parse_input_line
-from scanner.scan import InputReader
+from scanner.files import InputReader
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from scanner.core.inputs import (
     parse_input_line,
     parse_list_line,
 )
-from scanner.scan import InputReader
+from scanner.files import InputReader
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

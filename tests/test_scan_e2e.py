@@ -21,11 +21,11 @@ import pytest
 import trio
 
 from scanner.core.result import DomainResult
+from scanner.files import InputReader
 from scanner.lab import Lab, World, load_world, open_lab
 from scanner.lab.expectations import mismatches
 from scanner.options import build_scanner, network_options
 from scanner.output import load_schema
-from scanner.scan import InputReader
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 STEP_TIMEOUT = "1"

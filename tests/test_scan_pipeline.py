@@ -13,6 +13,7 @@ import trio
 from scanner.core.addresses import parse_exclusions
 from scanner.core.inputs import InvalidInput
 from scanner.core.result import DomainResult
+from scanner.files import InputReader, UnknownSchemaVersion, completed_domains
 from scanner.lab import Lab, load_world, open_lab
 from scanner.net.policy_fetch import FetchSettings
 from scanner.net.probe import ProbeSettings
@@ -20,7 +21,7 @@ from scanner.net.resolver import Nameserver, Resolver
 from scanner.net.tls import TlsClient
 from scanner.net.trust import TrustStore
 from scanner.output import load_schema
-from scanner.scan import InputReader, Scanner, ScanSettings, UnknownSchemaVersion, completed_domains
+from scanner.scan import Scanner, ScanSettings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

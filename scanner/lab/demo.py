@@ -12,11 +12,11 @@ from rich.text import Text
 
 from scanner.core.inputs import InvalidInput, parse_input_line
 from scanner.core.result import DomainResult
+from scanner.files import InputReader
 from scanner.lab.expectations import mismatches
 from scanner.lab.runner import open_lab
 from scanner.lab.world import World
 from scanner.options import build_scanner, network_options
-from scanner.scan import InputReader
 from scanner.untrusted import terminal
 
 DEMO_CONCURRENCY = 20

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scanner.files import text_lines
 from scanner.models import AddressStatus, MxSource
 from scanner.output import KNOWN_SCHEMA_VERSIONS
 from scanner.research.kinds import (
@@ -408,25 +409,24 @@ def read_results(path: Path, tally: SkipTally) -> Iterator[ScanLine]:
     """
     unknown: dict[str, tuple[int, int]] = {}  # version → (lines, first line number)
     try:
-        with path.open(encoding="utf-8", errors="replace") as handle:
-            for number, raw in enumerate(handle, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    tally.not_json += 1
-                    continue
-                kind = classify_record(record)
-                if isinstance(kind, int):
-                    tally.read += 1
-                    yield scan_line(record, kind)
-                elif kind == "foreign":
-                    tally.foreign += 1
-                else:
-                    tally.unknown_versions[kind] += 1
-                    count, first = unknown.get(kind, (0, number))
-                    unknown[kind] = (count + 1, first)
+        for number, raw in enumerate(text_lines(path), 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                tally.not_json += 1
+                continue
+            kind = classify_record(record)
+            if isinstance(kind, int):
+                tally.read += 1
+                yield scan_line(record, kind)
+            elif kind == "foreign":
+                tally.foreign += 1
+            else:
+                tally.unknown_versions[kind] += 1
+                count, first = unknown.get(kind, (0, number))
+                unknown[kind] = (count + 1, first)
     except OSError as error:
         raise ResultFileError(path, error.strerror or str(error)) from None
     known = ", ".join(str(v) for v in sorted(KNOWN_SCHEMA_VERSIONS))

@@ -30,11 +30,11 @@ from postfix_instance import (
 from scanner.core.assess import EHLO_NAME_HINT, PARTIAL_GREETING_HINT
 from scanner.core.reasons import reason_text
 from scanner.core.result import DomainResult
+from scanner.files import InputReader
 from scanner.lab import Lab, default_mint, open_lab, parse_world
 from scanner.lab.dns_server import serve_udp
 from scanner.models import ProbeOutcome
 from scanner.options import build_scanner, network_options
-from scanner.scan import InputReader
 
 pytestmark = [pytest.mark.realmta, pytest.mark.usefixtures("postfix_ready")]
 
