@@ -89,7 +89,7 @@ def test_the_host_mismatch_detail_names_a_few_and_counts_the_rest(forge: Forge) 
     assert "h0.hostile.example, h1.hostile.example" in indicator.detail
     assert "and 17,995 more" in indicator.detail
     assert len(indicator.detail) < 400
-    assert all(len(blocker) < 1000 for blocker in verdict.blockers)
+    assert all(len(blocker.text) < 1000 for blocker in verdict.blockers)
 
 
 @pytest.mark.parametrize(
@@ -143,7 +143,7 @@ def test_an_unreadable_expiry_is_said_so_not_dated_1970(forge: Forge) -> None:
         name_matches=True,
     )
     verdict = assess_domain(domain_facts(host(MX, probe(MX, "192.0.2.1", certificate=check))))
-    words = " ".join([i.detail for i in verdict.indicators] + list(verdict.blockers))
+    words = " ".join([i.detail for i in verdict.indicators] + [b.text for b in verdict.blockers])
     assert "1970" not in words
     assert "expired on a date that does not parse" in words
 
