@@ -90,7 +90,13 @@ def render_demo_summary(console: Console, world: World, results: list[DomainResu
             verdict = Text("ready", "green") if ready else Text("not ready", "red")
             detail = ", ".join(sorted({i.code.value for i in result.verdict.indicators}))
             if not detail and not ready:
-                detail = result.verdict.blockers[0].text if result.verdict.blockers else ""
+                # The blockers' codes, with what is behind each: short, whole at any width.
+                detail = ", ".join(
+                    dict.fromkeys(
+                        f"{b.code} ({b.cause})" if b.cause else b.code
+                        for b in result.verdict.blockers
+                    )
+                )
         problems = mismatches(result, domain.expect) if domain.expect is not None else []
         all_ok = all_ok and not problems
         table.add_row(
