@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Final, ParamSpec, Protocol, TypeVar, cast
 
 import dns.exception
 
@@ -492,10 +492,34 @@ def with_network_options(command: Callable[P, R]) -> KeywordCommand[R]:
     The command's own `concurrency` parameter, when it has one, is passed on too, so
     that commands that scan one domain need not offer it.
     """
+    return _with_options(command, frozenset())
+
+
+# The options that only act on a report or on received reports: a command that writes
+# neither (`policy suggest`) does not offer them.
+REPORT_OPTIONS: Final = frozenset(
+    {
+        "org",
+        "contact",
+        "reports",
+        "report_days",
+        "min_sessions",
+        "max_failure_rate",
+        "include_unverified",
+    }
+)
+
+
+def with_probe_options(command: Callable[P, R]) -> KeywordCommand[R]:
+    """`with_network_options` without `REPORT_OPTIONS`: their defaults apply."""
+    return _with_options(command, REPORT_OPTIONS)
+
+
+def _with_options(command: Callable[P, R], leave_out: frozenset[str]) -> KeywordCommand[R]:
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "network"]
     parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own]
-    declared = network_parameters()
+    declared = tuple(p for p in network_parameters() if p.name not in leave_out)
     declared_names = frozenset(parameter.name for parameter in declared)
 
     @functools.wraps(command)

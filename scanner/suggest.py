@@ -10,6 +10,7 @@ suggestion, 2 when none can be made (the scan failed, no MX, null MX),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from rich.text import Text
 from scanner.core.policy_suggestion import Suggestion, SuggestionError, suggest_policy
 from scanner.core.result import DomainResult
 from scanner.core.sts import MAX_AGE_LIMIT
-from scanner.options import NetworkOptions, build_scanner, with_network_options
+from scanner.options import NetworkOptions, build_scanner, with_probe_options
 from scanner.render import output_console
 from scanner.untrusted import line, terminal
 
@@ -35,7 +36,7 @@ policy_app = typer.Typer(
 
 
 def suggestion_for(
-    result: DomainResult, now: datetime, max_age: int | None
+    result: DomainResult, now: datetime, max_age: int | None, rua: Sequence[str] = ()
 ) -> Suggestion | SuggestionError:
     """The suggestion from one scan's result (pure)."""
     facts = result.facts
@@ -56,11 +57,13 @@ def suggestion_for(
         live_policy=live_policy,
         live_id=live_id,
         max_age=max_age,
+        tlsrpt_missing=facts.tlsrpt_record is None,
+        rua=rua,
     )
 
 
 @policy_app.command("suggest")
-@with_network_options
+@with_probe_options
 def suggest(
     domain: Annotated[str, typer.Argument(help="The policy domain.")],
     max_age: Annotated[
@@ -69,7 +72,17 @@ def suggest(
             "--max-age",
             min=1,
             max=MAX_AGE_LIMIT,
-            help="max_age in seconds (default 1209600, two weeks).",
+            metavar="SECONDS",
+            help="max_age in seconds; default: the live policy's, else 1209600 (two weeks).",
+        ),
+    ] = None,
+    rua: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rua",
+            metavar="URI",
+            help="Where reports go, for a _smtp._tls record when the domain has none "
+            "(mailto: or https:, repeatable); default: mailto:tlsrpt@DOMAIN.",
         ),
     ] = None,
     *,
@@ -89,7 +102,7 @@ def suggest(
     if result is None:
         stderr.print(terminal("interrupted", None, "yellow"))
         raise typer.Exit(EXIT_INTERRUPTED)
-    suggestion = suggestion_for(result, datetime.now(UTC), max_age)
+    suggestion = suggestion_for(result, datetime.now(UTC), max_age, rua or ())
     if isinstance(suggestion, SuggestionError):
         stderr.print(terminal(f"error: {suggestion.reason}", None, "red"))
         raise typer.Exit(EXIT_NO_SUGGESTION)
@@ -107,5 +120,14 @@ def suggest(
     out.print(
         line(Text("_mta-sts."), suggestion.domain, Text(". IN TXT "), f'"{suggestion.record}"')
     )
+    if suggestion.tlsrpt_record is not None:
+        out.print(
+            line(
+                Text("_smtp._tls."),
+                suggestion.domain,
+                Text(". IN TXT "),
+                f'"{suggestion.tlsrpt_record}"',
+            )
+        )
     for warning in suggestion.warnings:
         stderr.print(line(Text("warning: ", style="yellow"), warning, limit=None))

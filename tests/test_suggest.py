@@ -25,8 +25,9 @@ from scanner.core.policy_suggestion import (
     suggest_policy,
 )
 from scanner.core.sts import MAX_AGE_LIMIT, mx_matches, parse_policy, parse_sts_record
+from scanner.core.tlsrpt_record import parse_tlsrpt_record
 from scanner.lab import Lab
-from scanner.models import Policy, PolicyMode, StsRecord
+from scanner.models import Policy, PolicyMode, StsRecord, TlsRptRecord
 
 NOW = datetime(2026, 4, 3, 12, 30, 5, tzinfo=UTC)
 
@@ -122,9 +123,44 @@ def test_no_suggestion(hosts: list[str], options: dict[str, object], words: str)
     assert words in result.reason
 
 
-def test_short_max_age_warns() -> None:
-    assert any("under one week" in w for w in made("mx1.example.com", max_age=86400).warnings)
-    assert not any("under one week" in w for w in made("mx1.example.com").warnings)
+def test_short_max_age_warns_in_mode_enforce() -> None:
+    short = made("mx1.example.com", max_age=86400, ready=True)
+    assert any("under one week" in w for w in short.warnings)
+    assert not any("under one week" in w for w in made("mx1.example.com", ready=True).warnings)
+    # In mode testing a lapsed policy costs nothing: no warning.
+    assert not any("under one week" in w for w in made("mx1.example.com", max_age=86400).warnings)
+
+
+def test_the_live_max_age_is_kept_unless_asked() -> None:
+    live = Policy("STSv1", PolicyMode.TESTING, 604800, ("mx1.example.com",), ())
+    kept = made("mx1.example.com", live_policy=live, live_id="1")
+    assert kept.max_age == 604800
+    assert kept.changes == ()  # same meaning: no new id needed
+    asked = made("mx1.example.com", live_policy=live, live_id="1", max_age=86400 * 30)
+    assert asked.max_age == 86400 * 30
+    assert asked.changes == ("max_age 604800 → 2592000",)
+
+
+def test_a_tlsrpt_record_is_proposed_when_the_domain_has_none() -> None:
+    assert made("mx1.example.com").tlsrpt_record is None
+    default = made("mx1.example.com", tlsrpt_missing=True)
+    assert default.tlsrpt_record == "v=TLSRPTv1; rua=mailto:tlsrpt@example.com"
+    record = parse_tlsrpt_record(default.tlsrpt_record)
+    assert isinstance(record, TlsRptRecord)
+    chosen = made(
+        "mx1.example.com",
+        tlsrpt_missing=True,
+        rua=["mailto:reports@example.net", "https://tlsrpt.example.net/v1"],
+    )
+    assert chosen.tlsrpt_record == (
+        "v=TLSRPTv1; rua=mailto:reports@example.net,https://tlsrpt.example.net/v1"
+    )
+    bad = suggest_policy(
+        "example.com", ["mx1.example.com"], ready=False, now=NOW, tlsrpt_missing=True,
+        rua=["ftp://x.example"],
+    )  # fmt: skip
+    assert isinstance(bad, SuggestionError)
+    assert "--rua 'ftp://x.example'" in bad.reason
 
 
 @pytest.mark.parametrize(
@@ -135,9 +171,7 @@ def test_short_max_age_warns() -> None:
         pytest.param(
             live("mx1.example.com", mode=PolicyMode.ENFORCE), ("mode enforce → testing",), id="mode"
         ),
-        pytest.param(
-            live("mx1.example.com", max_age=86400), ("max_age 86400 → 1209600",), id="max-age"
-        ),
+        pytest.param(live("mx1.example.com", max_age=86400), (), id="max-age-kept-unless-asked"),
         pytest.param(
             live("mx0.example.com"),
             ("mx patterns added: mx1.example.com; removed: mx0.example.com",),
@@ -224,23 +258,28 @@ async def test_suggest_against_the_demo_lab(demo_lab: Lab) -> None:
         "testing-ready.example", "--timeout", "1", *demo_lab.scanner_args()
     )
     assert code == 0, err
-    body = "\n".join(line for line in out.splitlines() if not line.startswith(("#", "_mta-sts")))
+    body = "\n".join(
+        line for line in out.splitlines() if not line.startswith(("#", "_mta-sts", "_smtp._tls"))
+    )
     policy = parse_policy(body + "\n")
     assert isinstance(policy, Policy), out
+    # The live policy's max_age is kept: only the mode changes.
     assert (policy.mode, policy.mx, policy.max_age) == (
         PolicyMode.ENFORCE,
         ("mx.testing-ready.example",),
-        1_209_600,
+        604_800,
     )
     found = re.search(r'_mta-sts\.testing-ready\.example\. IN TXT "(v=STSv1; id=\w+)"', out)
     assert found is not None, out
     record = parse_sts_record(found.group(1))
     assert isinstance(record, StsRecord)
     assert record.id != "20240601"
-    assert (
-        "the live policy differs in meaning (mode testing → enforce; max_age 604800 → 1209600)"
-        in err
-    )
+    assert "the live policy differs in meaning (mode testing → enforce)" in err
+    # Neither policy nor TLS-RPT record: both proposed.
+    code, out, err = await run_suggest("no-sts.example", "--timeout", "1", *demo_lab.scanner_args())
+    assert code == 0, err
+    assert "mode: testing" in out
+    assert '_smtp._tls.no-sts.example. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@no-sts.example"' in out
 
     code, out, err = await run_suggest(
         "backup-bad.example", "--timeout", "1", *demo_lab.scanner_args()
@@ -252,3 +291,16 @@ async def test_suggest_against_the_demo_lab(demo_lab: Lab) -> None:
     )
     assert code == 2
     assert "error:" in err
+
+
+def test_help_lists_only_the_options_that_act() -> None:
+    from typer.testing import CliRunner
+
+    from scanner.cli import app
+
+    shown = CliRunner().invoke(app, ["policy", "suggest", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    for acting in ("--max-age", "--rua", "--resolver", "--timeout"):
+        assert acting in shown.output
+    for idle in ("--org", "--contact", "--min-sessions", "--reports", "--max-failure-rate"):
+        assert idle not in shown.output

@@ -11,11 +11,17 @@ Rules (RFC 8461):
   (§10.4); the hosts it matches are then not listed again. Nothing seen is left
   uncovered, and no pattern matches none of the hosts seen.
 - §5 mode: `testing` unless the domain is ready for `enforce` today.
-- §3.2 max_age: "weeks or greater", at most 31557600. Default two weeks
-  (1209600) in both modes: in `testing` a stale policy costs nothing but
-  reports; when first switching to `enforce`, two weeks bounds how long senders
-  hold a mistake (§3.2, §10.2 want it long enough to ride out a blocked
-  refresh). Raise it towards 31557600 once enforce has run cleanly.
+- §3.2 max_age: "weeks or greater", at most 31557600. The live policy's max_age is
+  kept unless another is asked for (changing it changes the policy's meaning and so
+  needs a new id). Without a live policy, two weeks (1209600) in both modes: in
+  `testing` a stale policy costs nothing but reports; when first switching to
+  `enforce`, two weeks bounds how long senders hold a mistake (§3.2, §10.2 want it
+  long enough to ride out a blocked refresh). Raise it towards 31557600 once enforce
+  has run cleanly. Under a week is a warning in mode `enforce`, where a blocked
+  refresh would let the policy lapse.
+- RFC 8460 §3: a `_smtp._tls` record when the domain has none, so that senders report
+  the failures a policy causes: `rua` the addresses given, else `mailto:tlsrpt@` the
+  domain.
 - §3.1 id: a new one (the UTC time, `YYYYMMDDhhmmss`) each time the policy
   changes; senders fetch the policy again only when the id changes.
 """
@@ -37,6 +43,7 @@ from scanner.core.sts import (
     mx_pattern_problem,
     normalise_host,
 )
+from scanner.core.tlsrpt_record import TLSRPT_RECORD_VERSION, rua_uri_problem
 from scanner.models import Policy, PolicyMode
 
 DEFAULT_MAX_AGE: Final = 1_209_600  # two weeks; see the module doc
@@ -51,6 +58,7 @@ class Suggestion:
     record_id: str
     changes: tuple[str, ...]  # how the live policy differs in meaning; empty when it does not
     warnings: tuple[str, ...]
+    tlsrpt_rua: tuple[str, ...] = ()  # a `_smtp._tls` record to publish; () when there is one
 
     @property
     def policy_text(self) -> str:
@@ -64,6 +72,13 @@ class Suggestion:
     def record(self) -> str:
         """The TXT record text at `_mta-sts.<domain>`."""
         return f"{STS_RECORD_VERSION}; id={self.record_id}"
+
+    @property
+    def tlsrpt_record(self) -> str | None:
+        """The TXT record text at `_smtp._tls.<domain>` to publish, or None."""
+        if not self.tlsrpt_rua:
+            return None
+        return f"{TLSRPT_RECORD_VERSION}; rua={','.join(self.tlsrpt_rua)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +137,14 @@ def suggest_policy(
     live_policy: Policy | None = None,
     live_id: str | None = None,
     max_age: int | None = None,
+    tlsrpt_missing: bool = False,
+    rua: Sequence[str] = (),
 ) -> Suggestion | SuggestionError:
-    """The policy and record that would be valid for `mx_hosts` today (see the module doc)."""
+    """The policy and record that would be valid for `mx_hosts` today (see the module doc).
+
+    With `tlsrpt_missing`, a `_smtp._tls` record too: `rua` (checked as RFC 8460 §3 URIs),
+    else `mailto:tlsrpt@<domain>`.
+    """
     if not mx_hosts:
         return SuggestionError(f"{domain} has no MX hosts to name in a policy")
     bad = [host for host in mx_hosts if mx_pattern_problem(normalise_host(host)) is not None]
@@ -132,14 +153,23 @@ def suggest_policy(
             f"MX host {bad[0]!r} is not a name an mx pattern can hold: "
             f"{mx_pattern_problem(normalise_host(bad[0]))}"
         )
-    age = DEFAULT_MAX_AGE if max_age is None else max_age
+    if max_age is not None:
+        age = max_age
+    else:
+        age = live_policy.max_age if live_policy is not None else DEFAULT_MAX_AGE
     if not 1 <= age <= MAX_AGE_LIMIT:
         return SuggestionError(f"max_age must be 1 to {MAX_AGE_LIMIT} (RFC 8461 §3.2), not {age}")
+    for uri in rua:
+        if (problem := rua_uri_problem(uri)) is not None:
+            return SuggestionError(f"--rua {uri!r}: {problem}")
     mode = PolicyMode.ENFORCE if ready else PolicyMode.TESTING
     mx = choose_patterns(mx_hosts, live_policy.mx if live_policy is not None else ())
     warnings: list[str] = []
-    if age < SHORT_MAX_AGE:
-        warnings.append(f"max_age {age} is under one week; RFC 8461 §3.2 expects weeks or more")
+    if age < SHORT_MAX_AGE and mode is PolicyMode.ENFORCE:
+        warnings.append(
+            f"max_age {age} is under one week; RFC 8461 §3.2 expects weeks or more, and in "
+            "mode enforce a refresh that fails for longer lets the policy lapse"
+        )
     changes: tuple[str, ...] = ()
     if live_policy is not None:
         changes = policy_changes(live_policy, mode, age, mx)
@@ -161,4 +191,5 @@ def suggest_policy(
         record_id=record_id_for(now, live_id),
         changes=changes,
         warnings=tuple(warnings),
+        tlsrpt_rua=(tuple(rua) or (f"mailto:tlsrpt@{domain}",)) if tlsrpt_missing else (),
     )
