@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final, TypeVar
 
 import trio
 import typer
@@ -20,9 +20,9 @@ from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.files import UnknownSchemaVersion, completed_domains
 from scanner.options import NetworkOptions, build_scanner, with_network_options
 from scanner.output import result_line
-from scanner.progress import DEFAULT_STATUS_INTERVAL
 from scanner.render import output_console
 from scanner.run import (
+    DEFAULT_STATUS_INTERVAL,
     EXIT_INTERRUPTED,
     ScanPlan,
     input_files,
@@ -34,7 +34,7 @@ from scanner.run import (
 from scanner.untrusted import terminal
 
 if TYPE_CHECKING:
-    from typer._click import Command, Context
+    from typer._click import Command, Context, Parameter
 
 
 EXIT_USAGE = 2
@@ -70,16 +70,19 @@ COMMANDS_ON_DEMAND: Final[Mapping[str, Callable[[typer.Typer], None]]] = {
 }
 # The order in which `scanner --help` lists the commands.
 LISTED_ORDER: Final = (
+    "check",
+    "scan",
+    "report",
     "stats",
     "diff",
-    "scan",
-    "check",
-    "report",
-    "demo",
-    "lab",
     "tlsrpt",
     "policy",
+    "demo",
+    "lab",
 )
+
+
+P = TypeVar("P", bound="Parameter")
 
 
 class OnDemandGroup(TyperGroup):
@@ -92,6 +95,9 @@ class OnDemandGroup(TyperGroup):
 
     def list_commands(self, ctx: Context) -> list[str]:
         return sorted({*self.commands, *COMMANDS_ON_DEMAND}, key=_listed_position)
+
+    def get_params(self, ctx: Context) -> list[Parameter]:
+        return [_tidy(param) for param in super().get_params(ctx)]
 
     def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if cmd_name not in self.commands:
@@ -106,7 +112,47 @@ class OnDemandGroup(TyperGroup):
                 add(part)
                 for name, command in get_group(part).commands.items():
                     self.commands.setdefault(name, command)
-        return super().get_command(ctx, cmd_name)
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            _tidy_command(found)
+        return found
+
+
+# The words help shows for a value, by its type (`<list[Path]>` reads as FILE).
+_VALUE_WORDS: Final = {"int": "N", "float": "NUMBER", "Path": "FILE", "str": "TEXT"}
+
+
+def _tidy(param: P) -> P:
+    """Help that reads as words: a flag shows no `<bool>`, a value a word (N, FILE, TEXT),
+    an argument its name in capitals."""
+    if param.metavar is not None:
+        return param
+    if getattr(param, "is_flag", False):
+        param.metavar = ""
+    elif param.param_type_name == "argument" and param.name:
+        param.metavar = param.name.upper()
+    else:
+        bare_type = getattr(param, "bare_type", None)
+        kind = str(bare_type()) if callable(bare_type) else ""
+        kind = kind.removeprefix("list[").removesuffix("]")
+        if kind in _VALUE_WORDS:
+            param.metavar = _VALUE_WORDS[kind]
+    return param
+
+
+def _tidy_command(command: Command) -> None:
+    """`_tidy` every parameter of `command` and of its subcommands, the help option too."""
+    for param in command.params:
+        _tidy(param)
+    original = command.get_help_option
+
+    def get_help_option(ctx: Context) -> Parameter | None:
+        option = original(ctx)
+        return _tidy(option) if option is not None else None
+
+    command.get_help_option = get_help_option  # type: ignore[method-assign,assignment]
+    for sub in getattr(command, "commands", {}).values():
+        _tidy_command(sub)
 
 
 def _listed_position(name: str) -> tuple[int, str]:

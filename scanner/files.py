@@ -154,6 +154,21 @@ def _decode_line(raw: bytes) -> str:
     return raw[:MAX_INPUT_LINE].decode("utf-8", "replace").removeprefix("\ufeff")
 
 
+def count_lines(paths: Iterable[Path | None], chunk: int = 1 << 20) -> int | None:
+    """The lines of the input files, counted on bytes (no parsing); None for stdin."""
+    total = 0
+    for path in paths:
+        if path is None or not path.is_file():
+            return None
+        with path.open("rb") as handle:
+            ends_open = False
+            while block := handle.read(chunk):
+                total += block.count(b"\n")
+                ends_open = not block.endswith(b"\n")
+            total += ends_open
+    return total
+
+
 # ---------------------------------------------------------------- results files
 
 

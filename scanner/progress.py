@@ -10,41 +10,15 @@ then exact (`set_total`): the estimate is marked `~`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
-from typing import Self, TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichProgress
+from typing import TYPE_CHECKING, Self, TextIO
 
 from scanner.core.result import ResultView
 
-DEFAULT_STATUS_INTERVAL = 30.0
-
-
-def count_lines(paths: Iterable[Path | None], chunk: int = 1 << 20) -> int | None:
-    """The lines of the input files, counted on bytes (no parsing); None for stdin."""
-    total = 0
-    for path in paths:
-        if path is None or not path.is_file():
-            return None
-        with path.open("rb") as handle:
-            ends_open = False
-            while block := handle.read(chunk):
-                total += block.count(b"\n")
-                ends_open = not block.endswith(b"\n")
-            total += ends_open
-    return total
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass(slots=True)
@@ -130,6 +104,16 @@ class Progress(ProgressView):
     """A `scanner.scan.ProgressSink` that draws a rich progress line on a terminal."""
 
     def __init__(self, console: Console, total: int | None = None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as RichProgress
+
         self.tally = Tally(total=total)
         self._progress = RichProgress(
             TextColumn("[bold]scanning"),
@@ -185,7 +169,7 @@ class StatusLines(ProgressView):
     def __init__(
         self,
         stream: TextIO,
-        interval: float = DEFAULT_STATUS_INTERVAL,
+        interval: float,
         total: int | None = None,
         dns_timeouts: Callable[[], int] | None = None,
     ) -> None:

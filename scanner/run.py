@@ -23,9 +23,8 @@ import typer
 
 from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard
 from scanner.core.result import DomainResult
-from scanner.files import InputReader, iterate_lines, open_results
+from scanner.files import InputReader, count_lines, iterate_lines, open_results
 from scanner.options import NetworkOptions, scan_settings
-from scanner.progress import DEFAULT_STATUS_INTERVAL, ProgressView, count_lines
 from scanner.render import output_console
 from scanner.scan import Scanner, ScanStats
 from scanner.signals import cancel_on_signals
@@ -34,9 +33,12 @@ from scanner.untrusted import terminal
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from scanner.progress import ProgressView
     from scanner.workers import Load
 
 EXIT_INTERRUPTED = 130
+# Seconds between status lines when stderr is no terminal (`--status-interval`).
+DEFAULT_STATUS_INTERVAL = 30.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ import pytest
 
 from scanner.core.inputs import Shard
 from scanner.core.result import DomainResult, ErrorKind, ScanError
-from scanner.files import InputReader
-from scanner.progress import StatusLines, Tally, count_lines, status_text
+from scanner.files import InputReader, count_lines
+from scanner.progress import StatusLines, Tally, status_text
 
 
 def test_lines_are_counted_on_bytes(tmp_path: Path) -> None:
