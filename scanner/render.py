@@ -7,19 +7,23 @@ certificates is added as plain `Text`, never as markup. The `stats` tables are i
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from scanner.core.assess import AddressVerdict, DomainVerdict, MxVerdict
+from scanner.core.codes import RecordCode
 from scanner.core.dane import tlsa_text
 from scanner.core.reasons import reason_text
 from scanner.core.result import DomainResult
 from scanner.core.tlsrpt import rfc3339_utc
-from scanner.models import DaneStatus, MxSource
+from scanner.models import DaneStatus, MxSource, RecordError, StsRecord, TlsRptRecord
 from scanner.untrusted import line as text_line
 from scanner.untrusted import terminal
 
@@ -28,15 +32,17 @@ if TYPE_CHECKING:
 
 
 def output_console(*, stderr: bool = False) -> Console:
-    """A console for a view: styled on a terminal; plain and never wrapped otherwise.
+    """A console for a view: styled on a terminal; plain otherwise.
 
-    Piped or redirected output is read by programs and by `grep`: no colour codes,
-    and no word cut at 80 columns.
+    Piped or redirected output is read by programs and by `grep`: no colour codes, and
+    no line wrapped, unless `COLUMNS` asks for a width, which it then fits.
     """
     console = Console(stderr=stderr)
     if console.is_terminal:
         return console
-    return Console(stderr=stderr, width=UNWRAPPED_WIDTH, no_color=True, highlight=False)
+    width = os.environ.get("COLUMNS", "")
+    chosen = int(width) if width.isdigit() and int(width) > 0 else UNWRAPPED_WIDTH
+    return Console(stderr=stderr, width=chosen, no_color=True, highlight=False)
 
 
 UNWRAPPED_WIDTH = 100_000
@@ -108,10 +114,9 @@ def render_check(console: Console, result: DomainResult) -> None:
     console.print(
         text_line((facts.domain, "bold"), Text(f"  scanned {rfc3339_utc(facts.scanned_at)}"))
     )
-    record = facts.sts_record.raw if facts.sts_record is not None else None
     console.print(
         text_line(
-            Text("  _mta-sts record: "), record if record is not None else _styled("none", "red")
+            Text("  _mta-sts record: "), *_record_words(facts.sts_record, facts.sts_record_error)
         )
     )
     fetch = facts.policy_fetch
@@ -134,11 +139,10 @@ def render_check(console: Console, result: DomainResult) -> None:
                 fetch.failure.detail,
             )
         )
-    tlsrpt = facts.tlsrpt_record.raw if facts.tlsrpt_record is not None else None
     console.print(
         text_line(
             Text("  _smtp._tls record: "),
-            tlsrpt if tlsrpt is not None else _styled("none", "yellow"),
+            *_record_words(facts.tlsrpt_record, facts.tlsrpt_error, missing="yellow"),
         )
     )
 
@@ -148,7 +152,11 @@ def render_check(console: Console, result: DomainResult) -> None:
     for host in verdict.mx:
         for row in _address_rows(host):
             table.add_row(*row)
-    console.print(table)
+    # The table only where it fits whole: a cell cut would cut a host name or an address.
+    if natural_width(table) <= console.width:
+        console.print(table)
+    else:
+        render_stacked(console, verdict)
     render_dane(console, verdict)
     if verdict.indicators:
         console.print(_styled("Downgrade indicators", "bold"))
@@ -158,7 +166,7 @@ def render_check(console: Console, result: DomainResult) -> None:
                 text_line(
                     Text("  "),
                     _styled(indicator.code.value, "red"),
-                    f" {where}: {indicator.detail}",
+                    f" {where}: {indicator.detail}" if where else f": {indicator.detail}",
                 )
             )
     if result.received is not None:
@@ -279,6 +287,59 @@ def _render_received(console: Console, evidence: ReceivedEvidence) -> None:
                 Text(f": {org.sessions.successful} ok, {org.sessions.failed} failed"),
             )
         )
+
+
+def _record_words(
+    record: StsRecord | TlsRptRecord | None, error: RecordError | None, missing: str = "red"
+) -> tuple[str | Text, ...]:
+    """A record as published; else "none", or what kept it from being known (a lookup that
+    timed out or failed is never shown as none)."""
+    if record is not None:
+        return (record.raw,)
+    if error is None or error.code is RecordCode.NO_RECORD:
+        return (_styled("none", missing),)
+    if error.code is RecordCode.LOOKUP_FAILED:
+        return (_styled("unknown: ", "yellow"), error.detail)
+    return (_styled(f"none usable ({error.code.value}): ", missing), error.detail)
+
+
+def natural_width(renderable: Table) -> int:
+    """The width `renderable` takes when nothing limits it."""
+    return Measurement.get(WIDE, WIDE.options, renderable).maximum
+
+
+WIDE = Console(width=UNWRAPPED_WIDTH, file=io.StringIO())
+
+
+def render_stacked(console: Console, verdict: DomainVerdict) -> None:
+    """The table of MX hosts and addresses as one block per host and address, for a narrow
+    terminal: names and addresses whole on lines of their own, never cut."""
+    console.print(_styled("MX hosts and addresses", "bold"))
+    for host in verdict.mx:
+        words: list[str] = []
+        if host.preference is not None:
+            words.append(f"preference {host.preference}")
+        if host.source is MxSource.POLICY:
+            words.append("named only by the policy")
+        if host.in_policy is not None:
+            words.append("in policy" if host.in_policy else "NOT in policy")
+        console.print(text_line(Text("  "), (host.hostname, "bold"), Text(f"  {', '.join(words)}")))
+        for address in host.addresses:
+            status = address.status.value
+            if address.interruption is not None:
+                status = f"{status}: {reason_text(address.interruption)}"
+            console.print(text_line(Text("    "), address.ip, Text("  "), status))
+            probe = address.probe
+            version = probe.tls.version if probe is not None and probe.tls is not None else ""
+            details = [
+                ("STARTTLS", Text(address.starttls.value if address.starttls else "")),
+                ("TLS", terminal(version)),
+                ("certificate", _certificate_cell(address)),
+                ("result types", Text(", ".join(t.value for t in address.result_types))),
+            ]
+            for name, value in details:
+                if value.plain:
+                    console.print(text_line(Text(f"      {name}: "), value))
 
 
 CHECK_COLUMNS = (

@@ -1,0 +1,84 @@
+"""`check` as an operator reads it: 80 columns, pipes, lookups that failed."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+from builders import (
+    SCANNED,
+    assess,
+    domain_facts,
+    expired_mx2,
+    good_hosts,
+    host,
+    probe,
+)
+from rich.console import Console
+
+from scanner.core.codes import RecordCode
+from scanner.core.result import DomainResult
+from scanner.models import DnsStatus, RecordError, TxtAnswer
+from scanner.render import output_console, render_check
+
+LONG = "mx-with-a-rather-long-name.mail-cluster-eu-west.example.com"
+
+
+def shown(width: int, *hosts: object, **changes: object) -> str:
+    facts = domain_facts(*hosts, **changes)  # type: ignore[arg-type]
+    result = DomainResult("example.com", SCANNED, SCANNED, facts, assess(facts))
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, no_color=True, highlight=False)
+    render_check(console, result)
+    return buffer.getvalue()
+
+
+def long_hosts() -> tuple[object, ...]:
+    return (
+        host(LONG, probe(LONG, "2001:db8:ffff:ffff:ffff:ffff:ffff:1")),
+        expired_mx2(),
+    )
+
+
+def test_at_80_columns_every_mx_name_and_address_is_whole() -> None:
+    text = shown(80, *long_hosts())
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert LONG in text
+    assert "2001:db8:ffff:ffff:ffff:ffff:ffff:1" in text
+    assert "mx2.example.com" in text
+    assert "127.0.1.5" in text
+    assert "…" not in text  # nothing cut
+
+
+def test_a_wide_terminal_keeps_the_table() -> None:
+    text = shown(250, *good_hosts())
+    assert "┃ MX" in text
+    assert max(len(line) for line in text.splitlines()) <= 250
+
+
+def test_piped_output_fits_columns_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    assert output_console().width == 80
+    monkeypatch.delenv("COLUMNS")
+    assert output_console().width > 10_000  # unwrapped for grep
+
+
+def test_a_record_lookup_that_failed_is_not_shown_as_none() -> None:
+    failed = RecordError(RecordCode.LOOKUP_FAILED, "_mta-sts TXT lookup failed (timeout: 5 s)")
+    facts = dataclasses.replace(
+        domain_facts(record=None, record_error=failed),
+        sts_txt=TxtAnswer(DnsStatus.TIMEOUT, detail="5 s"),
+    )
+    result = DomainResult("example.com", SCANNED, SCANNED, facts, assess(facts))
+    buffer = io.StringIO()
+    render_check(Console(file=buffer, width=200, no_color=True), result)
+    text = buffer.getvalue()
+    assert "_mta-sts record: unknown: _mta-sts TXT lookup failed (timeout: 5 s)" in text
+    assert "_mta-sts record: none" not in text
+
+
+def test_a_domain_wide_indicator_has_no_stray_space() -> None:
+    text = shown(200, good_hosts()[0], expired_mx2())
+    assert "tls-inconsistent: valid TLS on" in text
+    assert "tls-inconsistent :" not in text
