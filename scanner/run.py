@@ -330,6 +330,11 @@ def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, han
     return summarize(end, reader, out_path, processes)
 
 
+def counted(count: int, one: str, many: str | None = None) -> str:
+    """`1 error`, `2 errors`: a count with its noun in the right number."""
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
 def summarize(end: ScanEnd, reader: InputReader, out_path: Path, processes: int) -> int:
     """The run's summary on stderr; the exit status."""
     stderr = output_console(stderr=True)
@@ -346,11 +351,12 @@ def summarize(end: ScanEnd, reader: InputReader, out_path: Path, processes: int)
     stats = end.stats
     stderr.print(
         terminal(
-            f"{stats.domains} domains written to {out_path} "
+            f"{counted(stats.domains, 'domain')} written to {out_path} "
             f"({stats.ready} enforce-ready, {stats.with_indicators} with downgrade indicators, "
-            f"{stats.errors} errors; {reader.duplicates} duplicates, {reader.skipped} resumed; "
-            f"{end.probes_run} SMTP sessions, {end.busy_signals} busy replies; "
-            f"{processes} process{'es' if processes > 1 else ''})",
+            f"{counted(stats.errors, 'error')}; {counted(reader.duplicates, 'duplicate')}, "
+            f"{reader.skipped} resumed; {counted(end.probes_run, 'SMTP session')}, "
+            f"{counted(end.busy_signals, 'busy reply', 'busy replies')}; "
+            f"{counted(processes, 'process', 'processes')})",
             None,
         )
     )

@@ -98,3 +98,12 @@ def test_a_scan_into_a_batch_log_prints_status_lines_with_the_total(tmp_path: Pa
     assert status[0].startswith("status: 0/~5 (0.0 %) domains")
     assert status[-1].startswith("status: 5/5 (100.0 %) domains")
     assert "errors 5" in status[-1]
+
+
+def test_the_summary_speaks_in_the_right_number() -> None:
+    from scanner.run import counted
+
+    assert counted(1, "error") == "1 error"
+    assert counted(0, "error") == "0 errors"
+    assert counted(2, "busy reply", "busy replies") == "2 busy replies"
+    assert counted(1, "process", "processes") == "1 process"
