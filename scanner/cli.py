@@ -29,7 +29,7 @@ from scanner.run import (
     open_output,
     processes_for,
     run_bulk_scan,
-    scan_one,
+    scan_talking,
 )
 from scanner.untrusted import terminal
 
@@ -340,7 +340,7 @@ def check(
             domain, ScanError(ErrorKind.INVALID_DOMAIN, reason), datetime.now(UTC)
         )
     else:
-        scanned = trio.run(scan_one, scanner, item)
+        scanned = scan_talking(scanner, item, quiet=json_out)
         if scanned is None:
             output_console(stderr=True).print(terminal("interrupted", None, "yellow"))
             raise typer.Exit(EXIT_INTERRUPTED)

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, TextIO, TypeAlias
 
 import trio
 import typer
+from rich.text import Text
 
 from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard
 from scanner.core.result import DomainResult
 from scanner.files import InputReader, count_lines, iterate_lines, open_results
+from scanner.net.activity import LISTENER
 from scanner.options import NetworkOptions, scan_settings
 from scanner.render import output_console
 from scanner.scan import Scanner, ScanStats
@@ -195,6 +197,20 @@ async def run_scan(
         await run_items(items, write_line, end)
         nursery.cancel_scope.cancel()
     return end
+
+
+def scan_talking(scanner: Scanner, domain: str, *, quiet: bool = False) -> DomainResult | None:
+    """`scan_one` for a person waiting: on a terminal (and unless `quiet`), one status line
+    on stderr says what the scan does now; on a pipe, nothing."""
+    stderr = output_console(stderr=True)
+    if quiet or not stderr.is_terminal:
+        return trio.run(scan_one, scanner, domain)
+    with stderr.status(f"checking {domain}", spinner="dots") as status:
+        token = LISTENER.set(lambda words: status.update(Text(words)))
+        try:
+            return trio.run(scan_one, scanner, domain)
+        finally:
+            LISTENER.reset(token)
 
 
 async def scan_one(scanner: Scanner, domain: str) -> DomainResult | None:

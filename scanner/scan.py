@@ -63,6 +63,7 @@ from scanner.models import (
     ReportOptions,
     TxtAnswer,
 )
+from scanner.net.activity import doing
 from scanner.net.certificates import summary_cost
 from scanner.net.dane_lookup import hosts_dane
 from scanner.net.gate import DomainGate, Gate, RunGate
@@ -357,7 +358,9 @@ class Scanner:
 
     async def _scan_domain(self, domain: str, started: datetime) -> DomainResult:
         if self.resolver.validating is None:  # once per run: may DNSSEC (DANE) be judged?
+            doing("asking the resolver whether it validates DNSSEC")
             await self.resolver.detect_validation()
+        doing(f"looking up the _mta-sts and _smtp._tls records and the MX hosts of {domain}")
         sts_txt, tlsrpt_txt, mx = await _gather3(
             self.resolver.txt(f"_mta-sts.{domain}"),
             self.resolver.txt(f"_smtp._tls.{domain}"),
@@ -373,6 +376,7 @@ class Scanner:
 
         async def fetch() -> None:  # only with a record to fetch for
             nonlocal policy_fetch
+            doing(f"fetching the policy from https://mta-sts.{domain}/.well-known/mta-sts.txt")
             policy_fetch = await fetch_policy(
                 domain,
                 resolver=self.resolver,
@@ -546,6 +550,9 @@ class Scanner:
                 )
                 break
             async with gate.slot(ip):
+                doing(
+                    f"probing {hostname} ({ip}): STARTTLS on port {self.settings.probe.smtp_port}"
+                )
                 outcome = await probe(
                     hostname, ip, tls=self.tls, settings=self.settings.probe, now=self.clock()
                 )
@@ -563,6 +570,10 @@ class Scanner:
             notes.append(
                 f"[attempt {attempt}: {reason_text(outcome.interruption)}; "
                 f"tried again after {pause:g} s]"
+            )
+            doing(
+                f"{hostname} ({ip}) answered {reason_text(outcome.interruption)}: "
+                f"trying again in {pause:g} s (attempt {attempt + 1})"
             )
             await trio.sleep(pause)
         return dataclasses.replace(

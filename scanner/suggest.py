@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
-import trio
 import typer
 from rich.text import Text
 
@@ -90,7 +89,7 @@ def suggest(
 ) -> None:
     """Print the policy and _mta-sts record that would be valid for the MX hosts seen today."""
     from scanner.core.inputs import InvalidInput, parse_input_line
-    from scanner.run import scan_one
+    from scanner.run import scan_talking
 
     stderr = output_console(stderr=True)
     item = parse_input_line(domain)
@@ -98,7 +97,7 @@ def suggest(
         stderr.print(terminal(f"error: {domain}: {item.reason if item else 'empty'}", None, "red"))
         raise typer.Exit(EXIT_NO_SUGGESTION)
     scanner = build_scanner(network)
-    result = trio.run(scan_one, scanner, item)
+    result = scan_talking(scanner, item)
     if result is None:
         stderr.print(terminal("interrupted", None, "yellow"))
         raise typer.Exit(EXIT_INTERRUPTED)

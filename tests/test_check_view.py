@@ -16,9 +16,11 @@ from builders import (
     probe,
 )
 from rich.console import Console
+from trio.testing import MockClock
 
 from scanner.core.codes import RecordCode
 from scanner.core.result import DomainResult
+from scanner.lab import Lab
 from scanner.models import DnsStatus, RecordError, TxtAnswer
 from scanner.render import output_console, render_check
 
@@ -82,3 +84,37 @@ def test_a_domain_wide_indicator_has_no_stray_space() -> None:
     text = shown(200, good_hosts()[0], expired_mx2())
     assert "tls-inconsistent: valid TLS on" in text
     assert "tls-inconsistent :" not in text
+
+
+async def test_check_says_what_it_does_while_it_works(
+    demo_lab: Lab, loopback_clock: MockClock
+) -> None:
+    from scanner.net.activity import LISTENER
+    from scanner.options import build_scanner, network_options
+
+    said: list[str] = []
+    scanner = build_scanner(
+        network_options(
+            resolver=[f"{demo_lab.resolver[0]}:{demo_lab.resolver[1]}"],
+            ca_file=[demo_lab.ca_file],
+            allow_private=True,
+            timeout=2.0,
+            smtp_port=demo_lab.smtp_port,
+            https_port=demo_lab.https_port,
+            ehlo_name="scanner.example",
+        )
+    )
+    token = LISTENER.set(said.append)
+    try:
+        result = await scanner.scan_domain("partly-untestable.example")
+    finally:
+        LISTENER.reset(token)
+    assert result.verdict is not None
+    assert any("looking up" in words and "partly-untestable.example" in words for words in said)
+    assert any(words.startswith("fetching the policy from https://mta-sts.") for words in said)
+    assert any("probing mx.partly-untestable.example (127.0.1.11)" in words for words in said)
+    # The busy server's pauses are said, with the wait, before each new attempt.
+    retries = [words for words in said if words.startswith("mx.busy.example (127.0.1.21)")]
+    assert retries
+    assert "busy:421" in retries[0]
+    assert "trying again in " in retries[0]
