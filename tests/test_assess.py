@@ -652,3 +652,20 @@ def test_not_testable_blocker_hints(
     assert not_testable_hint(interruption) == hint
     words = f"mx2.example.com (127.0.1.2) could not be tested: {reason}"
     assert list(texts(verdict.blockers)) == [words if hint is None else f"{words}; {hint}"]
+
+
+def test_many_warnings_of_one_kind_are_merged_into_one_that_counts_them() -> None:
+    patterns = tuple(f"unused{n}.example.com" for n in range(2000))
+    verdict = assess(
+        domain_facts(fetch=fetched(policy("mx1.example.com", "mx2.example.com", *patterns)))
+    )
+    unused = [w for w in verdict.warnings if w.code == "unused-mx-pattern"]
+    assert len(unused) == 1
+    assert unused[0].text.endswith("; and 1997 more of this kind")
+    assert "'unused0.example.com'" in unused[0].text
+    assert len(unused[0].text) < 500
+    # Three stay as they are.
+    few = assess(
+        domain_facts(fetch=fetched(policy("mx1.example.com", "mx2.example.com", *patterns[:3])))
+    )
+    assert len([w for w in few.warnings if w.code == "unused-mx-pattern"]) == 3

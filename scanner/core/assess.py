@@ -27,6 +27,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from scanner.core.codes import Problem, ProblemCode
 from scanner.core.dane import (
@@ -1012,15 +1013,52 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
     warnings += over_warnings
     warnings += _domain_warnings(facts, policy, dns_hosts)
     unique_blockers = tuple(dict.fromkeys(blockers))
+    warnings = merged(list(dict.fromkeys(warnings)))
     verdict = DomainVerdict(
         domain=facts.domain,
         mx=tuple(hosts),
         indicators=tuple(indicators),
         enforce_ready=not unique_blockers,
         blockers=unique_blockers,
-        warnings=tuple(dict.fromkeys(warnings)),
+        warnings=tuple(warnings),
     )
     return replace(verdict, could_not_scan=_could_not_scan(facts, verdict))
+
+
+# A domain's owner chooses how many of these it gets (65,536 `mx:` lines, blank lines):
+# beyond `MERGE_ABOVE` of one code, one warning names the first few and counts the rest.
+MERGED_CODES: Final = frozenset(
+    {
+        ProblemCode.UNUSED_MX_PATTERN,
+        ProblemCode.BROAD_MX_PATTERN,
+        ProblemCode.POLICY_SYNTAX_WARNING,
+        ProblemCode.STS_RECORD_WARNING,
+        ProblemCode.DANE_WARNING,
+    }
+)
+MERGE_ABOVE: Final = 3
+
+
+def merged(warnings: list[Problem]) -> list[Problem]:
+    """`warnings` with those of a `MERGED_CODES` code beyond `MERGE_ABOVE` merged into one,
+    in the place of the first: the first few texts and how many more there are."""
+    by_code: dict[str, list[Problem]] = {}
+    for warning in warnings:
+        if warning.code in MERGED_CODES:
+            by_code.setdefault(warning.code, []).append(warning)
+    crowded = {code: group for code, group in by_code.items() if len(group) > MERGE_ABOVE}
+    if not crowded:
+        return warnings
+    kept: list[Problem] = []
+    for warning in warnings:
+        group = crowded.get(warning.code)
+        if group is None:
+            kept.append(warning)
+        elif warning is group[0]:
+            shown = "; ".join(problem.text for problem in group[:MERGE_ABOVE])
+            more = len(group) - MERGE_ABOVE
+            kept.append(replace(warning, text=f"{shown}; and {more} more of this kind"))
+    return kept
 
 
 def _dane_starttls_blockers(host: MxVerdict) -> list[Problem]:
