@@ -552,3 +552,26 @@ def test_domains_are_listed_by_rank_then_the_worst_then_by_name() -> None:
     assert order == ["first", "top", "d2", "d10"]
     summary = change_summary(compare_snapshots(old, flipped))
     assert summary == [(ChangeKind.BECAME_NOT_READY, W, 4)]
+
+
+def test_diff_at_80_columns_shows_every_domain_and_address_whole() -> None:
+    import io
+
+    from rich.console import Console
+
+    from scanner.research.cli import render_changes
+
+    domain = "a-rather-long-domain-name-for-a-narrow-terminal.example"
+    old = {domain: snapshot(scan_line({**base(), "domain": domain}, 2))}
+    new = {domain: snapshot(scan_line({**apply(expired_mx1), "domain": domain}, 2))}
+    changes = compare_snapshots(old, new)
+    buffer = io.StringIO()
+    render_changes(Console(file=buffer, width=80, no_color=True), changes)
+    text = buffer.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert domain in text
+    assert "mx1.example.com 192.0.2.1" in text
+    assert "…" not in text
+    wide = io.StringIO()
+    render_changes(Console(file=wide, width=300, no_color=True), changes)
+    assert "┃ domain" in wide.getvalue()  # a table where it fits

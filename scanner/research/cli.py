@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scanner.core.tlsrpt import rfc3339_utc
+from scanner.render import natural_width
 from scanner.research.diff import (
     Change,
     Direction,
@@ -281,7 +282,30 @@ def render_rows(console: Console, changes: Sequence[Change]) -> None:
             terminal(change.new or ""),
             terminal(change.detail),
         )
-    console.print(table)
+    if natural_width(table) <= console.width:
+        console.print(table)
+        return
+    # Too narrow for the table: one block per domain, names and addresses whole.
+    console.print(Text("Changes", style="bold"))
+    domain = None
+    for change in changes:
+        if change.domain != domain:
+            domain = change.domain
+            console.print(text_line((change.domain, "bold")))
+        where = " ".join(x for x in (change.mx, change.ip) if x)
+        console.print(
+            text_line(
+                Text("  "),
+                Text(change.direction.value, style=DIRECTION_STYLES[change.direction]),
+                Text(f" {change.kind.value}"),
+                Text(" at ") if where else Text(""),
+                where,
+            )
+        )
+        values = f"{change.old or '–'} → {change.new or '–'}" if change.old or change.new else ""
+        for words in (values, change.detail):
+            if words and words != change.new:
+                console.print(text_line(Text("    "), words))
 
 
 def _time_diff(files: list[Path], json_out: bool, force: bool) -> None:
