@@ -27,7 +27,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, NamedTuple
 
 from scanner.core.codes import Problem, ProblemCode
 from scanner.core.dane import (
@@ -261,9 +261,16 @@ def _leaf_error(outcome: ProbeOutcome) -> bool:
     return check is not None and check.chain.error_depth in (None, 0)
 
 
-def _certificate_problems(
-    outcome: ProbeOutcome, at: datetime | None
-) -> tuple[bool, str | None, str | None, bool]:
+class LeafProblems(NamedTuple):
+    """What is wrong with a session's leaf certificate, worked out once per session."""
+
+    expired: bool
+    untrusted: str | None  # the not-trusted reason (an X509_V_ERR_* name)
+    not_yet_valid: str | None  # the day it becomes valid
+    mismatch: bool  # its names do not match the MX host
+
+
+def _certificate_problems(outcome: ProbeOutcome, at: datetime | None) -> LeafProblems:
     """(expired, not-trusted reason, not-yet-valid day, host mismatch) of the session's leaf.
 
     The verifier reports one `X509_V_ERR_*` only, so the leaf dates are also compared
@@ -273,7 +280,7 @@ def _certificate_problems(
     """
     check = outcome.certificate
     if check is None:
-        return False, None, None, False
+        return LeafProblems(False, None, None, False)
     leaf = check.leaf
     on_leaf = _leaf_error(outcome)
     expired = check.chain.expired and on_leaf
@@ -295,7 +302,7 @@ def _certificate_problems(
             not_yet_valid = _day(leaf.not_before)
             untrusted = untrusted or X509_NOT_YET_VALID
     mismatch = not check.name_matches or error == X509_HOSTNAME_MISMATCH
-    return expired, untrusted, not_yet_valid, mismatch
+    return LeafProblems(expired, untrusted, not_yet_valid, mismatch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,8 +329,7 @@ class Finding:
 class Session:
     """What the rules of `SESSION_RULES` look at: one tested session and its context.
 
-    `certificate` holds the leaf's problems, worked out once: (expired, not-trusted
-    reason, not-yet-valid day, host mismatch).
+    `certificate` holds the leaf's problems, worked out once.
     """
 
     outcome: ProbeOutcome
@@ -332,7 +338,7 @@ class Session:
     policy: Policy | None
     in_policy: bool | None
     dane: AddressDane | None
-    certificate: tuple[bool, str | None, str | None, bool]
+    certificate: LeafProblems
 
     @property
     def tls_attempted(self) -> bool:
@@ -363,7 +369,7 @@ class Rule:
 
 def _untrusted_detail(session: Session) -> str:
     outcome = session.outcome
-    _, untrusted, not_yet_valid, _ = session.certificate
+    untrusted, not_yet_valid = session.certificate.untrusted, session.certificate.not_yet_valid
     check = outcome.certificate
     issuer_problem = _issuer_date_problem(outcome)
     if issuer_problem is not None and check is not None and untrusted == check.chain.verify_error:
@@ -374,7 +380,7 @@ def _untrusted_detail(session: Session) -> str:
 
 
 def _untrusted_code(session: Session) -> str:
-    return session.certificate[1] or "X509_V_ERR_UNSPECIFIED"
+    return session.certificate.untrusted or "X509_V_ERR_UNSPECIFIED"
 
 
 def _mismatch_detail(session: Session) -> str:
@@ -471,21 +477,21 @@ SESSION_RULES: tuple[Rule, ...] = (
         lambda s: f"negotiated {s.outcome.tls.version if s.outcome.tls else '?'}, below TLS 1.2",
     ),
     Rule(
-        lambda s: s.tls_attempted and s.certificate[0],
+        lambda s: s.tls_attempted and s.certificate.expired,
         ResultType.CERTIFICATE_EXPIRED,
         X509_EXPIRED,
         IndicatorCode.CERTIFICATE_EXPIRED,
         _expired_detail,
     ),
     Rule(
-        lambda s: s.tls_attempted and s.certificate[1] is not None,
+        lambda s: s.tls_attempted and s.certificate.untrusted is not None,
         ResultType.CERTIFICATE_NOT_TRUSTED,
         _untrusted_code,
         IndicatorCode.CERTIFICATE_NOT_TRUSTED,
         _untrusted_detail,
     ),
     Rule(
-        lambda s: s.tls_attempted and s.certificate[3],
+        lambda s: s.tls_attempted and s.certificate.mismatch,
         ResultType.CERTIFICATE_HOST_MISMATCH,
         X509_HOSTNAME_MISMATCH,
         IndicatorCode.CERTIFICATE_HOST_MISMATCH,
