@@ -78,13 +78,6 @@ def bulk_lab_thread(bulk_world: World, tmp_path: Path) -> Iterator[Lab]:
         yield lab
 
 
-@pytest.fixture
-def demo_lab_thread(demo_world: World, tmp_path: Path) -> Iterator[Lab]:
-    """The demo world served from a thread, for commands run in-process."""
-    with lab_in_thread(demo_world, tmp_path / "lab") as lab:
-        yield lab
-
-
 async def test_scan_of_demo_world_reaches_every_expected_verdict(
     demo_lab: Lab, demo_world: World, loopback_clock: MockClock
 ) -> None:
