@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from commands import invoke
 from trio.testing import MockClock
 
 from scanner.lab import Lab, World, load_world, open_lab
@@ -206,23 +207,29 @@ async def test_two_workers_reach_the_verdicts_of_one(
     assert len(verdicts_of(two)) == len(demo_world.domains)
 
 
-async def test_a_list_gets_every_usable_cpu_and_a_few_names_one_process(
-    demo_lab: Lab, demo_world: World, tmp_path: Path
+def test_a_list_gets_every_usable_cpu_and_a_few_names_one_process(
+    demo_lab_thread: Lab, demo_world: World, tmp_path: Path
 ) -> None:
     """Without --workers: a list (file) is scanned by a worker per usable CPU, argument names in one process.
 
-    A smoke test of real worker processes, started by the command line."""
+    A smoke test of real worker processes, started by the command (run in-process)."""
     names = demo_world.domain_names[:3]
     domains = tmp_path / "domains.txt"
     domains.write_text("\n".join(names) + "\n", encoding="utf-8")
-    listed = await scan(demo_lab, tmp_path / "list.jsonl", "--input", str(domains))
-    assert listed.returncode == 0, listed.stderr.decode()
+    lab_args = ("--timeout", "1", "--greeting-timeout", "1", *demo_lab_thread.scanner_args())
+    listed = invoke(
+        "scan", "--input", str(domains), "--out", str(tmp_path / "list.jsonl"), "--no-progress",
+        *lab_args,
+    )  # fmt: skip
+    assert listed.exit_code == 0, listed.stderr
     cpus = usable_cpus()
     expected = f"{cpus} processes" if cpus > 1 else "1 process"
-    assert expected in listed.stderr.decode()
-    named = await scan(demo_lab, tmp_path / "named.jsonl", *names)
-    assert named.returncode == 0, named.stderr.decode()
-    assert "1 process)" in named.stderr.decode()
+    assert expected in listed.stderr
+    named = invoke(
+        "scan", *names, "--out", str(tmp_path / "named.jsonl"), "--no-progress", *lab_args
+    )  # fmt: skip
+    assert named.exit_code == 0, named.stderr
+    assert "1 process)" in named.stderr
     assert verdicts(tmp_path / "list.jsonl") == verdicts(tmp_path / "named.jsonl")
 
 
@@ -269,7 +276,10 @@ async def test_ctrl_c_stops_the_workers_and_leaves_whole_lines(
         assert await process.wait() == 130
     lines = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]
     assert len(lines) < len(domains)
-    resumed = await scan(bulk_lab, out, *domains, "--resume", "--workers", "2")
+    # the silent hosts' domains left: a short greeting deadline ends each at once
+    resumed = await scan(
+        bulk_lab, out, *domains, "--resume", "--workers", "2", "--greeting-timeout", "0.2"
+    )
     assert resumed.returncode == 0, resumed.stderr.decode()
     assert sorted(
         json.loads(t)["domain"] for t in out.read_text(encoding="utf-8").splitlines()
