@@ -65,7 +65,9 @@ async def best_of(measure: Callable[[], Awaitable[float]]) -> tuple[float, float
 def check(times: tuple[float, float], delay: float, step: str = "round trip") -> None:
     """Every try took at least `delay`; the best one no more than `delay` + SLACK."""
     shortest, _ = times
-    assert shortest >= delay - ROUNDING, f"{step}: {shortest:.3f} s is shorter than the delay {delay} s"
+    assert shortest >= delay - ROUNDING, (
+        f"{step}: {shortest:.3f} s is shorter than the delay {delay} s"
+    )
     assert shortest < delay + SLACK, f"{step}: {shortest:.3f} s is over {delay} s + {SLACK} s"
 
 
