@@ -631,7 +631,7 @@ async def run_parallel(
 
     `options` hold the concurrency of the whole run: each worker gets its share.
     Cancelling the caller's scope stops the workers; every line handed to
-    `write_line` is complete.
+    `write_line` is complete. `start` starts each worker (default: `start_process`).
     """
     run = totals if totals is not None else ParallelRun()
     share = max(1, math.ceil(options.concurrency / workers))
