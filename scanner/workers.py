@@ -477,10 +477,14 @@ class _Report:
 
 
 async def _worker(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    await work(Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock))))
+
+
+async def work(channel: Channel) -> None:
+    """A worker's whole life on `channel`: `Start`, the domains, `Done`; until `Stop` or the end."""
     from scanner.options import build_scanner
 
-    sock = socket.socket(fileno=fd)
-    channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(sock)))
     first = await channel.receive()
     if not isinstance(first, Start):
         return
@@ -559,11 +563,27 @@ class LoadSink(Protocol):
     def add_load(self, load: Load) -> None: ...
 
 
+class WorkerProcess(Protocol):
+    """What the parent uses of a worker's process (`trio.Process` has it)."""
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+# Starts a worker and gives the parent's end of its stream: a process on a socket pair
+# (`start_process`) or, in tests, a task of this trio loop on a memory stream.
+StartWorker: TypeAlias = Callable[[], Awaitable[tuple[trio.abc.Stream, WorkerProcess]]]
+
+
 @dataclass(slots=True)
 class _Worker:
     index: int
     channel: Channel
-    process: trio.Process
+    process: WorkerProcess
     room: trio.Semaphore
     in_flight: set[str] = field(default_factory=set)
     probes_run: int = 0
@@ -619,12 +639,13 @@ async def run_parallel(
     gate: Gate,
     progress: SummarySink | None = None,
     totals: ParallelRun | None = None,
+    start: StartWorker | None = None,
 ) -> ParallelRun:
     """Scan `items` over `workers` processes; see the module's theory of operation.
 
     `options` hold the concurrency of the whole run: each worker gets its share.
     Cancelling the caller's scope stops the workers; every line handed to
-    `write_line` is complete.
+    `write_line` is complete. `start` starts each worker (default: `start_process`).
     """
     run = totals if totals is not None else ParallelRun()
     share = max(1, math.ceil(options.concurrency / workers))
@@ -633,7 +654,7 @@ async def run_parallel(
     try:
         async with trio.open_nursery() as nursery:
             for index in range(workers):
-                pool.append(await _start_worker(index, worker_options, share))
+                pool.append(await _start_worker(index, worker_options, share, start))
             shared = _Shared(gate, ProbeCache(DEFAULT_PROBE_CACHE_SIZE))
             for worker in pool:
                 nursery.start_soon(_serve_worker, worker, shared, write_line, run, progress)
@@ -676,7 +697,8 @@ async def _hand_over(pool: list[_Worker], item: str | InvalidInput | RankedInput
         return True
 
 
-async def _start_worker(index: int, options: NetworkOptions, share: int) -> _Worker:
+async def start_process() -> tuple[trio.abc.Stream, WorkerProcess]:
+    """A worker process, connected by a socket pair."""
     parent_end, child_end = socket.socketpair()
     try:
         process = await trio.lowlevel.open_process(
@@ -685,7 +707,14 @@ async def _start_worker(index: int, options: NetworkOptions, share: int) -> _Wor
         )
     finally:
         child_end.close()
-    channel = Channel(trio.SocketStream(trio.socket.from_stdlib_socket(parent_end)))
+    return trio.SocketStream(trio.socket.from_stdlib_socket(parent_end)), process
+
+
+async def _start_worker(
+    index: int, options: NetworkOptions, share: int, start: StartWorker | None
+) -> _Worker:
+    stream, process = await (start or start_process)()
+    channel = Channel(stream)
     await channel.send(Start(options))
     return _Worker(index, channel, process, trio.Semaphore(share * QUEUE_PER_WORKER))
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from commands import lab_in_thread
 from trio.testing import MockClock
 
 from scanner.lab import Lab, World, demo_world_path, load_world, open_lab
@@ -24,6 +25,14 @@ def demo_world() -> World:
 async def demo_lab(demo_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
     """The demo world served on loopback for one test; the CA file lives in tmp_path."""
     async with open_lab(demo_world, workdir=tmp_path / "lab") as lab:
+        yield lab
+
+
+@pytest.fixture
+def demo_lab_thread(demo_world: World, tmp_path: Path) -> Iterator[Lab]:
+    """The demo world served from a thread of its own, for commands run in-process
+    (`commands.invoke`); the CA file lives in tmp_path."""
+    with lab_in_thread(demo_world, tmp_path / "lab") as lab:
         yield lab
 
 

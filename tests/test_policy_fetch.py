@@ -762,7 +762,7 @@ async def test_lab_wrong_content_type_keeps_the_served_text(
 
 
 async def test_waiting_for_a_dns_slot_is_not_a_policy_host_timeout(
-    fetch_world: World, tmp_path: Path
+    fetch_world: World, tmp_path: Path, loopback_clock: MockClock
 ) -> None:
     """Under full load lookups queue for the resolver's slots: that wait is the scanner's own.
 

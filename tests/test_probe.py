@@ -3,6 +3,8 @@
 Two kinds of server: small scripted servers written here, for exact byte-level
 misbehaviour (malformed replies, stalls at a chosen phase), and the fixture lab
 serving its worlds, for every SMTP behaviour and certificate kind it knows.
+Every test runs on `loopback_clock`: deadlines of seconds pass in milliseconds, and
+CPU time on a busy machine never expires one.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from scanner.net.tls import TlsClient, build_client_context
 from scanner.net.trust import TrustStore
 
 MX = "mx.probe.example"
-STEP = 1.0
+STEP = 1.0  # virtual seconds (loopback_clock)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +175,7 @@ async def good_tls_session(
 
 
 async def test_scripted_good_session(
-    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+    loopback_clock: MockClock, nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
 ) -> None:
     port, peers = await start_server(nursery, good_tls_session)
     outcome = await run_probe(port, context, lab_trust)
@@ -211,7 +213,7 @@ async def test_scripted_good_session(
 
 
 async def test_scripted_session_untrusted_without_lab_ca(
-    nursery: trio.Nursery, context: SSL.Context, tmp_path: Path
+    loopback_clock: MockClock, nursery: trio.Nursery, context: SSL.Context, tmp_path: Path
 ) -> None:
     """The failing twin of the good session: the same server, a trust store without the lab CA."""
     other = tmp_path / "other.pem"
@@ -324,6 +326,7 @@ NOT_TESTABLE_SCRIPTS = [
 
 @pytest.mark.parametrize(("script", "changes", "reason"), NOT_TESTABLE_SCRIPTS)
 async def test_scripted_not_testable(
+    loopback_clock: MockClock,
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,
@@ -372,6 +375,7 @@ async def test_scripted_not_testable(
     ],
 )
 async def test_which_deadline_ends_a_slow_greeting(
+    loopback_clock: MockClock,
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,
@@ -417,7 +421,11 @@ async def _greet_pause(peer: Peer) -> None:
     ],
 )
 async def test_partial_greeting_is_named_and_gets_no_quit(
-    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore, changes: dict[str, Any]
+    loopback_clock: MockClock,
+    nursery: trio.Nursery,
+    context: SSL.Context,
+    lab_trust: TrustStore,
+    changes: dict[str, Any],
 ) -> None:
     """A deadline in a greet pause: the 220- line is kept, and the connection just closes."""
     port, peers = await start_server(nursery, _teaser_then_silence)
@@ -433,7 +441,7 @@ async def test_partial_greeting_is_named_and_gets_no_quit(
 
 
 async def test_greet_pause_within_the_greeting_deadline_is_tested(
-    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+    loopback_clock: MockClock, nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
 ) -> None:
     """The twin: the pause ends before the greeting deadline, though after the step deadline."""
     port, peers = await start_server(nursery, _greet_pause)
@@ -453,7 +461,7 @@ async def test_greet_pause_within_the_greeting_deadline_is_tested(
 
 
 async def test_scripted_refused_starttls_is_tested(
-    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+    loopback_clock: MockClock, nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
 ) -> None:
     """The twin of the not-testable cases: a refusal of STARTTLS itself is a finding."""
     port, peers = await start_server(nursery, _refused_starttls)
@@ -495,6 +503,7 @@ async def _alert_for_handshake(peer: Peer) -> None:
     ],
 )
 async def test_trouble_after_220_is_a_handshake_failure(
+    loopback_clock: MockClock,
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,
@@ -510,7 +519,9 @@ async def test_trouble_after_220_is_a_handshake_failure(
     assert outcome.tls is None
 
 
-async def test_connection_refused(context: SSL.Context, lab_trust: TrustStore) -> None:
+async def test_connection_refused(
+    loopback_clock: MockClock, context: SSL.Context, lab_trust: TrustStore
+) -> None:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port: int = listeners[0].socket.getsockname()[1]
     await listeners[0].aclose()  # nothing listens there any more
@@ -531,7 +542,7 @@ def test_connect_failure_reason(error: OSError, reason: str) -> None:
     assert reason_text(connect_failure(error)) == reason
 
 
-async def test_a_refused_connect_carries_its_errno() -> None:
+async def test_a_refused_connect_carries_its_errno(loopback_clock: MockClock) -> None:
     """`connect_tcp` raises the kernel's error itself, so the reason is exact."""
     with socket.socket() as probe_port:  # a loopback port nobody listens on
         probe_port.bind(("127.0.0.1", 0))
@@ -551,7 +562,7 @@ async def _chatty_greeting(peer: Peer) -> None:
 
 
 async def test_transcript_is_bounded_and_sanitised(
-    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+    loopback_clock: MockClock, nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
 ) -> None:
     port, _ = await start_server(nursery, _chatty_greeting)
     outcome = await run_probe(port, context, lab_trust, limits=SmtpLimits(max_lines_per_reply=200))
@@ -677,6 +688,7 @@ AFTER_TLS_SCRIPTS = [
 
 @pytest.mark.parametrize(("script", "changes", "error"), AFTER_TLS_SCRIPTS)
 async def test_trouble_after_tls_is_recorded(
+    loopback_clock: MockClock,
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,
@@ -895,7 +907,9 @@ PROBE_SERVERS = load_world(PROBE_WORLD).servers
     "server",
     [pytest.param(s, id=f"{s.behaviour.value}+{s.certificate.value}") for s in PROBE_SERVERS],
 )
-async def test_probe_lab_server(server: SmtpServer, context: SSL.Context, tmp_path: Path) -> None:
+async def test_probe_lab_server(
+    loopback_clock: MockClock, server: SmtpServer, context: SSL.Context, tmp_path: Path
+) -> None:
     async with open_lab(load_world(PROBE_WORLD), tmp_path) as lab:
         with trio.fail_after(STEP * 5):
             outcome = await probe_lab_server(lab, server, context)
@@ -905,7 +919,7 @@ async def test_probe_lab_server(server: SmtpServer, context: SSL.Context, tmp_pa
 
 
 async def test_certificate_is_checked_against_the_mx_name(
-    context: SSL.Context, tmp_path: Path
+    loopback_clock: MockClock, context: SSL.Context, tmp_path: Path
 ) -> None:
     """The twin of the good server: same certificate, probed as another MX host name."""
     world = load_world(PROBE_WORLD)
@@ -918,7 +932,9 @@ async def test_certificate_is_checked_against_the_mx_name(
     assert not outcome.certificate.name_matches
 
 
-async def test_multiline_greeting_is_recorded_whole(context: SSL.Context, tmp_path: Path) -> None:
+async def test_multiline_greeting_is_recorded_whole(
+    loopback_clock: MockClock, context: SSL.Context, tmp_path: Path
+) -> None:
     world = load_world(PROBE_WORLD)
     server = world.server("127.0.9.2")
     assert server is not None
@@ -934,7 +950,9 @@ async def test_multiline_greeting_is_recorded_whole(context: SSL.Context, tmp_pa
     )
 
 
-async def test_plaintext_injection_is_not_fed_to_tls(context: SSL.Context, tmp_path: Path) -> None:
+async def test_plaintext_injection_is_not_fed_to_tls(
+    loopback_clock: MockClock, context: SSL.Context, tmp_path: Path
+) -> None:
     world = load_world(PROBE_WORLD)
     server = world.server("127.0.9.8")
     assert server is not None
@@ -983,6 +1001,7 @@ async def test_every_demo_world_server(
     ],
 )
 async def test_invalid_mx_name_is_not_testable_and_not_contacted(
+    loopback_clock: MockClock,
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,
@@ -1068,6 +1087,7 @@ async def _close_on_hidden_starttls(peer: Peer) -> None:
     ],
 )
 async def test_starttls_without_a_reply_is_tested(
+    loopback_clock: MockClock,
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,
@@ -1132,6 +1152,7 @@ async def _serve_tls(peer: Peer) -> None:
     ],
 )
 async def test_injection_in_a_later_write(
+    loopback_clock: MockClock,
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,
@@ -1176,6 +1197,7 @@ async def _starttls_answered_in_advance(peer: Peer) -> None:
     ],
 )
 async def test_reply_queued_before_starttls_is_injection(
+    loopback_clock: MockClock,
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,
@@ -1202,7 +1224,7 @@ async def test_reply_queued_before_starttls_is_injection(
 
 
 async def test_injection_wait_leaves_a_quiet_tls_server_alone(
-    nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
+    loopback_clock: MockClock, nursery: trio.Nursery, context: SSL.Context, lab_trust: TrustStore
 ) -> None:
     port, _ = await start_server(nursery, good_tls_session)
     with trio.fail_after(STEP * 4):
@@ -1285,6 +1307,7 @@ async def _close_on_ehlo_then_listen(peer: Peer) -> None:
     ],
 )
 async def test_quit_after_trouble(
+    loopback_clock: MockClock,
     nursery: trio.Nursery,
     context: SSL.Context,
     lab_trust: TrustStore,

@@ -41,10 +41,13 @@ DOVECOT = shutil.which("dovecot") or (
 ADDRESS = "127.0.0.93"
 USER, PASSWORD = "reports", "correct horse battery staple"
 
-pytestmark = pytest.mark.skipif(
-    DOVECOT is None,
-    reason="Dovecot is not installed (Debian: apt-get install dovecot-imapd; .ci/run installs it)",
-)
+pytestmark = [
+    pytest.mark.imap,
+    pytest.mark.skipif(
+        DOVECOT is None,
+        reason="Dovecot is not installed (Debian: apt-get install dovecot-imapd; .ci/run installs it)",
+    ),
+]
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+from trio.testing import MockClock
 
 from scanner.core.addresses import parse_exclusions
 from scanner.core.inputs import InvalidInput
@@ -69,7 +70,9 @@ class ExplodingScanner(Scanner):
         return await super()._scan_domain(domain, started)
 
 
-async def test_an_exception_in_one_domain_becomes_its_error_line(bulk_lab: Lab) -> None:
+async def test_an_exception_in_one_domain_becomes_its_error_line(
+    loopback_clock: MockClock, bulk_lab: Lab
+) -> None:
     import jsonschema
 
     lines = await scan_all(
@@ -83,8 +86,9 @@ async def test_an_exception_in_one_domain_becomes_its_error_line(bulk_lab: Lab) 
     assert "_scan_domain" in error  # the traceback is summarised
     assert by_domain["hosted0.example"]["error"] is None
     assert by_domain["hosted2.example"]["error"] is None
+    validator = jsonschema.Draft202012Validator(load_schema())
     for line in lines:
-        jsonschema.validate(line, load_schema())
+        validator.validate(line)
 
 
 class HangingScanner(Scanner):
@@ -94,7 +98,9 @@ class HangingScanner(Scanner):
         return await super()._scan_domain(domain, started)
 
 
-async def test_a_hanging_domain_times_out_without_stalling_the_others(bulk_lab: Lab) -> None:
+async def test_a_hanging_domain_times_out_without_stalling_the_others(
+    loopback_clock: MockClock, bulk_lab: Lab
+) -> None:
     scanner = make_scanner(bulk_lab, cls=HangingScanner, domain_timeout=1.0)
     lines = await scan_all(scanner, ["hosted0.example", "hosted1.example", "hosted2.example"])
     by_domain = {line["domain"]: line for line in lines}
@@ -102,7 +108,9 @@ async def test_a_hanging_domain_times_out_without_stalling_the_others(bulk_lab: 
     assert by_domain["hosted0.example"]["error"] is None
 
 
-async def test_excluded_domains_and_addresses_are_never_contacted(bulk_lab: Lab) -> None:
+async def test_excluded_domains_and_addresses_are_never_contacted(
+    loopback_clock: MockClock, bulk_lab: Lab
+) -> None:
     exclusions = parse_exclusions(["# never", "hosted0.example", "127.0.3.2/32"])
     lines = await scan_all(
         make_scanner(bulk_lab, exclusions=exclusions), ["hosted0.example", "hosted1.example"]
@@ -116,7 +124,9 @@ async def test_excluded_domains_and_addresses_are_never_contacted(bulk_lab: Lab)
     assert bulk_lab.smtp_connections("127.0.3.2") == 0
 
 
-async def test_private_targets_are_refused_without_allow_private(bulk_lab: Lab) -> None:
+async def test_private_targets_are_refused_without_allow_private(
+    loopback_clock: MockClock, bulk_lab: Lab
+) -> None:
     lines = await scan_all(make_scanner(bulk_lab, allow_private=False), ["hosted0.example"])
     addresses = [a for mx in lines[0]["mx"] for a in mx["addresses"]]
     assert [a["reason"] for a in addresses] == ["address-not-allowed", "address-not-allowed"]
@@ -124,7 +134,9 @@ async def test_private_targets_are_refused_without_allow_private(bulk_lab: Lab) 
     assert lines[0]["enforce_ready"] is False
 
 
-async def test_invalid_input_never_reaches_the_network(bulk_lab: Lab) -> None:
+async def test_invalid_input_never_reaches_the_network(
+    loopback_clock: MockClock, bulk_lab: Lab
+) -> None:
     scanner = make_scanner(bulk_lab)
     lines = await scan_all(scanner, ["bad..name", "# comment", ""])
     assert len(lines) == 1
@@ -136,7 +148,7 @@ def test_input_reader_reports_invalid_lines_as_values() -> None:
     assert isinstance(InputReader().accept("bad..name"), InvalidInput)
 
 
-async def test_exclusions_cover_policy_hosts_too(demo_lab: Lab) -> None:
+async def test_exclusions_cover_policy_hosts_too(loopback_clock: MockClock, demo_lab: Lab) -> None:
     policy_ip = "127.0.2.1"  # mta-sts.testing-ready.example in the demo world
     exclusions = parse_exclusions([f"{policy_ip}/32"])
     lines = await scan_all(make_scanner(demo_lab, exclusions=exclusions), ["testing-ready.example"])
@@ -147,14 +159,18 @@ async def test_exclusions_cover_policy_hosts_too(demo_lab: Lab) -> None:
     assert lines[0]["enforce_ready"] is False
 
 
-async def test_policy_fetch_reaches_an_allowed_policy_host(demo_lab: Lab) -> None:
+async def test_policy_fetch_reaches_an_allowed_policy_host(
+    loopback_clock: MockClock, demo_lab: Lab
+) -> None:
     lines = await scan_all(make_scanner(demo_lab), ["testing-ready.example"])
     assert lines[0]["mta_sts"]["error"] is None
     assert demo_lab.https_connections("127.0.2.1") == 1
     assert lines[0]["enforce_ready"] is True
 
 
-async def test_excluded_mx_and_policy_host_names_are_never_contacted(demo_lab: Lab) -> None:
+async def test_excluded_mx_and_policy_host_names_are_never_contacted(
+    loopback_clock: MockClock, demo_lab: Lab
+) -> None:
     exclusions = parse_exclusions(["mx2.backup-bad.example", "mta-sts.backup-bad.example"])
     lines = await scan_all(make_scanner(demo_lab, exclusions=exclusions), ["backup-bad.example"])
     line = lines[0]

@@ -6,13 +6,11 @@ Every suggestion must be accepted by the scanner's own parsers (`parse_policy`,
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 from datetime import UTC, datetime
 
 import pytest
-import trio
+from commands import invoke
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -242,20 +240,14 @@ def test_suggestions_parse_and_cover_exactly_the_hosts(
         assert pattern.count("*") <= 1
 
 
-async def run_suggest(*args: str) -> tuple[int, str, str]:
-    done = await trio.run_process(
-        [sys.executable, "-m", "scanner", "policy", "suggest", *args],
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-        env={**os.environ, "COLUMNS": "300"},
-    )
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+def run_suggest(*args: str) -> tuple[int, str, str]:
+    done = invoke("policy", "suggest", *args)
+    return done.exit_code, done.stdout, done.stderr
 
 
-async def test_suggest_against_the_demo_lab(demo_lab: Lab) -> None:
-    code, out, err = await run_suggest(
-        "testing-ready.example", "--timeout", "1", *demo_lab.scanner_args()
+def test_suggest_against_the_demo_lab(demo_lab_thread: Lab) -> None:
+    code, out, err = run_suggest(
+        "testing-ready.example", "--timeout", "1", *demo_lab_thread.scanner_args()
     )
     assert code == 0, err
     body = "\n".join(
@@ -276,18 +268,20 @@ async def test_suggest_against_the_demo_lab(demo_lab: Lab) -> None:
     assert record.id != "20240601"
     assert "the live policy differs in meaning (mode testing → enforce)" in err
     # Neither policy nor TLS-RPT record: both proposed.
-    code, out, err = await run_suggest("no-sts.example", "--timeout", "1", *demo_lab.scanner_args())
+    code, out, err = run_suggest(
+        "no-sts.example", "--timeout", "1", *demo_lab_thread.scanner_args()
+    )
     assert code == 0, err
     assert "mode: testing" in out
     assert '_smtp._tls.no-sts.example. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@no-sts.example"' in out
 
-    code, out, err = await run_suggest(
-        "backup-bad.example", "--timeout", "1", *demo_lab.scanner_args()
+    code, out, err = run_suggest(
+        "backup-bad.example", "--timeout", "1", *demo_lab_thread.scanner_args()
     )
     assert code == 0, err
     assert "mode: testing" in out  # not ready: testing
-    code, _, err = await run_suggest(
-        "no-such-domain.example", "--timeout", "1", *demo_lab.scanner_args()
+    code, _, err = run_suggest(
+        "no-such-domain.example", "--timeout", "1", *demo_lab_thread.scanner_args()
     )
     assert code == 2
     assert "error:" in err

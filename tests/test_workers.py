@@ -1,4 +1,12 @@
-"""`scanner scan --workers N`: the same verdicts, one gate, one probe per address, clean stops."""
+"""`scanner scan --workers N`: the same verdicts, one gate, one probe per address, clean stops.
+
+Most tests run the parent (`run_parallel`) and its workers (`work`) in the test's trio
+loop, each worker a task on one end of a memory stream: the messages are pickled and
+framed as between processes, and the lab's deadlines run on virtual time
+(`loopback_clock`). A worker "killed" there is cancelled and its end closed, which is
+what its parent sees of a killed process. Two smoke tests start real worker processes
+through the command line.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +26,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from commands import invoke
+from trio.testing import MockClock
 
 from scanner.lab import Lab, World, load_world, open_lab
 from scanner.models import (
@@ -32,7 +42,8 @@ from scanner.models import (
     TlsSession,
 )
 from scanner.net.gate import Gate
-from scanner.scan import ProbeCache
+from scanner.options import NetworkOptions, build_scanner, network_options, scan_settings
+from scanner.scan import ProbeCache, Scanner
 from scanner.workers import (
     Acquire,
     AdmitName,
@@ -45,11 +56,15 @@ from scanner.workers import (
     Probed,
     Release,
     Scan,
+    StartWorker,
+    WorkerProcess,
     _cgroup_quota,
     _serve_worker,
     _Shared,
     _Worker,
+    run_parallel,
     usable_cpus,
+    work,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -74,8 +89,99 @@ async def scan(lab: Lab, out: Path, *args: str) -> subprocess.CompletedProcess[b
     )  # fmt: skip
 
 
+class TaskWorker:
+    """A worker as a task of this trio loop, on one end of a memory stream pair.
+
+    `kill` cancels it and closes its end, as the kernel closes the socket of a
+    killed process: the parent reads the end of the stream.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._scope = trio.CancelScope()
+        self._done = trio.Event()
+        self.killed = False
+        self.returncode: int | None = None
+
+    async def run(self) -> None:
+        with self._scope:
+            try:
+                await work(Channel(self._stream))
+            except* (trio.BrokenResourceError, trio.ClosedResourceError):
+                if not self.killed:
+                    raise
+        await trio.aclose_forcefully(self._stream)  # the process exits
+        self.returncode = -signal.SIGKILL if self.killed else 0
+        self._done.set()
+
+    def kill(self) -> None:
+        """Gone at once: nothing more is sent (no release, no answer), nothing read."""
+        self.killed = True
+        assert isinstance(self._stream, trio.StapledStream)
+        self._stream.send_stream.close()
+        self._stream.receive_stream.close()
+        self._scope.cancel()
+
+    async def wait(self) -> int:
+        await self._done.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+def task_workers(nursery: trio.Nursery, started: list[TaskWorker]) -> StartWorker:
+    """Start each worker as a `TaskWorker` in `nursery`; `started` lists them."""
+
+    async def start() -> tuple[trio.abc.Stream, WorkerProcess]:
+        parent_end, worker_end = trio.testing.memory_stream_pair()
+        worker = TaskWorker(worker_end)
+        started.append(worker)
+        nursery.start_soon(worker.run)
+        return parent_end, worker
+
+    return start
+
+
+def lab_options(lab: Lab, **changes: Any) -> NetworkOptions:
+    """What `lab.scanner_args()` and the deadlines of `scan` give on the command line."""
+    return network_options(
+        resolver=[f"{lab.resolver[0]}:{lab.resolver[1]}"],
+        ca_file=[lab.ca_file],
+        allow_private=True,
+        smtp_port=lab.smtp_port,
+        https_port=lab.https_port,
+        **{"timeout": 1.0, "greeting_timeout": 1.0, **changes},
+    )
+
+
+async def items_of(names: list[str]) -> AsyncIterator[str]:
+    for name in names:
+        yield name
+
+
+async def scan_in_tasks(
+    options: NetworkOptions, names: list[str], workers: int = 2
+) -> tuple[ParallelRun, list[str], list[TaskWorker]]:
+    """`scanner scan --workers N` in this loop: the run's totals, the lines written, the workers."""
+    lines: list[str] = []
+    started: list[TaskWorker] = []
+    async with trio.open_nursery() as nursery:
+        run = await run_parallel(
+            options,
+            workers,
+            items_of(names),
+            lines.append,
+            gate=Scanner.local_gate(scan_settings(options)),
+            start=task_workers(nursery, started),
+        )
+    return run, lines, started
+
+
 def verdicts(path: Path) -> dict[str, Any]:
-    lines = [json.loads(text) for text in path.read_text(encoding="utf-8").splitlines()]
+    return verdicts_of(path.read_text(encoding="utf-8").splitlines())
+
+
+def verdicts_of(texts: list[str]) -> dict[str, Any]:
+    lines = [json.loads(text) for text in texts]
     return {
         line["domain"]: (
             line["enforce_ready"],
@@ -89,66 +195,64 @@ def verdicts(path: Path) -> dict[str, Any]:
 
 
 async def test_two_workers_reach_the_verdicts_of_one(
-    demo_lab: Lab, demo_world: World, tmp_path: Path
+    demo_lab: Lab, demo_world: World, loopback_clock: MockClock
 ) -> None:
-    domains = tmp_path / "domains.txt"
-    domains.write_text("\n".join(demo_world.domain_names) + "\n", encoding="utf-8")
-    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
-    first = await scan(demo_lab, one, "--input", str(domains), "--workers", "1")
-    assert first.returncode == 0, first.stderr.decode()
-    second = await scan(demo_lab, two, "--input", str(domains), "--workers", "2")
-    assert second.returncode == 0, second.stderr.decode()
-    assert "2 processes" in second.stderr.decode()
-    assert verdicts(two) == verdicts(one)
-    assert len(verdicts(two)) == len(demo_world.domains)
+    options = lab_options(demo_lab)
+    one: list[str] = []
+    await build_scanner(options).run(items_of(demo_world.domain_names), one.append)
+    run, two, _ = await scan_in_tasks(options, demo_world.domain_names, workers=2)
+    assert (run.lost, run.stopped) == ([], False)
+    assert run.stats.domains == len(two)
+    assert verdicts_of(two) == verdicts_of(one)
+    assert len(verdicts_of(two)) == len(demo_world.domains)
 
 
-async def test_a_list_gets_every_usable_cpu_and_a_few_names_one_process(
-    demo_lab: Lab, demo_world: World, tmp_path: Path
+def test_a_list_gets_every_usable_cpu_and_a_few_names_one_process(
+    demo_lab_thread: Lab, demo_world: World, tmp_path: Path
 ) -> None:
-    """Without --workers: a list (file) is scanned by a worker per usable CPU, argument names in one process."""
+    """Without --workers: a list (file) is scanned by a worker per usable CPU, argument names in one process.
+
+    A smoke test of real worker processes, started by the command (run in-process)."""
     names = demo_world.domain_names[:3]
     domains = tmp_path / "domains.txt"
     domains.write_text("\n".join(names) + "\n", encoding="utf-8")
-    listed = await scan(demo_lab, tmp_path / "list.jsonl", "--input", str(domains))
-    assert listed.returncode == 0, listed.stderr.decode()
+    lab_args = ("--timeout", "1", "--greeting-timeout", "1", *demo_lab_thread.scanner_args())
+    listed = invoke(
+        "scan", "--input", str(domains), "--out", str(tmp_path / "list.jsonl"), "--no-progress",
+        *lab_args,
+    )  # fmt: skip
+    assert listed.exit_code == 0, listed.stderr
     cpus = usable_cpus()
     expected = f"{cpus} processes" if cpus > 1 else "1 process"
-    assert expected in listed.stderr.decode()
-    named = await scan(demo_lab, tmp_path / "named.jsonl", *names)
-    assert named.returncode == 0, named.stderr.decode()
-    assert "1 process)" in named.stderr.decode()
+    assert expected in listed.stderr
+    named = invoke(
+        "scan", *names, "--out", str(tmp_path / "named.jsonl"), "--no-progress", *lab_args
+    )  # fmt: skip
+    assert named.exit_code == 0, named.stderr
+    assert "1 process)" in named.stderr
     assert verdicts(tmp_path / "list.jsonl") == verdicts(tmp_path / "named.jsonl")
 
 
 async def test_workers_share_one_probe_per_address(
-    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+    bulk_lab: Lab, bulk_world: World, loopback_clock: MockClock
 ) -> None:
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
-    result = await scan(bulk_lab, tmp_path / "out.jsonl", *hosted, "--workers", "2")
-    assert result.returncode == 0, result.stderr.decode()
+    run, lines, _ = await scan_in_tasks(lab_options(bulk_lab), hosted)
+    assert (run.lost, run.stopped) == ([], False)
+    assert sorted(verdicts_of(lines)) == sorted(hosted)
     # every hosted domain names the same two provider MX hosts: one session each, run-wide
     assert bulk_lab.smtp_connections("127.0.3.1") == 1
     assert bulk_lab.smtp_connections("127.0.3.2") == 1
 
 
 async def test_workers_share_one_per_ip_limit(
-    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+    bulk_lab: Lab, bulk_world: World, loopback_clock: MockClock
 ) -> None:
     slow = [name for name in bulk_world.domain_names if name.startswith("slow")]
-    result = await scan(
-        bulk_lab,
-        tmp_path / "out.jsonl",
-        *slow,
-        "--workers",
-        "2",
-        "--per-ip",
-        "1",
-        "--concurrency",
-        "8",
-    )
-    assert result.returncode == 0, result.stderr.decode()
-    assert bulk_lab.smtp_connections("127.0.3.9") == len(slow), (tmp_path / "out.jsonl").read_text()
+    run, lines, _ = await scan_in_tasks(lab_options(bulk_lab, per_ip=1, concurrency=8), slow)
+    assert (run.lost, run.stopped) == ([], False)
+    assert sorted(verdicts_of(lines)) == sorted(slow)
+    assert bulk_lab.smtp_connections("127.0.3.9") == len(slow), lines
     # one slot for the address in the parent's gate, whichever worker probes (the lab may
     # count a closing connection a moment longer: +1)
     assert bulk_lab.smtp_max_concurrent("127.0.3.9") <= 2
@@ -172,24 +276,18 @@ async def test_ctrl_c_stops_the_workers_and_leaves_whole_lines(
         assert await process.wait() == 130
     lines = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]
     assert len(lines) < len(domains)
-    resumed = await scan(bulk_lab, out, *domains, "--resume", "--workers", "2")
+    # the silent hosts' domains left: a short greeting deadline ends each at once
+    resumed = await scan(
+        bulk_lab, out, *domains, "--resume", "--workers", "2", "--greeting-timeout", "0.2"
+    )
     assert resumed.returncode == 0, resumed.stderr.decode()
     assert sorted(
         json.loads(t)["domain"] for t in out.read_text(encoding="utf-8").splitlines()
     ) == sorted(domains)
 
 
-def _children(pid: int) -> list[int]:
-    """Child processes of `pid`, whichever of its threads started them."""
-    return [
-        int(child)
-        for task in Path(f"/proc/{pid}/task").iterdir()
-        for child in (task / "children").read_text(encoding="ascii").split()
-    ]
-
-
 async def test_a_worker_that_dies_costs_its_domains_not_the_scan(
-    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+    bulk_lab: Lab, bulk_world: World, loopback_clock: MockClock
 ) -> None:
     """A worker killed while it holds gate slots: the parent frees them and finishes the scan.
 
@@ -197,38 +295,37 @@ async def test_a_worker_that_dies_costs_its_domains_not_the_scan(
     (`--per-ip 1`) for the 5 s greeting deadline; one worker is killed while probes are
     under way. The scan must end, name the lost domains, and write every other line whole.
     """
-    out = tmp_path / "out.jsonl"
     domains = [n for n in bulk_world.domain_names if n.startswith(("hosted", "slow"))]
-    listed = tmp_path / "domains.txt"
-    listed.write_text("\n".join(domains) + "\n", encoding="utf-8")
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "scanner", "scan", "--input", str(listed), "--out", str(out),
-         "--no-progress", "--timeout", "5", "--greeting-timeout", "5", "--per-ip", "1",
-         "--workers", "2", *bulk_lab.scanner_args()],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stderr is not None
-    with trio.fail_after(60):
+    options = lab_options(bulk_lab, timeout=5.0, greeting_timeout=5.0, per_ip=1)
+    lines: list[str] = []
+    started: list[TaskWorker] = []
+
+    async def kill_one() -> None:
         while bulk_lab.smtp_connections("127.0.3.9") == 0:  # noqa: ASYNC110
             await trio.sleep(0.05)  # until a slow probe holds the address's slot
-        workers = _children(process.pid)
-        assert len(workers) == 2
-        os.kill(workers[0], signal.SIGKILL)
-        stderr = b""
-        async with process.stderr:
-            async for chunk in process.stderr:
-                stderr += chunk
-        code = await process.wait()
-    text = stderr.decode()
-    assert code != 0, text
-    assert "a worker process ended early" in text, text
-    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    written = {line["domain"] for line in lines}
+        assert len(started) == 2
+        started[0].kill()
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(kill_one)
+            run = await run_parallel(
+                options,
+                2,
+                items_of(domains),
+                lines.append,
+                gate=Scanner.local_gate(scan_settings(options)),
+                start=task_workers(nursery, started),
+            )
+    assert [worker.returncode for worker in started] == [-signal.SIGKILL, 0]
+    written = {json.loads(line)["domain"] for line in lines}
     assert written < set(domains)
-    lost = len(domains) - len(written)
-    assert f"{lost} domains" in text, text
+    # the scan ends with an error naming how many domains have no line: these
+    assert run.lost, lines
+    assert sorted(run.lost) == sorted(set(domains) - written)
+    assert not run.stopped  # the other worker scanned the rest of the input
     # the surviving worker's slow domains were probed after the dead one's slots were freed
-    assert any(line["domain"].startswith("slow") for line in lines), text
+    assert any(name.startswith("slow") for name in written), lines
 
 
 async def test_channel_carries_framed_messages() -> None:
@@ -320,6 +417,5 @@ def test_cgroup_quota(tmp_path: Path, text: str, cpus: int | None) -> None:
 
 
 def test_usable_cpus_is_at_least_one_and_at_most_the_affinity() -> None:
-    import os
 
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
