@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from commands import invoke
 
 from scanner.core.inputs import Shard
 from scanner.core.result import DomainResult, ErrorKind, ScanError
@@ -71,29 +70,20 @@ def test_a_scan_into_a_batch_log_prints_status_lines_with_the_total(tmp_path: Pa
     listing = tmp_path / "list.txt"
     listing.write_text("".join(f"{name}\n" for name in names), encoding="utf-8")
     # Every domain excluded: error lines at once, nothing contacted.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scanner",
-            "scan",
-            "--input",
-            str(listing),
-            "--exclude",
-            str(listing),
-            "--resolver",
-            "127.0.0.1:9",
-            "--workers",
-            "1",
-            "--out",
-            str(tmp_path / "out.jsonl"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
+    done = invoke(
+        "scan",
+        "--input",
+        str(listing),
+        "--exclude",
+        str(listing),
+        "--resolver",
+        "127.0.0.1:9",
+        "--workers",
+        "1",
+        "--out",
+        str(tmp_path / "out.jsonl"),
     )
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.stderr
     status = [line for line in done.stderr.splitlines() if line.startswith("status: ")]
     assert status[0].startswith("status: 0/~5 (0.0 %) domains")
     assert status[-1].startswith("status: 5/5 (100.0 %) domains")

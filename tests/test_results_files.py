@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+from commands import invoke
 
 from scanner.files import (
     MEMBER_BYTES,
@@ -99,23 +98,14 @@ def test_stats_diff_and_report_read_a_compressed_scan(tmp_path: Path) -> None:
     packed = tmp_path / "scan.jsonl.gz"
     write(packed, domains, every=2)
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "scanner", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-
-    stats = run("stats", str(packed), "--json", "--force")
-    assert stats.returncode == 0, stats.stderr
+    stats = invoke("stats", str(packed), "--json", "--force")
+    assert stats.exit_code == 0, stats.stderr
     assert json.loads(stats.stdout)["domains"] == 4
-    diff = run("diff", str(plain), str(packed), "--json", "--force")
-    assert diff.returncode == 0, diff.stderr
+    diff = invoke("diff", str(plain), str(packed), "--json", "--force")
+    assert diff.exit_code == 0, diff.stderr
     assert json.loads(diff.stdout)["changes"] == []
-    report = run("report", str(packed), "--out-dir", str(tmp_path / "reports"))
-    assert report.returncode == 0, report.stderr
+    report = invoke("report", str(packed), "--out-dir", str(tmp_path / "reports"))
+    assert report.exit_code == 0, report.stderr
     assert "4 lines without a report skipped" in report.stderr
 
 
@@ -125,17 +115,11 @@ def test_a_scan_writes_and_resumes_a_compressed_file(tmp_path: Path) -> None:
     out = tmp_path / "scan.jsonl.gz"
     # Every domain excluded: an error line each at once, nothing contacted.
     common = ["--exclude", str(listing), "--resolver", "127.0.0.1:9", "--no-progress"]
-    first = subprocess.run(
-        [sys.executable, "-m", "scanner", "scan", "d0.example", "d1.example", "--out", str(out), *common],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
-    assert first.returncode == 0, first.stderr
+    first = invoke("scan", "d0.example", "d1.example", "--out", str(out), *common)
+    assert first.exit_code == 0, first.stderr
     assert [json.loads(t)["domain"] for t in text_lines(out)] == ["d0.example", "d1.example"]
-    again = subprocess.run(
-        [sys.executable, "-m", "scanner", "scan", "--input", str(listing), "--out", str(out), "--resume", *common],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
-    assert again.returncode == 0, again.stderr
+    again = invoke("scan", "--input", str(listing), "--out", str(out), "--resume", *common)
+    assert again.exit_code == 0, again.stderr
     assert "2 resumed" in again.stderr
     assert sorted(json.loads(t)["domain"] for t in text_lines(out)) == [
         f"d{n}.example" for n in range(6)
