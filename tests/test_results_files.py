@@ -91,8 +91,6 @@ def test_duckdb_reads_a_multi_member_gzip_file(tmp_path: Path) -> None:
 
 def test_stats_diff_and_report_read_a_compressed_scan(tmp_path: Path) -> None:
     plain = tmp_path / "scan.jsonl"
-    source = Path(__file__).resolve().parent.parent / "fixtures"
-    assert source.is_dir()
     domains = [f"d{n}.example" for n in range(4)]
     plain.write_text("".join(line(d) + "\n" for d in domains), encoding="utf-8")
     packed = tmp_path / "scan.jsonl.gz"
