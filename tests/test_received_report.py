@@ -16,10 +16,10 @@ from test_received_builders import deep, report_bytes, report_dict
 
 from scanner.received.limits import ReceivedLimits
 from scanner.received.report import (
-    content_hash,
     ParsedReport,
     PayloadError,
     RejectedReport,
+    content_hash,
     inflate_payload,
     looks_like_report,
     parse_report,

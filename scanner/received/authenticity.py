@@ -517,10 +517,15 @@ Verifier = Callable[[bytes, MessageInfo], Authenticity]
 
 
 def build_verifier(
-    lookup: KeyLookup, trust_authres: str | None = None, limits: ReceivedLimits = DEFAULT_LIMITS
+    lookup: KeyLookup,
+    trust_authres: str | None = None,
+    limits: ReceivedLimits = DEFAULT_LIMITS,
+    *,
+    now: Callable[[], datetime] | None = None,
 ) -> Verifier:
     """How the importer judges a message: the named MTA's Authentication-Results when it
-    recorded a DKIM verdict there, else our own DKIM verification."""
+    recorded a DKIM verdict there, else our own DKIM verification, with `x=` judged
+    at `now()` and the message's arrival (`MessageInfo.arrived`)."""
 
     def verify(message: bytes, info: MessageInfo) -> Authenticity:
         if trust_authres:
@@ -529,6 +534,13 @@ def build_verifier(
             )
             if verdict is not None:
                 return verdict
-        return verify_dkim(message, info.submitter, lookup, limits)
+        return verify_dkim(
+            message,
+            info.submitter,
+            lookup,
+            limits,
+            now=now() if now is not None else None,
+            arrived=info.arrived,
+        )
 
     return verify

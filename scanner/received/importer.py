@@ -185,6 +185,8 @@ class Importer:
                 )
             return
         info = extracted.info
+        if item.arrived is not None:
+            info = dataclasses.replace(info, arrived=item.arrived)
         authenticity: Authenticity | None = None
         for found in extracted.reports:
             origin = f"{item.origin} {found.part}"
