@@ -91,7 +91,11 @@ class StoredReport:
     destinations: frozenset[str]
     notes: tuple[str, ...]
     conflicting_copies: int  # other contents seen under the same (voucher, report-id)
-    voucher: str = f"{VoucherKind.FILE}:"  # who vouches for it (`voucher_of`)
+    voucher: str = ""  # who vouches for it (`voucher_of`); "" is worked out from the rest
+
+    def __post_init__(self) -> None:
+        if not self.voucher:
+            object.__setattr__(self, "voucher", voucher_of(self.authenticity, self.submitter, None))
 
     @property
     def verified(self) -> bool:
