@@ -178,7 +178,7 @@ class _Uncounted:
     """Reports in the window that are not counted, or counted without a signature."""
 
     reports: int = 0
-    sessions: SessionCounts = SessionCounts()
+    sessions: SessionCounts = field(default_factory=SessionCounts)
     reporters: Counter[str] = field(default_factory=Counter)  # shown reporter → failed sessions
     result_types: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
