@@ -168,7 +168,7 @@ def report_email(
     else:
         payload_json = json.dumps(report, indent=1).encode("utf-8")
         domain = (
-            report["policies"][0]["policy"]["policy-domain"]
+            report["policies"][0]["policy"].get("policy-domain", POLICY_DOMAIN)
             if report.get("policies")
             else POLICY_DOMAIN
         )
