@@ -168,9 +168,7 @@ def test_report_id_domain() -> None:
 def test_serve_refuses_a_policy_without_domain() -> None:
     report = report_dict()
     del report["policies"][0]["policy"]["policy-domain"]
-    answer = accept_body(
-        MediaType.JSON, json.dumps(report).encode(), frozenset({POLICY_DOMAIN})
-    )
+    answer = accept_body(MediaType.JSON, json.dumps(report).encode(), frozenset({POLICY_DOMAIN}))
     assert isinstance(answer, Reply)
     assert answer.status == 403
     allowed = accept_body(
