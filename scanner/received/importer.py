@@ -134,9 +134,7 @@ def _with_header_check(parsed: ParsedReport, info: MessageInfo) -> ParsedReport:
             f"policies: {len(unknown)} without policy-domain attributed to {domain}, the "
             "email's TLS-Report-Domain and the report-id's domain (RFC 8460 §5.3)"
         )
-        parsed = ParsedReport(
-            attributed, (*parsed.notes, note), validated, content_hash(validated)
-        )
+        parsed = ParsedReport(attributed, (*parsed.notes, note), validated, content_hash(validated))
         report = attributed
     if any(entry.policy.policy_domain == domain for entry in report.policies):
         return parsed
