@@ -57,7 +57,11 @@ def test_summary_json_and_table(tmp_path: Path) -> None:
     )
     assert domain["failed_sessions"] == 303 + 2 + 303 + 4
     assert domain["failures_by_result_type"]["sts-policy-fetch-error"] == 4
-    assert {o["organization"] for o in domain["organizations"]} >= {"Company-X", "Mail Provider B"}
+    assert {o["organization"] for o in domain["organizations"]} >= {
+        'file ("Company-X")',
+        'unverified reporter.example ("Company-X")',
+        'file ("Mail Provider B")',
+    }
     assert domain["summary_disagreements"] == 1
     code, output = invoke(
         "tlsrpt",
@@ -90,15 +94,19 @@ def test_sources_json_and_table(tmp_path: Path) -> None:
     code, output = invoke("tlsrpt", "sources", "--db", str(db), "--json")
     assert code == 0
     document = json.loads(output)
-    company_x = next(o for o in document["organizations"] if o["organization"] == "Company-X")
-    assert company_x["reports"] == 4
-    assert company_x["first_report"] == "2026-04-01T00:00:00Z"
+    company_x = next(
+        o
+        for o in document["organizations"]
+        if o["organization"] == 'unverified reporter.example ("Company-X")'
+    )
+    assert company_x["reports"] == 3  # and a fourth as a file, which nobody vouches for
+    assert company_x["first_report"] == "2026-04-04T00:00:00Z"
     assert company_x["submitters"] == ["reporter.example"]
     assert document["sending_ips"][0] == {
         "sending_mta_ip": "2001:db8:abcd:13::1",
         "failed_sessions": 400,
         "failures_by_result_type": {"starttls-not-supported": 400},
-        "organizations": ["Company-X"],
+        "organizations": ['file ("Company-X")', 'unverified reporter.example ("Company-X")'],
     }
     code, table = invoke("tlsrpt", "sources", "--db", str(db))
     assert "Reporting organizations" in table
@@ -207,7 +215,8 @@ def test_hostile_text_is_shown_inert(tmp_path: Path) -> None:
     assert "\u2028" not in output
     assert "\x1b" not in output
     assert (
-        json.loads(output)["domains"][0]["organizations"][0]["organization"] == hostile
+        json.loads(output)["domains"][0]["organizations"][0]["organization"]
+        == f'unverified reporter.example ("{hostile}")'
     )  # lossless
 
 

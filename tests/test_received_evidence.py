@@ -364,14 +364,14 @@ def test_domain_summary_numbers() -> None:
     }
     assert document["organizations"] == [
         {
-            "organization": "Google",
+            "organization": 'google.example ("Google")',
             "reports": 1,
             "successful_sessions": 5326,
             "failed_sessions": 303,
             "failure_rate": 303 / 5629,
         },
         {
-            "organization": "Microsoft",
+            "organization": 'microsoft.example ("Microsoft")',
             "reports": 1,
             "successful_sessions": 700,
             "failed_sessions": 9,
@@ -424,7 +424,7 @@ def test_sources_per_organization_and_sending_ip() -> None:
     sources = summarise_sources(reports)
     google, microsoft = sources.organizations
     assert (google.organization, google.reports, google.sessions.total, google.sessions.failed) == (
-        "Google",
+        'google.example ("Google")',
         2,
         11258,
         606,
@@ -434,7 +434,10 @@ def test_sources_per_organization_and_sending_ip() -> None:
     assert microsoft.submitters == ("microsoft.example",)
     by_ip = {item.sending_mta_ip: item for item in sources.sending_ips}
     assert by_ip["198.51.100.62"].failed_sessions == 6 + 7
-    assert by_ip["198.51.100.62"].organizations == ("Google", "Microsoft")
+    assert by_ip["198.51.100.62"].organizations == (
+        'google.example ("Google")',
+        'microsoft.example ("Microsoft")',
+    )
     assert sources.failures_without_sending_ip == 2
     document = sources_document(sources, database="db", domain=None, verified_only=False)
     assert "only in failure-details" in str(document["sending_ip_note"])

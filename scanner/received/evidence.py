@@ -9,7 +9,7 @@ date-range overlaps it), counting only DKIM-verified reports and reports receive
 by `scanner tlsrpt serve` (which stores only its allowlisted policy domains, see
 `authenticity.counts_for_readiness`) unless `include_unverified`.
 
-Reporters are who vouches for the reports (`records.voucher_of`: the verified
+Reporters are who vouches for the reports (`records.reporter_group`: the verified
 DKIM signer's domain, our HTTPS receiver's source), never the claimed
 `organization-name`, which is shown beside the voucher. A report's failure rate
 is its own (the sessions of its policies for the domain), so no report can
@@ -57,7 +57,8 @@ from scanner.received.records import (
     ReceivedReports,
     StoredReport,
     UnreadableReport,
-    voucher_label,
+    reporter_group,
+    shown_reporter,
 )
 from scanner.received.report import PolicyReport, normalise_domain
 from scanner.received.summary import SessionCounts
@@ -189,7 +190,9 @@ class _Tallies:
     """The counted reports of one domain within the window."""
 
     pooled: _Tally
-    reporters: defaultdict[str, _Tally]  # by voucher
+    reporters: defaultdict[
+        str, _Tally
+    ]  # by `reporter_group`: the signer, or voucher and claimed name
     policy_days: defaultdict[date, Counter[str]]
     policy_reporters: set[str]
     policy_mx: set[str]
@@ -199,15 +202,8 @@ class _Tallies:
     unsigned: _Uncounted = field(default_factory=_Uncounted)
 
 
-def _shown_reporter(voucher: str, names: Iterable[str]) -> str:
-    """`reporter.example ("Claimed Name")`: the voucher, the claimed names beside it."""
-    claimed = sorted(set(names))
-    label = voucher_label(voucher)
-    if not claimed:
-        return label
-    quoted = ", ".join(f'"{name}"' for name in claimed[:SHOWN_ITEMS])
-    more = f" and {len(claimed) - SHOWN_ITEMS} more" if len(claimed) > SHOWN_ITEMS else ""
-    return f"{label} ({quoted}{more})"
+def _shown_reporter(group: str, names: Iterable[str]) -> str:
+    return shown_reporter(group, names, SHOWN_ITEMS)
 
 
 def _count_entry(
@@ -243,7 +239,7 @@ def _note_uncounted(
     uncounted.sessions += counts
     uncounted.statuses[stored.authenticity.status.value] += 1
     if counts.failed:
-        shown = _shown_reporter(stored.voucher, [stored.report.organization_name])
+        shown = _shown_reporter(reporter_group(stored), [stored.report.organization_name])
         uncounted.reporters[shown] += counts.failed
         for entry in entries:
             for detail in entry.failure_details:
@@ -262,8 +258,8 @@ def _tally(
     names: defaultdict[str, set[str]] = defaultdict(set)
     for stored in candidates:
         report = stored.report
-        if report.policies_for(name) and stored.voucher:
-            names[stored.voucher].add(report.organization_name)
+        if report.policies_for(name):
+            names[reporter_group(stored)].add(report.organization_name)
     for stored in candidates:
         report = stored.report
         entries = report.policies_for(name)
@@ -277,10 +273,11 @@ def _tally(
             continue
         if not stored.verified and stored.authenticity.method is AuthMethod.HTTPS_RECEIVER:
             _note_uncounted(tallies.unsigned, stored, entries)
-        shown = _shown_reporter(stored.voucher, names[stored.voucher])
+        group = reporter_group(stored)
+        shown = _shown_reporter(group, names[group])
         if stored.conflicting_copies:
             tallies.conflicting.append(f"{shown} report-id {report.report_id}")
-        reporter = tallies.reporters[stored.voucher]
+        reporter = tallies.reporters[group]
         reporter.names.add(report.organization_name)
         for tally in (tallies.pooled, reporter):
             tally.reports.add(stored.key)
@@ -304,14 +301,14 @@ def _rate_words(
     pooled, reporters = tallies.pooled, tallies.reporters
     threshold = _percent(max_failure_rate)
     blocked_sessions = 0
-    for voucher, tally in sorted(reporters.items()):
+    for group, tally in sorted(reporters.items()):
         above = tally.above
         if above.total >= min_sessions and above.failed:
             blocked_sessions += above.total
             blockers.append(
                 Problem(
                     ProblemCode.REPORTED_FAILURE_RATE,
-                    f"TLS-RPT: {_shown(_shown_reporter(voucher, tally.names))} reported "
+                    f"TLS-RPT: {_shown(_shown_reporter(group, tally.names))} reported "
                     f"{tally.sessions.failed} failed of {tally.sessions.total} sessions to {name} "
                     f"{window_label}; its reports above {threshold} hold {above.failed} failed "
                     f"of {above.total} sessions ({_percent(above.failure_rate or 0.0)}): result "
@@ -320,8 +317,8 @@ def _rate_words(
                 )
             )
     reporters_with_failures = [
-        f"{_shown_reporter(voucher, tally.names)} ({tally.sessions.failed})"
-        for voucher, tally in sorted(
+        f"{_shown_reporter(group, tally.names)} ({tally.sessions.failed})"
+        for group, tally in sorted(
             reporters.items(), key=lambda item: (-item[1].sessions.failed, item[0])
         )
         if tally.sessions.failed
@@ -533,15 +530,15 @@ def received_evidence(
         sessions=pooled.sessions,
         organizations=tuple(
             OrganizationEvidence(
-                _shown_reporter(voucher, tally.names),
+                _shown_reporter(group, tally.names),
                 len(tally.reports),
                 tally.sessions,
                 _ranked(tally.result_types),
                 tuple(sorted(tally.mx)),
-                voucher,
+                group.partition("\n")[0],
                 tuple(sorted(tally.names)),
             )
-            for voucher, tally in sorted(tallies.reporters.items())
+            for group, tally in sorted(tallies.reporters.items())
         ),
         failures_by_result_type=_ranked(pooled.result_types),
         policy_failure_days=tuple(sorted(tallies.policy_days)),

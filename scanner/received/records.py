@@ -6,6 +6,7 @@ evidence (which read them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -109,6 +110,27 @@ class StoredReport:
     @property
     def vouched_by(self) -> str:
         return voucher_label(self.voucher)
+
+
+def reporter_group(stored: StoredReport) -> str:
+    """Which reporter a stored report is shown and counted under: its verified signer
+    (whatever organization-name it claims), else its voucher and the claimed name."""
+    if stored.voucher.startswith(f"{VoucherKind.DKIM}:"):
+        return stored.voucher
+    return f"{stored.voucher}\n{stored.report.organization_name}"
+
+
+def shown_reporter(group: str, names: Iterable[str], limit: int = 5) -> str:
+    """A reporter as views show it: who vouches, the claimed names beside it
+    (`reporter.example ("Reporter Inc.")`, `file ("Company-X")`)."""
+    voucher = group.partition("\n")[0]
+    claimed = sorted(set(names))
+    label = voucher_label(voucher)
+    if not claimed:
+        return label
+    quoted = ", ".join(f'"{name}"' for name in claimed[:limit])
+    more = f" and {len(claimed) - limit} more" if len(claimed) > limit else ""
+    return f"{label} ({quoted}{more})"
 
 
 @dataclass(frozen=True, slots=True)
