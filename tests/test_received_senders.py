@@ -196,3 +196,27 @@ def test_duplicates_merge_the_same_whatever_the_order(tmp_path: Path, order: str
         "mail.example",
         "submitter:mail.example",
     )
+
+
+def test_the_quirks_folder_through_the_command_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scanner.cli import app
+
+    runner = CliRunner()
+    db = str(tmp_path / "db.sqlite")
+    result = runner.invoke(app, ["tlsrpt", "import", str(QUIRKS), "--db", db])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("5 imported"), result.output
+    result = runner.invoke(app, ["tlsrpt", "summary", "--db", db, "--json"])
+    domains = {d["policy_domain"]: d for d in json.loads(result.output)["domains"]}
+    assert set(domains) == {POLICY_DOMAIN, None}  # None: the policies without policy-domain
+    assert (domains[None]["successful_sessions"], domains[None]["failed_sessions"]) == (30, 2)
+    expected = [
+        own_summaries(json.loads((QUIRKS / name).read_text()))
+        for name in ("no-utc-offset.json", "contact-info-null.json", "misspelt-key.json")
+    ]
+    assert domains[POLICY_DOMAIN]["successful_sessions"] == sum(s for s, _ in expected) + 30
+    assert domains[POLICY_DOMAIN]["failed_sessions"] == sum(f for _, f in expected) + 2
+    table = runner.invoke(app, ["tlsrpt", "summary", "--db", db]).output
+    assert "Policy domain (policies without policy-domain): 1 reports" in table

@@ -76,6 +76,14 @@ class DayCount:
     sessions: SessionCounts
 
 
+# How views show UNKNOWN_POLICY_DOMAIN: the policies that named no policy-domain.
+UNKNOWN_DOMAIN_SHOWN = "(policies without policy-domain)"
+
+
+def shown_domain(policy_domain: str) -> str:
+    return policy_domain or UNKNOWN_DOMAIN_SHOWN
+
+
 @dataclass(frozen=True, slots=True)
 class DomainSummary:
     policy_domain: str
@@ -90,6 +98,11 @@ class DomainSummary:
     authenticity: tuple[tuple[str, int], ...]  # status → reports
     summary_disagreements: int
     conflicting_reports: int
+
+    @property
+    def shown_domain(self) -> str:
+        """The policy domain as views show it (UNKNOWN_POLICY_DOMAIN named, not blank)."""
+        return shown_domain(self.policy_domain)
 
 
 def _ranked(counter: Counter[str]) -> tuple[tuple[str, int], ...]:
