@@ -420,3 +420,37 @@ def test_a_retired_selector_is_key_unavailable_with_the_name() -> None:
     assert KEY_NAME in verdict.detail
     assert not verdict.verified
     assert not counts_for_readiness(verdict)
+
+
+@pytest.mark.parametrize(
+    ("received", "arrived"),
+    [
+        (
+            [
+                "from mx.reporter.example by mx.company-y.example; Thu, 2 Apr 2026 03:06:05 +0000",
+                "from forged.example by relay.example; Mon, 1 Jan 2024 00:00:00 +0000",
+            ],
+            datetime(2026, 4, 2, 3, 6, 5, tzinfo=UTC),
+        ),
+        (["from a by b; not a date"], None),
+        (["from a by b with ESMTP id 42"], None),
+        ([], None),
+    ],
+    ids=["topmost", "unreadable-date", "no-date", "none"],
+)
+def test_arrival_is_the_topmost_received_date(
+    received: list[str], arrived: datetime | None
+) -> None:
+    message = report_email(report_dict())
+    head = b"".join(f"Received: {value}\r\n".encode() for value in received)
+    assert extract_reports(head + message).info.arrived == arrived
+
+
+def test_the_verifier_judges_expiry_at_the_received_time() -> None:
+    message = expiring_report()
+    late = SENT + timedelta(days=30)
+    verify = build_verifier(reporter_lookup(), now=lambda: late)
+    arrived = b"Received: from mx.reporter.example by mx.company-y.example; Thu, 2 Apr 2026 03:06:05 +0000\r\n"
+    on_time = arrived + message
+    assert verify(on_time, extract_reports(on_time).info).status is AuthStatus.PASS
+    assert verify(message, extract_reports(message).info).status is AuthStatus.FAIL
