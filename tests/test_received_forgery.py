@@ -141,6 +141,7 @@ def test_a_borrowed_organization_name_does_not_replace_the_genuine_report(
     # verified only, the genuine failures are there
     (summary,) = summarise_domains([r for r in reports if r.verified], POLICY_DOMAIN)
     assert summary.sessions.failed == 4_000
+    assert summary.reports == 2  # one name and report-id, two reports: one per signer
     evidence = evidence_of(database)
     assert not evidence.ready
     shown = {o.organization for o in evidence.organizations}

@@ -71,7 +71,7 @@ class ImportEvent:
     kind: EventKind
     origin: str
     detail: str = ""
-    report_key: tuple[str, str] | None = None  # (organization-name, report-id)
+    report_key: tuple[str, str] | None = None  # (organization-name, report-id) as claimed
     authenticity: Authenticity | None = None
 
 

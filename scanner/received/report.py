@@ -164,7 +164,8 @@ class PolicyReport:
 
 @dataclass(frozen=True, slots=True)
 class TlsReport:
-    """An RFC 8460 §4.4 report. (organization_name, report_id) identifies it."""
+    """An RFC 8460 §4.4 report. `key` is what it claims to be; a stored report is
+    identified by who vouches for it and its report-id (`records.StoredReport.key`)."""
 
     organization_name: str
     report_id: str

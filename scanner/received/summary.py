@@ -156,11 +156,11 @@ def summarise_domains(
                 continue
             tally = tallies.setdefault(name, _DomainTally())
             counts = SessionCounts(entry.successful_sessions, entry.failed_sessions)
-            tally.report_keys.add(report.key)
+            tally.report_keys.add(stored.key)
             tally.sessions += counts
             tally.policy_types[entry.policy.policy_type] += counts
             tally.days[report.date_range.day] += counts
-            tally.day_reports[report.date_range.day].add(report.key)
+            tally.day_reports[report.date_range.day].add(stored.key)
             group = reporter_group(stored)
             tally.organizations[group] += counts
             tally.organization_reports[group].add(report.report_id)
