@@ -25,7 +25,8 @@ dilute another's:
 
 The invariant: adding a report never removes a blocker. A report adds sessions
 to the reports above the rate or leaves them as they were, and adds days of
-policy failures or none; nothing is an average over reports.
+policy failures or none; nothing is an average over reports. A conflicting copy
+only adds to what its report brings (`_report_above`).
 
 Each blocker names the result types, the reporters and the receiving MX hosts.
 Warnings: too few sessions to judge, failures below the thresholds, policy
@@ -283,12 +284,28 @@ def _tally(
             tally.reports.add(stored.key)
         for entry in entries:
             _count_entry(tallies, reporter, report.date_range.day, shown, entry)
-        counts = _report_counts(entries)
-        rate = counts.failure_rate
-        if rate is not None and rate > max_failure_rate:
+        above = _report_above(stored, name, max_failure_rate)
+        if above is not None:
             for tally in (tallies.pooled, reporter):
-                tally.above += counts
+                tally.above += above
     return tallies
+
+
+def _report_above(stored: StoredReport, name: str, max_failure_rate: float) -> SessionCounts | None:
+    """The sessions a report brings to the reports above the failure rate, or None.
+
+    A report in conflicting copies brings the largest of its copies above the rate
+    (the counted copy is the one with more failures; another may have the higher
+    rate): a further copy can only add to what the report brings, never take away.
+    """
+    best: SessionCounts | None = None
+    for copy in (stored.report, *stored.conflict_copies):
+        counts = _report_counts(copy.policies_for(name))
+        rate = counts.failure_rate
+        above = rate is not None and rate > max_failure_rate
+        if above and (best is None or (counts.total, counts.failed) > (best.total, best.failed)):
+            best = counts
+    return best
 
 
 def _rate_words(

@@ -93,6 +93,9 @@ class StoredReport:
     notes: tuple[str, ...]
     conflicting_copies: int  # other contents seen under the same (voucher, report-id)
     voucher: str = ""  # who vouches for it (`voucher_of`); "" is worked out from the rest
+    # The other contents seen under its key, as read back (a row that no longer parses
+    # is left out): the readiness evidence weighs them too (`evidence._report_above`).
+    conflict_copies: tuple[TlsReport, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.voucher:

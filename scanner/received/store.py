@@ -34,6 +34,7 @@ order (retention compares them as text). The tables `policies` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -762,11 +763,21 @@ class ReportStore:
         destinations: dict[int, set[str]] = {}
         for report_ref, uri in self._connection.execute("SELECT report_ref, uri FROM destinations"):
             destinations.setdefault(report_ref, set()).add(uri)
+        copies: dict[int, list[TlsReport]] = {}
+        for report_ref, copy_json in self._connection.execute(
+            "SELECT report_ref, report_json FROM conflicts ORDER BY id"
+        ):
+            copy = parse_report_json(str(copy_json).encode("utf-8", "replace"), STORED_LIMITS)
+            if isinstance(copy, ParsedReport):
+                copies.setdefault(int(report_ref), []).append(copy.report)
         reports: list[StoredReport] = []
         unreadable: list[UnreadableReport] = []
         for row in rows:
             try:
-                reports.append(self._stored(row[:13], frozenset(destinations.get(row[0], ()))))
+                stored = self._stored(row[:13], frozenset(destinations.get(row[0], ())))
+                reports.append(
+                    dataclasses.replace(stored, conflict_copies=tuple(copies.get(row[0], ())))
+                )
             except _ROW_ERRORS as exc:
                 unreadable.append(
                     UnreadableReport(
