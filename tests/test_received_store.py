@@ -463,6 +463,8 @@ def test_schema_2_databases_migrate_to_vouchers(tmp_path: Path) -> None:
             AddResult.IMPORTED
         )
     connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert connection.execute("SELECT version FROM schema_version").fetchone() == (3,)
     schema = connection.execute("SELECT sql FROM sqlite_master WHERE name = 'reports'").fetchone()
     assert "key-unavailable" in schema[0]
@@ -484,7 +486,17 @@ def test_schema_2_rows_that_now_share_a_key_become_conflicts(tmp_path: Path) -> 
         (kept,) = store.reports()
         assert kept.report.organization_name == "Org B"  # the copy with more failures
         assert kept.conflicting_copies == 1
+        assert [copy.organization_name for copy in kept.conflict_copies] == ["Org A"]
     assert table_counts(path)["policies"] == 1
+    with ReportStore.open(path) as store:  # the references hold after the rebuild: cascades
+        assert store.delete_ended_before(datetime(2027, 1, 1, tzinfo=UTC)) == 1
+    assert table_counts(path) == {
+        "reports": 0,
+        "policies": 0,
+        "failure_details": 0,
+        "destinations": 0,
+        "conflicts": 0,
+    }
 
 
 def test_a_policy_without_domain_is_stored_as_null(store: ReportStore) -> None:

@@ -765,7 +765,9 @@ class ReportStore:
             destinations.setdefault(report_ref, set()).add(uri)
         copies: dict[int, list[TlsReport]] = {}
         for report_ref, copy_json in self._connection.execute(
-            "SELECT report_ref, report_json FROM conflicts ORDER BY id"
+            f"SELECT report_ref, report_json FROM conflicts WHERE report_ref IN "
+            f"(SELECT id FROM reports {where}) ORDER BY id",
+            parameters,
         ):
             copy = parse_report_json(str(copy_json).encode("utf-8", "replace"), STORED_LIMITS)
             if isinstance(copy, ParsedReport):
