@@ -510,3 +510,27 @@ def test_a_policy_without_domain_is_stored_as_null(store: ReportStore) -> None:
     connection.close()
     (stored,) = store.reports()
     assert stored.report.policies[0].policy.policy_domain == ""
+
+
+def test_another_vouchers_copies_never_swallow_a_report(store: ReportStore) -> None:
+    genuine = parsed()  # 303 failures
+    worse = parsed(failed=400)
+    # a forger's file holds the genuine content, as a conflicting copy of a worse one
+    store.add(genuine, provenance(NOT_EMAIL), NOW)
+    store.add(worse, provenance(NOT_EMAIL), NOW)
+    outcome = store.add(genuine, provenance(PASS), NOW)
+    assert outcome.result is AddResult.IMPORTED  # its twin before: "already stored"
+    stored = {report.voucher: report for report in store.reports()}
+    assert stored["dkim:reporter.example"].content_hash == genuine.content_hash
+
+
+def test_content_of_another_voucher_is_weighed_against_ones_own(store: ReportStore) -> None:
+    first, second = parsed(failed=10, details=[]), parsed(failed=20, details=[])
+    store.add(first, provenance(PASS), NOW)
+    store.add(second, provenance(NOT_EMAIL), NOW)  # another voucher: another report
+    outcome = store.add(second, provenance(PASS), NOW)  # the signer's own other content
+    assert outcome.result is AddResult.CONFLICT
+    stored = {report.voucher: report for report in store.reports()}
+    assert stored["dkim:reporter.example"].content_hash == second.content_hash  # more failures
+    assert stored["dkim:reporter.example"].conflicting_copies == 1
+    assert stored["file:"].content_hash == second.content_hash

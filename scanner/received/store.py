@@ -485,10 +485,13 @@ class ReportStore:
                 (report.report_id,),
             )
         ]
+        mine = [row for row in rows if row.voucher == voucher]
         same = [row for row in rows if row.content_hash == parsed.content_hash]
-        if same:
-            return self._duplicate(same[0], rows, parsed, provenance)
-        for row in rows:
+        if same and (not mine or mine[0] in same):
+            # (with a report of its own voucher holding other content, the newcomer is
+            # weighed against that one below: another voucher's row never swallows it)
+            return self._duplicate(same[0] if not mine else mine[0], rows, parsed, provenance)
+        for row in mine:
             known = self._connection.execute(
                 "SELECT 1 FROM conflicts WHERE report_ref = ? AND content_hash = ?",
                 (row.ref, parsed.content_hash),
@@ -496,7 +499,6 @@ class ReportStore:
             if known is not None:
                 self._insert_destinations(row.ref, provenance.destinations)
                 return AddOutcome(AddResult.DUPLICATE, "already stored as a conflicting copy")
-        mine = [row for row in rows if row.voucher == voucher]
         if not mine:
             report_ref = self._insert_report(parsed, provenance, now)
             self._insert_destinations(report_ref, provenance.destinations)
