@@ -14,10 +14,12 @@ sender-controlled `organization-name`. So a copy from another voucher is
 another report: it never replaces a stored one, and a forger who sends first
 under a predictable report-id only stores a report of its own.
 
-A copy whose content hash (of the validated form) is already stored, under any
-voucher, is a duplicate: its destinations are added, and the stored copy keeps
-the better authenticity (`authenticity_rank`, then the voucher's text) and a
-submitter, whatever the order of import. A copy with new content under the same
+A copy whose content hash (of the validated form) is already stored is a
+duplicate (under another voucher only while its own voucher holds no report of
+that report-id; a conflicting copy only under its own voucher): its destinations
+are added, and the stored copy keeps the better authenticity
+(`authenticity_rank`, then the voucher's text) and a submitter, whatever the
+order of import. A copy with new content under the same
 voucher and report-id is a conflict: the copy with more failed sessions (then
 the higher failure rate, then the smaller hash) is the stored report, the other
 is kept in `conflicts` and counted.
