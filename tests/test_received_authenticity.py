@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from scanner.received.authenticity import (
     aligned,
     authentication_results_verdict,
     build_verifier,
+    counts_for_readiness,
     parse_authentication_results,
     verify_dkim,
 )
@@ -67,7 +69,7 @@ def test_a_changed_signed_header_fails() -> None:
 @pytest.mark.parametrize(
     ("records", "temporary", "status"),
     [
-        ({KEY_NAME: None}, frozenset(), AuthStatus.FAIL),  # no key published
+        ({KEY_NAME: None}, frozenset(), AuthStatus.KEY_UNAVAILABLE),  # no key published
         ({KEY_NAME: b"v=DKIM1; k=rsa; p="}, frozenset(), AuthStatus.FAIL),  # key revoked
         ({}, frozenset({KEY_NAME}), AuthStatus.TEMPERROR),  # SERVFAIL
     ],
@@ -220,15 +222,46 @@ def test_untrusted_mta_result_is_not_believed() -> None:
     assert verdict.method is AuthMethod.DKIM
 
 
-def test_only_the_topmost_field_of_the_trusted_mta_counts() -> None:
+def test_only_the_topmost_run_of_the_trusted_mta_counts() -> None:
     forged_below = _with_authres(
         report_email(report_dict()),
         "mx.company-y.example; dkim=fail header.d=reporter.example",
+        "relay.example; spf=pass smtp.mailfrom=reporter.example",  # another MTA's, on the way
         "mx.company-y.example; dkim=pass header.d=reporter.example",  # forged by the sender, below
     )
     info = extract_reports(forged_below).info
     verdict = build_verifier(key_lookup({}), "mx.company-y.example")(forged_below, info)
     assert verdict.status is AuthStatus.FAIL
+
+
+def test_every_field_of_the_topmost_run_is_read() -> None:
+    # A large mailbox provider adds one field per check, all with its authserv-id;
+    # the DKIM verdict is in the fourth. Below another MTA's field, a forged one.
+    message = _with_authres(
+        report_email(report_dict()),
+        "mx.company-y.example; dkim-adsp=none (no policy) header.from=reporter.example",
+        "mx.company-y.example; spf=pass smtp.mailfrom=reporter.example",
+        "mx.company-y.example; dmarc=pass (p=reject) header.from=reporter.example",
+        "mx.company-y.example; dkim=pass (2048-bit rsa key sha256) header.d=reporter.example "
+        "header.i=@reporter.example header.b=AbCd1234 header.a=rsa-sha256 header.s=tlsrpt2026",
+        "relay.example; spf=pass smtp.mailfrom=reporter.example",
+        "mx.company-y.example; dkim=fail header.d=reporter.example",
+    )
+    info = extract_reports(message).info
+    verdict = build_verifier(key_lookup({}), "mx.company-y.example")(message, info)
+    assert (verdict.status, verdict.signer) == (AuthStatus.PASS, REPORTER)
+    assert verdict.method is AuthMethod.AUTHENTICATION_RESULTS
+    # its twin: the same fields with the dkim verdict below another MTA's field is not read
+    forged = _with_authres(
+        report_email(report_dict()),
+        "mx.company-y.example; spf=pass smtp.mailfrom=reporter.example",
+        "relay.example; spf=pass smtp.mailfrom=reporter.example",
+        "mx.company-y.example; dkim=pass header.d=reporter.example",
+    )
+    info = extract_reports(forged).info
+    verdict = build_verifier(key_lookup({}), "mx.company-y.example")(forged, info)
+    assert verdict.status is AuthStatus.NONE
+    assert verdict.method is AuthMethod.DKIM
 
 
 def test_trusted_mta_that_did_not_check_dkim_leaves_it_to_us() -> None:
@@ -327,3 +360,97 @@ def test_any_message_gives_a_verdict(body: bytes, signature: str) -> None:
 def test_any_authentication_results_value_parses_or_not(value: str) -> None:
     parse_authentication_results(value)
     authentication_results_verdict([value], "mx.example", REPORTER)
+
+
+# ---------------------------------------------------------------- statuses that say what happened
+
+SENT = datetime(2026, 4, 2, 3, 4, 5, tzinfo=UTC)
+EXPIRES = SENT + timedelta(days=7)  # x= about a week after sending, as large senders set it
+
+
+def expiring_report() -> bytes:
+    return sign(
+        report_email(report_dict()),
+        signed_at=int(SENT.timestamp()),
+        expires=int(EXPIRES.timestamp()),
+    )
+
+
+@pytest.mark.parametrize(
+    ("now", "arrived", "status"),
+    [
+        (SENT + timedelta(days=1), None, AuthStatus.PASS),  # read before x=
+        (SENT + timedelta(days=30), SENT + timedelta(minutes=2), AuthStatus.PASS),  # backlog
+        (SENT + timedelta(days=30), None, AuthStatus.FAIL),  # arrival unknown
+        (SENT + timedelta(days=30), SENT + timedelta(days=20), AuthStatus.FAIL),  # arrived late
+    ],
+    ids=["before-expiry", "expired-valid-at-arrival", "arrival-unknown", "arrived-after-expiry"],
+)
+def test_expiry_is_judged_at_arrival(
+    now: datetime, arrived: datetime | None, status: AuthStatus
+) -> None:
+    verdict = verify_dkim(expiring_report(), REPORTER, reporter_lookup(), now=now, arrived=arrived)
+    assert verdict.status is status, verdict.detail
+    if status is AuthStatus.PASS and arrived is not None:
+        assert "x= (2026-04-09T03:04:05+00:00) is past" in verdict.detail
+        assert "valid when the message arrived" in verdict.detail
+    if status is AuthStatus.FAIL:
+        assert "signature expired" in verdict.detail
+
+
+def test_an_expired_signature_over_a_changed_report_still_fails() -> None:
+    message = expiring_report().replace(b"aggregate TLS report", b"aggregate TLS rep0rt")
+    verdict = verify_dkim(
+        message,
+        REPORTER,
+        reporter_lookup(),
+        now=SENT + timedelta(days=30),
+        arrived=SENT + timedelta(minutes=2),
+    )
+    assert verdict.status is AuthStatus.FAIL
+
+
+def test_a_retired_selector_is_key_unavailable_with_the_name() -> None:
+    verdict = verify_dkim(
+        signed_report(),
+        REPORTER,
+        key_lookup({KEY_NAME: None}),
+    )
+    assert verdict.status is AuthStatus.KEY_UNAVAILABLE
+    assert KEY_NAME in verdict.detail
+    assert not verdict.verified
+    assert not counts_for_readiness(verdict)
+
+
+@pytest.mark.parametrize(
+    ("received", "arrived"),
+    [
+        (
+            [
+                "from mx.reporter.example by mx.company-y.example; Thu, 2 Apr 2026 03:06:05 +0000",
+                "from forged.example by relay.example; Mon, 1 Jan 2024 00:00:00 +0000",
+            ],
+            datetime(2026, 4, 2, 3, 6, 5, tzinfo=UTC),
+        ),
+        (["from a by b; not a date"], None),
+        (["from a by b with ESMTP id 42"], None),
+        ([], None),
+    ],
+    ids=["topmost", "unreadable-date", "no-date", "none"],
+)
+def test_arrival_is_the_topmost_received_date(
+    received: list[str], arrived: datetime | None
+) -> None:
+    message = report_email(report_dict())
+    head = b"".join(f"Received: {value}\r\n".encode() for value in received)
+    assert extract_reports(head + message).info.arrived == arrived
+
+
+def test_the_verifier_judges_expiry_at_the_received_time() -> None:
+    message = expiring_report()
+    late = SENT + timedelta(days=30)
+    verify = build_verifier(reporter_lookup(), now=lambda: late)
+    arrived = b"Received: from mx.reporter.example by mx.company-y.example; Thu, 2 Apr 2026 03:06:05 +0000\r\n"
+    on_time = arrived + message
+    assert verify(on_time, extract_reports(on_time).info).status is AuthStatus.PASS
+    assert verify(message, extract_reports(message).info).status is AuthStatus.FAIL

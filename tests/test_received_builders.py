@@ -168,7 +168,7 @@ def report_email(
     else:
         payload_json = json.dumps(report, indent=1).encode("utf-8")
         domain = (
-            report["policies"][0]["policy"]["policy-domain"]
+            report["policies"][0]["policy"].get("policy-domain", POLICY_DOMAIN)
             if report.get("policies")
             else POLICY_DOMAIN
         )
@@ -278,15 +278,46 @@ def signing_key(service: str | None = None) -> SigningKey:
     return SigningKey(pem, record)
 
 
+class _TimedSigner(dkim.DKIM):  # type: ignore[misc]
+    """dkimpy's signer with the t= and x= tags a sender chose (dkimpy writes no x=)."""
+
+    def __init__(self, message: bytes, signed_at: int | None, expires: int | None) -> None:
+        super().__init__(message, tlsrpt=True)
+        self.signed_at = signed_at
+        self.expires = expires
+
+    def gen_header(self, fields: list[tuple[bytes, bytes]], *args: Any) -> Any:
+        timed = [
+            (b"t", str(self.signed_at).encode()) if name == b"t" and self.signed_at else (name, v)
+            for name, v in fields
+        ]
+        if self.expires is not None:
+            timed.insert(len(timed) - 1, (b"x", str(self.expires).encode()))
+        return super().gen_header(timed, *args)
+
+
 def sign(
     message: bytes,
     *,
     domain: str = REPORTER,
     selector: str = SELECTOR,
     key: SigningKey | None = None,
+    signed_at: int | None = None,
+    expires: int | None = None,
 ) -> bytes:
-    """`message` with a DKIM-Signature by `domain` prepended."""
+    """`message` with a DKIM-Signature by `domain` prepended (with t= `signed_at` and
+    x= `expires`, seconds since the epoch, when given)."""
     key = key or signing_key()
+    if signed_at is not None or expires is not None:
+        signer = _TimedSigner(message, signed_at, expires)
+        return (
+            bytes(
+                signer.sign(
+                    selector.encode(), domain.encode(), key.private_pem, include_headers=SIGNED
+                )
+            )
+            + message
+        )
     signature = dkim.sign(
         message,
         selector.encode(),
@@ -305,6 +336,18 @@ def sign(
         tlsrpt=True,
     )
     return signature + message
+
+
+SIGNED = [
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"content-type",
+    b"tls-report-domain",
+    b"tls-report-submitter",
+]
 
 
 def key_lookup(

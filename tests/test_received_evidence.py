@@ -29,17 +29,25 @@ def stored(
 ) -> StoredReport:
     outcome = parse_report_value(report)
     assert isinstance(outcome, ParsedReport)
+    signer = signer_of(outcome.report.organization_name)
     return StoredReport(
         report=outcome.report,
         content_hash=outcome.content_hash,
-        authenticity=PASS if verified else NOT_EMAIL,
-        submitter="reporter.example",
+        authenticity=Authenticity(AuthStatus.PASS, AuthMethod.DKIM, "ok", signer)
+        if verified
+        else NOT_EMAIL,
+        submitter=signer,
         origin="test",
         imported_at=NOW,
         destinations=destinations,
         notes=outcome.notes,
         conflicting_copies=conflicts,
     )
+
+
+def signer_of(organization: str) -> str:
+    """Each organization of these tests signs with its own domain."""
+    return "".join(c if c.isalnum() else "-" for c in organization.lower()) + ".example"
 
 
 def detail(
@@ -88,7 +96,10 @@ def test_clean_reports_are_ready() -> None:
         result.failed_sessions,
         result.failure_rate,
     ) == (2, 10000, 0, 0.0)
-    assert [o.organization for o in result.organizations] == ["Google", "Microsoft"]
+    assert [o.organization for o in result.organizations] == [
+        'google.example ("Google")',
+        'microsoft.example ("Microsoft")',
+    ]
 
 
 def test_one_large_reporter_above_the_rate_blocks() -> None:
@@ -102,7 +113,9 @@ def test_one_large_reporter_above_the_rate_blocks() -> None:
     (problem,) = result.blockers
     assert problem.code == "reported-failure-rate"
     blocker = problem.text
-    assert blocker.startswith("TLS-RPT: Big Mail reported 20 failed of 9020 sessions")
+    assert blocker.startswith(
+        'TLS-RPT: big-mail.example ("Big Mail") reported 20 failed of 9020 sessions'
+    )
     assert "certificate-expired 20" in blocker
     assert "receiving MX mx1.company-y.example" in blocker
     assert result.failure_rate == pytest.approx(
@@ -131,7 +144,7 @@ def test_a_small_reporter_alone_does_not_block_but_is_named() -> None:
     assert problem.code == "reported-failures"
     warning = problem.text
     assert "5 failed of 100015 sessions" in warning
-    assert "Tiny (5)" in warning
+    assert 'tiny.example ("Tiny") (5)' in warning
     assert "mx2.company-y.example" in warning
 
 
@@ -154,7 +167,7 @@ def test_failures_spread_thin_block_through_the_pooled_rate() -> None:
     blocker = problem.text
     assert "5 failed of 255 sessions" in blocker
     assert "all reporters together" in blocker
-    assert "Org0 (1), Org1 (1), Org2 (1), Org3 (1), Org4 (1)" in blocker
+    assert 'org0.example ("Org0") (1), org1.example ("Org1") (1)' in blocker
     assert "mx0.company-y.example" in blocker
 
 
@@ -188,7 +201,7 @@ def test_policy_failures_on_two_days_block(days: list[str], blocks: bool) -> Non
         s.code == "reported-policy-failures"
         and f"MTA-STS policy failures for company-y.example reported on {len(days)} day" in s.text
         and f"sts-policy-fetch-error {len(days)}" in s.text
-        and "reporters Google" in s.text
+        and 'reporters google.example ("Google")' in s.text
         for s in sentences
     )
     assert result.ready is not blocks
@@ -217,7 +230,7 @@ def test_reports_outside_the_window_do_not_count() -> None:
 def test_unverified_reports_count_only_when_asked() -> None:
     reports = [
         stored(
-            failing("Org", "r", "2026-04-10", 10, [detail("certificate-expired", 10)]),
+            failing("Org", "r", "2026-04-10", 100, [detail("certificate-expired", 10)]),
             verified=False,
         )
     ]
@@ -351,14 +364,14 @@ def test_domain_summary_numbers() -> None:
     }
     assert document["organizations"] == [
         {
-            "organization": "Google",
+            "organization": 'google.example ("Google")',
             "reports": 1,
             "successful_sessions": 5326,
             "failed_sessions": 303,
             "failure_rate": 303 / 5629,
         },
         {
-            "organization": "Microsoft",
+            "organization": 'microsoft.example ("Microsoft")',
             "reports": 1,
             "successful_sessions": 700,
             "failed_sessions": 9,
@@ -411,17 +424,20 @@ def test_sources_per_organization_and_sending_ip() -> None:
     sources = summarise_sources(reports)
     google, microsoft = sources.organizations
     assert (google.organization, google.reports, google.sessions.total, google.sessions.failed) == (
-        "Google",
+        'google.example ("Google")',
         2,
         11258,
         606,
     )
     assert google.first_report == datetime(2026, 4, 10, tzinfo=UTC)
     assert google.last_report == datetime(2026, 4, 11, 23, 59, 59, tzinfo=UTC)
-    assert microsoft.submitters == ("reporter.example",)
+    assert microsoft.submitters == ("microsoft.example",)
     by_ip = {item.sending_mta_ip: item for item in sources.sending_ips}
     assert by_ip["198.51.100.62"].failed_sessions == 6 + 7
-    assert by_ip["198.51.100.62"].organizations == ("Google", "Microsoft")
+    assert by_ip["198.51.100.62"].organizations == (
+        'google.example ("Google")',
+        'microsoft.example ("Microsoft")',
+    )
     assert sources.failures_without_sending_ip == 2
     document = sources_document(sources, database="db", domain=None, verified_only=False)
     assert "only in failure-details" in str(document["sending_ip_note"])

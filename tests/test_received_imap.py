@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,6 +33,7 @@ from scanner.cli import app
 from scanner.received.authenticity import build_verifier
 from scanner.received.imap import ImapSettings, ImapTarget, imap_items
 from scanner.received.importer import EventKind, Importer
+from scanner.received.items import MessageItem
 from scanner.received.store import ReportStore
 
 DOVECOT = shutil.which("dovecot") or (
@@ -62,13 +63,16 @@ class ImapServer:
     def target(self) -> ImapTarget:
         return ImapTarget(ADDRESS, self.port, USER, "INBOX")
 
-    def append(self, message: bytes, *, seen: bool = False) -> None:
+    def append(
+        self, message: bytes, *, seen: bool = False, arrived: datetime | None = None
+    ) -> None:
         client = imaplib.IMAP4_SSL(ADDRESS, self.port, ssl_context=self.context, timeout=10)
         try:
             client.login(USER, PASSWORD)
             flags = "(\\Seen)" if seen else None
+            when = imaplib.Time2Internaldate(arrived) if arrived is not None else None
             status, _ = client.append(
-                "INBOX", flags, None, message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                "INBOX", flags, when, message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
             )
             assert status == "OK"
         finally:
@@ -326,6 +330,37 @@ def test_signed_report_over_imap_is_verified(imap_server: ImapServer, tmp_path: 
         (stored,) = store.reports()
         assert stored.verified
         assert stored.origin.startswith(f"imaps://{USER}@{ADDRESS}")
+
+
+def test_an_expired_signature_passes_when_it_was_valid_at_internaldate(
+    imap_server: ImapServer, tmp_path: Path
+) -> None:
+    sent = datetime(2026, 4, 2, 3, 4, 5, tzinfo=UTC)
+    message = sign(
+        report_email(report_dict()),
+        signed_at=int(sent.timestamp()),
+        expires=int((sent + timedelta(days=7)).timestamp()),
+    )
+    imap_server.append(message, arrived=sent + timedelta(minutes=1))
+    imap_server.append(message)  # the same message again, arriving now: expired by then
+    settings = ImapSettings(password=PASSWORD, ssl_context=imap_server.context, timeout=10)
+    later = sent + timedelta(days=60)
+    with ReportStore.open(tmp_path / "db.sqlite") as store:
+        importer = Importer(
+            store, verify=build_verifier(reporter_lookup(), now=lambda: later), now=lambda: later
+        )
+        items = list(imap_items(imap_server.target(), settings))
+        arrivals = [item.arrived for item in items if isinstance(item, MessageItem)]
+        assert arrivals[0] == sent + timedelta(minutes=1)
+        assert arrivals[1] is not None
+        assert arrivals[1] > later  # appended now: after the signature expired
+        importer.run(items)
+        (stored,) = store.reports()
+    assert stored.verified
+    assert "valid when the message arrived" in stored.authenticity.detail
+    # the late copy fails (expired when it arrived) and is a harmless duplicate
+    assert importer.tally.count(EventKind.IMPORTED) == 1
+    assert importer.tally.count(EventKind.DUPLICATE) == 1
 
 
 def test_oversize_message_is_rejected_without_fetching(

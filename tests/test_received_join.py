@@ -54,6 +54,13 @@ async def test_failures_senders_report_block_a_domain_the_probe_finds_ready(
     code, text = await run(*args, "--reports", str(db))
     assert code == 0, text
     assert "Received TLS-RPT reports" in text
+    # ... and it says what it did not count: the failures those reports hold
+    code, text = await run(*args, "--reports", str(db), "--json")
+    line = json.loads(text)
+    assert line["enforce_ready"] is True
+    (warning,) = [w for w in line["warnings"] if w["code"] == "reports-unverified-failures"]
+    assert "not counted (not DKIM-verified) hold 100 failed of 1000 sessions" in warning["text"]
+    assert "result types starttls-not-supported 200, certificate-expired 100" in warning["text"]
     code, text = await run(*args, "--reports", str(db), "--include-unverified")
     assert code == 1, text
     assert "blocker: TLS-RPT:" in text

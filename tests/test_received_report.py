@@ -19,6 +19,7 @@ from scanner.received.report import (
     ParsedReport,
     PayloadError,
     RejectedReport,
+    content_hash,
     inflate_payload,
     looks_like_report,
     parse_report,
@@ -120,8 +121,8 @@ REJECTIONS = [
         "date-range.start-datetime: not an RFC 3339",
     ),
     (
-        "end no offset",
-        _set("date-range.end-datetime", "2026-04-01T23:59:59"),
+        "end offset out of range",
+        _set("date-range.end-datetime", "2026-04-01T23:59:59+24:00"),
         "date-range.end-datetime: not an RFC 3339",
     ),
     (
@@ -177,9 +178,14 @@ REJECTIONS = [
     ("policy missing", _set(f"{P0}.policy", DELETE), "policies[0].policy: required, missing"),
     ("policy-type missing", _set(f"{P0}.policy.policy-type", DELETE), "policy-type: required"),
     (
-        "policy-domain missing",
-        _set(f"{P0}.policy.policy-domain", DELETE),
-        "policy-domain: required",
+        "policy-domain empty",
+        _set(f"{P0}.policy.policy-domain", " "),
+        "policy-domain: must not be empty",
+    ),
+    (
+        "policy-domain null",
+        _set(f"{P0}.policy.policy-domain", None),
+        "policy-domain: must be a string",
     ),
     ("summary missing", _set(f"{P0}.summary", DELETE), "summary: required, missing"),
     (
@@ -662,14 +668,14 @@ def test_shape_scan_measures_the_depth_of_any_json(value: object) -> None:
         assert json_shape_problem(text, measured - 1, 10_000) is not None
 
 
-def test_only_the_validated_report_is_stored_but_the_hash_is_of_what_came() -> None:
+def test_only_the_validated_report_is_stored_and_hashed() -> None:
     plain = parse_report_json(_with_extension(None))
     extended = parse_report_json(_with_extension({"anything": [1, 2, "x" * 1000]}))
     assert isinstance(plain, ParsedReport)
     assert isinstance(extended, ParsedReport)
     assert "x-extension" not in extended.canonical_json
     assert extended.canonical_json == plain.canonical_json
-    assert extended.content_hash != plain.content_hash
+    assert extended.content_hash == plain.content_hash == content_hash(plain.canonical_json)
     again = parse_report_json(extended.canonical_json.encode())
     assert isinstance(again, ParsedReport)
     assert again.report == extended.report

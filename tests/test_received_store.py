@@ -17,6 +17,7 @@ from scanner.received.store import (
     SCHEMA_VERSION,
     DatabaseError,
     ReportStore,
+    _timestamp,
     load_domain_reports,
     migrate,
 )
@@ -205,7 +206,7 @@ def test_a_verified_copy_upgrades_an_unverified_duplicate(store: ReportStore) ->
     store.add(parsed(), provenance(NOT_EMAIL), NOW)
     outcome = store.add(parsed(), provenance(PASS, origin="mail"), NOW)
     assert outcome.result is AddResult.DUPLICATE
-    assert "now verified" in outcome.detail
+    assert "now vouched for by reporter.example (pass)" in outcome.detail
     (stored,) = store.reports()
     assert stored.verified
     assert stored.origin == "mail"
@@ -215,34 +216,37 @@ def test_a_verified_copy_upgrades_an_unverified_duplicate(store: ReportStore) ->
     assert store.reports()[0].verified
 
 
-def test_same_key_other_content_is_kept_once_and_flagged(store: ReportStore) -> None:
-    first = parsed()
-    second = parsed(successful=1)
+@pytest.mark.parametrize("order", ["more-failures-first", "more-failures-second"])
+def test_same_key_other_content_counts_the_copy_with_more_failures(
+    store: ReportStore, order: str
+) -> None:
+    more = parsed(failed=304)
+    fewer = parsed(successful=1)  # 303 failures, a higher rate: failures decide first
+    first, second = (more, fewer) if order == "more-failures-first" else (fewer, more)
     store.add(first, provenance(), NOW)
     outcome = store.add(second, provenance(origin="second"), NOW)
     assert outcome.result is AddResult.CONFLICT
-    assert "first copy is kept" in outcome.detail
+    assert "more failures" in outcome.detail
     (stored,) = store.reports()
-    assert stored.content_hash == first.content_hash
+    assert stored.content_hash == more.content_hash
     assert stored.conflicting_copies == 1
-    assert (
-        store.add(second, provenance(), NOW).result is AddResult.DUPLICATE
-    )  # the same conflict again
+    for copy in (first, second):  # the same contents again
+        assert store.add(copy, provenance(), NOW).result is AddResult.DUPLICATE
     assert table_counts(store.path)["conflicts"] == 1
 
 
-def test_a_verified_conflicting_copy_replaces_an_unverified_one(store: ReportStore) -> None:
+def test_a_copy_from_another_voucher_is_another_report(store: ReportStore) -> None:
     forged = parsed(failed=0, details=[])
     real = parsed()
     store.add(forged, provenance(NOT_EMAIL), NOW)
     outcome = store.add(real, provenance(PASS), NOW)
-    assert outcome.result is AddResult.CONFLICT
-    assert "replaces" in outcome.detail
-    (stored,) = store.reports()
-    assert stored.content_hash == real.content_hash
-    assert stored.verified
-    assert stored.conflicting_copies == 1
-    assert table_counts(store.path)["failure_details"] == 3  # the forged copy's rows are gone
+    assert outcome.result is AddResult.IMPORTED
+    assert "vouched for by file" in outcome.detail
+    stored = {report.voucher: report for report in store.reports()}
+    assert set(stored) == {"file:", "dkim:reporter.example"}
+    assert stored["dkim:reporter.example"].content_hash == real.content_hash
+    assert stored["dkim:reporter.example"].conflicting_copies == 0
+    assert stored["file:"].content_hash == forged.content_hash
 
 
 class FailingStore(ReportStore):
@@ -310,11 +314,74 @@ def test_times_have_four_digit_years_and_old_reports_expire(store: ReportStore) 
     assert [stored.report.report_id for stored in store.reports()] == ["recent"]
 
 
+def old_row(
+    connection: sqlite3.Connection,
+    report: ParsedReport,
+    *,
+    status: str = "none",
+    method: str = "not-email",
+    signer: str | None = None,
+    submitter: str | None = None,
+    origin: str = "old",
+    stored_hash: str = "received-form-hash",
+) -> int:
+    """A row as schema 1 and 2 wrote it (keyed by organization-name and report-id, the
+    hash of the received JSON), with its policies; its id."""
+    value = report.report
+    cursor = connection.execute(
+        "INSERT INTO reports (organization_name, report_id, content_hash, start_datetime, "
+        "end_datetime, start_day, contact_info, report_json, notes_json, auth_status, "
+        "auth_method, auth_detail, auth_signer, submitter, origin, message_id, imported_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?, '', ?, ?, ?, NULL, ?)",
+        (
+            value.organization_name,
+            value.report_id,
+            stored_hash,
+            _timestamp(value.date_range.start),
+            _timestamp(value.date_range.end),
+            value.date_range.day.isoformat(),
+            value.contact_info,
+            report.canonical_json,
+            status,
+            method,
+            signer,
+            submitter,
+            origin,
+            _timestamp(NOW),
+        ),
+    )
+    ref = cursor.lastrowid
+    assert ref is not None
+    for position, entry in enumerate(value.policies):
+        connection.execute(
+            "INSERT INTO policies (report_ref, position, policy_type, policy_domain, "
+            "successful_sessions, failed_sessions) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                ref,
+                position,
+                entry.policy.policy_type,
+                entry.policy.policy_domain,
+                entry.successful_sessions,
+                entry.failed_sessions,
+            ),
+        )
+    connection.commit()
+    return ref
+
+
+def old_database(path: Path, version: int) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None)
+    migrate(connection, MIGRATIONS[:version])
+    connection.isolation_level = ""
+    return connection
+
+
 def test_the_migration_gives_short_years_four_digits(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
-    with ReportStore.open(path, migrations=MIGRATIONS[:1]) as old:
-        old.add(_year_999(), provenance(), NOW)
-        old.add(parsed(report_id="recent"), provenance(), NOW)
+    old = old_database(path, 1)
+    old_row(old, _year_999())
+    old_row(old, parsed(report_id="recent"))
+    old.close()
     connection = sqlite3.connect(path)
     connection.execute(
         "UPDATE reports SET end_datetime = '999-12-31T23:59:59.000000Z', "
@@ -354,3 +421,116 @@ def test_a_row_that_no_longer_reads_is_skipped_and_named(store: ReportStore) -> 
     loaded = load_domain_reports(store, "company-y.example")
     assert len(loaded.reports) == 1
     assert len(loaded.unreadable) == 2
+
+
+# ---------------------------------------------------------------- schema 3: vouchers
+
+
+def test_schema_2_databases_migrate_to_vouchers(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    old = old_database(path, 2)
+    verified = old_row(
+        old, parsed(report_id="google-1"), status="pass", method="dkim", signer="google.example"
+    )
+    emailed = old_row(
+        old, parsed(report_id="mailru-1"), status="fail", method="dkim", submitter="mail.example"
+    )
+    posted = old_row(
+        old,
+        parsed(report_id="https-1"),
+        method="https-receiver",
+        origin="https POST from 2001:db8:1:2::7 via 127.0.0.1",
+    )
+    old.execute(
+        "INSERT INTO destinations (report_ref, uri) VALUES (?, 'mailto:tlsrpt@company-y.example')",
+        (verified,),
+    )
+    old.commit()
+    old.close()
+    with ReportStore.open(path) as store:
+        stored = {report.report.report_id: report for report in store.reports()}
+        assert {key: report.voucher for key, report in stored.items()} == {
+            "google-1": "dkim:google.example",
+            "mailru-1": "submitter:mail.example",
+            "https-1": "https:2001:db8:1:2::/64",
+        }
+        # content_hash is now of the validated form: the same report again is a duplicate
+        again = store.add(parsed(report_id="mailru-1"), provenance(NOT_EMAIL), NOW)
+        assert again.result is AddResult.DUPLICATE
+        assert stored["google-1"].destinations == {"mailto:tlsrpt@company-y.example"}
+        key_unavailable = Authenticity(AuthStatus.KEY_UNAVAILABLE, AuthMethod.DKIM, "retired")
+        assert store.add(parsed(report_id="x"), provenance(key_unavailable), NOW).result is (
+            AddResult.IMPORTED
+        )
+    connection = sqlite3.connect(path)
+    assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+    assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert connection.execute("SELECT version FROM schema_version").fetchone() == (3,)
+    schema = connection.execute("SELECT sql FROM sqlite_master WHERE name = 'reports'").fetchone()
+    assert "key-unavailable" in schema[0]
+    assert "UNIQUE (voucher, report_id)" in schema[0]
+    assert connection.execute(
+        "SELECT COUNT(*) FROM reports WHERE id IN (?, ?)", (emailed, posted)
+    ).fetchone() == (2,)
+    connection.close()
+
+
+def test_schema_2_rows_that_now_share_a_key_become_conflicts(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite"
+    old = old_database(path, 2)
+    # two organization names, one report-id, one voucher (files): schema 2 kept both
+    old_row(old, parsed(report_id="same", organization="Org A", failed=0, details=[]))
+    old_row(old, parsed(report_id="same", organization="Org B"))
+    old.close()
+    with ReportStore.open(path) as store:
+        (kept,) = store.reports()
+        assert kept.report.organization_name == "Org B"  # the copy with more failures
+        assert kept.conflicting_copies == 1
+        assert [copy.organization_name for copy in kept.conflict_copies] == ["Org A"]
+    assert table_counts(path)["policies"] == 1
+    with ReportStore.open(path) as store:  # the references hold after the rebuild: cascades
+        assert store.delete_ended_before(datetime(2027, 1, 1, tzinfo=UTC)) == 1
+    assert table_counts(path) == {
+        "reports": 0,
+        "policies": 0,
+        "failure_details": 0,
+        "destinations": 0,
+        "conflicts": 0,
+    }
+
+
+def test_a_policy_without_domain_is_stored_as_null(store: ReportStore) -> None:
+    report = report_dict()
+    del report["policies"][0]["policy"]["policy-domain"]
+    outcome = parse_report_value(report)
+    assert isinstance(outcome, ParsedReport)
+    store.add(outcome, provenance(), NOW)
+    connection = sqlite3.connect(store.path)
+    assert connection.execute("SELECT policy_domain FROM policies").fetchall() == [(None,)]
+    connection.close()
+    (stored,) = store.reports()
+    assert stored.report.policies[0].policy.policy_domain == ""
+
+
+def test_another_vouchers_copies_never_swallow_a_report(store: ReportStore) -> None:
+    genuine = parsed()  # 303 failures
+    worse = parsed(failed=400)
+    # a forger's file holds the genuine content, as a conflicting copy of a worse one
+    store.add(genuine, provenance(NOT_EMAIL), NOW)
+    store.add(worse, provenance(NOT_EMAIL), NOW)
+    outcome = store.add(genuine, provenance(PASS), NOW)
+    assert outcome.result is AddResult.IMPORTED  # its twin before: "already stored"
+    stored = {report.voucher: report for report in store.reports()}
+    assert stored["dkim:reporter.example"].content_hash == genuine.content_hash
+
+
+def test_content_of_another_voucher_is_weighed_against_ones_own(store: ReportStore) -> None:
+    first, second = parsed(failed=10, details=[]), parsed(failed=20, details=[])
+    store.add(first, provenance(PASS), NOW)
+    store.add(second, provenance(NOT_EMAIL), NOW)  # another voucher: another report
+    outcome = store.add(second, provenance(PASS), NOW)  # the signer's own other content
+    assert outcome.result is AddResult.CONFLICT
+    stored = {report.voucher: report for report in store.reports()}
+    assert stored["dkim:reporter.example"].content_hash == second.content_hash  # more failures
+    assert stored["dkim:reporter.example"].conflicting_copies == 1
+    assert stored["file:"].content_hash == second.content_hash

@@ -159,6 +159,8 @@ class ProblemCode(StrEnum):
     REPORTS_FEW_SESSIONS = "reports-few-sessions"
     REPORTS_NONE = "reports-none"
     REPORTS_UNVERIFIED = "reports-unverified"
+    REPORTS_UNVERIFIED_FAILURES = "reports-unverified-failures"  # uncounted or unsigned, failing
+    REPORTS_UNREADABLE = "reports-unreadable"  # stored rows that no longer read back
     REPORTS_CONFLICTING = "reports-conflicting"
     REPORTS_DESTINATION = "reports-destination"
     REPORTS_NOT_READ = "reports-not-read"

@@ -13,14 +13,18 @@ Two ways to a verdict, both giving an `Authenticity` with a status:
   fetching keys through an injected `KeyLookup` (tests give a dict; the command
   line gives dnspython, `scanner.received.key_lookup`).
 - `authentication_results_verdict`: when the operator names the receiving MTA
-  (`--trust-authres HOST`), the topmost `Authentication-Results` field whose
-  authserv-id is HOST (RFC 8601) is believed. Only that MTA's field counts, and
-  only the topmost: RFC 8601 §5 has the MTA remove fields claiming its own id
-  from incoming mail, so a forged one sits below the real one.
+  (`--trust-authres HOST`), the fields whose authserv-id is HOST (RFC 8601) in
+  the topmost run of `Authentication-Results` fields are believed (an MTA may
+  add one field per check). Only that MTA's fields count, and only the topmost
+  run: RFC 8601 §5 has the MTA remove fields claiming its own id from incoming
+  mail, so a forged one sits below the real ones.
 
-Statuses: `pass` (an aligned signature verified), `fail` (aligned signatures,
-none verified), `temperror` (a key lookup failed for now: import again later),
-`none` (no signature by the reporting domain, or not an email at all).
+Statuses: `pass` (an aligned signature verified; one whose `x=` is past now but
+was not when the message arrived passes, the expiry noted), `fail` (aligned
+signatures, none verified), `key-unavailable` (the selector's key record does
+not resolve: a retired selector; counted as `fail`, since a forger can name a
+selector that does not exist), `temperror` (a key lookup failed for now: import
+again later), `none` (no signature by the reporting domain, or not an email).
 
 Pure apart from the injected lookup: no sockets, no DNS of its own.
 """
@@ -31,6 +35,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Final
 
@@ -45,6 +50,9 @@ class AuthStatus(StrEnum):
     FAIL = "fail"
     NONE = "none"
     TEMPERROR = "temperror"
+    # The selector's key record no longer resolves (retired): shown as such, counted as
+    # `fail` for readiness, since a forger can name a selector that does not exist.
+    KEY_UNAVAILABLE = "key-unavailable"
 
 
 class AuthMethod(StrEnum):
@@ -77,6 +85,23 @@ HTTPS_RECEIVED: Final = Authenticity(
     "received over HTTPS (RFC 8460 §5.4) by scanner tlsrpt serve for an allowlisted policy "
     "domain; HTTPS reports carry no signature",
 )
+
+
+# The order in which copies of one report keep their authenticity: the higher wins.
+def authenticity_rank(authenticity: Authenticity) -> int:
+    """How much a copy's authenticity says: a verified copy, then our HTTPS receiver's,
+    then an email's verdict (temperror, then key-unavailable and fail, then none), then a file."""
+    if authenticity.verified:
+        return 6
+    if authenticity.method is AuthMethod.HTTPS_RECEIVER:
+        return 5
+    if authenticity.method is AuthMethod.NOT_EMAIL:
+        return 0
+    return {
+        AuthStatus.TEMPERROR: 4,
+        AuthStatus.KEY_UNAVAILABLE: 3,
+        AuthStatus.FAIL: 2,
+    }.get(authenticity.status, 1)
 
 
 def counts_for_readiness(authenticity: Authenticity) -> bool:
@@ -146,8 +171,27 @@ def _signature_signer(fields: object) -> str:
     return ""
 
 
-def _verify_one(message: bytes, index: int, lookup: KeyLookup) -> _SignatureResult:
+# RFC 6376 §3.5, x=: "Signature Expiration ... verifiers MAY choose to ignore it"; a
+# report read from a backlog is judged at the time it arrived, not at the time it is read.
+EXPIRY_SLOP_SECONDS: Final = 36000  # as dkimpy allows for clocks that are off
+
+
+def _expiry(signature: dict[bytes, bytes]) -> int | None:
+    value = signature.get(b"x")
+    if value is None or not re.fullmatch(rb"\d+", value):
+        return None
+    return int(value)
+
+
+def _verify_one(
+    message: bytes,
+    index: int,
+    lookup: KeyLookup,
+    now: datetime | None,
+    arrived: datetime | None,
+) -> _SignatureResult:
     temporary: list[str] = []
+    missing: list[str] = []
 
     def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes | None:
         text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
@@ -155,23 +199,73 @@ def _verify_one(message: bytes, index: int, lookup: KeyLookup) -> _SignatureResu
         if answer.temporary:
             temporary.append(answer.detail or "temporary DNS failure")
             raise dkim.DnsTimeoutError(answer.detail or "temporary DNS failure")
+        if answer.text is None:
+            missing.append(f"{text.rstrip('.')}: {answer.detail or 'no key record'}")
         return answer.text
 
     signer = ""
+    expired_note = ""
     try:
         verifier = dkim.DKIM(message, logger=_SILENT, minkey=1024, tlsrpt=True)
         signer = _raw_signer(verifier, index)
-        prepared = verifier.verify_headerprep(index)
-        if prepared:
-            signer = _signature_signer(prepared[0]) or signer
-        ok = verifier.verify(index, dnsfunc=dnsfunc)
+        fields = [field for field in verifier.headers if field[0].lower() == b"dkim-signature"]
+        try:
+            signature = dkim.util.parse_tag_value(fields[index][1])
+        except dkim.util.InvalidTagValueList as exc:
+            raise dkim.MessageFormatError(exc) from None
+        signer = _signature_signer(signature) or signer
+        expires = _expiry(signature)
+        # dkimpy checks x= against its own clock; the check is ours (`now`, `arrived`).
+        dkim.validate_signature_fields({k: v for k, v in signature.items() if k != b"x"})
+        if b"x" in signature and expires is None:
+            raise dkim.ValidationError(f"x= value is not a decimal integer ({signature[b'x']!r})")
+        if expires is not None and now is not None:
+            moment = now.timestamp()
+            if expires < moment - EXPIRY_SLOP_SECONDS:
+                if arrived is None or expires < arrived.timestamp() - EXPIRY_SLOP_SECONDS:
+                    when = (
+                        "when it arrived" if arrived is not None else "and its arrival is unknown"
+                    )
+                    raise dkim.ValidationError(f"signature expired (x={expires}) {when}")
+                expired_note = (
+                    f"; its x= ({_utc_text(expires)}) is past, but it was valid when the "
+                    f"message arrived ({arrived.astimezone(UTC).isoformat(timespec='seconds')})"
+                )
+        verifier.signature_fields = signature
+        verifier.domain = signature[b"d"]
+        verifier.selector = signature[b"s"]
+        include = [x.lower() for x in re.split(rb"\s*:\s*", signature[b"h"])]
+        verifier.include_headers = tuple(include)
+        ok = verifier.verify_sig(signature, include, fields[index], dnsfunc)
     except dkim.DKIMException as exc:
+        if missing and not temporary:
+            return _key_unavailable(signer, missing[0])
         return _SignatureResult(signer, AuthStatus.FAIL, f"d={signer or '?'}: {exc}")
+    if missing and not temporary:
+        return _key_unavailable(signer, missing[0])
     if temporary:
         return _SignatureResult(signer, AuthStatus.TEMPERROR, f"d={signer}: {temporary[0]}")
     if ok:
-        return _SignatureResult(signer, AuthStatus.PASS, f"d={signer}: signature verified")
+        return _SignatureResult(
+            signer, AuthStatus.PASS, f"d={signer}: signature verified{expired_note}"
+        )
     return _SignatureResult(signer, AuthStatus.FAIL, f"d={signer}: signature did not verify")
+
+
+def _key_unavailable(signer: str, missing: str) -> _SignatureResult:
+    return _SignatureResult(
+        signer,
+        AuthStatus.KEY_UNAVAILABLE,
+        f"d={signer or '?'}: the key record does not resolve ({missing}): the selector "
+        "was retired, or never existed",
+    )
+
+
+def _utc_text(seconds: int) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return str(seconds)
 
 
 def verify_dkim(
@@ -179,13 +273,22 @@ def verify_dkim(
     reporting_domain: str | None,
     lookup: KeyLookup,
     limits: ReceivedLimits = DEFAULT_LIMITS,
+    *,
+    now: datetime | None = None,
+    arrived: datetime | None = None,
 ) -> Authenticity:
-    """The DKIM verdict on `message` for `reporting_domain` (see the module doc)."""
+    """The DKIM verdict on `message` for `reporting_domain` (see the module doc).
+
+    `now` is the time an `x=` expiry is judged at (None: expiry is not checked);
+    `arrived` when the message arrived (IMAP INTERNALDATE, the receiving MTA's
+    `Received` time): a signature expired now but valid then still passes, noted.
+    """
     count = len(_SIGNATURE_FIELD.findall(message.split(b"\n\n", 1)[0].replace(b"\r", b"")))
     if count == 0:
         return Authenticity(AuthStatus.NONE, AuthMethod.DKIM, "no DKIM signature")
     results = [
-        _verify_one(message, index, lookup) for index in range(min(count, limits.max_signatures))
+        _verify_one(message, index, lookup, now, arrived)
+        for index in range(min(count, limits.max_signatures))
     ]
     if reporting_domain is None:
         return Authenticity(
@@ -194,7 +297,12 @@ def verify_dkim(
             "no reporting domain (neither TLS-Report-Submitter nor From) to align a signature with",
         )
     mine = [result for result in results if aligned(result.signer, reporting_domain)]
-    for status in (AuthStatus.PASS, AuthStatus.TEMPERROR, AuthStatus.FAIL):
+    for status in (
+        AuthStatus.PASS,
+        AuthStatus.TEMPERROR,
+        AuthStatus.KEY_UNAVAILABLE,
+        AuthStatus.FAIL,
+    ):
         chosen = [result for result in mine if result.status is status]
         if chosen:
             signer = chosen[0].signer if status is AuthStatus.PASS else None
@@ -342,46 +450,64 @@ def _dkim_domain(result: MethodResult) -> str:
     return identity.rpartition("@")[2].strip().lower()
 
 
+def topmost_run(field_values: list[str], authserv_id: str) -> list[AuthenticationResults]:
+    """The fields of `authserv_id` in the topmost run of Authentication-Results fields: from
+    the first field of that id down to the first field of another (or none)."""
+    wanted = authserv_id.strip().lower()
+    run: list[AuthenticationResults] = []
+    for value in field_values:
+        parsed = parse_authentication_results(value)
+        if parsed is not None and parsed.authserv_id == wanted:
+            run.append(parsed)
+        elif run:
+            break
+    return run
+
+
 def authentication_results_verdict(
     field_values: list[str], authserv_id: str, reporting_domain: str | None
 ) -> Authenticity | None:
     """The DKIM verdict the named MTA recorded, or None when it recorded none
-    (no field of that authserv-id, or the topmost one has no dkim result).
+    (no field of that authserv-id, or no dkim result in its topmost run of fields).
 
     `field_values` are the message's Authentication-Results values, topmost first.
+    An MTA may add several fields (one per check); every field of the topmost run
+    is read (`topmost_run`). A field of that id further down, below another MTA's,
+    is not the MTA's own (RFC 8601 §5: it removes fields claiming its id from
+    incoming mail) and is never read.
     """
     wanted = authserv_id.strip().lower()
-    for value in field_values:
-        parsed = parse_authentication_results(value)
-        if parsed is None or parsed.authserv_id != wanted:
-            continue
-        dkim_results = [result for result in parsed.results if result.method == "dkim"]
-        if not dkim_results:
-            return None  # the MTA did not check DKIM: verify it ourselves
-        if reporting_domain is None:
-            return Authenticity(
-                AuthStatus.NONE,
-                AuthMethod.AUTHENTICATION_RESULTS,
-                "no reporting domain (neither TLS-Report-Submitter nor From) to align a signature with",
-            )
-        mine = [r for r in dkim_results if aligned(_dkim_domain(r), reporting_domain)]
-        for status in (AuthStatus.PASS, AuthStatus.TEMPERROR, AuthStatus.FAIL):
-            for result in mine:
-                if _AUTHRES_STATUS.get(result.result, AuthStatus.FAIL) is status:
-                    signer = _dkim_domain(result)
-                    return Authenticity(
-                        status,
-                        AuthMethod.AUTHENTICATION_RESULTS,
-                        f"{wanted}: dkim={result.result} header.d={signer}",
-                        signer if status is AuthStatus.PASS else None,
-                    )
-        others = ", ".join(sorted({f"d={_dkim_domain(r) or '?'}" for r in dkim_results}))
+    dkim_results = [
+        result
+        for parsed in topmost_run(field_values, wanted)
+        for result in parsed.results
+        if result.method == "dkim"
+    ]
+    if not dkim_results:
+        return None  # the MTA did not check DKIM: verify it ourselves
+    if reporting_domain is None:
         return Authenticity(
             AuthStatus.NONE,
             AuthMethod.AUTHENTICATION_RESULTS,
-            f"{wanted}: no DKIM result for the reporting domain {reporting_domain} ({others})",
+            "no reporting domain (neither TLS-Report-Submitter nor From) to align a signature with",
         )
-    return None
+    mine = [r for r in dkim_results if aligned(_dkim_domain(r), reporting_domain)]
+    for status in (AuthStatus.PASS, AuthStatus.TEMPERROR, AuthStatus.FAIL):
+        for result in mine:
+            if _AUTHRES_STATUS.get(result.result, AuthStatus.FAIL) is status:
+                signer = _dkim_domain(result)
+                return Authenticity(
+                    status,
+                    AuthMethod.AUTHENTICATION_RESULTS,
+                    f"{wanted}: dkim={result.result} header.d={signer}",
+                    signer if status is AuthStatus.PASS else None,
+                )
+    others = ", ".join(sorted({f"d={_dkim_domain(r) or '?'}" for r in dkim_results}))
+    return Authenticity(
+        AuthStatus.NONE,
+        AuthMethod.AUTHENTICATION_RESULTS,
+        f"{wanted}: no DKIM result for the reporting domain {reporting_domain} ({others})",
+    )
 
 
 # ---------------------------------------------------------------- the verdict for one message
@@ -391,10 +517,15 @@ Verifier = Callable[[bytes, MessageInfo], Authenticity]
 
 
 def build_verifier(
-    lookup: KeyLookup, trust_authres: str | None = None, limits: ReceivedLimits = DEFAULT_LIMITS
+    lookup: KeyLookup,
+    trust_authres: str | None = None,
+    limits: ReceivedLimits = DEFAULT_LIMITS,
+    *,
+    now: Callable[[], datetime] | None = None,
 ) -> Verifier:
     """How the importer judges a message: the named MTA's Authentication-Results when it
-    recorded a DKIM verdict there, else our own DKIM verification."""
+    recorded a DKIM verdict there, else our own DKIM verification, with `x=` judged
+    at `now()` and the message's arrival (`MessageInfo.arrived`)."""
 
     def verify(message: bytes, info: MessageInfo) -> Authenticity:
         if trust_authres:
@@ -403,6 +534,13 @@ def build_verifier(
             )
             if verdict is not None:
                 return verdict
-        return verify_dkim(message, info.submitter, lookup, limits)
+        return verify_dkim(
+            message,
+            info.submitter,
+            lookup,
+            limits,
+            now=now() if now is not None else None,
+            arrived=info.arrived,
+        )
 
     return verify

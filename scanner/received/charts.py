@@ -85,7 +85,7 @@ def daily_chart(summary: DomainSummary, index: int) -> Chart:
         shown = positions[::step]
         bottom.set_xticks(shown, [days[p] for p in shown], rotation=45, ha="right")
 
-    return _chart(f"daily-{index}", f"Sessions per day: {summary.policy_domain}", 4.2, 2, draw)
+    return _chart(f"daily-{index}", f"Sessions per day: {summary.shown_domain}", 4.2, 2, draw)
 
 
 def result_type_chart(summary: DomainSummary, index: int) -> Chart:
@@ -97,7 +97,7 @@ def result_type_chart(summary: DomainSummary, index: int) -> Chart:
 
     return _chart(
         f"result-types-{index}",
-        f"Failures by result type: {summary.policy_domain}",
+        f"Failures by result type: {summary.shown_domain}",
         0.9 + 0.3 * max(len(ranked), 1),
         1,
         draw,
@@ -121,7 +121,7 @@ def organization_chart(summary: DomainSummary, index: int) -> Chart:
 
     return _chart(
         f"organizations-{index}",
-        f"Failures by reporting organization: {summary.policy_domain}",
+        f"Failures by reporting organization: {summary.shown_domain}",
         0.9 + 0.3 * max(len(ranked), 1),
         1,
         draw,

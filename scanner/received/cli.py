@@ -223,7 +223,7 @@ def import_reports(
         bar = ImportProgressBar(stderr) if show_progress else None
         importer = Importer(
             store,
-            verify=build_verifier(lookup, trust_authres),
+            verify=build_verifier(lookup, trust_authres, now=lambda: datetime.now(UTC)),
             now=lambda: datetime.now(UTC),
             destinations=destinations,
             progress=bar,

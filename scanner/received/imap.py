@@ -21,8 +21,10 @@ import contextlib
 import imaplib
 import re
 import ssl
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
@@ -146,8 +148,9 @@ def imap_items(
         for uid in uids:
             origin = f"{target.label} uid {uid}"
             step = f"fetch uid {uid}"
-            sizes = _checked(step, client.uid("FETCH", uid, "(RFC822.SIZE)"))
+            sizes = _checked(step, client.uid("FETCH", uid, "(RFC822.SIZE INTERNALDATE)"))
             size = _size_of(sizes)
+            arrived = _internal_date(sizes)
             if size is not None and size > limits.max_message_bytes:
                 yield RejectedItem(
                     origin, f"the email is {size} bytes; the limit is {limits.max_message_bytes}", 1
@@ -162,7 +165,7 @@ def imap_items(
                     origin, f"the email is over the limit of {limits.max_message_bytes} bytes", 1
                 )
                 continue
-            yield MessageItem(origin, data, 1, acknowledge=_marker(client, uid))
+            yield MessageItem(origin, data, 1, acknowledge=_marker(client, uid), arrived=arrived)
         step = "logout"
     except _StepFailed as exc:
         yield UnreadableSource(target.label, str(exc))
@@ -190,6 +193,17 @@ def _size_of(data: Sequence[object]) -> int | None:
             match = _SIZE.search(raw)
             if match:
                 return int(match.group(1))
+    return None
+
+
+def _internal_date(data: Sequence[object]) -> datetime | None:
+    """RFC 3501 §2.3.3 INTERNALDATE: when the server received the message, aware UTC."""
+    for item in data:
+        raw = item[0] if isinstance(item, tuple) else item
+        if isinstance(raw, bytes):
+            parts = imaplib.Internaldate2tuple(raw)
+            if parts is not None:
+                return datetime.fromtimestamp(time.mktime(parts), UTC)
     return None
 
 

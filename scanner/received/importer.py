@@ -17,6 +17,7 @@ and an interruption (Ctrl-C); the reports committed so far stand.
 from __future__ import annotations
 
 import dataclasses
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -38,7 +39,16 @@ from scanner.received.items import (
 from scanner.received.limits import DEFAULT_LIMITS, ReceivedLimits
 from scanner.received.mail import MessageInfo, extract_reports
 from scanner.received.records import AddResult, Provenance
-from scanner.received.report import ParsedReport, RejectedReport, normalise_domain, parse_report
+from scanner.received.report import (
+    UNKNOWN_POLICY_DOMAIN,
+    ParsedReport,
+    RejectedReport,
+    canonical_json,
+    content_hash,
+    normalise_domain,
+    parse_report,
+    report_value,
+)
 from scanner.received.store import DatabaseError, ReportStore
 
 _Item = TypeVar("_Item", MessageItem, PayloadItem)
@@ -61,7 +71,7 @@ class ImportEvent:
     kind: EventKind
     origin: str
     detail: str = ""
-    report_key: tuple[str, str] | None = None  # (organization-name, report-id)
+    report_key: tuple[str, str] | None = None  # (organization-name, report-id) as claimed
     authenticity: Authenticity | None = None
 
 
@@ -92,12 +102,41 @@ class ImportTally:
         return self.counts[kind]
 
 
+_REPORT_ID_DOMAIN = re.compile(r"[@+_]([A-Za-z0-9.-]+\.[A-Za-z0-9-]+)\.?$")
+
+
+def report_id_domain(report_id: str) -> str | None:
+    """The domain a report-id ends with after `@`, `+` or `_` (`<digits>+example.com`,
+    `<stamp>@example.com`), normalised; None when it ends with none."""
+    match = _REPORT_ID_DOMAIN.search(report_id.strip())
+    return normalise_domain(match.group(1)) if match else None
+
+
+# RFC 8460 §5.3: TLS-Report-Domain names the policy domain the report is about.
 def _with_header_check(parsed: ParsedReport, info: MessageInfo) -> ParsedReport:
-    """Note a TLS-Report-Domain header (RFC 8460 §5.3) that no policy of the report covers."""
+    """Attribute policies that name no policy-domain to the email's TLS-Report-Domain when
+    the report-id's domain is that domain; note a TLS-Report-Domain no policy covers."""
     if info.report_domain is None:
         return parsed
     domain = normalise_domain(info.report_domain)
-    if any(entry.policy.policy_domain == domain for entry in parsed.report.policies):
+    report = parsed.report
+    unknown = [e for e in report.policies if e.policy.policy_domain == UNKNOWN_POLICY_DOMAIN]
+    if unknown and domain and report_id_domain(report.report_id) == domain:
+        policies = tuple(
+            dataclasses.replace(e, policy=dataclasses.replace(e.policy, policy_domain=domain))
+            if e.policy.policy_domain == UNKNOWN_POLICY_DOMAIN
+            else e
+            for e in report.policies
+        )
+        attributed = dataclasses.replace(report, policies=policies)
+        validated = canonical_json(report_value(attributed))
+        note = (
+            f"policies: {len(unknown)} without policy-domain attributed to {domain}, the "
+            "email's TLS-Report-Domain and the report-id's domain (RFC 8460 §5.3)"
+        )
+        parsed = ParsedReport(attributed, (*parsed.notes, note), validated, content_hash(validated))
+        report = attributed
+    if any(entry.policy.policy_domain == domain for entry in report.policies):
         return parsed
     note = f"TLS-Report-Domain: the email names {domain}, which no policy of the report covers"
     return dataclasses.replace(parsed, notes=(*parsed.notes, note))
@@ -185,6 +224,8 @@ class Importer:
                 )
             return
         info = extracted.info
+        if item.arrived is not None:
+            info = dataclasses.replace(info, arrived=item.arrived)
         authenticity: Authenticity | None = None
         for found in extracted.reports:
             origin = f"{item.origin} {found.part}"

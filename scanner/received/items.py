@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class MessageItem:
     data: bytes
     weight: int
     acknowledge: Callable[[], None] | None = field(default=None, compare=False)
+    arrived: datetime | None = None  # IMAP INTERNALDATE: when the server received it
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import email.utils
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.header import decode_header
 from email.message import Message
@@ -73,6 +74,9 @@ class MessageInfo:
     destinations: frozenset[str] = frozenset()  # "mailto:<address>", lower case
     report_type_tlsrpt: bool = False  # multipart/report; report-type=tlsrpt
     authentication_results: tuple[str, ...] = ()  # Authentication-Results values, topmost first
+    # When the message arrived: IMAP INTERNALDATE, else the date of the topmost Received
+    # field (RFC 5321 §4.4: the receiving MTA prepends it; a sender's own sit below it).
+    arrived: datetime | None = None
 
     @property
     def submitter(self) -> str | None:
@@ -166,7 +170,26 @@ def message_info(message: Message) -> MessageInfo:
         authentication_results=tuple(
             _clean(value) for value in message.get_all("Authentication-Results", [])
         ),
+        arrived=_received_time(message),
     )
+
+
+# RFC 5321 §4.4: Received: ... ; date-time   (the date after the last ";")
+def _received_time(message: Message) -> datetime | None:
+    """The date-time of the topmost Received field, as aware UTC, or None."""
+    values = message.get_all("Received", [])
+    if not values:
+        return None
+    text = _clean(values[0]).rpartition(";")[2].strip()
+    if not text:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(UTC)
 
 
 def _filename(part: Message) -> str | None:

@@ -37,7 +37,7 @@ def _sessions(counts: SessionCounts) -> dict[str, object]:
 
 def domain_summary_json(summary: DomainSummary) -> dict[str, object]:
     return {
-        "policy_domain": summary.policy_domain,
+        "policy_domain": summary.policy_domain or None,  # null: policies without policy-domain
         "reports": summary.reports,
         **_sessions(summary.sessions),
         "failures_by_result_type": dict(summary.failures_by_result_type),

@@ -19,7 +19,7 @@ from datetime import date
 
 from scanner import __version__
 from scanner.received.charts import domain_charts
-from scanner.received.summary import DomainSummary, SessionCounts, SourcesSummary
+from scanner.received.summary import DomainSummary, SessionCounts, SourcesSummary, shown_domain
 from scanner.research.charts import Chart
 from scanner.research.page import environment as research_environment
 
@@ -156,7 +156,7 @@ def source_tables(sources: SourcesSummary) -> tuple[Table, ...]:
                     ShownCell(o.last_report.isoformat()),
                     ShownCell(", ".join(o.submitters) or "-"),
                     _counted(o.authenticity),
-                    ShownCell(", ".join(o.policy_domains)),
+                    ShownCell(", ".join(shown_domain(name) for name in o.policy_domains)),
                 )
                 for o in sources.organizations
             ),
@@ -191,7 +191,7 @@ def render_report_page(
         rate = _rate(sessions).text
         sections.append(
             DomainSection(
-                summary.policy_domain,
+                summary.shown_domain,
                 f"{summary.reports} reports, {sessions.total} sessions, {sessions.successful} succeeded, "
                 f"{sessions.failed} failed (failure rate {rate}); reports by authenticity: "
                 + ", ".join(f"{status} {count}" for status, count in summary.authenticity),

@@ -146,7 +146,7 @@ def render_summary(console: Console, summaries: tuple[DomainSummary, ...]) -> No
         console.print(
             untrusted.line(
                 Text("Policy domain ", style="bold"),
-                (summary.policy_domain, "bold"),
+                (summary.shown_domain, "bold"),
                 Text(
                     f": {summary.reports} reports, {sessions.total} sessions, "
                     f"{sessions.successful} succeeded, {sessions.failed} failed "

@@ -23,7 +23,10 @@ policy-string lines ending in CR (the CR is dropped), an empty `sending-mta-ip`
 or `receiving-ip` (absent), `mx-host` as one string (RFC 8460's own example) or
 a list, a missing `contact-info` (noted), free-text `failure-reason-code`,
 unknown result types and policy types (kept, noted), unknown keys (ignored: §4.4
-allows extension; they are hashed with the report but never stored), and a summary whose failure count disagrees with the sum of
+allows extension; neither hashed nor stored), a date-time without a time-offset
+(read as UTC, noted), a policy without `policy-domain` (kept under
+`UNKNOWN_POLICY_DOMAIN`, noted; the importer may attribute it), `contact-info: null`
+(noted), a known misspelling of a key (`MISSPELT_KEYS`: read, noted), and a summary whose failure count disagrees with the sum of
 its failure details (both kept, the disagreement noted; result types are not
 mutually exclusive, §4.3, and senders may truncate the details).
 
@@ -70,6 +73,10 @@ KNOWN_RESULT_TYPES: Final = (
 # RFC 8460 §4.4: "policy-type": "tlsa" / "sts" / "no-policy-found".
 KNOWN_POLICY_TYPES: Final = frozenset({"sts", "tlsa", "no-policy-found"})
 
+# A policy that names no policy-domain (a reporter library's no-policy-found entries,
+# before its late-2025 fix) is kept under this value, unless the email attributes it.
+UNKNOWN_POLICY_DOMAIN: Final = ""
+
 MAX_REASONS: Final = 20  # reasons kept for one rejected report; the rest are counted
 
 
@@ -98,7 +105,7 @@ class Policy:
     """
 
     policy_type: str
-    policy_domain: str  # lower case, no trailing dot
+    policy_domain: str  # lower case, no trailing dot; UNKNOWN_POLICY_DOMAIN ("") when not said
     policy_strings: tuple[str, ...] = ()
     mx_hosts: tuple[str, ...] = ()
 
@@ -157,7 +164,8 @@ class PolicyReport:
 
 @dataclass(frozen=True, slots=True)
 class TlsReport:
-    """An RFC 8460 §4.4 report. (organization_name, report_id) identifies it."""
+    """An RFC 8460 §4.4 report. `key` is what it claims to be; a stored report is
+    identified by who vouches for it and its report-id (`records.StoredReport.key`)."""
 
     organization_name: str
     report_id: str
@@ -181,9 +189,10 @@ class ParsedReport:
     `canonical_json` is the report as validated (`report_value`: its RFC 8460
     fields only, normalised), serialised with sorted keys, no spaces, ASCII only:
     what the database stores, and parses back to the same `report`.
-    `content_hash` is the SHA-256 in hex of the received JSON serialised the same
-    way, unknown keys included. The same report sent gzipped by mail and plain
-    over HTTPS has the same hash.
+    `content_hash` is the SHA-256 in hex of `canonical_json`: the validated form,
+    so two copies that differ only in what is not read (unknown keys, spacing,
+    a time-offset written `+00:00` or not at all) are the same report. The same
+    report sent gzipped by mail and plain over HTTPS has the same hash.
     """
 
     report: TlsReport
@@ -527,8 +536,9 @@ def _object(value: object, path: str, findings: _Findings) -> Mapping[str, objec
 #   full-time    = partial-time time-offset
 #   partial-time = time-hour ":" time-minute ":" time-second [time-secfrac]
 #   time-offset  = "Z" / time-numoffset           ; time-numoffset = ("+" / "-") HH ":" MM
+#   (a sender's quirk: no time-offset at all; read as UTC by `parse_report_datetime`)
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})",
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?",
     re.ASCII,
 )
 
@@ -537,29 +547,41 @@ def parse_rfc3339(text: str) -> datetime | None:
     """An RFC 3339 date-time as an aware UTC datetime, or None when it is not one.
 
     A leap second (`:60`) is read as `:59`; fractions beyond microseconds are cut.
+    A date-time without a time-offset is not RFC 3339: None (see `parse_report_datetime`).
+    """
+    moment, offset_given = parse_report_datetime(text)
+    return moment if offset_given else None
+
+
+def parse_report_datetime(text: str) -> tuple[datetime | None, bool]:
+    """A report's date-time as an aware UTC datetime, and whether it gave a time-offset.
+
+    Some senders (a large mailbox provider's reports of early 2023) write
+    `2023-01-10T00:00:00` with no offset; RFC 8460 §4.1 has report days in UTC, so
+    such a time is read as UTC, and the caller notes it.
     """
     match = _RFC3339.fullmatch(text.strip())
     if match is None:
-        return None
+        return None, False
     year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
     fraction = match.group(7)
     micros = int((fraction[1:] + "000000")[:6]) if fraction else 0
     offset_text = match.group(8)
-    if offset_text in ("Z", "z"):
+    if offset_text is None or offset_text in ("Z", "z"):
         offset = timedelta(0)
     else:
         sign = -1 if offset_text[0] == "-" else 1
         hours, minutes = int(offset_text[1:3]), int(offset_text[4:6])
         if hours > 23 or minutes > 59:
-            return None
+            return None, False
         offset = sign * timedelta(hours=hours, minutes=minutes)
     try:
         moment = datetime(
             year, month, day, hour, minute, min(second, 59), micros, tzinfo=timezone(offset)
         )
-        return moment.astimezone(UTC)
+        return moment.astimezone(UTC), offset_text is not None
     except (ValueError, OverflowError):  # day 31 of April, hour 25, year 0 shifted below 1
-        return None
+        return None, False
 
 
 # RFC 8460 §4.1: a report covers one UTC day (longer is allowed, not usual); a range
@@ -580,9 +602,11 @@ def _date_range(
         if text is None:
             ends.append(None)
             continue
-        moment = parse_rfc3339(text)
+        moment, offset_given = parse_report_datetime(text)
         if moment is None:
             findings.reject(f"date-range.{key}", f"not an RFC 3339 date-time: {_describe(text)}")
+        elif not offset_given:
+            findings.note(f"date-range.{key}", f"no UTC offset in {_describe(text)}: read as UTC")
         ends.append(moment)
     start, end = ends
     if start is None or end is None:
@@ -628,7 +652,14 @@ def _policy(value: object, path: str, findings: _Findings) -> Policy | None:
     if obj is None:
         return None
     policy_type = _required_string(obj, "policy-type", path, findings)
-    domain = _required_string(obj, "policy-domain", path, findings)
+    domain: str | None = UNKNOWN_POLICY_DOMAIN
+    if "policy-domain" in obj:
+        domain = _required_string(obj, "policy-domain", path, findings)
+    else:
+        findings.note(
+            f"{path}.policy-domain",
+            "missing (RFC 8460 §4.4 requires it): kept under an unknown policy domain",
+        )
     if policy_type is not None and policy_type not in KNOWN_POLICY_TYPES:
         findings.note(f"{path}.policy-type", f"unknown policy type {_describe(policy_type)}")
     strings: list[str] = []
@@ -676,6 +707,7 @@ def _failure_detail(
     count = _count(obj, "failed-session-count", path, findings, limits)
     if result_type is not None and result_type not in KNOWN_RESULT_TYPES:
         findings.note(f"{path}.result-type", f"unknown result type {_describe(result_type)}")
+    obj = _read_misspellings(obj, path, findings)
     mx = _optional_string(obj, "receiving-mx-hostname", path, findings)
     detail = FailureDetail(
         result_type=result_type or "",
@@ -688,6 +720,26 @@ def _failure_detail(
         additional_information=_optional_string(obj, "additional-information", path, findings),
     )
     return detail if result_type is not None and count is not None else None
+
+
+# Misspellings of RFC 8460 §4.4 keys that senders have shipped: read as the key meant.
+MISSPELT_KEYS: Final = {
+    "receiving-mx-host-name": "receiving-mx-hostname",
+}
+
+
+def _read_misspellings(
+    obj: Mapping[str, object], path: str, findings: _Findings
+) -> Mapping[str, object]:
+    """`obj` with a misspelt key's value under the key meant (when that is absent), noted."""
+    found = [key for key in MISSPELT_KEYS if key in obj and MISSPELT_KEYS[key] not in obj]
+    if not found:
+        return obj
+    corrected = dict(obj)
+    for misspelt in found:
+        corrected[MISSPELT_KEYS[misspelt]] = obj[misspelt]
+        findings.note(_join(path, misspelt), f"misspelt: read as {MISSPELT_KEYS[misspelt]}")
+    return corrected
 
 
 def _policy_report(
@@ -751,13 +803,18 @@ def parse_report_value(value: object, limits: ReceivedLimits = DEFAULT_LIMITS) -
         if findings.omitted:
             reasons.append(f"... and {findings.omitted} more problems")
         return RejectedReport(tuple(reasons))
-    received = canonical_json(value)  # bounded: the nesting was checked before parsing
+    validated = canonical_json(report_value(report))
     return ParsedReport(
         report=report,
         notes=tuple(findings.notes),
-        canonical_json=canonical_json(report_value(report)),
-        content_hash=hashlib.sha256(received.encode("ascii")).hexdigest(),
+        canonical_json=validated,
+        content_hash=content_hash(validated),
     )
+
+
+def content_hash(validated_json: str) -> str:
+    """SHA-256 in hex of a report's canonical validated JSON (`ParsedReport.canonical_json`)."""
+    return hashlib.sha256(validated_json.encode("ascii")).hexdigest()
 
 
 def _report(value: object, findings: _Findings, limits: ReceivedLimits) -> TlsReport | None:
@@ -770,6 +827,8 @@ def _report(value: object, findings: _Findings, limits: ReceivedLimits) -> TlsRe
     contact: str | None = None
     if "contact-info" not in value:
         findings.note("contact-info", "missing (RFC 8460 §4.4 requires it)")
+    elif value["contact-info"] is None:
+        findings.note("contact-info", "null (RFC 8460 §4.4 requires it)")
     else:
         contact = _optional_string(value, "contact-info", "", findings)
     policies: list[PolicyReport] = []
@@ -826,12 +885,12 @@ def report_value(report: TlsReport) -> dict[str, object]:
         contact_info=report.contact_info,
         policies=[
             {
-                "policy": {
-                    "policy-type": entry.policy.policy_type,
-                    "policy-domain": entry.policy.policy_domain,
-                    "policy-string": list(entry.policy.policy_strings),
-                    "mx-host": list(entry.policy.mx_hosts),
-                },
+                "policy": _present(
+                    policy_type=entry.policy.policy_type,
+                    policy_domain=entry.policy.policy_domain or None,
+                    policy_string=list(entry.policy.policy_strings),
+                    mx_host=list(entry.policy.mx_hosts),
+                ),
                 "summary": {
                     "total-successful-session-count": entry.successful_sessions,
                     "total-failure-session-count": entry.failed_sessions,

@@ -379,7 +379,12 @@ class Receiver:
         origin = f"https POST from {request.source}" + (
             f" via {peer}" if peer != request.source else ""
         )
-        provenance = Provenance(HTTPS_RECEIVED, origin, destinations=self.settings.destinations)
+        provenance = Provenance(
+            HTTPS_RECEIVED,
+            origin,
+            destinations=self.settings.destinations,
+            source=source_key(request.source),
+        )
         try:
             outcome = await self.writer.add(accepted.parsed, provenance)
         except (DatabaseError, OSError, sqlite3.Error) as exc:

@@ -7,11 +7,22 @@ its policies, failure details and destinations inside one `BEGIN IMMEDIATE`
 transaction: a crash, a kill or Ctrl-C in the middle leaves the database as it
 was before the report (SQLite's rollback journal), never half a report.
 
-Identity: (organization-name, report-id). A second copy with the same content
-hash is a duplicate (its destinations are added; a verified copy upgrades an
-unverified one's authenticity). A copy with different content is a conflict:
-the stored report stays (unless it is unverified and the newcomer is verified,
-then they swap), and the other content is kept in `conflicts` and counted.
+Identity: (voucher, report-id), where the voucher is who vouches for the copy
+(`records.voucher_of`: the verified DKIM signer, else our HTTPS receiver's
+source, else the email's claimed submitter, else a file), never the
+sender-controlled `organization-name`. So a copy from another voucher is
+another report: it never replaces a stored one, and a forger who sends first
+under a predictable report-id only stores a report of its own.
+
+A copy whose content hash (of the validated form) is already stored is a
+duplicate (under another voucher only while its own voucher holds no report of
+that report-id; a conflicting copy only under its own voucher): its destinations
+are added, and the stored copy keeps the better authenticity
+(`authenticity_rank`, then the voucher's text) and a submitter, whatever the
+order of import. A copy with new content under the same
+voucher and report-id is a conflict: the copy with more failed sessions (then
+the higher failure rate, then the smaller hash) is the stored report, the other
+is kept in `conflicts` and counted.
 
 The stored JSON is the report as validated (`ParsedReport.canonical_json`: its
 RFC 8460 fields, never a sender's unknown keys); reading back parses it again,
@@ -25,15 +36,23 @@ order (retention compares them as text). The tables `policies` and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from scanner.received.authenticity import Authenticity, AuthMethod, AuthStatus
+from scanner.received.authenticity import (
+    Authenticity,
+    AuthMethod,
+    AuthStatus,
+    authenticity_rank,
+)
+from scanner.received.intake import source_key
 from scanner.received.limits import STORED_LIMITS
 from scanner.received.records import (
     AddOutcome,
@@ -43,14 +62,200 @@ from scanner.received.records import (
     StoredReport,
     StoredReports,
     UnreadableReport,
+    voucher_label,
+    voucher_of,
 )
-from scanner.received.report import ParsedReport, TlsReport, normalise_domain, parse_report_json
+from scanner.received.report import (
+    ParsedReport,
+    TlsReport,
+    content_hash,
+    normalise_domain,
+    parse_report_json,
+)
 
 DEFAULT_DATABASE: Final = Path("results/tlsrpt.sqlite")
 BUSY_TIMEOUT_SECONDS: Final = 30.0
 
+_REPORTS_TABLE: Final = """CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY,
+    voucher TEXT NOT NULL,
+    organization_name TEXT NOT NULL,
+    report_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    start_datetime TEXT NOT NULL,
+    end_datetime TEXT NOT NULL,
+    start_day TEXT NOT NULL,
+    contact_info TEXT,
+    report_json TEXT NOT NULL,
+    notes_json TEXT NOT NULL,
+    auth_status TEXT NOT NULL CHECK (auth_status IN
+        ('pass', 'fail', 'none', 'temperror', 'key-unavailable')),
+    auth_method TEXT NOT NULL,
+    auth_detail TEXT NOT NULL,
+    auth_signer TEXT,
+    submitter TEXT,
+    origin TEXT NOT NULL,
+    message_id TEXT,
+    imported_at TEXT NOT NULL,
+    UNIQUE (voucher, report_id)
+)"""
+_POLICIES_TABLE: Final = """CREATE TABLE {name} (
+    id INTEGER PRIMARY KEY,
+    report_ref INTEGER NOT NULL REFERENCES reports (id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    policy_type TEXT NOT NULL,
+    policy_domain TEXT,
+    successful_sessions INTEGER NOT NULL,
+    failed_sessions INTEGER NOT NULL,
+    UNIQUE (report_ref, position)
+)"""
+
+
+def _old_voucher(status: str, method: str, signer: object, submitter: object, origin: str) -> str:
+    """The voucher of a row stored before vouchers (schema 2)."""
+    source = None
+    if method == AuthMethod.HTTPS_RECEIVER.value:
+        # "https POST from ADDRESS[ via PEER]"
+        address = origin.removeprefix("https POST from ").partition(" via ")[0].strip()
+        source = source_key(address) if address else None
+    authenticity = Authenticity(
+        AuthStatus(status),
+        AuthMethod(method),
+        "",
+        str(signer) if signer is not None else None,
+    )
+    return voucher_of(authenticity, str(submitter) if submitter is not None else None, source)
+
+
+def _failures_of(report_json: str) -> tuple[int, float, str]:
+    """How a stored copy ranks among conflicting copies: failed sessions, failure rate."""
+    parsed = parse_report_json(report_json.encode("utf-8", "replace"), STORED_LIMITS)
+    if not isinstance(parsed, ParsedReport):
+        return (-1, 0.0, "")
+    return _failure_rank(parsed.report, parsed.content_hash)
+
+
+def _failure_rank(report: TlsReport, hash_text: str) -> tuple[int, float, str]:
+    """Conflicting copies count as the one with more failed sessions, then the higher
+    failure rate; then the smaller hash, so that the order of arrival does not matter
+    (the hash is inverted: greater ranks first)."""
+    failed = sum(entry.failed_sessions for entry in report.policies)
+    total = sum(entry.sessions for entry in report.policies)
+    inverted = "".join(format(15 - int(char, 16), "x") for char in hash_text)
+    return (failed, failed / total if total else 0.0, inverted)
+
+
+def migrate_to_vouchers(connection: sqlite3.Connection) -> None:
+    """Schema 2 to 3: rebuild `reports` keyed by (voucher, report-id), with 'key-unavailable'
+    allowed, `policies` with a nullable policy_domain, and every content_hash (of reports
+    and conflicts) recomputed over the validated form. Rows of schema 2 that now share a
+    key (two organizations' same report-id under one voucher) become conflicts of the one
+    that ranks first (`_failure_rank`)."""
+    connection.execute(_REPORTS_TABLE.format(name="reports_v3"))
+    connection.execute(_POLICIES_TABLE.format(name="policies_v3"))
+    kept: dict[tuple[str, str], tuple[int, tuple[int, float, str]]] = {}
+    rows = connection.execute(
+        "SELECT id, organization_name, report_id, start_datetime, end_datetime, start_day, "
+        "contact_info, report_json, notes_json, auth_status, auth_method, auth_detail, "
+        "auth_signer, submitter, origin, message_id, imported_at FROM reports ORDER BY id"
+    ).fetchall()
+    for row in rows:
+        ref, report_id, report_json = row[0], str(row[2]), str(row[7])
+        status, method, signer, submitter, origin = row[9], row[10], row[12], row[13], row[14]
+        voucher = _old_voucher(str(status), str(method), signer, submitter, str(origin))
+        new_hash = content_hash(report_json)
+        rank = _failures_of(report_json)
+        key = (voucher, report_id)
+        if key in kept:
+            holder, holder_rank = kept[key]
+            loser = ref
+            if rank > holder_rank:  # this row is the stored report; the other a conflict
+                connection.execute("DELETE FROM reports_v3 WHERE id = ?", (holder,))
+                _copy_report(connection, row, voucher, new_hash)
+                holder, loser = ref, holder
+                kept[key] = (ref, rank)
+            _absorb(connection, holder, loser)
+            continue
+        _copy_report(connection, row, voucher, new_hash)
+        kept[key] = (ref, rank)
+    kept_refs = {ref for ref, _ in kept.values()}
+    connection.execute(
+        "INSERT INTO policies_v3 (id, report_ref, position, policy_type, policy_domain, "
+        "successful_sessions, failed_sessions) SELECT id, report_ref, position, policy_type, "
+        "NULLIF(policy_domain, ''), successful_sessions, failed_sessions FROM policies"
+    )
+    dropped = [
+        ref for (ref,) in connection.execute("SELECT id FROM reports") if ref not in kept_refs
+    ]
+    for ref in dropped:
+        connection.execute("DELETE FROM destinations WHERE report_ref = ?", (ref,))
+        connection.execute(
+            "DELETE FROM failure_details WHERE policy_ref IN "
+            "(SELECT id FROM policies_v3 WHERE report_ref = ?)",
+            (ref,),
+        )
+        connection.execute("DELETE FROM policies_v3 WHERE report_ref = ?", (ref,))
+    for conflict_ref, conflict_json in connection.execute(
+        "SELECT id, report_json FROM conflicts"
+    ).fetchall():
+        connection.execute(
+            "UPDATE OR IGNORE conflicts SET content_hash = ? WHERE id = ?",
+            (content_hash(str(conflict_json)), conflict_ref),
+        )
+    # Copies that differed only in what is not read are one report now.
+    connection.execute(
+        "DELETE FROM conflicts WHERE content_hash = "
+        "(SELECT content_hash FROM reports_v3 WHERE reports_v3.id = conflicts.report_ref)"
+    )
+    connection.execute("DROP TABLE policies")
+    connection.execute("DROP TABLE reports")
+    connection.execute("ALTER TABLE reports_v3 RENAME TO reports")
+    connection.execute("ALTER TABLE policies_v3 RENAME TO policies")
+    connection.execute("CREATE INDEX policies_by_domain ON policies (policy_domain)")
+    connection.execute("CREATE INDEX reports_by_report_id ON reports (report_id)")
+
+
+def _absorb(connection: sqlite3.Connection, holder: int, loser: int) -> None:
+    """The row `loser` (schema 2) becomes a conflicting copy of `holder`, with its
+    conflicts and destinations."""
+    old = connection.execute(
+        "SELECT report_json, auth_status, origin, imported_at FROM reports WHERE id = ?",
+        (loser,),
+    ).fetchone()
+    connection.execute(
+        "INSERT OR IGNORE INTO conflicts (report_ref, content_hash, report_json, "
+        "auth_status, origin, seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (holder, content_hash(str(old[0])), old[0], old[1], old[2], old[3]),
+    )
+    connection.execute(
+        "UPDATE OR IGNORE conflicts SET report_ref = ? WHERE report_ref = ?", (holder, loser)
+    )
+    connection.execute("DELETE FROM conflicts WHERE report_ref = ?", (loser,))
+    connection.execute(
+        "INSERT OR IGNORE INTO destinations (report_ref, uri) "
+        "SELECT ?, uri FROM destinations WHERE report_ref = ?",
+        (holder, loser),
+    )
+
+
+def _copy_report(
+    connection: sqlite3.Connection, row: Sequence[object], voucher: str, new_hash: str
+) -> None:
+    connection.execute(
+        "INSERT INTO reports_v3 (id, voucher, organization_name, report_id, content_hash, "
+        "start_datetime, end_datetime, start_day, contact_info, report_json, notes_json, "
+        "auth_status, auth_method, auth_detail, auth_signer, submitter, origin, message_id, "
+        "imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (row[0], voucher, row[1], row[2], new_hash, *row[3:]),
+    )
+
+
+_VOUCHER_MIGRATION: Final = migrate_to_vouchers
+
+# A step is SQL statements, or a function of the connection for what SQL alone cannot do.
+MigrationStep = str | Callable[[sqlite3.Connection], None]
 # Each entry takes the schema from version N-1 to N; never edit a released one, append.
-MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+MIGRATIONS: Final[tuple[tuple[MigrationStep, ...], ...]] = (
     (
         """CREATE TABLE reports (
             id INTEGER PRIMARY KEY,
@@ -119,6 +324,9 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         f"WHERE instr({column}, '-') BETWEEN 2 AND 4"
         for column in ("start_datetime", "end_datetime")
     ),
+    # Reports keyed by (voucher, report-id); 'key-unavailable'; policies without a domain;
+    # content_hash of the validated form (`migrate_to_vouchers`).
+    (_VOUCHER_MIGRATION,),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -155,9 +363,21 @@ def _schema_version(connection: sqlite3.Connection) -> int:
 
 
 def migrate(
-    connection: sqlite3.Connection, migrations: Sequence[Sequence[str]] = MIGRATIONS
+    connection: sqlite3.Connection, migrations: Sequence[Sequence[MigrationStep]] = MIGRATIONS
 ) -> int:
-    """Bring the schema to `len(migrations)`, one transaction per step; the version reached."""
+    """Bring the schema to `len(migrations)`, one transaction per step; the version reached.
+
+    Foreign keys are off while it runs (a table rebuilt must not cascade), as before.
+    """
+    enforced = connection.execute("PRAGMA foreign_keys").fetchone()[0]
+    connection.execute("PRAGMA foreign_keys = OFF")
+    try:
+        return _migrate(connection, migrations)
+    finally:
+        connection.execute(f"PRAGMA foreign_keys = {'ON' if enforced else 'OFF'}")
+
+
+def _migrate(connection: sqlite3.Connection, migrations: Sequence[Sequence[MigrationStep]]) -> int:
     target = len(migrations)
     while True:
         connection.execute("BEGIN IMMEDIATE")
@@ -175,7 +395,10 @@ def migrate(
                 connection.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 connection.execute("INSERT INTO schema_version (version) VALUES (0)")
             for statement in migrations[current]:
-                connection.execute(statement)
+                if callable(statement):
+                    statement(connection)
+                else:
+                    connection.execute(statement)
             connection.execute("UPDATE schema_version SET version = ?", (current + 1,))
             connection.execute("COMMIT")
         except BaseException:
@@ -200,7 +423,7 @@ class ReportStore:
         path: Path,
         *,
         create: bool = True,
-        migrations: Sequence[Sequence[str]] = MIGRATIONS,
+        migrations: Sequence[Sequence[MigrationStep]] = MIGRATIONS,
     ) -> ReportStore:
         """Open (creating it and its folder when `create`) and migrate; DatabaseError if unusable."""
         if not create and not path.is_file():
@@ -243,20 +466,9 @@ class ReportStore:
     def add(self, parsed: ParsedReport, provenance: Provenance, now: datetime) -> AddOutcome:
         """Store one report in one transaction (see the module doc for duplicates and conflicts)."""
         connection = self._connection
-        report = parsed.report
         connection.execute("BEGIN IMMEDIATE")
         try:
-            row = connection.execute(
-                "SELECT id, content_hash, auth_status FROM reports "
-                "WHERE organization_name = ? AND report_id = ?",
-                report.key,
-            ).fetchone()
-            if row is None:
-                report_ref = self._insert_report(parsed, provenance, now)
-                self._insert_destinations(report_ref, provenance.destinations)
-                outcome = AddOutcome(AddResult.IMPORTED)
-            else:
-                outcome = self._merge(row, parsed, provenance, now)
+            outcome = self._add(parsed, provenance, now)
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
@@ -264,37 +476,94 @@ class ReportStore:
             raise
         return outcome
 
-    def _merge(
-        self, row: tuple[int, str, str], parsed: ParsedReport, provenance: Provenance, now: datetime
-    ) -> AddOutcome:
-        report_ref, stored_hash, stored_status = row
-        newcomer_verified = provenance.authenticity.status is AuthStatus.PASS
-        stored_verified = stored_status == AuthStatus.PASS.value
-        self._insert_destinations(report_ref, provenance.destinations)
-        if stored_hash == parsed.content_hash:
-            if newcomer_verified and not stored_verified:
-                self._set_provenance(report_ref, provenance)
-                return AddOutcome(AddResult.DUPLICATE, "already stored; now verified by this copy")
-            return AddOutcome(AddResult.DUPLICATE, "already stored")
-        known = self._connection.execute(
-            "SELECT 1 FROM conflicts WHERE report_ref = ? AND content_hash = ?",
-            (report_ref, parsed.content_hash),
-        ).fetchone()
-        if known is not None:
-            return AddOutcome(AddResult.DUPLICATE, "already stored as a conflicting copy")
-        if newcomer_verified and not stored_verified:
-            old_json, old_origin = self._connection.execute(
-                "SELECT report_json, origin FROM reports WHERE id = ?", (report_ref,)
+    def _add(self, parsed: ParsedReport, provenance: Provenance, now: datetime) -> AddOutcome:
+        report = parsed.report
+        voucher = provenance.voucher
+        rows: list[_KeyRow] = [
+            _KeyRow(*row)
+            for row in self._connection.execute(
+                "SELECT id, voucher, content_hash, auth_status, auth_method, auth_signer, "
+                "submitter FROM reports WHERE report_id = ? ORDER BY id",
+                (report.report_id,),
+            )
+        ]
+        mine = [row for row in rows if row.voucher == voucher]
+        same = [row for row in rows if row.content_hash == parsed.content_hash]
+        if same and (not mine or mine[0] in same):
+            # (with a report of its own voucher holding other content, the newcomer is
+            # weighed against that one below: another voucher's row never swallows it)
+            return self._duplicate(same[0] if not mine else mine[0], rows, parsed, provenance)
+        for row in mine:
+            known = self._connection.execute(
+                "SELECT 1 FROM conflicts WHERE report_ref = ? AND content_hash = ?",
+                (row.ref, parsed.content_hash),
             ).fetchone()
-            self._insert_conflict(report_ref, stored_hash, old_json, stored_status, old_origin, now)
-            self._replace_report(report_ref, parsed, provenance, now)
+            if known is not None:
+                self._insert_destinations(row.ref, provenance.destinations)
+                return AddOutcome(AddResult.DUPLICATE, "already stored as a conflicting copy")
+        if not mine:
+            report_ref = self._insert_report(parsed, provenance, now)
+            self._insert_destinations(report_ref, provenance.destinations)
+            others = sorted({voucher_label(row.voucher) for row in rows})
+            if others:
+                return AddOutcome(
+                    AddResult.IMPORTED,
+                    f"another copy of report-id {report.report_id} is stored, vouched for by "
+                    f"{', '.join(others)}: each is kept under its own voucher",
+                )
+            return AddOutcome(AddResult.IMPORTED)
+        return self._conflict(mine[0], parsed, provenance, now)
+
+    def _duplicate(
+        self, row: _KeyRow, rows: list[_KeyRow], parsed: ParsedReport, provenance: Provenance
+    ) -> AddOutcome:
+        """The same content again: the stored copy keeps the better authenticity and a
+        submitter, whatever the order of import."""
+        self._insert_destinations(row.ref, provenance.destinations)
+        stored = Authenticity(AuthStatus(row.status), AuthMethod(row.method), "", row.signer)
+        newcomer = provenance.authenticity
+        better = (authenticity_rank(newcomer), provenance.voucher) > (
+            authenticity_rank(stored),
+            row.voucher,
+        )
+        taken = any(other.voucher == provenance.voucher for other in rows if other is not row)
+        if better and not taken:
+            submitter = provenance.submitter or row.submitter
+            self._set_provenance(row.ref, provenance, submitter)
+            return AddOutcome(
+                AddResult.DUPLICATE,
+                f"already stored; now vouched for by {voucher_label(provenance.voucher)} "
+                f"({newcomer.status.value})",
+            )
+        if row.submitter is None and provenance.submitter is not None:
+            self._connection.execute(
+                "UPDATE reports SET submitter = ? WHERE id = ?", (provenance.submitter, row.ref)
+            )
+        return AddOutcome(AddResult.DUPLICATE, "already stored")
+
+    def _conflict(
+        self, row: _KeyRow, parsed: ParsedReport, provenance: Provenance, now: datetime
+    ) -> AddOutcome:
+        """New content under a stored (voucher, report-id): the copy with more failures is
+        the stored report (`_failure_rank`), the other a conflicting copy."""
+        self._insert_destinations(row.ref, provenance.destinations)
+        old_json, old_status, old_origin = self._connection.execute(
+            "SELECT report_json, auth_status, origin FROM reports WHERE id = ?", (row.ref,)
+        ).fetchone()
+        stored_rank = _failures_of(str(old_json))
+        new_rank = _failure_rank(parsed.report, parsed.content_hash)
+        if new_rank > stored_rank:
+            self._insert_conflict(
+                row.ref, row.content_hash, str(old_json), str(old_status), str(old_origin), now
+            )
+            self._replace_report(row.ref, parsed, provenance, now)
             return AddOutcome(
                 AddResult.CONFLICT,
-                "same organization and report-id, different content: this verified copy "
-                "replaces the unverified one, which is kept as a conflict",
+                "same voucher and report-id, different content: this copy has more failures "
+                "and is counted; the other is kept as a conflicting copy",
             )
         self._insert_conflict(
-            report_ref,
+            row.ref,
             parsed.content_hash,
             parsed.canonical_json,
             provenance.authenticity.status.value,
@@ -303,8 +572,8 @@ class ReportStore:
         )
         return AddOutcome(
             AddResult.CONFLICT,
-            "same organization and report-id, different content: the first copy is kept, "
-            "this one is recorded as a conflict",
+            "same voucher and report-id, different content: the stored copy has more failures "
+            "and is counted; this one is kept as a conflicting copy",
         )
 
     def _insert_conflict(
@@ -328,6 +597,7 @@ class ReportStore:
         report = parsed.report
         auth = provenance.authenticity
         return (
+            provenance.voucher,
             report.organization_name,
             report.report_id,
             parsed.content_hash,
@@ -349,10 +619,10 @@ class ReportStore:
 
     def _insert_report(self, parsed: ParsedReport, provenance: Provenance, now: datetime) -> int:
         cursor = self._connection.execute(
-            "INSERT INTO reports (organization_name, report_id, content_hash, start_datetime, "
-            "end_datetime, start_day, contact_info, report_json, notes_json, auth_status, "
-            "auth_method, auth_detail, auth_signer, submitter, origin, message_id, imported_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO reports (voucher, organization_name, report_id, content_hash, "
+            "start_datetime, end_datetime, start_day, contact_info, report_json, notes_json, "
+            "auth_status, auth_method, auth_detail, auth_signer, submitter, origin, message_id, "
+            "imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             self._report_columns(parsed, provenance, now),
         )
         report_ref = cursor.lastrowid
@@ -365,7 +635,7 @@ class ReportStore:
     ) -> None:
         self._connection.execute("DELETE FROM policies WHERE report_ref = ?", (report_ref,))
         self._connection.execute(
-            "UPDATE reports SET organization_name = ?, report_id = ?, content_hash = ?, "
+            "UPDATE reports SET voucher = ?, organization_name = ?, report_id = ?, content_hash = ?, "
             "start_datetime = ?, end_datetime = ?, start_day = ?, contact_info = ?, "
             "report_json = ?, notes_json = ?, auth_status = ?, auth_method = ?, auth_detail = ?, "
             "auth_signer = ?, submitter = ?, origin = ?, message_id = ?, imported_at = ? "
@@ -374,17 +644,20 @@ class ReportStore:
         )
         self._insert_policies(report_ref, parsed.report)
 
-    def _set_provenance(self, report_ref: int, provenance: Provenance) -> None:
+    def _set_provenance(
+        self, report_ref: int, provenance: Provenance, submitter: str | None
+    ) -> None:
         auth = provenance.authenticity
         self._connection.execute(
-            "UPDATE reports SET auth_status = ?, auth_method = ?, auth_detail = ?, auth_signer = ?, "
-            "submitter = ?, origin = ?, message_id = ? WHERE id = ?",
+            "UPDATE reports SET voucher = ?, auth_status = ?, auth_method = ?, auth_detail = ?, "
+            "auth_signer = ?, submitter = ?, origin = ?, message_id = ? WHERE id = ?",
             (
+                provenance.voucher,
                 auth.status.value,
                 auth.method.value,
                 auth.detail,
                 auth.signer,
-                provenance.submitter,
+                submitter,
                 provenance.origin,
                 provenance.message_id,
                 report_ref,
@@ -400,7 +673,7 @@ class ReportStore:
                     report_ref,
                     position,
                     entry.policy.policy_type,
-                    entry.policy.policy_domain,
+                    entry.policy.policy_domain or None,  # UNKNOWN_POLICY_DOMAIN is NULL
                     entry.successful_sessions,
                     entry.failed_sessions,
                 ),
@@ -486,7 +759,7 @@ class ReportStore:
         rows = self._connection.execute(
             "SELECT id, report_json, content_hash, notes_json, auth_status, auth_method, "
             "auth_detail, auth_signer, submitter, origin, imported_at, "
-            "(SELECT COUNT(*) FROM conflicts WHERE report_ref = reports.id), "
+            "(SELECT COUNT(*) FROM conflicts WHERE report_ref = reports.id), voucher, "
             "organization_name, report_id "
             f"FROM reports {where} ORDER BY start_datetime, id",
             parameters,
@@ -494,14 +767,28 @@ class ReportStore:
         destinations: dict[int, set[str]] = {}
         for report_ref, uri in self._connection.execute("SELECT report_ref, uri FROM destinations"):
             destinations.setdefault(report_ref, set()).add(uri)
+        copies: dict[int, list[TlsReport]] = {}
+        for report_ref, copy_json in self._connection.execute(
+            f"SELECT report_ref, report_json FROM conflicts WHERE report_ref IN "
+            f"(SELECT id FROM reports {where}) ORDER BY id",
+            parameters,
+        ):
+            copy = parse_report_json(str(copy_json).encode("utf-8", "replace"), STORED_LIMITS)
+            if isinstance(copy, ParsedReport):
+                copies.setdefault(int(report_ref), []).append(copy.report)
         reports: list[StoredReport] = []
         unreadable: list[UnreadableReport] = []
         for row in rows:
             try:
-                reports.append(self._stored(row[:12], frozenset(destinations.get(row[0], ()))))
+                stored = self._stored(row[:13], frozenset(destinations.get(row[0], ())))
+                reports.append(
+                    dataclasses.replace(stored, conflict_copies=tuple(copies.get(row[0], ())))
+                )
             except _ROW_ERRORS as exc:
                 unreadable.append(
-                    UnreadableReport(int(row[0]), str(row[12]), str(row[13]), _row_reason(exc))
+                    UnreadableReport(
+                        int(row[0]), str(row[13]), str(row[14]), _row_reason(exc), str(row[12])
+                    )
                 )
         return StoredReports(tuple(reports), tuple(unreadable))
 
@@ -519,6 +806,7 @@ class ReportStore:
             origin,
             imported_at,
             conflicts,
+            voucher,
         ) = row
         parsed = parse_report_json(str(report_json).encode("utf-8", "replace"), STORED_LIMITS)
         if not isinstance(parsed, ParsedReport):
@@ -538,6 +826,7 @@ class ReportStore:
             destinations=destinations,
             notes=tuple(str(note) for note in json.loads(str(notes_json))),
             conflicting_copies=int(str(conflicts)),
+            voucher=str(voucher),
         )
 
     def destinations(self) -> frozenset[str]:
@@ -545,6 +834,19 @@ class ReportStore:
         return frozenset(
             str(row[0]) for row in self._connection.execute("SELECT DISTINCT uri FROM destinations")
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyRow:
+    """A stored row as `add` weighs it against a newcomer."""
+
+    ref: int
+    voucher: str
+    content_hash: str
+    status: str
+    method: str
+    signer: str | None
+    submitter: str | None
 
 
 class _RowUnreadable(Exception):

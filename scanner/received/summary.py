@@ -10,6 +10,10 @@ Pure: typed stored reports in, typed summaries out. Counting rules:
   details out. A policy whose summary disagrees with its details is counted in
   `summary_disagreements`.
 - A report's day is the UTC day its date-range starts (§4.1 asks for UTC days).
+- Reporters are grouped under who vouches for them (`records.reporter_group`: the
+  verified DKIM signer, else the voucher and the claimed name), the claimed
+  `organization-name`s shown beside (`records.shown_reporter`).
+- Policies that name no policy-domain are summed under `UNKNOWN_POLICY_DOMAIN`.
 - RFC 8460 §4.4 gives `sending-mta-ip` only inside failure details: there is no
   per-sending-IP count of successful sessions, so per-IP figures are failures.
 """
@@ -21,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-from scanner.received.records import StoredReport
+from scanner.received.records import StoredReport, reporter_group, shown_reporter
 from scanner.received.report import normalise_domain
 
 
@@ -72,6 +76,14 @@ class DayCount:
     sessions: SessionCounts
 
 
+# How views show UNKNOWN_POLICY_DOMAIN: the policies that named no policy-domain.
+UNKNOWN_DOMAIN_SHOWN = "(policies without policy-domain)"
+
+
+def shown_domain(policy_domain: str) -> str:
+    return policy_domain or UNKNOWN_DOMAIN_SHOWN
+
+
 @dataclass(frozen=True, slots=True)
 class DomainSummary:
     policy_domain: str
@@ -86,6 +98,11 @@ class DomainSummary:
     authenticity: tuple[tuple[str, int], ...]  # status → reports
     summary_disagreements: int
     conflicting_reports: int
+
+    @property
+    def shown_domain(self) -> str:
+        """The policy domain as views show it (UNKNOWN_POLICY_DOMAIN named, not blank)."""
+        return shown_domain(self.policy_domain)
 
 
 def _ranked(counter: Counter[str]) -> tuple[tuple[str, int], ...]:
@@ -118,6 +135,7 @@ class _DomainTally:
     organization_reports: defaultdict[str, set[str]] = field(
         default_factory=lambda: defaultdict(set)
     )
+    organization_names: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     authenticity: Counter[str] = field(default_factory=Counter)
     disagreements: int = 0
     conflicting: int = 0
@@ -138,13 +156,15 @@ def summarise_domains(
                 continue
             tally = tallies.setdefault(name, _DomainTally())
             counts = SessionCounts(entry.successful_sessions, entry.failed_sessions)
-            tally.report_keys.add(report.key)
+            tally.report_keys.add(stored.key)
             tally.sessions += counts
             tally.policy_types[entry.policy.policy_type] += counts
             tally.days[report.date_range.day] += counts
-            tally.day_reports[report.date_range.day].add(report.key)
-            tally.organizations[report.organization_name] += counts
-            tally.organization_reports[report.organization_name].add(report.report_id)
+            tally.day_reports[report.date_range.day].add(stored.key)
+            group = reporter_group(stored)
+            tally.organizations[group] += counts
+            tally.organization_reports[group].add(report.report_id)
+            tally.organization_names[group].add(report.organization_name)
             if entry.summary_disagrees:
                 tally.disagreements += 1
             for detail in entry.failure_details:
@@ -188,8 +208,12 @@ def _domain_summary(name: str, tally: _DomainTally) -> DomainSummary:
             for day, counts in sorted(tally.days.items())
         ),
         organizations=tuple(
-            OrganizationCount(organization, len(tally.organization_reports[organization]), counts)
-            for organization, counts in sorted(
+            OrganizationCount(
+                shown_reporter(group, tally.organization_names[group]),
+                len(tally.organization_reports[group]),
+                counts,
+            )
+            for group, counts in sorted(
                 tally.organizations.items(), key=lambda item: (-item[1].total, item[0])
             )
         ),
@@ -238,6 +262,7 @@ class _OrganizationTally:
     submitters: set[str] = field(default_factory=set)
     authenticity: Counter[str] = field(default_factory=Counter)
     domains: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
 
 
 def summarise_sources(reports: Iterable[StoredReport], domain: str | None = None) -> SourcesSummary:
@@ -257,7 +282,9 @@ def summarise_sources(reports: Iterable[StoredReport], domain: str | None = None
         ]
         if wanted is not None and not entries:
             continue
-        tally = organizations.setdefault(report.organization_name, _OrganizationTally())
+        group = reporter_group(stored)
+        tally = organizations.setdefault(group, _OrganizationTally())
+        tally.names.add(report.organization_name)
         if report.report_id not in tally.report_ids:
             tally.report_ids.add(report.report_id)
             tally.authenticity[stored.authenticity.status.value] += 1
@@ -275,10 +302,10 @@ def summarise_sources(reports: Iterable[StoredReport], domain: str | None = None
                     continue
                 ip_failures[detail.sending_mta_ip] += detail.failed_session_count
                 ip_types[detail.sending_mta_ip][detail.result_type] += detail.failed_session_count
-                ip_organizations[detail.sending_mta_ip].add(report.organization_name)
+                ip_organizations[detail.sending_mta_ip].add(group)
     sources = tuple(
         OrganizationSource(
-            organization=name,
+            organization=shown_reporter(name, tally.names),
             reports=len(tally.report_ids),
             sessions=tally.sessions,
             first_report=tally.first,
@@ -293,7 +320,17 @@ def summarise_sources(reports: Iterable[StoredReport], domain: str | None = None
         if tally.first is not None and tally.last is not None
     )
     sending = tuple(
-        SendingIpFailures(ip, count, _ranked(ip_types[ip]), tuple(sorted(ip_organizations[ip])))
+        SendingIpFailures(
+            ip,
+            count,
+            _ranked(ip_types[ip]),
+            tuple(
+                sorted(
+                    shown_reporter(group, organizations[group].names)
+                    for group in ip_organizations[ip]
+                )
+            ),
+        )
         for ip, count in _ranked(ip_failures)
     )
     return SourcesSummary(sources, sending, without_ip)
