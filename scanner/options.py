@@ -436,7 +436,7 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                 typer.Option(
                     "--min-sessions",
                     min=1,
-                    help="Sessions a reporter needs before its failure rate counts.",
+                    help="Sessions a reporter's reports above the failure rate must hold to block.",
                 ),
             ],
             "min_sessions",
