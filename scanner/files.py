@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Protocol, TextIO, cast
+from typing import IO, Final, Protocol, TextIO, cast
 
 import trio
 
@@ -334,6 +334,22 @@ def text_lines(path: Path) -> Iterator[str]:
     with path.open("rb") as handle:
         for text, _ in whole_members(handle, compression):
             yield from io.StringIO(text.decode("utf-8", "replace"), newline=None)
+
+
+# What `decoded_lines` yields for a line that is not JSON.
+NOT_JSON: Final = object()
+
+
+def decoded_lines(path: Path) -> Iterator[tuple[int, object]]:
+    """(line number, the line decoded from JSON, or `NOT_JSON`) for each non-blank line of
+    a results file: the one reader of `stats`, `diff` and `report`."""
+    for number, raw in enumerate(text_lines(path), 1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, json.loads(raw)
+        except ValueError:
+            yield number, NOT_JSON
 
 
 class UnknownSchemaVersion(ValueError):

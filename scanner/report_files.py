@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from scanner.core.assess import as_utc
-from scanner.files import text_lines
+from scanner.files import NOT_JSON, decoded_lines
 from scanner.output import schema_problem
 from scanner.render import output_console
 from scanner.untrusted import safe_filename, terminal, visible
@@ -120,13 +120,8 @@ def write_report_files(
 def read_lines(path: Path) -> Iterator[dict[str, object]]:
     """The JSON objects of a results file; other lines are skipped with a note on stderr."""
     stderr = output_console(stderr=True)
-    for number, raw in enumerate(text_lines(path), 1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except ValueError:
+    for number, record in decoded_lines(path):
+        if record is NOT_JSON:
             stderr.print(terminal(f"{path}:{number}: not a JSON line, skipped", None, "yellow"))
-            continue
-        if isinstance(record, dict):
+        elif isinstance(record, dict):
             yield record

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scanner.files import text_lines
+from scanner.files import NOT_JSON, decoded_lines
 from scanner.models import AddressStatus, MxSource
 from scanner.output import KNOWN_SCHEMA_VERSIONS
 from scanner.research.kinds import (
@@ -409,16 +409,13 @@ def read_results(path: Path, tally: SkipTally) -> Iterator[ScanLine]:
     """
     unknown: dict[str, tuple[int, int]] = {}  # version → (lines, first line number)
     try:
-        for number, raw in enumerate(text_lines(path), 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
+        for number, record in decoded_lines(path):
+            if record is NOT_JSON:
                 tally.not_json += 1
                 continue
             kind = classify_record(record)
             if isinstance(kind, int):
+                assert isinstance(record, dict)  # only an object has a known version
                 tally.read += 1
                 yield scan_line(record, kind)
             elif kind == "foreign":
