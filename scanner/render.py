@@ -260,6 +260,8 @@ def render_dane(console: Console, verdict: DomainVerdict) -> None:
 
 def _render_received(console: Console, evidence: ReceivedEvidence) -> None:
     """What senders reported, beside what the probe saw."""
+    from scanner.received.evidence import percent
+
     rate = evidence.failure_rate
     console.print(
         _styled(
@@ -269,9 +271,10 @@ def _render_received(console: Console, evidence: ReceivedEvidence) -> None:
     )
     console.print(
         Text(
-            f"  {evidence.reports} reports, {evidence.successful_sessions} sessions succeeded, "
+            f"  {evidence.reports} report{'' if evidence.reports == 1 else 's'}, "
+            f"{evidence.successful_sessions} sessions succeeded, "
             f"{evidence.failed_sessions} failed"
-            + (f" ({100 * rate:.3f} %)" if rate is not None else "")
+            + (f" ({percent(rate)})" if rate is not None else "")
             + (
                 f"; {evidence.unverified_reports} unverified left out"
                 if evidence.unverified_reports

@@ -118,3 +118,10 @@ async def test_check_says_what_it_does_while_it_works(
     assert retries
     assert "busy:421" in retries[0]
     assert "trying again in " in retries[0]
+
+
+def test_received_rates_read_alike_everywhere() -> None:
+    from scanner.received.evidence import percent
+
+    assert percent(0.01316) == "1.32 %"
+    assert percent(0.001) == "0.1 %"

@@ -149,8 +149,9 @@ def _counted(pairs: Sequence[tuple[str, int]]) -> str:
     return _listed([f"{name} {count}" for name, count in pairs]) if pairs else "none named"
 
 
-def _percent(rate: float) -> str:
-    return f"{rate * 100:.3g}%"
+def percent(rate: float) -> str:
+    """A rate as every view of received reports writes it: three significant digits."""
+    return f"{rate * 100:.3g} %"
 
 
 def _ranked(counter: Counter[str]) -> tuple[tuple[str, int], ...]:
@@ -316,7 +317,7 @@ def _rate_words(
     blockers: list[Problem] = []
     warnings: list[Problem] = []
     pooled, reporters = tallies.pooled, tallies.reporters
-    threshold = _percent(max_failure_rate)
+    threshold = percent(max_failure_rate)
     blocked_sessions = 0
     for group, tally in sorted(reporters.items()):
         above = tally.above
@@ -328,7 +329,7 @@ def _rate_words(
                     f"TLS-RPT: {_shown(_shown_reporter(group, tally.names))} reported "
                     f"{tally.sessions.failed} failed of {tally.sessions.total} sessions to {name} "
                     f"{window_label}; its reports above {threshold} hold {above.failed} failed "
-                    f"of {above.total} sessions ({_percent(above.failure_rate or 0.0)}): result "
+                    f"of {above.total} sessions ({percent(above.failure_rate or 0.0)}): result "
                     f"types {_counted(_ranked(tally.result_types))}; receiving MX "
                     f"{_listed(sorted(tally.mx))}",
                 )
@@ -348,7 +349,7 @@ def _rate_words(
                     ProblemCode.REPORTED_FAILURE_RATE,
                     f"TLS-RPT: {above.failed} failed of {above.total} sessions to {name} "
                     f"{window_label} in reports above {threshold}, all reporters together "
-                    f"({_percent(above.failure_rate or 0.0)}; {pooled.sessions.failed} failed of "
+                    f"({percent(above.failure_rate or 0.0)}; {pooled.sessions.failed} failed of "
                     f"{pooled.sessions.total} in all): result types "
                     f"{_counted(_ranked(pooled.result_types))}; reporters "
                     f"{_listed(reporters_with_failures)}; receiving MX "
@@ -361,7 +362,7 @@ def _rate_words(
             Problem(
                 ProblemCode.REPORTED_FAILURES,
                 f"TLS-RPT: {pooled.sessions.failed} failed of {pooled.sessions.total} sessions to "
-                f"{name} {window_label} ({_percent(pooled_rate)}; reports above {threshold} hold "
+                f"{name} {window_label} ({percent(pooled_rate)}; reports above {threshold} hold "
                 f"{above.total} sessions, fewer than {min_sessions}): result "
                 f"types {_counted(_ranked(pooled.result_types))}; reporters "
                 f"{_listed(reporters_with_failures)}; receiving MX {_listed(sorted(pooled.mx))}",
