@@ -41,8 +41,7 @@ LABEL_LIMIT: Final = 64  # characters of a label drawn on a chart
 CHART_TOP: Final = 15  # bars of the organization and sending-IP charts
 RESULT_TYPES_SHOWN: Final = 6  # result types drawn apart over time; the rest as one
 OTHER_TYPES: Final = "other result types"
-WIDE: Final = 11.0  # inches, the charts over time: the page scales each image to its column
-NARROW: Final = 7.5  # inches, the bar charts (half the page's width when there is room)
+WIDE: Final = 11.0  # inches: the page scales each image to its width
 STYLE: Final[dict[Any, Any]] = {**SVG_STYLE, "svg.hashsalt": "scanner-tlsrpt"}
 SUCCESS_COLOUR: Final = COLOURS[1]
 FAILURE_COLOUR: Final = COLOURS[2]
@@ -75,12 +74,11 @@ def _axis_titles(axes: Axes, x: str, y: str, gid: str = "y-axis-title") -> None:
 
 
 def _chart(name: str, title: str, size: tuple[float, float], draw: Callable[[Axes], None]) -> Chart:
-    """`title` is alt text and heading; it may quote a domain, so it is drawn without mathtext."""
+    """`title` is the image's alt text (the page heads each panel with its own words)."""
     with rc_context(STYLE):
         figure = Figure(figsize=size)
         axes = figure.add_subplot()
         draw(axes)
-        axes.set_title(_label(title), loc="left", parse_math=False)
         return Chart(name, visible(title, 200), _data_uri(figure))
 
 
@@ -281,7 +279,7 @@ def organization_chart(summary: DomainSummary, index: int) -> Chart | None:
     return _chart(
         f"organizations-{index}",
         f"Sessions by sending organization: {summary.shown_domain}",
-        (NARROW, _bar_height(len(ranked))),
+        (WIDE, _bar_height(len(ranked))),
         draw,
     )
 
@@ -316,6 +314,6 @@ def sending_ip_chart(
     return _chart(
         f"sending-ips-{index}",
         f"Failures by sending MTA IP: {shown_domain}",
-        (NARROW, _bar_height(len(ranked))),
+        (WIDE, _bar_height(len(ranked))),
         draw,
     )
