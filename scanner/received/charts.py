@@ -134,9 +134,12 @@ def daily_chart(summary: DomainSummary, period: Period, index: int) -> Chart | N
     positions = [_position(period, day.day) for day in days]
     successful = [day.sessions.successful for day in days]
     failed = [day.sessions.failed for day in days]
+    # The rate over every day of the period: a day without a report (or without sessions)
+    # is a gap in the line, never a zero.
+    by_day = {day.day: day.sessions.failure_rate for day in days}
+    rate_positions = list(range(len(period.days)))
     rates = [
-        100 * day.sessions.failure_rate if day.sessions.failure_rate is not None else math.nan
-        for day in days
+        100 * rate if (rate := by_day.get(day)) is not None else math.nan for day in period.days
     ]
 
     def draw(axes: Axes) -> None:
@@ -156,7 +159,7 @@ def daily_chart(summary: DomainSummary, period: Period, index: int) -> Chart | N
         _axis_titles(axes, _period_words(period), "sessions")
         rate_axes = axes.twinx()
         rate_axes.plot(
-            positions,
+            rate_positions,
             rates,
             color=RATE_COLOUR,
             marker="o",

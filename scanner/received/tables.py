@@ -66,7 +66,9 @@ def cell_text(cell: Cell) -> str:
         return cell.text()
     if isinstance(cell, date):
         return cell.isoformat()
-    return str(cell)
+    if isinstance(cell, int):
+        return f"{cell:,}"
+    return cell
 
 
 def _text(column: str, key: str | None = None) -> Column:
