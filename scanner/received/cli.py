@@ -289,14 +289,21 @@ def _period(since: str | None, until: str | None) -> tuple[date | None, date | N
 
 
 def _write_csv(directory: Path, tables: list[tuple[str | None, ReportTable]]) -> None:
-    from scanner.received.tables import write_csv
+    """`--csv DIR`: one `<table name>.csv` per table (`tables.csv_files`) in DIR, created."""
+    import csv
+
+    from scanner.received.tables import csv_files
 
     try:
-        written = write_csv(directory, tables)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = csv_files(tables)
+        for name, rows in files.items():
+            with (directory / f"{name}.csv").open("w", encoding="utf-8", newline="") as handle:
+                csv.writer(handle).writerows(rows)
     except OSError as exc:
         raise _fail(f"cannot write CSV files into {directory}: {exc.strerror or exc}") from None
     output_console(stderr=True).print(
-        line(Text(f"{len(written)} CSV files written to "), str(directory))
+        line(Text(f"{len(files)} CSV files written to "), str(directory))
     )
 
 

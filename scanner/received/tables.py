@@ -2,19 +2,17 @@
 
 A `ReportTable` is a name (the CSV file stem), a title, columns and rows of cells:
 text (always untrusted: it may come from a report), counts, dates and `Rate`s. The
-page (`page.py`) shows the cells as text; `write_csv` writes their values, text
-through `untrusted.csv_cell`. The tables are built once, here.
+page (`page.py`) shows the cells as text; `csv_files` gives their values for
+`--csv`, text through `untrusted.csv_cell`. The tables are built once, here.
 
-Pure: summaries in, tables out (`write_csv` is the one function that writes).
+Pure: summaries in, tables (and the rows of CSV files, `csv_files`) out.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 from typing import Final
 
 from scanner.received.summary import (
@@ -280,29 +278,27 @@ def _csv_value(cell: Cell) -> str | int | float:
     return csv_cell(cell)
 
 
-def write_csv(directory: Path, tables: Iterable[tuple[str | None, ReportTable]]) -> list[Path]:
-    """One `<name>.csv` per table name in `directory` (created); the paths written.
+def csv_files(
+    tables: Iterable[tuple[str | None, ReportTable]],
+) -> dict[str, list[list[str | int | float]]]:
+    """The rows (header first) of one CSV file per table name.
 
     Each pair is (policy domain, table): tables of the same name (one per policy domain)
     go into one file whose rows start with the policy domain; a table given without a
     domain has no such column. The header holds machine ids (`failure_rate`), rates are
     numbers from 0 to 1, and text from reports goes through `untrusted.csv_cell`.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     grouped: dict[str, list[tuple[str | None, ReportTable]]] = {}
     for domain, table in tables:
         grouped.setdefault(table.name, []).append((domain, table))
-    written: list[Path] = []
+    files: dict[str, list[list[str | int | float]]] = {}
     for name, group in grouped.items():
-        path = directory / f"{name}.csv"
         with_domain = any(domain is not None for domain, _ in group)
-        with path.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            header = [column.id for column in group[0][1].columns]
-            writer.writerow(["policy_domain", *header] if with_domain else header)
-            for domain, table in group:
-                for row in table.rows:
-                    values = [_csv_value(cell) for cell in row]
-                    writer.writerow([csv_cell(domain), *values] if with_domain else values)
-        written.append(path)
-    return written
+        header: list[str | int | float] = [column.id for column in group[0][1].columns]
+        rows = [["policy_domain", *header] if with_domain else header]
+        for domain, table in group:
+            for row in table.rows:
+                values = [_csv_value(cell) for cell in row]
+                rows.append([csv_cell(domain), *values] if with_domain else values)
+        files[name] = rows
+    return files
