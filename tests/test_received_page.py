@@ -522,6 +522,8 @@ def test_page_in_headless_chromium(database: Path, tmp_path: Path, width: int, k
         assert natural > 0  # the SVG rendered
         assert shown >= 0.85 * width - 60  # the charts use the page's width
     dom = browser.dom(page)
+    if kind == "hostile":
+        assert ESCAPED in dom  # the organization shows as text
     assert '<img src="x"' not in dom
     assert "onerror" not in re.sub(r"&lt;.*?&gt;", "", dom)
     size = browser.screenshot(page, tmp_path / f"{kind}-{width}.png", width, 3000)

@@ -30,6 +30,7 @@ from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from scanner.received.summary import DayCount, DomainSummary, Period, SendingIpFailures
@@ -274,10 +275,22 @@ def organization_chart(summary: DomainSummary, index: int) -> Chart | None:
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
         axes.set_xlim(0, max(org.sessions.total for org in ranked) * 1.45)
-        _axis_titles(
-            axes, "sessions (hatched: reports not verified by DKIM)", "sending organization"
+        _axis_titles(axes, "sessions", "sending organization")
+        legend = [
+            Patch(facecolor=SUCCESS_COLOUR, label="successful"),
+            Patch(facecolor=FAILURE_COLOUR, label="failed"),
+        ]
+        if any(hatches):
+            legend.append(
+                Patch(facecolor="white", edgecolor="black", hatch="//", label="not DKIM-verified")
+            )
+        axes.legend(
+            handles=legend,
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            ncols=len(legend),
+            frameon=False,
         )
-        axes.legend(loc="lower right", frameon=False)
 
     return _chart(
         f"organizations-{index}",

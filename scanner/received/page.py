@@ -102,7 +102,7 @@ def _rate_text(summary: DomainSummary) -> str:
 def _headline(summary: DomainSummary) -> str:
     sessions = summary.sessions
     return (
-        f"{summary.reports} reports, {sessions.total:,} sessions, {sessions.successful:,} "
+        f"{summary.reports} report{'' if summary.reports == 1 else 's'}, {sessions.total:,} sessions, {sessions.successful:,} "
         f"succeeded, {sessions.failed:,} failed (failure rate {_rate_text(summary)}); reports by "
         "authenticity: " + ", ".join(f"{status} {count}" for status, count in summary.authenticity)
     )
