@@ -20,6 +20,7 @@ PURE = (
     "output",
     "intake",
     "charts",
+    "tables",
     "page",
 )
 FORBIDDEN = (

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from commands import invoke
 from headless import headless_chromium
 
 from scanner.research.metadata import InputList, ScanMetadata, write_metadata
@@ -91,8 +92,8 @@ def metadata(name: str) -> ScanMetadata:
     )
 
 
-@pytest.fixture
-def page(tmp_path: Path) -> Path:
+def hostile_results(tmp_path: Path) -> tuple[Path, Path]:
+    """Two results files (a week apart) whose lines name hostile text."""
     results = tmp_path / "hostile.jsonl"
     lines = [
         record("a.example.co.uk", "mx.provider.co.uk", 5, True),
@@ -107,6 +108,12 @@ def page(tmp_path: Path) -> Path:
     older = tmp_path / "older.jsonl"
     shutil.copy(results, older)
     write_metadata(older, replace(metadata(HOSTILE), started_at=datetime(2026, 11, 21, tzinfo=UTC)))
+    return older, results
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Path:
+    older, results = hostile_results(tmp_path)
     target = tmp_path / "out" / "stats.html"
     done = subprocess.run(
         [sys.executable, "-m", "scanner", "stats", str(older), str(results), "--html", str(target)],
@@ -151,6 +158,24 @@ def test_page_is_offline_and_escapes_hostile_text(page: Path) -> None:
         "Lines skipped",
     ):
         assert title in html
+
+
+def test_without_matplotlib_the_page_holds_the_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    older, results = hostile_results(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as without the `charts` extra
+    monkeypatch.delitem(sys.modules, "scanner.research.charts", raising=False)
+    target = tmp_path / "tables.html"
+    done = invoke("stats", str(older), str(results), "--html", str(target))
+    assert done.exit_code == 0, done.stderr
+    assert "pip install 'scanner[charts]'" in done.stderr
+    html = target.read_text(encoding="utf-8")
+    assert "pip install &#39;scanner[charts]&#39;" in html
+    assert "data:image/svg+xml" not in html
+    assert "Adoption funnel" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert HOSTILE not in html
 
 
 @pytest.mark.browser

@@ -41,7 +41,8 @@ from scanner.received.mailboxes import file_items
 from scanner.received.output import sources_document, summary_document
 from scanner.received.records import StoredReport, StoredReports
 from scanner.received.store import DEFAULT_DATABASE, DatabaseError, ReportStore
-from scanner.received.summary import summarise_domains, summarise_sources
+from scanner.received.summary import report_period, summarise_domains, summarise_sources
+from scanner.received.tables import ReportTable
 from scanner.render import output_console
 from scanner.untrusted import dumps_json_line, line
 
@@ -63,6 +64,18 @@ JsonOption = Annotated[
 ]
 VerifiedOption = Annotated[
     bool, typer.Option("--verified-only", help="Count only DKIM-verified reports.")
+]
+SinceOption = Annotated[
+    str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")
+]
+UntilOption = Annotated[
+    str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD (inclusive).")
+]
+CsvOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--csv", help="Also write one CSV file per table into this directory.", file_okay=False
+    ),
 ]
 
 
@@ -268,25 +281,47 @@ def _day(text: str | None, option: str) -> date | None:
         raise _fail(f"{option} {text!r}: give a date as YYYY-MM-DD") from None
 
 
+def _period(since: str | None, until: str | None) -> tuple[date | None, date | None]:
+    first, last = _day(since, "--since"), _day(until, "--until")
+    if first and last and last < first:
+        raise _fail("--until is before --since")
+    return first, last
+
+
+def _write_csv(directory: Path, tables: list[tuple[str | None, ReportTable]]) -> None:
+    """`--csv DIR`: one `<table name>.csv` per table (`tables.csv_files`) in DIR, created."""
+    import csv
+
+    from scanner.received.tables import csv_files
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        files = csv_files(tables)
+        for name, rows in files.items():
+            with (directory / f"{name}.csv").open("w", encoding="utf-8", newline="") as handle:
+                csv.writer(handle).writerows(rows)
+    except OSError as exc:
+        raise _fail(f"cannot write CSV files into {directory}: {exc.strerror or exc}") from None
+    output_console(stderr=True).print(
+        line(Text(f"{len(files)} CSV files written to "), str(directory))
+    )
+
+
 @tlsrpt_app.command("summary")
 def summary(
     domain: DomainOption = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD (inclusive).")
-    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     json_out: JsonOption = False,
+    csv_dir: CsvOption = None,
     verified_only: VerifiedOption = False,
     database: DatabaseOption = DEFAULT_DATABASE,
 ) -> None:
     """Per policy domain: sessions, failure rate, failures by type, MX, policy type and day."""
     from scanner.received.render import render_summary
+    from scanner.received.tables import domain_tables, overview_table
 
-    first, last = _day(since, "--since"), _day(until, "--until")
-    if first and last and last < first:
-        raise _fail("--until is before --since")
+    first, last = _period(since, until)
     with _open(database, create=False) as store:
         stored = _readable(store.read(domain=domain, since=first, until=last))
     if verified_only:
@@ -304,30 +339,55 @@ def summary(
         sys.stdout.write(dumps_json_line(document) + "\n")
     else:
         render_summary(output_console(), summaries)
+    if csv_dir is not None:
+        period = report_period(summaries, first, last)
+        _write_csv(
+            csv_dir,
+            [
+                (None, overview_table(summaries, period)),
+                *(
+                    (summary.policy_domain, table)
+                    for summary in summaries
+                    for table in domain_tables(summary, period)
+                ),
+            ],
+        )
 
 
 @tlsrpt_app.command("sources")
 def sources(
     domain: DomainOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
     json_out: JsonOption = False,
+    csv_dir: CsvOption = None,
     verified_only: VerifiedOption = False,
     database: DatabaseOption = DEFAULT_DATABASE,
 ) -> None:
     """Per reporting organization and per sending MTA IP (failures only)."""
     from scanner.received.render import render_sources
+    from scanner.received.tables import source_tables
 
+    first, last = _period(since, until)
     with _open(database, create=False) as store:
-        stored = _readable(store.read(domain=domain))
+        stored = _readable(store.read(domain=domain, since=first, until=last))
     if verified_only:
         stored = tuple(report for report in stored if report.verified)
     result = summarise_sources(stored, domain)
     if json_out:
         document = sources_document(
-            result, database=str(database), domain=domain, verified_only=verified_only
+            result,
+            database=str(database),
+            domain=domain,
+            since=first,
+            until=last,
+            verified_only=verified_only,
         )
         sys.stdout.write(dumps_json_line(document) + "\n")
     else:
         render_sources(output_console(), result)
+    if csv_dir is not None:
+        _write_csv(csv_dir, [(None, table) for table in source_tables(result)])
 
 
 @tlsrpt_app.command("serve")
@@ -404,31 +464,36 @@ def serve(
 def html(
     out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")],
     domain: DomainOption = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")
-    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    verified_only: VerifiedOption = False,
     database: DatabaseOption = DEFAULT_DATABASE,
 ) -> None:
-    """One offline HTML page: charts per day, by result type and reporter; summary and sources."""
-    try:
-        from scanner.received.page import render_report_page
-    except ImportError as exc:
-        raise _fail(
-            f"the page needs matplotlib ({exc.name or exc}): pip install 'scanner[charts]'"
-        ) from None
-    first = _day(since, "--since")
+    """One offline HTML page: an overview of every policy domain, then per domain charts
+    (sessions per day, failures by result type, organizations, sending IPs) and tables."""
+    from scanner.received.page import PageFilters, render_report_page
+    from scanner.research.page import CHARTS_NOTE, charts_available
+
+    first, last = _period(since, until)
     with _open(database, create=False) as store:
-        stored = _readable(store.read(domain=domain, since=first))
+        stored = _readable(store.read(domain=domain, since=first, until=last))
+    if verified_only:
+        stored = tuple(report for report in stored if report.verified)
+    summaries = summarise_domains(stored, domain)
+    with_charts = charts_available()
     page = render_report_page(
-        summarise_domains(stored, domain),
+        summaries,
+        [summarise_sources(stored, summary.policy_domain) for summary in summaries],
         summarise_sources(stored, domain),
-        database=str(database),
-        domain=domain,
-        since=first,
+        PageFilters(str(database), domain, first, last, verified_only),
+        with_charts=with_charts,
     )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise _fail(f"cannot write {out}: {exc.strerror or exc}") from None
-    output_console(stderr=True).print(line(Text("wrote "), str(out)))
+    stderr = output_console(stderr=True)
+    stderr.print(line(Text("wrote "), str(out)))
+    if not with_charts:
+        stderr.print(f"note: {CHARTS_NOTE}", style="yellow", markup=False)

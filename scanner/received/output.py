@@ -95,11 +95,22 @@ def summary_document(
 
 
 def sources_document(
-    sources: SourcesSummary, *, database: str, domain: str | None, verified_only: bool
+    sources: SourcesSummary,
+    *,
+    database: str,
+    domain: str | None,
+    since: date | None = None,
+    until: date | None = None,
+    verified_only: bool,
 ) -> dict[str, object]:
     return {
         "database": database,
-        "filters": {"domain": domain, "verified_only": verified_only},
+        "filters": {
+            "domain": domain,
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+            "verified_only": verified_only,
+        },
         "organizations": [
             {
                 "organization": item.organization,

@@ -123,6 +123,11 @@ def reporter_group(stored: StoredReport) -> str:
     return f"{stored.voucher}\n{stored.report.organization_name}"
 
 
+def is_verified_group(group: str) -> bool:
+    """Whether a `reporter_group` is a verified DKIM signer."""
+    return group.startswith(f"{VoucherKind.DKIM}:")
+
+
 def shown_reporter(group: str, names: Iterable[str], limit: int = 5) -> str:
     """A reporter as views show it: who vouches, the claimed names beside it
     (`reporter.example ("Reporter Inc.")`, `file ("Company-X")`)."""

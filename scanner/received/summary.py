@@ -23,9 +23,16 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Final
 
-from scanner.received.records import StoredReport, reporter_group, shown_reporter
+from scanner.received.records import (
+    StoredReport,
+    is_verified_group,
+    reporter_group,
+    shown_reporter,
+)
 from scanner.received.report import normalise_domain
 
 
@@ -67,6 +74,7 @@ class OrganizationCount:
     organization: str
     reports: int
     sessions: SessionCounts
+    verified: bool = False  # grouped under a verified DKIM signer
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,7 @@ class DayCount:
     day: date
     reports: int
     sessions: SessionCounts
+    failures_by_result_type: tuple[tuple[str, int], ...] = ()  # from the failure details
 
 
 # How views show UNKNOWN_POLICY_DOMAIN: the policies that named no policy-domain.
@@ -98,6 +107,19 @@ class DomainSummary:
     authenticity: tuple[tuple[str, int], ...]  # status → reports
     summary_disagreements: int
     conflicting_reports: int
+    unverified_sessions: int = 0  # in reports that are not DKIM-verified
+    conflicting_sessions: int = 0  # in reports that arrived in conflicting copies
+    doubtful_sessions: int = 0  # in reports that are either (each counted once)
+
+    @property
+    def doubtful_share(self) -> float | None:
+        """The share of sessions from unverified or conflicting reports, None without sessions."""
+        return self.doubtful_sessions / self.sessions.total if self.sessions.total else None
+
+    @property
+    def worst_result_type(self) -> tuple[str, int] | None:
+        """The result type with the most failed sessions, or None without failure details."""
+        return self.failures_by_result_type[0] if self.failures_by_result_type else None
 
     @property
     def shown_domain(self) -> str:
@@ -129,6 +151,7 @@ class _DomainTally:
     day_reports: defaultdict[date, set[tuple[str, str]]] = field(
         default_factory=lambda: defaultdict(set)
     )
+    day_types: defaultdict[date, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     organizations: defaultdict[str, SessionCounts] = field(
         default_factory=lambda: defaultdict(SessionCounts)
     )
@@ -139,6 +162,9 @@ class _DomainTally:
     authenticity: Counter[str] = field(default_factory=Counter)
     disagreements: int = 0
     conflicting: int = 0
+    unverified_sessions: int = 0
+    conflicting_sessions: int = 0
+    doubtful_sessions: int = 0
 
 
 def summarise_domains(
@@ -167,9 +193,16 @@ def summarise_domains(
             tally.organization_names[group].add(report.organization_name)
             if entry.summary_disagrees:
                 tally.disagreements += 1
+            if not stored.verified:
+                tally.unverified_sessions += counts.total
+            if stored.conflicting_copies:
+                tally.conflicting_sessions += counts.total
+            if not stored.verified or stored.conflicting_copies:
+                tally.doubtful_sessions += counts.total
             for detail in entry.failure_details:
                 count = detail.failed_session_count
                 tally.result_types[detail.result_type] += count
+                tally.day_types[report.date_range.day][detail.result_type] += count
                 tally.reasons[(detail.result_type, detail.failure_reason_code)] += count
                 where = (detail.receiving_mx_hostname, detail.receiving_ip)
                 if where != (None, None):
@@ -204,7 +237,7 @@ def _domain_summary(name: str, tally: _DomainTally) -> DomainSummary:
         ),
         by_policy_type=tuple(sorted(tally.policy_types.items())),
         days=tuple(
-            DayCount(day, len(tally.day_reports[day]), counts)
+            DayCount(day, len(tally.day_reports[day]), counts, _ranked(tally.day_types[day]))
             for day, counts in sorted(tally.days.items())
         ),
         organizations=tuple(
@@ -212,6 +245,7 @@ def _domain_summary(name: str, tally: _DomainTally) -> DomainSummary:
                 shown_reporter(group, tally.organization_names[group]),
                 len(tally.organization_reports[group]),
                 counts,
+                verified=is_verified_group(group),
             )
             for group, counts in sorted(
                 tally.organizations.items(), key=lambda item: (-item[1].total, item[0])
@@ -220,7 +254,91 @@ def _domain_summary(name: str, tally: _DomainTally) -> DomainSummary:
         authenticity=_ranked(tally.authenticity),
         summary_disagreements=tally.disagreements,
         conflicting_reports=tally.conflicting,
+        unverified_sessions=tally.unverified_sessions,
+        conflicting_sessions=tally.conflicting_sessions,
+        doubtful_sessions=tally.doubtful_sessions,
     )
+
+
+# ---------------------------------------------------------------- period and trend
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """The UTC days a view covers, both inclusive."""
+
+    first: date
+    last: date
+
+    @property
+    def days(self) -> tuple[date, ...]:
+        return tuple(
+            self.first + timedelta(days=n) for n in range((self.last - self.first).days + 1)
+        )
+
+    def without_reports(self, counted: Iterable[DayCount]) -> tuple[date, ...]:
+        """The days of the period on which no report starts."""
+        seen = {day.day for day in counted}
+        return tuple(day for day in self.days if day not in seen)
+
+
+def report_period(
+    summaries: Iterable[DomainSummary], since: date | None, until: date | None
+) -> Period | None:
+    """`since` to `until`, each end defaulting to the first or last day reported; None when
+    there is no day at all."""
+    days = [day.day for summary in summaries for day in summary.days]
+    first = since if since is not None else min(days, default=None)
+    last = until if until is not None else max(days, default=None)
+    if first is None or last is None or last < first:
+        return None
+    return Period(first, last)
+
+
+class TrendDirection(StrEnum):
+    RISING = "rising"
+    FALLING = "falling"
+    STEADY = "steady"
+    UNKNOWN = "unknown"  # a half of the period without sessions
+
+
+# Failure rates of the two halves closer than this (0.1 percentage points, the readiness
+# default of --max-failure-rate) are steady.
+STEADY_MARGIN: Final = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """The failure rate of the earlier half of a period against the later half."""
+
+    earlier: SessionCounts
+    later: SessionCounts
+
+    @property
+    def direction(self) -> TrendDirection:
+        before, after = self.earlier.failure_rate, self.later.failure_rate
+        if before is None or after is None:
+            return TrendDirection.UNKNOWN
+        if after - before > STEADY_MARGIN:
+            return TrendDirection.RISING
+        if before - after > STEADY_MARGIN:
+            return TrendDirection.FALLING
+        return TrendDirection.STEADY
+
+
+def failure_trend(days: Iterable[DayCount], period: Period) -> Trend:
+    """The sessions of the days in the earlier half of `period` against the later half
+    (the middle day of an odd period counts with the later half)."""
+    middle = period.first + timedelta(days=len(period.days) // 2)
+    earlier = later = SessionCounts()
+    for day in days:
+        if not period.first <= day.day <= period.last:
+            continue
+        if day.day < middle:
+            earlier += day.sessions
+        else:
+            later += day.sessions
+    return Trend(earlier, later)
 
 
 # ---------------------------------------------------------------- sources

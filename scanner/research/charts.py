@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from matplotlib import rc_context
@@ -24,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from scanner.research.measures import FUNNEL, STAGES, Stage
+from scanner.research.page import Chart
 from scanner.research.statistics import GroupCounts, ScanStatistics, Statistics
 from scanner.research.tables import DEFAULT_TOP, rank_groups, top_groups
 from scanner.research.taxonomy import CATEGORIES
@@ -42,13 +42,6 @@ SVG_STYLE: Final[dict[Any, Any]] = {
 COLOURS: Final = ("#4c72b0", "#55a868", "#c44e52", "#8172b2", "#ccb974", "#64b5cd")
 MARKERS: Final = ("o", "s", "^", "D")
 DASHES: Final = ("-", "--", "-.", ":")
-
-
-@dataclass(frozen=True, slots=True)
-class Chart:
-    name: str
-    title: str  # ours: the image's alt text
-    data_uri: str
 
 
 def _label(text: str) -> str:

@@ -8,7 +8,6 @@ Output goes to stdout; warnings, notes and skipped-line counts to stderr.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -170,10 +169,6 @@ def stats(
     """Adoption funnel, misconfigurations, breakdowns and trends over results files."""
     from scanner.research.statistics import StatisticsBuilder, stats_problems
 
-    if html is not None and importlib.util.find_spec("matplotlib") is None:
-        raise typer.BadParameter(
-            "the charts need matplotlib: pip install 'scanner[charts]'", param_hint="--html"
-        )
     files = [load_file_metadata(path) for path in results]
     problems = stats_problems(files)
     _judge_problems(problems, force)
@@ -205,11 +200,17 @@ def stats(
             )
             _stderr().print(terminal(f"{len(written)} CSV files written to {csv_dir}", None))
         if html is not None:
-            from scanner.research.page import render_page
+            from scanner.research.page import CHARTS_NOTE, charts_available, render_page
 
+            with_charts = charts_available()
             html.parent.mkdir(parents=True, exist_ok=True)
-            html.write_text(render_page(statistics, tables, problems), encoding="utf-8")
+            html.write_text(
+                render_page(statistics, tables, problems, with_charts=with_charts),
+                encoding="utf-8",
+            )
             _stderr().print(terminal(f"HTML page written to {html}", None))
+            if not with_charts:
+                _stderr().print(terminal(f"note: {CHARTS_NOTE}", None, "yellow"))
     except OSError as error:
         _stderr().print(
             terminal(f"error: {error.strerror or error}: {error.filename or ''}", None, "red")

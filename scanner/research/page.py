@@ -11,6 +11,7 @@ that allows inline styles and `data:` images only: no script, no request, offlin
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,13 +19,15 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from scanner import __version__
-from scanner.research.charts import Chart, statistics_charts
 from scanner.research.metadata import Problem
 from scanner.research.statistics import Statistics
 from scanner.research.tables import Cell, Share, TableData, statistics_json
 from scanner.untrusted import html_text
 
 TEMPLATE = "statistics.html.j2"
+CHARTS_NOTE = (
+    "Charts need matplotlib: pip install 'scanner[charts]'. This page shows the tables only."
+)
 PAGE_TITLE = "MTA-STS adoption statistics"
 
 
@@ -43,6 +46,24 @@ def environment(package: str = "scanner.research") -> Environment:
     )
     env.filters["untrusted"] = untrusted
     return env
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """A chart on a page: an SVG image as a `data:` URI (drawn by a `charts` module)."""
+
+    name: str
+    title: str  # ours: the image's alt text
+    data_uri: str
+
+
+def charts_available() -> bool:
+    """Whether matplotlib (the `charts` extra) can be imported: pages without it show tables."""
+    try:
+        importlib.import_module("matplotlib")
+    except ImportError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +105,18 @@ def sections(tables: Sequence[TableData], charts: Sequence[Chart]) -> list[Secti
 
 
 def render_page(
-    statistics: Statistics, tables: Sequence[TableData], problems: Sequence[Problem]
+    statistics: Statistics,
+    tables: Sequence[TableData],
+    problems: Sequence[Problem],
+    *,
+    with_charts: bool = True,
 ) -> str:
+    """The page; without `with_charts` (matplotlib missing) the tables only, and a note."""
+    charts: list[Chart] = []
+    if with_charts:
+        from scanner.research.charts import statistics_charts
+
+        charts = statistics_charts(statistics)
     document = statistics_json(statistics, problems)
     return (
         environment()
@@ -97,6 +128,7 @@ def render_page(
             files=document["files"],
             problems=problems,
             notes=statistics.skipped.notes,
-            sections=sections(tables, statistics_charts(statistics)),
+            sections=sections(tables, charts),
+            charts_note=None if with_charts else CHARTS_NOTE,
         )
     )
