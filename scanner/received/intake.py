@@ -41,8 +41,6 @@ from scanner.received.report import (
 )
 from scanner.untrusted import visible
 
-REASON_LIMIT: Final = 200  # characters of a stranger's value quoted in a reply
-
 
 class MediaType(StrEnum):
     """RFC 8460 §6.4, §6.5."""

@@ -912,9 +912,3 @@ def report_value(report: TlsReport) -> dict[str, object]:
             for entry in report.policies
         ],
     )
-
-
-def iter_failure_details(report: TlsReport) -> Iterator[tuple[PolicyReport, FailureDetail]]:
-    for entry in report.policies:
-        for detail in entry.failure_details:
-            yield entry, detail
