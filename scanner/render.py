@@ -314,6 +314,27 @@ def natural_width(renderable: Table) -> int:
 WIDE = Console(width=UNWRAPPED_WIDTH, file=io.StringIO())
 
 
+def print_table(console: Console, table: Table) -> None:
+    """`table` where it fits whole; else one block per row, `column: value` per line, so no
+    cell (a host name, an address, an organization) is ever cut on a narrow terminal."""
+    if natural_width(table) <= console.width:
+        console.print(table)
+        return
+    if table.title:
+        console.print(Text(str(table.title), style="bold"))
+    columns = [(str(column.header), list(column.cells)) for column in table.columns]
+    for index in range(table.row_count):
+        for position, (header, cells) in enumerate(columns):
+            cell = cells[index] if index < len(cells) else ""
+            value = cell if isinstance(cell, Text) else Text(str(cell))
+            if position == 0:
+                heading = value.copy()
+                heading.stylize("bold")
+                console.print(text_line(Text("  "), heading))
+            elif value.plain:
+                console.print(text_line(Text(f"    {header}: "), value))
+
+
 def render_stacked(console: Console, verdict: DomainVerdict) -> None:
     """The table of MX hosts and addresses as one block per host and address, for a narrow
     terminal: names and addresses whole on lines of their own, never cut."""

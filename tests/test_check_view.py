@@ -125,3 +125,24 @@ def test_received_rates_read_alike_everywhere() -> None:
 
     assert percent(0.01316) == "1.32 %"
     assert percent(0.001) == "0.1 %"
+
+
+def test_a_table_too_wide_for_the_terminal_becomes_blocks_with_every_cell_whole() -> None:
+    from rich.table import Table
+
+    from scanner.render import print_table
+
+    table = Table(title="Reporting organizations")
+    for column in ("organization", "reports", "first report", "last report", "submitter"):
+        table.add_column(column)
+    name = "Enterprise Outlook Exchange Online Protection Reporting"
+    table.add_row(name, "12", "2016-04-01 00:00", "2016-04-09 00:00", "mail.example.com")
+    narrow = io.StringIO()
+    print_table(Console(file=narrow, width=60, no_color=True), table)
+    text = narrow.getvalue()
+    assert name in text
+    assert "first report: 2016-04-01 00:00" in text
+    assert max(len(line) for line in text.splitlines()) <= 60
+    wide = io.StringIO()
+    print_table(Console(file=wide, width=300, no_color=True), table)
+    assert "┃ organization" in wide.getvalue()

@@ -9,16 +9,19 @@ own words are the only `str` rich sees.
 
 from __future__ import annotations
 
+from types import TracebackType
+from typing import Self
+
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from scanner import untrusted
-from scanner.progress import ProgressView
 from scanner.received.importer import EventKind, ImportEvent, ImportTally
 from scanner.received.output import SENDING_IP_NOTE
 from scanner.received.summary import DomainSummary, SessionCounts, SourcesSummary
+from scanner.render import print_table
 
 MAX_LISTED_EVENTS = 50  # rejections and conflicts listed after an import; the rest counted
 
@@ -35,8 +38,9 @@ def _shown(value: str | None) -> Text:
 # ---------------------------------------------------------------- import
 
 
-class ImportProgressBar(ProgressView):
-    """An `ImportProgress` drawing one bar per source on a terminal console."""
+class ImportProgressBar:
+    """An `ImportProgress` drawing one bar per source on a terminal console, shown while
+    it is entered as a context manager."""
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
@@ -51,6 +55,18 @@ class ImportProgressBar(ProgressView):
         self._task: TaskID | None = None
         self._imported = 0
         self._rejected = 0
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
 
     def begin(self, label: str, total: int | None, unit: str) -> None:
         description = untrusted.visible(label, 60)
@@ -183,7 +199,7 @@ def render_summary(console: Console, summaries: tuple[DomainSummary, ...]) -> No
                     _shown(reason.failure_reason_code),
                     str(reason.failed_sessions),
                 )
-            console.print(table)
+            print_table(console, table)
         if summary.failures_by_receiving:
             table = _table(
                 "Failures by receiving MX and IP",
@@ -202,11 +218,11 @@ def render_summary(console: Console, summaries: tuple[DomainSummary, ...]) -> No
                     str(where.failed_sessions),
                     types,
                 )
-            console.print(table)
+            print_table(console, table)
         table = _table("By policy type", "policy type", "succeeded", "failed", "failure rate")
         for name, counts in summary.by_policy_type:
             table.add_row(_shown(name), str(counts.successful), str(counts.failed), _rate(counts))
-        console.print(table)
+        print_table(console, table)
         table = _table(
             "By reporting organization",
             "organization",
@@ -224,7 +240,7 @@ def render_summary(console: Console, summaries: tuple[DomainSummary, ...]) -> No
                 str(counts.failed),
                 _rate(counts),
             )
-        console.print(table)
+        print_table(console, table)
         table = _table(
             "Per day (UTC, by report start)",
             "day",
@@ -242,7 +258,7 @@ def render_summary(console: Console, summaries: tuple[DomainSummary, ...]) -> No
                 str(counts.failed),
                 _rate(counts),
             )
-        console.print(table)
+        print_table(console, table)
         console.print()
 
 
@@ -279,7 +295,7 @@ def render_sources(console: Console, sources: SourcesSummary) -> None:
             else Text("-", style="dim"),
             ", ".join(f"{status} {count}" for status, count in item.authenticity),
         )
-    console.print(table)
+    print_table(console, table)
     console.print()
     if sources.sending_ips:
         table = _table(
@@ -296,7 +312,7 @@ def render_sources(console: Console, sources: SourcesSummary) -> None:
                 untrusted.terminal("; ".join(f"{name} {count}" for name, count in ip.result_types)),
                 untrusted.terminal(", ".join(ip.organizations)),
             )
-        console.print(table)
+        print_table(console, table)
     else:
         console.print("no failure detail names a sending MTA IP", markup=False)
     if sources.failures_without_sending_ip:
