@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ from scanner.run import (
     run_bulk_scan,
     scan_talking,
 )
-from scanner.untrusted import terminal
+from scanner.untrusted import dumps_document, terminal
 
 if TYPE_CHECKING:
     from typer._click import Command, Context, Parameter
@@ -347,7 +346,7 @@ def check(
         result = scanned
     console = output_console()
     if json_out:
-        typer.echo(json.dumps(result_line(result, network.report), indent=2, ensure_ascii=False))
+        typer.echo(dumps_document(result_line(result, network.report)))
     else:
         render_check(console, result)
     if result.could_not_scan:

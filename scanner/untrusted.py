@@ -212,6 +212,14 @@ _JSON_ESCAPED: Final = re.compile(
 )
 
 
+def dumps_document(obj: object) -> str:
+    """Indented JSON for a person or a program reading a command's `--json`: the same
+    escapes as `dumps_json_line`, two spaces of indent, one way in every command."""
+    return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False).translate(
+        JSON_ESCAPE_TABLE
+    )
+
+
 def dumps_json_line(obj: object) -> str:
     """Compact JSON on one line, no trailing newline; non-ASCII kept, key order kept.
 

@@ -178,7 +178,9 @@ def test_a_stored_row_that_no_longer_parses_is_named_and_skipped(tmp_path: Path)
         assert "warning: stored report 2 (" in output
         assert "skipped: its JSON no longer parses (the report is not JSON: Infinity" in output
     code, output = invoke("tlsrpt", "summary", "--json", "--db", str(db))
-    assert json.loads(output.splitlines()[-1])["domains"][0]["reports"] == 9
+    lines = output.splitlines()
+    document = "\n".join(lines[lines.index("{") :])  # after the warning, on stderr
+    assert json.loads(document)["domains"][0]["reports"] == 9
 
 
 def test_hostile_text_is_shown_inert(tmp_path: Path) -> None:

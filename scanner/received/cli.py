@@ -44,7 +44,7 @@ from scanner.received.store import DEFAULT_DATABASE, DatabaseError, ReportStore
 from scanner.received.summary import report_period, summarise_domains, summarise_sources
 from scanner.received.tables import ReportTable
 from scanner.render import output_console
-from scanner.untrusted import dumps_json_line, line
+from scanner.untrusted import dumps_document, line
 
 EXIT_SOURCE_UNREADABLE = 1
 EXIT_USAGE = 2
@@ -336,7 +336,7 @@ def summary(
             until=last,
             verified_only=verified_only,
         )
-        sys.stdout.write(dumps_json_line(document) + "\n")
+        sys.stdout.write(dumps_document(document) + "\n")
     else:
         render_summary(output_console(), summaries)
     if csv_dir is not None:
@@ -383,7 +383,7 @@ def sources(
             until=last,
             verified_only=verified_only,
         )
-        sys.stdout.write(dumps_json_line(document) + "\n")
+        sys.stdout.write(dumps_document(document) + "\n")
     else:
         render_sources(output_console(), result)
     if csv_dir is not None:

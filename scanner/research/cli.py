@@ -8,7 +8,6 @@ Output goes to stdout; warnings, notes and skipped-line counts to stderr.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -49,7 +48,7 @@ from scanner.research.vantage import (
     compare_vantages,
     signature_text,
 )
-from scanner.untrusted import JSON_ESCAPE_TABLE, terminal, visible
+from scanner.untrusted import dumps_document, terminal, visible
 from scanner.untrusted import line as text_line
 
 if TYPE_CHECKING:
@@ -69,11 +68,6 @@ def _stderr() -> Console:
     from scanner.render import output_console
 
     return output_console(stderr=True)
-
-
-def dumps_document(document: object) -> str:
-    """Indented JSON whose strings hold no character a terminal would obey (untrusted.py)."""
-    return json.dumps(document, indent=2, ensure_ascii=False).translate(JSON_ESCAPE_TABLE)
 
 
 def _judge_problems(problems: Sequence[Problem], force: bool) -> None:
