@@ -21,10 +21,14 @@ from typing import TYPE_CHECKING, TextIO, TypeAlias
 import trio
 import typer
 
+from scanner.core.egress import ControlEvidence, Decision, Egress, blocked_words
 from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard
 from scanner.core.result import DomainResult
 from scanner.files import InputReader, iterate_lines, open_results
+from scanner.net.canaries import gather_evidence
+from scanner.net.resolver import Resolver
 from scanner.options import NetworkOptions, scan_settings
+from scanner.port25 import Port25Watch
 from scanner.progress import DEFAULT_STATUS_INTERVAL, ProgressView, count_lines
 from scanner.render import output_console
 from scanner.scan import Scanner, ScanStats
@@ -34,9 +38,14 @@ from scanner.untrusted import terminal
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from scanner.workers import Load
+    from scanner.workers import Finished, Load
+
+    Port25Builder: TypeAlias = Callable[
+        [Callable[[Finished], None], Callable[[Decision], None]], Port25Watch[Finished]
+    ]
 
 EXIT_INTERRUPTED = 130
+EXIT_PORT25_BLOCKED = 3  # the network of the scan blocks outbound port 25: nothing written
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,7 @@ class ScanEnd:
     lost: list[str] = field(default_factory=list)
     stopped: bool = False  # every worker ended early: the input was not read to its end
     load: LoadNote = field(default_factory=LoadNote)
+    egress: Decision = field(default_factory=lambda: Decision(Egress.PENDING))
 
 
 RunItems: TypeAlias = Callable[
@@ -128,8 +138,30 @@ def in_process(scanner: Scanner, progress: ProgressView | None) -> RunItems:
             end.probes_run = scanner.probe_cache.probes_run
             end.busy_signals = scanner.gate.busy_signals
             end.load.add(scanner)
+            end.egress = scanner.egress
 
     return run
+
+
+def parent_port25(network: NetworkOptions) -> Port25Builder | None:
+    """The watch on port 25 of the parent of worker processes, or None when the check is off.
+
+    The canaries are asked through a resolver of the parent's own, made when they are.
+    """
+    egress = network.egress
+    if not egress.enabled:
+        return None
+
+    async def consult() -> ControlEvidence:
+        resolver = Resolver.create(network.resolvers or None, timeout=network.timeout)
+        return await gather_evidence(resolver, egress.canaries, egress.controls, network.timeout)
+
+    def build(
+        release: Callable[[Finished], None], blocked: Callable[[Decision], None]
+    ) -> Port25Watch[Finished]:
+        return Port25Watch(egress.thresholds, consult, release, blocked)
+
+    return build
 
 
 def in_workers(network: NetworkOptions, workers: int, progress: ProgressView | None) -> RunItems:
@@ -147,13 +179,21 @@ def in_workers(network: NetworkOptions, workers: int, progress: ProgressView | N
         end.stats = totals.stats
         try:
             await run_parallel(
-                network, workers, items, write_line, gate=gate, progress=progress, totals=totals
+                network,
+                workers,
+                items,
+                write_line,
+                gate=gate,
+                progress=progress,
+                totals=totals,
+                port25=parent_port25(network),
             )
         finally:
             end.probes_run = totals.probes_run
             end.busy_signals = gate.busy_signals
             end.lost = totals.lost
             end.stopped = totals.stopped
+            end.egress = totals.egress
 
     return run
 
@@ -292,7 +332,7 @@ async def _counted(
 
 
 def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, handle: TextIO) -> int:
-    """Scan the plan's input into `handle` (`plan.out_path`); the exit status (0, 1, 130)."""
+    """Scan the plan's input into `handle` (`plan.out_path`); the exit status (0, 1, 3, 130)."""
     from scanner.research.metadata import recorded_scan
 
     stderr = output_console(stderr=True)
@@ -341,6 +381,11 @@ def summarize(end: ScanEnd, reader: InputReader, out_path: Path, processes: int)
             )
         )
         return 1
+    if end.egress.egress is Egress.BLOCKED:
+        for words in blocked_words(end.egress):
+            stderr.print(terminal(words, None, "red"))
+        stderr.print(terminal(f"No line was written to {out_path}.", None, "red"))
+        return EXIT_PORT25_BLOCKED
     stats = end.stats
     stderr.print(
         terminal(
