@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from typer.main import get_group
 
 from scanner import __version__
+from scanner.core.egress import Egress, blocked_words
 from scanner.core.inputs import InputFormat, InvalidInput, Shard, parse_input_line
 from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.files import UnknownSchemaVersion, completed_domains
@@ -299,12 +300,17 @@ def check(
             output_console(stderr=True).print(terminal("interrupted", None, "yellow"))
             raise typer.Exit(EXIT_INTERRUPTED)
         result = scanned
+    blocked = scanner.egress.egress is Egress.BLOCKED
+    if blocked:
+        stderr = output_console(stderr=True)
+        for words in blocked_words(scanner.egress):
+            stderr.print(terminal(words, None, "red"))
     console = output_console()
     if json_out:
         typer.echo(json.dumps(result_line(result, network.report), indent=2, ensure_ascii=False))
     else:
         render_check(console, result)
-    if result.could_not_scan:
+    if blocked or result.could_not_scan:
         raise typer.Exit(2)
     raise typer.Exit(0 if result.enforce_ready else 1)
 

@@ -236,13 +236,21 @@ async def run_scan(
 
 
 async def scan_one(scanner: Scanner, domain: str) -> DomainResult | None:
-    """`scanner.scan_domain(domain)`, or None when SIGINT/SIGTERM arrives first."""
+    """`scanner.scan_domain(domain)`, or None when SIGINT/SIGTERM arrives first.
+
+    `scanner.egress` then says whether port 25 is blocked from here (`scanner.port25`:
+    the canaries are asked when every connect to an MX failed).
+    """
     result: DomainResult | None = None
     async with trio.open_nursery() as nursery:
 
         async def run() -> None:
             nonlocal result
-            result = await scanner.scan_domain(domain)
+            scanned = await scanner.scan_domain(domain)
+            watch: Port25Watch[DomainResult] = scanner.port25_watch(lambda _: None, lambda _: None)
+            await watch.add(scanned, scanner.connects_of(scanned))
+            scanner.egress = await watch.finish()
+            result = scanned
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(cancel_on_signals, nursery.cancel_scope)

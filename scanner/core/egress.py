@@ -268,7 +268,7 @@ def blocked_words(decision: Decision) -> list[str]:
     evidence = decision.evidence or ControlEvidence()
     lines = [
         "The network this scan runs on appears to block outbound TCP port 25 (SMTP): "
-        "no verdicts were written, since every domain would look unreachable.",
+        "from here every MX host looks unreachable, whatever the domain does.",
         f"Tried: port 25 at MX addresses in {len(state.failed)} distinct networks "
         f"({', '.join(sorted(state.failed)[:5])}{', ...' if len(state.failed) > 5 else ''}): "
         "no TCP handshake completed.",
