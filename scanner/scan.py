@@ -73,11 +73,12 @@ from scanner.models import (
 )
 from scanner.net.canaries import gather_evidence
 from scanner.net.certificates import summary_cost
+from scanner.net.connect import has_route
 from scanner.net.dane_lookup import hosts_dane
 from scanner.net.gate import DomainGate, Gate, RunGate
 from scanner.net.limits import holding
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
-from scanner.net.probe import ProbeSettings, probe
+from scanner.net.probe import ProbeSettings, no_ipv6_route, probe
 from scanner.net.resolver import LOOKUP_OWNER, Resolver
 from scanner.net.tls import TlsClient
 from scanner.output import MAX_ERROR_TEXT, written_line
@@ -114,6 +115,8 @@ class ScanSettings:
     busy_retries: int = 3  # further sessions after a 421 (or kin), each after a pause
     retry_backoff: float = 2.0  # seconds before the first retry; doubled for each further one
     egress: EgressSettings = field(default_factory=EgressSettings)  # the blocked-port-25 check
+    # Is there a local route to this IPv6 address? (`connect.has_route`; injected in tests.)
+    ipv6_route: Callable[[str], bool] = has_route
 
 
 def retry_pause(attempt: int, backoff: float) -> float:
@@ -528,6 +531,8 @@ class Scanner:
             or self.gate.admit(ip)
             or await self.gate.admit_name(ip, hostname)
         )
+        if refusal is None and ":" in ip and not self.settings.ipv6_route(ip):
+            refusal = no_ipv6_route()
         if refusal is not None:
             return ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal)
 
