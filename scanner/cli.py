@@ -75,6 +75,7 @@ LISTED_ORDER: Final = (
     "diff",
     "scan",
     "check",
+    "doctor",
     "report",
     "demo",
     "lab",
@@ -274,6 +275,38 @@ def scan(
 
 
 # ---------------------------------------------------------------- check
+
+
+@app.command()
+@with_network_options
+def doctor(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    clock_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--clock-host",
+            help="HOST[:PORT] (443 by default) whose HTTPS Date the clock is compared with; "
+            "repeat for several. Default: a few large providers' web hosts.",
+        ),
+    ] = None,
+    results: Annotated[
+        Path | None,
+        typer.Option(
+            "--results",
+            help="A results file whose .meta.json vantage object gets the findings.",
+            dir_okay=False,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=10_000, help="The bulk scan's concurrency.")
+    ] = 100,
+    *,
+    network: NetworkOptions,
+) -> None:
+    """Preflight of the scanning host for a bulk scan: exit 0 fit, 1 a problem found."""
+    from scanner.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(network, clock_host, results, json_out=json_out))
 
 
 @app.command()

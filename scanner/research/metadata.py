@@ -285,6 +285,27 @@ def recorded_scan(
         )
 
 
+def record_doctor(results: Path, findings: list[dict[str, str]]) -> str | None:
+    """Put `scanner doctor`'s findings in the sidecar's `vantage` object; why not, or None."""
+    target = metadata_path(results)
+    try:
+        document = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"warning: {visible(str(target), 200)} not updated: {visible(str(error), 200)}"
+    if not isinstance(document, dict) or not isinstance(document.get("vantage"), dict):
+        return f"warning: {visible(str(target), 200)} is no scan metadata: not updated"
+    document["vantage"]["doctor"] = {
+        "at": rfc3339_utc(_utc_now()),
+        "findings": findings,
+    }
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_text(
+        json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    os.replace(temporary, target)
+    return None
+
+
 def _write_or_warn(results: Path, metadata: ScanMetadata) -> None:
     import typer
 
