@@ -48,14 +48,12 @@ from scanner.net.probe import ProbeSettings, probe
 from scanner.net.resolver import Resolver
 from scanner.net.tls import TlsClient, TlsFailure
 from scanner.render import output_console
+from scanner.run import IPV6_ROUTE_PROBE
 from scanner.untrusted import terminal
 
 if TYPE_CHECKING:
     from scanner.options import NetworkOptions
 
-# An address whose route says whether the host has IPv6 at all (Google's public DNS);
-# only the routing table is asked: nothing is sent.
-IPV6_ROUTE_PROBE = "2001:4860:4860::8888"
 DEFAULT_CLOCK_HOSTS: tuple[tuple[str, int], ...] = (
     ("www.google.com", 443),
     ("www.cloudflare.com", 443),

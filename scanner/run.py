@@ -26,6 +26,7 @@ from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard
 from scanner.core.result import DomainResult
 from scanner.files import InputReader, iterate_lines, open_results
 from scanner.net.canaries import gather_evidence
+from scanner.net.connect import has_route
 from scanner.net.resolver import Resolver
 from scanner.options import NetworkOptions, scan_settings
 from scanner.port25 import Port25Watch
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     ]
 
 EXIT_INTERRUPTED = 130
+# An address whose route says whether the host has IPv6 at all (Google's public DNS);
+# only the routing table is asked: nothing is sent.
+IPV6_ROUTE_PROBE = "2001:4860:4860::8888"
 EXIT_PORT25_BLOCKED = 3  # the network of the scan blocks outbound port 25: nothing written
 
 
@@ -341,7 +345,17 @@ async def _counted(
 
 def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, handle: TextIO) -> int:
     """Scan the plan's input into `handle` (`plan.out_path`); the exit status (0, 1, 3, 130)."""
-    from scanner.research.metadata import recorded_scan
+    from scanner.research.metadata import VantageSight, recorded_scan
+
+    ended: list[ScanEnd] = []
+
+    def sight() -> VantageSight:
+        """What this host could see, for the sidecar: known better once the scan ended."""
+        return VantageSight(
+            port25=port25_word(ended[0].egress) if ended else None,
+            ipv6_route=has_route(IPV6_ROUTE_PROBE),
+            validating_resolver=scanner.resolver.validating,
+        )
 
     stderr = output_console(stderr=True)
     note = raise_descriptor_limit(network.concurrency)
@@ -360,6 +374,7 @@ def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, han
             input_format=plan.input_format,
             shard=plan.shard,
             resume=plan.resume,
+            sight=sight,
         ),
     ):
         progress = progress_view(plan, stderr, scanner if processes == 1 else None)
@@ -371,9 +386,20 @@ def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, han
         with progress if progress is not None else contextlib.nullcontext():
             items = _counted(reader.stream(iterate_lines(plan.domains, files)), reader, progress)
             end = trio.run(run_scan, run_items, items, handle, progress)
+            ended.append(end)
         with contextlib.suppress(OSError):  # a full disk refuses the final flush too
             handle.close()
     return summarize(end, reader, out_path, processes)
+
+
+def port25_word(decision: Decision) -> str | None:
+    """`blocked`, `open` when a port-25 handshake completed, else None (nothing shows it)."""
+    if decision.egress is Egress.BLOCKED:
+        return "blocked"
+    evidence = decision.evidence
+    if decision.tally.connected or (evidence is not None and evidence.canary_connected):
+        return "open"
+    return None
 
 
 def summarize(end: ScanEnd, reader: InputReader, out_path: Path, processes: int) -> int:
