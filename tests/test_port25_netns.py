@@ -43,6 +43,12 @@ def _world() -> str:
             'max_age: 86400\\n"\n'
             "expect = { enforce_ready = false }\n"
         )
+    parts.append(
+        '[domains."dual.example"]\n'
+        'dns."@" = { mx = ["10 mx.dual.example"] }\n'
+        f'dns."mx" = {{ a = ["{CANARY}"], aaaa = ["2606:4700:4700::25"] }}\n'
+        "expect = { enforce_ready = false }\n"
+    )
     return "\n".join(parts)
 
 
@@ -149,3 +155,24 @@ def test_a_dropped_smtp_port_stops_the_scan_with_the_message(
     lines = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]
     assert sorted(line["domain"] for line in lines) == domains
     assert all(line["enforce_ready"] is False for line in lines)
+    assert (
+        json.loads((tmp_path / "open.jsonl.meta.json").read_text())["vantage"]["port25"] == "open"
+    )
+
+
+def test_without_an_ipv6_route_v6_addresses_carry_the_code(
+    namespace: str, lab_in: list[str], tmp_path: Path
+) -> None:
+    """The namespace's routing table has no IPv6 route: decided from it, nothing is sent."""
+    out = tmp_path / "dual.jsonl"
+    scan = _scanner(namespace, "scan", "dual.example", "--out", str(out), "--no-progress",
+                    "--timeout", "1", *lab_in)  # fmt: skip
+    assert scan.returncode == 0, scan.stderr
+    (line,) = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]
+    by_ip = {a["ip"]: a for host in line["mx"] for a in host["addresses"]}
+    assert by_ip["2606:4700:4700::25"]["reason_code"] == "scanner-network:no-ipv6-route"
+    assert by_ip[CANARY]["status"] == "tested"
+    assert "not-testable" not in [b["code"] for b in line["blockers"]]
+    assert "not-testable-from-here" in [w["code"] for w in line["warnings"]]
+    vantage = json.loads((tmp_path / "dual.jsonl.meta.json").read_text())["vantage"]
+    assert vantage["ipv6_route"] is False
