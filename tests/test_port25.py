@@ -35,6 +35,7 @@ from scanner.core.egress import (
 from scanner.files import InputReader
 from scanner.lab import Lab, open_lab, parse_world
 from scanner.models import AddressStatus, Interruption, InterruptionKind, Phase, ProbeOutcome
+from scanner.port25 import Port25Watch
 from scanner.run import scan_one
 from scanner.scan import Scanner
 from tests.test_scan_pipeline import make_scanner
@@ -305,3 +306,34 @@ async def test_check_asks_the_canaries_when_its_one_domain_fails_at_connect(
     result = await scan_one(scanner, "dead0.example")
     assert result is not None
     assert scanner.egress.egress is expected
+
+
+# ---------------------------------------------------------------- the watch on recorded tallies
+
+
+async def _no_canaries() -> ControlEvidence:
+    raise AssertionError("the canaries were asked")
+
+
+async def test_results_without_port_25_attempts_are_held_no_longer_than_the_hold() -> None:
+    """Domains with no MX say nothing of port 25: held, then written at the bound."""
+    written: list[int] = []
+    watch = Port25Watch(Thresholds(hold=3), _no_canaries, written.append, lambda _: None)
+    for n in range(2):
+        await watch.add(n, ConnectTally())
+    assert written == []
+    await watch.add(2, ConnectTally())
+    assert written == [0, 1, 2]
+    await watch.add(3, tally([_failed(ip) for ip in FIVE_NETWORKS]))
+    assert written == [0, 1, 2, 3]  # decided: failures later are the domains' own
+
+
+async def test_one_handshake_releases_every_held_result_in_order() -> None:
+    written: list[int] = []
+    watch = Port25Watch(Thresholds(networks=9), _no_canaries, written.append, lambda _: None)
+    await watch.add(0, tally([_failed(FIVE_NETWORKS[0])]))
+    await watch.add(1, tally([_failed(FIVE_NETWORKS[1])]))
+    assert written == []
+    await watch.add(2, tally([_greeting_timeout(FIVE_NETWORKS[2])]))
+    assert written == [0, 1, 2]
+    assert (await watch.finish()).egress is Egress.OPEN
