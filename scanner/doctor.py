@@ -79,9 +79,13 @@ class DoctorSettings:
     descriptors_spare: int = 64
     ipv6_route: Callable[[str], bool] = has_route
     clock: Callable[[], datetime] = field(default=_utc_now)
-    descriptor_limit: Callable[[], int] = field(
-        default=lambda: resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    )
+    descriptor_limit: Callable[[], int] = field(default=lambda: _descriptor_limit())
+
+
+def _descriptor_limit() -> int:
+    """The open-file limit a scan gets: it raises the soft limit to the hard one at start."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(soft, 1 << 20) if hard == resource.RLIM_INFINITY else max(soft, hard)
 
 
 async def _addresses(resolver: Resolver, host: str) -> tuple[str, ...]:
