@@ -8,7 +8,9 @@ TLS client) and hands them to `scanner.core.preflight`, which judges each one:
   strips or rewrites STARTTLS, a TLS-intercepting proxy (one certificate for every
   canary) and a 554 greeting quoting a block list are seen;
 * an IPv6 route (the routing table, asked without sending anything);
-* the resolver: a stub for a bulk scan, a validating resolver over the network;
+* the resolver: a stub for a bulk scan, a validating resolver over the network, and
+  a burst of distinct lookups (names under `burst_zone` that do not exist): how many
+  go unanswered, how fast the rest come;
 * the clock against the `Date` of a few HTTPS hosts (`--clock-host`);
 * the EHLO name against the address the probes left from;
 * the open-file limit against `--concurrency`.
@@ -34,6 +36,7 @@ from scanner.core.preflight import (
     Finding,
     Verdict,
     block_list_finding,
+    burst_finding,
     clock_finding,
     descriptor_finding,
     ehlo_finding,
@@ -61,6 +64,7 @@ DEFAULT_CLOCK_HOSTS: tuple[tuple[str, int], ...] = (
 )
 MAX_HEAD_RESPONSE = 16 * 1024
 ADDRESSES_PER_CANARY = 2
+BURST_SIZE = 100  # distinct lookups at once: a bulk scan's DNS load in miniature
 
 
 def _utc_now() -> datetime:
@@ -79,6 +83,8 @@ class DoctorSettings:
     descriptors_spare: int = 64
     ipv6_route: Callable[[str], bool] = has_route
     clock: Callable[[], datetime] = field(default=_utc_now)
+    burst_zone: str = "example.com"  # the burst asks for distinct names under it (NXDOMAIN)
+    burst_size: int = BURST_SIZE
     descriptor_limit: Callable[[], int] = field(default=lambda: _descriptor_limit())
 
 
@@ -175,10 +181,31 @@ async def _date_of(resolver: Resolver, tls: TlsClient, host: str, port: int) -> 
         await tcp.aclose()
 
 
+_ANSWERED = frozenset({DnsStatus.ANSWER, DnsStatus.NXDOMAIN, DnsStatus.NODATA})
+
+
+async def _burst(resolver: Resolver, settings: DoctorSettings) -> list[float | None]:
+    """Seconds to the answer of each of `burst_size` distinct lookups made at once."""
+    latencies: list[float | None] = []
+    stamp = int(settings.clock().timestamp())
+
+    async def one(index: int) -> None:
+        started = trio.current_time()
+        answer = await resolver.txt(f"scanner-doctor-{stamp}-{index}.{settings.burst_zone}")
+        answered = answer.status in _ANSWERED
+        latencies.append(trio.current_time() - started if answered else None)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(settings.burst_size):
+            nursery.start_soon(one, index)
+    return latencies
+
+
 async def examine(resolver: Resolver, tls: TlsClient, settings: DoctorSettings) -> list[Finding]:
     """Every check of the scanning host, in `Check` order."""
     outcomes, unresolved = await _canaries(resolver, tls, settings)
     validating = await resolver.detect_validation()
+    latencies = await _burst(resolver, settings)
     dates: list[tuple[str, datetime | None]] = []
 
     async def dated(host: str, port: int) -> None:
@@ -200,6 +227,7 @@ async def examine(resolver: Resolver, tls: TlsClient, settings: DoctorSettings) 
         block_list_finding(outcomes),
         ipv6_finding(settings.ipv6_route(IPV6_ROUTE_PROBE)),
         resolver_finding(settings.nameservers, validating, settings.concurrency),
+        burst_finding(latencies),
         clock_finding(settings.clock(), dates),
         ehlo_finding(settings.ehlo_name, forward, source),
         descriptor_finding(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scanner.core.preflight import Check, Verdict, resolver_finding
+from scanner.core.preflight import Check, Verdict, burst_finding, resolver_finding
 from scanner.doctor import DoctorSettings, examine, findings_json
 from scanner.lab import Lab, open_lab, parse_world
 from scanner.net.resolver import Nameserver, Resolver
@@ -83,6 +83,7 @@ def _settings(lab: Lab, *canaries: str, **changes: object) -> DoctorSettings:
         "timeout": 1.0,
         "ipv6_route": lambda ip: True,
         "descriptor_limit": lambda: 1 << 20,
+        "burst_zone": "clock.example",
     }
     values.update(changes)
     return DoctorSettings(**values)  # type: ignore[arg-type]
@@ -103,6 +104,7 @@ async def test_a_fit_host_passes_every_check(lab: Lab) -> None:
         Check.BLOCK_LIST: Verdict.OK,
         Check.IPV6: Verdict.OK,
         Check.RESOLVER: Verdict.OK,
+        Check.RESOLVER_LOAD: Verdict.OK,
         Check.CLOCK: Verdict.OK,
         Check.EHLO_NAME: Verdict.OK,
         Check.DESCRIPTORS: Verdict.OK,
@@ -161,6 +163,29 @@ async def test_host_conditions(lab: Lab) -> None:
     assert found[Check.IPV6][0] is Verdict.WARNING
     assert "scanner-network:no-ipv6-route" in found[Check.IPV6][1]
     assert found[Check.DESCRIPTORS][0] is Verdict.WARNING
+
+
+async def test_a_slow_resolver_under_a_burst_is_a_warning(tmp_path: Path) -> None:
+    """The lab's DNS answers 300 ms late: a bulk scan's lookups would crawl."""
+    async with open_lab(parse_world(WORLD), workdir=tmp_path / "slow", latency=0.3) as slow:
+        settings = _settings(slow, "canary1.example", burst_size=20)
+        verdict, text = (await _verdicts(slow, settings))[Check.RESOLVER_LOAD]
+    assert verdict is Verdict.WARNING
+    assert "20 lookups at once: 0% unanswered" in text
+
+
+@pytest.mark.parametrize(
+    ("latencies", "expected"),
+    [
+        ([0.01] * 99 + [None], Verdict.OK),
+        ([0.01] * 97 + [None] * 3, Verdict.WARNING),
+        ([None] * 5, Verdict.WARNING),
+        ([0.3] * 10, Verdict.WARNING),
+    ],
+    ids=["one-lost", "three-lost", "all-lost", "slow"],
+)
+def test_burst_findings(latencies: list[float | None], expected: Verdict) -> None:
+    assert burst_finding(latencies).verdict is expected
 
 
 @pytest.mark.parametrize(

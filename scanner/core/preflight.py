@@ -43,6 +43,7 @@ class Check(StrEnum):
     BLOCK_LIST = "block-list"
     IPV6 = "ipv6"
     RESOLVER = "resolver"
+    RESOLVER_LOAD = "resolver-load"
     CLOCK = "clock"
     EHLO_NAME = "ehlo-name"
     DESCRIPTORS = "descriptors"
@@ -180,6 +181,38 @@ def resolver_finding(
         )
     word = "validates DNSSEC" if validating else "does not validate DNSSEC (DANE unvalidated)"
     return Finding(Check.RESOLVER, Verdict.OK, f"resolver {', '.join(nameservers)} {word}")
+
+
+BURST_LOSS_LIMIT = 0.01  # share of lookups unanswered in the burst
+BURST_LATENCY_LIMIT = 0.25  # seconds: the median answer time above which a bulk scan crawls
+
+
+def burst_finding(latencies: Sequence[float | None]) -> Finding:
+    """A short burst of distinct lookups: how many got no answer, how fast the rest came.
+
+    `latencies` holds one entry per lookup: seconds to its answer, None for none
+    (a timeout or a server failure).
+    """
+    if not latencies:
+        return Finding(Check.RESOLVER_LOAD, Verdict.UNKNOWN, "no lookup was made")
+    answered = sorted(t for t in latencies if t is not None)
+    unanswered = len(latencies) - len(answered)
+    lost = unanswered / len(latencies)
+    median = answered[len(answered) // 2] if answered else None
+    shown = f"{median * 1000:.0f} ms" if median is not None else "none"
+    words = f"{len(latencies)} lookups at once: {lost:.0%} unanswered, median answer {shown}"
+    if (
+        unanswered > BURST_LOSS_LIMIT * len(latencies)
+        or median is None
+        or median > BURST_LATENCY_LIMIT
+    ):
+        return Finding(
+            Check.RESOLVER_LOAD,
+            Verdict.WARNING,
+            f"{words}: the resolver struggles under load; lookups that fail would read as "
+            "the domains' DNS failing (run a local recursive resolver, or lower --concurrency)",
+        )
+    return Finding(Check.RESOLVER_LOAD, Verdict.OK, words)
 
 
 def clock_finding(
