@@ -605,7 +605,8 @@ class _Shared:
 
     gate: Gate
     cache: ProbeCache
-    watch: Port25Watch[Finished]
+    # The run's watch on port 25, which writes each line when it may; None: at once.
+    watch: Port25Watch[Finished] | None = None
     # probes a worker was told to run: (worker, ask id) → where its outcome goes
     running: dict[tuple[int, int], trio.MemorySendChannel[ProbeOutcome | None]] = field(
         default_factory=dict
@@ -669,7 +670,7 @@ async def run_parallel(
             shared = _Shared(gate, ProbeCache(DEFAULT_PROBE_CACHE_SIZE), watch)
             async with trio.open_nursery() as serving:
                 for worker in pool:
-                    serving.start_soon(_serve_worker, worker, shared, run)
+                    serving.start_soon(_serve_worker, worker, shared, write_line, run, progress)
                 async for item in items:
                     if not await _hand_over(pool, item):
                         run.stopped = True  # every worker is gone: the rest of the input waits
@@ -785,7 +786,9 @@ class _Link:
 
     worker: _Worker
     shared: _Shared
+    write_line: Callable[[str], None]
     run: ParallelRun
+    progress: SummarySink | None
     nursery: trio.Nursery
     held: dict[int, trio.Event] = field(default_factory=dict)  # acquire id → its release
 
@@ -829,7 +832,13 @@ class _Link:
     async def finished(self, message: Finished) -> None:
         self.worker.in_flight.discard(message.summary.domain)
         self.worker.room.release()
-        await self.shared.watch.add(message, message.summary.connects)
+        if self.shared.watch is not None:
+            await self.shared.watch.add(message, message.summary.connects)
+            return
+        self.write_line(message.line)
+        _count(self.run.stats, message.summary)
+        if self.progress is not None:
+            self.progress.domain_done(message.summary)
 
     def probed(self, message: Probed) -> None:
         who = (self.worker.index, message.ask_id)
@@ -840,11 +849,17 @@ class _Link:
             self.shared.abandoned.add(who)
 
 
-async def _serve_worker(worker: _Worker, shared: _Shared, run: ParallelRun) -> None:
+async def _serve_worker(
+    worker: _Worker,
+    shared: _Shared,
+    write_line: Callable[[str], None],
+    run: ParallelRun,
+    progress: SummarySink | None,
+) -> None:
     """Serve one worker until it is done (or gone: its in-flight domains are then lost)."""
     try:
         async with trio.open_nursery() as nursery:
-            link = _Link(worker, shared, run, nursery)
+            link = _Link(worker, shared, write_line, run, progress, nursery)
             while True:
                 message = await worker.channel.receive()
                 if message is None:

@@ -32,7 +32,6 @@ from scanner.models import (
     TlsSession,
 )
 from scanner.net.gate import Gate
-from scanner.port25 import disabled_watch
 from scanner.scan import ProbeCache
 from scanner.workers import (
     Acquire,
@@ -267,9 +266,9 @@ async def test_a_worker_that_cannot_be_answered_is_gone_and_its_domains_lost() -
     process = await trio.lowlevel.open_process([sys.executable, "-c", "pass"])
     worker = _Worker(0, channel, process, trio.Semaphore(1), in_flight={"a.example"})
     run = ParallelRun()
-    shared = _Shared(Gate(allow_private=True), ProbeCache(16), disabled_watch(lambda _: None))
+    shared = _Shared(Gate(allow_private=True), ProbeCache(16))
     with trio.fail_after(5):
-        await _serve_worker(worker, shared, run)
+        await _serve_worker(worker, shared, lambda line: None, run, None)
         await process.wait()
     assert worker.gone
     assert run.lost == ["a.example"]
