@@ -52,6 +52,11 @@ class Port25Watch(Generic[_T]):
     def held(self) -> int:
         return len(self._held)
 
+    @property
+    def pending(self) -> bool:
+        """Undecided: results still need their tallies."""
+        return self.decision.egress is Egress.PENDING
+
     async def add(self, item: _T, connects: ConnectTally) -> None:
         """Write `item` now, hold it, or drop it (blocked); may ask the canaries first."""
         egress = self.decision.egress

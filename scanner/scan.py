@@ -645,7 +645,8 @@ class Scanner:
             async with line_receive:
                 async for scanned in line_receive:
                     line, result = written_line(scanned, self.settings.report)
-                    await watch.add((line, result), self.connects_of(result))
+                    connects = self.connects_of(result) if watch.pending else ConnectTally()
+                    await watch.add((line, result), connects)
                     governor.observe(self.resolver.load, self.resolver.load.timeouts_by_owner)
             self.egress = await watch.finish()
 
