@@ -12,7 +12,7 @@ TLS client) and hands them to `scanner.core.preflight`, which judges each one:
   a burst of distinct lookups (names under `burst_zone` that do not exist): how many
   go unanswered, how fast the rest come;
 * the clock against the `Date` of a few HTTPS hosts (`--clock-host`);
-* the EHLO name against the address the probes left from;
+* the EHLO name against the address the probes left from, forward and reverse;
 * the open-file limit against `--concurrency`.
 """
 
@@ -221,6 +221,7 @@ async def examine(resolver: Resolver, tls: TlsClient, settings: DoctorSettings) 
         () if settings.ehlo_name.startswith("[") else await _addresses(resolver, settings.ehlo_name)
     )
     source = next((o.local_ip for o in outcomes if o.local_ip is not None), None)
+    reverse = await resolver.names_of(source) if source is not None else ()
     return [
         port25_finding(outcomes, unresolved),
         starttls_finding(outcomes),
@@ -229,7 +230,7 @@ async def examine(resolver: Resolver, tls: TlsClient, settings: DoctorSettings) 
         resolver_finding(settings.nameservers, validating, settings.concurrency),
         burst_finding(latencies),
         clock_finding(settings.clock(), dates),
-        ehlo_finding(settings.ehlo_name, forward, source),
+        ehlo_finding(settings.ehlo_name, forward, source, reverse),
         descriptor_finding(
             settings.descriptor_limit(),
             settings.concurrency,

@@ -52,6 +52,8 @@ behaviour = "closed"
 "alias.example" = { a = ["127.0.60.1"] }
 "scanner-good.example" = { a = ["127.0.0.1"] }
 "scanner-elsewhere.example" = { a = ["127.0.0.9"] }
+"scanner-no-ptr.example" = { a = ["127.0.0.1"] }
+"1.0.0.127.in-addr.arpa" = { ptr = ["scanner-good.example"] }
 
 [domains."clock.example"]
 dns."@" = { mx = ["10 canary1.example"] }
@@ -161,6 +163,12 @@ async def test_host_conditions(lab: Lab) -> None:
     assert found[Check.EHLO_NAME][0] is Verdict.WARNING
     assert "not forward-confirmed" in found[Check.EHLO_NAME][1]
     assert found[Check.IPV6][0] is Verdict.WARNING
+    no_ptr = await _verdicts(
+        lab, _settings(lab, "canary1.example", ehlo_name="scanner-no-ptr.example")
+    )
+    verdict, text = no_ptr[Check.EHLO_NAME]
+    assert verdict is Verdict.WARNING
+    assert "the reverse DNS of 127.0.0.1 (scanner-good.example) does not name" in text
     assert "scanner-network:no-ipv6-route" in found[Check.IPV6][1]
     assert found[Check.DESCRIPTORS][0] is Verdict.WARNING
 

@@ -237,8 +237,11 @@ def clock_finding(
     )
 
 
-def ehlo_finding(name: str, forward: Sequence[str], source: str | None) -> Finding:
-    """Does the EHLO name resolve to the address the scanner connects from?"""
+def ehlo_finding(
+    name: str, forward: Sequence[str], source: str | None, reverse: Sequence[str] = ()
+) -> Finding:
+    """Forward-confirmed reverse DNS: the EHLO name resolves to the address the scanner
+    connects from (`forward`), and that address's PTR names it (`reverse`)."""
     if name.startswith("[") or name.endswith(".invalid"):
         return Finding(
             Check.EHLO_NAME,
@@ -252,14 +255,33 @@ def ehlo_finding(name: str, forward: Sequence[str], source: str | None) -> Findi
             Verdict.WARNING,
             f"EHLO name {name} has no address: servers checking it refuse the scanner",
         )
-    if source is not None and source not in forward:
+    if source is None:
+        return Finding(
+            Check.EHLO_NAME,
+            Verdict.UNKNOWN,
+            f"EHLO name {name} resolves to {', '.join(forward)}; the address the scanner "
+            "connects from is unknown (no canary answered)",
+        )
+    if source not in forward:
         return Finding(
             Check.EHLO_NAME,
             Verdict.WARNING,
             f"EHLO name {name} resolves to {', '.join(forward)}, not to the address the "
             f"scanner connects from ({source}): not forward-confirmed",
         )
-    return Finding(Check.EHLO_NAME, Verdict.OK, f"EHLO name {name} resolves to this host")
+    if name.lower() not in {n.lower() for n in reverse}:
+        seen = ", ".join(reverse) or "no PTR record"
+        return Finding(
+            Check.EHLO_NAME,
+            Verdict.WARNING,
+            f"the reverse DNS of {source} ({seen}) does not name {name}: servers that want "
+            "forward-confirmed reverse DNS refuse the scanner; set the PTR to the EHLO name",
+        )
+    return Finding(
+        Check.EHLO_NAME,
+        Verdict.OK,
+        f"EHLO name {name} is forward-confirmed reverse DNS of {source}",
+    )
 
 
 def descriptor_finding(soft_limit: int, concurrency: int, per_domain: int, spare: int) -> Finding:
