@@ -17,7 +17,7 @@ Nothing here touches a socket or a clock. `scanner.net.resolver` moves the bytes
   dnspython's: it keeps only what `interpret` uses — the RCODE (with the EDNS
   extended bits), AD, an RFC 8914 extended error, and the answer and authority
   records of class IN whose types the resolver asks for (A, AAAA, MX, TXT, CNAME,
-  TLSA, SOA), each as a small typed value (`RecordData`); other records are stepped
+  TLSA, SOA, PTR), each as a small typed value (`RecordData`); other records are stepped
   over by their RDLENGTH. Anything malformed is a `Refusal` that says what.
 * `TcpFramer` cuts the two-octet length-prefixed messages of DNS over TCP
   (RFC 1035 §4.2.2) however the bytes are split, refusing a length over the limit
