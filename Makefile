@@ -2,7 +2,8 @@
 #   make demo   creates .venv, installs the scanner, scans the bundled demo world
 #   make test   creates .venv, installs the scanner with test tools, runs the whole suite:
 #               the default suite (unit, property and lab tests), then the suites that start
-#               real components (Postfix, unbound, Chromium, Dovecot), then ruff and mypy
+#               real components (Postfix, unbound, Chromium, Dovecot, a network namespace),
+#               then ruff and mypy
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -21,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -m "realmta or dnssec or browser or imap"
+	$(BIN)/python -m pytest -m "realmta or dnssec or browser or imap or netns"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

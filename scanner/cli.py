@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Final, TypeVar
 
-import trio
 import typer
 from typer.core import TyperGroup
 from typer.main import get_group
 
 from scanner import __version__
+from scanner.core.egress import Egress, blocked_words
 from scanner.core.inputs import InputFormat, InvalidInput, Shard, parse_input_line
 from scanner.core.result import DomainResult, ErrorKind, ScanError
 from scanner.files import UnknownSchemaVersion, completed_domains
@@ -51,6 +51,18 @@ def _add_tlsrpt(app: typer.Typer) -> None:
     app.add_typer(tlsrpt_app, name="tlsrpt")
 
 
+def _add_lab(app: typer.Typer) -> None:
+    from scanner.lab.cli import register
+
+    register(app)
+
+
+def _add_doctor(app: typer.Typer) -> None:
+    from scanner.doctor import register
+
+    register(app)
+
+
 def _add_policy(app: typer.Typer) -> None:
     from scanner.suggest import policy_app
 
@@ -66,11 +78,15 @@ COMMANDS_ON_DEMAND: Final[Mapping[str, Callable[[typer.Typer], None]]] = {
     "diff": _add_research,
     "tlsrpt": _add_tlsrpt,
     "policy": _add_policy,
+    "doctor": _add_doctor,
+    "demo": _add_lab,
+    "lab": _add_lab,
 }
 # The order in which `scanner --help` lists the commands.
 LISTED_ORDER: Final = (
     "check",
     "scan",
+    "doctor",
     "report",
     "stats",
     "diff",
@@ -166,8 +182,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=OnDemandGroup,
 )
-lab_app = typer.Typer(help="The fixture lab: real DNS, SMTP and HTTPS servers on loopback.")
-app.add_typer(lab_app, name="lab")
 
 
 def main() -> None:
@@ -344,12 +358,17 @@ def check(
             output_console(stderr=True).print(terminal("interrupted", None, "yellow"))
             raise typer.Exit(EXIT_INTERRUPTED)
         result = scanned
+    blocked = scanner.egress.egress is Egress.BLOCKED
+    if blocked:
+        stderr = output_console(stderr=True)
+        for words in blocked_words(scanner.egress):
+            stderr.print(terminal(words, None, "red"))
     console = output_console()
     if json_out:
         typer.echo(dumps_document(result_line(result, network.report)))
     else:
         render_check(console, result)
-    if result.could_not_scan:
+    if blocked or result.could_not_scan:
         raise typer.Exit(2)
     raise typer.Exit(0 if result.enforce_ready else 1)
 
@@ -401,83 +420,3 @@ def report(
 
 
 # ---------------------------------------------------------------- demo and lab
-
-
-@app.command()
-def demo(
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output JSON lines file.")] = None,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Deadline in seconds for each network step.")
-    ] = 2.0,
-) -> None:
-    """Start the bundled lab on loopback, scan its demo world, compare with the expected verdicts."""
-    from scanner.lab import demo_world_path, load_world
-    from scanner.lab.demo import render_demo_summary, scan_world
-
-    world = load_world(demo_world_path())
-    out_path = out or Path("results") / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    console = output_console()
-    console.print(
-        terminal(
-            f"Serving the demo world ({len(world.domains)} domains) on loopback and scanning it ...",
-            None,
-        )
-    )
-    with out_path.open("w", encoding="utf-8") as handle:
-
-        def write_line(text: str) -> None:
-            handle.write(text + "\n")
-            handle.flush()
-
-        results = trio.run(scan_world, world, world.domain_names, write_line, timeout)
-    ok = render_demo_summary(console, world, results)
-    console.print(
-        terminal(
-            f"Results: {out_path}  (RFC 8460 reports: scanner report {out_path} --out-dir results/reports)",
-            None,
-        )
-    )
-    raise typer.Exit(0 if ok else 1)
-
-
-@lab_app.command("serve")
-def lab_serve(
-    world: Annotated[
-        Path | None, typer.Argument(help="World description (TOML); default: the demo world.")
-    ] = None,
-    workdir: Annotated[
-        Path, typer.Option("--workdir", help="Where the lab CA file is written.")
-    ] = Path("results/lab"),
-    latency_ms: Annotated[
-        float,
-        typer.Option(
-            "--latency-ms", min=0, help="Delay in ms added to every DNS, SMTP, HTTPS and TLS reply."
-        ),
-    ] = 0.0,
-) -> None:
-    """Serve a world on loopback until Ctrl-C, printing how to point the scanner at it."""
-    from scanner.lab import Lab, demo_world_path, serve_forever
-
-    world_path = world or demo_world_path()
-    workdir.mkdir(parents=True, exist_ok=True)
-
-    def on_ready(lab: Lab) -> None:
-        typer.echo(f"world:     {world_path}")
-        typer.echo(f"resolver:  {lab.resolver[0]}:{lab.resolver[1]}")
-        typer.echo(f"smtp port: {lab.smtp_port}")
-        typer.echo(f"https port: {lab.https_port}")
-        typer.echo(f"CA file:   {lab.ca_file}")
-        typer.echo("scan with: scanner scan DOMAIN " + " ".join(lab.scanner_args()))
-        typer.echo("serving until Ctrl-C")
-
-    stopped = False
-    try:
-        trio.run(
-            lambda: serve_forever(world_path, workdir, on_ready=on_ready, latency=latency_ms / 1000)
-        )
-    except* KeyboardInterrupt:  # alone, or inside a group when it lands in a server task
-        stopped = True
-    if stopped:
-        typer.echo("stopped")
-        raise typer.Exit(EXIT_INTERRUPTED)

@@ -111,6 +111,9 @@ class InterruptionKind(StrEnum):
     INVALID_MX_NAME = "invalid-mx-name"
     NOT_PROBED = "not-probed"
     OVER_LIMIT = "over-limit"  # a per-domain or per-address cap kept the scanner away
+    # The scanning host's own network could not reach the address (it has no IPv6
+    # route): says nothing about the domain (docs/output.md#not-testable-reasons).
+    SCANNER_NETWORK = "scanner-network"
 
 
 class DnsStatus(StrEnum):

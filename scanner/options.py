@@ -23,6 +23,13 @@ import dns.exception
 
 from scanner.core.addresses import Exclusions, parse_exclusions
 from scanner.core.caps import Caps
+from scanner.core.egress import (
+    DEFAULT_BLOCK_NETWORKS,
+    DEFAULT_CANARIES,
+    DEFAULT_CONTROLS,
+    EgressSettings,
+    Thresholds,
+)
 from scanner.core.names import is_valid_hostname
 from scanner.evidence import ReceivedSettings
 from scanner.models import ReportOptions
@@ -83,6 +90,7 @@ class NetworkOptions:
     caps: Caps = field(default_factory=Caps)
     busy_retries: int = 3
     received: ReceivedSettings | None = None  # --reports DB: join received TLS-RPT evidence
+    egress: EgressSettings = field(default_factory=EgressSettings)  # the blocked-port-25 check
 
     @property
     def session_deadline(self) -> float:
@@ -214,6 +222,10 @@ def network_options(
     min_sessions: int = 100,
     max_failure_rate: float = 0.001,
     include_unverified: bool = False,
+    canary: list[str] | None = None,
+    control: list[str] | None = None,
+    port25_networks: int = DEFAULT_BLOCK_NETWORKS,
+    port25_check: bool = True,
 ) -> NetworkOptions:
     """Check the options' values and build `NetworkOptions` (usage errors exit 2).
 
@@ -249,6 +261,7 @@ def network_options(
             max_names_per_address=max_probes_per_address,
         ),
         busy_retries=busy_retries,
+        egress=_egress(canary, control, port25_networks, port25_check),
         received=(
             ReceivedSettings(
                 database=reports,
@@ -469,6 +482,50 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
             "org",
         ),
         _option(
+            Annotated[
+                list[str] | None,
+                typer.Option(
+                    "--canary",
+                    help="HOST[:PORT] known to accept SMTP (port 25 by default), asked when every "
+                    "MX fails at connect; repeat for several. Default: large providers' MX hosts.",
+                ),
+            ],
+            "canary",
+        ),
+        _option(
+            Annotated[
+                list[str] | None,
+                typer.Option(
+                    "--control",
+                    help="HOST[:PORT] (443 by default) whose TCP port shows the network works "
+                    "apart from port 25. Default: large providers' web hosts.",
+                ),
+            ],
+            "control",
+        ),
+        _option(
+            Annotated[
+                int,
+                typer.Option(
+                    "--port25-networks",
+                    min=1,
+                    help="Distinct /24 or /48 networks whose MX all fail at connect before the "
+                    "canaries are asked (docs/output.md#blocked-port-25).",
+                ),
+            ],
+            "port25_networks",
+        ),
+        _option(
+            Annotated[
+                bool,
+                typer.Option(
+                    "--port25-check/--no-port25-check",
+                    help="Stop when the network blocks outbound port 25 (docs/output.md#blocked-port-25).",
+                ),
+            ],
+            "port25_check",
+        ),
+        _option(
             Annotated[str, typer.Option("--contact", help="contact-info of the RFC 8460 reports.")],
             "contact",
         ),
@@ -538,6 +595,30 @@ def _with_options(command: Callable[P, R], leave_out: frozenset[str]) -> Keyword
     return wrapper
 
 
+def _targets(texts: list[str] | None, default_port: int, flag: str) -> tuple[tuple[str, int], ...]:
+    from scanner.net.canaries import parse_target
+
+    targets = []
+    for text in texts or []:
+        try:
+            targets.append(parse_target(text, default_port))
+        except ValueError as exc:
+            raise bad_parameter(f"{text!r} is no HOST[:PORT]: {exc}", flag) from None
+    return tuple(targets)
+
+
+def _egress(
+    canary: list[str] | None, control: list[str] | None, networks: int, enabled: bool
+) -> EgressSettings:
+    """The blocked-port-25 check: the canaries and controls named, else the defaults."""
+    return EgressSettings(
+        thresholds=Thresholds(networks=networks),
+        canaries=_targets(canary, 25, "--canary") or DEFAULT_CANARIES,
+        controls=_targets(control, 443, "--control") or DEFAULT_CONTROLS,
+        enabled=enabled,
+    )
+
+
 def build_scanner(options: NetworkOptions) -> Scanner:
     """Real dependencies for one run: resolver, TLS client, settings."""
     try:
@@ -567,6 +648,7 @@ def scan_settings(options: NetworkOptions) -> ScanSettings:
         caps=options.caps,
         busy_retries=options.busy_retries,
         received=options.received,
+        egress=options.egress,
         retry_backoff=options.timeout * RETRY_BACKOFF_SHARE,
         probe=ProbeSettings(
             smtp_port=options.smtp_port,

@@ -22,11 +22,16 @@ import trio
 import typer
 from rich.text import Text
 
+from scanner.core.egress import ControlEvidence, Decision, Egress, blocked_words
 from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard
 from scanner.core.result import DomainResult
 from scanner.files import InputReader, count_lines, iterate_lines, open_results
 from scanner.net.activity import LISTENER
+from scanner.net.canaries import gather_evidence
+from scanner.net.connect import has_route
+from scanner.net.resolver import Resolver
 from scanner.options import NetworkOptions, scan_settings
+from scanner.port25 import Port25Watch
 from scanner.render import output_console
 from scanner.scan import Scanner, ScanStats
 from scanner.signals import cancel_on_signals
@@ -36,11 +41,19 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from scanner.progress import ProgressView
-    from scanner.workers import Load
+    from scanner.workers import Finished, Load
+
+    Port25Builder: TypeAlias = Callable[
+        [Callable[[Finished], None], Callable[[Decision], None]], Port25Watch[Finished]
+    ]
 
 EXIT_INTERRUPTED = 130
 # Seconds between status lines when stderr is no terminal (`--status-interval`).
 DEFAULT_STATUS_INTERVAL = 30.0
+# An address whose route says whether the host has IPv6 at all (Google's public DNS);
+# only the routing table is asked: nothing is sent.
+IPV6_ROUTE_PROBE = "2001:4860:4860::8888"
+EXIT_PORT25_BLOCKED = 3  # the network of the scan blocks outbound port 25: nothing written
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +122,7 @@ class ScanEnd:
     lost: list[str] = field(default_factory=list)
     stopped: bool = False  # every worker ended early: the input was not read to its end
     load: LoadNote = field(default_factory=LoadNote)
+    egress: Decision = field(default_factory=lambda: Decision(Egress.PENDING))
 
 
 RunItems: TypeAlias = Callable[
@@ -132,8 +146,30 @@ def in_process(scanner: Scanner, progress: ProgressView | None) -> RunItems:
             end.probes_run = scanner.probe_cache.probes_run
             end.busy_signals = scanner.gate.busy_signals
             end.load.add(scanner)
+            end.egress = scanner.egress
 
     return run
+
+
+def parent_port25(network: NetworkOptions) -> Port25Builder | None:
+    """The watch on port 25 of the parent of worker processes, or None when the check is off.
+
+    The canaries are asked through a resolver of the parent's own, made when they are.
+    """
+    egress = network.egress
+    if not egress.enabled:
+        return None
+
+    async def consult() -> ControlEvidence:
+        resolver = Resolver.create(network.resolvers or None, timeout=network.timeout)
+        return await gather_evidence(resolver, egress.canaries, egress.controls, network.timeout)
+
+    def build(
+        release: Callable[[Finished], None], blocked: Callable[[Decision], None]
+    ) -> Port25Watch[Finished]:
+        return Port25Watch(egress.thresholds, consult, release, blocked)
+
+    return build
 
 
 def in_workers(network: NetworkOptions, workers: int, progress: ProgressView | None) -> RunItems:
@@ -151,13 +187,21 @@ def in_workers(network: NetworkOptions, workers: int, progress: ProgressView | N
         end.stats = totals.stats
         try:
             await run_parallel(
-                network, workers, items, write_line, gate=gate, progress=progress, totals=totals
+                network,
+                workers,
+                items,
+                write_line,
+                gate=gate,
+                progress=progress,
+                totals=totals,
+                port25=parent_port25(network),
             )
         finally:
             end.probes_run = totals.probes_run
             end.busy_signals = gate.busy_signals
             end.lost = totals.lost
             end.stopped = totals.stopped
+            end.egress = totals.egress
 
     return run
 
@@ -214,13 +258,21 @@ def scan_talking(scanner: Scanner, domain: str, *, quiet: bool = False) -> Domai
 
 
 async def scan_one(scanner: Scanner, domain: str) -> DomainResult | None:
-    """`scanner.scan_domain(domain)`, or None when SIGINT/SIGTERM arrives first."""
+    """`scanner.scan_domain(domain)`, or None when SIGINT/SIGTERM arrives first.
+
+    `scanner.egress` then says whether port 25 is blocked from here (`scanner.port25`:
+    the canaries are asked when every connect to an MX failed).
+    """
     result: DomainResult | None = None
     async with trio.open_nursery() as nursery:
 
         async def run() -> None:
             nonlocal result
-            result = await scanner.scan_domain(domain)
+            scanned = await scanner.scan_domain(domain)
+            watch: Port25Watch[DomainResult] = scanner.port25_watch(lambda _: None, lambda _: None)
+            await watch.add(scanned, scanner.connects_of(scanned))
+            scanner.egress = await watch.finish()
+            result = scanned
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(cancel_on_signals, nursery.cancel_scope)
@@ -310,8 +362,18 @@ async def _counted(
 
 
 def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, handle: TextIO) -> int:
-    """Scan the plan's input into `handle` (`plan.out_path`); the exit status (0, 1, 130)."""
-    from scanner.research.metadata import recorded_scan
+    """Scan the plan's input into `handle` (`plan.out_path`); the exit status (0, 1, 3, 130)."""
+    from scanner.research.metadata import VantageSight, recorded_scan
+
+    ended: list[ScanEnd] = []
+
+    def sight() -> VantageSight:
+        """What this host could see, for the sidecar: known better once the scan ended."""
+        return VantageSight(
+            port25=port25_word(ended[0].egress) if ended else None,
+            ipv6_route=has_route(IPV6_ROUTE_PROBE),
+            validating_resolver=scanner.resolver.validating,
+        )
 
     stderr = output_console(stderr=True)
     note = raise_descriptor_limit(network.concurrency)
@@ -330,6 +392,7 @@ def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, han
             input_format=plan.input_format,
             shard=plan.shard,
             resume=plan.resume,
+            sight=sight,
         ),
     ):
         progress = progress_view(plan, stderr, scanner if processes == 1 else None)
@@ -341,6 +404,7 @@ def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, han
         with progress if progress is not None else contextlib.nullcontext():
             items = _counted(reader.stream(iterate_lines(plan.domains, files)), reader, progress)
             end = trio.run(run_scan, run_items, items, handle, progress)
+            ended.append(end)
         with contextlib.suppress(OSError):  # a full disk refuses the final flush too
             handle.close()
     return summarize(end, reader, out_path, processes)
@@ -349,6 +413,16 @@ def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, han
 def counted(count: int, one: str, many: str | None = None) -> str:
     """`1 error`, `2 errors`: a count with its noun in the right number."""
     return f"{count} {one if count == 1 else many or one + 's'}"
+
+
+def port25_word(decision: Decision) -> str | None:
+    """`blocked`, `open` when a port-25 handshake completed, else None (nothing shows it)."""
+    if decision.egress is Egress.BLOCKED:
+        return "blocked"
+    evidence = decision.evidence
+    if decision.tally.connected or (evidence is not None and evidence.canary_connected):
+        return "open"
+    return None
 
 
 def summarize(end: ScanEnd, reader: InputReader, out_path: Path, processes: int) -> int:
@@ -364,6 +438,11 @@ def summarize(end: ScanEnd, reader: InputReader, out_path: Path, processes: int)
             )
         )
         return 1
+    if end.egress.egress is Egress.BLOCKED:
+        for words in blocked_words(end.egress):
+            stderr.print(terminal(words, None, "red"))
+        stderr.print(terminal(f"No line was written to {out_path}.", None, "red"))
+        return EXIT_PORT25_BLOCKED
     stats = end.stats
     stderr.print(
         terminal(

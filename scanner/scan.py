@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 import trio
 
@@ -38,6 +38,14 @@ from scanner.core.assess import assess_domain
 from scanner.core.caps import Caps, ConnectionBudget, cut_mx, cut_standby, plan_addresses
 from scanner.core.dane import attach_check
 from scanner.core.discovery import policy_only_hosts, sts_record_from, tlsrpt_record_from
+from scanner.core.egress import (
+    ConnectTally,
+    ControlEvidence,
+    Decision,
+    Egress,
+    EgressSettings,
+    tally_of_facts,
+)
 from scanner.core.inputs import (
     InvalidInput,
     RankedInput,
@@ -64,21 +72,26 @@ from scanner.models import (
     TxtAnswer,
 )
 from scanner.net.activity import doing
+from scanner.net.canaries import gather_evidence
 from scanner.net.certificates import summary_cost
+from scanner.net.connect import has_route
 from scanner.net.dane_lookup import hosts_dane
 from scanner.net.gate import DomainGate, Gate, RunGate
 from scanner.net.limits import holding
 from scanner.net.policy_fetch import FetchSettings, fetch_policy
-from scanner.net.probe import ProbeSettings, probe
+from scanner.net.probe import ProbeSettings, no_ipv6_route, probe
 from scanner.net.resolver import LOOKUP_OWNER, Resolver
 from scanner.net.tls import TlsClient
 from scanner.output import MAX_ERROR_TEXT, written_line
+from scanner.port25 import Port25Watch, disabled_watch
 
 # The hot set is the shared providers' (MX host, address) pairs, a few hundred even on
 # large lists; an outcome without its DER costs about 3.7 kB (4,096 of them held 7.7 MB
 # more than 2,048 at 20,000 domains, with the same number of SMTP sessions). A server
 # chooses what its outcome holds (transcript, chain summaries): the cache is bounded by
 # bytes too (`outcome_cost`).
+_T = TypeVar("_T")
+
 DEFAULT_PROBE_CACHE_SIZE = 2048
 DEFAULT_PROBE_CACHE_BYTES = 16 * 1024 * 1024
 
@@ -102,6 +115,9 @@ class ScanSettings:
     received: ReceivedSettings | None = None  # join received TLS-RPT evidence (`--reports`)
     busy_retries: int = 3  # further sessions after a 421 (or kin), each after a pause
     retry_backoff: float = 2.0  # seconds before the first retry; doubled for each further one
+    egress: EgressSettings = field(default_factory=EgressSettings)  # the blocked-port-25 check
+    # Is there a local route to this IPv6 address? (`connect.has_route`; injected in tests.)
+    ipv6_route: Callable[[str], bool] = has_route
 
 
 def retry_pause(attempt: int, backoff: float) -> float:
@@ -309,6 +325,7 @@ class Scanner:
         self.gate: RunGate = gate or self.local_gate(settings)
         self.stats = ScanStats()
         self.governor: LoadGovernor | None = None  # set by `run`
+        self.egress = Decision(Egress.PENDING)  # port 25 from here: set by `run`
 
     @staticmethod
     def local_gate(settings: ScanSettings) -> Gate:
@@ -518,6 +535,8 @@ class Scanner:
             or self.gate.admit(ip)
             or await self.gate.admit_name(ip, hostname)
         )
+        if refusal is None and ":" in ip and not self.settings.ipv6_route(ip):
+            refusal = no_ipv6_route()
         if refusal is not None:
             return ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal)
 
@@ -621,15 +640,26 @@ class Scanner:
                             result = await self.scan_domain(target)
                     await send.send(dataclasses.replace(result, rank=rank) if rank else result)
 
+        def deliver(written: tuple[str, DomainResult]) -> None:
+            line, result = written
+            write_line(line)
+            self._count(result)
+            if progress is not None:
+                progress.domain_done(result)
+
+        def blocked(_: Decision) -> None:
+            nursery.cancel_scope.cancel()
+
+        watch = self.port25_watch(deliver, blocked)
+
         async def writer() -> None:
             async with line_receive:
                 async for scanned in line_receive:
                     line, result = written_line(scanned, self.settings.report)
-                    write_line(line)
-                    self._count(result)
+                    connects = self.connects_of(result) if watch.pending else ConnectTally()
+                    await watch.add((line, result), connects)
                     governor.observe(self.resolver.load, self.resolver.load.timeouts_by_owner)
-                    if progress is not None:
-                        progress.domain_done(result)
+            self.egress = await watch.finish()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
@@ -638,6 +668,34 @@ class Scanner:
                 for _ in range(concurrency):
                     nursery.start_soon(worker, work_receive.clone(), line_send.clone())
         return self.stats
+
+    # ------------------------------------------------------------ port 25 from here
+
+    def port25_watch(
+        self, release: Callable[[_T], None], on_blocked: Callable[[Decision], None]
+    ) -> Port25Watch[_T]:
+        """The run's watch on port 25 (`scanner.port25`), or one that holds nothing when off."""
+        egress = self.settings.egress
+        if not egress.enabled:
+            return disabled_watch(release)
+
+        def stop(decision: Decision) -> None:
+            self.egress = decision
+            on_blocked(decision)
+
+        return Port25Watch(egress.thresholds, self.ask_canaries, release, stop)
+
+    async def ask_canaries(self) -> ControlEvidence:
+        """Connect to the canaries (port 25) and the controls (another port)."""
+        egress = self.settings.egress
+        return await gather_evidence(
+            self.resolver, egress.canaries, egress.controls, self.settings.probe.step_timeout
+        )
+
+    def connects_of(self, result: DomainResult) -> ConnectTally:
+        if result.facts is None:
+            return ConnectTally()
+        return tally_of_facts(result.facts, loopback=self.settings.egress.thresholds.loopback)
 
     def _count(self, result: DomainResult) -> None:
         self.stats.domains += 1

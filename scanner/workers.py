@@ -49,10 +49,12 @@ from typing import TYPE_CHECKING, Final, Protocol, TypeAlias, TypeVar
 import trio
 
 from scanner import models
+from scanner.core.egress import ConnectTally, Decision, Egress
 from scanner.core.inputs import InvalidInput, RankedInput, domain_digest
 from scanner.core.result import DomainResult, ResultView
 from scanner.models import Interruption, ProbeOutcome
 from scanner.net.gate import Gate
+from scanner.port25 import Port25Watch, disabled_watch
 from scanner.scan import DEFAULT_PROBE_CACHE_SIZE, ProbeCache, Scanner, ScanStats, without_der
 
 if TYPE_CHECKING:
@@ -156,6 +158,9 @@ class Summary:
     error: str | None
     enforce_ready: bool
     has_indicators: bool
+    connects: ConnectTally = field(
+        default_factory=ConnectTally
+    )  # port-25 connects by network (scanner.port25)
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,12 +444,13 @@ class RemoteProbeCache:
         return outcome
 
 
-def summarize(result: DomainResult) -> Summary:
+def summarize(result: DomainResult, connects: ConnectTally) -> Summary:
     return Summary(
         domain=result.domain,
         error=str(result.error) if result.error is not None else None,
         enforce_ready=result.enforce_ready,
         has_indicators=result.has_indicators,
+        connects=connects,
     )
 
 
@@ -465,15 +471,17 @@ class _Report:
     """Sends each line the scan's writer built (`take`) with the summary of its result
     (`domain_done`, which the writer calls right after it)."""
 
-    def __init__(self, outbox: trio.MemorySendChannel[Message]) -> None:
+    def __init__(self, outbox: trio.MemorySendChannel[Message], scanner: Scanner) -> None:
         self._outbox = outbox
+        self._scanner = scanner
         self._line = ""
 
     def take(self, line: str) -> None:
         self._line = line
 
     def domain_done(self, result: DomainResult) -> None:
-        self._outbox.send_nowait(Finished(self._line, summarize(result)))
+        connects = self._scanner.connects_of(result)
+        self._outbox.send_nowait(Finished(self._line, summarize(result, connects)))
 
 
 async def _worker(fd: int) -> None:
@@ -490,6 +498,9 @@ async def work(channel: Channel) -> None:
         return
     options = first.options
     scanner = build_scanner(options)
+    # The parent decides port 25 from every worker's tallies: a worker holds nothing.
+    egress = dataclasses.replace(scanner.settings.egress, enabled=False)
+    scanner.settings = dataclasses.replace(scanner.settings, egress=egress)
     outbox_send, outbox_receive = trio.open_memory_channel[Message](math.inf)
     local = scanner.gate
     assert isinstance(local, Gate)
@@ -528,7 +539,7 @@ async def work(channel: Channel) -> None:
 
         async def scan() -> None:
             async with outbox_send:
-                report = _Report(outbox_send)
+                report = _Report(outbox_send, scanner)
                 await scanner.run(items(), report.take, progress=report)
                 outbox_send.send_nowait(Done(scanner.probe_cache.probes_run, load_of(scanner)))
 
@@ -601,6 +612,7 @@ class ParallelRun:
     lost: list[str] = field(default_factory=list)  # domains in flight in a worker that died
     stopped: bool = False  # every worker died before the input was read to its end
     load: LoadSink | None = None  # told each worker's DNS load when it is done
+    egress: Decision = field(default_factory=lambda: Decision(Egress.PENDING))
 
 
 class ProbeAbandonedError(Exception):
@@ -613,6 +625,8 @@ class _Shared:
 
     gate: Gate
     cache: ProbeCache
+    # The run's watch on port 25, which writes each line when it may; None: at once.
+    watch: Port25Watch[Finished] | None = None
     # probes a worker was told to run: (worker, ask id) → where its outcome goes
     running: dict[tuple[int, int], trio.MemorySendChannel[ProbeOutcome | None]] = field(
         default_factory=dict
@@ -640,32 +654,53 @@ async def run_parallel(
     progress: SummarySink | None = None,
     totals: ParallelRun | None = None,
     start: StartWorker | None = None,
+    port25: Callable[
+        [Callable[[Finished], None], Callable[[Decision], None]], Port25Watch[Finished]
+    ]
+    | None = None,
 ) -> ParallelRun:
     """Scan `items` over `workers` processes; see the module's theory of operation.
 
     `options` hold the concurrency of the whole run: each worker gets its share.
     Cancelling the caller's scope stops the workers; every line handed to
     `write_line` is complete. `start` starts each worker (default: `start_process`).
+    `port25` builds the run's watch on port 25 from the workers' connect tallies
+    (`scanner.port25`); without it, every line is written at once.
     """
     run = totals if totals is not None else ParallelRun()
     share = max(1, math.ceil(options.concurrency / workers))
     worker_options = dataclasses.replace(options, concurrency=share)
     pool: list[_Worker] = []
+
+    def release(message: Finished) -> None:
+        write_line(message.line)
+        _count(run.stats, message.summary)
+        if progress is not None:
+            progress.domain_done(message.summary)
+
     try:
         async with trio.open_nursery() as nursery:
+
+            def blocked(decision: Decision) -> None:
+                run.egress = decision
+                nursery.cancel_scope.cancel()
+
+            watch = port25(release, blocked) if port25 is not None else disabled_watch(release)
             for index in range(workers):
                 pool.append(await _start_worker(index, worker_options, share, start))
-            shared = _Shared(gate, ProbeCache(DEFAULT_PROBE_CACHE_SIZE))
-            for worker in pool:
-                nursery.start_soon(_serve_worker, worker, shared, write_line, run, progress)
-            async for item in items:
-                if not await _hand_over(pool, item):
-                    run.stopped = True  # every worker is gone: the rest of the input waits
-                    break
-            for worker in pool:
-                if not worker.gone:
-                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                        await worker.channel.send(EndOfInput())
+            shared = _Shared(gate, ProbeCache(DEFAULT_PROBE_CACHE_SIZE), watch)
+            async with trio.open_nursery() as serving:
+                for worker in pool:
+                    serving.start_soon(_serve_worker, worker, shared, write_line, run, progress)
+                async for item in items:
+                    if not await _hand_over(pool, item):
+                        run.stopped = True  # every worker is gone: the rest of the input waits
+                        break
+                for worker in pool:
+                    if not worker.gone:
+                        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                            await worker.channel.send(EndOfInput())
+            run.egress = await watch.finish()
     finally:
         with trio.CancelScope(shield=True):
             for worker in pool:
@@ -789,7 +824,7 @@ class _Link:
     async def handle(self, message: Message) -> bool:
         """Act on one message; False once the worker is done."""
         if isinstance(message, Finished):
-            self.finished(message)
+            await self.finished(message)
         elif isinstance(message, Acquire):
             self.held[message.ask_id] = trio.Event()
             self.nursery.start_soon(
@@ -823,11 +858,14 @@ class _Link:
             return False
         return True
 
-    def finished(self, message: Finished) -> None:
-        self.write_line(message.line)
-        _count(self.run.stats, message.summary)
+    async def finished(self, message: Finished) -> None:
         self.worker.in_flight.discard(message.summary.domain)
         self.worker.room.release()
+        if self.shared.watch is not None:
+            await self.shared.watch.add(message, message.summary.connects)
+            return
+        self.write_line(message.line)
+        _count(self.run.stats, message.summary)
         if self.progress is not None:
             self.progress.domain_done(message.summary)
 

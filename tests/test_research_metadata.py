@@ -21,6 +21,7 @@ from scanner.research.metadata import (
     MetadataError,
     ScanMetadata,
     Severity,
+    VantageSight,
     comparison_problems,
     input_list,
     metadata_json,
@@ -308,3 +309,39 @@ def test_scan_usage_errors(
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())
     assert not (tmp_path / "out.jsonl").exists()
+
+
+OPEN_V6 = VantageSight(port25="open", ipv6_route=True, validating_resolver=True)
+
+
+@pytest.mark.parametrize(
+    ("other", "what"),
+    [
+        (replace(OPEN_V6, port25="blocked"), "outbound port 25 of the scanning host differs"),
+        (replace(OPEN_V6, ipv6_route=False), "IPv6 route of the scanning host differs"),
+        (replace(OPEN_V6, validating_resolver=False), "validating resolver differs"),
+    ],
+    ids=["port25", "ipv6", "validating"],
+)
+@pytest.mark.parametrize("comparison", list(Comparison), ids=lambda c: c.value)
+def test_files_from_hosts_that_saw_differently_are_warned_about(
+    other: VantageSight, what: str, comparison: Comparison
+) -> None:
+    problems = comparison_problems(comparison, files(sample(sight=OPEN_V6), sample(sight=other)))
+    assert [p.severity for p in problems if what in p.text] == [Severity.WARN]
+    # The twin: the same sight, or a file that does not record it, is no warning.
+    for same in (OPEN_V6, VantageSight()):
+        quiet = comparison_problems(comparison, files(sample(sight=OPEN_V6), sample(sight=same)))
+        assert not [p for p in quiet if "scanning host" in p.text or "validating" in p.text]
+
+
+def test_the_sight_and_the_doctor_round_trip(tmp_path: Path) -> None:
+    results = tmp_path / "scan.jsonl"
+    doctor = {"at": "2026-11-28T04:00:00Z", "findings": [{"check": "port25", "verdict": "ok"}]}
+    metadata = sample(sight=replace(OPEN_V6, doctor=doctor))
+    write_metadata(results, metadata)
+    assert read_metadata(results) == metadata
+    vantage = json.loads(metadata_path(results).read_text(encoding="utf-8"))["vantage"]
+    assert vantage["port25"] == "open"
+    assert vantage["ipv6_route"] is True
+    assert vantage["doctor"] == doctor

@@ -883,6 +883,15 @@ def not_testable_hint(interruption: Interruption) -> str | None:
 
 
 def _untested(name: str, ip: str, interruption: Interruption) -> Problem:
+    if interruption.kind is InterruptionKind.SCANNER_NETWORK:
+        return Problem(
+            ProblemCode.NOT_TESTABLE_FROM_HERE,
+            f"{name} ({ip}) could not be tested from this scanning host, which has no IPv6 "
+            "route: readiness is undetermined for this address (scan from a host with IPv6)",
+            host=name,
+            address=ip,
+            cause=reason_code(interruption),
+        )
     words = f"{name} ({ip}) could not be tested: {reason_text(interruption)}"
     hint = not_testable_hint(interruption)
     return Problem(
@@ -979,8 +988,9 @@ def _host_problems(
         problems = _address_problems(name, address)
         notes = session_warnings(name, address)
         if dns:
-            blockers += problems
-            warnings += notes
+            here = [p for p in problems if p.code == ProblemCode.NOT_TESTABLE_FROM_HERE]
+            blockers += [p for p in problems if p.code != ProblemCode.NOT_TESTABLE_FROM_HERE]
+            warnings += here + notes
         else:
             warnings += [_standby(problem) for problem in problems + notes]
         warnings += _expiry_warnings(name, address, at)
@@ -1018,6 +1028,7 @@ def assess_domain(facts: DomainFacts) -> DomainVerdict:
     blockers += over_blockers
     warnings += over_warnings
     warnings += _domain_warnings(facts, policy, dns_hosts)
+    blockers += _undetermined(hosts)
     unique_blockers = tuple(dict.fromkeys(blockers))
     warnings = merged(list(dict.fromkeys(warnings)))
     verdict = DomainVerdict(
@@ -1065,6 +1076,33 @@ def merged(warnings: list[Problem]) -> list[Problem]:
             more = len(group) - MERGE_ABOVE
             kept.append(replace(warning, text=f"{shown}; and {more} more of this kind"))
     return kept
+
+
+def _from_here(address: AddressVerdict) -> bool:
+    interruption = address.interruption
+    return interruption is not None and interruption.kind is InterruptionKind.SCANNER_NETWORK
+
+
+def _undetermined(hosts: list[MxVerdict]) -> list[Problem]:
+    """No DNS MX address tested, some only for the scanning host's network: undetermined.
+
+    Not the domain's fault, so never its only word: without this blocker a domain whose
+    every MX address is IPv6 would be "ready" on the strength of nothing tested.
+    """
+    addresses = [a for h in hosts if h.source is MxSource.DNS for a in h.addresses]
+    if any(a.status is AddressStatus.TESTED for a in addresses):
+        return []
+    unreachable = [a.ip for a in addresses if _from_here(a)]
+    if not unreachable:
+        return []
+    return [
+        Problem(
+            ProblemCode.READINESS_UNDETERMINED,
+            f"readiness undetermined: no MX address could be tested from this scanning host "
+            f"({', '.join(unreachable)}: it has no IPv6 route); scan from a host with IPv6",
+            cause="scanner-network:no-ipv6-route",
+        )
+    ]
 
 
 def _dane_starttls_blockers(host: MxVerdict) -> list[Problem]:

@@ -144,6 +144,12 @@ class ProblemCode(StrEnum):
     ADDRESS_LOOKUP_FAILED = "address-lookup-failed"  # host; cause: the DNS status
     NO_ADDRESS = "no-address"  # host
     NOT_TESTABLE = "not-testable"  # host, address; cause: the reason code
+    # The scanning host's network could not reach the address (no IPv6 route): a warning,
+    # never the domain's blocker. host, address; cause: the reason code.
+    NOT_TESTABLE_FROM_HERE = "not-testable-from-here"
+    # No address of the DNS MX hosts could be tested, some only because of the scanning
+    # host's network: readiness is undetermined (a blocker, for the scanner's sake).
+    READINESS_UNDETERMINED = "readiness-undetermined"
     EHLO_AFTER_TLS_FAILED = "ehlo-after-tls-failed"  # host, address
     STARTTLS_AFTER_TLS = "starttls-after-tls"  # host, address
     MASKED_BANNER = "masked-banner"  # host, address

@@ -17,7 +17,7 @@ Nothing here touches a socket or a clock. `scanner.net.resolver` moves the bytes
   dnspython's: it keeps only what `interpret` uses — the RCODE (with the EDNS
   extended bits), AD, an RFC 8914 extended error, and the answer and authority
   records of class IN whose types the resolver asks for (A, AAAA, MX, TXT, CNAME,
-  TLSA, SOA), each as a small typed value (`RecordData`); other records are stepped
+  TLSA, SOA, PTR), each as a small typed value (`RecordData`); other records are stepped
   over by their RDLENGTH. Anything malformed is a `Refusal` that says what.
 * `TcpFramer` cuts the two-octet length-prefixed messages of DNS over TCP
   (RFC 1035 §4.2.2) however the bytes are split, refusing a length over the limit
@@ -292,6 +292,13 @@ class CnameData:
 
 
 @dataclass(frozen=True, slots=True)
+class PtrData:
+    """A PTR record's name (RFC 1035 §3.3.12), as `name_text` gives it."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class SoaData:
     """Of an SOA record (RFC 1035 §3.3.13), the one field RFC 2308 §5 needs: MINIMUM."""
 
@@ -300,8 +307,8 @@ class SoaData:
 
 # One record's RDATA as the parser keeps it: the address text of an A or AAAA record,
 # `MxRecord` (exchange as `name_text` gives it), `TxtData`, `CnameData`, `TlsaRecord`
-# (RFC 6698 §2.1), `SoaData`.
-RecordData = str | MxRecord | TxtData | CnameData | TlsaRecord | SoaData
+# (RFC 6698 §2.1), `SoaData`, `PtrData`.
+RecordData = str | MxRecord | TxtData | CnameData | TlsaRecord | SoaData | PtrData
 
 
 class ResourceRecord(NamedTuple):
@@ -804,6 +811,14 @@ def _cname(wire: bytes, start: int, end: int) -> CnameData:
     return CnameData(target)
 
 
+def _ptr(wire: bytes, start: int, end: int) -> PtrData:
+    """RFC 1035 §3.3.12: one name (maybe compressed), the whole RDATA."""
+    name, after = _read_name(wire, start, end)
+    if after != end:
+        raise _Malformed("PTR RDATA longer than its name")
+    return PtrData(name_text(name))
+
+
 def _tlsa(wire: bytes, start: int, end: int) -> TlsaRecord:
     """RFC 6698 §2.1: usage, selector, matching type, then the association data.
 
@@ -832,6 +847,7 @@ _DECODERS: Final[dict[int, Callable[[bytes, int, int], RecordData]]] = {
     _CNAME: _cname,
     int(dns.rdatatype.TLSA): _tlsa,
     _SOA: _soa,
+    int(dns.rdatatype.PTR): _ptr,
 }
 
 

@@ -34,7 +34,7 @@ def reason_text(interruption: Interruption) -> str:
 
     `connect-refused`, `connect-failed: ECONNRESET`, `timeout:greeting`,
     `closed:ehlo`, `protocol-error: <why>`, `busy:421 <text>`, `rejected:554 <text>`,
-    `ehlo-rejected:450 <text>`, `address-not-allowed`, `excluded`,
+    `ehlo-rejected:450 <text>`, `scanner-network: no-ipv6-route`, `address-not-allowed`, `excluded`,
     `invalid-mx-name: <why>`, `not-probed`, `over-limit: <cap> ...`. A timeout or close may carry a note in
     parentheses (`timeout:greeting (partial 220- received)`).
     """
@@ -55,7 +55,8 @@ def reason_code(interruption: Interruption) -> str:
 
     The kind, with what tells its cases apart and never free text: the phase of a
     timeout or close (`timeout:greeting`), the reply code of a refusal (`busy:421`),
-    the errno name of a connect failure (`connect-failed:EHOSTUNREACH`).
+    the errno name of a connect failure (`connect-failed:EHOSTUNREACH`), what the
+    scanning host's network lacks (`scanner-network:no-ipv6-route`).
     """
     kind = interruption.kind
     if kind in (InterruptionKind.TIMEOUT, InterruptionKind.CLOSED):
@@ -64,6 +65,8 @@ def reason_code(interruption: Interruption) -> str:
         return f"{kind.value}:{interruption.reply_code}"
     if kind is InterruptionKind.CONNECT_FAILED and interruption.errno is not None:
         return f"{kind.value}:{interruption.errno}"
+    if kind is InterruptionKind.SCANNER_NETWORK:
+        return f"{kind.value}:{interruption.detail}"  # a fixed word: `no-ipv6-route`
     return kind.value
 
 

@@ -159,6 +159,7 @@ _ALL_TYPES = (
     dns.rdatatype.MX,
     dns.rdatatype.TXT,
     dns.rdatatype.CNAME,
+    dns.rdatatype.PTR,
 )
 
 
@@ -177,6 +178,8 @@ def _build_rrset(node: NameRecords, rdtype: dns.rdatatype.RdataType) -> dns.rrse
         return dns.rrset.from_text_list(owner, TTL, "IN", "MX", texts)
     if rdtype == dns.rdatatype.CNAME and node.cname is not None:
         return dns.rrset.from_text(owner, TTL, "IN", "CNAME", f"{node.cname}.")
+    if rdtype == dns.rdatatype.PTR and node.ptr:
+        return dns.rrset.from_text_list(owner, TTL, "IN", "PTR", [f"{n}." for n in node.ptr])
     if rdtype == dns.rdatatype.TXT and node.txt:
         rdatas = [
             dns.rdtypes.ANY.TXT.TXT(

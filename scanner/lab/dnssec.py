@@ -424,6 +424,9 @@ def _rrsets(node: NameRecords) -> list[dns.rrset.RRset]:
         rrsets.append(dns.rrset.from_text_list(owner, TTL, "IN", "MX", texts))
     if node.cname is not None:
         rrsets.append(dns.rrset.from_text(owner, TTL, "IN", "CNAME", f"{node.cname}."))
+    if node.ptr:
+        texts = [f"{name}." for name in node.ptr]
+        rrsets.append(dns.rrset.from_text_list(owner, TTL, "IN", "PTR", texts))
     if node.txt:
         rdatas = [
             dns.rdtypes.ANY.TXT.TXT(

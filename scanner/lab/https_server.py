@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 
 import h11
 import trio
@@ -94,6 +96,9 @@ class HttpsHandler:
     stats: ConnectionStats
     slow_interval: float = DEFAULT_SLOW_INTERVAL
     latency: float = 0.0  # seconds added before the response and every TLS flight reach the client
+    # The server's clock, for the `Date` of every response (RFC 9110 §6.6.1): a lab can
+    # set it wrong to show a scanning host whose clock is off (`scanner doctor`).
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     async def __call__(self, stream: trio.SocketStream) -> None:
         ip = local_ip(stream)
@@ -133,6 +138,7 @@ class HttpsHandler:
             ("Content-Length", str(len(response.body))),
             ("Connection", "close"),
             ("Cache-Control", "no-store"),
+            ("Date", format_datetime(self.clock(), usegmt=True)),
         ]
         if response.location is not None:
             headers.append(("Location", response.location))

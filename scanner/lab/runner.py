@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import trio
@@ -109,6 +110,7 @@ async def open_lab(
     mint: CertificateMint | None = None,
     slow_interval: float = DEFAULT_SLOW_INTERVAL,
     latency: float = 0.0,
+    http_clock: Callable[[], datetime] | None = None,
 ) -> AsyncIterator[Lab]:
     """Serve `world` on loopback for the duration of the block.
 
@@ -116,7 +118,8 @@ async def open_lab(
     one; `slow_interval` is the pause between body bytes of "slow" policy hosts.
     `latency` (seconds) is added to every round trip: each DNS reply, SMTP
     reply, HTTPS response and server TLS flight reaches the client that much
-    later (`scanner.lab.latency`). Raises OSError when the lab addresses cannot
+    later (`scanner.lab.latency`). `http_clock` is the policy hosts' clock, sent as
+    `Date` (default: the real time). Raises OSError when the lab addresses cannot
     be bound, ValueError for a negative latency.
     """
     if latency < 0:
@@ -186,6 +189,7 @@ async def open_lab(
         https_stats,
         slow_interval=slow_interval,
         latency=latency,
+        **({"clock": http_clock} if http_clock is not None else {}),
     )
     udp = trio.socket.from_stdlib_socket(dns_sockets.udp)
     dns_tcp = trio.SocketListener(trio.socket.from_stdlib_socket(dns_sockets.tcp))

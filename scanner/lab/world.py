@@ -62,6 +62,7 @@ File format (TOML, read with `tomllib`; unknown keys are errors)::
 Record keys: `a`, `aaaa` (lists of addresses), `mx` (list of "PREF HOST"; "0 ." is a null
 MX), `txt` (list; each item a string, split into 255-byte character-strings when longer,
 or a list of character-strings), `cname` (a name; no other data may sit beside it),
+`ptr` (list of names, at a reverse owner such as `"1.0.0.127.in-addr.arpa."`),
 `servfail = true` (every query at the name gets SERVFAIL), `timeout = true` (queries at
 the name are never answered). A domain whose name is not a valid DNS name may only carry
 `description` and `expect`.
@@ -239,6 +240,7 @@ class NameRecords:
     cname: str | None = None
     servfail: bool = False
     timeout: bool = False
+    ptr: tuple[str, ...] = ()  # names, for a reverse (in-addr.arpa, ip6.arpa) owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -398,6 +400,7 @@ class _NodeRecords:
     cname: str | None = None
     servfail: bool = False
     timeout: bool = False
+    ptr: list[str] = field(default_factory=list)
 
 
 class _Builder:
@@ -729,7 +732,7 @@ class _Builder:
 
     def _add_records(self, name: str, spec: object, where: str) -> None:
         spec = _table(spec, where)
-        _check_keys(spec, {"a", "aaaa", "mx", "txt", "cname", "servfail", "timeout"}, where)
+        _check_keys(spec, {"a", "aaaa", "mx", "txt", "cname", "ptr", "servfail", "timeout"}, where)
         if not is_valid_dns_name(name):
             raise WorldError(f"{where}: {name!r} is not a valid owner name")
         if name in self.explicit_names:
@@ -746,6 +749,7 @@ class _Builder:
             node.mx.append(_mx(item, f"{where}.mx"))
         for item in _array(spec.get("txt", []), f"{where}.txt"):
             node.txt.append(_txt(item, f"{where}.txt"))
+        node.ptr += [_ptr(item, f"{where}.ptr") for item in _array(spec.get("ptr", []), where)]
         if "cname" in spec:
             target = normalise_name(_string(spec["cname"], f"{where}.cname"))
             if not is_valid_dns_name(target):
@@ -795,6 +799,7 @@ class _Builder:
             cname=data.cname,
             servfail=data.servfail,
             timeout=data.timeout,
+            ptr=tuple(data.ptr),
         )
 
 
@@ -834,6 +839,13 @@ def _choice(value: object, allowed: tuple[E, ...], enum: type[E], where: str) ->
             f"{where}: unknown value {text!r} (known: {', '.join(str(item) for item in allowed)})"
         )
     return enum(text)
+
+
+def _ptr(value: object, where: str) -> str:
+    target = normalise_name(_string(value, where))
+    if not is_valid_dns_name(target):
+        raise WorldError(f"{where}: {target!r} is not a valid name")
+    return target
 
 
 def _address(value: object, where: str, *, loopback: bool) -> str:

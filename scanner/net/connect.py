@@ -258,3 +258,19 @@ async def connect_tcp(ip: str, port: int) -> TcpStream:
     except BaseException:
         _close(sock)
         raise
+
+
+def has_route(ip: str) -> bool:
+    """Does the local routing table have a route to `ip`? False only on ENETUNREACH.
+
+    A UDP socket's `connect` asks the kernel for the route and sends nothing. Any
+    other error (or none) is True: only a missing route is decided here, never a
+    timeout or a refusal.
+    """
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((ip.partition("%")[0], 25))
+    except OSError as exc:
+        return exc.errno != errno.ENETUNREACH
+    return True

@@ -185,9 +185,22 @@ class _Interrupted(Exception):
 _CONNECT_KINDS: Final = {errno.ECONNREFUSED: InterruptionKind.CONNECT_REFUSED}
 
 
-def connect_failure(exc: OSError) -> Interruption:
-    """`connect-refused`, or `connect-failed` with the errno name for other connect errors."""
+NO_IPV6_ROUTE: Final = "no-ipv6-route"
+
+
+def no_ipv6_route() -> Interruption:
+    """The scanning host has no route to an IPv6 address: its network's fault, not the domain's."""
+    return Interruption(
+        InterruptionKind.SCANNER_NETWORK, Phase.CONNECT, NO_IPV6_ROUTE, errno="ENETUNREACH"
+    )
+
+
+def connect_failure(exc: OSError, ip: str = "") -> Interruption:
+    """`connect-refused`, `scanner-network` for ENETUNREACH to an IPv6 address (the local
+    routing table has no route: never a timeout), or `connect-failed` with the errno name."""
     code = exc.errno
+    if code == errno.ENETUNREACH and ":" in ip:
+        return no_ipv6_route()
     if code is None:
         return Interruption(InterruptionKind.CONNECT_FAILED, Phase.CONNECT, str(exc))
     kind = _CONNECT_KINDS.get(code, InterruptionKind.CONNECT_FAILED)
@@ -331,7 +344,7 @@ class _Session:
             try:
                 self.tcp = await connect_tcp(self.ip, self.settings.smtp_port)
             except OSError as exc:
-                failure = connect_failure(exc)
+                failure = connect_failure(exc, self.ip)
                 self.transcript.add(f"[{reason_text(failure)}]")
                 raise _Interrupted(failure) from None
         if scope.cancelled_caught or self.tcp is None:

@@ -71,6 +71,7 @@ import dns.exception
 import dns.name
 import dns.rcode
 import dns.rdatatype
+import dns.reversename
 import trio
 
 from scanner.core.dns_wire import (
@@ -85,6 +86,7 @@ from scanner.core.dns_wire import (
     ExtendedError,
     Mismatch,
     Outcome,
+    PtrData,
     Query,
     RecordData,
     Refusal,
@@ -614,6 +616,14 @@ class Resolver:
             canonical_name=resolved.canonical,
             cname_chain_secure=resolved.chain_authenticated and dnssec in _VALIDATED,
         )
+
+    async def names_of(self, ip: str) -> tuple[str, ...]:
+        """The PTR names of `ip` (RFC 1035 §3.5; RFC 3596 §2.5), empty when there are none."""
+        owner = dns.reversename.from_address(ip).to_text(omit_final_dot=True)
+        resolved = await self._lookup(owner, dns.rdatatype.PTR)
+        if resolved.status is not DnsStatus.ANSWER:
+            return ()
+        return tuple(r.name for r in resolved.records if isinstance(r, PtrData))
 
     async def mx(self, domain: str) -> MxAnswer:
         """MX records of `domain`, sorted by preference.

@@ -139,6 +139,7 @@ NOT_TESTABLE_KINDS: Final = _rows(
     ("invalid-mx-name", r"^invalid-mx-name"),
     ("not-probed", r"^not-probed"),
     ("over-limit", r"^over-limit"),
+    ("scanner-network:{what}", r"^scanner-network: (?P<what>[a-z0-9-]{1,30})"),
 )
 
 # A certificate's `verify_error`, as a kind: `not-trusted:depth-zero-self-signed-cert`.

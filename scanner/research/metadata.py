@@ -89,6 +89,22 @@ class ScanRun:
 
 
 @dataclass(frozen=True, slots=True)
+class VantageSight:
+    """What the scanning host could see (docs/research.md#scan-metadata), None when unknown.
+
+    `port25`: the run's blocked-port-25 decision (`open`, `blocked`); `ipv6_route`:
+    whether the routing table had an IPv6 route; `validating_resolver`: whether the
+    resolver validated DNSSEC, when the run asked; `doctor`: the findings of
+    `scanner doctor --results`, kept as written.
+    """
+
+    port25: str | None = None
+    ipv6_route: bool | None = None
+    validating_resolver: bool | None = None
+    doctor: object = None  # as decoded from JSON
+
+
+@dataclass(frozen=True, slots=True)
 class ScanMetadata:
     scanner_version: str
     started_at: datetime
@@ -101,6 +117,7 @@ class ScanMetadata:
     input: InputList | None
     options: Mapping[str, JsonValue]
     runs: tuple[ScanRun, ...]
+    sight: VantageSight = VantageSight()
 
     @property
     def scan_date(self) -> date:
@@ -193,7 +210,14 @@ def metadata_json(metadata: ScanMetadata) -> dict[str, object]:
         "scanner_version": metadata.scanner_version,
         "started_at": rfc3339_utc(metadata.started_at),
         "finished_at": rfc3339_utc(metadata.finished_at) if metadata.finished_at else None,
-        "vantage": {"name": metadata.vantage, "public_addresses": list(metadata.public_addresses)},
+        "vantage": {
+            "name": metadata.vantage,
+            "public_addresses": list(metadata.public_addresses),
+            "port25": metadata.sight.port25,
+            "ipv6_route": metadata.sight.ipv6_route,
+            "validating_resolver": metadata.sight.validating_resolver,
+            **({"doctor": metadata.sight.doctor} if metadata.sight.doctor is not None else {}),
+        },
         "resolver": {"source": metadata.resolver, "nameservers": list(metadata.nameservers)},
         "ehlo_name": metadata.ehlo_name,
         "input": (
@@ -246,6 +270,7 @@ def recorded_scan(
     resume: bool,
     clock: Callable[[], datetime] = _utc_now,
     addresses: Callable[[], tuple[str, ...]] = public_source_addresses,
+    sight: Callable[[], VantageSight] = VantageSight,
 ) -> Iterator[ScanMetadata]:
     """Record the scan writing `results` in its sidecar, before and after the block.
 
@@ -273,6 +298,7 @@ def recorded_scan(
         input=input_list(inputs, input_format),
         options=MappingProxyType(_options(network, shard, resume)),
         runs=(*(previous.runs if previous is not None else ()), run),
+        sight=_kept_doctor(sight(), previous),
     )
     _write_or_warn(results, metadata)
     try:
@@ -281,8 +307,42 @@ def recorded_scan(
         finished = clock()
         ended = replace(run, finished_at=finished)
         _write_or_warn(
-            results, replace(metadata, finished_at=finished, runs=(*metadata.runs[:-1], ended))
+            results,
+            replace(
+                metadata,
+                finished_at=finished,
+                runs=(*metadata.runs[:-1], ended),
+                sight=_kept_doctor(sight(), previous),
+            ),
         )
+
+
+def _kept_doctor(sight: VantageSight, previous: ScanMetadata | None) -> VantageSight:
+    """A resumed scan keeps the doctor's findings of its sidecar."""
+    if previous is None or previous.sight.doctor is None or sight.doctor is not None:
+        return sight
+    return replace(sight, doctor=previous.sight.doctor)
+
+
+def record_doctor(results: Path, findings: list[dict[str, str]]) -> str | None:
+    """Put `scanner doctor`'s findings in the sidecar's `vantage` object; why not, or None."""
+    target = metadata_path(results)
+    try:
+        document = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"warning: {visible(str(target), 200)} not updated: {visible(str(error), 200)}"
+    if not isinstance(document, dict) or not isinstance(document.get("vantage"), dict):
+        return f"warning: {visible(str(target), 200)} is no scan metadata: not updated"
+    document["vantage"]["doctor"] = {
+        "at": rfc3339_utc(_utc_now()),
+        "findings": findings,
+    }
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary.write_text(
+        json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    os.replace(temporary, target)
+    return None
 
 
 def _write_or_warn(results: Path, metadata: ScanMetadata) -> None:
@@ -307,6 +367,10 @@ class MetadataError(Exception):
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _flag(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 def _strings(value: object) -> tuple[str, ...]:
@@ -360,6 +424,12 @@ def parse_metadata(document: object) -> ScanMetadata:
         finished_at=parse_time(data.get("finished_at")),
         vantage=vantage_name,
         public_addresses=_strings(vantage.get("public_addresses")),
+        sight=VantageSight(
+            port25=_text(vantage.get("port25")),
+            ipv6_route=_flag(vantage.get("ipv6_route")),
+            validating_resolver=_flag(vantage.get("validating_resolver")),
+            doctor=vantage.get("doctor"),
+        ),
         resolver=_text(resolver.get("source")) or "",
         nameservers=_strings(resolver.get("nameservers")),
         ehlo_name=_text(data.get("ehlo_name")),
@@ -425,6 +495,7 @@ class SoundnessRule:
     refuse: frozenset[Comparison]
     warn: frozenset[Comparison]
     why: str
+    known_only: bool = False  # compare only the files that record a value
 
 
 _ALL: Final = frozenset(Comparison)
@@ -471,6 +542,32 @@ RULES: Final[tuple[SoundnessRule, ...]] = (
         refuse=frozenset(),
         warn=frozenset({Comparison.TIME_DIFF}),
         why="resolvers may answer differently (geographic DNS, stale caches)",
+    ),
+    # What the scanning host could see (docs/output.md#blocked-port-25,
+    # docs/output.md#not-testable-reasons): a file without the fact is not compared.
+    SoundnessRule(
+        "outbound port 25 of the scanning host",
+        lambda m: m.sight.port25,
+        refuse=frozenset(),
+        warn=_ALL,
+        why="from a host that cannot reach port 25 every MX looks unreachable",
+        known_only=True,
+    ),
+    SoundnessRule(
+        "IPv6 route of the scanning host",
+        lambda m: m.sight.ipv6_route,
+        refuse=frozenset(),
+        warn=_ALL,
+        why="without one, IPv6 MX addresses are not testable (scanner-network:no-ipv6-route)",
+        known_only=True,
+    ),
+    SoundnessRule(
+        "validating resolver",
+        lambda m: m.sight.validating_resolver,
+        refuse=frozenset(),
+        warn=_ALL,
+        why="DANE verdicts need a validating resolver; without one they are unvalidated",
+        known_only=True,
     ),
 )
 
@@ -530,6 +627,8 @@ def rule_problems(comparison: Comparison, files: Sequence[FileMetadata]) -> list
         else:
             continue
         values = [(label, rule.value(metadata)) for label, metadata in known]
+        if rule.known_only:
+            values = [(label, value) for label, value in values if value is not None]
         if len({repr(value) for _, value in values}) > 1:
             listed = "; ".join(f"{visible(label, 200)}: {_shown(value)}" for label, value in values)
             problems.append(Problem(severity, f"{rule.what} differs ({listed}): {rule.why}"))

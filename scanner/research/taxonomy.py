@@ -178,10 +178,26 @@ def tls_sessions(line: ScanLine) -> Iterator[Observation]:
         yield Observation(IndicatorCode.TLS_INCONSISTENT.value)
 
 
+# Not-testable reasons that are the scanning host's network, not the domain's.
+SCANNER_NETWORK_PREFIX = "scanner-network:"
+
+
+def _from_here(code: str | None) -> bool:
+    return code is not None and code.startswith(SCANNER_NETWORK_PREFIX)
+
+
 def not_testable(line: ScanLine) -> Iterator[Observation]:
     for host, address in _sessions(line):
-        if address.not_testable:
+        if address.not_testable and not _from_here(address.reason_code):
             yield Observation(address.reason_code or OTHER, _key(host, address))
+
+
+def not_testable_from_here(line: ScanLine) -> Iterator[Observation]:
+    """Addresses the scanning host could not reach (no IPv6 route): counted apart."""
+    for host, address in _sessions(line):
+        if address.not_testable and _from_here(address.reason_code):
+            assert address.reason_code is not None
+            yield Observation(address.reason_code, _key(host, address))
 
 
 def busy_retries(line: ScanLine) -> Iterator[Observation]:
@@ -242,6 +258,13 @@ CATEGORIES: Final[tuple[Category, ...]] = (
         Stage.WITH_MX,
         Unit.ADDRESS,
         not_testable,
+    ),
+    Category(
+        "not-testable-from-here",
+        "Addresses the scanning host could not reach (its network, not the domain's)",
+        Stage.WITH_MX,
+        Unit.ADDRESS,
+        not_testable_from_here,
     ),
     Category("busy-retry", "Busy servers tried again", Stage.WITH_MX, Unit.ADDRESS, busy_retries),
     Category(
