@@ -50,9 +50,10 @@ if TYPE_CHECKING:
 EXIT_INTERRUPTED = 130
 # Seconds between status lines when stderr is no terminal (`--status-interval`).
 DEFAULT_STATUS_INTERVAL = 30.0
-# An address whose route says whether the host has IPv6 at all (Google's public DNS);
-# only the routing table is asked: nothing is sent.
-IPV6_ROUTE_PROBE = "2001:4860:4860::8888"
+# An address whose route says whether the host has a global IPv6 route at all: one of
+# the documentation prefix (RFC 3849), so no real host is named; only the routing table
+# is asked (`connect.has_route`): nothing is sent.
+IPV6_ROUTE_PROBE = "2001:db8::1"
 EXIT_PORT25_BLOCKED = 3  # the network of the scan blocks outbound port 25: nothing written
 
 
