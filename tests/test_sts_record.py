@@ -273,16 +273,19 @@ def is_valid_id(text: str) -> bool:
 
 @given(st.text(min_size=1, max_size=40).filter(lambda s: not is_valid_id(s)))
 @example("abc ")
+@example("\t0")
+@example(" abc")
 @example("a;b")
 def test_invalid_id_never_parses(record_id: str) -> None:
     result = select_sts_record([f"v=STSv1; id={record_id}"])
     if ";" in record_id:
         # The ';' may split the junk into a valid id plus further fields.
         return
-    if is_valid_id(record_id.strip(" \t")):
-        # WSP around a field is part of the delimiter, not of the id.
+    if is_valid_id(record_id.rstrip(" \t")):
+        # WSP after the last field is part of the delimiter, not of the id; WSP after
+        # "id=" is inside the field, which has none (RFC 8461 section 3.1: sts-id).
         assert isinstance(result, StsRecord)
-        assert result.id == record_id.strip(" \t")
+        assert result.id == record_id.rstrip(" \t")
         return
     assert isinstance(result, StsRecordError)
 
