@@ -274,6 +274,8 @@ def is_valid_id(text: str) -> bool:
 @given(st.text(min_size=1, max_size=40).filter(lambda s: not is_valid_id(s)))
 @example("abc ")
 @example(" 0")
+@example("\t0")
+@example(" abc")
 @example("a;b")
 def test_invalid_id_never_parses(record_id: str) -> None:
     result = select_sts_record([f"v=STSv1; id={record_id}"])

@@ -4,8 +4,8 @@ Most tests run the parent (`run_parallel`) and its workers (`work`) in the test'
 loop, each worker a task on one end of a memory stream: the messages are pickled and
 framed as between processes, and the lab's deadlines run on virtual time
 (`loopback_clock`). A worker "killed" there is cancelled and its end closed, which is
-what its parent sees of a killed process. Two smoke tests start real worker processes
-through the command line.
+what its parent sees of a killed process. Three smoke tests start real worker processes
+through the command: the verdicts of a list, Ctrl-C, and a worker killed.
 """
 
 from __future__ import annotations
@@ -326,6 +326,56 @@ async def test_a_worker_that_dies_costs_its_domains_not_the_scan(
     assert not run.stopped  # the other worker scanned the rest of the input
     # the surviving worker's slow domains were probed after the dead one's slots were freed
     assert any(name.startswith("slow") for name in written), lines
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of `pid`, whichever of its threads started them."""
+    return [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text(encoding="ascii").split()
+    ]
+
+
+async def test_a_killed_worker_process_is_reported_by_the_command(
+    bulk_lab: Lab, bulk_world: World, tmp_path: Path
+) -> None:
+    """A smoke test of the above with real processes: a worker killed (SIGKILL) mid-scan.
+
+    The command must end with an error, say that a worker ended early and how many
+    domains have no line, and write every other line whole. Short deadlines: the
+    silent host's probes only keep the scan going until the kill.
+    """
+    out = tmp_path / "out.jsonl"
+    domains = [n for n in bulk_world.domain_names if n.startswith(("hosted", "slow"))]
+    listed = tmp_path / "domains.txt"
+    listed.write_text("\n".join(domains) + "\n", encoding="utf-8")
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "scanner", "scan", "--input", str(listed), "--out", str(out),
+         "--no-progress", "--timeout", "0.2", "--greeting-timeout", "0.2", "--per-ip", "1",
+         "--workers", "2", *bulk_lab.scanner_args()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    with trio.fail_after(60):
+        while bulk_lab.smtp_connections("127.0.3.9") == 0:  # noqa: ASYNC110
+            await trio.sleep(0.05)  # until the slow probes are under way
+        workers = _children(process.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        stderr = b""
+        async with process.stderr:
+            async for chunk in process.stderr:
+                stderr += chunk
+        code = await process.wait()
+    text = stderr.decode()
+    assert code != 0, text
+    assert "a worker process ended early" in text, text
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    written = {line["domain"] for line in lines}
+    assert written < set(domains)
+    lost = len(domains) - len(written)
+    assert f"{lost} domains" in text, text
 
 
 async def test_channel_carries_framed_messages() -> None:
