@@ -10,6 +10,7 @@ thread, signal handling included, as it has in `python -m scanner`.
 from __future__ import annotations
 
 import gc
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,3 +78,12 @@ def invoke(*args: str, stdin: bytes | None = None) -> Result:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
+
+
+def run_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """`invoke`, answered as `subprocess.run` answers `python -m scanner ARGS`: the exit
+    status in `.returncode`, the output in `.stdout` and `.stderr`."""
+    result = invoke(*args)
+    return subprocess.CompletedProcess(
+        ["scanner", *args], result.exit_code, result.stdout, result.stderr
+    )

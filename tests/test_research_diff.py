@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 import trio
+from commands import run_command
 
 from scanner.lab import open_lab, parse_world
 from scanner.research.diff import (
@@ -337,14 +337,8 @@ certificate = "{certificate}"
 
 
 def run_scanner(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scanner", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "COLUMNS": "400"},
-        timeout=600,
-    )
+    """The command in this process (`commands.run_command`): no second of imports each."""
+    return run_command(*args)
 
 
 async def scan(world_text: str, workdir: Path, out: Path, vantage: str) -> None:

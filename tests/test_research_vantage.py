@@ -9,13 +9,13 @@ command and its `--vantage`.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import trio
+from commands import run_command
 
 from scanner.lab import open_lab, parse_world
 from scanner.research.lines import SkipTally
@@ -99,14 +99,8 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def run_scanner(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scanner", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "COLUMNS": "400"},
-        timeout=600,
-    )
+    """The command in this process (`commands.run_command`): no second of imports each."""
+    return run_command(*args)
 
 
 def test_a_difference_that_repeats_is_path_dependent(scans: dict[str, Path]) -> None:
