@@ -25,6 +25,7 @@ import h11
 import pytest
 import trio
 import trustme
+from commands import run_command
 from hypothesis import given
 from hypothesis import strategies as st
 from test_received_builders import POLICY_DOMAIN, clean_report, report_bytes, report_dict
@@ -619,14 +620,7 @@ def command(*args: str) -> list[str]:
     ],
 )
 def test_usage_errors(tmp_path: Path, args: list[str], words: str) -> None:
-    done = subprocess.run(
-        command(*args, "--db", str(tmp_path / "r.sqlite")),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-        env={**os.environ, "COLUMNS": "300"},
-    )
+    done = run_command("tlsrpt", "serve", *args, "--db", str(tmp_path / "r.sqlite"))
     assert done.returncode == 2
     assert words in done.stderr
 
