@@ -402,3 +402,21 @@ def test_a_flood_that_would_dilute_an_average_keeps_the_blocker() -> None:
     pooled_after = after.sessions.failure_rate or 0.0
     assert pooled_before > 0.001 > pooled_after  # an average over all would fall below the rate
     assert not after.ready  # and the blocker stays
+
+
+def test_a_conflicting_copy_from_outside_the_window_keeps_the_blocker() -> None:
+    # Found by the property above: the same signer and report-id, the same failures,
+    # another day outside the 14-day window. It must not take the report out of it.
+    signer = Provenance(verified("a.example"), "test", submitter="a.example")
+    inside = (NOW - timedelta(days=2)).date().isoformat()
+    outside = (NOW - timedelta(days=16)).date().isoformat()
+    failing = genuine_report(report_id="w", day=inside, successful=0, failed=100)
+    old = genuine_report(
+        report_id="w", organization="Other Org", day=outside, successful=0, failed=100
+    )
+    before, after = evidence_before_and_after(
+        [(parsed(failing), signer)], (parsed(old), signer), False
+    )
+    assert not before.ready
+    assert not after.ready
+    assert after.sessions.failed == 100

@@ -61,7 +61,7 @@ from scanner.received.records import (
     reporter_group,
     shown_reporter,
 )
-from scanner.received.report import PolicyReport, normalise_domain
+from scanner.received.report import PolicyReport, TlsReport, normalise_domain
 from scanner.received.summary import SessionCounts
 from scanner.untrusted import visible
 
@@ -263,11 +263,22 @@ def _tally(
         if report.policies_for(name):
             names[reporter_group(stored)].add(report.organization_name)
     for stored in candidates:
-        report = stored.report
+        # A copy outside the window never stands for one inside it: a report in
+        # conflicting copies counts by its copies in the window only.
+        copies = [
+            copy
+            for copy in (stored.report, *stored.conflict_copies)
+            if copy.date_range.end > window_start and copy.date_range.start <= window_end
+        ]
+        if not copies:
+            continue
+        report = (
+            stored.report
+            if stored.report in copies
+            else max(copies, key=lambda copy: _report_counts(copy.policies_for(name)).failed)
+        )
         entries = report.policies_for(name)
         if not entries:
-            continue
-        if not (report.date_range.end > window_start and report.date_range.start <= window_end):
             continue
         if not counts_for_readiness(stored.authenticity) and not include_unverified:
             tallies.unverified += 1
@@ -285,22 +296,25 @@ def _tally(
             tally.reports.add(stored.key)
         for entry in entries:
             _count_entry(tallies, reporter, report.date_range.day, shown, entry)
-        above = _report_above(stored, name, max_failure_rate)
+        above = _report_above(copies, name, max_failure_rate)
         if above is not None:
             for tally in (tallies.pooled, reporter):
                 tally.above += above
     return tallies
 
 
-def _report_above(stored: StoredReport, name: str, max_failure_rate: float) -> SessionCounts | None:
+def _report_above(
+    copies: Sequence[TlsReport], name: str, max_failure_rate: float
+) -> SessionCounts | None:
     """The sessions a report brings to the reports above the failure rate, or None.
 
-    A report in conflicting copies brings the largest of its copies above the rate
-    (the counted copy is the one with more failures; another may have the higher
-    rate): a further copy can only add to what the report brings, never take away.
+    A report in conflicting copies brings the largest of its copies (in the window)
+    above the rate (the counted copy is the one with more failures; another may have
+    the higher rate): a further copy can only add to what the report brings, never
+    take away.
     """
     best: SessionCounts | None = None
-    for copy in (stored.report, *stored.conflict_copies):
+    for copy in copies:
         counts = _report_counts(copy.policies_for(name))
         rate = counts.failure_rate
         above = rate is not None and rate > max_failure_rate
