@@ -333,6 +333,17 @@ body = "version: STSv1\\nmode: {mode}\\nmx: mx.stale.example\\nmax_age: 604800\\
 hostname = "mx.steady.example"
 address = "127.0.5.2"
 certificate = "{certificate}"
+
+[domains."flip.example".dns]
+"@" = {{ mx = ["10 mx.flip.example"] }}
+"_mta-sts" = {{ txt = ["v=STSv1; id=flip1"] }}
+[[domains."flip.example".servers]]
+hostname = "mx.flip.example"
+address = "127.0.5.3"
+certificate = "{flip}"
+[domains."flip.example".policy]
+address = "127.0.5.103"
+body = "version: STSv1\\nmode: testing\\nmx: mx.flip.example\\nmax_age: 604800\\n"
 """
 
 
@@ -377,11 +388,18 @@ def two_scans(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     old, new = workdir / "old.jsonl", workdir / "new.jsonl"
 
     async def both() -> None:
+        # flip.example: its expired certificate replaced, it becomes ready.
         await scan(
-            WORLD.format(mode="testing", certificate="good"), workdir / "lab-old", old, "lab"
+            WORLD.format(mode="testing", certificate="good", flip="expired"),
+            workdir / "lab-old",
+            old,
+            "lab",
         )
         await scan(
-            WORLD.format(mode="enforce", certificate="expired"), workdir / "lab-new", new, "lab"
+            WORLD.format(mode="enforce", certificate="expired", flip="good"),
+            workdir / "lab-new",
+            new,
+            "lab",
         )
 
     trio.run(both)
@@ -402,7 +420,10 @@ def test_diff_of_two_lab_scans(two_scans: tuple[Path, Path]) -> None:
     assert not any(
         c["domain"] == "bad..example" for c in document["changes"]
     )  # an error line in both
+    assert ("flip.example", "became-ready", "better") in found
+    assert ("flip.example", "blocker-fixed", "better") in found
     summary = {(row["change"], row["direction"]): row["count"] for row in document["summary"]}
+    assert summary[("became-ready", "better")] == 1
     assert summary[("stale-policy-id", "worse")] == 1
     assert summary[("blocker-new", "worse")] == 1
     codes = {(c["change"], c["code"]) for c in document["changes"]}
@@ -414,6 +435,7 @@ def test_diff_of_two_lab_scans(two_scans: tuple[Path, Path]) -> None:
     # The summary leads, before the rows.
     assert table.stdout.index("Summary") < table.stdout.index("Changes")
     assert "blocker-new" in table.stdout.split("Changes")[0]
+    assert "became-ready" in table.stdout.split("Changes")[0]
 
 
 def test_diff_of_a_scan_with_itself_exits_0(two_scans: tuple[Path, Path]) -> None:
