@@ -420,3 +420,24 @@ def test_a_conflicting_copy_from_outside_the_window_keeps_the_blocker() -> None:
     assert not before.ready
     assert not after.ready
     assert after.sessions.failed == 100
+
+
+def test_a_conflicting_copy_with_more_failures_keeps_the_days_of_policy_failures() -> None:
+    # Found by the property above: the counted copy of a report changes to one with
+    # more failures of another kind; the other copy's day of policy failures stays.
+    signer = Provenance(verified("a.example"), "test", submitter="a.example")
+    fetch_error = [{"result-type": "sts-policy-fetch-error", "failed-session-count": 1}]
+    first = genuine_report(report_id="p1", day="2026-04-14", failed=1, details=fetch_error)
+    second = genuine_report(report_id="p2", day="2026-04-15", failed=1, details=fetch_error)
+    other = genuine_report(
+        report_id="p2",
+        day="2026-04-15",
+        failed=2,
+        details=[{"result-type": "certificate-expired", "failed-session-count": 2}],
+    )
+    before, after = evidence_before_and_after(
+        [(parsed(first), signer), (parsed(second), signer)], (parsed(other), signer), False
+    )
+    policy = "reported-policy-failures"
+    assert [b.code for b in before.blockers].count(policy) == 1
+    assert [b.code for b in after.blockers].count(policy) == 1

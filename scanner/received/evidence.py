@@ -226,6 +226,31 @@ def _count_entry(
                 tallies.policy_mx.add(detail.receiving_mx_hostname)
 
 
+def _copies_in(stored: StoredReport, window: tuple[datetime, datetime]) -> list[TlsReport]:
+    """The report's copies (the counted one and any conflicting ones) that overlap the
+    window: a copy outside it never stands for one inside it."""
+    start, end = window
+    return [
+        copy
+        for copy in (stored.report, *stored.conflict_copies)
+        if copy.date_range.end > start and copy.date_range.start <= end
+    ]
+
+
+def _note_policy_failures(
+    tallies: _Tallies, report_day: date, shown: str, entry: PolicyReport
+) -> None:
+    """The policy failures of a report's other copy: its days and result types, at most
+    as many failures per day and type as it reports (never added to the counted copy's)."""
+    for detail in entry.failure_details:
+        if detail.is_policy_failure and detail.failed_session_count > 0:
+            day = tallies.policy_days[report_day]
+            day[detail.result_type] = max(day[detail.result_type], detail.failed_session_count)
+            tallies.policy_reporters.add(shown)
+            if detail.receiving_mx_hostname:
+                tallies.policy_mx.add(detail.receiving_mx_hostname)
+
+
 def _report_counts(entries: Sequence[PolicyReport]) -> SessionCounts:
     total = SessionCounts()
     for entry in entries:
@@ -255,7 +280,6 @@ def _tally(
     include_unverified: bool,
     max_failure_rate: float,
 ) -> _Tallies:
-    window_start, window_end = window
     tallies = _Tallies(_new_tally(), defaultdict(_new_tally), defaultdict(Counter), set(), set())
     names: defaultdict[str, set[str]] = defaultdict(set)
     for stored in candidates:
@@ -263,13 +287,7 @@ def _tally(
         if report.policies_for(name):
             names[reporter_group(stored)].add(report.organization_name)
     for stored in candidates:
-        # A copy outside the window never stands for one inside it: a report in
-        # conflicting copies counts by its copies in the window only.
-        copies = [
-            copy
-            for copy in (stored.report, *stored.conflict_copies)
-            if copy.date_range.end > window_start and copy.date_range.start <= window_end
-        ]
+        copies = _copies_in(stored, window)
         if not copies:
             continue
         report = (
@@ -296,6 +314,11 @@ def _tally(
             tally.reports.add(stored.key)
         for entry in entries:
             _count_entry(tallies, reporter, report.date_range.day, shown, entry)
+        # The other copies' policy failures count too (their days, not their sessions):
+        # a conflicting copy can add a day of policy failures, never take one away.
+        for copy in copies:
+            for entry in copy.policies_for(name) if copy is not report else ():
+                _note_policy_failures(tallies, copy.date_range.day, shown, entry)
         above = _report_above(copies, name, max_failure_rate)
         if above is not None:
             for tally in (tallies.pooled, reporter):
