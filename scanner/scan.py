@@ -377,7 +377,7 @@ class Scanner:
         if self.resolver.validating is None:  # once per run: may DNSSEC (DANE) be judged?
             doing("asking the resolver whether it validates DNSSEC")
             await self.resolver.detect_validation()
-        doing(f"looking up the _mta-sts and _smtp._tls records and the MX hosts of {domain}")
+        doing("looking up the _mta-sts and _smtp._tls records and the MX hosts of {}", domain)
         sts_txt, tlsrpt_txt, mx = await _gather3(
             self.resolver.txt(f"_mta-sts.{domain}"),
             self.resolver.txt(f"_smtp._tls.{domain}"),
@@ -393,7 +393,7 @@ class Scanner:
 
         async def fetch() -> None:  # only with a record to fetch for
             nonlocal policy_fetch
-            doing(f"fetching the policy from https://mta-sts.{domain}/.well-known/mta-sts.txt")
+            doing("fetching the policy from https://mta-sts.{}/.well-known/mta-sts.txt", domain)
             policy_fetch = await fetch_policy(
                 domain,
                 resolver=self.resolver,
@@ -570,7 +570,10 @@ class Scanner:
                 break
             async with gate.slot(ip):
                 doing(
-                    f"probing {hostname} ({ip}): STARTTLS on port {self.settings.probe.smtp_port}"
+                    "probing {} ({}): STARTTLS on port {}",
+                    hostname,
+                    ip,
+                    self.settings.probe.smtp_port,
                 )
                 outcome = await probe(
                     hostname, ip, tls=self.tls, settings=self.settings.probe, now=self.clock()
@@ -591,8 +594,12 @@ class Scanner:
                 f"tried again after {pause:g} s]"
             )
             doing(
-                f"{hostname} ({ip}) answered {reason_text(outcome.interruption)}: "
-                f"trying again in {pause:g} s (attempt {attempt + 1})"
+                "{} ({}) answered {}: trying again in {:g} s (attempt {})",
+                hostname,
+                ip,
+                reason_text(outcome.interruption),
+                pause,
+                attempt + 1,
             )
             await trio.sleep(pause)
         return dataclasses.replace(
