@@ -277,11 +277,15 @@ class _Decompressor(Protocol):
     def decompress(self, data: bytes) -> bytes: ...
 
 
-def _decompressor(compression: Compression) -> Callable[[], _Decompressor]:
+def _decompressor(
+    compression: Compression,
+) -> tuple[Callable[[], _Decompressor], tuple[type[Exception], ...]]:
+    """A new decompressor for each member, and the errors of bytes that are no member."""
     if compression is Compression.GZIP:
-        return lambda: cast(_Decompressor, zlib.decompressobj(wbits=31))
+        return lambda: cast(_Decompressor, zlib.decompressobj(wbits=31)), (zlib.error,)
     module = _zstandard()
-    return lambda: cast(_Decompressor, module.ZstdDecompressor().decompressobj())
+    errors: tuple[type[Exception], ...] = (module.ZstdError,)
+    return lambda: cast(_Decompressor, module.ZstdDecompressor().decompressobj()), errors
 
 
 READ_CHUNK = 1 << 20
@@ -293,7 +297,7 @@ def whole_members(handle: IO[bytes], compression: Compression) -> Iterator[tuple
     A member cut short, or bytes that are no member, end the iteration: what follows the
     last whole member is what a killed run left.
     """
-    new = _decompressor(compression)
+    new, damaged = _decompressor(compression)
     decompressor = new()
     parts: list[bytes] = []
     offset = 0  # where the current member starts
@@ -302,12 +306,8 @@ def whole_members(handle: IO[bytes], compression: Compression) -> Iterator[tuple
     while data:
         try:
             parts.append(decompressor.decompress(data))
-        except (zlib.error, OSError, ValueError):
+        except damaged:
             return  # no member: not compressed as the name says, or damaged
-        except Exception as error:  # the zstandard package's own error type
-            if type(error).__name__ == "ZstdError":
-                return
-            raise
         consumed += len(data)
         if decompressor.eof:
             rest = decompressor.unused_data

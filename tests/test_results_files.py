@@ -123,3 +123,14 @@ def test_a_scan_writes_and_resumes_a_compressed_file(tmp_path: Path) -> None:
         f"d{n}.example" for n in range(6)
     ]
     assert gzip.decompress(out.read_bytes()).count(b"\n") == 6
+
+
+@pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
+def test_bytes_that_are_no_member_read_as_no_lines_and_resume_from_nothing(
+    tmp_path: Path, suffix: str
+) -> None:
+    path = tmp_path / f"scan{suffix}"
+    path.write_bytes(line("plain.example").encode() + b"\n")  # named compressed, is not
+    assert list(text_lines(path)) == []
+    assert completed_domains(path) == set()
+    assert path.stat().st_size == 0  # cut back to the last whole member: none
