@@ -16,7 +16,7 @@ from scanner import __version__
 from scanner.core.egress import Egress, blocked_words
 from scanner.core.inputs import InputFormat, InvalidInput, Shard, parse_input_line
 from scanner.core.result import DomainResult, ErrorKind, ScanError
-from scanner.files import UnknownSchemaVersion, completed_domains
+from scanner.files import CannotResume, completed_domains
 from scanner.options import NetworkOptions, build_scanner, with_network_options
 from scanner.output import result_line
 from scanner.render import output_console
@@ -304,7 +304,7 @@ def scan(
     handle, out_path = open_output(out, resume=resume, overwrite=overwrite, shard=shard_value)
     try:
         skip = completed_domains(out_path) if resume else set()
-    except UnknownSchemaVersion as exc:
+    except CannotResume as exc:
         handle.close()
         raise typer.BadParameter(str(exc), param_hint="--resume") from None
     processes = processes_for(workers, files)

@@ -352,8 +352,16 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, object]]:
             yield number, NOT_JSON
 
 
-class UnknownSchemaVersion(ValueError):
+class CannotResume(ValueError):
+    """A results file `--resume` must not append to (the message says why)."""
+
+
+class UnknownSchemaVersion(CannotResume):
     """A results file to resume holds lines of a schema version other than the one written."""
+
+
+# The first bytes of a gzip member and of a zstd frame.
+_MAGIC: Final = {Compression.GZIP: b"\x1f\x8b", Compression.ZSTD: b"\x28\xb5\x2f\xfd"}
 
 
 def _whole_lines(path: Path) -> tuple[Iterator[bytes], Callable[[], int]]:
@@ -412,6 +420,17 @@ def completed_domains(path: Path) -> set[str]:
                 )
             done.add(record["domain"])
     if good_length() != path.stat().st_size:
+        compression = compression_of(path)
+        if good_length() == 0 and compression is not Compression.NONE:
+            with path.open("rb") as handle:
+                start = handle.read(4)
+            if not start.startswith(_MAGIC[compression]):
+                # Not a torn member: another format under a compressed name. Never cut it.
+                raise CannotResume(
+                    f"{path} is named as {compression.value} but does not start as "
+                    f"{compression.value} data; it is left as it is: resume into the file's "
+                    "own name, or scan into a new file"
+                )
         with path.open("r+b") as handle:
             handle.truncate(good_length())
     return done

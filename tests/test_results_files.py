@@ -13,6 +13,7 @@ from commands import invoke
 
 from scanner.files import (
     MEMBER_BYTES,
+    CannotResume,
     Compression,
     MemberWriter,
     completed_domains,
@@ -126,11 +127,19 @@ def test_a_scan_writes_and_resumes_a_compressed_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".jsonl.gz", ".jsonl.zst"])
-def test_bytes_that_are_no_member_read_as_no_lines_and_resume_from_nothing(
+def test_a_file_named_compressed_that_is_not_is_read_as_nothing_and_never_cut(
     tmp_path: Path, suffix: str
 ) -> None:
     path = tmp_path / f"scan{suffix}"
-    path.write_bytes(line("plain.example").encode() + b"\n")  # named compressed, is not
+    content = line("plain.example").encode() + b"\n"
+    path.write_bytes(content)  # named compressed, is not
     assert list(text_lines(path)) == []
-    assert completed_domains(path) == set()
-    assert path.stat().st_size == 0  # cut back to the last whole member: none
+    with pytest.raises(CannotResume, match="does not start as"):
+        completed_domains(path)
+    assert path.read_bytes() == content  # nothing lost
+    # A member torn at its start is still cut back.
+    whole = tmp_path / f"torn{suffix}"
+    write(whole, ["a.example"])
+    whole.write_bytes(whole.read_bytes()[:5])
+    assert completed_domains(whole) == set()
+    assert whole.stat().st_size == 0
