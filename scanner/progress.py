@@ -19,6 +19,7 @@ from scanner.core.result import ResultView
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress as RichProgress
 
 
 @dataclass(slots=True)
@@ -100,7 +101,25 @@ class ProgressView:
         """Called about once a second by the run, whether or not a domain finished."""
 
 
-class Progress(ProgressView):
+class LiveDisplay:
+    """A rich progress display (`_progress`), shown while entered as a context manager."""
+
+    _progress: RichProgress
+
+    def __enter__(self) -> Self:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+
+class Progress(LiveDisplay, ProgressView):
     """A `scanner.scan.ProgressSink` that draws a rich progress line on a terminal."""
 
     def __init__(self, console: Console, total: int | None = None) -> None:
@@ -129,18 +148,6 @@ class Progress(ProgressView):
             transient=False,
         )
         self._task = self._progress.add_task("scan", total=total, rate=0.0, not_ready=0, errors=0)
-
-    def __enter__(self) -> Self:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._progress.stop()
 
     def domain_done(self, result: ResultView) -> None:
         super().domain_done(result)

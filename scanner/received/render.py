@@ -9,15 +9,13 @@ own words are the only `str` rich sees.
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from scanner import untrusted
+from scanner.progress import LiveDisplay
 from scanner.received.importer import EventKind, ImportEvent, ImportTally
 from scanner.received.output import SENDING_IP_NOTE
 from scanner.received.summary import DomainSummary, SessionCounts, SourcesSummary
@@ -38,7 +36,7 @@ def _shown(value: str | None) -> Text:
 # ---------------------------------------------------------------- import
 
 
-class ImportProgressBar:
+class ImportProgressBar(LiveDisplay):
     """An `ImportProgress` drawing one bar per source on a terminal console, shown while
     it is entered as a context manager."""
 
@@ -55,18 +53,6 @@ class ImportProgressBar:
         self._task: TaskID | None = None
         self._imported = 0
         self._rejected = 0
-
-    def __enter__(self) -> Self:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._progress.stop()
 
     def begin(self, label: str, total: int | None, unit: str) -> None:
         description = untrusted.visible(label, 60)
