@@ -15,11 +15,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
+from trio.testing import MockClock
 from typer.testing import CliRunner, Result
 
-from scanner.lab import Lab, World, open_lab
+from scanner.lab import Lab, World, bind_lab, open_lab, serve_bound
+
+# Real seconds every task must have been idle before virtual time moves on
+# (`loopback_clock`, `lab_in_command`).
+LOOPBACK_IDLE = 0.02
 
 
 @contextmanager
@@ -59,19 +65,55 @@ def lab_in_thread(world: World, workdir: Path) -> Iterator[Lab]:
             raise failure[0]
 
 
-def invoke(*args: str, stdin: bytes | None = None) -> Result:
+@contextmanager
+def lab_in_command(world: World, workdir: Path) -> Iterator[Lab]:
+    """`world` served inside each `trio.run` of a command run in-process, on virtual time.
+
+    The lab's sockets are bound first, so the command can be given its ports; each
+    `trio.run` the command then makes serves the lab beside the command's own tasks in
+    one event loop, on `MockClock(autojump_threshold=LOOPBACK_IDLE)` (`loopback_clock`):
+    a silent server's timeout costs milliseconds, and as both sides share the loop,
+    time moves on only when both wait, however loaded the machine. Unlike
+    `lab_in_thread`, not for commands that wait for other processes or threads
+    (`--workers` above 1): a task waiting for those looks idle.
+    """
+    bound = bind_lab(world, workdir)
+    real_run = trio.run
+
+    def run_beside_the_lab(async_fn: Any, *args: Any, **options: Any) -> Any:
+        async def beside_the_lab() -> Any:
+            async with serve_bound(bound):
+                return await async_fn(*args)
+
+        options.setdefault("clock", MockClock(autojump_threshold=LOOPBACK_IDLE))
+        return real_run(beside_the_lab, **options)
+
+    trio.run = run_beside_the_lab
+    try:
+        yield bound.lab
+    finally:
+        trio.run = real_run
+        bound.close()
+
+
+def invoke(
+    *args: str, stdin: bytes | None = None, env: dict[str, str | None] | None = None
+) -> Result:
     """`scanner ARGS` in this process, as `python -m scanner ARGS` runs it.
 
     Output in `.stdout` and `.stderr`, the exit status in `.exit_code`; an exception
     the command did not handle is raised here (the process would print a traceback).
     Rich gets a wide terminal, so that it never wraps a message inside its error box.
+    `env` sets (or, with None, unsets) environment variables for the command alone.
     What `scan` tunes of the garbage collector for a long run is undone afterwards.
     """
     from scanner.cli import app
 
     threshold = gc.get_threshold()
     try:
-        result = CliRunner().invoke(app, list(args), input=stdin, env={"COLUMNS": "500"})
+        result = CliRunner().invoke(
+            app, list(args), input=stdin, env={"COLUMNS": "500", **(env or {})}
+        )
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
@@ -80,10 +122,12 @@ def invoke(*args: str, stdin: bytes | None = None) -> Result:
     return result
 
 
-def run_command(*args: str) -> subprocess.CompletedProcess[str]:
+def run_command(
+    *args: str, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`invoke`, answered as `subprocess.run` answers `python -m scanner ARGS`: the exit
     status in `.returncode`, the output in `.stdout` and `.stderr`."""
-    result = invoke(*args)
+    result = invoke(*args, env=env)
     return subprocess.CompletedProcess(
         ["scanner", *args], result.exit_code, result.stdout, result.stderr
     )

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from commands import lab_in_thread
+from commands import LOOPBACK_IDLE, lab_in_thread
 from trio.testing import MockClock
 
 from scanner.lab import Lab, World, demo_world_path, load_world, open_lab
 
-# Real seconds every task must have been idle before `loopback_clock` moves time on.
-LOOPBACK_IDLE = 0.02
+# What a command prints does not depend on the terminal the tests were started from
+# (pytest-xdist's workers are given COLUMNS=80): a test that wants a width sets it.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")

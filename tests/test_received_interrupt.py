@@ -16,7 +16,7 @@ from test_received_builders import report_dict
 
 from scanner.received.store import ReportStore
 
-REPORTS = 250
+REPORTS = 100
 DETAILS = 150  # rows per report: a transaction big enough to be caught in the middle
 
 

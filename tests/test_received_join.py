@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import trio
+from commands import run_command
 from test_received_builders import clean_report, report_dict
 
 from scanner.lab import Lab
@@ -15,26 +14,21 @@ from scanner.lab import Lab
 DOMAIN = "testing-ready.example"  # ready by the probe in the demo world
 
 
-async def run(*args: str) -> tuple[int, str]:
-    """Exit status and output; with --json the output is stdout alone."""
-    done = await trio.run_process(
-        [sys.executable, "-m", "scanner", *args],
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
+def run(*args: str) -> tuple[int, str]:
+    """Exit status and output of the command in this process; with --json, stdout alone."""
+    done = run_command(*args)
     if "--json" in args:
-        return done.returncode, done.stdout.decode()
-    return done.returncode, done.stdout.decode() + done.stderr.decode()
+        return done.returncode, done.stdout
+    return done.returncode, done.stdout + done.stderr
 
 
-async def database(tmp_path: Path, *reports: dict[str, object]) -> Path:
+def database(tmp_path: Path, *reports: dict[str, object]) -> Path:
     folder = tmp_path / "reports"
     folder.mkdir()
     for number, report in enumerate(reports):
         (folder / f"r{number}.json").write_text(json.dumps(report), encoding="utf-8")
     db = tmp_path / "tlsrpt.sqlite"
-    code, text = await run("tlsrpt", "import", str(folder), "--db", str(db), "--no-progress")
+    code, text = run("tlsrpt", "import", str(folder), "--db", str(db), "--no-progress")
     assert code == 0, text
     return db
 
@@ -43,28 +37,36 @@ def recent(days_ago: int) -> str:
     return (datetime.now(UTC) - timedelta(days=days_ago)).date().isoformat()
 
 
-async def test_failures_senders_report_block_a_domain_the_probe_finds_ready(
-    demo_lab: Lab, tmp_path: Path
+def test_failures_senders_report_block_a_domain_the_probe_finds_ready(
+    demo_lab_thread: Lab, tmp_path: Path
 ) -> None:
     failing = report_dict(domain=DOMAIN, day=recent(2), successful=900, failed=100)
-    db = await database(tmp_path, failing)
-    args = ["check", DOMAIN, "--timeout", "1", "--greeting-timeout", "1", *demo_lab.scanner_args()]
+    db = database(tmp_path, failing)
+    args = [
+        "check",
+        DOMAIN,
+        "--timeout",
+        "1",
+        "--greeting-timeout",
+        "1",
+        *demo_lab_thread.scanner_args(),
+    ]
     # Reports read from files carry no DKIM: by default they do not count, and the
     # verdict is the probe's, with the received evidence shown beside it.
-    code, text = await run(*args, "--reports", str(db))
+    code, text = run(*args, "--reports", str(db))
     assert code == 0, text
     assert "Received TLS-RPT reports" in text
     # ... and it says what it did not count: the failures those reports hold
-    code, text = await run(*args, "--reports", str(db), "--json")
+    code, text = run(*args, "--reports", str(db), "--json")
     line = json.loads(text)
     assert line["enforce_ready"] is True
     (warning,) = [w for w in line["warnings"] if w["code"] == "reports-unverified-failures"]
     assert "not counted (not DKIM-verified) hold 100 failed of 1000 sessions" in warning["text"]
     assert "result types starttls-not-supported 200, certificate-expired 100" in warning["text"]
-    code, text = await run(*args, "--reports", str(db), "--include-unverified")
+    code, text = run(*args, "--reports", str(db), "--include-unverified")
     assert code == 1, text
     assert "blocker: TLS-RPT:" in text
-    code, text = await run(*args, "--reports", str(db), "--include-unverified", "--json")
+    code, text = run(*args, "--reports", str(db), "--include-unverified", "--json")
     line = json.loads(text)
     assert line["enforce_ready"] is False
     assert line["received_reports"]["failed_sessions"] == 100
@@ -74,10 +76,10 @@ async def test_failures_senders_report_block_a_domain_the_probe_finds_ready(
     )
 
 
-async def test_clean_reports_leave_a_ready_domain_ready(demo_lab: Lab, tmp_path: Path) -> None:
-    db = await database(tmp_path, clean_report(domain=DOMAIN, day=recent(1), successful=5000))
-    code, text = await run(
-        "check", DOMAIN, "--timeout", "1", "--greeting-timeout", "1", *demo_lab.scanner_args(),
+def test_clean_reports_leave_a_ready_domain_ready(demo_lab_thread: Lab, tmp_path: Path) -> None:
+    db = database(tmp_path, clean_report(domain=DOMAIN, day=recent(1), successful=5000))
+    code, text = run(
+        "check", DOMAIN, "--timeout", "1", "--greeting-timeout", "1", *demo_lab_thread.scanner_args(),
         "--reports", str(db), "--include-unverified", "--json",
     )  # fmt: skip
     assert code == 0, text
@@ -86,9 +88,9 @@ async def test_clean_reports_leave_a_ready_domain_ready(demo_lab: Lab, tmp_path:
     assert line["enforce_ready"] is True
 
 
-async def test_a_missing_database_is_a_usage_error(demo_lab: Lab, tmp_path: Path) -> None:
-    code, text = await run(
-        "check", DOMAIN, *demo_lab.scanner_args(), "--reports", str(tmp_path / "none.sqlite")
+def test_a_missing_database_is_a_usage_error(demo_lab_thread: Lab, tmp_path: Path) -> None:
+    code, text = run(
+        "check", DOMAIN, *demo_lab_thread.scanner_args(), "--reports", str(tmp_path / "none.sqlite")
     )
     assert code == 2
     assert "--reports" in text

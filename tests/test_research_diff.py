@@ -5,16 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
-from commands import run_command
+from commands import lab_in_command, run_command
 
-from scanner.lab import open_lab, parse_world
+from scanner.lab import parse_world
 from scanner.research.diff import (
     ChangeKind,
     Direction,
@@ -352,33 +350,16 @@ def run_scanner(*args: str) -> subprocess.CompletedProcess[str]:
     return run_command(*args)
 
 
-async def scan(world_text: str, workdir: Path, out: Path, vantage: str) -> None:
+def scan(world_text: str, workdir: Path, out: Path, vantage: str) -> None:
+    """Serve the world and scan it with the real command, in this process on virtual time."""
     world = parse_world(world_text)
-    async with open_lab(world, workdir) as lab:
-        done = await trio.run_process(
-            [
-                sys.executable,
-                "-m",
-                "scanner",
-                "scan",
-                *world.domain_names,
-                "bad..example",
-                "--out",
-                str(out),
-                "--timeout",
-                "1",
-                "--greeting-timeout",
-                "1",
-                "--no-progress",
-                "--vantage",
-                vantage,
-                *lab.scanner_args(),
-            ],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr.decode()
+    with lab_in_command(world, workdir) as lab:
+        done = run_command(
+            "scan", *world.domain_names, "bad..example", "--out", str(out), "--timeout", "1",
+            "--greeting-timeout", "1", "--no-progress", "--vantage", vantage,
+            *lab.scanner_args(),
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -387,22 +368,20 @@ def two_scans(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     workdir = tmp_path_factory.mktemp("diff")
     old, new = workdir / "old.jsonl", workdir / "new.jsonl"
 
-    async def both() -> None:
-        # flip.example: its expired certificate replaced, it becomes ready.
-        await scan(
-            WORLD.format(mode="testing", certificate="good", flip="expired"),
-            workdir / "lab-old",
-            old,
-            "lab",
-        )
-        await scan(
-            WORLD.format(mode="enforce", certificate="expired", flip="good"),
-            workdir / "lab-new",
-            new,
-            "lab",
-        )
+    # flip.example: its expired certificate replaced, it becomes ready.
+    scan(
+        WORLD.format(mode="testing", certificate="good", flip="expired"),
+        workdir / "lab-old",
+        old,
+        "lab",
+    )
+    scan(
+        WORLD.format(mode="enforce", certificate="expired", flip="good"),
+        workdir / "lab-new",
+        new,
+        "lab",
+    )
 
-    trio.run(both)
     return old, new
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from commands import run_command
 
 from scanner.core.inputs import InputFormat, Shard
 from scanner.options import network_options
@@ -253,20 +253,9 @@ def test_input_list_of_stdin_and_arguments(tmp_path: Path) -> None:
 
 
 def run_scan(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scanner", "scan", *args, "--no-progress"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**environ, "COLUMNS": "300"},
-        timeout=120,
-    )
-
-
-def clean_environment() -> dict[str, str]:
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOB_COMPLETION_INDEX"))
-    }
+    """`scanner scan ARGS` in this process, with the batch systems' variables as given."""
+    batch = {k: None for k in os.environ if k.startswith(("SLURM_", "JOB_COMPLETION_INDEX"))}
+    return run_command("scan", *args, "--no-progress", env={**batch, **environ})
 
 
 @pytest.mark.parametrize(
@@ -304,7 +293,7 @@ def test_scan_usage_errors(
         "--out",
         str(tmp_path / "out.jsonl"),
         *args,
-        environ={**clean_environment(), **environ},
+        environ=environ,
     )
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from commands import invoke
+from commands import invoke, run_command
 from headless import headless_chromium
 
 from scanner.research.metadata import InputList, ScanMetadata, write_metadata
@@ -115,14 +113,7 @@ def hostile_results(tmp_path: Path) -> tuple[Path, Path]:
 def page(tmp_path: Path) -> Path:
     older, results = hostile_results(tmp_path)
     target = tmp_path / "out" / "stats.html"
-    done = subprocess.run(
-        [sys.executable, "-m", "scanner", "stats", str(older), str(results), "--html", str(target)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "COLUMNS": "300"},
-        timeout=300,
-    )
+    done = run_command("stats", str(older), str(results), "--html", str(target))
     assert done.returncode == 0, done.stderr
     return target
 

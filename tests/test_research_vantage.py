@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import trio
-from commands import run_command
+from commands import lab_in_command, run_command
 
-from scanner.lab import open_lab, parse_world
+from scanner.lab import parse_world
 from scanner.research.lines import SkipTally
 from scanner.research.vantage import (
     Flag,
@@ -51,32 +49,16 @@ behaviour = "{down}"
 """
 
 
-async def scan(world_text: str, workdir: Path, out: Path, vantage: str) -> None:
+def scan(world_text: str, workdir: Path, out: Path, vantage: str) -> None:
+    """Serve the world and scan it with the real command, in this process on virtual time."""
     world = parse_world(world_text)
-    async with open_lab(world, workdir) as lab:
-        done = await trio.run_process(
-            [
-                sys.executable,
-                "-m",
-                "scanner",
-                "scan",
-                *world.domain_names,
-                "--out",
-                str(out),
-                "--timeout",
-                "1",
-                "--greeting-timeout",
-                "1",
-                "--no-progress",
-                "--vantage",
-                vantage,
-                *lab.scanner_args(),
-            ],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-        )
-    assert done.returncode == 0, done.stderr.decode()
+    with lab_in_command(world, workdir) as lab:
+        done = run_command(
+            "scan", *world.domain_names, "--out", str(out), "--timeout", "1",
+            "--greeting-timeout", "1", "--no-progress", "--vantage", vantage,
+            *lab.scanner_args(),
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +67,14 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     workdir = tmp_path_factory.mktemp("vantage")
     paths = {name: workdir / f"{name}.jsonl" for name in ("a1", "a2", "b1", "b2")}
 
-    async def all_scans() -> None:
-        # down.example does not answer from A (silent): not testable, so never compared.
-        path_a = WORLD.format(behaviour="good", down="silent")
-        path_b = WORLD.format(behaviour="starttls-hidden", down="no-starttls")
-        await scan(path_a, workdir / "lab-a1", paths["a1"], "vantage-a")
-        await scan(path_a, workdir / "lab-a2", paths["a2"], "vantage-a")
-        await scan(path_b, workdir / "lab-b1", paths["b1"], "vantage-b")
-        await scan(path_b, workdir / "lab-b2", paths["b2"], "vantage-b")
+    # down.example does not answer from A (silent): not testable, so never compared.
+    path_a = WORLD.format(behaviour="good", down="silent")
+    path_b = WORLD.format(behaviour="starttls-hidden", down="no-starttls")
+    scan(path_a, workdir / "lab-a1", paths["a1"], "vantage-a")
+    scan(path_a, workdir / "lab-a2", paths["a2"], "vantage-a")
+    scan(path_b, workdir / "lab-b1", paths["b1"], "vantage-b")
+    scan(path_b, workdir / "lab-b2", paths["b2"], "vantage-b")
 
-    trio.run(all_scans)
     return paths
 
 

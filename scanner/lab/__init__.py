@@ -8,7 +8,15 @@ See `scanner.lab.world` for the world file format.
 """
 
 from scanner.lab.certificates import CertificateMint, default_mint
-from scanner.lab.runner import Lab, demo_world_path, open_lab, serve_forever
+from scanner.lab.runner import (
+    BoundLab,
+    Lab,
+    bind_lab,
+    demo_world_path,
+    open_lab,
+    serve_bound,
+    serve_forever,
+)
 from scanner.lab.world import (
     CertificateKind,
     Domain,
@@ -26,6 +34,7 @@ from scanner.lab.world import (
 )
 
 __all__ = [
+    "BoundLab",
     "CertificateKind",
     "CertificateMint",
     "Domain",
@@ -39,10 +48,12 @@ __all__ = [
     "SmtpServer",
     "World",
     "WorldError",
+    "bind_lab",
     "default_mint",
     "demo_world_path",
     "load_world",
     "open_lab",
     "parse_world",
+    "serve_bound",
     "serve_forever",
 ]

@@ -22,7 +22,7 @@ from scanner.lab.connections import ConnectionStats
 from scanner.lab.dns_server import Responder, TcpHandler, Zone, serve_udp
 from scanner.lab.dnssec import ZoneTree, tlsa_data_from
 from scanner.lab.https_server import DEFAULT_SLOW_INTERVAL, HttpsHandler, https_context_factory
-from scanner.lab.listeners import bind_dns, bind_shared_port
+from scanner.lab.listeners import BoundDns, BoundTcp, bind_dns, bind_shared_port
 from scanner.lab.smtp_server import SmtpHandler, smtp_context_factory
 from scanner.lab.world import PolicyHost, SmtpBehaviour, World, load_world
 
@@ -102,8 +102,25 @@ def _write_ca_file(workdir: Path, mint: CertificateMint) -> Path:
     return path
 
 
-@asynccontextmanager
-async def open_lab(
+@dataclass(slots=True)
+class BoundLab:
+    """A lab whose sockets are bound but not yet served (`bind_lab`, `serve_bound`)."""
+
+    lab: Lab
+    latency: float
+    dns: BoundDns
+    smtp: BoundTcp
+    https: BoundTcp
+    smtp_handler: SmtpHandler
+    https_handler: HttpsHandler
+
+    def close(self) -> None:
+        """Close every socket; the lab cannot be served again."""
+        for sock in (self.dns.udp, self.dns.tcp, *self.smtp.sockets, *self.https.sockets):
+            sock.close()
+
+
+def bind_lab(
     world: World,
     workdir: Path,
     *,
@@ -111,16 +128,12 @@ async def open_lab(
     slow_interval: float = DEFAULT_SLOW_INTERVAL,
     latency: float = 0.0,
     http_clock: Callable[[], datetime] | None = None,
-) -> AsyncIterator[Lab]:
-    """Serve `world` on loopback for the duration of the block.
+) -> BoundLab:
+    """Bind every socket of `world`'s lab and write its files, without serving yet.
 
-    `workdir` receives the lab CA file. `mint` defaults to the process-wide
-    one; `slow_interval` is the pause between body bytes of "slow" policy hosts.
-    `latency` (seconds) is added to every round trip: each DNS reply, SMTP
-    reply, HTTPS response and server TLS flight reaches the client that much
-    later (`scanner.lab.latency`). `http_clock` is the policy hosts' clock, sent as
-    `Date` (default: the real time). Raises OSError when the lab addresses cannot
-    be bound, ValueError for a negative latency.
+    The ports are known (`.lab`) before any event loop runs: a caller can then name
+    them to a command and serve the lab inside that command's own `trio.run`
+    (`serve_bound`). The parameters are `open_lab`'s. The caller closes it.
     """
     if latency < 0:
         raise ValueError(f"latency must not be negative, got {latency}")
@@ -191,21 +204,36 @@ async def open_lab(
         latency=latency,
         **({"clock": http_clock} if http_clock is not None else {}),
     )
-    udp = trio.socket.from_stdlib_socket(dns_sockets.udp)
-    dns_tcp = trio.SocketListener(trio.socket.from_stdlib_socket(dns_sockets.tcp))
-    smtp_listeners = smtp_bound.listeners()
-    https_listeners = https_bound.listeners()
+    return BoundLab(lab, latency, dns_sockets, smtp_bound, https_bound, smtp_handler, https_handler)
 
+
+@asynccontextmanager
+async def serve_bound(bound: BoundLab) -> AsyncIterator[Lab]:
+    """Serve a bound lab for the duration of the block, in the current event loop.
+
+    It serves from duplicates of the bound sockets and closes only those, so the
+    same `BoundLab` can be served again (by each `trio.run` of a command).
+    """
+    responder = bound.lab.dns
+    latency = bound.latency
+    udp = trio.socket.from_stdlib_socket(bound.dns.udp.dup())
+    dns_tcp = trio.SocketListener(trio.socket.from_stdlib_socket(bound.dns.tcp.dup()))
+    smtp_listeners = BoundTcp(
+        bound.smtp.port, tuple(s.dup() for s in bound.smtp.sockets)
+    ).listeners()
+    https_listeners = BoundTcp(
+        bound.https.port, tuple(s.dup() for s in bound.https.sockets)
+    ).listeners()
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve_udp, udp, responder, latency)
             nursery.start_soon(trio.serve_listeners, TcpHandler(responder, latency), [dns_tcp])
             if smtp_listeners:
-                nursery.start_soon(trio.serve_listeners, smtp_handler, smtp_listeners)
+                nursery.start_soon(trio.serve_listeners, bound.smtp_handler, smtp_listeners)
             if https_listeners:
-                nursery.start_soon(trio.serve_listeners, https_handler, https_listeners)
+                nursery.start_soon(trio.serve_listeners, bound.https_handler, https_listeners)
             try:
-                yield lab
+                yield bound.lab
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
@@ -218,6 +246,41 @@ async def open_lab(
         udp.close()
         for listener in (dns_tcp, *smtp_listeners, *https_listeners):
             listener.socket.close()
+
+
+@asynccontextmanager
+async def open_lab(
+    world: World,
+    workdir: Path,
+    *,
+    mint: CertificateMint | None = None,
+    slow_interval: float = DEFAULT_SLOW_INTERVAL,
+    latency: float = 0.0,
+    http_clock: Callable[[], datetime] | None = None,
+) -> AsyncIterator[Lab]:
+    """Serve `world` on loopback for the duration of the block.
+
+    `workdir` receives the lab CA file. `mint` defaults to the process-wide
+    one; `slow_interval` is the pause between body bytes of "slow" policy hosts.
+    `latency` (seconds) is added to every round trip: each DNS reply, SMTP
+    reply, HTTPS response and server TLS flight reaches the client that much
+    later (`scanner.lab.latency`). `http_clock` is the policy hosts' clock, sent as
+    `Date` (default: the real time). Raises OSError when the lab addresses cannot
+    be bound, ValueError for a negative latency.
+    """
+    bound = bind_lab(
+        world,
+        workdir,
+        mint=mint,
+        slow_interval=slow_interval,
+        latency=latency,
+        http_clock=http_clock,
+    )
+    try:
+        async with serve_bound(bound) as lab:
+            yield lab
+    finally:
+        bound.close()
 
 
 async def serve_forever(
