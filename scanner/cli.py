@@ -400,8 +400,9 @@ def report(
 ) -> None:
     """Write one RFC 8460 report per domain, named as RFC 8460 §5.1 recommends."""
     from scanner.report_files import read_lines, write_report_files
-    from scanner.research.cli import describe_metadata
+    from scanner.research.cli import describe_metadata, require_results_files
 
+    require_results_files([results])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
