@@ -19,7 +19,7 @@ import trio
 import scanner
 from scanner.lab.certificates import CertificateMint, default_mint
 from scanner.lab.connections import ConnectionStats
-from scanner.lab.dns_server import Responder, TcpHandler, Zone, serve_udp
+from scanner.lab.dns_server import DnsConduct, Responder, TcpHandler, Zone, serve_udp
 from scanner.lab.dnssec import ZoneTree, tlsa_data_from
 from scanner.lab.https_server import DEFAULT_SLOW_INTERVAL, HttpsHandler, https_context_factory
 from scanner.lab.listeners import bind_dns, bind_shared_port
@@ -80,6 +80,26 @@ class Lab:
         ]
 
 
+def _dns_tcp_listeners(sock: socket.socket, conduct: DnsConduct) -> list[trio.SocketListener]:
+    """The DNS server's TCP listener; none, the socket closed, when it refuses TCP."""
+    if not conduct.tcp:
+        sock.close()  # connections to the port are refused
+        return []
+    return [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+
+
+def _serve_dns(
+    nursery: trio.Nursery,
+    udp: trio.socket.SocketType,
+    tcp: list[trio.SocketListener],
+    responder: Responder,
+    latency: float,
+) -> None:
+    nursery.start_soon(serve_udp, udp, responder, latency)
+    if tcp:
+        nursery.start_soon(trio.serve_listeners, TcpHandler(responder, latency), tcp)
+
+
 def demo_world_path() -> Path:
     """The bundled demo world: in an installed wheel, else in the source tree."""
     package_dir = Path(scanner.__file__).resolve().parent
@@ -111,6 +131,7 @@ async def open_lab(
     slow_interval: float = DEFAULT_SLOW_INTERVAL,
     latency: float = 0.0,
     http_clock: Callable[[], datetime] | None = None,
+    dns_conduct: DnsConduct | None = None,
 ) -> AsyncIterator[Lab]:
     """Serve `world` on loopback for the duration of the block.
 
@@ -119,7 +140,8 @@ async def open_lab(
     `latency` (seconds) is added to every round trip: each DNS reply, SMTP
     reply, HTTPS response and server TLS flight reaches the client that much
     later (`scanner.lab.latency`). `http_clock` is the policy hosts' clock, sent as
-    `Date` (default: the real time). Raises OSError when the lab addresses cannot
+    `Date` (default: the real time). `dns_conduct` makes the DNS server a poor
+    resolver: no TCP, no EDNS, a small UDP buffer (`scanner.lab.dns_server.DnsConduct`). Raises OSError when the lab addresses cannot
     be bound, ValueError for a negative latency.
     """
     if latency < 0:
@@ -166,7 +188,8 @@ async def open_lab(
     if tree is not None:
         trust_anchor_file = Path(workdir) / TRUST_ANCHOR_FILE_NAME
         trust_anchor_file.write_text(tree.trust_anchor() + "\n", encoding="ascii")
-    responder = Responder(Zone(world, tree=tree))
+    conduct = dns_conduct or DnsConduct()
+    responder = Responder(Zone(world, tree=tree), conduct)
     smtp_stats = ConnectionStats()
     https_stats = ConnectionStats()
     lab = Lab(
@@ -192,14 +215,13 @@ async def open_lab(
         **({"clock": http_clock} if http_clock is not None else {}),
     )
     udp = trio.socket.from_stdlib_socket(dns_sockets.udp)
-    dns_tcp = trio.SocketListener(trio.socket.from_stdlib_socket(dns_sockets.tcp))
+    dns_tcp = _dns_tcp_listeners(dns_sockets.tcp, conduct)
     smtp_listeners = smtp_bound.listeners()
     https_listeners = https_bound.listeners()
 
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve_udp, udp, responder, latency)
-            nursery.start_soon(trio.serve_listeners, TcpHandler(responder, latency), [dns_tcp])
+            _serve_dns(nursery, udp, dns_tcp, responder, latency)
             if smtp_listeners:
                 nursery.start_soon(trio.serve_listeners, smtp_handler, smtp_listeners)
             if https_listeners:
@@ -216,7 +238,7 @@ async def open_lab(
     finally:
         # Normally closed by the serving tasks already; closing twice is harmless.
         udp.close()
-        for listener in (dns_tcp, *smtp_listeners, *https_listeners):
+        for listener in (*dns_tcp, *smtp_listeners, *https_listeners):
             listener.socket.close()
 
 
