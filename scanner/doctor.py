@@ -284,7 +284,7 @@ def run_doctor(
         for finding in findings:
             colour = _COLOURS[finding.verdict]
             console.print(
-                terminal(f"{finding.verdict.value:<8} {finding.check.value:<12} ", None, colour),
+                terminal(f"{finding.verdict.value:<8} {finding.check.value:<13} ", None, colour),
                 terminal(finding.text, None),
                 sep="",
             )
