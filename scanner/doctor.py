@@ -262,9 +262,14 @@ def run_doctor(
 ) -> int:
     """`scanner doctor`: examine, print, record in `results`' sidecar; 1 when a problem is found."""
     from scanner.options import _targets, build_scanner
-    from scanner.research.metadata import record_doctor
+    from scanner.research.metadata import metadata_path, record_doctor
     from scanner.run import DESCRIPTORS_PER_DOMAIN, DESCRIPTORS_SPARE
 
+    if results is not None and not metadata_path(results).is_file():
+        raise typer.BadParameter(
+            f"{metadata_path(results)} not found: --results names a file a scan wrote",
+            param_hint="--results",
+        )
     scanner = build_scanner(network)
     settings = DoctorSettings(
         canaries=network.egress.canaries,

@@ -534,6 +534,15 @@ def open_output(
     for path in candidates:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where the folder should be
+            raise typer.BadParameter(
+                f"cannot write {path}: {path.parent} is not a directory", param_hint="--out"
+            ) from None
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot write {path}: {exc.strerror or exc}", param_hint="--out"
+            ) from None
+        try:
             handle = open_results(path, mode)
             return handle, path
         except FileExistsError:

@@ -72,6 +72,8 @@ def test_a_file_with_no_line_still_reads_as_an_empty_scan(files: Path) -> None:
         (("check", "--timeout", "inf", "example.invalid"), "--timeout"),
         (("check", "--timeout", "3601", "example.invalid"), "less than or equal to 3600"),
         (("scan", "--greeting-timeout", "inf", "-o", "out.jsonl", "x.invalid"), "--greeting"),
+        (("scan", "--out", "a-file/out.jsonl", "x.invalid"), "a-file is not a directory"),
+        (("doctor", "--results", "results.jsonl"), "results.jsonl.meta.json not found"),
     ],
     ids=[
         "demo-out-under-file",
@@ -82,6 +84,8 @@ def test_a_file_with_no_line_still_reads_as_an_empty_scan(files: Path) -> None:
         "check-timeout-inf",
         "check-timeout-too-long",
         "scan-greeting-inf",
+        "scan-out-under-a-file",
+        "doctor-results-without-sidecar",
     ],
 )
 def test_usage_errors_before_any_work(
