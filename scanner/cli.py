@@ -139,7 +139,13 @@ _VALUE_WORDS: Final = {"int": "N", "float": "NUMBER", "Path": "FILE", "str": "TE
 
 def _tidy(param: P) -> P:
     """Help that reads as words: a flag shows no `<bool>`, a value a word (N, FILE, TEXT),
-    an argument its name in capitals."""
+    an argument its name in capitals (in the usage line too, where typer would put a
+    required one in braces: `DOMAIN`, `RESULTS...`, an optional one `[NAME]`)."""
+    if param.param_type_name == "argument" and param.name:
+        word = param.metavar or param.name.upper()
+        word = word if param.required else f"[{word}]"
+        word += "..." if param.nargs != 1 else ""
+        param.get_usage_pieces = lambda ctx: [word]  # type: ignore[method-assign]
     if param.metavar is not None:
         return param
     if getattr(param, "is_flag", False):
@@ -394,8 +400,9 @@ def report(
 ) -> None:
     """Write one RFC 8460 report per domain, named as RFC 8460 §5.1 recommends."""
     from scanner.report_files import read_lines, write_report_files
-    from scanner.research.cli import describe_metadata
+    from scanner.research.cli import describe_metadata, require_results_files
 
+    require_results_files([results])
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -8,7 +8,9 @@ TLS client) and hands them to `scanner.core.preflight`, which judges each one:
   strips or rewrites STARTTLS, a TLS-intercepting proxy (one certificate for every
   canary) and a 554 greeting quoting a block list are seen;
 * an IPv6 route (the routing table, asked without sending anything);
-* the resolver: a stub for a bulk scan, a validating resolver over the network, and
+* the resolver: a stub for a bulk scan, a validating resolver over the network,
+  whether it answers over TCP and whether answers over 512 bytes arrive whole over UDP
+  with EDNS (a question with a large answer, `large_answer`, asked both ways), and
   a burst of distinct lookups (names under `burst_zone` that do not exist): how many
   go unanswered, how fast the rest come;
 * the clock against the `Date` of a few HTTPS hosts (`--clock-host`);
@@ -27,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import dns.rdatatype
 import h11
 import trio
 import typer
@@ -41,7 +44,9 @@ from scanner.core.preflight import (
     ehlo_finding,
     ipv6_finding,
     port25_finding,
+    resolver_edns_finding,
     resolver_finding,
+    resolver_tcp_finding,
     starttls_finding,
 )
 from scanner.models import DnsStatus, ProbeOutcome
@@ -65,6 +70,7 @@ DEFAULT_CLOCK_HOSTS: tuple[tuple[str, int], ...] = (
 MAX_HEAD_RESPONSE = 16 * 1024
 ADDRESSES_PER_CANARY = 2
 BURST_SIZE = 100  # distinct lookups at once: a bulk scan's DNS load in miniature
+LARGE_ANSWER = (".", "DNSKEY")
 
 
 def _utc_now() -> datetime:
@@ -85,6 +91,9 @@ class DoctorSettings:
     clock: Callable[[], datetime] = field(default=_utc_now)
     burst_zone: str = "example.com"  # the burst asks for distinct names under it (NXDOMAIN)
     burst_size: int = BURST_SIZE
+    # A question whose answer is over 512 bytes, asked over UDP (the EDNS buffer) and TCP:
+    # the root's DNSKEY set with its signatures (DO), about 1.1 kB from any resolver.
+    large_answer: tuple[str, str] = LARGE_ANSWER
     descriptor_limit: Callable[[], int] = field(default=lambda: _descriptor_limit())
 
 
@@ -205,6 +214,8 @@ async def examine(resolver: Resolver, tls: TlsClient, settings: DoctorSettings) 
     """Every check of the scanning host, in `Check` order."""
     outcomes, unresolved = await _canaries(resolver, tls, settings)
     validating = await resolver.detect_validation()
+    name, rdtype = settings.large_answer
+    transports = await resolver.probe_transports(name, dns.rdatatype.from_text(rdtype))
     latencies = await _burst(resolver, settings)
     dates: list[tuple[str, datetime | None]] = []
 
@@ -228,6 +239,8 @@ async def examine(resolver: Resolver, tls: TlsClient, settings: DoctorSettings) 
         block_list_finding(outcomes),
         ipv6_finding(settings.ipv6_route(IPV6_ROUTE_PROBE)),
         resolver_finding(settings.nameservers, validating, settings.concurrency),
+        resolver_tcp_finding(transports),
+        resolver_edns_finding(transports),
         burst_finding(latencies),
         clock_finding(settings.clock(), dates),
         ehlo_finding(settings.ehlo_name, forward, source, reverse),
@@ -249,9 +262,14 @@ def run_doctor(
 ) -> int:
     """`scanner doctor`: examine, print, record in `results`' sidecar; 1 when a problem is found."""
     from scanner.options import _targets, build_scanner
-    from scanner.research.metadata import record_doctor
+    from scanner.research.metadata import metadata_path, record_doctor
     from scanner.run import DESCRIPTORS_PER_DOMAIN, DESCRIPTORS_SPARE
 
+    if results is not None and not metadata_path(results).is_file():
+        raise typer.BadParameter(
+            f"{metadata_path(results)} not found: --results names a file a scan wrote",
+            param_hint="--results",
+        )
     scanner = build_scanner(network)
     settings = DoctorSettings(
         canaries=network.egress.canaries,
@@ -271,7 +289,7 @@ def run_doctor(
         for finding in findings:
             colour = _COLOURS[finding.verdict]
             console.print(
-                terminal(f"{finding.verdict.value:<8} {finding.check.value:<12} ", None, colour),
+                terminal(f"{finding.verdict.value:<8} {finding.check.value:<13} ", None, colour),
                 terminal(finding.text, None),
                 sep="",
             )

@@ -56,6 +56,9 @@ DOMAIN_DEADLINE_MIN = 60.0
 # The first pause before trying a busy (421) address again, as a share of --timeout;
 # each further pause doubles (10 s steps: 2, 4, 8 s for the default 3 retries).
 RETRY_BACKOFF_SHARE = 0.2
+# The longest --timeout and --greeting-timeout: an hour per step (more, or `inf`, is a
+# typo that would leave a scan waiting for ever).
+MAX_TIMEOUT = 3600.0
 
 # The greeting's own deadline: above postscreen's default greet pause (6 s), well
 # below the 5 minutes RFC 5321 §4.5.3.2.1 lets a client wait for it.
@@ -324,7 +327,10 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
             Annotated[
                 float,
                 typer.Option(
-                    "--timeout", min=0.1, help="Deadline in seconds for each network step."
+                    "--timeout",
+                    min=0.1,
+                    max=MAX_TIMEOUT,
+                    help="Deadline in seconds for each network step.",
                 ),
             ],
             "timeout",
@@ -335,6 +341,7 @@ def network_parameters() -> tuple[inspect.Parameter, ...]:
                 typer.Option(
                     "--greeting-timeout",
                     min=0.1,
+                    max=MAX_TIMEOUT,
                     help="Deadline in seconds for the server's greeting (above greet pauses such as postscreen's 6 s).",
                 ),
             ],

@@ -9,21 +9,33 @@ input ends, or too many results are held), the canaries and controls are asked
 once (`scanner.net.canaries`); `scanner.core.egress.decide` then says open (the
 held results are written) or blocked (they are dropped and `on_blocked` stops the
 run): no verdict from blind probes is written.
+
+Every result's connect attempts are counted for the whole run, after the decision
+too. When the run ends open with the domains' port-25 connects failing markedly
+(`scanner.core.egress.rates_low`), the canaries are asked `CANARY_ROUNDS` times
+and their rate compared with the domains' (`compare_rates`): the decision then
+carries the comparison, and whether the host appears throttled.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from scanner.core.egress import (
+    CANARY_ROUNDS,
+    ConnectRate,
     ConnectTally,
     ControlEvidence,
     Decision,
     Egress,
     Thresholds,
     ask_canaries,
+    canary_rate,
+    compare_rates,
     decide,
+    rates_low,
 )
 
 _T = TypeVar("_T")
@@ -44,6 +56,8 @@ class Port25Watch(Generic[_T]):
         self._release = release
         self._on_blocked = on_blocked
         self._state = ConnectTally()
+        self._rate = ConnectRate()  # every attempt of the run, after the decision too
+        self.compares_rates = True
         self._held: list[_T] = []
         self._asking = False
         self.decision = Decision(Egress.PENDING)
@@ -60,6 +74,7 @@ class Port25Watch(Generic[_T]):
     async def add(self, item: _T, connects: ConnectTally) -> None:
         """Write `item` now, hold it, or drop it (blocked); may ask the canaries first."""
         egress = self.decision.egress
+        self._rate = self._rate.plus(connects.rate)
         if egress is Egress.OPEN:
             self._release(item)
             return
@@ -75,6 +90,11 @@ class Port25Watch(Generic[_T]):
             await self._settle(ended=True)
         if self.decision.egress is Egress.PENDING:
             self._open(Decision(Egress.OPEN, self._state))
+        low = rates_low(self._rate, self._thresholds)
+        if self.compares_rates and self.decision.egress is Egress.OPEN and low:
+            rounds = [await self._consult() for _ in range(CANARY_ROUNDS)]
+            rates = compare_rates(self._rate, canary_rate(rounds), self._thresholds)
+            self.decision = dataclasses.replace(self.decision, rates=rates)
         return self.decision
 
     async def _settle(self, *, ended: bool) -> None:
@@ -119,4 +139,5 @@ def disabled_watch(release: Callable[[_T], None]) -> Port25Watch[_T]:
 
     watch: Port25Watch[_T] = Port25Watch(Thresholds(), never, release, lambda _: None)
     watch.decision = Decision(Egress.OPEN)
+    watch.compares_rates = False
     return watch

@@ -22,7 +22,14 @@ import trio
 import typer
 from rich.text import Text
 
-from scanner.core.egress import ControlEvidence, Decision, Egress, blocked_words
+from scanner.core.egress import (
+    ControlEvidence,
+    Decision,
+    Egress,
+    RateComparison,
+    blocked_words,
+    throttled_words,
+)
 from scanner.core.inputs import InputFormat, InvalidInput, RankedInput, Shard
 from scanner.core.result import DomainResult
 from scanner.files import InputReader, count_lines, iterate_lines, open_results
@@ -372,6 +379,7 @@ def run_bulk_scan(scanner: Scanner, network: NetworkOptions, plan: ScanPlan, han
         """What this host could see, for the sidecar: known better once the scan ended."""
         return VantageSight(
             port25=port25_word(ended[0].egress) if ended else None,
+            port25_rates=rates_json(ended[0].egress.rates) if ended else None,
             ipv6_route=has_route(IPV6_ROUTE_PROBE),
             validating_resolver=scanner.resolver.validating,
         )
@@ -417,13 +425,30 @@ def counted(count: int, one: str, many: str | None = None) -> str:
 
 
 def port25_word(decision: Decision) -> str | None:
-    """`blocked`, `open` when a port-25 handshake completed, else None (nothing shows it)."""
+    """`blocked`; `throttled` when the domains' and the canaries' connects both failed in
+    part; `open` when a port-25 handshake completed; else None (nothing shows it)."""
     if decision.egress is Egress.BLOCKED:
         return "blocked"
+    rates = decision.rates
+    if rates is not None and rates.throttled:
+        return "throttled"
+    if rates is not None and (rates.domains.connected or rates.canaries.connected):
+        return "open"
     evidence = decision.evidence
     if decision.tally.connected or (evidence is not None and evidence.canary_connected):
         return "open"
     return None
+
+
+def rates_json(rates: RateComparison | None) -> dict[str, object] | None:
+    """The sidecar's `port25_rates`: the domains' and canaries' port-25 connects."""
+    if rates is None:
+        return None
+    return {
+        "domains": {"connected": rates.domains.connected, "attempts": rates.domains.attempts},
+        "canaries": {"connected": rates.canaries.connected, "attempts": rates.canaries.attempts},
+        "throttled": rates.throttled,
+    }
 
 
 def summarize(end: ScanEnd, reader: InputReader, out_path: Path, processes: int) -> int:
@@ -456,6 +481,8 @@ def summarize(end: ScanEnd, reader: InputReader, out_path: Path, processes: int)
             None,
         )
     )
+    if end.egress.rates is not None and end.egress.rates.throttled:
+        stderr.print(terminal(throttled_words(end.egress.rates), None, "yellow"))
     load = end.load.words()
     if load is not None:
         stderr.print(terminal(load, None, "yellow"))
@@ -507,6 +534,15 @@ def open_output(
     for path in candidates:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where the folder should be
+            raise typer.BadParameter(
+                f"cannot write {path}: {path.parent} is not a directory", param_hint="--out"
+            ) from None
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot write {path}: {exc.strerror or exc}", param_hint="--out"
+            ) from None
+        try:
             handle = open_results(path, mode)
             return handle, path
         except FileExistsError:

@@ -44,6 +44,7 @@ from scanner.core.egress import (
     Decision,
     Egress,
     EgressSettings,
+    attempts_of_facts,
     tally_of_facts,
 )
 from scanner.core.inputs import (
@@ -91,6 +92,7 @@ from scanner.port25 import Port25Watch, disabled_watch
 # chooses what its outcome holds (transcript, chain summaries): the cache is bounded by
 # bytes too (`outcome_cost`).
 _T = TypeVar("_T")
+_NO_CONNECTS = ConnectTally()
 
 DEFAULT_PROBE_CACHE_SIZE = 2048
 DEFAULT_PROBE_CACHE_BYTES = 16 * 1024 * 1024
@@ -663,7 +665,9 @@ class Scanner:
             async with line_receive:
                 async for scanned in line_receive:
                     line, result = written_line(scanned, self.settings.report)
-                    connects = self.connects_of(result) if watch.pending else ConnectTally()
+                    connects = (
+                        self.connects_of(result) if watch.pending else self.attempts_of(result)
+                    )
                     await watch.add((line, result), connects)
                     governor.observe(self.resolver.load, self.resolver.load.timeouts_by_owner)
             self.egress = await watch.finish()
@@ -703,6 +707,15 @@ class Scanner:
         if result.facts is None:
             return ConnectTally()
         return tally_of_facts(result.facts, loopback=self.settings.egress.thresholds.loopback)
+
+    def attempts_of(self, result: DomainResult) -> ConnectTally:
+        """`connects_of` without the networks: the decision is made, the rate goes on."""
+        egress = self.settings.egress
+        if result.facts is None or not egress.enabled:
+            return _NO_CONNECTS
+        return ConnectTally(
+            rate=attempts_of_facts(result.facts, loopback=egress.thresholds.loopback)
+        )
 
     def _count(self, result: DomainResult) -> None:
         self.stats.domains += 1

@@ -188,3 +188,15 @@ def test_every_command_has_a_help_page(path: tuple[str, ...]) -> None:
     result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+
+
+@pytest.mark.parametrize("path", [(), *command_paths()], ids=lambda p: " ".join(p) or "scanner")
+def test_help_pages_show_values_as_words(path: tuple[str, ...]) -> None:
+    """No typer braces around an argument (`{DOMAIN}`) and no `<bool>` on a flag."""
+    from commands import invoke
+
+    shown = invoke(*path, "--help")
+    assert shown.exit_code == 0, shown.output
+    assert "Usage:" in shown.output
+    for mark in ("{", "}", "<bool>"):
+        assert mark not in shown.output, (path, mark)

@@ -42,6 +42,7 @@ from scanner.core.dns_wire import (
     mx_record,
     parse_response,
     random_query_id,
+    reply_shape,
     tlsa_record,
     txt_text,
 )
@@ -579,3 +580,36 @@ def test_record_readers() -> None:
     assert tlsa_record(_rdata("TLSA", "2 0 0 0123abcd")) == TlsaRecord(
         2, 0, 0, bytes.fromhex("0123abcd")
     )
+
+
+@given(
+    st.lists(st.text("abcdefghij", min_size=1, max_size=200), max_size=8),
+    st.sampled_from([None, 512, 1232, 4096]),
+    st.booleans(),
+)
+@settings(max_examples=200)
+def test_a_replys_shape_is_what_dnspython_reads(
+    texts: list[str], payload: int | None, truncated: bool
+) -> None:
+    """Size, TC and the OPT record's payload, as dnspython reads the same bytes."""
+    query = dns.message.make_query("large.example.", "TXT", use_edns=payload is not None)
+    response = dns.message.make_response(query)
+    if payload is not None:
+        response.use_edns(0, 0, payload)
+    if truncated:
+        response.flags |= dns.flags.TC
+    if texts:
+        response.answer.append(rrset("large.example.", "TXT", *(f'"{t}"' for t in texts)))
+    wire = response.to_wire()
+    shape = reply_shape(wire)
+    assert not isinstance(shape, Refusal)
+    read = dns.message.from_wire(wire)
+    assert shape.size == len(wire)
+    assert shape.truncated is bool(read.flags & dns.flags.TC)
+    assert shape.edns_payload == (read.payload if read.edns >= 0 else None)
+
+
+@given(st.binary(max_size=700))
+def test_any_bytes_have_a_shape_or_a_refusal(junk: bytes) -> None:
+    shape = reply_shape(junk)
+    assert isinstance(shape, Refusal) or shape.size == len(junk)

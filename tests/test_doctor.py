@@ -15,9 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from scanner.core.preflight import Check, Verdict, burst_finding, resolver_finding
+from scanner.core.dns_wire import ReplyShape, TransportProbe
+from scanner.core.preflight import (
+    Check,
+    Verdict,
+    burst_finding,
+    resolver_edns_finding,
+    resolver_finding,
+    resolver_tcp_finding,
+)
 from scanner.doctor import DoctorSettings, examine, findings_json
 from scanner.lab import Lab, open_lab, parse_world
+from scanner.lab.dns_server import DnsConduct
 from scanner.net.resolver import Nameserver, Resolver
 from scanner.net.tls import TlsClient
 from scanner.net.trust import TrustStore
@@ -54,6 +63,7 @@ behaviour = "closed"
 "scanner-elsewhere.example" = { a = ["127.0.0.9"] }
 "scanner-no-ptr.example" = { a = ["127.0.0.1"] }
 "1.0.0.127.in-addr.arpa" = { ptr = ["scanner-good.example"] }
+"large.example" = { txt = ["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"] }
 
 [domains."clock.example"]
 dns."@" = { mx = ["10 canary1.example"] }
@@ -86,6 +96,7 @@ def _settings(lab: Lab, *canaries: str, **changes: object) -> DoctorSettings:
         "ipv6_route": lambda ip: True,
         "descriptor_limit": lambda: 1 << 20,
         "burst_zone": "clock.example",
+        "large_answer": ("large.example", "TXT"),
     }
     values.update(changes)
     return DoctorSettings(**values)  # type: ignore[arg-type]
@@ -106,6 +117,8 @@ async def test_a_fit_host_passes_every_check(lab: Lab) -> None:
         Check.BLOCK_LIST: Verdict.OK,
         Check.IPV6: Verdict.OK,
         Check.RESOLVER: Verdict.OK,
+        Check.RESOLVER_TCP: Verdict.OK,
+        Check.RESOLVER_EDNS: Verdict.OK,
         Check.RESOLVER_LOAD: Verdict.OK,
         Check.CLOCK: Verdict.OK,
         Check.EHLO_NAME: Verdict.OK,
@@ -180,6 +193,93 @@ async def test_a_slow_resolver_under_a_burst_is_a_warning(tmp_path: Path) -> Non
         verdict, text = (await _verdicts(slow, settings))[Check.RESOLVER_LOAD]
     assert verdict is Verdict.WARNING
     assert "20 lookups at once: 0% unanswered" in text
+
+
+async def test_the_resolvers_transports_in_a_good_lab(lab: Lab) -> None:
+    found = await _verdicts(lab, _settings(lab, "canary1.example"))
+    assert "answers over TCP" in found[Check.RESOLVER_TCP][1]
+    verdict, text = found[Check.RESOLVER_EDNS]
+    assert verdict is Verdict.OK
+    assert "arrive whole over UDP with EDNS" in text
+
+
+@pytest.mark.parametrize(
+    ("conduct", "tcp", "edns", "says"),
+    [
+        (DnsConduct(tcp=False), Verdict.WARNING, Verdict.OK, "does not answer over TCP"),
+        (DnsConduct(edns=False), Verdict.OK, Verdict.WARNING, "drops EDNS"),
+        (DnsConduct(udp_payload=512), Verdict.OK, Verdict.WARNING, "truncated a 9"),
+        (DnsConduct(tcp=False, edns=False), Verdict.PROBLEM, Verdict.WARNING, "unreadable"),
+    ],
+    ids=["no-tcp", "no-edns", "small-buffer", "no-edns-no-tcp"],
+)
+async def test_a_poor_resolver_is_reported(
+    tmp_path: Path, conduct: DnsConduct, tcp: Verdict, edns: Verdict, says: str
+) -> None:
+    """The lab's DNS server refuses TCP, ignores EDNS, or truncates above 512 bytes."""
+    async with open_lab(parse_world(WORLD), workdir=tmp_path / "lab", dns_conduct=conduct) as poor:
+        found = await _verdicts(poor, _settings(poor, "canary1.example", burst_size=5))
+    assert (found[Check.RESOLVER_TCP][0], found[Check.RESOLVER_EDNS][0]) == (tcp, edns)
+    assert says in found[Check.RESOLVER_TCP][1] + found[Check.RESOLVER_EDNS][1]
+    assert found[Check.RESOLVER][0] is Verdict.OK  # small answers still come
+
+
+_GOOD = ReplyShape(1100, truncated=False, edns_payload=1232)
+
+
+@pytest.mark.parametrize(
+    ("probes", "tcp", "edns"),
+    [
+        ([], Verdict.UNKNOWN, Verdict.UNKNOWN),
+        ([TransportProbe("192.0.2.53:53", _GOOD)], Verdict.OK, Verdict.OK),
+        (
+            [TransportProbe("192.0.2.53:53", ReplyShape(300, False, 1232))],
+            Verdict.OK,
+            Verdict.UNKNOWN,
+        ),
+        (
+            [TransportProbe("192.0.2.53:53", None, "no UDP reply within 5 s")],
+            Verdict.OK,
+            Verdict.WARNING,
+        ),
+        (
+            [TransportProbe("192.0.2.53:53", _GOOD, tcp_detail="TCP failed (ECONNREFUSED)")],
+            Verdict.WARNING,
+            Verdict.OK,
+        ),
+        (
+            [
+                TransportProbe("192.0.2.53:53", _GOOD),
+                TransportProbe("192.0.2.54:53", ReplyShape(40, True, 512), tcp_detail="closed"),
+            ],
+            Verdict.PROBLEM,
+            Verdict.WARNING,
+        ),
+        (
+            [TransportProbe("192.0.2.53:53", ReplyShape(60, True, 1232), tcp_size=1500)],
+            Verdict.OK,
+            Verdict.OK,
+        ),
+        (
+            [TransportProbe("192.0.2.53:53", ReplyShape(60, True, 512), tcp_size=900)],
+            Verdict.OK,
+            Verdict.WARNING,
+        ),
+    ],
+    ids=[
+        "none",
+        "good",
+        "small-answer",
+        "udp-lost",
+        "no-tcp",
+        "one-of-two-unreadable",
+        "over-the-buffer",
+        "needlessly-truncated",
+    ],
+)
+def test_transport_findings(probes: list[TransportProbe], tcp: Verdict, edns: Verdict) -> None:
+    assert resolver_tcp_finding(probes).verdict is tcp
+    assert resolver_edns_finding(probes).verdict is edns
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scanner.core.egress import (
+    CANARY_ROUNDS,
+    ConnectRate,
     ConnectTally,
     ControlEvidence,
+    Decision,
     Egress,
     EgressSettings,
     ProbeResult,
@@ -27,10 +30,13 @@ from scanner.core.egress import (
     Thresholds,
     ask_canaries,
     blocked_words,
+    canary_rate,
+    compare_rates,
     connect_of,
     decide,
     network_of,
     tally,
+    throttled_words,
 )
 from scanner.files import InputReader
 from scanner.lab import Lab, open_lab, parse_world
@@ -337,3 +343,110 @@ async def test_one_handshake_releases_every_held_result_in_order() -> None:
     await watch.add(2, tally([_greeting_timeout(FIVE_NETWORKS[2])]))
     assert written == [0, 1, 2]
     assert (await watch.finish()).egress is Egress.OPEN
+
+
+# ---------------------------------------------------------------- throttling: rates compared
+
+
+def _canaries(*results: ProbeResult) -> ControlEvidence:
+    return ControlEvidence(
+        canaries=tuple(TargetResult(f"canary{n}.example", 25, r) for n, r in enumerate(results))
+    )
+
+
+OK, NO, UNRESOLVED = ProbeResult.CONNECTED, ProbeResult.NO_HANDSHAKE, ProbeResult.UNRESOLVED
+
+
+@pytest.mark.parametrize(
+    ("domains", "rounds", "throttled"),
+    [
+        (ConnectRate(10, 90), [_canaries(OK, OK, OK, OK)] * 3, False),  # dead hosts
+        (ConnectRate(10, 90), [_canaries(OK, NO, OK, NO)] * 3, True),  # both fail in part
+        (ConnectRate(10, 90), [_canaries(NO, NO, NO, NO)] * 3, True),
+        (ConnectRate(10, 90), [_canaries(OK, OK, OK, NO)] + [_canaries(OK, OK, OK, OK)] * 2, False),
+        (ConnectRate(90, 10), [_canaries(OK, NO, OK, NO)] * 3, False),  # the domains connect
+        (ConnectRate(3, 30), [_canaries(OK, NO, OK, NO)] * 3, False),  # too few attempts
+        (ConnectRate(10, 90), [_canaries(UNRESOLVED)] * 3, False),  # nothing to compare with
+    ],
+    ids=[
+        "dead-hosts",
+        "throttled",
+        "canaries-all-failing",
+        "one-canary-miss",
+        "domains-fine",
+        "few-attempts",
+        "no-canary",
+    ],
+)
+def test_rates_compared(
+    domains: ConnectRate, rounds: list[ControlEvidence], throttled: bool
+) -> None:
+    assert compare_rates(domains, canary_rate(rounds), Thresholds()).throttled is throttled
+
+
+_rates = st.builds(ConnectRate, st.integers(0, 500), st.integers(0, 500))
+
+
+@given(_rates, _rates, st.integers(1, 100), st.floats(0.05, 1.0), st.floats(0.05, 1.0))
+def test_throttled_only_when_both_fail_in_part(
+    domains: ConnectRate, canaries: ConnectRate, least: int, rate: float, canary: float
+) -> None:
+    """Never the domains' fault alone, never declared on a handful of attempts, and more
+    canary failures never make it less throttled."""
+    thresholds = Thresholds(throttle_attempts=least, throttle_rate=rate, canary_rate=canary)
+    verdict = compare_rates(domains, canaries, thresholds).throttled
+    if verdict:
+        assert domains.attempts >= least
+        assert domains.share < rate
+        assert canaries.attempts
+        assert canaries.share < canary
+    if canaries.failed == 0:
+        assert not verdict  # working canaries: the domains are at fault
+    worse = ConnectRate(canaries.connected, canaries.failed + 1)
+    assert compare_rates(domains, worse, thresholds).throttled >= verdict
+
+
+def _domain(n: int, *, connected: bool) -> ConnectTally:
+    ip = f"198.51.{n % 250}.{n // 250 + 1}"
+    return tally([_tested(ip) if connected else _failed(ip)])
+
+
+async def _finished_watch(
+    evidence: ControlEvidence, connected: int, failed: int
+) -> tuple[Decision, int]:
+    asked: list[int] = []
+
+    async def consult() -> ControlEvidence:
+        asked.append(1)
+        return evidence
+
+    watch: Port25Watch[int] = Port25Watch(Thresholds(), consult, lambda _: None, lambda _: None)
+    for n in range(connected + failed):
+        await watch.add(n, _domain(n, connected=n < connected))
+    decision = await watch.finish()
+    return decision, len(asked)
+
+
+async def test_a_throttled_host_is_said_after_the_run() -> None:
+    """Most domains fail at connect after the first handshakes; so do half the canaries."""
+    decision, asked = await _finished_watch(_canaries(OK, NO), connected=10, failed=50)
+    assert decision.egress is Egress.OPEN
+    rates = decision.rates
+    assert rates is not None
+    assert rates.throttled
+    assert asked == CANARY_ROUNDS
+    assert (rates.domains, rates.canaries) == (ConnectRate(10, 50), ConnectRate(3, 3))
+    assert "10 of 60 (17%)" in throttled_words(rates)
+    assert "3 of 6 (50%) to the canaries" in throttled_words(rates)
+
+
+async def test_dead_hosts_with_working_canaries_are_the_domains_fault() -> None:
+    decision, _ = await _finished_watch(_canaries(OK, OK), connected=10, failed=50)
+    assert decision.rates is not None
+    assert not decision.rates.throttled
+
+
+async def test_a_scan_whose_connects_mostly_work_asks_nothing_more() -> None:
+    decision, asked = await _finished_watch(_canaries(NO, NO), connected=50, failed=10)
+    assert decision.rates is None
+    assert asked == 0

@@ -307,10 +307,11 @@ OPEN_V6 = VantageSight(port25="open", ipv6_route=True, validating_resolver=True)
     ("other", "what"),
     [
         (replace(OPEN_V6, port25="blocked"), "outbound port 25 of the scanning host differs"),
+        (replace(OPEN_V6, port25="throttled"), "outbound port 25 of the scanning host differs"),
         (replace(OPEN_V6, ipv6_route=False), "IPv6 route of the scanning host differs"),
         (replace(OPEN_V6, validating_resolver=False), "validating resolver differs"),
     ],
-    ids=["port25", "ipv6", "validating"],
+    ids=["port25", "port25-throttled", "ipv6", "validating"],
 )
 @pytest.mark.parametrize("comparison", list(Comparison), ids=lambda c: c.value)
 def test_files_from_hosts_that_saw_differently_are_warned_about(
@@ -334,3 +335,25 @@ def test_the_sight_and_the_doctor_round_trip(tmp_path: Path) -> None:
     assert vantage["port25"] == "open"
     assert vantage["ipv6_route"] is True
     assert vantage["doctor"] == doctor
+
+
+def test_a_throttled_host_and_its_rates_round_trip(tmp_path: Path) -> None:
+    from scanner.core.egress import ConnectRate, Decision, Egress, RateComparison
+    from scanner.run import port25_word, rates_json
+
+    rates = RateComparison(ConnectRate(10, 50), ConnectRate(3, 3), throttled=True)
+    decision = Decision(Egress.OPEN, rates=rates)
+    assert port25_word(decision) == "throttled"
+    results = tmp_path / "scan.jsonl"
+    sight = replace(OPEN_V6, port25=port25_word(decision), port25_rates=rates_json(rates))
+    write_metadata(results, sample(sight=sight))
+    assert read_metadata(results) == sample(sight=sight)
+    vantage = json.loads(metadata_path(results).read_text(encoding="utf-8"))["vantage"]
+    assert vantage["port25"] == "throttled"
+    assert vantage["port25_rates"] == {
+        "domains": {"connected": 10, "attempts": 60},
+        "canaries": {"connected": 3, "attempts": 6},
+        "throttled": True,
+    }
+    not_throttled = replace(rates, throttled=False)  # the canaries connect: dead hosts
+    assert port25_word(Decision(Egress.OPEN, rates=not_throttled)) == "open"

@@ -633,23 +633,26 @@ def test_report_and_stats_survive_a_foreign_file(tmp_path: Path) -> None:
         b'{"report": {}, "mx": "x", "indicators": [1]}\n'
         b"[1, 2]\n"
     )
-    stats = invoke("stats", str(results), "--json")
-    assert stats.exit_code == 0, stats.stderr
-    skipped = json.loads(stats.stdout)["skipped"]  # lines without a schema_version are foreign
-    assert (skipped["foreign"], skipped["not_json"]) == (3, 1)
-    report = invoke("report", str(results), "--out-dir", str(tmp_path / "reports"))
-    assert report.exit_code == 0, report.stderr
-    # lines of no known schema_version are left out, and said so: no report from them
-    assert list((tmp_path / "reports").iterdir()) == []
-    assert "is not one this scanner reads" in report.stderr
+    # Not one result line: not a results file, a usage error before any work.
+    for command in (("stats", "--json"), ("report", "--out-dir", str(tmp_path / "reports"))):
+        refused = invoke(command[0], str(results), *command[1:])
+        assert refused.exit_code == 2, refused.stderr
+        assert "is not a results file" in refused.stderr
+    assert not (tmp_path / "reports").exists()
     ours = tmp_path / "ours.jsonl"
     ours.write_bytes(
         results.read_bytes().replace(
             b'{"domain": "a.example"', b'{"schema_version": 2, "domain": "a.example"'
         )
     )
+    stats = invoke("stats", str(ours), "--json")
+    assert stats.exit_code == 0, stats.stderr
+    skipped = json.loads(stats.stdout)["skipped"]  # lines without a schema_version are foreign
+    assert (skipped["foreign"], skipped["not_json"]) == (2, 1)
     report = invoke("report", str(ours), "--out-dir", str(tmp_path / "reports"))
     assert report.exit_code == 0, report.stderr
     assert len(list((tmp_path / "reports").iterdir())) == 1  # the line without a domain is skipped
+    # lines of no known schema_version are left out, and said so: no report from them
+    assert "is not one this scanner reads" in report.stderr
     not_a_dir = invoke("report", str(results), "--out-dir", str(results))
     assert not_a_dir.exit_code == 2

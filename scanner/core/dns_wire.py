@@ -19,6 +19,8 @@ Nothing here touches a socket or a clock. `scanner.net.resolver` moves the bytes
   records of class IN whose types the resolver asks for (A, AAAA, MX, TXT, CNAME,
   TLSA, SOA, PTR), each as a small typed value (`RecordData`); other records are stepped
   over by their RDLENGTH. Anything malformed is a `Refusal` that says what.
+* `reply_shape(wire)` says how big a reply was, whether TC was set and what UDP
+  payload its OPT record advertised, for `scanner doctor` (`TransportProbe`).
 * `TcpFramer` cuts the two-octet length-prefixed messages of DNS over TCP
   (RFC 1035 §4.2.2) however the bytes are split, refusing a length over the limit
   before reading it.
@@ -620,6 +622,60 @@ def _extended_error(wire: bytes, offset: int, end: int) -> ExtendedError:
         raw = raw[:-1]
     text = raw.decode("utf-8", errors="backslashreplace")[:MAX_EDE_TEXT]
     return ExtendedError((wire[offset] << 8) | wire[offset + 1], text)
+
+
+# ------------------------------------------------- the shape of a reply (RFC 6891)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyShape:
+    """How a UDP reply arrived, for `scanner doctor`'s check of the resolver's EDNS.
+
+    `size` in octets; `truncated`: TC was set; `edns_payload`: the UDP payload size the
+    replier advertised in its OPT record (RFC 6891 §6.2.3), None when the reply had no
+    OPT record (the resolver, or something on the path, drops EDNS).
+    """
+
+    size: int
+    truncated: bool
+    edns_payload: int | None
+
+
+def reply_shape(wire: bytes) -> ReplyShape | Refusal:
+    """The `ReplyShape` of a whole reply; a `Refusal` when it cannot be read that far."""
+    try:
+        if len(wire) < HEADER_BYTES:
+            raise _Malformed("shorter than a DNS header")
+        _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
+        end = len(wire)
+        offset = HEADER_BYTES
+        for _ in range(qdcount):
+            offset = _read_name(wire, offset, end)[1] + _QUESTION_TAIL_BYTES
+        payload: int | None = None
+        for index in range(ancount + nscount + arcount):
+            offset = _read_name(wire, offset, end)[1]
+            rdtype, rdclass, _, _, offset = _record_header(wire, offset, end)
+            if rdtype == _OPT and index >= ancount + nscount:
+                payload = rdclass  # the OPT record's CLASS is the payload size
+    except _Malformed as exc:
+        return Refusal(f"unparseable reply ({exc})")
+    return ReplyShape(len(wire), bool(flags & _TC), payload)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportProbe:
+    """One nameserver asked one question with a large answer, over UDP and over TCP.
+
+    `udp`: the shape of the UDP reply (None: no reply came, `udp_detail` says why);
+    `tcp_detail`: None when a reply came over TCP, else what went wrong; `tcp_size`:
+    the size of that reply (the whole answer), None without one.
+    """
+
+    server: str
+    udp: ReplyShape | None
+    udp_detail: str = ""
+    tcp_detail: str | None = None
+    tcp_size: int | None = None
 
 
 # ------------------------------------------------- names (RFC 1035 §§3.1, 4.1.4)

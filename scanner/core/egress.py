@@ -20,6 +20,11 @@ domain would be written "not ready". The decision is made from facts only:
 * the **control**: TCP to another port (the policy hosts' HTTPS, or the controls'
   port 443) works.
 
+Throttling shows as partial failure: `compare_rates` sets the domains' connect success
+rate beside the canaries' when the run ended open with the domains' connects failing
+markedly (`rates_low`); the host appears throttled only when the canaries fail in part
+too ([Throttled port 25](output.md#throttled-port-25)).
+
 `decide` says `OPEN` as soon as any port-25 handshake completed (a domain's MX or
 a canary): throttling shows as partial failure, never as none. It says `BLOCKED`
 only when no port-25 handshake completed at all, the failures span at least
@@ -44,6 +49,13 @@ from scanner.models import AddressStatus, DomainFacts, InterruptionKind, Phase, 
 # Default thresholds (docs/output.md#blocked-port-25).
 DEFAULT_BLOCK_NETWORKS = 4  # distinct /24 or /48 networks, all failing at connect
 DEFAULT_BLOCK_HOLD = 2000  # lines held at most before the canaries are asked anyway
+# Throttling (docs/output.md#throttled-port-25): the domains' connect success rate is
+# judged after this many port-25 attempts, and compared with the canaries' when under
+# the rate; the canaries count as failing too under theirs.
+DEFAULT_THROTTLE_ATTEMPTS = 40
+DEFAULT_THROTTLE_RATE = 0.5
+DEFAULT_CANARY_RATE = 0.9
+CANARY_ROUNDS = 3  # each canary is connected to this many times for its rate
 
 # The MX hosts of large providers, which accept port 25 from anywhere.
 DEFAULT_CANARIES: tuple[tuple[str, int], ...] = (
@@ -120,6 +132,7 @@ class ConnectTally:
     connected: frozenset[str] = frozenset()
     failed: frozenset[str] = frozenset()
     other_port: int = 0
+    rate: ConnectRate = field(default_factory=lambda: ConnectRate())  # attempts, not networks
 
     @property
     def empty(self) -> bool:
@@ -130,7 +143,31 @@ class ConnectTally:
             self.connected | other.connected,
             self.failed | other.failed,
             self.other_port + other.other_port,
+            self.rate.plus(other.rate),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRate:
+    """Port-25 connect attempts: how many completed a TCP handshake, how many did not."""
+
+    connected: int = 0
+    failed: int = 0
+
+    @property
+    def attempts(self) -> int:
+        return self.connected + self.failed
+
+    @property
+    def share(self) -> float:
+        """The share that connected (1.0 when nothing was tried: nothing failed)."""
+        return self.connected / self.attempts if self.attempts else 1.0
+
+    def plus(self, other: ConnectRate) -> ConnectRate:
+        return ConnectRate(self.connected + other.connected, self.failed + other.failed)
+
+    def words(self) -> str:
+        return f"{self.connected} of {self.attempts} ({self.share:.0%})"
 
 
 def tally(
@@ -139,17 +176,37 @@ def tally(
     """The tally of probe outcomes."""
     connected: set[str] = set()
     failed: set[str] = set()
+    handshakes = failures = 0
     for outcome in outcomes:
         how = connect_of(outcome)
         if how is None:
             continue
+        handshakes += how is Connect.CONNECTED
         # A loopback handshake counts (only a lab reaches loopback: the address guard
         # refuses it otherwise); a loopback failure says nothing of the egress.
         network = network_of(outcome.ip, loopback=loopback or how is Connect.CONNECTED)
         if network is None:
             continue
-        (connected if how is Connect.CONNECTED else failed).add(network)
-    return ConnectTally(frozenset(connected), frozenset(failed), other_port)
+        if how is Connect.CONNECTED:
+            connected.add(network)
+        else:
+            failed.add(network)
+            failures += 1
+    return ConnectTally(
+        frozenset(connected), frozenset(failed), other_port, ConnectRate(handshakes, failures)
+    )
+
+
+def attempts(outcomes: Iterable[ProbeOutcome], *, loopback: bool = False) -> ConnectRate:
+    """The connect attempts among `outcomes`, counted as `tally` counts them (no networks)."""
+    connected = failed = 0
+    for outcome in outcomes:
+        how = connect_of(outcome)
+        if how is Connect.CONNECTED:
+            connected += 1
+        elif how is Connect.NO_HANDSHAKE and network_of(outcome.ip, loopback=loopback):
+            failed += 1
+    return ConnectRate(connected, failed)
 
 
 # A policy fetch that failed with one of these may not have completed a TCP handshake.
@@ -170,6 +227,11 @@ def tally_of_facts(facts: DomainFacts, *, loopback: bool = False) -> ConnectTall
     return tally(outcomes, other_port=other_port, loopback=loopback)
 
 
+def attempts_of_facts(facts: DomainFacts, *, loopback: bool = False) -> ConnectRate:
+    """One domain's port-25 connect attempts (`tally_of_facts` without the networks)."""
+    return attempts((probe for host in facts.hosts for probe in host.probes), loopback=loopback)
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """When to ask the canaries (docs/output.md#blocked-port-25)."""
@@ -177,6 +239,9 @@ class Thresholds:
     networks: int = DEFAULT_BLOCK_NETWORKS  # distinct failing networks, none connected
     hold: int = DEFAULT_BLOCK_HOLD  # results held at most while undecided
     loopback: bool = False  # count loopback addresses (a lab of loopback /24s)
+    throttle_attempts: int = DEFAULT_THROTTLE_ATTEMPTS  # before the rate is judged
+    throttle_rate: float = DEFAULT_THROTTLE_RATE  # the domains' share under which to compare
+    canary_rate: float = DEFAULT_CANARY_RATE  # the canaries' share under which they fail too
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +294,58 @@ def ask_canaries(state: ConnectTally, thresholds: Thresholds, *, held: int, ende
 
 
 @dataclass(frozen=True, slots=True)
+class RateComparison:
+    """The domains' port-25 connect rate beside the canaries' (`compare_rates`)."""
+
+    domains: ConnectRate
+    canaries: ConnectRate
+    throttled: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     egress: Egress
     tally: ConnectTally = field(default_factory=ConnectTally)
     evidence: ControlEvidence | None = None
+    rates: RateComparison | None = None  # set when the rates were compared
+
+
+def rates_low(domains: ConnectRate, thresholds: Thresholds) -> bool:
+    """The domains' connects fail markedly: time to compare with the canaries."""
+    return (
+        domains.attempts >= thresholds.throttle_attempts
+        and domains.share < thresholds.throttle_rate
+    )
+
+
+def canary_rate(rounds: Iterable[ControlEvidence]) -> ConnectRate:
+    """The canaries' connect attempts over some rounds (a name that did not resolve is
+    no attempt)."""
+    connected = failed = 0
+    for evidence in rounds:
+        for canary in evidence.canaries:
+            connected += canary.result is ProbeResult.CONNECTED
+            failed += canary.result is ProbeResult.NO_HANDSHAKE
+    return ConnectRate(connected, failed)
+
+
+def compare_rates(
+    domains: ConnectRate, canaries: ConnectRate, thresholds: Thresholds
+) -> RateComparison:
+    """Throttling shows as partial failure: the domains' rate beside the canaries'.
+
+    When the domains' connects fail markedly (`rates_low`) while the canaries connect
+    (at least `canary_rate` of their attempts), the domains are at fault: not
+    throttled. When the canaries fail in part too, the scanning host appears
+    throttled or rate-limited, and the domains are not to be blamed. With no canary
+    attempt (none resolved), nothing is said.
+    """
+    throttled = (
+        rates_low(domains, thresholds)
+        and canaries.attempts > 0
+        and canaries.share < thresholds.canary_rate
+    )
+    return RateComparison(domains, canaries, throttled)
 
 
 def decide(
@@ -286,3 +399,14 @@ def blocked_words(decision: Decision) -> list[str]:
         "unreachable from here, name others with --canary HOST[:PORT]."
     )
     return lines
+
+
+def throttled_words(rates: RateComparison) -> str:
+    """The summary's warning when the scanning host appears throttled."""
+    return (
+        "warning: outbound port 25 appears throttled or rate-limited from this host: "
+        f"{rates.domains.words()} port-25 connects to the domains' MX completed a TCP "
+        f"handshake, and {rates.canaries.words()} to the canaries; connect failures in "
+        "this file may be the network's, not the domains' (a slower scan, lower "
+        "--concurrency, or another host; docs/output.md#throttled-port-25)"
+    )

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from scanner.core.dns_wire import EDNS_PAYLOAD, TransportProbe
 from scanner.models import AddressStatus, InterruptionKind, ProbeOutcome
 
+CLASSIC_UDP_LIMIT = 512  # octets: a DNS message over UDP without EDNS (RFC 1035 §4.2.1)
 CLOCK_SKEW_LIMIT = 300.0  # seconds: above it, certificate dates are unreliable
 BULK_CONCURRENCY = 50  # a scan this wide is a bulk scan: a stub resolver falls over
 STUB_RESOLVERS = frozenset({"127.0.0.53", "127.0.0.54"})  # systemd-resolved's stubs
@@ -43,6 +45,8 @@ class Check(StrEnum):
     BLOCK_LIST = "block-list"
     IPV6 = "ipv6"
     RESOLVER = "resolver"
+    RESOLVER_TCP = "resolver-tcp"
+    RESOLVER_EDNS = "resolver-edns"
     RESOLVER_LOAD = "resolver-load"
     CLOCK = "clock"
     EHLO_NAME = "ehlo-name"
@@ -181,6 +185,100 @@ def resolver_finding(
         )
     word = "validates DNSSEC" if validating else "does not validate DNSSEC (DANE unvalidated)"
     return Finding(Check.RESOLVER, Verdict.OK, f"resolver {', '.join(nameservers)} {word}")
+
+
+_RESOLVER_FIX = "run a local recursive resolver (unbound) and name it with --resolver"
+
+
+def resolver_tcp_finding(probes: Sequence[TransportProbe]) -> Finding:
+    """Does every nameserver answer over TCP (RFC 7766), where a truncated reply goes?
+
+    A problem when a nameserver also truncated the test answer over UDP (or gave no UDP
+    reply): answers of that size cannot be read from here at all.
+    """
+    if not probes:
+        return Finding(Check.RESOLVER_TCP, Verdict.UNKNOWN, "no nameserver was asked")
+    failed = [p for p in probes if p.tcp_detail is not None]
+    if not failed:
+        servers = ", ".join(p.server for p in probes)
+        return Finding(
+            Check.RESOLVER_TCP,
+            Verdict.OK,
+            f"resolver {servers} answers over TCP (where truncated answers are asked again)",
+        )
+    cut = [p.server for p in failed if p.udp is None or p.udp.truncated]
+    seen = "; ".join(f"{p.server}: {p.tcp_detail}" for p in failed)
+    text = (
+        f"the resolver does not answer over TCP ({seen}): answers too large for UDP "
+        "(truncated replies) will fail, and domains with large MX, TXT or TLSA answers "
+        f"would look broken; allow TCP port 53 to it, or {_RESOLVER_FIX}"
+    )
+    if cut:
+        text += f" (the test answer came truncated over UDP from {', '.join(cut)}: unreadable)"
+    return Finding(Check.RESOLVER_TCP, Verdict.PROBLEM if cut else Verdict.WARNING, text)
+
+
+def _edns_trouble(probe: TransportProbe) -> str | None:
+    udp = probe.udp
+    if udp is None:
+        return (
+            f"{probe.server} gave no UDP reply to a question with a large answer "
+            f"({probe.udp_detail}): large datagrams or their fragments are lost on the way"
+        )
+    if udp.edns_payload is None:
+        return (
+            f"{probe.server} drops EDNS (no OPT record in its reply): answers over "
+            f"{CLASSIC_UDP_LIMIT} bytes come truncated and go to TCP, and DNSSEC's DO bit is lost"
+        )
+    whole = probe.tcp_size
+    if udp.truncated and (whole is None or whole <= EDNS_PAYLOAD):
+        size = f"a {whole}-byte answer" if whole is not None else "the answer"
+        return (
+            f"{probe.server} truncated {size} over UDP although the scanner offers an EDNS "
+            f"buffer of {EDNS_PAYLOAD} bytes (it advertises {udp.edns_payload}): every large "
+            "answer costs a TCP round trip"
+        )
+    return None
+
+
+def _whole_size(probe: TransportProbe) -> int:
+    """The answer's size: the UDP reply's, or over TCP when UDP was rightly truncated."""
+    assert probe.udp is not None
+    return (probe.tcp_size or 0) if probe.udp.truncated else probe.udp.size
+
+
+def resolver_edns_finding(probes: Sequence[TransportProbe]) -> Finding:
+    """The EDNS buffer (RFC 6891 §6.2.5): do answers over 512 bytes arrive whole over UDP?"""
+    if not probes:
+        return Finding(Check.RESOLVER_EDNS, Verdict.UNKNOWN, "no nameserver was asked")
+    troubles = [t for t in map(_edns_trouble, probes) if t is not None]
+    if troubles:
+        return Finding(
+            Check.RESOLVER_EDNS,
+            Verdict.WARNING,
+            "; ".join(troubles) + f"; a bulk scan slows down and loses lookups: {_RESOLVER_FIX}",
+        )
+    # Here every probe has a UDP reply, whole, or truncated for an answer over the buffer.
+    small = [(p.server, _whole_size(p)) for p in probes if _whole_size(p) <= CLASSIC_UDP_LIMIT]
+    if small:
+        server, size = small[0]
+        return Finding(
+            Check.RESOLVER_EDNS,
+            Verdict.UNKNOWN,
+            f"the test answer from {server} was only {size} bytes (not over "
+            f"{CLASSIC_UDP_LIMIT}): the EDNS buffer was not exercised",
+        )
+    sizes = ", ".join(
+        f"{p.server}: {_whole_size(p)} bytes"
+        + (" (over the buffer: truncated, then over TCP)" if p.udp and p.udp.truncated else "")
+        for p in probes
+    )
+    return Finding(
+        Check.RESOLVER_EDNS,
+        Verdict.OK,
+        f"answers over {CLASSIC_UDP_LIMIT} bytes arrive whole over UDP with EDNS, up to the "
+        f"scanner's {EDNS_PAYLOAD}-byte buffer ({sizes})",
+    )
 
 
 BURST_LOSS_LIMIT = 0.01  # share of lookups unanswered in the burst

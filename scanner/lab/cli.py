@@ -6,6 +6,7 @@ never imports the lab.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -37,9 +38,15 @@ def demo(
     from scanner.lab import demo_world_path, load_world
     from scanner.lab.demo import render_demo_summary, scan_world
 
-    world = load_world(demo_world_path())
     out_path = out or Path("results") / f"demo-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.jsonl"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = out_path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot write {out_path}: {exc.strerror or exc}", param_hint="--out"
+        ) from None
+    world = load_world(demo_world_path())
     console = output_console()
     console.print(
         terminal(
@@ -47,7 +54,7 @@ def demo(
             None,
         )
     )
-    with out_path.open("w", encoding="utf-8") as handle:
+    with handle:
 
         def write_line(text: str) -> None:
             handle.write(text + "\n")
@@ -79,10 +86,21 @@ def lab_serve(
     ] = 0.0,
 ) -> None:
     """Serve a world on loopback until Ctrl-C, printing how to point the scanner at it."""
-    from scanner.lab import Lab, demo_world_path, serve_forever
+    from scanner.lab import Lab, WorldError, demo_world_path, load_world, serve_forever
 
     world_path = world or demo_world_path()
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        load_world(world_path)  # a usage error before anything is bound
+    except WorldError as exc:
+        raise typer.BadParameter(str(exc), param_hint="WORLD") from None
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot use {workdir}: {exc.strerror or exc}", param_hint="--workdir"
+        ) from None
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise typer.BadParameter(f"cannot write into {workdir}", param_hint="--workdir")
 
     def on_ready(lab: Lab) -> None:
         typer.echo(f"world:     {world_path}")

@@ -11,7 +11,8 @@ Theory of operation: `Zone` answers (name, type) from the world's records
 - an unknown name: NXDOMAIN with the SOA (RFC 2308 §2.1);
 - a name marked `servfail`: SERVFAIL; a name marked `timeout`: no reply at all.
 
-`Responder` turns query bytes into reply bytes. Over UDP a reply larger than
+`Responder` turns query bytes into reply bytes; its `DnsConduct` can make it refuse
+TCP, ignore EDNS or truncate above a small buffer, as a poor resolver does. Over UDP a reply larger than
 512 bytes, or than the client's EDNS payload size (RFC 6891 §6.2.5), is
 replaced by an empty reply with TC set (RFC 1035 §4.2.1), so the client retries
 over TCP, where messages carry a two-byte length prefix (RFC 1035 §4.2.2).
@@ -195,11 +196,28 @@ DNS_HEADER = 12  # RFC 1035 §4.1.1; the ID is its first two octets
 MAX_KEPT_REPLIES = 100_000
 
 
+@dataclass(frozen=True, slots=True)
+class DnsConduct:
+    """How the lab's DNS server departs from a good resolver (`scanner doctor`'s tests).
+
+    `tcp`: False refuses every TCP connection (nothing listens on the port);
+    `edns`: False answers as a server that ignores EDNS (no OPT record in its replies,
+    512 bytes at most over UDP, RFC 6891 §7); `udp_payload`: the largest UDP reply it
+    sends whatever the client offers, truncating above it (a resolver configured with
+    a small buffer).
+    """
+
+    tcp: bool = True
+    edns: bool = True
+    udp_payload: int = TCP_MAX_MESSAGE
+
+
 class Responder:
     """Query bytes in, reply bytes out (None: no reply)."""
 
-    def __init__(self, zone: Zone) -> None:
+    def __init__(self, zone: Zone, conduct: DnsConduct = DnsConduct()) -> None:
         self.zone = zone
+        self.conduct = conduct
         self.queries = {"udp": 0, "tcp": 0}
         # Replies by (transport, query without its ID), without their own ID: the zone
         # never changes, so a question asked again gets the same bytes under its own ID.
@@ -220,6 +238,13 @@ class Responder:
             self._replies[key] = reply[2:]
         return reply
 
+    def _advertise(self, response: dns.message.Message, *, edns: bool) -> None:
+        """The OPT record of a reply: none without EDNS, else the conduct's UDP payload."""
+        if not edns:
+            response.use_edns(False)
+        elif self.conduct.udp_payload < TCP_MAX_MESSAGE:
+            response.use_edns(0, 0, max(UDP_DEFAULT_PAYLOAD, self.conduct.udp_payload))
+
     def _reply(self, wire: bytes, transport: str) -> bytes | None:
         try:
             query = dns.message.from_wire(wire)
@@ -237,7 +262,9 @@ class Responder:
         if question.rdclass != dns.rdataclass.IN:
             response.set_rcode(dns.rcode.REFUSED)
             return response.to_wire()
-        dnssec_ok = query.edns >= 0 and bool(query.ednsflags & dns.flags.DO)
+        edns = query.edns >= 0 and self.conduct.edns
+        self._advertise(response, edns=edns)
+        dnssec_ok = edns and bool(query.ednsflags & dns.flags.DO)
         resolution = self.zone.resolve(question.name, question.rdtype, dnssec_ok=dnssec_ok)
         if resolution.drop:
             return None
@@ -248,14 +275,14 @@ class Responder:
         response.authority = resolution.authority
         limit = TCP_MAX_MESSAGE
         if transport == "udp":
-            limit = (
-                max(UDP_DEFAULT_PAYLOAD, query.payload) if query.edns >= 0 else UDP_DEFAULT_PAYLOAD
-            )
+            limit = max(UDP_DEFAULT_PAYLOAD, query.payload) if edns else UDP_DEFAULT_PAYLOAD
+            limit = min(limit, max(UDP_DEFAULT_PAYLOAD, self.conduct.udp_payload))
         try:
             return response.to_wire(max_size=limit)
         except dns.exception.TooBig:
             truncated = dns.message.make_response(query)
             truncated.flags |= dns.flags.AA | dns.flags.TC
+            self._advertise(truncated, edns=edns)
             return truncated.to_wire()
 
 

@@ -19,7 +19,7 @@ import trio
 import scanner
 from scanner.lab.certificates import CertificateMint, default_mint
 from scanner.lab.connections import ConnectionStats
-from scanner.lab.dns_server import Responder, TcpHandler, Zone, serve_udp
+from scanner.lab.dns_server import DnsConduct, Responder, TcpHandler, Zone, serve_udp
 from scanner.lab.dnssec import ZoneTree, tlsa_data_from
 from scanner.lab.https_server import DEFAULT_SLOW_INTERVAL, HttpsHandler, https_context_factory
 from scanner.lab.listeners import BoundDns, BoundTcp, bind_dns, bind_shared_port
@@ -113,6 +113,7 @@ class BoundLab:
     https: BoundTcp
     smtp_handler: SmtpHandler
     https_handler: HttpsHandler
+    conduct: DnsConduct
 
     def close(self) -> None:
         """Close every socket; the lab cannot be served again."""
@@ -128,6 +129,7 @@ def bind_lab(
     slow_interval: float = DEFAULT_SLOW_INTERVAL,
     latency: float = 0.0,
     http_clock: Callable[[], datetime] | None = None,
+    dns_conduct: DnsConduct | None = None,
 ) -> BoundLab:
     """Bind every socket of `world`'s lab and write its files, without serving yet.
 
@@ -179,7 +181,10 @@ def bind_lab(
     if tree is not None:
         trust_anchor_file = Path(workdir) / TRUST_ANCHOR_FILE_NAME
         trust_anchor_file.write_text(tree.trust_anchor() + "\n", encoding="ascii")
-    responder = Responder(Zone(world, tree=tree))
+    conduct = dns_conduct or DnsConduct()
+    if not conduct.tcp:
+        dns_sockets.tcp.close()  # connections to the DNS port are refused
+    responder = Responder(Zone(world, tree=tree), conduct)
     smtp_stats = ConnectionStats()
     https_stats = ConnectionStats()
     lab = Lab(
@@ -204,7 +209,9 @@ def bind_lab(
         latency=latency,
         **({"clock": http_clock} if http_clock is not None else {}),
     )
-    return BoundLab(lab, latency, dns_sockets, smtp_bound, https_bound, smtp_handler, https_handler)
+    return BoundLab(
+        lab, latency, dns_sockets, smtp_bound, https_bound, smtp_handler, https_handler, conduct
+    )
 
 
 @asynccontextmanager
@@ -217,7 +224,11 @@ async def serve_bound(bound: BoundLab) -> AsyncIterator[Lab]:
     responder = bound.lab.dns
     latency = bound.latency
     udp = trio.socket.from_stdlib_socket(bound.dns.udp.dup())
-    dns_tcp = trio.SocketListener(trio.socket.from_stdlib_socket(bound.dns.tcp.dup()))
+    dns_tcp = (
+        [trio.SocketListener(trio.socket.from_stdlib_socket(bound.dns.tcp.dup()))]
+        if bound.conduct.tcp
+        else []
+    )
     smtp_listeners = BoundTcp(
         bound.smtp.port, tuple(s.dup() for s in bound.smtp.sockets)
     ).listeners()
@@ -227,7 +238,8 @@ async def serve_bound(bound: BoundLab) -> AsyncIterator[Lab]:
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(serve_udp, udp, responder, latency)
-            nursery.start_soon(trio.serve_listeners, TcpHandler(responder, latency), [dns_tcp])
+            if dns_tcp:
+                nursery.start_soon(trio.serve_listeners, TcpHandler(responder, latency), dns_tcp)
             if smtp_listeners:
                 nursery.start_soon(trio.serve_listeners, bound.smtp_handler, smtp_listeners)
             if https_listeners:
@@ -244,7 +256,7 @@ async def serve_bound(bound: BoundLab) -> AsyncIterator[Lab]:
     finally:
         # Normally closed by the serving tasks already; closing twice is harmless.
         udp.close()
-        for listener in (dns_tcp, *smtp_listeners, *https_listeners):
+        for listener in (*dns_tcp, *smtp_listeners, *https_listeners):
             listener.socket.close()
 
 
@@ -257,6 +269,7 @@ async def open_lab(
     slow_interval: float = DEFAULT_SLOW_INTERVAL,
     latency: float = 0.0,
     http_clock: Callable[[], datetime] | None = None,
+    dns_conduct: DnsConduct | None = None,
 ) -> AsyncIterator[Lab]:
     """Serve `world` on loopback for the duration of the block.
 
@@ -265,8 +278,10 @@ async def open_lab(
     `latency` (seconds) is added to every round trip: each DNS reply, SMTP
     reply, HTTPS response and server TLS flight reaches the client that much
     later (`scanner.lab.latency`). `http_clock` is the policy hosts' clock, sent as
-    `Date` (default: the real time). Raises OSError when the lab addresses cannot
-    be bound, ValueError for a negative latency.
+    `Date` (default: the real time). `dns_conduct` makes the DNS server a poor
+    resolver: no TCP, no EDNS, a small UDP buffer (`scanner.lab.dns_server.DnsConduct`).
+    Raises OSError when the lab addresses cannot be bound, ValueError for a negative
+    latency.
     """
     bound = bind_lab(
         world,
@@ -275,6 +290,7 @@ async def open_lab(
         slow_interval=slow_interval,
         latency=latency,
         http_clock=http_clock,
+        dns_conduct=dns_conduct,
     )
     try:
         async with serve_bound(bound) as lab:

@@ -52,6 +52,9 @@ deadlines, caches and counts.
   shared answers (provider MX hosts) that a bulk run lives on.
 * **Flow control.** A capacity limiter bounds lookups in flight (a cache hit
   takes no slot).
+* **Transports.** `probe_transports` (for `scanner doctor`) asks every nameserver
+  one question with a large answer over UDP, read as it came (size, TC, OPT), and
+  over TCP, outside the cache and the counters.
 """
 
 from __future__ import annotations
@@ -90,14 +93,17 @@ from scanner.core.dns_wire import (
     Query,
     RecordData,
     Refusal,
+    ReplyShape,
     Response,
     TcpFramer,
+    TransportProbe,
     address_text,
     build_query,
     interpret,
     mx_record,
     name_text,
     name_wire,
+    reply_shape,
     status_of_rcode,
     tlsa_record,
     txt_text,
@@ -723,6 +729,63 @@ class Resolver:
         self.validating = len(verdicts) == len(self._servers) and all(verdicts)
         return self.validating
 
+    # ------------------------------------------------------------ transports (doctor)
+
+    async def probe_transports(
+        self, name: str, rdtype: dns.rdatatype.RdataType
+    ) -> tuple[TransportProbe, ...]:
+        """Every nameserver asked `name` (whose answer is large) over UDP and over TCP.
+
+        For `scanner doctor`: the UDP reply is read as it came (its size, TC, the OPT
+        record's payload), not followed to TCP; the question is sent again after each
+        `per_try` until the lookup's timeout. The TCP try is the same question over
+        TCP, within one try's time. Nothing is cached or counted as a lookup.
+        """
+        query = build_query(name_wire(name), rdtype)
+        found: dict[_Server, TransportProbe] = {}
+
+        async def one(server: _Server) -> None:
+            shape, detail = await self._udp_shape(query, server)
+            sizes: list[int] = []
+            deadline = trio.current_time() + self._timeout
+            tcp = await self._tcp_try(Exchange(query), server, deadline, sizes)
+            tcp_size = None
+            if isinstance(tcp, Response):
+                tcp_detail, tcp_size = None, sizes[-1]
+            elif isinstance(tcp, _Unreachable | Refusal):
+                tcp_detail = tcp.detail
+            else:
+                tcp_detail = f"no reply over TCP within {self._per_try:g} s"
+            found[server] = TransportProbe(str(server), shape, detail, tcp_detail, tcp_size)
+
+        async with trio.open_nursery() as nursery:
+            for server in self._servers:
+                nursery.start_soon(one, server)
+        return tuple(found[server] for server in self._servers)
+
+    async def _udp_shape(self, query: Query, server: _Server) -> tuple[ReplyShape | None, str]:
+        exchange = Exchange(query)
+        with trio.socket.socket(server.family, socket.SOCK_DGRAM) as sock:
+            with trio.move_on_after(self._timeout):
+                while True:
+                    try:
+                        await sock.sendto(exchange.datagram_for(server.address), server.address)
+                    except OSError as exc:
+                        return None, f"UDP send failed ({_errno_name(exc)})"
+                    with trio.move_on_after(self._per_try):
+                        while True:
+                            try:
+                                wire, source = await sock.recvfrom(MAX_RESPONSE_BYTES + 1)
+                            except OSError:
+                                continue  # an ICMP error queued on the socket: not a reply
+                            if isinstance(exchange.accept(wire, (source[0], source[1])), Mismatch):
+                                continue
+                            shape = reply_shape(wire)
+                            if isinstance(shape, Refusal):
+                                return None, shape.detail
+                            return shape, ""
+        return None, f"no UDP reply within {self._timeout:g} s"
+
     async def _signs_root(self, server: _Server) -> bool:
         query = build_query(dns.name.root, dns.rdatatype.SOA)
         async with holding(self._limiter):
@@ -945,8 +1008,17 @@ class Resolver:
                 return reply
         return None
 
-    async def _tcp_try(self, exchange: Exchange, server: _Server, deadline: float) -> _TryResult:
-        """The question again over TCP (RFC 7766 §5), within one try's time and `deadline`."""
+    async def _tcp_try(
+        self,
+        exchange: Exchange,
+        server: _Server,
+        deadline: float,
+        sizes: list[int] | None = None,
+    ) -> _TryResult:
+        """The question again over TCP (RFC 7766 §5), within one try's time and `deadline`.
+
+        `sizes`, when given, gets the size of each message read.
+        """
         self._counters.tcp_queries += 1
         with trio.CancelScope(deadline=self._try_deadline(deadline)):
             sock = trio.socket.socket(server.family, socket.SOCK_STREAM)
@@ -966,6 +1038,8 @@ class Resolver:
                         if isinstance(message, Refusal):
                             return message
                         assert isinstance(message, bytes)
+                        if sizes is not None:
+                            sizes.append(len(message))
                         reply = exchange.accept(message, server.address, stream=True)
                         if isinstance(reply, Mismatch):
                             self._counters.ignored_replies += 1

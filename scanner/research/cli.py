@@ -8,6 +8,7 @@ Output goes to stdout; warnings, notes and skipped-line counts to stderr.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -135,6 +136,36 @@ def _read_error(error: ResultFileError) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+def _usage_error(words: str) -> typer.Exit:
+    _stderr().print(terminal(f"error: {words}", None, "red"))
+    return typer.Exit(EXIT_USAGE)
+
+
+def require_results_files(paths: Sequence[Path]) -> None:
+    """A usage error, before any work, when a file is not a results file (or unreadable)."""
+    from scanner.research.lines import not_a_results_file
+
+    for path in paths:
+        try:
+            problem = not_a_results_file(path)
+        except ResultFileError as error:
+            raise _read_error(error) from None
+        if problem is not None:
+            raise _usage_error(problem)
+
+
+def _writable_directory(directory: Path, option: str) -> None:
+    """`directory` made if need be and writable, or a usage error before any work."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise _usage_error(f"{option} {directory}: not a directory") from None
+    except OSError as error:
+        raise _usage_error(f"{option} {directory}: {error.strerror or error}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise _usage_error(f"{option} {directory}: not writable")
+
+
 # ---------------------------------------------------------------- stats
 
 
@@ -163,6 +194,11 @@ def stats(
     """Adoption funnel, misconfigurations, breakdowns and trends over results files."""
     from scanner.research.statistics import StatisticsBuilder, stats_problems
 
+    require_results_files(results)
+    if csv_dir is not None:
+        _writable_directory(csv_dir, "--csv")
+    if html is not None:
+        _writable_directory(html.parent, "--html")
     files = [load_file_metadata(path) for path in results]
     problems = stats_problems(files)
     _judge_problems(problems, force)
@@ -474,6 +510,7 @@ def diff(
     ] = False,
 ) -> None:
     """What changed per domain between two scans (exit 1 when something got worse)."""
+    require_results_files(files)
     if vantage:
         _vantage_diff(files, json_out, force)
     else:

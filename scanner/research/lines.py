@@ -432,3 +432,30 @@ def read_results(path: Path, tally: SkipTally) -> Iterator[ScanLine]:
             f"{visible(str(path), 200)}: {count} line(s) with schema_version {version} skipped "
             f"(first at line {first}); this scanner reads versions {known}"
         )
+
+
+RESULTS_FILE_PEEK = 100  # lines read to tell a results file from another file
+
+
+def not_a_results_file(path: Path, peek: int = RESULTS_FILE_PEEK) -> str | None:
+    """Why `path` is not a results file, from its first `peek` non-blank lines; None when
+    it may be one (no line at all, or a result line, or one of a schema version this
+    scanner does not read, among them). The commands that read results files ask this
+    before any work, so that another file is a usage error, not a page of zeros.
+
+    ResultFileError when the file cannot be opened or read.
+    """
+    seen = 0
+    try:
+        for _, record in decoded_lines(path):
+            if record is not NOT_JSON and classify_record(record) != "foreign":
+                return None
+            seen += 1
+            if seen >= peek:
+                break
+    except OSError as error:
+        raise ResultFileError(path, error.strerror or str(error)) from None
+    if not seen:
+        return None
+    which = "its one line is not" if seen == 1 else f"none of its first {seen} lines is"
+    return f"{visible(str(path), 200)} is not a results file: {which} a result line"

@@ -92,13 +92,16 @@ class ScanRun:
 class VantageSight:
     """What the scanning host could see (docs/research.md#scan-metadata), None when unknown.
 
-    `port25`: the run's blocked-port-25 decision (`open`, `blocked`); `ipv6_route`:
+    `port25`: the run's blocked-port-25 decision (`open`, `throttled`, `blocked`);
+    `port25_rates`: the domains' and canaries' port-25 connects when they were
+    compared (a dict as written); `ipv6_route`:
     whether the routing table had an IPv6 route; `validating_resolver`: whether the
     resolver validated DNSSEC, when the run asked; `doctor`: the findings of
     `scanner doctor --results`, kept as written.
     """
 
     port25: str | None = None
+    port25_rates: object = None  # as decoded from JSON
     ipv6_route: bool | None = None
     validating_resolver: bool | None = None
     doctor: object = None  # as decoded from JSON
@@ -214,6 +217,11 @@ def metadata_json(metadata: ScanMetadata) -> dict[str, object]:
             "name": metadata.vantage,
             "public_addresses": list(metadata.public_addresses),
             "port25": metadata.sight.port25,
+            **(
+                {"port25_rates": metadata.sight.port25_rates}
+                if metadata.sight.port25_rates is not None
+                else {}
+            ),
             "ipv6_route": metadata.sight.ipv6_route,
             "validating_resolver": metadata.sight.validating_resolver,
             **({"doctor": metadata.sight.doctor} if metadata.sight.doctor is not None else {}),
@@ -426,6 +434,7 @@ def parse_metadata(document: object) -> ScanMetadata:
         public_addresses=_strings(vantage.get("public_addresses")),
         sight=VantageSight(
             port25=_text(vantage.get("port25")),
+            port25_rates=vantage.get("port25_rates"),
             ipv6_route=_flag(vantage.get("ipv6_route")),
             validating_resolver=_flag(vantage.get("validating_resolver")),
             doctor=vantage.get("doctor"),
