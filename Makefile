@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -m "realmta or dnssec or browser or imap or netns"
+	$(BIN)/python -m pytest -n 0 -m "realmta or dnssec or browser or imap or netns"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import signal
 import subprocess
@@ -37,21 +36,6 @@ from scanner.output import load_schema
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 STEP_TIMEOUT = "1"
-
-
-# Wide enough that rich never wraps a message inside its error box.
-WIDE_TERMINAL = {**os.environ, "COLUMNS": "500"}
-
-
-async def run_scanner(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(
-        [sys.executable, "-m", "scanner", *args],
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-        stdin=stdin,
-        env=WIDE_TERMINAL,
-    )
 
 
 def lab_options(lab: Lab) -> list[str]:
