@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from trio.testing import MockClock
 
 from scanner.core.dns_wire import ReplyShape, TransportProbe
 from scanner.core.preflight import (
@@ -186,7 +187,9 @@ async def test_host_conditions(lab: Lab) -> None:
     assert found[Check.DESCRIPTORS][0] is Verdict.WARNING
 
 
-async def test_a_slow_resolver_under_a_burst_is_a_warning(tmp_path: Path) -> None:
+async def test_a_slow_resolver_under_a_burst_is_a_warning(
+    tmp_path: Path, loopback_clock: MockClock
+) -> None:
     """The lab's DNS answers 300 ms late: a bulk scan's lookups would crawl."""
     async with open_lab(parse_world(WORLD), workdir=tmp_path / "slow", latency=0.3) as slow:
         settings = _settings(slow, "canary1.example", burst_size=20)
