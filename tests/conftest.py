@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from commands import LOOPBACK_IDLE, lab_in_thread
+from hypothesis import HealthCheck, settings
 from trio.testing import MockClock
 
 from scanner.lab import Lab, World, demo_world_path, load_world, open_lab
@@ -16,6 +17,12 @@ from scanner.lab import Lab, World, demo_world_path, load_world, open_lab
 # (pytest-xdist's workers are given COLUMNS=80): a test that wants a width sets it.
 for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
+
+# Property tests judge results, never speed: an example, or its generation, slowed by a
+# busy machine is not a failure (Hypothesis's default 200 ms deadline and its too_slow
+# health check would call it one, at random).
+settings.register_profile("scanner", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("scanner")
 
 
 @pytest.fixture(scope="session")
