@@ -734,6 +734,9 @@ def test_mutated_replies_are_read_as_dnspython_reads_them_or_refused(
         assert found == expected
 
 
+A_QUERY = build_query(dns.name.from_text("a.example"), dns.rdatatype.A)
+
+
 @given(
     st.integers(0, 0xFFFF),
     st.lists(st.integers(0, 3), min_size=4, max_size=4),
@@ -746,7 +749,7 @@ def test_random_records_never_raise(flags: int, counts: list[int], body: bytes) 
     result = parse_response(wire)
     assert isinstance(result, Response | Refusal)
     if isinstance(result, Response):
-        outcome = interpret(build_query(dns.name.from_text("a.example"), dns.rdatatype.A), result)
+        outcome = interpret(A_QUERY, result)
         assert isinstance(outcome.status, DnsStatus)
 
 
