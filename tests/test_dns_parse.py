@@ -14,8 +14,9 @@ other classes than IN, nor the RDATA of types it does not use, nor TSIG.
 
 from __future__ import annotations
 
+import functools
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import dns.edns
@@ -359,77 +360,124 @@ names = st.builds(
     st.sampled_from(SUFFIXES),
 )
 ttls = st.one_of(st.integers(0, 200_000), st.integers(0, 2**32 - 1))
-ipv6_groups = st.lists(st.sampled_from([0, 0, 0, 1, 0xFFFF, 0x2001, 0xDB8]), min_size=8, max_size=8)
+IPV6_GROUPS = (0, 0, 0, 1, 0xFFFF, 0x2001, 0xDB8)
+# Eight groups of IPV6_GROUPS, one octet drawn for each: one draw, not sixteen.
+ipv6_groups = st.binary(min_size=8, max_size=8).map(
+    lambda octets: [IPV6_GROUPS[octet % len(IPV6_GROUPS)] for octet in octets]
+)
 ipv6_addresses = st.one_of(
     st.binary(min_size=16, max_size=16), ipv6_groups.map(lambda g: struct.pack("!8H", *g))
 )
 
 
-@st.composite
-def tlsa_rdata(draw: st.DrawFn) -> dns.rdata.Rdata:
-    mtype = draw(st.sampled_from([0, 1, 2, 3, 255]))
-    length = {1: 32, 2: 64}.get(mtype)
-    data = draw(
-        st.binary(min_size=length, max_size=length)
-        if length is not None
-        else st.binary(max_size=40)
-    )
-    usage, selector = draw(st.integers(0, 255)), draw(st.integers(0, 255))
-    return dns.rdtypes.ANY.TLSA.TLSA(IN, dns.rdatatype.TLSA, usage, selector, mtype, data)
+# The strategies below are built once, for each record type and pool size: a strategy
+# made afresh for every draw costs Hypothesis more than drawing from it. What depends
+# on the pool (the names records point at) is drawn as an index into it.
+
+Pick = Callable[[Sequence[dns.name.Name]], dns.rdata.Rdata]
+"""A record, once given the pool of names (the root last) its names are taken from."""
+
+TLSA_LENGTHS = {1: 32, 2: 64}  # SHA-256, SHA-512; any length for the others
+TLSA_DATA = st.one_of(
+    [
+        st.tuples(
+            st.just(mtype),
+            st.binary(min_size=TLSA_LENGTHS.get(mtype, 0), max_size=TLSA_LENGTHS.get(mtype, 40)),
+        )
+        for mtype in (0, 1, 2, 3, 255)
+    ]
+)
+tlsa_rdata = st.builds(
+    lambda mtype_data, usage_selector: dns.rdtypes.ANY.TLSA.TLSA(
+        IN, dns.rdatatype.TLSA, *usage_selector, *mtype_data
+    ),
+    TLSA_DATA,
+    st.binary(min_size=2, max_size=2),  # the usage and the selector, any octets
+)
 
 
-def rdata_of(
-    rdtype: dns.rdatatype.RdataType, pool: Sequence[dns.name.Name]
-) -> st.SearchStrategy[dns.rdata.Rdata]:
-    pooled = st.sampled_from([*pool, dns.name.root])
+def _fixed(rdata: dns.rdata.Rdata) -> Pick:
+    return lambda _names: rdata
+
+
+@functools.cache
+def rdata_of(rdtype: dns.rdatatype.RdataType, size: int) -> st.SearchStrategy[Pick]:
+    """Records of `rdtype` whose names are of a pool of `size` names and the root."""
+    pooled = st.integers(0, size)  # an index into [*pool, dns.name.root]
     if rdtype == dns.rdatatype.A:
-        return st.binary(min_size=4, max_size=4).map(lambda b: dns.rdtypes.IN.A.A(IN, rdtype, b))
+        return st.binary(min_size=4, max_size=4).map(
+            lambda b: _fixed(dns.rdtypes.IN.A.A(IN, rdtype, b))
+        )
     if rdtype == dns.rdatatype.AAAA:
-        return ipv6_addresses.map(lambda b: dns.rdtypes.IN.AAAA.AAAA(IN, rdtype, b))
+        return ipv6_addresses.map(lambda b: _fixed(dns.rdtypes.IN.AAAA.AAAA(IN, rdtype, b)))
     if rdtype == dns.rdatatype.MX:
         return st.builds(
-            lambda p, n: dns.rdtypes.ANY.MX.MX(IN, rdtype, p, n), st.integers(0, 65535), pooled
+            lambda p, i: lambda names: dns.rdtypes.ANY.MX.MX(IN, rdtype, p, names[i]),
+            st.integers(0, 65535),
+            pooled,
         )
     if rdtype == dns.rdatatype.TXT:
-        strings = st.lists(
-            st.one_of(
-                st.binary(max_size=30),
-                st.text(max_size=20).map(str.encode).filter(lambda b: len(b) < 256),
-            ),
-            min_size=1,
-            max_size=3,
-        )
-        return strings.map(lambda s: dns.rdtypes.ANY.TXT.TXT(IN, rdtype, s))
+        return txt_strings.map(lambda s: _fixed(dns.rdtypes.ANY.TXT.TXT(IN, rdtype, s)))
     if rdtype == dns.rdatatype.TLSA:
-        return tlsa_rdata()
+        return tlsa_rdata.map(_fixed)
     if rdtype == dns.rdatatype.CNAME:
-        return pooled.map(lambda n: dns.rdtypes.ANY.CNAME.CNAME(IN, rdtype, n))
+        return pooled.map(lambda i: lambda names: dns.rdtypes.ANY.CNAME.CNAME(IN, rdtype, names[i]))
     if rdtype == dns.rdatatype.NS:
-        return pooled.map(lambda n: dns.rdtypes.ANY.NS.NS(IN, rdtype, n))
+        return pooled.map(lambda i: lambda names: dns.rdtypes.ANY.NS.NS(IN, rdtype, names[i]))
     assert rdtype == dns.rdatatype.SOA
+    # The serial, refresh, retry and expire (any, and unread) as one draw; the minimum
+    # (which the negative TTL comes from) as an integer, small ones more often.
     return st.builds(
-        lambda m, r, f: dns.rdtypes.ANY.SOA.SOA(IN, rdtype, m, r, *f),
+        lambda m, r, times, minimum: (
+            lambda names: dns.rdtypes.ANY.SOA.SOA(
+                IN, rdtype, names[m], names[r], *struct.unpack("!4I", times), minimum
+            )
+        ),
         pooled,
         pooled,
-        st.tuples(*[st.integers(0, 2**32 - 1)] * 5),
+        st.binary(min_size=16, max_size=16),
+        st.integers(0, 2**32 - 1),
     )
 
 
-@st.composite
-def rrsets(
-    draw: st.DrawFn,
-    pool: Sequence[dns.name.Name],
-    rdtype: dns.rdatatype.RdataType | None = None,
-    owner: dns.name.Name | None = None,
+txt_strings = st.lists(
+    st.one_of(
+        st.binary(max_size=30),
+        st.text(max_size=20).map(str.encode).filter(lambda b: len(b) < 256),
+    ),
+    min_size=1,
+    max_size=3,
+)
+
+Records = list[tuple[Pick, int]]
+"""An RRset's records, each with the TTL it comes with (the RRset takes the smallest)."""
+
+
+@functools.cache
+def records_of(rdtype: dns.rdatatype.RdataType, size: int) -> st.SearchStrategy[Records]:
+    return st.lists(st.tuples(rdata_of(rdtype, size), ttls), min_size=1, max_size=3)
+
+
+@functools.cache
+def owned_records(
+    rdtypes: tuple[dns.rdatatype.RdataType, ...], size: int
+) -> st.SearchStrategy[tuple[dns.rdatatype.RdataType, int, Records]]:
+    """A type of `rdtypes`, an owner (an index into the pool of `size`), and records."""
+    return st.one_of(
+        [st.tuples(st.just(t), st.integers(0, size - 1), records_of(t, size)) for t in rdtypes]
+    )
+
+
+def rrset(
+    owner: dns.name.Name,
+    rdtype: dns.rdatatype.RdataType,
+    records: Records,
+    names: Sequence[dns.name.Name],
 ) -> dns.rrset.RRset:
-    if rdtype is None:
-        rdtype = draw(st.sampled_from([*QTYPES, dns.rdatatype.NS]))
-    if owner is None:
-        owner = draw(st.sampled_from(pool))
-    rrset = dns.rrset.RRset(owner, IN, rdtype)
-    for rdata in draw(st.lists(rdata_of(rdtype, pool), min_size=1, max_size=3)):
-        rrset.add(rdata, draw(ttls))
-    return rrset
+    made = dns.rrset.RRset(owner, IN, rdtype)
+    for pick, ttl in records:
+        made.add(pick(names), ttl)
+    return made
 
 
 def chaos_txt(owner: dns.name.Name) -> dns.rrset.RRset:
@@ -451,6 +499,13 @@ edns_options = st.lists(
 )
 
 
+ANY_TYPES = (*QTYPES, dns.rdatatype.NS)
+AUTHORITY_TYPES = (dns.rdatatype.SOA, dns.rdatatype.SOA, dns.rdatatype.NS)
+PLAIN_RCODES = st.sampled_from(RCODES)
+ALL_RCODES = st.sampled_from(RCODES + EXTENDED_RCODES)
+CHAIN_LENGTHS = st.integers(0, MAX_CNAME_LINKS + 1)
+
+
 @dataclass(frozen=True)
 class Made:
     """A reply made by dnspython to `query`, and the question as dnspython names it."""
@@ -465,37 +520,42 @@ def replies(draw: st.DrawFn) -> Made:
     """A reply with a random CNAME chain from the QNAME, random RRsets (repeated owners and
     types, so that records merge), SOA or NS in authority, any RCODE, AD, EDNS with EDE."""
     pool = draw(st.lists(names, min_size=1, max_size=5))
-    qname = draw(st.sampled_from(pool))
+    size = len(pool)
+    pooled = [*pool, dns.name.root]
+    qname = pool[draw(st.integers(0, size - 1))]
     rdtype = draw(st.sampled_from(QTYPES))
     query = build_query(qname, rdtype)
     response = dns.message.make_response(dns.message.from_wire(query.with_id(QUERY_ID)))
     with_edns = draw(st.booleans())
     response.use_edns(0 if with_edns else None, 0, 1232, options=draw(edns_options))
-    response.set_rcode(draw(st.sampled_from(RCODES + (EXTENDED_RCODES if with_edns else []))))
+    response.set_rcode(draw(ALL_RCODES if with_edns else PLAIN_RCODES))
     if draw(st.booleans()):
         response.flags |= dns.flags.AD
     answer: list[dns.rrset.RRset] = []
     owner = qname
-    for _ in range(draw(st.integers(0, MAX_CNAME_LINKS + 1))):
-        link = draw(rrsets(pool, dns.rdatatype.CNAME, owner))
+    for _ in range(draw(CHAIN_LENGTHS)):
+        link = rrset(
+            owner, dns.rdatatype.CNAME, draw(records_of(dns.rdatatype.CNAME, size)), pooled
+        )
         answer.append(link)
         target = link[0]
         assert isinstance(target, dns.rdtypes.ANY.CNAME.CNAME)
         owner = target.target
     if draw(st.booleans()):
-        answer.append(draw(rrsets(pool, rdtype, owner)))
-    answer += draw(st.lists(rrsets(pool), max_size=3))
+        answer.append(rrset(owner, rdtype, draw(records_of(rdtype, size)), pooled))
+    for t, at, records in draw(st.lists(owned_records(ANY_TYPES, size), max_size=3)):
+        answer.append(rrset(pool[at], t, records, pooled))
     if draw(st.booleans()):
         answer.append(chaos_txt(owner))
     if answer and draw(st.booleans()):  # the same RRset again, another TTL: merged
-        again = draw(st.sampled_from(answer)).copy()
+        again = answer[draw(st.integers(0, len(answer) - 1))].copy()
         again.ttl = draw(ttls)
         answer.insert(draw(st.integers(0, len(answer))), again)
     response.answer = draw(st.permutations(answer))
-    authority_types = st.sampled_from([dns.rdatatype.SOA, dns.rdatatype.SOA, dns.rdatatype.NS])
-    response.authority = draw(
-        st.lists(authority_types.flatmap(lambda t: rrsets(pool, t)), max_size=3)
-    )
+    response.authority = [
+        rrset(pool[at], t, records, pooled)
+        for t, at, records in draw(st.lists(owned_records(AUTHORITY_TYPES, size), max_size=3))
+    ]
     return Made(query, qname, response.to_wire(max_size=65535, want_shuffle=False))
 
 
@@ -630,21 +690,27 @@ def test_name_text_examples() -> None:
 # ---------------------------------------------------------------- hostile bytes
 
 
+MUTATIONS = st.sampled_from([1, 1, 1, 2, 4])
+ACTIONS = st.sampled_from(["flip", "flip", "flip", "cut", "insert", "pointer"])
+BITS = st.integers(0, 7)
+INSERTS = st.binary(min_size=1, max_size=4)
+
+
 def _mutate(wire: bytes, data: st.DataObject) -> bytes:
     """Bytes flipped, cut, inserted, or compression pointers written anywhere past the ID
     and flags (the counts included)."""
     mutated = bytearray(wire)
-    for _ in range(data.draw(st.sampled_from([1, 1, 1, 2, 4]))):
+    for _ in range(data.draw(MUTATIONS)):
         if len(mutated) <= 5:
             break
         position = data.draw(st.integers(4, len(mutated) - 1))
-        action = data.draw(st.sampled_from(["flip", "flip", "flip", "cut", "insert", "pointer"]))
+        action = data.draw(ACTIONS)
         if action == "flip":
-            mutated[position] ^= 1 << data.draw(st.integers(0, 7))
+            mutated[position] ^= 1 << data.draw(BITS)
         elif action == "cut":
             del mutated[position:]
         elif action == "insert":
-            mutated[position:position] = data.draw(st.binary(min_size=1, max_size=4))
+            mutated[position:position] = data.draw(INSERTS)
         else:  # backwards, onto itself, or forwards
             target = data.draw(st.integers(0, len(mutated) + 4))
             mutated[position : position + 2] = bytes([0xC0 | (target >> 8), target & 0xFF])
@@ -668,6 +734,9 @@ def test_mutated_replies_are_read_as_dnspython_reads_them_or_refused(
         assert found == expected
 
 
+A_QUERY = build_query(dns.name.from_text("a.example"), dns.rdatatype.A)
+
+
 @given(
     st.integers(0, 0xFFFF),
     st.lists(st.integers(0, 3), min_size=4, max_size=4),
@@ -680,7 +749,7 @@ def test_random_records_never_raise(flags: int, counts: list[int], body: bytes) 
     result = parse_response(wire)
     assert isinstance(result, Response | Refusal)
     if isinstance(result, Response):
-        outcome = interpret(build_query(dns.name.from_text("a.example"), dns.rdatatype.A), result)
+        outcome = interpret(A_QUERY, result)
         assert isinstance(outcome.status, DnsStatus)
 
 

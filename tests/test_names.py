@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import string
 
 import pytest
 from hypothesis import given
@@ -249,8 +250,12 @@ def test_reference_with_underscore_is_tolerated() -> None:
 
 # ---------------------------------------------------------------- properties
 
-LABEL = st.from_regex(r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\Z")
-TLD = st.from_regex(r"\A[a-z]{2,8}\Z")
+# What r"\A[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\Z" and r"\A[a-z]{2,8}\Z" match, drawn as
+# whole strings (a regex strategy draws each character on its own).
+LABEL = st.text(
+    alphabet=string.ascii_lowercase + string.digits + "-", min_size=1, max_size=22
+).filter(lambda label: not label.startswith("-") and not label.endswith("-"))
+TLD = st.text(alphabet=string.ascii_lowercase, min_size=2, max_size=8)
 HOSTNAME = st.builds(
     lambda labels, tld: ".".join([*labels, tld]), st.lists(LABEL, min_size=1, max_size=4), TLD
 )

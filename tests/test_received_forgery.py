@@ -7,6 +7,7 @@ stored in a real SQLite file, judged by `received_evidence`.
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -307,6 +308,14 @@ RESULT_TYPES = st.sampled_from(
     ["certificate-expired", "starttls-not-supported", "sts-policy-fetch-error"]
 )
 
+FAILURES = st.lists(st.tuples(RESULT_TYPES, st.integers(1, 400)), max_size=2)
+DAYS_AGO = st.integers(0, 16)
+ORGANIZATIONS = st.sampled_from(["Mail Provider Inc.", "Other Org"])
+REPORT_IDS = st.sampled_from(["r0", "r1", "r2", "r3"])
+# floods of successes included: a million or a billion sessions at once
+SUCCESSFUL = st.integers(0, 200_000) | st.sampled_from([10**6, 10**9])
+SOURCE_HOSTS = st.integers(1, 3)
+
 
 # SQLite's commits wait for the disk; in memory the property runs in seconds.
 MEMORY_FOLDER = "/dev/shm" if Path("/dev/shm").is_dir() else None
@@ -316,22 +325,30 @@ MEMORY_FOLDER = "/dev/shm" if Path("/dev/shm").is_dir() else None
 def copies(draw: st.DrawFn) -> tuple[ParsedReport, Provenance]:
     """A report as some sender delivers it: under one of a few report-ids (so that
     copies collide: duplicates and conflicts), with any authenticity."""
-    failures = draw(st.lists(st.tuples(RESULT_TYPES, st.integers(1, 400)), max_size=2))
-    day = (NOW - timedelta(days=draw(st.integers(0, 16)))).date().isoformat()
+    failures = draw(FAILURES)
+    day = (NOW - timedelta(days=draw(DAYS_AGO))).date().isoformat()
     report = report_dict(
-        organization=draw(st.sampled_from(["Mail Provider Inc.", "Other Org"])),
-        report_id=draw(st.sampled_from(["r0", "r1", "r2", "r3"])),
+        organization=draw(ORGANIZATIONS),
+        report_id=draw(REPORT_IDS),
         day=day,
-        # floods of successes included: a million or a billion sessions at once
-        successful=draw(st.integers(0, 200_000) | st.sampled_from([10**6, 10**9])),
+        successful=draw(SUCCESSFUL),
         failed=sum(count for _, count in failures),
         details=[{"result-type": kind, "failed-session-count": count} for kind, count in failures],
     )
     authenticity = draw(AUTHENTICITY)
-    source = f"192.0.2.{draw(st.integers(1, 3))}"
+    source = f"192.0.2.{draw(SOURCE_HOSTS)}"
     return parsed(report), Provenance(
         authenticity, "test", submitter=authenticity.signer, source=source
     )
+
+
+@functools.cache
+def new_store_file() -> bytes:
+    """The file of a new, migrated store: made once, each example starts from a copy."""
+    with tempfile.TemporaryDirectory(dir=MEMORY_FOLDER) as folder:
+        path = Path(folder) / "db.sqlite"
+        ReportStore.open(path).close()
+        return path.read_bytes()
 
 
 def evidence_before_and_after(
@@ -341,21 +358,21 @@ def evidence_before_and_after(
 ) -> tuple[ReceivedEvidence, ReceivedEvidence]:
     """The evidence of a real store holding `base`, then holding `extra` too."""
     judged: list[ReceivedEvidence] = []
-    with (
-        tempfile.TemporaryDirectory(dir=MEMORY_FOLDER) as folder,
-        ReportStore.open(Path(folder) / "db.sqlite") as store,
-    ):
-        for added in (base, [extra]):
-            for report, provenance in added:
-                store.add(report, provenance, NOW)
-            judged.append(
-                received_evidence(
-                    load_domain_reports(store, POLICY_DOMAIN),
-                    POLICY_DOMAIN,
-                    NOW,
-                    include_unverified=include_unverified,
+    with tempfile.TemporaryDirectory(dir=MEMORY_FOLDER) as folder:
+        path = Path(folder) / "db.sqlite"
+        path.write_bytes(new_store_file())
+        with ReportStore.open(path) as store:
+            for added in (base, [extra]):
+                for report, provenance in added:
+                    store.add(report, provenance, NOW)
+                judged.append(
+                    received_evidence(
+                        load_domain_reports(store, POLICY_DOMAIN),
+                        POLICY_DOMAIN,
+                        NOW,
+                        include_unverified=include_unverified,
+                    )
                 )
-            )
     return judged[0], judged[1]
 
 

@@ -66,9 +66,10 @@ def add(
     store.add(parsed, Provenance(authenticity, "test", submitter=submitter), NOW)
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Path:
-    path = tmp_path / "reports.sqlite"
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once for the module: the tests only read it."""
+    path = tmp_path_factory.mktemp("database") / "reports.sqlite"
     with ReportStore.open(path) as store:
         for day in ("2026-04-01", "2026-04-02", "2026-04-03"):
             add(store, report_dict(day=day, report_id=f"x-{day}"))
@@ -103,6 +104,14 @@ def html_page(database: Path, out: Path, *args: str) -> str:
     return out.read_text(encoding="utf-8")
 
 
+@pytest.fixture(scope="module")
+def domain_page(database: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The page of POLICY_DOMAIN, rendered once for the tests that read it: into a
+    folder that does not exist yet."""
+    out = tmp_path_factory.mktemp("page") / "out" / "page.html"
+    return html_page(database, out, "--domain", POLICY_DOMAIN)
+
+
 def chart_svgs(html: str) -> list[str]:
     found = re.findall(r'src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
     return [base64.b64decode(match).decode("utf-8") for match in found]
@@ -122,8 +131,8 @@ def svg_texts(svg: str) -> list[str]:
 # ---------------------------------------------------------------- the page as text
 
 
-def test_page_is_offline_and_escapes_report_text(database: Path, tmp_path: Path) -> None:
-    html = html_page(database, tmp_path / "out" / "page.html", "--domain", POLICY_DOMAIN)
+def test_page_is_offline_and_escapes_report_text(domain_page: str) -> None:
+    html = domain_page
     assert f'<meta http-equiv="Content-Security-Policy" content="{CSP}">' in html
     assert "<script" not in html.lower()
     assert HOSTILE not in html
@@ -200,8 +209,8 @@ def test_days_lie_on_a_time_axis_with_the_failure_rate(
     )
 
 
-def test_failures_by_result_type_over_time(database: Path, tmp_path: Path) -> None:
-    html = html_page(database, tmp_path / "page.html", "--domain", POLICY_DOMAIN)
+def test_failures_by_result_type_over_time(domain_page: str) -> None:
+    html = domain_page
     svgs = chart_svgs(html)
     over_time = next(svg for svg in svgs if "starttls-not-supported" in svg_texts(svg))
     texts = svg_texts(over_time)
@@ -209,8 +218,8 @@ def test_failures_by_result_type_over_time(database: Path, tmp_path: Path) -> No
     assert "2026-04-02" in texts  # on the time axis
 
 
-def test_organizations_show_successes_beside_failures(database: Path, tmp_path: Path) -> None:
-    html = html_page(database, tmp_path / "page.html", "--domain", POLICY_DOMAIN)
+def test_organizations_show_successes_beside_failures(domain_page: str) -> None:
+    html = domain_page
     organizations = next(
         svg for svg in chart_svgs(html) if "sending organization" in "".join(svg_texts(svg))
     )
@@ -220,8 +229,8 @@ def test_organizations_show_successes_beside_failures(database: Path, tmp_path: 
     assert "2,700 sessions, 0 failed" in joined
 
 
-def test_sending_sources_are_charted_per_domain(database: Path, tmp_path: Path) -> None:
-    html = html_page(database, tmp_path / "page.html", "--domain", POLICY_DOMAIN)
+def test_sending_sources_are_charted_per_domain(domain_page: str) -> None:
+    html = domain_page
     sending = [svg for svg in chart_svgs(html) if "sending MTA IP" in svg_texts(svg)]
     assert len(sending) == 1
     assert "192.0.2.9" in svg_texts(sending[0])

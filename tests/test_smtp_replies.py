@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import string
 
 import pytest
 from hypothesis import given
@@ -438,8 +439,18 @@ def test_ehlo_first_occurrence_wins() -> None:
     assert parsed.params("STARTTLS") is None
 
 
-ehlo_keywords = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9-]{0,15}\Z")
-ehlo_params = st.lists(st.from_regex(r"\A[!-~]{1,10}\Z"), max_size=3)
+# What r"\A[A-Za-z0-9][A-Za-z0-9-]{0,15}\Z" and r"\A[!-~]{1,10}\Z" match, drawn as whole
+# strings (a regex strategy draws each character on its own).
+ALNUM = string.ascii_letters + string.digits
+ehlo_keywords = st.builds(
+    str.__add__, st.sampled_from(ALNUM), st.text(alphabet=ALNUM + "-", max_size=15)
+)
+ehlo_params = st.lists(
+    st.text(
+        alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=10
+    ),
+    max_size=3,
+)
 
 
 @given(st.lists(st.tuples(ehlo_keywords, ehlo_params), max_size=8))

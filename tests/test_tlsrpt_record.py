@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -307,8 +309,13 @@ def test_never_raises_on_arbitrary_fields(records: list[str]) -> None:
     assert isinstance(result, TlsRptRecord | TlsRptRecordError)
 
 
-locals_ = st.from_regex(r"[a-z0-9.+_-]{1,12}", fullmatch=True)
-hosts = st.from_regex(r"[a-z0-9]{1,8}(\.[a-z0-9]{1,8}){1,3}", fullmatch=True)
+# What r"[a-z0-9.+_-]{1,12}" and r"[a-z0-9]{1,8}(\.[a-z0-9]{1,8}){1,3}" match, drawn as
+# whole strings (a regex strategy draws each character on its own).
+LOWER_DIGITS = string.ascii_lowercase + string.digits
+locals_ = st.text(alphabet=LOWER_DIGITS + ".+_-", min_size=1, max_size=12)
+hosts = st.lists(
+    st.text(alphabet=LOWER_DIGITS, min_size=1, max_size=8), min_size=2, max_size=4
+).map(".".join)
 uris = st.one_of(
     st.builds(lambda user, host: f"mailto:{user}@{host}", locals_, hosts),
     st.builds(lambda host: f"https://{host}/tlsrpt", hosts),
