@@ -163,14 +163,15 @@ def default_ehlo_name() -> str:
     name = host_ehlo_name()
     if name is not None:
         return name
-    import typer
+    from scanner.render import output_console
 
-    typer.echo(
+    output_console(stderr=True).print(  # wrapped to a terminal, or to COLUMNS when piped
         f"warning: this host has no fully qualified name that resolves; EHLO will say "
         f"{DEFAULT_EHLO_NAME}, which servers checking the EHLO name "
         "(reject_unknown_helo_hostname) refuse: set --ehlo-name to a name that resolves "
         "to this host",
-        err=True,
+        markup=False,
+        highlight=False,
     )
     return DEFAULT_EHLO_NAME
 

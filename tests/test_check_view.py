@@ -146,3 +146,26 @@ def test_a_table_too_wide_for_the_terminal_becomes_blocks_with_every_cell_whole(
     wide = io.StringIO()
     print_table(Console(file=wide, width=300, no_color=True), table)
     assert "┃ organization" in wide.getvalue()
+
+
+@pytest.mark.parametrize(("columns", "widest"), [("80", 80), (None, 10_000)])
+def test_the_ehlo_name_warning_fits_columns_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    columns: str | None,
+    widest: int,
+) -> None:
+    from scanner import options
+
+    monkeypatch.setattr(options, "host_ehlo_name", lambda: None)
+    if columns is not None:
+        monkeypatch.setenv("COLUMNS", columns)
+    options.default_ehlo_name.cache_clear()
+    try:
+        assert options.default_ehlo_name() == options.DEFAULT_EHLO_NAME
+    finally:
+        options.default_ehlo_name.cache_clear()
+    lines = capsys.readouterr().err.splitlines()
+    assert all(len(line) <= widest for line in lines)
+    assert (len(lines) > 1) is (columns is not None)  # piped: one line for grep
+    assert "set --ehlo-name to a name that resolves" in " ".join(lines)
