@@ -140,12 +140,14 @@ _VALUE_WORDS: Final = {"int": "N", "float": "NUMBER", "Path": "FILE", "str": "TE
 def _tidy(param: P) -> P:
     """Help that reads as words: a flag shows no `<bool>`, a value a word (N, FILE, TEXT),
     an argument its name in capitals (in the usage line too, where typer would put a
-    required one in braces: `DOMAIN`, `RESULTS...`, an optional one `[NAME]`)."""
+    required one in braces: `DOMAIN`, `RESULTS...`, an optional one `[NAME]`), and no
+    type beside it (`<str>`, `<path>`)."""
     if param.param_type_name == "argument" and param.name:
         word = param.metavar or param.name.upper()
         word = word if param.required else f"[{word}]"
         word += "..." if param.nargs != 1 else ""
         param.get_usage_pieces = lambda ctx: [word]  # type: ignore[method-assign]
+        param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
     if param.metavar is not None:
         return param
     if getattr(param, "is_flag", False):

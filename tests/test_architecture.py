@@ -192,7 +192,8 @@ def test_every_command_has_a_help_page(path: tuple[str, ...]) -> None:
 
 @pytest.mark.parametrize("path", [(), *command_paths()], ids=lambda p: " ".join(p) or "scanner")
 def test_help_pages_show_values_as_words(path: tuple[str, ...]) -> None:
-    """No typer braces around an argument (`{DOMAIN}`) and no `<bool>` on a flag."""
+    """No typer braces around an argument (`{DOMAIN}`), no `<bool>` on a flag, and no
+    type in angle brackets (`<str>`, `<path>`) anywhere."""
     from commands import invoke
 
     shown = invoke(*path, "--help")
@@ -200,3 +201,4 @@ def test_help_pages_show_values_as_words(path: tuple[str, ...]) -> None:
     assert "Usage:" in shown.output
     for mark in ("{", "}", "<bool>"):
         assert mark not in shown.output, (path, mark)
+    assert not re.search(r"<[a-z\[\]]+>", shown.output), (path, shown.output)
