@@ -34,6 +34,7 @@ mkdir -p "$STAGES" "$LOGS"
 run_stage() {
     name=$1
     shift
+    began=$(date +%s)
     pids=""
     k=0
     while [ "$k" -lt "$SHARDS" ]; do
@@ -59,6 +60,7 @@ run_stage() {
     if [ "$failed" -ne 0 ]; then
         exit "$failed"
     fi
+    echo "$name: $SHARDS shards in $(($(date +%s) - began)) s" >&2
 }
 
 start=$(date +%s)
