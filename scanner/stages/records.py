@@ -205,15 +205,37 @@ def complete_set(directory: Path, stage: str, part: str, what: str) -> tuple[int
 
 
 def read_records(
-    path: Path, kind: type[_T], header: Callable[[Header], str | None]
+    path: Path,
+    kind: type[_T],
+    header: Callable[[Header], str | None],
+    wanted: Callable[[dict[str, object]], bool] | None = None,
 ) -> Iterator[_T]:
-    """The records of a stage file after its header; `header` says what is wrong with it."""
+    """The records of a stage file after its header; `header` says what is wrong with it.
+
+    `wanted`, when given, sees each record as JSON first: only those it takes are decoded.
+    """
+    for number, data in raw_records(path, header):
+        if wanted is not None and not wanted(data):
+            continue
+        try:
+            yield decode(kind, data)
+        except Undecodable as exc:
+            raise StageRefusal(f"{path} line {number} is damaged: {exc}") from None
+
+
+def raw_records(
+    path: Path, header: Callable[[Header], str | None]
+) -> Iterator[tuple[int, dict[str, object]]]:
+    """(line number, the record as JSON) for each record of a stage file after its header."""
     lines = text_lines(path)
     try:
         first = next(lines, None)
         if first is None:
             raise StageRefusal(f"{path} is empty")
-        head = decode(Header, json.loads(first))
+        try:
+            head = decode(Header, json.loads(first))
+        except (ValueError, Undecodable) as exc:
+            raise StageRefusal(f"{path} has no stage header: {exc}") from None
         if head.format != STAGE_FORMAT:
             raise StageRefusal(
                 f"{path} holds stage records of format {head.format}, this scanner reads "
@@ -226,11 +248,12 @@ def read_records(
             if not line.strip():
                 continue
             try:
-                yield decode(kind, json.loads(line))
-            except (ValueError, Undecodable) as exc:
+                data = json.loads(line)
+            except ValueError as exc:
                 raise StageRefusal(f"{path} line {number} is damaged: {exc}") from None
-    except (ValueError, Undecodable) as exc:
-        raise StageRefusal(f"{path} has no stage header: {exc}") from None
+            if not isinstance(data, dict):
+                raise StageRefusal(f"{path} line {number} is damaged: not an object")
+            yield number, data
     except OSError as exc:
         raise StageRefusal(f"cannot read {path}: {exc.strerror or exc}") from None
 

@@ -12,7 +12,7 @@ and write nothing.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,9 @@ from scanner.evidence import ReceivedSettings, with_received
 from scanner.models import DomainFacts, ProbeOutcome, ReportOptions
 from scanner.output import written_line
 from scanner.scan import ScanStats, utc_now
+from scanner.stages.codec import encode
 from scanner.stages.records import (
+    LEFT_TO_PROBE,
     Discovered,
     Header,
     Probed,
@@ -31,6 +33,7 @@ from scanner.stages.records import (
     StageWriter,
     complete_set,
     is_left_to_probe,
+    raw_records,
     read_records,
     shard_files,
 )
@@ -58,7 +61,7 @@ def facts_path(in_dir: Path, shard: Shard) -> Path:
     return found
 
 
-def discovered(path: Path, shard: Shard) -> Iterator[Discovered]:
+def _expected_facts(shard: Shard) -> Callable[[Header], str | None]:
     def expected(header: Header) -> str | None:
         if header.stage != "discover-facts" or (header.shard, header.count) != (
             shard.index,
@@ -67,17 +70,31 @@ def discovered(path: Path, shard: Shard) -> Iterator[Discovered]:
             return f"its header says {header.stage} {header.shard}/{header.count}"
         return None
 
-    return read_records(path, Discovered, expected)
+    return expected
 
 
-def keys_left(record: Discovered) -> Iterator[Key]:
-    """The targets a domain's facts left to the probe stage."""
-    if record.facts is None:
-        return
-    for host in record.facts.hosts:
-        for probe in host.probes:
-            if is_left_to_probe(probe):
-                yield (probe.hostname, probe.ip, record.port)
+def discovered(path: Path, shard: Shard) -> Iterator[Discovered]:
+    return read_records(path, Discovered, _expected_facts(shard))
+
+
+def wanted_keys(path: Path, shard: Shard) -> set[Key]:
+    """The targets this shard's facts left to the probe stage, read from the JSON alone:
+    the facts are decoded once, when they are joined."""
+    left = encode(LEFT_TO_PROBE)
+    wanted: set[Key] = set()
+    for number, data in raw_records(path, _expected_facts(shard)):
+        facts, port = data.get("facts"), data.get("port")
+        hosts = facts.get("hosts") if isinstance(facts, dict) else None
+        for host in hosts if isinstance(hosts, list) else ():
+            probes = host.get("probes") if isinstance(host, dict) else None
+            for probe in probes if isinstance(probes, list) else ():
+                if not isinstance(probe, dict) or probe.get("interruption") != left:
+                    continue
+                hostname, ip = probe.get("hostname"), probe.get("ip")
+                if not (isinstance(hostname, str) and isinstance(ip, str) and type(port) is int):
+                    raise StageRefusal(f"{path} line {number} is damaged: a target without names")
+                wanted.add((hostname, ip, port))
+    return wanted
 
 
 def probe_outcomes(in_dir: Path, wanted: set[Key]) -> tuple[int, dict[Key, ProbeOutcome]]:
@@ -91,7 +108,11 @@ def probe_outcomes(in_dir: Path, wanted: set[Key]) -> tuple[int, dict[Key, Probe
                 return f"its header says {header.stage} {header.shard}/{header.count}"
             return None
 
-        for probed in read_records(path, Probed, expected):
+        def mine(data: dict[str, object]) -> bool:
+            key = (data.get("hostname"), data.get("ip"), data.get("port"))
+            return all(isinstance(part, str | int) for part in key) and key in wanted
+
+        for probed in read_records(path, Probed, expected, mine):
             if probed.key in wanted:
                 outcomes[probed.key] = probed.outcome
     missing = wanted - outcomes.keys()
@@ -149,7 +170,7 @@ async def verdict_shard(
 ) -> VerdictEnd:
     """Write this shard's results lines to `out` (replaced when it exists, once complete)."""
     path = facts_path(in_dir, shard)
-    wanted = {key for record in discovered(path, shard) for key in keys_left(record)}
+    wanted = wanted_keys(path, shard)
     count, outcomes = probe_outcomes(in_dir, wanted)
     stats = ScanStats()
     writer = StageWriter(out, header=None)
