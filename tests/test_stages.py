@@ -26,7 +26,7 @@ from trio.testing import MockClock
 from scanner.core.inputs import Shard
 from scanner.files import InputReader, text_lines
 from scanner.lab import Lab, World, load_world, open_lab
-from scanner.models import DomainFacts
+from scanner.models import DomainFacts, HostDane, ProbeOutcome
 from scanner.options import NetworkOptions, build_scanner, network_options
 from scanner.stages.codec import Undecodable, decode, encode
 from scanner.stages.compare import answers, differences
@@ -205,6 +205,16 @@ def test_any_json_decodes_to_facts_or_is_undecodable(data: object) -> None:
     """A stage file is data: whatever JSON it holds, decoding gives facts or `Undecodable`."""
     with contextlib.suppress(Undecodable):
         decode(DomainFacts, data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.from_type(ProbeOutcome), st.from_type(HostDane))
+def test_outcomes_and_tlsa_facts_survive_a_stage_file(
+    outcome: ProbeOutcome, dane: HostDane
+) -> None:
+    """What a probe shard writes is what the verdict reads, field for field."""
+    for value, kind in ((outcome, ProbeOutcome), (dane, HostDane)):
+        assert decode(kind, json.loads(json.dumps(encode(value)))) == value
 
 
 def test_address_shards_split_addresses_stably() -> None:
