@@ -56,9 +56,12 @@ def shard_targets(in_dir: Path, shard: Shard) -> tuple[int, list[Target]]:
                 return f"its header says {header.stage} {header.shard}/{header.count}"
             return None
 
-        for target in read_records(path, Target, expected):
-            if address_shard(target.ip, shard.count) == shard.index:
-                mine.setdefault(target.key, target)
+        def ours(data: dict[str, object]) -> bool:
+            ip = data.get("ip")
+            return isinstance(ip, str) and address_shard(ip, shard.count) == shard.index
+
+        for target in read_records(path, Target, expected, ours):
+            mine.setdefault(target.key, target)
     return count, list(mine.values())
 
 
