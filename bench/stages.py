@@ -102,7 +102,8 @@ def main() -> int:
     compile_scanner()
     with tempfile.TemporaryDirectory(prefix="scanner-bench-stages-") as tmp:
         work = Path(tmp)
-        world_text, domains, _ = generate_world(args.domains)
+        world_text, domains, faults = generate_world(args.domains)
+        faulty = {name for name, fault in zip(domains, faults, strict=True) if fault}
         world = work / "world.toml"
         world.write_text(world_text, encoding="utf-8")
         listing = work / "domains.txt"
@@ -131,14 +132,26 @@ def main() -> int:
         print(log.strip())
         one = [json.loads(line) for line in text_lines(work / "one.jsonl")]
         staged = [json.loads(line) for line in text_lines(work / "staged" / "results.jsonl")]
-        found = differences(one, staged)
         more = {
             ip: (count, one_sessions.get(ip, 0))
             for ip, count in staged_sessions.items()
             if count > one_sessions.get(ip, 0)
         }
         print(f"domains                {len(one)} one-process, {len(staged)} staged")
-        print(f"answers differ         {len(found)}" + "".join(f"\n  {d}" for d in found[:10]))
+        for name, lines in (("one process", one), ("staged", staged)):
+            unexpected = sorted(
+                line["domain"]
+                for line in lines
+                if bool(line.get("enforce_ready")) == (line["domain"] in faulty)
+            )
+            print(f"unexpected verdicts, {name}: {len(unexpected)} {' '.join(unexpected[:20])}")
+        found = differences(one, staged, limit=100_000)
+        domains_differing = sorted({text.partition(":")[0] for text in found})
+        print(
+            f"domains whose answers differ: {len(domains_differing)} {' '.join(domains_differing)}"
+        )
+        for text in found[:5]:
+            print(f"  {text[:400]}")
         for name, wall, cpu, counts, peaks in (
             ("one process", one_wall, one_cpu, one_sessions, one_peaks),
             (
