@@ -4,7 +4,8 @@
 # a plain range (0-7, 1-8, 0-14:2), not a list such as 1,4,9. Submit from the directory
 # that holds lists/ and receives results/:  sbatch deploy/slurm-array.sh
 # A requeued task (--requeue, preemption) continues its file: --resume.
-# See deploy/README.md before running it.
+# A staged scan, which probes each MX address from one task only, is three arrays with
+# dependencies: deploy/slurm-stages.sh. See deploy/README.md before running it.
 #SBATCH --job-name=mta-sts-scan
 #SBATCH --array=0-7
 #SBATCH --cpus-per-task=2

@@ -63,6 +63,12 @@ def _add_doctor(app: typer.Typer) -> None:
     register(app)
 
 
+def _add_stages(app: typer.Typer) -> None:
+    from scanner.stages.cli import register
+
+    register(app)
+
+
 def _add_policy(app: typer.Typer) -> None:
     from scanner.suggest import policy_app
 
@@ -79,6 +85,7 @@ COMMANDS_ON_DEMAND: Final[Mapping[str, Callable[[typer.Typer], None]]] = {
     "tlsrpt": _add_tlsrpt,
     "policy": _add_policy,
     "doctor": _add_doctor,
+    "stage": _add_stages,
     "demo": _add_lab,
     "lab": _add_lab,
 }
@@ -86,6 +93,7 @@ COMMANDS_ON_DEMAND: Final[Mapping[str, Callable[[typer.Typer], None]]] = {
 LISTED_ORDER: Final = (
     "check",
     "scan",
+    "stage",
     "doctor",
     "report",
     "stats",

@@ -541,6 +541,16 @@ class Scanner:
             refusal = no_ipv6_route()
         if refusal is not None:
             return ProbeOutcome(hostname, ip, AddressStatus.NOT_TESTABLE, interruption=refusal)
+        return await self.probe_admitted(hostname, ip, gate, dane)
+
+    async def probe_admitted(
+        self, hostname: str, ip: str, gate: DomainGate, dane: HostDane | None
+    ) -> ProbeOutcome:
+        """The probe of an admitted (MX host, address), once per run through the probe cache.
+
+        A staged scan's discover stage puts the target aside here instead
+        (`scanner.stages.discover`).
+        """
 
         async def run_probe() -> ProbeOutcome:
             outcome = await self._probe_with_retries(hostname, ip, gate)
@@ -616,12 +626,17 @@ class Scanner:
         write_line: Callable[[str], None],
         *,
         progress: ProgressSink | None = None,
+        line_of: Callable[[DomainResult], tuple[str, DomainResult]] | None = None,
     ) -> ScanStats:
         """Scan every item and hand each finished line to `write_line`, as it finishes.
 
+        `line_of` builds the line of a result (the results line, `output.written_line`,
+        unless a staged scan's discover stage writes its own records).
         Cancelling the caller's scope stops the scan: in-flight domains are
         dropped, every line already handed over is complete.
         """
+        report = self.settings.report
+        build = line_of or (lambda result: written_line(result, report))
         concurrency = max(1, self.settings.concurrency)
         governor = self.governor = LoadGovernor(concurrency)
         work_send, work_receive = trio.open_memory_channel[str | InvalidInput | RankedInput](
@@ -664,7 +679,7 @@ class Scanner:
         async def writer() -> None:
             async with line_receive:
                 async for scanned in line_receive:
-                    line, result = written_line(scanned, self.settings.report)
+                    line, result = build(scanned)
                     connects = (
                         self.connects_of(result) if watch.pending else self.attempts_of(result)
                     )

@@ -154,7 +154,7 @@ def test_root_help_lists_every_command_in_order() -> None:
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("stat", "Did you mean 'stats'?"), ("tlsrp", "Did you mean 'tlsrpt'?")],
+    [("stat", "Did you mean 'stats', 'stage'?"), ("tlsrp", "Did you mean 'tlsrpt'?")],
 )
 def test_a_mistyped_command_is_matched_against_commands_on_demand(name: str, message: str) -> None:
     result = CliRunner().invoke(app, [name], env={"COLUMNS": "120"})

@@ -101,3 +101,47 @@ def test_the_readme_covers_running_responsibly() -> None:
     text = (DEPLOY / "README.md").read_text(encoding="utf-8")
     for subject in ("PTR", "--contact", "--exclude", "port 25", "--shard auto", "jq -s"):
         assert subject in text
+
+
+def test_the_staged_manifest_is_three_indexed_jobs_that_wait_for_the_stage_before() -> None:
+    jobs = list(yaml.safe_load_all((DEPLOY / "kubernetes-stages.yaml").read_text(encoding="utf-8")))
+    stages = []
+    for job in jobs:
+        spec = job["spec"]
+        assert (job["kind"], spec["completionMode"]) == ("Job", "Indexed")
+        assert spec["parallelism"] == spec["completions"] == 8
+        pod = spec["template"]["spec"]
+        (scanner,) = pod["containers"]
+        args = scanner["args"]
+        assert args[:2] == ["stage", args[1]]
+        assert option(args, "--shard") == "auto/8"
+        for required in ("--ehlo-name", "--contact", "--exclude"):
+            assert required in args
+        waits = [" ".join(init["args"]) for init in pod.get("initContainers", [])]
+        stages.append((args[1], waits))
+    assert [name for name, _ in stages] == ["discover", "probe", "verdict"]
+    assert stages[0][1] == []
+    assert "discover-*-of-8.targets" in stages[1][1][0]
+    assert "-eq 8" in stages[1][1][0]
+    assert "probe-*-of-8.jsonl.gz" in stages[2][1][0]
+    assert ".failed" in stages[2][1][0]
+
+
+def test_the_staged_slurm_script_chains_three_arrays_by_dependencies() -> None:
+    text = (DEPLOY / "slurm-stages.sh").read_text(encoding="utf-8")
+    assert text.startswith("#!/bin/bash\n")
+    assert "--dependency=afterok:" in text
+    assert re.search(r"^ARRAY=\d+-\d+$", text, re.MULTILINE)
+    order = [
+        text.index(f"scanner stage {name} --shard auto")
+        for name in ("discover", "probe", "verdict")
+    ]
+    assert order == sorted(order)
+    assert 'probe=$(submit probe "$discover"' in text
+    assert 'verdict=$(submit verdict "$probe"' in text
+
+
+def test_the_readme_runs_the_local_stages_script() -> None:
+    commands = readme_commands()
+    assert any(command.startswith("deploy/local-stages.sh 4 ") for command in commands)
+    assert (DEPLOY / "local-stages.sh").stat().st_mode & 0o111

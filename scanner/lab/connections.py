@@ -41,6 +41,15 @@ class ConnectionStats:
     def peak(self, ip: str) -> int:
         return self._peak[_canonical(ip)]
 
+    def addresses(self) -> list[str]:
+        """Every address that accepted a connection since the start (or the last `reset`)."""
+        return list(self._total)
+
+    def reset(self) -> None:
+        """Count afresh from now (a benchmark between runs); open connections stay open."""
+        self._total = Counter()
+        self._peak = Counter({ip: count for ip, count in self._open.items() if count})
+
 
 def _canonical(ip: str) -> str:
     try:
