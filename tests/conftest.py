@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +18,13 @@ from scanner.lab import Lab, World, demo_world_path, load_world, open_lab
 # (pytest-xdist's workers are given COLUMNS=80): a test that wants a width sets it.
 for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
+
+# Compiled modules are cached (`__pycache__`, ignored by git) even where the environment
+# sets PYTHONDONTWRITEBYTECODE: otherwise every test process, and every `python -m
+# scanner` a test starts, compiles the package and rewrites the test modules' asserts
+# again (about 7 s of CPU per process for the suite's modules alone).
+sys.dont_write_bytecode = False
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 # Property tests judge results, never speed: an example, or its generation, slowed by a
 # busy machine is not a failure (Hypothesis's default 200 ms deadline and its too_slow
