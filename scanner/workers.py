@@ -68,6 +68,11 @@ QUEUE_PER_WORKER: Final = 2  # domains queued per worker beyond its concurrency
 # Run as `python -c`, so that pickled classes are this module's, not `__main__`'s.
 WORKER_ENTRY: Final = "import sys; from scanner.workers import main; main(sys.argv)"
 STOP_GRACE: Final = 2.0  # seconds a worker has to leave after "stop" before it is killed
+# How long a posted message may wait for others to share its write. Every write wakes
+# the process at the other end, and on a shared core a wake-up (a context switch, the
+# event loop's turn) cost more than the message: gathering a few milliseconds' worth of
+# messages into one write is what lets workers scale.
+FLUSH_INTERVAL: Final = 0.002
 
 
 # ---------------------------------------------------------------- messages
@@ -251,17 +256,22 @@ class OversizedMessageError(ValueError):
 class Channel:
     """Length-prefixed pickled messages over a trio stream, written in batches.
 
-    A message is queued, then written with every other message queued before the
-    write begins: while one `send_all` is under way (or the sender yields to take the
-    lock), the messages other tasks send pile up and go out in the next single write.
-    A system call per message cost a worker more than the gate it talks to.
+    `send` queues a message and writes it with every other message queued before the
+    write begins. `post` only queues it: the channel's `flusher` task writes what was
+    posted at most `interval` seconds later, in one write with everything posted
+    meanwhile. Both keep the order messages were queued in. A write (and the
+    wake-up it causes at the other end) per message cost a worker more than the gate
+    it talks to.
     """
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, interval: float = FLUSH_INTERVAL) -> None:
         self.stream = stream
+        self.interval = interval
         self._buffer = bytearray()
         self._queued = bytearray()
         self._send_lock = trio.Lock()
+        self._armed = False  # something was posted and the flusher was told
+        self._posted = trio.Event()
         self.writes = 0
 
     def queue(self, message: Message) -> None:
@@ -281,6 +291,22 @@ class Channel:
     async def send(self, message: Message) -> None:
         self.queue(message)
         await self.flush()
+
+    def post(self, message: Message) -> None:
+        """Queue `message` for the flusher's next write (within `interval`)."""
+        self.queue(message)
+        if not self._armed:
+            self._armed = True
+            self._posted.set()
+
+    async def flusher(self) -> None:
+        """Write what is posted, gathered over `interval` seconds, until cancelled."""
+        while True:
+            await self._posted.wait()
+            await trio.sleep(self.interval)
+            self._armed = False
+            self._posted = trio.Event()
+            await self.flush()
 
     async def receive(self) -> Message | None:
         """The next message, or None when the other end closed or died.
@@ -339,6 +365,16 @@ def _cgroup_quota(path: Path) -> int | None:
 # ---------------------------------------------------------------- the worker's side
 
 
+class _Waiter:
+    """A worker's question waiting for the parent's answer."""
+
+    __slots__ = ("answer", "event")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.answer: Answer | None = None
+
+
 class RemoteGate:
     """A worker's view of the parent's gate, with the same methods as `Gate`.
 
@@ -352,7 +388,7 @@ class RemoteGate:
         self._channel = channel
         self._post = post
         self._ids = itertools.count()
-        self._waiting: dict[int, trio.MemorySendChannel[Answer]] = {}
+        self._waiting: dict[int, _Waiter] = {}
         self._busy: set[str] = set()
         self.busy_signals = 0
 
@@ -366,19 +402,21 @@ class RemoteGate:
         return next(self._ids)
 
     async def ask(self, question: Acquire | AdmitName | Claim) -> Answer:
-        """Send `question` and wait for the parent's answer to its id."""
-        send, receive = trio.open_memory_channel[Answer](1)
-        self._waiting[question.ask_id] = send
+        """Post `question` and wait for the parent's answer to its id."""
+        waiter = self._waiting[question.ask_id] = _Waiter()
         try:
-            await self._channel.send(question)
-            return await receive.receive()
+            self._channel.post(question)
+            await waiter.event.wait()
         finally:
             del self._waiting[question.ask_id]
+        assert waiter.answer is not None
+        return waiter.answer
 
     def answered(self, answer: Answer) -> None:
-        waiting = self._waiting.get(answer.ask_id)
-        if waiting is not None:
-            waiting.send_nowait(answer)
+        waiter = self._waiting.get(answer.ask_id)
+        if waiter is not None:
+            waiter.answer = answer
+            waiter.event.set()
 
     async def admit_name(self, ip: str, hostname: str) -> Interruption | None:
         answer = await self.ask(AdmitName(self.new_id(), ip, hostname))
@@ -406,8 +444,7 @@ class RemoteGate:
                 self._busy.add(ip)
             yield
         finally:
-            with trio.CancelScope(shield=True):
-                await self._channel.send(Release(ask_id))
+            self._channel.post(Release(ask_id))
 
 
 class RemoteProbeCache:
@@ -436,11 +473,10 @@ class RemoteProbeCache:
                 return answer.value
             outcome = await run()
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._channel.send(Probed(ask_id, None))
+            self._channel.post(Probed(ask_id, None))
             raise
         self.probes_run += 1
-        await self._channel.send(Probed(ask_id, without_der(outcome)))
+        self._channel.post(Probed(ask_id, without_der(outcome)))
         return outcome
 
 
@@ -471,8 +507,8 @@ class _Report:
     """Sends each line the scan's writer built (`take`) with the summary of its result
     (`domain_done`, which the writer calls right after it)."""
 
-    def __init__(self, outbox: trio.MemorySendChannel[Message], scanner: Scanner) -> None:
-        self._outbox = outbox
+    def __init__(self, channel: Channel, scanner: Scanner) -> None:
+        self._channel = channel
         self._scanner = scanner
         self._line = ""
 
@@ -481,7 +517,7 @@ class _Report:
 
     def domain_done(self, result: DomainResult) -> None:
         connects = self._scanner.connects_of(result)
-        self._outbox.send_nowait(Finished(self._line, summarize(result, connects)))
+        self._channel.post(Finished(self._line, summarize(result, connects)))
 
 
 async def _worker(fd: int) -> None:
@@ -501,10 +537,9 @@ async def work(channel: Channel) -> None:
     # The parent decides port 25 from every worker's tallies: a worker holds nothing.
     egress = dataclasses.replace(scanner.settings.egress, enabled=False)
     scanner.settings = dataclasses.replace(scanner.settings, egress=egress)
-    outbox_send, outbox_receive = trio.open_memory_channel[Message](math.inf)
     local = scanner.gate
     assert isinstance(local, Gate)
-    remote = RemoteGate(local, channel, outbox_send.send_nowait)
+    remote = RemoteGate(local, channel, channel.post)
     scanner.gate = remote
     scanner.probe_cache = RemoteProbeCache(remote, channel)
     items_send, items_receive = trio.open_memory_channel[str | InvalidInput | RankedInput](math.inf)
@@ -513,14 +548,6 @@ async def work(channel: Channel) -> None:
         async with items_receive:
             async for item in items_receive:
                 yield item
-
-    async def send_outbox() -> None:
-        """Results, busy and served reports in order, `Done` last."""
-        async with outbox_receive:
-            async for message in outbox_receive:
-                channel.queue(message)
-                _queue_waiting(channel, outbox_receive)  # in the same write
-                await channel.flush()
 
     async with trio.open_nursery() as nursery:
 
@@ -537,25 +564,13 @@ async def work(channel: Channel) -> None:
                 elif isinstance(message, Answer):
                     remote.answered(message)
 
-        async def scan() -> None:
-            async with outbox_send:
-                report = _Report(outbox_send, scanner)
-                await scanner.run(items(), report.take, progress=report)
-                outbox_send.send_nowait(Done(scanner.probe_cache.probes_run, load_of(scanner)))
-
         nursery.start_soon(listen)
-        async with trio.open_nursery() as inner:
-            inner.start_soon(send_outbox)
-            inner.start_soon(scan)
+        nursery.start_soon(channel.flusher)
+        report = _Report(channel, scanner)
+        await scanner.run(items(), report.take, progress=report)
+        # Results, busy and served reports in the order they were posted, `Done` last.
+        await channel.send(Done(scanner.probe_cache.probes_run, load_of(scanner)))
         nursery.cancel_scope.cancel()
-
-
-def _queue_waiting(channel: Channel, outbox: trio.MemoryReceiveChannel[Message]) -> None:
-    while True:
-        try:
-            channel.queue(outbox.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return
 
 
 def main(argv: list[str]) -> None:
@@ -723,12 +738,7 @@ async def _hand_over(pool: list[_Worker], item: str | InvalidInput | RankedInput
         if worker.gone:  # it ended while the feed waited for room: pick again
             continue
         worker.in_flight.add(_key(item))
-        try:
-            await worker.channel.send(Scan(item))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            worker.in_flight.discard(_key(item))
-            worker.gone = True
-            continue
+        worker.channel.post(Scan(item))  # a worker gone meanwhile loses it with the rest
         return True
 
 
@@ -780,7 +790,7 @@ async def _claim(shared: _Shared, worker: _Worker, claim: Claim) -> None:
         send, receive = trio.open_memory_channel[ProbeOutcome | None](1)
         shared.running[who] = send
         try:
-            await worker.channel.send(Answer(claim.ask_id, run=True))
+            worker.channel.post(Answer(claim.ask_id, run=True))
             outcome = await receive.receive()
         finally:
             del shared.running[who]
@@ -796,7 +806,7 @@ async def _claim(shared: _Shared, worker: _Worker, claim: Claim) -> None:
         shared.abandoned.discard(who)
         return
     if not ran_here:
-        await worker.channel.send(Answer(claim.ask_id, outcome))
+        worker.channel.post(Answer(claim.ask_id, outcome))
 
 
 async def _hold_slot(
@@ -805,7 +815,7 @@ async def _hold_slot(
     """Hold one slot of `ip` for a worker until it releases it (or gave up waiting)."""
     async with gate.slot(ip):
         if not release.is_set():
-            await channel.send(Answer(ask_id, gate.was_busy(ip)))
+            channel.post(Answer(ask_id, gate.was_busy(ip)))
         await release.wait()
 
 
@@ -820,12 +830,19 @@ class _Link:
     progress: SummarySink | None
     nursery: trio.Nursery
     held: dict[int, trio.Event] = field(default_factory=dict)  # acquire id → its release
+    # slots taken at once, without a task: acquire id → its address
+    taken: dict[int, str] = field(default_factory=dict)
 
     async def handle(self, message: Message) -> bool:
         """Act on one message; False once the worker is done."""
         if isinstance(message, Finished):
             await self.finished(message)
         elif isinstance(message, Acquire):
+            gate = self.shared.gate
+            if gate.acquire_nowait(message.ip):
+                self.taken[message.ask_id] = message.ip
+                self.worker.channel.post(Answer(message.ask_id, gate.was_busy(message.ip)))
+                return True
             self.held[message.ask_id] = trio.Event()
             self.nursery.start_soon(
                 _hold_slot,
@@ -836,12 +853,16 @@ class _Link:
                 self.held[message.ask_id],
             )
         elif isinstance(message, Release):
+            ip = self.taken.pop(message.ask_id, None)
+            if ip is not None:
+                self.shared.gate.release(ip)
+                return True
             released = self.held.pop(message.ask_id, None)
             if released is not None:
                 released.set()
         elif isinstance(message, AdmitName):
             refusal = await self.shared.gate.admit_name(message.ip, message.hostname)
-            await self.worker.channel.send(Answer(message.ask_id, refusal))
+            self.worker.channel.post(Answer(message.ask_id, refusal))
         elif isinstance(message, Claim):
             self.nursery.start_soon(_claim, self.shared, self.worker, message)
         elif isinstance(message, Probed):
@@ -869,6 +890,12 @@ class _Link:
         if self.progress is not None:
             self.progress.domain_done(message.summary)
 
+    def let_go(self) -> None:
+        """Give back the slots taken at once (those held by tasks go with the tasks)."""
+        for ip in self.taken.values():
+            self.shared.gate.release(ip)
+        self.taken.clear()
+
     def probed(self, message: Probed) -> None:
         who = (self.worker.index, message.ask_id)
         waiting = self.shared.running.get(who)
@@ -886,14 +913,17 @@ async def _serve_worker(
     progress: SummarySink | None,
 ) -> None:
     """Serve one worker until it is done (or gone: its in-flight domains are then lost)."""
+    link: _Link | None = None
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.channel.flusher)
             link = _Link(worker, shared, write_line, run, progress, nursery)
             while True:
                 message = await worker.channel.receive()
                 if message is None:
                     break
                 if not await link.handle(message):
+                    link.let_go()
                     nursery.cancel_scope.cancel()
                     return
             # What it held (gate slots, probe claims others wait for) is let go by
@@ -907,6 +937,8 @@ async def _serve_worker(
         with suppress(ProcessLookupError):
             worker.process.kill()
     # Gone: its domains in flight are lost.
+    if link is not None:
+        link.let_go()
     worker.gone = True
     if worker.waiting is not None:
         worker.waiting.cancel()
