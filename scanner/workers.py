@@ -29,6 +29,7 @@ stderr and a `--resume` scans them again.
 
 from __future__ import annotations
 
+import collections
 import copyreg
 import dataclasses
 import itertools
@@ -261,14 +262,16 @@ class Channel:
     posted at most `interval` seconds later, in one write with everything posted
     meanwhile. Both keep the order messages were queued in. A write (and the
     wake-up it causes at the other end) per message cost a worker more than the gate
-    it talks to.
+    it talks to. A write is one frame: the list of its messages, pickled at once
+    (one frame per message if that list would be over `MAX_MESSAGE`).
     """
 
     def __init__(self, stream: trio.abc.Stream, *, interval: float = FLUSH_INTERVAL) -> None:
         self.stream = stream
         self.interval = interval
         self._buffer = bytearray()
-        self._queued = bytearray()
+        self._queued: list[Message] = []
+        self._received: collections.deque[Message] = collections.deque()
         self._send_lock = trio.Lock()
         self._armed = False  # something was posted and the flusher was told
         self._posted = trio.Event()
@@ -276,17 +279,15 @@ class Channel:
 
     def queue(self, message: Message) -> None:
         """Add `message` to the next write; `flush` (or any `send`) writes it."""
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self._queued += FRAME.pack(len(data))
-        self._queued += data
+        self._queued.append(message)
 
     async def flush(self) -> None:
         """Return once everything queued so far is written (perhaps by another task)."""
         async with self._send_lock:
             if self._queued:
-                data, self._queued = self._queued, bytearray()
+                messages, self._queued = self._queued, []
                 self.writes += 1
-                await self.stream.send_all(data)
+                await self.stream.send_all(_frames(messages))
 
     async def send(self, message: Message) -> None:
         self.queue(message)
@@ -315,6 +316,8 @@ class Channel:
         answers a close with unread data so): that is its end as well.
         """
         while True:
+            if self._received:
+                return self._received.popleft()
             if len(self._buffer) >= FRAME.size:
                 (size,) = FRAME.unpack_from(self._buffer)
                 if size > MAX_MESSAGE:
@@ -322,8 +325,9 @@ class Channel:
                 if len(self._buffer) >= FRAME.size + size:
                     data = bytes(self._buffer[FRAME.size : FRAME.size + size])
                     del self._buffer[: FRAME.size + size]
-                    message: Message = pickle.loads(data)
-                    return message
+                    messages: list[Message] = pickle.loads(data)
+                    self._received.extend(messages)
+                    continue
             try:
                 chunk = await self.stream.receive_some(1 << 16)
             except trio.BrokenResourceError:
@@ -331,6 +335,14 @@ class Channel:
             if not chunk:
                 return None
             self._buffer += chunk
+
+
+def _frames(messages: list[Message]) -> bytes:
+    """`messages` as one frame, or as one frame each when together they are too long."""
+    data = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) <= MAX_MESSAGE or len(messages) == 1:
+        return FRAME.pack(len(data)) + data
+    return b"".join(_frames([message]) for message in messages)
 
 
 # ---------------------------------------------------------------- how many workers
@@ -648,6 +660,8 @@ class _Shared:
     )
     # claims their worker gave up before it was told to run them
     abandoned: set[tuple[int, int]] = field(default_factory=set)
+    # probes begun in the cache at once, without a task: (worker, ask id) → the key
+    begun: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
 
 
 def _key(item: str | InvalidInput | RankedInput) -> str:
@@ -864,7 +878,7 @@ class _Link:
             refusal = await self.shared.gate.admit_name(message.ip, message.hostname)
             self.worker.channel.post(Answer(message.ask_id, refusal))
         elif isinstance(message, Claim):
-            self.nursery.start_soon(_claim, self.shared, self.worker, message)
+            self.claim(message)
         elif isinstance(message, Probed):
             self.probed(message)
         elif isinstance(message, Busy):
@@ -890,14 +904,37 @@ class _Link:
         if self.progress is not None:
             self.progress.domain_done(message.summary)
 
+    def claim(self, claim: Claim) -> None:
+        """Answer at once with the outcome kept, or "run" when nobody probes it yet;
+        otherwise a task waits for the probe under way (`_claim`)."""
+        key = (claim.hostname, claim.ip)
+        cache = self.shared.cache
+        outcome = cache.lookup(key)
+        if outcome is not None:
+            self.worker.channel.post(Answer(claim.ask_id, outcome))
+        elif not cache.probing(key):
+            cache.begin(key)
+            self.shared.begun[(self.worker.index, claim.ask_id)] = key
+            self.worker.channel.post(Answer(claim.ask_id, run=True))
+        else:
+            self.nursery.start_soon(_claim, self.shared, self.worker, claim)
+
     def let_go(self) -> None:
-        """Give back the slots taken at once (those held by tasks go with the tasks)."""
+        """Give back the slots taken at once (those held by tasks go with the tasks),
+        and the probes begun at once, for another worker to take over."""
         for ip in self.taken.values():
             self.shared.gate.release(ip)
         self.taken.clear()
+        index = self.worker.index
+        for who in [who for who in self.shared.begun if who[0] == index]:
+            self.shared.cache.finish(self.shared.begun.pop(who), None)
 
     def probed(self, message: Probed) -> None:
         who = (self.worker.index, message.ask_id)
+        key = self.shared.begun.pop(who, None)
+        if key is not None:
+            self.shared.cache.finish(key, message.outcome)
+            return
         waiting = self.shared.running.get(who)
         if waiting is not None:
             waiting.send_nowait(message.outcome)
