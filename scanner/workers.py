@@ -745,10 +745,13 @@ async def _hand_over(pool: list[_Worker], item: str | InvalidInput | RankedInput
         if not live:
             return False
         worker = live[_route(item, len(live))]
-        with trio.CancelScope() as waiting:
-            worker.waiting = waiting
-            await worker.room.acquire()
-        worker.waiting = None
+        try:
+            worker.room.acquire_nowait()  # no schedule point while there is room
+        except trio.WouldBlock:
+            with trio.CancelScope() as waiting:
+                worker.waiting = waiting
+                await worker.room.acquire()
+            worker.waiting = None
         if worker.gone:  # it ended while the feed waited for room: pick again
             continue
         worker.in_flight.add(_key(item))
