@@ -542,11 +542,12 @@ def main() -> int:
             cpu, out, _ = measure([*command, "--timeout", str(args.timeout), *lab_args], env, work)
             return cpu.total, Counter(json.loads(out))
 
-        def scan(workers: int) -> tuple[Cpu, int, str, int]:
+        def scan(workers: int, domain_file: str = "domains.txt") -> tuple[Cpu, int, str, int]:
             out = work / "scan.jsonl"
             out.unlink(missing_ok=True)
             args.workers = workers
             command = scan_command(args, work, out, lab_args, [sys.executable, "-m"])
+            command[command.index("--input") + 1] = str(work / domain_file)
             cpu, _, err = measure(command, env, work)
             sessions = re.search(r"(\d+) SMTP sessions", err)
             records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
@@ -590,6 +591,14 @@ def main() -> int:
                 for workers in variants:
                     ratios[workers].append(scans[workers][-1].total / n * 1000 / floors[-1])
             print(f"median floor {statistics.median(floors):.2f} ms/domain")
+            # Each variant once more on no domains: its start-up, to tell what a domain
+            # costs once the processes run (what a long list costs per domain).
+            started = {workers: scan(workers, "none.txt")[0] for workers in variants}
+            for workers, cpu in started.items():
+                print(
+                    f"start-up, --workers {workers}: {cpu.total:.2f} s "
+                    f"(parent {cpu.own:.2f} s, workers {cpu.children:.2f} s)"
+                )
             one = scans.get(1)
             for workers in variants:
                 each = scans[workers]
@@ -600,6 +609,11 @@ def main() -> int:
                 if workers > 1:
                     parent = statistics.median(c.own / c.children for c in each if c.children)
                     line += f", parent/workers CPU {parent:.3f}"
+                    start = started[workers]
+                    marginal = statistics.median(
+                        (c.own - start.own) / (c.children - start.children) for c in each
+                    )
+                    line += f" ({marginal:.3f} past start-up)"
                     if one:
                         paired = [c.total / o.total for c, o in zip(each, one, strict=True)]
                         line += f", total / --workers 1 {statistics.median(paired):.2f} (paired)"
