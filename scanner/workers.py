@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-`scanner scan --workers N` (N > 1) starts N worker processes (`python -c
-WORKER_ENTRY FD`), each a full trio scan loop with its own resolver, caches and
-TLS context, connected to the parent by a socket pair. The parent keeps what must
-be one per run:
+`scanner scan --workers N` (N > 1) starts N worker processes (on Linux forked
+before the parent's trio loop, `fork_workers`; elsewhere `python -c WORKER_ENTRY
+FD`), each a full trio scan loop with its own resolver, caches and TLS context,
+connected to the parent by a socket pair. The parent keeps what must be one per run:
 
 * the input: it reads, filters (`--resume`, `--shard`, duplicates) and hands each
   domain to the worker chosen by the domain's stable hash, so a domain's scan is
@@ -19,8 +19,12 @@ be one per run:
   workers. Workers decide locally only what needs no shared state (`--exclude`,
   the address guard).
 
-Messages are typed values (the frozen dataclasses below), pickled behind a 4-byte
-length (both ends are this program).
+Messages are typed values (the frozen dataclasses below). Both ends post them and
+a flusher writes what was posted over `FLUSH_INTERVAL` as one frame: the list of
+messages, pickled, behind a 4-byte length (both ends are this program). A wake-up of
+the other process costs more than a message, so this, and answering a free slot or a
+kept outcome without a task, is what makes two workers cost about what one process
+does (docs/architecture.md#worker-processes).
 Workers ignore SIGINT: the parent handles Ctrl-C and SIGTERM, cancels the feed and
 stops the workers; the file then holds only complete lines, as with one process.
 A worker that dies takes its in-flight domains with it; they are reported on
@@ -75,6 +79,8 @@ STOP_GRACE: Final = 2.0  # seconds a worker has to leave after "stop" before it 
 # event loop's turn) cost more than the message: gathering a few milliseconds' worth of
 # messages into one write is what lets workers scale.
 FLUSH_INTERVAL: Final = 0.002
+KNOWN_OUTCOMES: Final = 1024  # probe outcomes a worker keeps to answer itself
+KNOWN_NAMES: Final = 4096  # (address, MX name) pairs a worker knows the parent admitted
 
 
 # ---------------------------------------------------------------- messages
@@ -402,6 +408,7 @@ class RemoteGate:
         self._post = post
         self._ids = itertools.count()
         self._waiting: dict[int, _Waiter] = {}
+        self._admitted: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._busy: set[str] = set()
         self.busy_signals = 0
 
@@ -432,8 +439,20 @@ class RemoteGate:
             waiter.event.set()
 
     async def admit_name(self, ip: str, hostname: str) -> Interruption | None:
+        """The parent's decision; a name once admitted on an address stays admitted for
+        the run, so this worker asks about each (address, name) once (the last
+        `KNOWN_NAMES` of them)."""
+        key = (ip, hostname)
+        if key in self._admitted:
+            self._admitted.move_to_end(key)
+            return None
         answer = await self.ask(AdmitName(self.new_id(), ip, hostname))
-        return answer.value if isinstance(answer.value, Interruption) else None
+        if isinstance(answer.value, Interruption):
+            return answer.value
+        self._admitted[key] = None
+        if len(self._admitted) > KNOWN_NAMES:
+            self._admitted.popitem(last=False)
+        return None
 
     def was_busy(self, ip: str) -> bool:
         return ip in self._busy
@@ -472,25 +491,43 @@ class RemoteProbeCache:
     def __init__(self, gate: RemoteGate, channel: Channel) -> None:
         self._gate = gate
         self._channel = channel
+        # The outcomes this worker probed or was given, the last `KNOWN_OUTCOMES`: the
+        # run's one session of each (host, address), so asking again would only fetch them.
+        self._known: collections.OrderedDict[tuple[str, str], ProbeOutcome] = (
+            collections.OrderedDict()
+        )
         self.probes_run = 0
         self.hits = 0
 
     async def get(
         self, key: tuple[str, str], run: Callable[[], Awaitable[ProbeOutcome]]
     ) -> ProbeOutcome:
+        known = self._known.get(key)
+        if known is not None:
+            self._known.move_to_end(key)
+            self.hits += 1
+            return known
         ask_id = self._gate.new_id()
         try:
             answer = await self._gate.ask(Claim(ask_id, *key))
             if not answer.run and isinstance(answer.value, ProbeOutcome):
                 self.hits += 1
+                self._remember(key, answer.value)
                 return answer.value
             outcome = await run()
         except BaseException:
             self._channel.post(Probed(ask_id, None))
             raise
         self.probes_run += 1
-        self._channel.post(Probed(ask_id, without_der(outcome)))
+        kept = without_der(outcome)
+        self._channel.post(Probed(ask_id, kept))
+        self._remember(key, kept)
         return outcome
+
+    def _remember(self, key: tuple[str, str], outcome: ProbeOutcome) -> None:
+        self._known[key] = outcome
+        if len(self._known) > KNOWN_OUTCOMES:
+            self._known.popitem(last=False)
 
 
 def summarize(result: DomainResult, connects: ConnectTally) -> Summary:
