@@ -78,7 +78,7 @@ STOP_GRACE: Final = 2.0  # seconds a worker has to leave after "stop" before it 
 # the process at the other end, and on a shared core a wake-up (a context switch, the
 # event loop's turn) cost more than the message: gathering a few milliseconds' worth of
 # messages into one write is what lets workers scale.
-FLUSH_INTERVAL: Final = 0.002
+FLUSH_INTERVAL: Final = 0.005
 KNOWN_OUTCOMES: Final = 1024  # probe outcomes a worker keeps to answer itself
 KNOWN_NAMES: Final = 4096  # (address, MX name) pairs a worker knows the parent admitted
 
