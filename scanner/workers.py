@@ -61,7 +61,14 @@ from scanner.core.result import DomainResult, ResultView
 from scanner.models import Interruption, ProbeOutcome
 from scanner.net.gate import Gate
 from scanner.port25 import Port25Watch, disabled_watch
-from scanner.scan import DEFAULT_PROBE_CACHE_SIZE, ProbeCache, Scanner, ScanStats, without_der
+from scanner.scan import (
+    DEFAULT_PROBE_CACHE_SIZE,
+    ProbeCache,
+    Scanner,
+    ScanStats,
+    outcome_cost,
+    without_der,
+)
 
 if TYPE_CHECKING:
     from scanner.options import NetworkOptions
@@ -79,7 +86,8 @@ STOP_GRACE: Final = 2.0  # seconds a worker has to leave after "stop" before it 
 # event loop's turn) cost more than the message: gathering a few milliseconds' worth of
 # messages into one write is what lets workers scale.
 FLUSH_INTERVAL: Final = 0.005
-KNOWN_OUTCOMES: Final = 1024  # probe outcomes a worker keeps to answer itself
+KNOWN_OUTCOMES: Final = 1024  # probe outcomes a worker keeps to answer itself ...
+KNOWN_OUTCOME_BYTES: Final = 4 * 1024 * 1024  # ... and their bytes, as `outcome_cost` counts
 KNOWN_NAMES: Final = 4096  # (address, MX name) pairs a worker knows the parent admitted
 
 
@@ -493,9 +501,10 @@ class RemoteProbeCache:
         self._channel = channel
         # The outcomes this worker probed or was given, the last `KNOWN_OUTCOMES`: the
         # run's one session of each (host, address), so asking again would only fetch them.
-        self._known: collections.OrderedDict[tuple[str, str], ProbeOutcome] = (
+        self._known: collections.OrderedDict[tuple[str, str], tuple[ProbeOutcome, int]] = (
             collections.OrderedDict()
         )
+        self._known_bytes = 0
         self.probes_run = 0
         self.hits = 0
 
@@ -506,7 +515,7 @@ class RemoteProbeCache:
         if known is not None:
             self._known.move_to_end(key)
             self.hits += 1
-            return known
+            return known[0]
         ask_id = self._gate.new_id()
         try:
             answer = await self._gate.ask(Claim(ask_id, *key))
@@ -525,9 +534,14 @@ class RemoteProbeCache:
         return outcome
 
     def _remember(self, key: tuple[str, str], outcome: ProbeOutcome) -> None:
-        self._known[key] = outcome
-        if len(self._known) > KNOWN_OUTCOMES:
-            self._known.popitem(last=False)
+        if key in self._known:
+            return
+        cost = outcome_cost(outcome)
+        self._known[key] = (outcome, cost)
+        self._known_bytes += cost
+        while len(self._known) > KNOWN_OUTCOMES or self._known_bytes > KNOWN_OUTCOME_BYTES:
+            _, (_, dropped) = self._known.popitem(last=False)
+            self._known_bytes -= dropped
 
 
 def summarize(result: DomainResult, connects: ConnectTally) -> Summary:

@@ -69,6 +69,7 @@ from scanner.workers import (
     can_fork_workers,
     fork_workers,
     run_parallel,
+    start_process,
     usable_cpus,
     work,
 )
@@ -498,13 +499,13 @@ async def test_a_batch_too_long_for_one_frame_goes_one_message_a_frame() -> None
     left, right = trio.testing.memory_stream_pair()
     sender, receiver = Channel(left), Channel(right)
     big = "x" * (MAX_MESSAGE // 2 + 1)
-    sender.queue(("line", big))
-    sender.queue(("line", big + "y"))
+    sender.queue(Scan(big))
+    sender.queue(Scan(big + "y"))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sender.flush)
         first = await receiver.receive()
         second = await receiver.receive()
-    assert (first, second) == (("line", big), ("line", big + "y"))
+    assert (first, second) == (Scan(big), Scan(big + "y"))
 
 
 def test_a_free_slot_is_taken_at_once_and_never_ahead_of_a_waiter() -> None:
@@ -582,3 +583,12 @@ def test_forked_workers_start_stop_and_can_be_killed() -> None:
                 return await first.wait(), await second.wait()
 
     assert trio.run(main) == (0, -signal.SIGKILL)
+
+
+async def test_a_worker_started_as_a_new_interpreter_stops_when_asked() -> None:
+    """Where workers are not forked (not Linux), each is `python -c WORKER_ENTRY FD`."""
+    stream, process = await start_process()
+    async with stream:
+        await Channel(stream).send(Stop())
+        with trio.fail_after(30):
+            assert await process.wait() == 0
