@@ -1,6 +1,6 @@
 """Benchmark: the floor, the least CPU per domain this stack needs for the scanner's network work.
 
-    python bench/floor.py [--domains 2000] [--rounds 3] [--no-breakdown]
+    python bench/floor.py [--domains 2000] [--rounds 3] [--no-breakdown] [--workers 1,2]
 
 The floor client (`python bench/floor.py client ...`, started by this script) does, per
 domain, the network work `scanner scan` does and nothing else, on the scanner's own
@@ -34,6 +34,12 @@ in alternating order, the floor client and `scanner scan --concurrency 200 --per
 pinned to CPU 1, CPU (user + system) from `os.wait4`, start-up included. Afterwards the
 floor runs once more with no domains, then stopping after DNS, then after HTTPS, to
 attribute its CPU to start-up, DNS, HTTPS and SMTP.
+
+`--workers 1,2` measures `scanner scan` once per round for each value given, in the
+rotating order, and a scanner with worker processes apart: its workers' CPU from
+/proc/PID/stat every 10 ms, the parent's own as the total less theirs. Each variant runs
+once more on no domains: its start-up, so that the parent's share past start-up shows
+what a long list costs.
 """
 
 from __future__ import annotations
