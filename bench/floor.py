@@ -1,6 +1,6 @@
 """Benchmark: the floor, the least CPU per domain this stack needs for the scanner's network work.
 
-    python bench/floor.py [--domains 2000] [--rounds 3] [--no-breakdown]
+    python bench/floor.py [--domains 2000] [--rounds 3] [--no-breakdown] [--workers 1,2]
 
 The floor client (`python bench/floor.py client ...`, started by this script) does, per
 domain, the network work `scanner scan` does and nothing else, on the scanner's own
@@ -34,6 +34,12 @@ in alternating order, the floor client and `scanner scan --concurrency 200 --per
 pinned to CPU 1, CPU (user + system) from `os.wait4`, start-up included. Afterwards the
 floor runs once more with no domains, then stopping after DNS, then after HTTPS, to
 attribute its CPU to start-up, DNS, HTTPS and SMTP.
+
+`--workers 1,2` measures `scanner scan` once per round for each value given, in the
+rotating order, and a scanner with worker processes apart: its workers' CPU from
+/proc/PID/stat every 10 ms, the parent's own as the total less theirs. Each variant runs
+once more on no domains: its start-up, so that the parent's share past start-up shows
+what a long list costs.
 """
 
 from __future__ import annotations
@@ -49,9 +55,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -64,7 +72,13 @@ from trio.lowlevel import wait_readable, wait_writable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from run import compile_scanner, generate_world, scan_command, serve_world  # bench/run.py
+from run import (
+    compile_scanner,
+    generate_world,
+    scan_command,
+    serve_world,
+    unexpected_verdicts,
+)  # bench/run.py
 
 from scanner.core.dns_wire import (
     MAX_RESPONSE_BYTES,
@@ -82,6 +96,7 @@ REPO = Path(__file__).resolve().parent.parent
 _T = TypeVar("_T")
 
 RECEIVE_SIZE = 65536
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 RESEND_AFTER = 1.0  # seconds before a DNS question is asked again (a lost datagram)
 DNS_TRIES = 3
 EHLO = b"EHLO floor.invalid\r\n"
@@ -418,18 +433,74 @@ def client_main(argv: list[str]) -> int:
 # ---------------------------------------------------------------- the measurement
 
 
-def measure(command: list[str], env: dict[str, str], work: Path) -> tuple[float, str, str]:
-    """Run `command` (pinned to CPU 1); its CPU (user + system, from wait4), stdout, stderr."""
+@dataclass(frozen=True)
+class Cpu:
+    """A child's CPU (user + system): in all, and that of its own process apart from its
+    children (its worker processes)."""
+
+    total: float
+    own: float
+
+    @property
+    def children(self) -> float:
+        return self.total - self.own
+
+
+def _stat_times(pid: int) -> tuple[float, float] | None:
+    """(own, waited-for children's) CPU seconds of `pid`, from /proc/PID/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
+def measure(
+    command: list[str], env: dict[str, str], work: Path, *, cpu: str = "1"
+) -> tuple[Cpu, str, str]:
+    """Run `command` pinned to CPU `cpu`: its CPU (user + system, from wait4), its own
+    CPU apart from its children's, stdout, stderr.
+
+    The children's share is read from /proc every 10 ms (the last reading of each child
+    process, or the parent's count of children waited for, whichever is larger); the
+    parent's own is the wait4 total less that.
+    """
     out, err = work / "child.out", work / "child.err"
+    children: dict[int, float] = {}
+    reaped = 0.0
     with out.open("w") as stdout, err.open("w") as stderr:
         child = subprocess.Popen(
-            ["taskset", "-c", "1", *command], stdout=stdout, stderr=stderr, env=env, cwd=REPO
+            ["taskset", "-c", cpu, *command], stdout=stdout, stderr=stderr, env=env, cwd=REPO
         )
-        _, status, usage = os.wait4(child.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
+            times = _stat_times(child.pid)
+            if times is not None:
+                reaped = max(reaped, times[1])
+            for worker in _children_of(child.pid):
+                worker_times = _stat_times(worker)
+                if worker_times is not None:
+                    children[worker] = worker_times[0]
+            time.sleep(0.01)
         child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
         sys.exit(f"{' '.join(command)}\nexited with {child.returncode}: {err.read_text()[-2000:]}")
-    return usage.ru_utime + usage.ru_stime, out.read_text(), err.read_text()
+    total = usage.ru_utime + usage.ru_stime
+    own = total - max(reaped, sum(children.values()))
+    return Cpu(total, own), out.read_text(), err.read_text()
 
 
 def main() -> int:
@@ -444,15 +515,20 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=5.0)
     parser.add_argument("--per-ip", type=int, default=4)
     parser.add_argument("--no-breakdown", dest="breakdown", action="store_false")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="scanner scan --workers values to measure each round, comma-separated (e.g. 1,2)",
+    )
     args = parser.parse_args()
-    args.workers = 1
+    variants = [int(value) for value in args.workers.split(",")]
     n = args.domains
 
     compile_scanner()
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     with tempfile.TemporaryDirectory(prefix="scanner-floor-") as tmp:
         work = Path(tmp)
-        world_text, domains, _ = generate_world(n)
+        world_text, domains, faults = generate_world(n)
         (work / "world.toml").write_text(world_text, encoding="utf-8")
         (work / "domains.txt").write_text("\n".join(domains) + "\n", encoding="utf-8")
         (work / "none.txt").write_text("", encoding="utf-8")
@@ -470,44 +546,84 @@ def main() -> int:
             ]
             command += [stop, "--concurrency", str(args.concurrency)]
             cpu, out, _ = measure([*command, "--timeout", str(args.timeout), *lab_args], env, work)
-            return cpu, Counter(json.loads(out))
+            return cpu.total, Counter(json.loads(out))
 
-        def scan() -> tuple[float, int, str]:
+        def scan(workers: int, domain_file: str = "domains.txt") -> tuple[Cpu, int, str, int]:
             out = work / "scan.jsonl"
             out.unlink(missing_ok=True)
+            args.workers = workers
             command = scan_command(args, work, out, lab_args, [sys.executable, "-m"])
+            command[command.index("--input") + 1] = str(work / domain_file)
             cpu, _, err = measure(command, env, work)
             sessions = re.search(r"(\d+) SMTP sessions", err)
-            lines = len(out.read_text(encoding="utf-8").splitlines())
-            return cpu, lines, sessions.group(1) if sessions else "?"
+            records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+            wrong = sum(unexpected_verdicts(records, domains, faults).values())
+            return cpu, len(records), sessions.group(1) if sessions else "?", wrong
 
         try:
             print(f"{n} domains; warm-up: one unmeasured scan ...", flush=True)
-            scan()
-            print("round | floor CPU  ms/domain  SMTP  HTTPS failed | scanner CPU  ms/domain  SMTP")
+            scan(variants[0])
             floors: list[float] = []
-            scans: list[float] = []
+            scans: dict[int, list[Cpu]] = {workers: [] for workers in variants}
+            ratios: dict[int, list[float]] = {workers: [] for workers in variants}
             for index in range(args.rounds):
-                if index % 2:
-                    (scan_cpu, lines, sessions), (floor_cpu, counts) = scan(), floor("smtp")
-                else:
-                    (floor_cpu, counts), (scan_cpu, lines, sessions) = floor("smtp"), scan()
-                floors.append(floor_cpu / n * 1000)
-                scans.append(scan_cpu / n * 1000)
+                order: list[int | None] = [None, *variants]  # None: the floor
+                shift = index % len(order)
+                for which in order[shift:] + order[:shift]:
+                    if which is None:
+                        floor_cpu, counts = floor("smtp")
+                        floors.append(floor_cpu / n * 1000)
+                        print(
+                            f"round {index + 1} floor: {floor_cpu:.2f} s, {floors[-1]:.2f} ms/domain, "
+                            f"{json.dumps(counts)}",
+                            flush=True,
+                        )
+                        continue
+                    cpu, lines, sessions, wrong = scan(which)
+                    scans[which].append(cpu)
+                    apart = (
+                        f", parent {cpu.own / n * 1000:.3f} ms/domain, workers "
+                        f"{cpu.children / n * 1000:.2f} ms/domain, parent/worker "
+                        f"{cpu.own / cpu.children:.3f}"
+                        if which > 1 and cpu.children
+                        else ""
+                    )
+                    print(
+                        f"round {index + 1} scanner --workers {which}: {cpu.total:.2f} s, "
+                        f"{cpu.total / n * 1000:.2f} ms/domain{apart}; {lines} lines, "
+                        f"{sessions} SMTP sessions, {wrong} unexpected verdicts",
+                        flush=True,
+                    )
+                for workers in variants:
+                    ratios[workers].append(scans[workers][-1].total / n * 1000 / floors[-1])
+            print(f"median floor {statistics.median(floors):.2f} ms/domain")
+            # Each variant once more on no domains: its start-up, to tell what a domain
+            # costs once the processes run (what a long list costs per domain).
+            started = {workers: scan(workers, "none.txt")[0] for workers in variants}
+            for workers, cpu in started.items():
                 print(
-                    f"{index + 1:5d} | {floor_cpu:7.2f} s {floors[-1]:10.2f} "
-                    f"{counts['smtp sessions']:5d} {counts['https fetches']:6d} "
-                    f"{counts['failed domains']:6d} | {scan_cpu:9.2f} s {scans[-1]:10.2f} "
-                    f"{sessions:>5s}   scanner/floor {scans[-1] / floors[-1]:.2f}",
-                    flush=True,
+                    f"start-up, --workers {workers}: {cpu.total:.2f} s "
+                    f"(parent {cpu.own:.2f} s, workers {cpu.children:.2f} s)"
                 )
-                print(f"      floor: {json.dumps(counts)}; scanner: {lines} lines")
-            ratios = [scanned / floored for scanned, floored in zip(scans, floors, strict=True)]
-            print(
-                f"median: floor {statistics.median(floors):.2f} ms/domain, scanner "
-                f"{statistics.median(scans):.2f} ms/domain, scanner/floor "
-                f"{statistics.median(ratios):.2f} (paired by round)"
-            )
+            one = scans.get(1)
+            for workers in variants:
+                each = scans[workers]
+                line = (
+                    f"median --workers {workers}: {statistics.median(c.total for c in each) / n * 1000:.2f}"
+                    f" ms/domain, scanner/floor {statistics.median(ratios[workers]):.2f} (paired by round)"
+                )
+                if workers > 1:
+                    parent = statistics.median(c.own / c.children for c in each if c.children)
+                    line += f", parent/workers CPU {parent:.3f}"
+                    start = started[workers]
+                    marginal = statistics.median(
+                        (c.own - start.own) / (c.children - start.children) for c in each
+                    )
+                    line += f" ({marginal:.3f} past start-up)"
+                    if one:
+                        paired = [c.total / o.total for c, o in zip(each, one, strict=True)]
+                        line += f", total / --workers 1 {statistics.median(paired):.2f} (paired)"
+                print(line)
             if args.breakdown:
                 runs = {"start": floor("smtp", "none.txt")}
                 runs |= {stop: floor(stop) for stop in STAGES[1:]}

@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 PROVIDERS = 4
 FAULTS = [
@@ -176,6 +177,18 @@ def scan_command(
     ]
 
 
+def unexpected_verdicts(
+    records: list[dict[str, Any]], domains: list[str], faults: list[bool]
+) -> Counter[str]:
+    """Lines whose verdict differs from the generated truth (faulty: not ready), by reason."""
+    faulty = {name for name, fault in zip(domains, faults, strict=True) if fault}
+    return Counter(
+        (record.get("blockers") or ["(ready)"])[0].split(":")[0][:70]
+        for record in records
+        if bool(record.get("enforce_ready")) == (record["domain"] in faulty)
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -231,12 +244,7 @@ def main() -> int:
         lab.wait()
         records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
         lines = len(records)
-        faulty = {name for name, fault in zip(domains, faults, strict=True) if fault}
-        surprises = Counter(
-            (record.get("blockers") or ["(ready)"])[0].split(":")[0][:70]
-            for record in records
-            if bool(record.get("enforce_ready")) == (record["domain"] in faulty)
-        )
+        surprises = unexpected_verdicts(records, domains, faults)
         sessions_match = re.search(r"(\d+) SMTP sessions", summary)
         sessions = int(sessions_match.group(1)) if sessions_match else 0
         print(summary.strip())

@@ -182,9 +182,10 @@ def parent_port25(network: NetworkOptions) -> Port25Builder | None:
 
 def in_workers(network: NetworkOptions, workers: int, progress: ProgressView | None) -> RunItems:
     """Scan in `workers` processes behind one gate and one writer here."""
-    from scanner.workers import ParallelRun, run_parallel
+    from scanner.workers import ParallelRun, can_fork_workers, fork_workers, run_parallel
 
     gate = Scanner.local_gate(scan_settings(network))
+    start = fork_workers(workers) if can_fork_workers() else None  # before the trio loop
 
     async def run(
         items: AsyncIterator[str | InvalidInput | RankedInput],
@@ -203,6 +204,7 @@ def in_workers(network: NetworkOptions, workers: int, progress: ProgressView | N
                 progress=progress,
                 totals=totals,
                 port25=parent_port25(network),
+                start=start,
             )
         finally:
             end.probes_run = totals.probes_run

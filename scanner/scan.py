@@ -180,20 +180,45 @@ class ProbeCache:
         self, key: tuple[str, str], run: Callable[[], Awaitable[ProbeOutcome]]
     ) -> ProbeOutcome:
         while True:
-            if key in self._done:
-                self._done.move_to_end(key)
-                self.hits += 1
-                return self._done[key][0]
+            done = self.lookup(key)
+            if done is not None:
+                return done
             event = self._pending.get(key)
             if event is None:
                 break
             await event.wait()
-            if key not in self._done:  # the first asker was cancelled; try ourselves
-                continue
-        event = trio.Event()
-        self._pending[key] = event
+        self.begin(key)
+        outcome: ProbeOutcome | None = None
         try:
             outcome = await run()
+            return outcome
+        finally:
+            self.finish(key, outcome)
+
+    # The steps of `get`, for an owner that hands the probe to someone else
+    # (`scanner.workers`): `lookup`, else `begin` unless `probing`, then `finish`.
+
+    def lookup(self, key: tuple[str, str]) -> ProbeOutcome | None:
+        """The outcome kept for `key` (counted as a hit), or None."""
+        done = self._done.get(key)
+        if done is None:
+            return None
+        self._done.move_to_end(key)
+        self.hits += 1
+        return done[0]
+
+    def probing(self, key: tuple[str, str]) -> bool:
+        """Whether someone has begun the probe of `key` and not finished it."""
+        return key in self._pending
+
+    def begin(self, key: tuple[str, str]) -> None:
+        """Take the probe of `key`: others asking for it wait until `finish`."""
+        self._pending[key] = trio.Event()
+
+    def finish(self, key: tuple[str, str], outcome: ProbeOutcome | None) -> None:
+        """End the probe of `key` with its outcome (kept), or None: given up, and the
+        next of those waiting takes it over."""
+        if outcome is not None:
             self.probes_run += 1
             kept = without_der(outcome)
             cost = outcome_cost(kept)
@@ -202,10 +227,7 @@ class ProbeCache:
             while len(self._done) > self._size or self.used > self._budget:
                 _, (_, dropped) = self._done.popitem(last=False)
                 self.used -= dropped
-            return outcome
-        finally:
-            del self._pending[key]
-            event.set()
+        self._pending.pop(key).set()
 
 
 def outcome_cost(outcome: ProbeOutcome) -> int:

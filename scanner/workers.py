@@ -2,10 +2,10 @@
 
 Theory of operation
 -------------------
-`scanner scan --workers N` (N > 1) starts N worker processes (`python -c
-WORKER_ENTRY FD`), each a full trio scan loop with its own resolver, caches and
-TLS context, connected to the parent by a socket pair. The parent keeps what must
-be one per run:
+`scanner scan --workers N` (N > 1) starts N worker processes (on Linux forked
+before the parent's trio loop, `fork_workers`; elsewhere `python -c WORKER_ENTRY
+FD`), each a full trio scan loop with its own resolver, caches and TLS context,
+connected to the parent by a socket pair. The parent keeps what must be one per run:
 
 * the input: it reads, filters (`--resume`, `--shard`, duplicates) and hands each
   domain to the worker chosen by the domain's stable hash, so a domain's scan is
@@ -19,8 +19,12 @@ be one per run:
   workers. Workers decide locally only what needs no shared state (`--exclude`,
   the address guard).
 
-Messages are typed values (the frozen dataclasses below), pickled behind a 4-byte
-length (both ends are this program).
+Messages are typed values (the frozen dataclasses below). Both ends post them and
+a flusher writes what was posted over `FLUSH_INTERVAL` as one frame: the list of
+messages, pickled, behind a 4-byte length (both ends are this program). A wake-up of
+the other process costs more than a message, so this, and answering a free slot or a
+kept outcome without a task, is what makes two workers cost about what one process
+does (docs/architecture.md#worker-processes).
 Workers ignore SIGINT: the parent handles Ctrl-C and SIGTERM, cancels the feed and
 stops the workers; the file then holds only complete lines, as with one process.
 A worker that dies takes its in-flight domains with it; they are reported on
@@ -29,6 +33,7 @@ stderr and a `--resume` scans them again.
 
 from __future__ import annotations
 
+import collections
 import copyreg
 import dataclasses
 import itertools
@@ -40,6 +45,7 @@ import signal
 import socket
 import struct
 import sys
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -55,7 +61,14 @@ from scanner.core.result import DomainResult, ResultView
 from scanner.models import Interruption, ProbeOutcome
 from scanner.net.gate import Gate
 from scanner.port25 import Port25Watch, disabled_watch
-from scanner.scan import DEFAULT_PROBE_CACHE_SIZE, ProbeCache, Scanner, ScanStats, without_der
+from scanner.scan import (
+    DEFAULT_PROBE_CACHE_SIZE,
+    ProbeCache,
+    Scanner,
+    ScanStats,
+    outcome_cost,
+    without_der,
+)
 
 if TYPE_CHECKING:
     from scanner.options import NetworkOptions
@@ -68,6 +81,14 @@ QUEUE_PER_WORKER: Final = 2  # domains queued per worker beyond its concurrency
 # Run as `python -c`, so that pickled classes are this module's, not `__main__`'s.
 WORKER_ENTRY: Final = "import sys; from scanner.workers import main; main(sys.argv)"
 STOP_GRACE: Final = 2.0  # seconds a worker has to leave after "stop" before it is killed
+# How long a posted message may wait for others to share its write. Every write wakes
+# the process at the other end, and on a shared core a wake-up (a context switch, the
+# event loop's turn) cost more than the message: gathering a few milliseconds' worth of
+# messages into one write is what lets workers scale.
+FLUSH_INTERVAL: Final = 0.005
+KNOWN_OUTCOMES: Final = 1024  # probe outcomes a worker keeps to answer itself ...
+KNOWN_OUTCOME_BYTES: Final = 4 * 1024 * 1024  # ... and their bytes, as `outcome_cost` counts
+KNOWN_NAMES: Final = 4096  # (address, MX name) pairs a worker knows the parent admitted
 
 
 # ---------------------------------------------------------------- messages
@@ -251,36 +272,57 @@ class OversizedMessageError(ValueError):
 class Channel:
     """Length-prefixed pickled messages over a trio stream, written in batches.
 
-    A message is queued, then written with every other message queued before the
-    write begins: while one `send_all` is under way (or the sender yields to take the
-    lock), the messages other tasks send pile up and go out in the next single write.
-    A system call per message cost a worker more than the gate it talks to.
+    `send` queues a message and writes it with every other message queued before the
+    write begins. `post` only queues it: the channel's `flusher` task writes what was
+    posted at most `interval` seconds later, in one write with everything posted
+    meanwhile. Both keep the order messages were queued in. A write (and the
+    wake-up it causes at the other end) per message cost a worker more than the gate
+    it talks to. A write is one frame: the list of its messages, pickled at once
+    (one frame per message if that list would be over `MAX_MESSAGE`).
     """
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, interval: float = FLUSH_INTERVAL) -> None:
         self.stream = stream
+        self.interval = interval
         self._buffer = bytearray()
-        self._queued = bytearray()
+        self._queued: list[Message] = []
+        self._received: collections.deque[Message] = collections.deque()
         self._send_lock = trio.Lock()
+        self._armed = False  # something was posted and the flusher was told
+        self._posted = trio.Event()
         self.writes = 0
 
     def queue(self, message: Message) -> None:
         """Add `message` to the next write; `flush` (or any `send`) writes it."""
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self._queued += FRAME.pack(len(data))
-        self._queued += data
+        self._queued.append(message)
 
     async def flush(self) -> None:
         """Return once everything queued so far is written (perhaps by another task)."""
         async with self._send_lock:
             if self._queued:
-                data, self._queued = self._queued, bytearray()
+                messages, self._queued = self._queued, []
                 self.writes += 1
-                await self.stream.send_all(data)
+                await self.stream.send_all(_frames(messages))
 
     async def send(self, message: Message) -> None:
         self.queue(message)
         await self.flush()
+
+    def post(self, message: Message) -> None:
+        """Queue `message` for the flusher's next write (within `interval`)."""
+        self.queue(message)
+        if not self._armed:
+            self._armed = True
+            self._posted.set()
+
+    async def flusher(self) -> None:
+        """Write what is posted, gathered over `interval` seconds, until cancelled."""
+        while True:
+            await self._posted.wait()
+            await trio.sleep(self.interval)
+            self._armed = False
+            self._posted = trio.Event()
+            await self.flush()
 
     async def receive(self) -> Message | None:
         """The next message, or None when the other end closed or died.
@@ -289,6 +331,8 @@ class Channel:
         answers a close with unread data so): that is its end as well.
         """
         while True:
+            if self._received:
+                return self._received.popleft()
             if len(self._buffer) >= FRAME.size:
                 (size,) = FRAME.unpack_from(self._buffer)
                 if size > MAX_MESSAGE:
@@ -296,8 +340,9 @@ class Channel:
                 if len(self._buffer) >= FRAME.size + size:
                     data = bytes(self._buffer[FRAME.size : FRAME.size + size])
                     del self._buffer[: FRAME.size + size]
-                    message: Message = pickle.loads(data)
-                    return message
+                    messages: list[Message] = pickle.loads(data)
+                    self._received.extend(messages)
+                    continue
             try:
                 chunk = await self.stream.receive_some(1 << 16)
             except trio.BrokenResourceError:
@@ -305,6 +350,14 @@ class Channel:
             if not chunk:
                 return None
             self._buffer += chunk
+
+
+def _frames(messages: list[Message]) -> bytes:
+    """`messages` as one frame, or as one frame each when together they are too long."""
+    data = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(data) <= MAX_MESSAGE or len(messages) == 1:
+        return FRAME.pack(len(data)) + data
+    return b"".join(_frames([message]) for message in messages)
 
 
 # ---------------------------------------------------------------- how many workers
@@ -339,6 +392,16 @@ def _cgroup_quota(path: Path) -> int | None:
 # ---------------------------------------------------------------- the worker's side
 
 
+class _Waiter:
+    """A worker's question waiting for the parent's answer."""
+
+    __slots__ = ("answer", "event")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.answer: Answer | None = None
+
+
 class RemoteGate:
     """A worker's view of the parent's gate, with the same methods as `Gate`.
 
@@ -352,7 +415,8 @@ class RemoteGate:
         self._channel = channel
         self._post = post
         self._ids = itertools.count()
-        self._waiting: dict[int, trio.MemorySendChannel[Answer]] = {}
+        self._waiting: dict[int, _Waiter] = {}
+        self._admitted: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._busy: set[str] = set()
         self.busy_signals = 0
 
@@ -366,23 +430,37 @@ class RemoteGate:
         return next(self._ids)
 
     async def ask(self, question: Acquire | AdmitName | Claim) -> Answer:
-        """Send `question` and wait for the parent's answer to its id."""
-        send, receive = trio.open_memory_channel[Answer](1)
-        self._waiting[question.ask_id] = send
+        """Post `question` and wait for the parent's answer to its id."""
+        waiter = self._waiting[question.ask_id] = _Waiter()
         try:
-            await self._channel.send(question)
-            return await receive.receive()
+            self._channel.post(question)
+            await waiter.event.wait()
         finally:
             del self._waiting[question.ask_id]
+        assert waiter.answer is not None
+        return waiter.answer
 
     def answered(self, answer: Answer) -> None:
-        waiting = self._waiting.get(answer.ask_id)
-        if waiting is not None:
-            waiting.send_nowait(answer)
+        waiter = self._waiting.get(answer.ask_id)
+        if waiter is not None:
+            waiter.answer = answer
+            waiter.event.set()
 
     async def admit_name(self, ip: str, hostname: str) -> Interruption | None:
+        """The parent's decision; a name once admitted on an address stays admitted for
+        the run, so this worker asks about each (address, name) once (the last
+        `KNOWN_NAMES` of them)."""
+        key = (ip, hostname)
+        if key in self._admitted:
+            self._admitted.move_to_end(key)
+            return None
         answer = await self.ask(AdmitName(self.new_id(), ip, hostname))
-        return answer.value if isinstance(answer.value, Interruption) else None
+        if isinstance(answer.value, Interruption):
+            return answer.value
+        self._admitted[key] = None
+        if len(self._admitted) > KNOWN_NAMES:
+            self._admitted.popitem(last=False)
+        return None
 
     def was_busy(self, ip: str) -> bool:
         return ip in self._busy
@@ -406,8 +484,7 @@ class RemoteGate:
                 self._busy.add(ip)
             yield
         finally:
-            with trio.CancelScope(shield=True):
-                await self._channel.send(Release(ask_id))
+            self._channel.post(Release(ask_id))
 
 
 class RemoteProbeCache:
@@ -422,26 +499,49 @@ class RemoteProbeCache:
     def __init__(self, gate: RemoteGate, channel: Channel) -> None:
         self._gate = gate
         self._channel = channel
+        # The outcomes this worker probed or was given, the last `KNOWN_OUTCOMES`: the
+        # run's one session of each (host, address), so asking again would only fetch them.
+        self._known: collections.OrderedDict[tuple[str, str], tuple[ProbeOutcome, int]] = (
+            collections.OrderedDict()
+        )
+        self._known_bytes = 0
         self.probes_run = 0
         self.hits = 0
 
     async def get(
         self, key: tuple[str, str], run: Callable[[], Awaitable[ProbeOutcome]]
     ) -> ProbeOutcome:
+        known = self._known.get(key)
+        if known is not None:
+            self._known.move_to_end(key)
+            self.hits += 1
+            return known[0]
         ask_id = self._gate.new_id()
         try:
             answer = await self._gate.ask(Claim(ask_id, *key))
             if not answer.run and isinstance(answer.value, ProbeOutcome):
                 self.hits += 1
+                self._remember(key, answer.value)
                 return answer.value
             outcome = await run()
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._channel.send(Probed(ask_id, None))
+            self._channel.post(Probed(ask_id, None))
             raise
         self.probes_run += 1
-        await self._channel.send(Probed(ask_id, without_der(outcome)))
+        kept = without_der(outcome)
+        self._channel.post(Probed(ask_id, kept))
+        self._remember(key, kept)
         return outcome
+
+    def _remember(self, key: tuple[str, str], outcome: ProbeOutcome) -> None:
+        if key in self._known:
+            return
+        cost = outcome_cost(outcome)
+        self._known[key] = (outcome, cost)
+        self._known_bytes += cost
+        while len(self._known) > KNOWN_OUTCOMES or self._known_bytes > KNOWN_OUTCOME_BYTES:
+            _, (_, dropped) = self._known.popitem(last=False)
+            self._known_bytes -= dropped
 
 
 def summarize(result: DomainResult, connects: ConnectTally) -> Summary:
@@ -471,8 +571,8 @@ class _Report:
     """Sends each line the scan's writer built (`take`) with the summary of its result
     (`domain_done`, which the writer calls right after it)."""
 
-    def __init__(self, outbox: trio.MemorySendChannel[Message], scanner: Scanner) -> None:
-        self._outbox = outbox
+    def __init__(self, channel: Channel, scanner: Scanner) -> None:
+        self._channel = channel
         self._scanner = scanner
         self._line = ""
 
@@ -481,7 +581,7 @@ class _Report:
 
     def domain_done(self, result: DomainResult) -> None:
         connects = self._scanner.connects_of(result)
-        self._outbox.send_nowait(Finished(self._line, summarize(result, connects)))
+        self._channel.post(Finished(self._line, summarize(result, connects)))
 
 
 async def _worker(fd: int) -> None:
@@ -501,10 +601,9 @@ async def work(channel: Channel) -> None:
     # The parent decides port 25 from every worker's tallies: a worker holds nothing.
     egress = dataclasses.replace(scanner.settings.egress, enabled=False)
     scanner.settings = dataclasses.replace(scanner.settings, egress=egress)
-    outbox_send, outbox_receive = trio.open_memory_channel[Message](math.inf)
     local = scanner.gate
     assert isinstance(local, Gate)
-    remote = RemoteGate(local, channel, outbox_send.send_nowait)
+    remote = RemoteGate(local, channel, channel.post)
     scanner.gate = remote
     scanner.probe_cache = RemoteProbeCache(remote, channel)
     items_send, items_receive = trio.open_memory_channel[str | InvalidInput | RankedInput](math.inf)
@@ -513,14 +612,6 @@ async def work(channel: Channel) -> None:
         async with items_receive:
             async for item in items_receive:
                 yield item
-
-    async def send_outbox() -> None:
-        """Results, busy and served reports in order, `Done` last."""
-        async with outbox_receive:
-            async for message in outbox_receive:
-                channel.queue(message)
-                _queue_waiting(channel, outbox_receive)  # in the same write
-                await channel.flush()
 
     async with trio.open_nursery() as nursery:
 
@@ -537,25 +628,13 @@ async def work(channel: Channel) -> None:
                 elif isinstance(message, Answer):
                     remote.answered(message)
 
-        async def scan() -> None:
-            async with outbox_send:
-                report = _Report(outbox_send, scanner)
-                await scanner.run(items(), report.take, progress=report)
-                outbox_send.send_nowait(Done(scanner.probe_cache.probes_run, load_of(scanner)))
-
         nursery.start_soon(listen)
-        async with trio.open_nursery() as inner:
-            inner.start_soon(send_outbox)
-            inner.start_soon(scan)
+        nursery.start_soon(channel.flusher)
+        report = _Report(channel, scanner)
+        await scanner.run(items(), report.take, progress=report)
+        # Results, busy and served reports in the order they were posted, `Done` last.
+        await channel.send(Done(scanner.probe_cache.probes_run, load_of(scanner)))
         nursery.cancel_scope.cancel()
-
-
-def _queue_waiting(channel: Channel, outbox: trio.MemoryReceiveChannel[Message]) -> None:
-    while True:
-        try:
-            channel.queue(outbox.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            return
 
 
 def main(argv: list[str]) -> None:
@@ -633,6 +712,8 @@ class _Shared:
     )
     # claims their worker gave up before it was told to run them
     abandoned: set[tuple[int, int]] = field(default_factory=set)
+    # probes begun in the cache at once, without a task: (worker, ask id) → the key
+    begun: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
 
 
 def _key(item: str | InvalidInput | RankedInput) -> str:
@@ -716,20 +797,91 @@ async def _hand_over(pool: list[_Worker], item: str | InvalidInput | RankedInput
         if not live:
             return False
         worker = live[_route(item, len(live))]
-        with trio.CancelScope() as waiting:
-            worker.waiting = waiting
-            await worker.room.acquire()
-        worker.waiting = None
+        try:
+            worker.room.acquire_nowait()  # no schedule point while there is room
+        except trio.WouldBlock:
+            with trio.CancelScope() as waiting:
+                worker.waiting = waiting
+                await worker.room.acquire()
+            worker.waiting = None
         if worker.gone:  # it ended while the feed waited for room: pick again
             continue
         worker.in_flight.add(_key(item))
-        try:
-            await worker.channel.send(Scan(item))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            worker.in_flight.discard(_key(item))
-            worker.gone = True
-            continue
+        worker.channel.post(Scan(item))  # a worker gone meanwhile loses it with the rest
         return True
+
+
+class ForkedWorker:
+    """A worker forked from this process before its trio loop began (`fork_workers`).
+
+    Forking costs a worker none of the imports a new interpreter pays (about 0.45 s of
+    CPU each here); the child shares the parent's pages until it writes them.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._pidfd = os.pidfd_open(pid)
+
+    def _reap(self) -> bool:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == 0:
+                return False
+            self.returncode = os.waitstatus_to_exitcode(status)
+            os.close(self._pidfd)
+        return True
+
+    async def wait(self) -> int:
+        while not self._reap():
+            await trio.lowlevel.wait_readable(self._pidfd)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            with suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+
+def can_fork_workers() -> bool:
+    """Workers are forked where a fork is safe and a pidfd can wait for them (Linux)."""
+    return sys.platform == "linux" and hasattr(os, "pidfd_open")
+
+
+def fork_workers(count: int) -> StartWorker:
+    """Fork `count` workers now, before this process's trio loop begins (forking inside
+    it would copy the loop's state), and start them one by one when asked.
+
+    Each child runs `main` on its end of a socket pair and leaves with `os._exit`, so
+    nothing of the parent (its buffered output, its `with` blocks) runs twice.
+    """
+    forked: list[tuple[socket.socket, ForkedWorker]] = []
+    for _ in range(count):
+        parent_end, child_end = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:  # the child
+            status = 1
+            try:
+                parent_end.close()
+                for other, _ in forked:
+                    other.close()
+                main(["worker", str(child_end.detach())])
+                status = 0
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(status)
+        child_end.close()
+        forked.append((parent_end, ForkedWorker(pid)))
+    waiting = iter(forked)
+
+    async def start() -> tuple[trio.abc.Stream, WorkerProcess]:
+        sock, process = next(waiting)
+        return trio.SocketStream(trio.socket.from_stdlib_socket(sock)), process
+
+    return start
 
 
 async def start_process() -> tuple[trio.abc.Stream, WorkerProcess]:
@@ -780,7 +932,7 @@ async def _claim(shared: _Shared, worker: _Worker, claim: Claim) -> None:
         send, receive = trio.open_memory_channel[ProbeOutcome | None](1)
         shared.running[who] = send
         try:
-            await worker.channel.send(Answer(claim.ask_id, run=True))
+            worker.channel.post(Answer(claim.ask_id, run=True))
             outcome = await receive.receive()
         finally:
             del shared.running[who]
@@ -796,7 +948,7 @@ async def _claim(shared: _Shared, worker: _Worker, claim: Claim) -> None:
         shared.abandoned.discard(who)
         return
     if not ran_here:
-        await worker.channel.send(Answer(claim.ask_id, outcome))
+        worker.channel.post(Answer(claim.ask_id, outcome))
 
 
 async def _hold_slot(
@@ -805,7 +957,7 @@ async def _hold_slot(
     """Hold one slot of `ip` for a worker until it releases it (or gave up waiting)."""
     async with gate.slot(ip):
         if not release.is_set():
-            await channel.send(Answer(ask_id, gate.was_busy(ip)))
+            channel.post(Answer(ask_id, gate.was_busy(ip)))
         await release.wait()
 
 
@@ -820,12 +972,19 @@ class _Link:
     progress: SummarySink | None
     nursery: trio.Nursery
     held: dict[int, trio.Event] = field(default_factory=dict)  # acquire id → its release
+    # slots taken at once, without a task: acquire id → its address
+    taken: dict[int, str] = field(default_factory=dict)
 
     async def handle(self, message: Message) -> bool:
         """Act on one message; False once the worker is done."""
         if isinstance(message, Finished):
             await self.finished(message)
         elif isinstance(message, Acquire):
+            gate = self.shared.gate
+            if gate.acquire_nowait(message.ip):
+                self.taken[message.ask_id] = message.ip
+                self.worker.channel.post(Answer(message.ask_id, gate.was_busy(message.ip)))
+                return True
             self.held[message.ask_id] = trio.Event()
             self.nursery.start_soon(
                 _hold_slot,
@@ -836,14 +995,18 @@ class _Link:
                 self.held[message.ask_id],
             )
         elif isinstance(message, Release):
+            ip = self.taken.pop(message.ask_id, None)
+            if ip is not None:
+                self.shared.gate.release(ip)
+                return True
             released = self.held.pop(message.ask_id, None)
             if released is not None:
                 released.set()
         elif isinstance(message, AdmitName):
             refusal = await self.shared.gate.admit_name(message.ip, message.hostname)
-            await self.worker.channel.send(Answer(message.ask_id, refusal))
+            self.worker.channel.post(Answer(message.ask_id, refusal))
         elif isinstance(message, Claim):
-            self.nursery.start_soon(_claim, self.shared, self.worker, message)
+            self.claim(message)
         elif isinstance(message, Probed):
             self.probed(message)
         elif isinstance(message, Busy):
@@ -869,8 +1032,37 @@ class _Link:
         if self.progress is not None:
             self.progress.domain_done(message.summary)
 
+    def claim(self, claim: Claim) -> None:
+        """Answer at once with the outcome kept, or "run" when nobody probes it yet;
+        otherwise a task waits for the probe under way (`_claim`)."""
+        key = (claim.hostname, claim.ip)
+        cache = self.shared.cache
+        outcome = cache.lookup(key)
+        if outcome is not None:
+            self.worker.channel.post(Answer(claim.ask_id, outcome))
+        elif not cache.probing(key):
+            cache.begin(key)
+            self.shared.begun[(self.worker.index, claim.ask_id)] = key
+            self.worker.channel.post(Answer(claim.ask_id, run=True))
+        else:
+            self.nursery.start_soon(_claim, self.shared, self.worker, claim)
+
+    def let_go(self) -> None:
+        """Give back the slots taken at once (those held by tasks go with the tasks),
+        and the probes begun at once, for another worker to take over."""
+        for ip in self.taken.values():
+            self.shared.gate.release(ip)
+        self.taken.clear()
+        index = self.worker.index
+        for who in [who for who in self.shared.begun if who[0] == index]:
+            self.shared.cache.finish(self.shared.begun.pop(who), None)
+
     def probed(self, message: Probed) -> None:
         who = (self.worker.index, message.ask_id)
+        key = self.shared.begun.pop(who, None)
+        if key is not None:
+            self.shared.cache.finish(key, message.outcome)
+            return
         waiting = self.shared.running.get(who)
         if waiting is not None:
             waiting.send_nowait(message.outcome)
@@ -886,14 +1078,17 @@ async def _serve_worker(
     progress: SummarySink | None,
 ) -> None:
     """Serve one worker until it is done (or gone: its in-flight domains are then lost)."""
+    link: _Link | None = None
     try:
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.channel.flusher)
             link = _Link(worker, shared, write_line, run, progress, nursery)
             while True:
                 message = await worker.channel.receive()
                 if message is None:
                     break
                 if not await link.handle(message):
+                    link.let_go()
                     nursery.cancel_scope.cancel()
                     return
             # What it held (gate slots, probe claims others wait for) is let go by
@@ -907,6 +1102,8 @@ async def _serve_worker(
         with suppress(ProcessLookupError):
             worker.process.kill()
     # Gone: its domains in flight are lost.
+    if link is not None:
+        link.let_go()
     worker.gone = True
     if worker.waiting is not None:
         worker.waiting.cancel()

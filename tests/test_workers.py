@@ -45,10 +45,12 @@ from scanner.net.gate import Gate
 from scanner.options import NetworkOptions, build_scanner, network_options, scan_settings
 from scanner.scan import ProbeCache, Scanner
 from scanner.workers import (
+    MAX_MESSAGE,
     Acquire,
     AdmitName,
     Answer,
     Channel,
+    Claim,
     Done,
     EndOfInput,
     Load,
@@ -57,12 +59,17 @@ from scanner.workers import (
     Release,
     Scan,
     StartWorker,
+    Stop,
     WorkerProcess,
     _cgroup_quota,
+    _Link,
     _serve_worker,
     _Shared,
     _Worker,
+    can_fork_workers,
+    fork_workers,
     run_parallel,
+    start_process,
     usable_cpus,
     work,
 )
@@ -469,3 +476,119 @@ def test_cgroup_quota(tmp_path: Path, text: str, cpus: int | None) -> None:
 def test_usable_cpus_is_at_least_one_and_at_most_the_affinity() -> None:
 
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+async def test_posted_messages_go_out_together_in_order(loopback_clock: MockClock) -> None:
+    """What is posted within the flush interval is one write (one wake-up of the reader)."""
+    left, right = trio.testing.memory_stream_pair()
+    sender, receiver = Channel(left), Channel(right)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.flusher)
+        for index in range(50):
+            sender.post(Release(index))
+        received = [await receiver.receive() for _ in range(50)]
+        assert received == [Release(index) for index in range(50)]
+        assert sender.writes == 1
+        sender.post(Release(50))  # a later post: the next write
+        assert await receiver.receive() == Release(50)
+        assert sender.writes == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_too_long_for_one_frame_goes_one_message_a_frame() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    sender, receiver = Channel(left), Channel(right)
+    big = "x" * (MAX_MESSAGE // 2 + 1)
+    sender.queue(Scan(big))
+    sender.queue(Scan(big + "y"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender.flush)
+        first = await receiver.receive()
+        second = await receiver.receive()
+    assert (first, second) == (Scan(big), Scan(big + "y"))
+
+
+def test_a_free_slot_is_taken_at_once_and_never_ahead_of_a_waiter() -> None:
+    gate = Gate(allow_private=True, per_ip=2)
+
+    async def main() -> None:
+        assert gate.acquire_nowait("192.0.2.1")
+        assert gate.acquire_nowait("192.0.2.1")
+        assert not gate.acquire_nowait("192.0.2.1")  # the limit
+        entered = trio.Event()
+
+        async def waiter() -> None:
+            async with gate.slot("192.0.2.1"):
+                entered.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            gate.release("192.0.2.1")  # one free, but the waiter is first in line
+            assert not gate.acquire_nowait("192.0.2.1")
+            await entered.wait()
+        gate.release("192.0.2.1")
+        assert gate.acquire_nowait("192.0.2.1")
+        gate.release("192.0.2.1")
+        assert gate.limit("192.0.2.1") == 2
+
+    trio.run(main)
+
+
+async def test_a_claim_given_up_is_taken_over_by_the_next_worker() -> None:
+    """The parent answers a claim at once ("run" or the kept outcome); a claim given up
+    by the worker that was to probe goes to the next worker that asked."""
+    shared = _Shared(Gate(allow_private=True), ProbeCache(16))
+    first = trio.testing.memory_stream_pair()
+    second = trio.testing.memory_stream_pair()
+    links = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            for index, (parent_end, _) in enumerate((first, second)):
+                worker = _Worker(
+                    index, Channel(parent_end), TaskWorker(parent_end), trio.Semaphore(1)
+                )
+                links.append(_Link(worker, shared, lambda line: None, ParallelRun(), None, nursery))
+            asking = [Channel(first[1]), Channel(second[1])]
+            await links[0].handle(Claim(1, "mx.example", "192.0.2.1"))
+            await links[0].worker.channel.flush()
+            assert await asking[0].receive() == Answer(1, run=True)
+            await links[1].handle(Claim(1, "mx.example", "192.0.2.1"))  # waits for the first
+            await trio.testing.wait_all_tasks_blocked()
+            await links[0].handle(Probed(1, None))  # given up
+            await trio.testing.wait_all_tasks_blocked()
+            await links[1].worker.channel.flush()
+            assert await asking[1].receive() == Answer(1, run=True)
+            outcome = ProbeOutcome("mx.example", "192.0.2.1", AddressStatus.TESTED)
+            await links[1].handle(Probed(1, outcome))
+            await trio.testing.wait_all_tasks_blocked()
+            await links[0].handle(Claim(2, "mx.example", "192.0.2.1"))  # kept now
+            await links[0].worker.channel.flush()
+            assert await asking[0].receive() == Answer(2, outcome)
+            assert shared.cache.probes_run == 1
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(not can_fork_workers(), reason="workers are forked on Linux only")
+def test_forked_workers_start_stop_and_can_be_killed() -> None:
+    """Forked before the loop, as `scanner scan` does: one stops when asked, one is killed."""
+    start = fork_workers(2)
+
+    async def main() -> tuple[int, int]:
+        (stopping, first), (killed, second) = await start(), await start()
+        async with stopping, killed:
+            await Channel(stopping).send(Stop())
+            second.kill()
+            with trio.fail_after(10):
+                return await first.wait(), await second.wait()
+
+    assert trio.run(main) == (0, -signal.SIGKILL)
+
+
+async def test_a_worker_started_as_a_new_interpreter_stops_when_asked() -> None:
+    """Where workers are not forked (not Linux), each is `python -c WORKER_ENTRY FD`."""
+    stream, process = await start_process()
+    async with stream:
+        await Channel(stream).send(Stop())
+        with trio.fail_after(30):
+            assert await process.wait() == 0

@@ -160,6 +160,23 @@ class Gate:
         state.limit += 1
         state.wakeup.unpark()
 
+    def acquire_nowait(self, ip: str) -> bool:
+        """Take a slot of `ip` if one is free and nobody waits for one; `release` gives it back."""
+        state = self._state(ip)
+        if state.waiting or state.active >= state.limit:
+            self._forget_if_idle(ip, state)
+            return False
+        state.active += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        """Give back a slot taken by `acquire_nowait`."""
+        state = self._addresses[ip]
+        state.active -= 1
+        if state.active < state.limit:
+            state.wakeup.unpark()
+        self._forget_if_idle(ip, state)
+
     @asynccontextmanager
     async def slot(self, ip: str) -> AsyncIterator[None]:
         state = self._state(ip)
