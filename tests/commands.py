@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from trio.testing import MockClock
 from typer.testing import CliRunner, Result
 
 from scanner.lab import Lab, World, bind_lab, open_lab, serve_bound
+from scanner.options import NetworkOptions, network_options
 
 # Real seconds every task must have been idle before virtual time moves on
 # (`loopback_clock`, `lab_in_command`).
@@ -94,6 +95,25 @@ def lab_in_command(world: World, workdir: Path) -> Iterator[Lab]:
     finally:
         trio.run = real_run
         bound.close()
+
+
+def lab_options(lab: Lab, **changes: Any) -> NetworkOptions:
+    """The options `lab.scanner_args()` and the deadlines of these tests give `scan` on
+    the command line, for scans run through `build_scanner`; `changes` override them."""
+    return network_options(
+        resolver=[f"{lab.resolver[0]}:{lab.resolver[1]}"],
+        ca_file=[lab.ca_file],
+        allow_private=True,
+        smtp_port=lab.smtp_port,
+        https_port=lab.https_port,
+        **{"timeout": 1.0, "greeting_timeout": 1.0, **changes},
+    )
+
+
+async def items_of(names: list[str]) -> AsyncIterator[str]:
+    """`names` as the async input stream `Scanner.run` reads."""
+    for name in names:
+        yield name
 
 
 def invoke(

@@ -32,6 +32,8 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 settings.register_profile("scanner", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("scanner")
 
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
 
 @pytest.fixture(scope="session")
 def demo_world() -> World:
@@ -72,3 +74,23 @@ def loopback_clock() -> MockClock:
     worker threads: a task waiting for a thread looks idle.
     """
     return MockClock(autojump_threshold=LOOPBACK_IDLE)
+
+
+@pytest.fixture(scope="module")
+def bulk_world() -> World:
+    """`fixtures/world-bulk.toml`: shared providers, small hosters, slow and silent hosts."""
+    return load_world(FIXTURES / "world-bulk.toml")
+
+
+@pytest.fixture
+async def bulk_lab(bulk_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
+    """The bulk world served on loopback for one test."""
+    async with open_lab(bulk_world, workdir=tmp_path / "lab") as lab:
+        yield lab
+
+
+@pytest.fixture
+def bulk_lab_thread(bulk_world: World, tmp_path: Path) -> Iterator[Lab]:
+    """The bulk world served from a thread, for commands run in-process."""
+    with lab_in_thread(bulk_world, tmp_path / "lab") as lab:
+        yield lab

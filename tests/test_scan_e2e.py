@@ -15,20 +15,20 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import trio
-from commands import invoke, lab_in_thread
+from commands import invoke
 from rich.console import Console
 from trio.testing import MockClock
 
 from scanner.core.result import DomainResult
 from scanner.files import InputReader
-from scanner.lab import Lab, World, load_world, open_lab
+from scanner.lab import Lab, World
 from scanner.lab.demo import render_demo_summary, scan_world
 from scanner.lab.expectations import mismatches
 from scanner.options import build_scanner, network_options
@@ -45,24 +45,6 @@ def lab_options(lab: Lab) -> list[str]:
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-@pytest.fixture(scope="module")
-def bulk_world() -> World:
-    return load_world(FIXTURES / "world-bulk.toml")
-
-
-@pytest.fixture
-async def bulk_lab(bulk_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
-    async with open_lab(bulk_world, workdir=tmp_path / "lab") as lab:
-        yield lab
-
-
-@pytest.fixture
-def bulk_lab_thread(bulk_world: World, tmp_path: Path) -> Iterator[Lab]:
-    """The bulk world served from a thread, for commands run in-process."""
-    with lab_in_thread(bulk_world, tmp_path / "lab") as lab:
-        yield lab
 
 
 async def test_scan_of_demo_world_reaches_every_expected_verdict(

@@ -15,7 +15,7 @@ from scanner.core.addresses import parse_exclusions
 from scanner.core.inputs import InvalidInput
 from scanner.core.result import DomainResult
 from scanner.files import InputReader, UnknownSchemaVersion, completed_domains
-from scanner.lab import Lab, load_world, open_lab
+from scanner.lab import Lab
 from scanner.net.policy_fetch import FetchSettings
 from scanner.net.probe import ProbeSettings
 from scanner.net.resolver import Nameserver, Resolver
@@ -25,12 +25,6 @@ from scanner.output import load_schema
 from scanner.scan import Scanner, ScanSettings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-
-
-@pytest.fixture
-async def bulk_lab(tmp_path: Path) -> AsyncIterator[Lab]:
-    async with open_lab(load_world(FIXTURES / "world-bulk.toml"), workdir=tmp_path / "lab") as lab:
-        yield lab
 
 
 def make_scanner(lab: Lab, *, cls: type[Scanner] = Scanner, **overrides: Any) -> Scanner:

@@ -13,21 +13,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from commands import invoke
+from commands import invoke, items_of, lab_options
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
 from scanner.core.inputs import Shard
 from scanner.files import InputReader, text_lines
-from scanner.lab import Lab, World, load_world, open_lab
+from scanner.lab import Lab, World
 from scanner.models import DomainFacts, HostDane, ProbeOutcome
-from scanner.options import NetworkOptions, build_scanner, network_options
+from scanner.options import NetworkOptions, build_scanner
 from scanner.stages.codec import Undecodable, decode, encode
 from scanner.stages.compare import answers, differences
 from scanner.stages.discover import discover
@@ -37,33 +36,6 @@ from scanner.stages.verdict import verdict_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def bulk_world() -> World:
-    return load_world(FIXTURES / "world-bulk.toml")
-
-
-@pytest.fixture
-async def bulk_lab(bulk_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
-    async with open_lab(bulk_world, workdir=tmp_path / "lab") as lab:
-        yield lab
-
-
-def lab_options(lab: Lab, **changes: Any) -> NetworkOptions:
-    return network_options(
-        resolver=[f"{lab.resolver[0]}:{lab.resolver[1]}"],
-        ca_file=[lab.ca_file],
-        allow_private=True,
-        smtp_port=lab.smtp_port,
-        https_port=lab.https_port,
-        **{"timeout": 1.0, "greeting_timeout": 1.0, **changes},
-    )
-
-
-async def items_of(names: list[str]) -> AsyncIterator[str]:
-    for name in names:
-        yield name
 
 
 async def one_process(options: NetworkOptions, names: list[str]) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,10 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from commands import invoke
+from commands import invoke, items_of, lab_options
 from trio.testing import MockClock
 
-from scanner.lab import Lab, World, load_world, open_lab
+from scanner.lab import Lab, World
 from scanner.models import (
     AddressStatus,
     CertificateCheck,
@@ -42,7 +41,7 @@ from scanner.models import (
     TlsSession,
 )
 from scanner.net.gate import Gate
-from scanner.options import NetworkOptions, build_scanner, network_options, scan_settings
+from scanner.options import NetworkOptions, build_scanner, scan_settings
 from scanner.scan import ProbeCache, Scanner
 from scanner.workers import (
     MAX_MESSAGE,
@@ -75,17 +74,6 @@ from scanner.workers import (
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-
-
-@pytest.fixture(scope="module")
-def bulk_world() -> World:
-    return load_world(FIXTURES / "world-bulk.toml")
-
-
-@pytest.fixture
-async def bulk_lab(bulk_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
-    async with open_lab(bulk_world, workdir=tmp_path / "lab") as lab:
-        yield lab
 
 
 async def scan(lab: Lab, out: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -146,23 +134,6 @@ def task_workers(nursery: trio.Nursery, started: list[TaskWorker]) -> StartWorke
         return parent_end, worker
 
     return start
-
-
-def lab_options(lab: Lab, **changes: Any) -> NetworkOptions:
-    """What `lab.scanner_args()` and the deadlines of `scan` give on the command line."""
-    return network_options(
-        resolver=[f"{lab.resolver[0]}:{lab.resolver[1]}"],
-        ca_file=[lab.ca_file],
-        allow_private=True,
-        smtp_port=lab.smtp_port,
-        https_port=lab.https_port,
-        **{"timeout": 1.0, "greeting_timeout": 1.0, **changes},
-    )
-
-
-async def items_of(names: list[str]) -> AsyncIterator[str]:
-    for name in names:
-        yield name
 
 
 async def scan_in_tasks(
