@@ -20,7 +20,6 @@ TLS client) and hands them to `scanner.core.preflight`, which judges each one:
 
 from __future__ import annotations
 
-import ipaddress
 import resource
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from scanner.core.preflight import (
     starttls_finding,
 )
 from scanner.models import DnsStatus, ProbeOutcome
+from scanner.net.canaries import host_addresses
 from scanner.net.connect import connect_tcp, has_route
 from scanner.net.probe import ProbeSettings, probe
 from scanner.net.resolver import Resolver
@@ -103,18 +103,6 @@ def _descriptor_limit() -> int:
     return max(soft, 1 << 20) if hard == resource.RLIM_INFINITY else max(soft, hard)
 
 
-async def _addresses(resolver: Resolver, host: str) -> tuple[str, ...]:
-    try:
-        ipaddress.ip_address(host)
-        return (host,)
-    except ValueError:
-        pass
-    a, aaaa = await resolver.addresses(host)
-    found = list(a.addresses) if a.status is DnsStatus.ANSWER else []
-    found += list(aaaa.addresses) if aaaa.status is DnsStatus.ANSWER else []
-    return tuple(found)
-
-
 async def _canaries(
     resolver: Resolver, tls: TlsClient, settings: DoctorSettings
 ) -> tuple[list[ProbeOutcome], list[str]]:
@@ -122,7 +110,7 @@ async def _canaries(
     unresolved: list[str] = []
 
     async def one(host: str, port: int) -> None:
-        addresses = await _addresses(resolver, host)
+        addresses = await host_addresses(resolver, host)
         if not addresses:
             unresolved.append(host)
             return
@@ -151,7 +139,7 @@ async def _date_of(resolver: Resolver, tls: TlsClient, host: str, port: int) -> 
 
     The caller holds the deadline.
     """
-    addresses = await _addresses(resolver, host)
+    addresses = await host_addresses(resolver, host)
     if not addresses:
         return None
     try:
@@ -229,7 +217,9 @@ async def examine(resolver: Resolver, tls: TlsClient, settings: DoctorSettings) 
         for host, port in settings.clock_hosts:
             nursery.start_soon(dated, host, port)
     forward = (
-        () if settings.ehlo_name.startswith("[") else await _addresses(resolver, settings.ehlo_name)
+        ()
+        if settings.ehlo_name.startswith("[")
+        else await host_addresses(resolver, settings.ehlo_name)
     )
     source = next((o.local_ip for o in outcomes if o.local_ip is not None), None)
     reverse = await resolver.names_of(source) if source is not None else ()

@@ -35,7 +35,8 @@ def parse_target(text: str, default_port: int) -> tuple[str, int]:
     return text.lower().rstrip("."), default_port
 
 
-async def _addresses(resolver: Resolver, host: str) -> tuple[str, ...]:
+async def host_addresses(resolver: Resolver, host: str) -> tuple[str, ...]:
+    """`host`'s IPv4 then IPv6 addresses (none when a lookup fails), or `host` if a literal."""
     try:
         ipaddress.ip_address(host)
         return (host,)
@@ -48,7 +49,7 @@ async def _addresses(resolver: Resolver, host: str) -> tuple[str, ...]:
 
 
 async def _try(resolver: Resolver, host: str, port: int, step_timeout: float) -> TargetResult:
-    addresses = await _addresses(resolver, host)
+    addresses = await host_addresses(resolver, host)
     if not addresses:
         return TargetResult(host, port, ProbeResult.UNRESOLVED)
     detail = ""
