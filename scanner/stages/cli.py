@@ -74,9 +74,14 @@ def _say(words: str, style: str | None = None) -> None:
     output_console(stderr=True).print(terminal(words, None, style))
 
 
-def _refused(exc: StageRefusal) -> typer.Exit:
-    _say(f"error: {exc}", "red")
-    return typer.Exit(EXIT_REFUSED)
+def _run_stage(run: Callable[[], Awaitable[_T]]) -> _T:
+    """`run()` under `trio.run`: a refusal is said and exits EXIT_REFUSED, an interrupt
+    EXIT_INTERRUPTED."""
+    try:
+        return trio.run(_cancellable, run)
+    except StageRefusal as exc:
+        _say(f"error: {exc}", "red")
+        raise typer.Exit(EXIT_REFUSED) from None
 
 
 async def _cancellable(run: Callable[[], Awaitable[_T]]) -> _T:
@@ -137,10 +142,7 @@ def discover_command(
             compression=compression,
         )
 
-    try:
-        end = trio.run(_cancellable, run)
-    except StageRefusal as exc:
-        raise _refused(exc) from None
+    end = _run_stage(run)
     stats = end.stats
     _say(
         f"discover {part.index}/{part.count}: {stats.domains} domains ({stats.errors} errors), "
@@ -172,10 +174,7 @@ def probe_command(
     async def run() -> ProbeEnd:
         return await probe_shard(scanner, in_dir, part, out or in_dir, compression=compression)
 
-    try:
-        end = trio.run(_cancellable, run)
-    except StageRefusal as exc:
-        raise _refused(exc) from None
+    end = _run_stage(run)
     if end.egress.egress is Egress.BLOCKED:
         for words in blocked_words(end.egress):
             _say(words, "red")
@@ -218,10 +217,7 @@ def verdict_command(
             in_dir, part, out, report=network.report, received=network.received
         )
 
-    try:
-        end = trio.run(_cancellable, run)
-    except StageRefusal as exc:
-        raise _refused(exc) from None
+    end = _run_stage(run)
     stats = end.stats
     _say(
         f"verdict {part.index}/{part.count}: {stats.domains} domains written to {out} "
