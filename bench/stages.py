@@ -22,13 +22,8 @@ import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,34 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from run import compile_scanner, generate_world
 
 from scanner.files import text_lines
-from scanner.lab import Lab, load_world, open_lab
+from scanner.lab import Lab, lab_in_thread, load_world
 from scanner.stages.compare import differences
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def lab_in_thread(world: Path, workdir: Path) -> Iterator[Lab]:
-    """The world served on loopback from a thread of this process, until the block ends."""
-    started: list[tuple[Lab, trio.lowlevel.TrioToken, trio.Event]] = []
-    ready = threading.Event()
-
-    async def serve() -> None:
-        stop = trio.Event()
-        async with open_lab(load_world(world), workdir=workdir) as lab:
-            started.append((lab, trio.lowlevel.current_trio_token(), stop))
-            ready.set()
-            await stop.wait()
-
-    thread = threading.Thread(target=lambda: trio.run(serve), name="lab", daemon=True)
-    thread.start()
-    ready.wait()
-    lab, token, stop = started[0]
-    try:
-        yield lab
-    finally:
-        trio.from_thread.run_sync(stop.set, trio_token=token)
-        thread.join()
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
@@ -108,7 +79,7 @@ def main() -> int:
         world.write_text(world_text, encoding="utf-8")
         listing = work / "domains.txt"
         listing.write_text("\n".join(domains) + "\n", encoding="utf-8")
-        with lab_in_thread(world, work / "lab") as lab:
+        with lab_in_thread(load_world(world), work / "lab") as lab:
             options = [
                 "--concurrency", str(args.concurrency), "--per-ip", str(args.per_ip),
                 "--timeout", str(args.timeout), *lab.scanner_args(),

@@ -1,17 +1,17 @@
-"""Commands run in-process, against a lab served from a thread of its own.
+"""Commands run in-process, against a lab in their own event loop or in a thread.
 
 `python -m scanner` costs a second of imports before it does anything; most command
 tests need none of what only a process gives (signals from outside, the exit of a
-process, several at once), so they run the command here (`invoke`) with the lab it
-scans in another thread (`lab_in_thread`). The command's `trio.run` then has the main
-thread, signal handling included, as it has in `python -m scanner`.
+process, several at once), so they run the command here (`invoke`), with the lab it
+scans served inside the command's own `trio.run` on virtual time (`lab_in_command`) or
+in another thread (`scanner.lab.lab_in_thread`). The command's `trio.run` then has the
+main thread, signal handling included, as it has in `python -m scanner`.
 """
 
 from __future__ import annotations
 
 import gc
 import subprocess
-import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,49 +21,12 @@ import trio
 from trio.testing import MockClock
 from typer.testing import CliRunner, Result
 
-from scanner.lab import Lab, World, bind_lab, open_lab, serve_bound
+from scanner.lab import Lab, World, bind_lab, serve_bound
 from scanner.options import NetworkOptions, network_options
 
 # Real seconds every task must have been idle before virtual time moves on
 # (`loopback_clock`, `lab_in_command`).
 LOOPBACK_IDLE = 0.02
-
-
-@contextmanager
-def lab_in_thread(world: World, workdir: Path) -> Iterator[Lab]:
-    """`world` served on loopback by a lab in a thread of its own, until the block ends."""
-    started: list[tuple[Lab, trio.lowlevel.TrioToken, trio.Event]] = []
-    ready = threading.Event()
-    failure: list[BaseException] = []
-
-    async def serve() -> None:
-        stop = trio.Event()
-        async with open_lab(world, workdir=workdir) as lab:
-            started.append((lab, trio.lowlevel.current_trio_token(), stop))
-            ready.set()
-            await stop.wait()
-
-    def run() -> None:
-        try:
-            trio.run(serve)
-        except BaseException as exc:  # raised again in the test's thread
-            failure.append(exc)
-        finally:
-            ready.set()
-
-    thread = threading.Thread(target=run, name="lab", daemon=True)
-    thread.start()
-    ready.wait()
-    if failure:
-        raise failure[0]
-    lab, token, stop = started[0]
-    try:
-        yield lab
-    finally:
-        trio.from_thread.run_sync(stop.set, trio_token=token)
-        thread.join()
-        if failure:
-            raise failure[0]
 
 
 @contextmanager

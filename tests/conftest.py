@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from commands import LOOPBACK_IDLE, lab_in_thread
+from commands import LOOPBACK_IDLE
 from hypothesis import HealthCheck, settings
 from trio.testing import MockClock
 
-from scanner.lab import Lab, World, demo_world_path, load_world, open_lab
+from scanner.lab import Lab, World, demo_world_path, lab_in_thread, load_world, open_lab
 
 # What a command prints does not depend on the terminal the tests were started from
 # (pytest-xdist's workers are given COLUMNS=80): a test that wants a width sets it.

@@ -21,12 +21,12 @@ from typing import Any
 
 import jsonschema
 import pytest
-from commands import lab_in_command, lab_in_thread, run_command
+from commands import lab_in_command, run_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scanner.core.codes import ProblemCode
-from scanner.lab import load_world
+from scanner.lab import lab_in_thread, load_world
 from scanner.lab.world import World
 from scanner.models import IndicatorCode
 from scanner.output import load_schema

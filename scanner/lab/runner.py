@@ -8,8 +8,9 @@ SMTP and HTTPS servers in a nursery, and cancels them when the block exits.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -314,3 +315,44 @@ async def serve_forever(
     async with open_lab(world, workdir, latency=latency) as lab:
         on_ready(lab)
         await trio.sleep_forever()
+
+
+@contextmanager
+def lab_in_thread(world: World, workdir: Path) -> Iterator[Lab]:
+    """`world` served on loopback by a lab in a thread of its own, until the block ends.
+
+    For a caller whose own `trio.run` needs the main thread (a command run in-process,
+    a benchmark); the lab's failure to start is raised here, not lost in the thread.
+    """
+    started: list[tuple[Lab, trio.lowlevel.TrioToken, trio.Event]] = []
+    ready = threading.Event()
+    failure: list[BaseException] = []
+
+    async def serve() -> None:
+        stop = trio.Event()
+        async with open_lab(world, workdir=workdir) as lab:
+            started.append((lab, trio.lowlevel.current_trio_token(), stop))
+            ready.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            trio.run(serve)
+        except BaseException as exc:  # raised again in the test's thread
+            failure.append(exc)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="lab", daemon=True)
+    thread.start()
+    ready.wait()
+    if failure:
+        raise failure[0]
+    lab, token, stop = started[0]
+    try:
+        yield lab
+    finally:
+        trio.from_thread.run_sync(stop.set, trio_token=token)
+        thread.join()
+        if failure:
+            raise failure[0]
