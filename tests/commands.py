@@ -14,19 +14,29 @@ import gc
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import trio
 from trio.testing import MockClock
 from typer.testing import CliRunner, Result
 
 from scanner.lab import Lab, World, bind_lab, serve_bound
 from scanner.options import NetworkOptions, network_options
+from scanner.output import load_schema
 
 # Real seconds every task must have been idle before virtual time moves on
 # (`loopback_clock`, `lab_in_command`).
 LOOPBACK_IDLE = 0.02
+
+
+@cache
+def line_validator() -> jsonschema.Draft202012Validator:
+    """The results line schema's validator, built once: `jsonschema.validate` checks the
+    schema itself on every call (about 0.1 s)."""
+    return jsonschema.Draft202012Validator(load_schema())
 
 
 @contextmanager

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import jsonschema
 import pytest
+from commands import line_validator
 from rich.console import Console
 from unbound_lab import NEEDS_UNBOUND, validated_dane_lab
 
@@ -23,7 +23,7 @@ from scanner.lab import Lab, World
 from scanner.lab.expectations import mismatches
 from scanner.models import DaneStatus
 from scanner.options import build_scanner, network_options
-from scanner.output import load_schema, result_line
+from scanner.output import result_line
 from scanner.render import render_check
 from scanner.scan import Scanner
 
@@ -57,7 +57,7 @@ async def dane_lab(tmp_path: Path) -> AsyncIterator[DaneLab]:
 
 async def test_every_dane_domain_gets_its_expected_verdict(dane_lab: DaneLab) -> None:
     scanner = dane_lab.scanner()
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = line_validator()
     problems: dict[str, list[str]] = {}
     for domain in dane_lab.world.domains:
         assert domain.expect is not None

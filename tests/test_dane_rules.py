@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import jsonschema
 import pytest
+from commands import line_validator
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
@@ -40,7 +40,7 @@ from scanner.models import (
     TlsaAnswer,
     TlsaRecord,
 )
-from scanner.output import load_schema, result_line
+from scanner.output import result_line
 from scanner.render import render_check
 from tests.builders import OPTIONS, SCANNED, WINDOW, domain_facts, host, probe
 
@@ -380,7 +380,7 @@ def test_lines_with_dane_validate_against_the_schema(facts) -> None:  # type: ig
         facts.domain, SCANNED, WINDOW[1], facts=facts, verdict=assess_domain(facts)
     )
     line = result_line(result, OPTIONS)
-    jsonschema.Draft202012Validator(load_schema()).validate(line)
+    line_validator().validate(line)
     host_line = line["mx"][0]  # type: ignore[index]
     if facts.hosts[0].dane is None:
         assert host_line["dane"] is None

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import trio
+from commands import line_validator
 from hostile import Forge, Material, serve_certificates
 from trio.testing import MockClock
 
@@ -33,7 +33,7 @@ from scanner.net.probe import ProbeSettings
 from scanner.net.resolver import Nameserver, Resolver
 from scanner.net.tls import TlsClient
 from scanner.net.trust import TrustStore
-from scanner.output import MAX_LINE_BYTES, fit_line, load_schema, result_line, written_line
+from scanner.output import MAX_LINE_BYTES, fit_line, result_line, written_line
 from scanner.scan import ProbeCache, Scanner, ScanSettings
 
 HOSTILE = "hostile.example"
@@ -128,8 +128,7 @@ async def test_the_hostile_domain_first_every_line_written_none_over_2_mib(
     lines = {json.loads(text)["domain"]: json.loads(text) for text in written}
     hostile = lines[HOSTILE]
     assert hostile["error"] is None  # scanned, its line cut to fit
-    schema = load_schema()
-    jsonschema.validate(hostile, schema)
+    line_validator().validate(hostile)
     addresses = [a for host in hostile["mx"] for a in host["addresses"]]
     assert len(addresses) == 32
     assert all(a["starttls"] == "offered" for a in addresses)
@@ -139,7 +138,7 @@ async def test_the_hostile_domain_first_every_line_written_none_over_2_mib(
     for indicator in hostile["indicators"]:
         assert len(indicator["detail"]) < 2000  # a few names and a count, not 280
     for domain in GOOD:
-        jsonschema.validate(lines[domain], schema)
+        line_validator().validate(lines[domain])
         assert lines[domain]["error"] is None
         assert "trimmed" not in lines[domain]
         (address,) = lines[domain]["mx"][0]["addresses"]
@@ -182,7 +181,7 @@ def test_a_line_that_cannot_be_built_is_that_domains_internal_error() -> None:
     assert line["error"].startswith("internal-error: its line could not be built: AttributeError")
     assert result.error is not None
     assert result.error.kind is ErrorKind.INTERNAL_ERROR
-    jsonschema.validate(line, load_schema())
+    line_validator().validate(line)
     good = DomainResult.failed(HOSTILE, ScanError(ErrorKind.TIMEOUT, "slow"), at)
     assert written_line(good, ReportOptions()) == (
         json.dumps(result_line(good, ReportOptions()), ensure_ascii=False, separators=(",", ":")),

@@ -29,6 +29,7 @@ from builders import (
     probe,
     untestable,
 )
+from commands import line_validator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,7 +58,7 @@ LINE_KEYS = [
     "received_reports",
 ]
 
-VALIDATOR = jsonschema.Draft202012Validator(load_schema())
+VALIDATOR = line_validator()
 
 
 def line_of(facts: DomainFacts) -> dict[str, Any]:

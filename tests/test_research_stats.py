@@ -19,9 +19,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
-from commands import lab_in_command, run_command
+from commands import lab_in_command, line_validator, run_command
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +28,6 @@ from scanner.core.codes import ProblemCode
 from scanner.lab import lab_in_thread, load_world
 from scanner.lab.world import World
 from scanner.models import IndicatorCode
-from scanner.output import load_schema
 from scanner.research.diff import ChangeKind, compare_snapshots, load_snapshots
 from scanner.research.groups import (
     RANK_BUCKETS,
@@ -134,7 +132,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def test_ranked_lines_carry_their_rank_and_validate(demo_scan: Path) -> None:
     world = load_world(FIXTURES / "demo-world.toml")
     ranks = {name: rank for rank, name in enumerate(world.domain_names, 1)}
-    validator = jsonschema.Draft202012Validator(load_schema())  # once, not once per line
+    validator = line_validator()
     lines = read_jsonl(demo_scan)
     assert len(lines) == len(ranks)
     for line in lines:

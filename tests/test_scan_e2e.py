@@ -19,10 +19,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import trio
-from commands import invoke
+from commands import invoke, line_validator
 from rich.console import Console
 from trio.testing import MockClock
 
@@ -32,7 +31,6 @@ from scanner.lab import Lab, World
 from scanner.lab.demo import render_demo_summary, scan_world
 from scanner.lab.expectations import mismatches
 from scanner.options import build_scanner, network_options
-from scanner.output import load_schema
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 STEP_TIMEOUT = "1"
@@ -79,7 +77,7 @@ async def test_scan_of_demo_world_reaches_every_expected_verdict(
         progress=Collect(),
     )
     assert len(results) == len(written) == len(demo_world.domains)  # one line per input domain
-    validator = jsonschema.Draft202012Validator(load_schema())  # once, not once per line
+    validator = line_validator()
     for line, result in zip(written, results, strict=True):
         validator.validate(line)
         assert (line["domain"], line["enforce_ready"]) == (result.domain, result.enforce_ready)

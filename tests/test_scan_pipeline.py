@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import trio
+from commands import line_validator
 from trio.testing import MockClock
 
 from scanner.core.addresses import parse_exclusions
@@ -21,7 +22,6 @@ from scanner.net.probe import ProbeSettings
 from scanner.net.resolver import Nameserver, Resolver
 from scanner.net.tls import TlsClient
 from scanner.net.trust import TrustStore
-from scanner.output import load_schema
 from scanner.scan import Scanner, ScanSettings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -67,7 +67,6 @@ class ExplodingScanner(Scanner):
 async def test_an_exception_in_one_domain_becomes_its_error_line(
     loopback_clock: MockClock, bulk_lab: Lab
 ) -> None:
-    import jsonschema
 
     lines = await scan_all(
         make_scanner(bulk_lab, cls=ExplodingScanner),
@@ -80,7 +79,7 @@ async def test_an_exception_in_one_domain_becomes_its_error_line(
     assert "_scan_domain" in error  # the traceback is summarised
     assert by_domain["hosted0.example"]["error"] is None
     assert by_domain["hosted2.example"]["error"] is None
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = line_validator()
     for line in lines:
         validator.validate(line)
 

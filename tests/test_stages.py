@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from commands import invoke, items_of, lab_options
+from commands import invoke, items_of, lab_in_command, lab_options
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trio.testing import MockClock
 
 from scanner.core.inputs import Shard
 from scanner.files import InputReader, text_lines
-from scanner.lab import Lab, World
+from scanner.lab import Lab, World, lab_in_thread
 from scanner.models import DomainFacts, HostDane, ProbeOutcome
 from scanner.options import NetworkOptions, build_scanner
 from scanner.stages.codec import Undecodable, decode, encode
@@ -216,39 +216,57 @@ def test_answers_leave_out_times_attempts_and_transcripts() -> None:
     assert answers(line) != answers(refused)
 
 
-def test_the_commands_and_local_stages_write_a_scans_lines(
-    demo_lab_thread: Lab, demo_world: World, tmp_path: Path
-) -> None:
-    """`scanner stage ...` in-process, then `deploy/local-stages.sh 2`, against `scan`."""
-    names = demo_world.domain_names[:8]
-    listing = tmp_path / "domains.txt"
-    listing.write_text("\n".join(names) + "\n", encoding="utf-8")
-    lab_args = ("--timeout", "1", "--greeting-timeout", "1", *demo_lab_thread.scanner_args())
-    scanned = invoke("scan", "--input", str(listing), "--out", str(tmp_path / "scan.jsonl"),
+def _listing(world: World, path: Path) -> Path:
+    """The first eight of `world`'s domains, one per line."""
+    path.write_text("\n".join(world.domain_names[:8]) + "\n", encoding="utf-8")
+    return path
+
+
+def _scanned(lab: Lab, listing: Path, out: Path) -> list[dict[str, Any]]:
+    """`scanner scan` of `listing` in one process: its lines."""
+    lab_args = ("--timeout", "1", "--greeting-timeout", "1", *lab.scanner_args())
+    scanned = invoke("scan", "--input", str(listing), "--out", str(out),
                      "--workers", "1", "--no-progress", *lab_args)  # fmt: skip
     assert scanned.exit_code == 0, scanned.stderr
-    one = [json.loads(text) for text in text_lines(tmp_path / "scan.jsonl")]
-    directory = tmp_path / "stages"
-    found = invoke("stage", "discover", "--shard", "0/1", "--input", str(listing),
-                   "--out", str(directory), *lab_args)  # fmt: skip
-    assert found.exit_code == 0, found.stderr
-    refused = invoke("stage", "verdict", "--shard", "0/1", "--in", str(directory),
-                     "--out", str(tmp_path / "v.jsonl"), *lab_args)  # fmt: skip
-    assert refused.exit_code == 1
-    assert "holds no probe outcomes files: run that stage first" in refused.stderr
-    probed = invoke("stage", "probe", "--shard", "0/1", "--in", str(directory), *lab_args)
-    assert probed.exit_code == 0, probed.stderr
-    judged = invoke("stage", "verdict", "--shard", "0/1", "--in", str(directory),
-                    "--out", str(tmp_path / "v.jsonl"), *lab_args)  # fmt: skip
-    assert judged.exit_code == 0, judged.stderr
+    return [json.loads(text) for text in text_lines(out)]
+
+
+def test_the_stage_commands_write_a_scans_lines(demo_world: World, tmp_path: Path) -> None:
+    """`scanner stage discover | probe | verdict`, in-process, on virtual time, against `scan`."""
+    listing = _listing(demo_world, tmp_path / "domains.txt")
+    with lab_in_command(demo_world, tmp_path / "lab") as lab:
+        one = _scanned(lab, listing, tmp_path / "scan.jsonl")
+        lab_args = ("--timeout", "1", "--greeting-timeout", "1", *lab.scanner_args())
+        directory = tmp_path / "stages"
+        found = invoke("stage", "discover", "--shard", "0/1", "--input", str(listing),
+                       "--out", str(directory), *lab_args)  # fmt: skip
+        assert found.exit_code == 0, found.stderr
+        refused = invoke("stage", "verdict", "--shard", "0/1", "--in", str(directory),
+                         "--out", str(tmp_path / "v.jsonl"), *lab_args)  # fmt: skip
+        assert refused.exit_code == 1
+        assert "holds no probe outcomes files: run that stage first" in refused.stderr
+        probed = invoke("stage", "probe", "--shard", "0/1", "--in", str(directory), *lab_args)
+        assert probed.exit_code == 0, probed.stderr
+        judged = invoke("stage", "verdict", "--shard", "0/1", "--in", str(directory),
+                        "--out", str(tmp_path / "v.jsonl"), *lab_args)  # fmt: skip
+        assert judged.exit_code == 0, judged.stderr
     assert differences(one, [json.loads(t) for t in text_lines(tmp_path / "v.jsonl")]) == []
 
-    out = tmp_path / "local"
-    script = subprocess.run(
-        [str(ROOT / "deploy" / "local-stages.sh"), "2", str(listing), str(out), *lab_args],
-        capture_output=True, text=True, check=False, timeout=120,
-        env={**os.environ, "SCANNER": f"{sys.executable} -m scanner"},
-    )  # fmt: skip
+
+def test_local_stages_write_a_scans_lines(demo_world: World, tmp_path: Path) -> None:
+    """`deploy/local-stages.sh 2`: two processes per stage, against `scan` (of a lab of
+    the same world on virtual time: the answers do not depend on the lab's ports or CA)."""
+    listing = _listing(demo_world, tmp_path / "domains.txt")
+    with lab_in_command(demo_world, tmp_path / "scan-lab") as lab:
+        one = _scanned(lab, listing, tmp_path / "scan.jsonl")
+    with lab_in_thread(demo_world, tmp_path / "lab") as lab:
+        lab_args = ("--timeout", "1", "--greeting-timeout", "1", *lab.scanner_args())
+        out = tmp_path / "local"
+        script = subprocess.run(
+            [str(ROOT / "deploy" / "local-stages.sh"), "2", str(listing), str(out), *lab_args],
+            capture_output=True, text=True, check=False, timeout=120,
+            env={**os.environ, "SCANNER": f"{sys.executable} -m scanner"},
+        )  # fmt: skip
     assert script.returncode == 0, script.stderr
     staged_lines = [json.loads(t) for t in text_lines(out / "results.jsonl")]
     assert differences(one, staged_lines) == []
