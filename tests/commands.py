@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import gc
 import subprocess
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -124,3 +124,21 @@ def run_command(
     return subprocess.CompletedProcess(
         ["scanner", *args], result.exit_code, result.stdout, result.stderr
     )
+
+
+@asynccontextmanager
+async def process_of(command: Sequence[str], **options: Any) -> AsyncIterator[trio.Process]:
+    """`trio.lowlevel.open_process(command, **options)` for a test that waits for the
+    process itself: should the test fail first, the process is killed, not left running."""
+    process = await trio.lowlevel.open_process(list(command), **options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            await process.wait()
+
+
+def line_count(path: Path) -> int:
+    """Lines another process has written to `path` so far (0 before it exists)."""
+    return path.read_text(encoding="utf-8").count("\n") if path.exists() else 0

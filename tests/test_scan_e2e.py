@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import trio
-from commands import invoke, line_validator
+from commands import invoke, line_count, line_validator, process_of
 from rich.console import Console
 from trio.testing import MockClock
 
@@ -304,7 +304,7 @@ async def test_interrupt_leaves_only_complete_lines(
     out = tmp_path / "out.jsonl"
     domains = [name for name in bulk_world.domain_names if name.startswith("hosted")]
     domains += [name for name in bulk_world.domain_names if name.startswith("slow")]
-    process = await trio.lowlevel.open_process(
+    async with process_of(
         [
             sys.executable,
             "-m",
@@ -322,13 +322,13 @@ async def test_interrupt_leaves_only_complete_lines(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-    )
-    with trio.fail_after(30):
-        # Another process writes the file; polling is the only way to watch it.
-        while not out.exists() or out.read_text(encoding="utf-8").count("\n") < len(domains) - 8:  # noqa: ASYNC110
-            await trio.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        returncode = await process.wait()
+    ) as process:
+        with trio.fail_after(30):
+            # Another process writes the file; polling is the only way to watch it.
+            while line_count(out) < len(domains) - 8:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            returncode = await process.wait()
     assert returncode == 130
     lines = read_jsonl(out)  # raises if any line is torn
     assert len(lines) < len(domains)  # the silent hosts were still in flight
@@ -397,27 +397,27 @@ def test_stats_counts_a_results_file(demo_lab_thread: Lab, tmp_path: Path) -> No
 async def test_lab_serve_prints_how_to_reach_it_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     from scanner.net.resolver import Resolver, parse_nameserver
 
-    process = await trio.lowlevel.open_process(
+    async with process_of(
         [sys.executable, "-m", "scanner", "lab", "serve", "--workdir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    output = b""
-    with trio.fail_after(20):
-        while b"serving until Ctrl-C" not in output:
-            chunk = await process.stdout.receive_some()
-            assert chunk, output.decode()
-            output += chunk
-        text = output.decode()
-        resolver_text = re.search(r"resolver:\s+(\S+)", text)
-        assert resolver_text is not None
-        assert (tmp_path / "lab-ca.pem").is_file()
-        resolver = Resolver.create([parse_nameserver(resolver_text.group(1))], timeout=2)
-        answer = await resolver.mx("testing-ready.example")
-        assert [record.host for record in answer.records] == ["mx.testing-ready.example"]
-        process.send_signal(signal.SIGINT)
-        assert await process.wait() == 130
+    ) as process:
+        assert process.stdout is not None
+        output = b""
+        with trio.fail_after(60):  # bounds a hang only: a loaded machine starts slowly
+            while b"serving until Ctrl-C" not in output:
+                chunk = await process.stdout.receive_some()
+                assert chunk, output.decode()
+                output += chunk
+            text = output.decode()
+            resolver_text = re.search(r"resolver:\s+(\S+)", text)
+            assert resolver_text is not None
+            assert (tmp_path / "lab-ca.pem").is_file()
+            resolver = Resolver.create([parse_nameserver(resolver_text.group(1))], timeout=10)
+            answer = await resolver.mx("testing-ready.example")
+            assert [record.host for record in answer.records] == ["mx.testing-ready.example"]
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 130
 
 
 def test_check_exits_2_when_the_mx_lookup_fails(demo_lab_thread: Lab) -> None:
@@ -567,7 +567,7 @@ def test_write_failure_stops_the_scan_with_a_clear_error(bulk_lab_thread: Lab) -
 
 
 async def test_ctrl_c_during_check_exits_130(demo_lab: Lab) -> None:
-    process = await trio.lowlevel.open_process(
+    async with process_of(
         [
             sys.executable,
             "-m",
@@ -580,13 +580,13 @@ async def test_ctrl_c_during_check_exits_130(demo_lab: Lab) -> None:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-    )
-    with trio.fail_after(20):
-        # the silent MX of silent.example; the counter lives in the lab, polling is simplest
-        while demo_lab.smtp_connections("127.0.1.24") == 0:  # noqa: ASYNC110
-            await trio.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        assert await process.wait() == 130
+    ) as process:
+        with trio.fail_after(20):
+            # the silent MX of silent.example; the counter lives in the lab, polling is simplest
+            while demo_lab.smtp_connections("127.0.1.24") == 0:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 130
 
 
 def test_report_and_stats_survive_a_foreign_file(tmp_path: Path) -> None:

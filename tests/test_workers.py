@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from commands import invoke, items_of, lab_options
+from commands import invoke, items_of, lab_options, line_count, process_of
 from trio.testing import MockClock
 
 from scanner.lab import Lab, World
@@ -241,17 +241,17 @@ async def test_ctrl_c_stops_the_workers_and_leaves_whole_lines(
 ) -> None:
     out = tmp_path / "out.jsonl"
     domains = [n for n in bulk_world.domain_names if n.startswith(("hosted", "slow"))]
-    process = await trio.lowlevel.open_process(
+    async with process_of(
         [sys.executable, "-m", "scanner", "scan", *domains, "--out", str(out), "--no-progress",
          "--timeout", "5", "--greeting-timeout", "5", "--per-ip", "1", "--workers", "2",
          *bulk_lab.scanner_args()],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    with trio.fail_after(40):
-        while not out.exists() or out.read_text(encoding="utf-8").count("\n") < len(domains) - 8:  # noqa: ASYNC110
-            await trio.sleep(0.05)
-        process.send_signal(signal.SIGINT)
-        assert await process.wait() == 130
+    ) as process:  # fmt: skip
+        with trio.fail_after(40):
+            while line_count(out) < len(domains) - 8:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 130
     lines = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]
     assert len(lines) < len(domains)
     # the silent hosts' domains left: a short greeting deadline ends each at once
@@ -328,24 +328,24 @@ async def test_a_killed_worker_process_is_reported_by_the_command(
     domains = [n for n in bulk_world.domain_names if n.startswith(("hosted", "slow"))]
     listed = tmp_path / "domains.txt"
     listed.write_text("\n".join(domains) + "\n", encoding="utf-8")
-    process = await trio.lowlevel.open_process(
+    async with process_of(
         [sys.executable, "-m", "scanner", "scan", "--input", str(listed), "--out", str(out),
          "--no-progress", "--timeout", "0.2", "--greeting-timeout", "0.2", "--per-ip", "1",
          "--workers", "2", *bulk_lab.scanner_args()],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stderr is not None
-    with trio.fail_after(60):
-        while bulk_lab.smtp_connections("127.0.3.9") == 0:  # noqa: ASYNC110
-            await trio.sleep(0.05)  # until the slow probes are under way
-        workers = _children(process.pid)
-        assert len(workers) == 2
-        os.kill(workers[0], signal.SIGKILL)
-        stderr = b""
-        async with process.stderr:
-            async for chunk in process.stderr:
-                stderr += chunk
-        code = await process.wait()
+    ) as process:  # fmt: skip
+        assert process.stderr is not None
+        with trio.fail_after(60):
+            while bulk_lab.smtp_connections("127.0.3.9") == 0:  # noqa: ASYNC110
+                await trio.sleep(0.05)  # until the slow probes are under way
+            workers = _children(process.pid)
+            assert len(workers) == 2
+            os.kill(workers[0], signal.SIGKILL)
+            stderr = b""
+            async with process.stderr:
+                async for chunk in process.stderr:
+                    stderr += chunk
+            code = await process.wait()
     text = stderr.decode()
     assert code != 0, text
     assert "a worker process ended early" in text, text
