@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +26,13 @@ for _name in ("COLUMNS", "LINES"):
 # again (about 7 s of CPU per process for the suite's modules alone).
 sys.dont_write_bytecode = False
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+
+# Tests of Ctrl-C send SIGINT to the processes they start. A test run started in the
+# background of a non-interactive shell (`pytest &`) inherits SIGINT ignored, and a
+# process inherits an ignored signal: its Ctrl-C would be ignored too. Python's own
+# handler is given back, which a started program inherits as the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Property tests judge results, never speed: an example, or its generation, slowed by a
 # busy machine is not a failure (Hypothesis's default 200 ms deadline and its too_slow
