@@ -628,35 +628,64 @@ def base_record(domain: str = "example.com", **changes: Any) -> dict[str, Any]:
     return record
 
 
+# An address's result types: any list of up to two (repeats included), one as likely as another.
+RESULT_TYPE_LISTS = [
+    (),
+    *(
+        kinds
+        for size in (1, 2)
+        for kinds in itertools.product(
+            ["certificate-expired", "starttls-not-supported"], repeat=size
+        )
+    ),
+]
+
+
+def address(
+    choices: tuple[str, str, str | None, str | int | None, tuple[str, ...], int | None],
+) -> dict[str, Any]:
+    ip, status, reason, starttls, result_types, attempts = choices
+    return {
+        "ip": ip,
+        "status": status,
+        "reason": reason,
+        "starttls": starttls,
+        "result_types": list(result_types),
+        "attempts": attempts,
+    }
+
+
 addresses = st.lists(
     st.builds(
-        lambda fields, result_types: dict(
-            zip(("ip", "status", "reason", "starttls"), fields[:4], strict=True),
-            result_types=result_types,
-            attempts=fields[4],
-        ),
+        address,
         combinations(
             ["192.0.2.1", "192.0.2.2", "2001:db8::1"],
             ["tested", "not-testable", "weird"],
             [None, "timeout:greeting", "busy:421 x"],
             [None, "offered", "missing", "stripped", 3],
+            RESULT_TYPE_LISTS,
             [None, 1, 3],
         ),
-        st.lists(st.sampled_from(["certificate-expired", "starttls-not-supported"]), max_size=2),
     ),
     max_size=3,
+)
+# No policy half the time, else one of each mode and max_age (`st.one_of` of the two).
+POLICIES: list[tuple[str, int] | None] = [None] * len(MODES) * 11 + list(
+    itertools.product(MODES, range(11))
 )
 
 
 def funnel_record(
-    choices: tuple[Any, ...], policy: dict[str, Any] | None, hosts: list[dict[str, Any]]
+    choices: tuple[Any, ...], policy: tuple[str, int] | None, hosts: list[dict[str, Any]]
 ) -> dict[str, Any]:
     sts_record, error_type, detail, null_mx, implicit, ready, tlsrpt = choices
     return base_record(
         mta_sts={
             "record": sts_record,
             "id": "1" if sts_record else None,
-            "policy": policy,
+            "policy": None
+            if policy is None
+            else {"mode": policy[0], "mx": ["mx.example"], "max_age": policy[1]},
             "error": {"result_type": error_type, "detail": detail}
             if error_type or detail
             else None,
@@ -679,16 +708,7 @@ records = st.builds(
         BOOLEANS,
         [None, "v=TLSRPTv1; rua=mailto:x@example.com"],
     ),
-    st.one_of(
-        st.none(),
-        combinations(MODES, list(range(11))).map(
-            lambda mode_max_age: {
-                "mode": mode_max_age[0],
-                "mx": ["mx.example"],
-                "max_age": mode_max_age[1],
-            }
-        ),
-    ),
+    st.sampled_from(POLICIES),
     st.lists(
         st.builds(
             lambda a, source_in_policy: host(
