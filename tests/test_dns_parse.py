@@ -409,7 +409,7 @@ txt_strings = st.lists(
 )
 
 # Types whose records are a name and nothing else: an RRset of them is one to three
-# indexes into the pool, drawn as one to three octets.
+# indexes into the pool, drawn as one to three octets (each modulo the pool's length).
 NAME_TYPES = (dns.rdatatype.CNAME, dns.rdatatype.NS)
 
 
@@ -473,7 +473,9 @@ def draw_rrset(
     rdtype: dns.rdatatype.RdataType,
     names: Sequence[dns.name.Name],
 ) -> dns.rrset.RRset:
-    """An RRset of one to three records and a TTL; the names are of the pool `names`."""
+    """An RRset of one to three records, its names of the pool `names`, and a TTL: one for
+    all the records, as dnspython writes them (the smallest it was given), so a TTL for
+    each would make no other replies."""
     made = dns.rrset.RRset(owner, IN, rdtype)
     values = draw(values_of(rdtype, len(names) - 1))
     ttl = draw_ttl(draw)
