@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import string
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -92,22 +93,56 @@ def cryptography_text(der: bytes) -> str | None:
         return None
 
 
-values = st.one_of(
-    st.text(alphabet=st.sampled_from(SPECIALS + "a"), max_size=3),  # the escaping's edges
-    st.text(
-        alphabet=st.one_of(st.sampled_from(SPECIALS), st.characters(codec="utf-8")), max_size=12
-    ),
-)
-attributes = st.builds(
-    lambda oid, value, kind: (oid, value, kind),
-    st.sampled_from(KNOWN + OTHER),
-    values,
-    st.sampled_from(STRING_TYPES),
-)
+# The characters a PrintableString may hold (X.680 §41.4); the other types take any.
+PRINTABLE = string.ascii_letters + string.digits + " '()+,-./:=?"
+# The lengths cryptography allows, in UTF-8 octets (RFC 5280's upper bounds).
+LENGTHS = {NameOID.COUNTRY_NAME: (2, 2), NameOID.COMMON_NAME: (1, 64)}
+
+
+def values(kind: _ASN1Type, lengths: tuple[int, int] | None) -> st.SearchStrategy[str]:
+    """Values an attribute of `kind` and `lengths` can hold: short ones of the escaping's
+    edges, and longer ones of any characters; only ever what cryptography would take (a
+    value it refuses costs the draws and tests nothing)."""
+    fits = PRINTABLE if kind == _ASN1Type.PrintableString else None
+    specials = [c for c in SPECIALS if fits is None or c in fits]
+    least, most = lengths or (0, 12)
+    fewest = -(-least // 4)  # characters: four octets at most each
+    made = st.one_of(
+        st.text(alphabet=st.sampled_from([*specials, "a"]), min_size=fewest, max_size=min(3, most)),
+        st.text(
+            alphabet=st.one_of(
+                st.sampled_from(specials),
+                st.characters(codec="utf-8") if fits is None else st.sampled_from(fits),
+            ),
+            min_size=fewest,
+            max_size=min(12, most),
+        ),
+    )
+    if lengths is None:
+        return made
+    return made.filter(lambda value: least <= len(value.encode()) <= most)
+
+
+VALUES = {
+    (kind, lengths): values(kind, lengths)
+    for kind in STRING_TYPES
+    for lengths in [None, *LENGTHS.values()]
+}
+OIDS_AND_TYPES = st.sampled_from([(oid, kind) for oid in KNOWN + OTHER for kind in STRING_TYPES])
+
+
+@st.composite
+def attributes(draw: st.DrawFn) -> tuple[ObjectIdentifier, str, _ASN1Type]:
+    oid, kind = draw(OIDS_AND_TYPES)
+    return oid, draw(VALUES[kind, LENGTHS.get(oid)]), kind
+
+
+# Attributes of one RDN differ in type or value (cryptography refuses a repeated one).
+rdn_attributes = st.lists(attributes(), min_size=1, max_size=2, unique_by=lambda a: (a[0], a[1]))
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(attributes, min_size=1, max_size=2), max_size=4))
+@given(st.lists(rdn_attributes, max_size=4))
 def test_name_text_is_cryptography_s_text_or_none(
     rdns: list[list[tuple[ObjectIdentifier, str, _ASN1Type]]],
 ) -> None:

@@ -15,9 +15,11 @@ other classes than IN, nor the RDATA of types it does not use, nor TSIG.
 from __future__ import annotations
 
 import functools
+import itertools
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dns.edns
 import dns.exception
@@ -359,7 +361,15 @@ names = st.builds(
     st.lists(labels, max_size=3),
     st.sampled_from(SUFFIXES),
 )
-ttls = st.one_of(st.integers(0, 200_000), st.integers(0, 2**32 - 1))
+SMALL_TTLS = st.integers(0, 200_000)
+ANY_TTLS = st.integers(0, 2**32 - 1)
+
+
+def draw_ttl(draw: st.DrawFn) -> int:
+    """A TTL, small or any 32 bits, even odds: `st.one_of` of the two, in fewer draws."""
+    return draw(SMALL_TTLS if draw(st.booleans()) else ANY_TTLS)
+
+
 IPV6_GROUPS = (0, 0, 0, 1, 0xFFFF, 0x2001, 0xDB8)
 # Eight groups of IPV6_GROUPS, one octet drawn for each: one draw, not sixteen.
 ipv6_groups = st.binary(min_size=8, max_size=8).map(
@@ -370,12 +380,11 @@ ipv6_addresses = st.one_of(
 )
 
 
-# The strategies below are built once, for each record type and pool size: a strategy
-# made afresh for every draw costs Hypothesis more than drawing from it. What depends
-# on the pool (the names records point at) is drawn as an index into it.
-
-Pick = Callable[[Sequence[dns.name.Name]], dns.rdata.Rdata]
-"""A record, once given the pool of names (the root last) its names are taken from."""
+# What a reply is made of is drawn as plain values (octets, integers, indexes into the
+# pool of names), with strategies built once for each record type and pool size, and
+# `replies` makes dnspython's records of them: each value Hypothesis draws costs it far
+# more than the Python that makes a record, so a record is as few draws as cover it.
+# The pool of names is `size` names and the root, last; an index is into all of them.
 
 TLSA_LENGTHS = {1: 32, 2: 64}  # SHA-256, SHA-512; any length for the others
 TLSA_DATA = st.one_of(
@@ -387,97 +396,100 @@ TLSA_DATA = st.one_of(
         for mtype in (0, 1, 2, 3, 255)
     ]
 )
-tlsa_rdata = st.builds(
-    lambda mtype_data, usage_selector: dns.rdtypes.ANY.TLSA.TLSA(
-        IN, dns.rdatatype.TLSA, *usage_selector, *mtype_data
-    ),
-    TLSA_DATA,
-    st.binary(min_size=2, max_size=2),  # the usage and the selector, any octets
-)
-
-
-def _fixed(rdata: dns.rdata.Rdata) -> Pick:
-    return lambda _names: rdata
-
-
-@functools.cache
-def rdata_of(rdtype: dns.rdatatype.RdataType, size: int) -> st.SearchStrategy[Pick]:
-    """Records of `rdtype` whose names are of a pool of `size` names and the root."""
-    pooled = st.integers(0, size)  # an index into [*pool, dns.name.root]
-    if rdtype == dns.rdatatype.A:
-        return st.binary(min_size=4, max_size=4).map(
-            lambda b: _fixed(dns.rdtypes.IN.A.A(IN, rdtype, b))
-        )
-    if rdtype == dns.rdatatype.AAAA:
-        return ipv6_addresses.map(lambda b: _fixed(dns.rdtypes.IN.AAAA.AAAA(IN, rdtype, b)))
-    if rdtype == dns.rdatatype.MX:
-        return st.builds(
-            lambda p, i: lambda names: dns.rdtypes.ANY.MX.MX(IN, rdtype, p, names[i]),
-            st.integers(0, 65535),
-            pooled,
-        )
-    if rdtype == dns.rdatatype.TXT:
-        return txt_strings.map(lambda s: _fixed(dns.rdtypes.ANY.TXT.TXT(IN, rdtype, s)))
-    if rdtype == dns.rdatatype.TLSA:
-        return tlsa_rdata.map(_fixed)
-    if rdtype == dns.rdatatype.CNAME:
-        return pooled.map(lambda i: lambda names: dns.rdtypes.ANY.CNAME.CNAME(IN, rdtype, names[i]))
-    if rdtype == dns.rdatatype.NS:
-        return pooled.map(lambda i: lambda names: dns.rdtypes.ANY.NS.NS(IN, rdtype, names[i]))
-    assert rdtype == dns.rdatatype.SOA
-    # The serial, refresh, retry and expire (any, and unread) as one draw; the minimum
-    # (which the negative TTL comes from) as an integer, small ones more often.
-    return st.builds(
-        lambda m, r, times, minimum: (
-            lambda names: dns.rdtypes.ANY.SOA.SOA(
-                IN, rdtype, names[m], names[r], *struct.unpack("!4I", times), minimum
-            )
-        ),
-        pooled,
-        pooled,
-        st.binary(min_size=16, max_size=16),
-        st.integers(0, 2**32 - 1),
-    )
-
+# The matching type and its data, then the usage and the selector, any octets.
+tlsa_fields = st.tuples(TLSA_DATA, st.binary(min_size=2, max_size=2))
 
 txt_strings = st.lists(
     st.one_of(
         st.binary(max_size=30),
-        st.text(max_size=20).map(str.encode).filter(lambda b: len(b) < 256),
+        st.text(max_size=20).map(str.encode),  # at most 80 octets, as a string may hold
     ),
     min_size=1,
     max_size=3,
 )
 
-Records = list[tuple[Pick, int]]
-"""An RRset's records, each with the TTL it comes with (the RRset takes the smallest)."""
+# Types whose records are a name and nothing else: an RRset of them is one to three
+# indexes into the pool, drawn as one to three octets (each modulo the pool's length).
+NAME_TYPES = (dns.rdatatype.CNAME, dns.rdatatype.NS)
 
 
 @functools.cache
-def records_of(rdtype: dns.rdatatype.RdataType, size: int) -> st.SearchStrategy[Records]:
-    return st.lists(st.tuples(rdata_of(rdtype, size), ttls), min_size=1, max_size=3)
+def values_of(rdtype: dns.rdatatype.RdataType, size: int) -> st.SearchStrategy[Sequence[object]]:
+    """The values of one to three records of `rdtype`, as `rdata` makes them."""
+    if rdtype in NAME_TYPES:
+        return st.binary(min_size=1, max_size=3)
+    pooled = st.integers(0, size)
+    value: st.SearchStrategy[object]
+    if rdtype == dns.rdatatype.A:
+        value = st.binary(min_size=4, max_size=4)
+    elif rdtype == dns.rdatatype.AAAA:
+        value = ipv6_addresses
+    elif rdtype == dns.rdatatype.MX:
+        value = st.tuples(st.integers(0, 65535), pooled)
+    elif rdtype == dns.rdatatype.TXT:
+        value = txt_strings
+    elif rdtype == dns.rdatatype.TLSA:
+        value = tlsa_fields
+    else:
+        assert rdtype == dns.rdatatype.SOA
+        # The MNAME and RNAME; the serial, refresh, retry and expire (any, and unread) as
+        # one draw; the minimum (which the negative TTL comes from), small ones more often.
+        value = st.tuples(
+            pooled, pooled, st.binary(min_size=16, max_size=16), st.integers(0, 2**32 - 1)
+        )
+    return st.lists(value, min_size=1, max_size=3)
 
 
-@functools.cache
-def owned_records(
-    rdtypes: tuple[dns.rdatatype.RdataType, ...], size: int
-) -> st.SearchStrategy[tuple[dns.rdatatype.RdataType, int, Records]]:
-    """A type of `rdtypes`, an owner (an index into the pool of `size`), and records."""
-    return st.one_of(
-        [st.tuples(st.just(t), st.integers(0, size - 1), records_of(t, size)) for t in rdtypes]
+def rdata(
+    rdtype: dns.rdatatype.RdataType, value: Any, names: Sequence[dns.name.Name]
+) -> dns.rdata.Rdata:
+    """A record of `rdtype` made of a value `values_of` drew, its names of `names`."""
+    if rdtype == dns.rdatatype.A:
+        return dns.rdtypes.IN.A.A(IN, rdtype, value)
+    if rdtype == dns.rdatatype.AAAA:
+        return dns.rdtypes.IN.AAAA.AAAA(IN, rdtype, value)
+    if rdtype == dns.rdatatype.MX:
+        preference, exchange = value
+        return dns.rdtypes.ANY.MX.MX(IN, rdtype, preference, names[exchange])
+    if rdtype == dns.rdatatype.TXT:
+        return dns.rdtypes.ANY.TXT.TXT(IN, rdtype, value)
+    if rdtype == dns.rdatatype.TLSA:
+        (mtype, data), usage_selector = value
+        return dns.rdtypes.ANY.TLSA.TLSA(IN, rdtype, *usage_selector, mtype, data)
+    if rdtype == dns.rdatatype.CNAME:
+        return dns.rdtypes.ANY.CNAME.CNAME(IN, rdtype, names[value % len(names)])
+    if rdtype == dns.rdatatype.NS:
+        return dns.rdtypes.ANY.NS.NS(IN, rdtype, names[value % len(names)])
+    assert rdtype == dns.rdatatype.SOA
+    mname, rname, times, minimum = value
+    return dns.rdtypes.ANY.SOA.SOA(
+        IN, rdtype, names[mname], names[rname], *struct.unpack("!4I", times), minimum
     )
 
 
-def rrset(
+def draw_rrset(
+    draw: st.DrawFn,
     owner: dns.name.Name,
     rdtype: dns.rdatatype.RdataType,
-    records: Records,
     names: Sequence[dns.name.Name],
 ) -> dns.rrset.RRset:
+    """An RRset of one to three records, its names of the pool `names`, and a TTL: one for
+    all the records, as dnspython writes them (the smallest it was given), so a TTL for
+    each would make no other replies."""
     made = dns.rrset.RRset(owner, IN, rdtype)
-    for pick, ttl in records:
-        made.add(pick(names), ttl)
+    values = draw(values_of(rdtype, len(names) - 1))
+    ttl = draw_ttl(draw)
+    for value in values:
+        made.add(rdata(rdtype, value, names), ttl)
     return made
+
+
+@functools.cache
+def owned_types(
+    rdtypes: tuple[dns.rdatatype.RdataType, ...], size: int
+) -> st.SearchStrategy[list[tuple[dns.rdatatype.RdataType, int]]]:
+    """Up to three RRsets' types (of `rdtypes`) and owners (indexes into the pool)."""
+    return st.lists(st.sampled_from(list(itertools.product(rdtypes, range(size)))), max_size=3)
 
 
 def chaos_txt(owner: dns.name.Name) -> dns.rrset.RRset:
@@ -501,9 +513,20 @@ edns_options = st.lists(
 
 ANY_TYPES = (*QTYPES, dns.rdatatype.NS)
 AUTHORITY_TYPES = (dns.rdatatype.SOA, dns.rdatatype.SOA, dns.rdatatype.NS)
-PLAIN_RCODES = st.sampled_from(RCODES)
-ALL_RCODES = st.sampled_from(RCODES + EXTENDED_RCODES)
+# With EDNS or without, even odds; then any RCODE it can carry (the upper bits only in
+# an OPT record, RFC 6891 §6.1.3), each as likely as the others.
+EXTENDED_OR_NOT = [
+    *((False, rcode) for rcode in RCODES * len(RCODES + EXTENDED_RCODES)),
+    *((True, rcode) for rcode in (RCODES + EXTENDED_RCODES) * len(RCODES)),
+]
+# The question's type, EDNS and the RCODE, then whether the reply is authenticated (AD),
+# answers the end of the CNAME chain, carries a record of class CH, and repeats an RRset:
+# independent choices, drawn as one.
+HEADER_CHOICES = st.sampled_from(
+    list(itertools.product(QTYPES, EXTENDED_OR_NOT, *[(False, True)] * 4))
+)
 CHAIN_LENGTHS = st.integers(0, MAX_CNAME_LINKS + 1)
+name_parts = st.tuples(st.lists(labels, max_size=3), st.sampled_from(SUFFIXES))
 
 
 @dataclass(frozen=True)
@@ -519,42 +542,41 @@ class Made:
 def replies(draw: st.DrawFn) -> Made:
     """A reply with a random CNAME chain from the QNAME, random RRsets (repeated owners and
     types, so that records merge), SOA or NS in authority, any RCODE, AD, EDNS with EDE."""
-    pool = draw(st.lists(names, min_size=1, max_size=5))
+    pool = [
+        dns.name.Name([*first, *suffix.labels])
+        for first, suffix in draw(st.lists(name_parts, min_size=1, max_size=5))
+    ]
     size = len(pool)
     pooled = [*pool, dns.name.root]
     qname = pool[draw(st.integers(0, size - 1))]
-    rdtype = draw(st.sampled_from(QTYPES))
+    rdtype, (with_edns, rcode), authenticated, answered, chaos, repeated = draw(HEADER_CHOICES)
     query = build_query(qname, rdtype)
     response = dns.message.make_response(dns.message.from_wire(query.with_id(QUERY_ID)))
-    with_edns = draw(st.booleans())
     response.use_edns(0 if with_edns else None, 0, 1232, options=draw(edns_options))
-    response.set_rcode(draw(ALL_RCODES if with_edns else PLAIN_RCODES))
-    if draw(st.booleans()):
+    response.set_rcode(rcode)
+    if authenticated:
         response.flags |= dns.flags.AD
     answer: list[dns.rrset.RRset] = []
     owner = qname
     for _ in range(draw(CHAIN_LENGTHS)):
-        link = rrset(
-            owner, dns.rdatatype.CNAME, draw(records_of(dns.rdatatype.CNAME, size)), pooled
-        )
+        link = draw_rrset(draw, owner, dns.rdatatype.CNAME, pooled)
         answer.append(link)
         target = link[0]
         assert isinstance(target, dns.rdtypes.ANY.CNAME.CNAME)
         owner = target.target
-    if draw(st.booleans()):
-        answer.append(rrset(owner, rdtype, draw(records_of(rdtype, size)), pooled))
-    for t, at, records in draw(st.lists(owned_records(ANY_TYPES, size), max_size=3)):
-        answer.append(rrset(pool[at], t, records, pooled))
-    if draw(st.booleans()):
+    if answered:
+        answer.append(draw_rrset(draw, owner, rdtype, pooled))
+    for t, at in draw(owned_types(ANY_TYPES, size)):
+        answer.append(draw_rrset(draw, pool[at], t, pooled))
+    if chaos:
         answer.append(chaos_txt(owner))
-    if answer and draw(st.booleans()):  # the same RRset again, another TTL: merged
+    if answer and repeated:  # the same RRset again, another TTL: merged
         again = answer[draw(st.integers(0, len(answer) - 1))].copy()
-        again.ttl = draw(ttls)
+        again.ttl = draw_ttl(draw)
         answer.insert(draw(st.integers(0, len(answer))), again)
     response.answer = draw(st.permutations(answer))
     response.authority = [
-        rrset(pool[at], t, records, pooled)
-        for t, at, records in draw(st.lists(owned_records(AUTHORITY_TYPES, size), max_size=3))
+        draw_rrset(draw, pool[at], t, pooled) for t, at in draw(owned_types(AUTHORITY_TYPES, size))
     ]
     return Made(query, qname, response.to_wire(max_size=65535, want_shuffle=False))
 

@@ -556,20 +556,32 @@ def test_not_testable_kinds_never_copy_free_text(reason: str, kind: str) -> None
 
 # ---------------------------------------------------------------- the funnel, by property
 
-MODES = st.sampled_from(["enforce", "testing", "none", "Enforce"])
-RESULT_TYPES = st.sampled_from(
-    [None, "sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid", "something-else"]
-)
-DETAILS = st.sampled_from(
-    [
-        "no v=STSv1 record",
-        "2 v=STSv1 records; exactly one",
-        "policy host m (1.2.3.4) answered HTTP 404 x",
-        "policy host m (1.2.3.4) served the policy as 'text/html', not text/plain",
-        "line 1 'x': mode must be",
-        "",
-    ]
-)
+# Hypothesis spends far more on each value it draws than the code under test spends on
+# a record, so independent choices among a few values are drawn as one, from all their
+# combinations (each combination as likely as drawing the choices one by one).
+
+MODES = ["enforce", "testing", "none", "Enforce"]
+RESULT_TYPES = [
+    None,
+    "sts-policy-fetch-error",
+    "sts-policy-invalid",
+    "sts-webpki-invalid",
+    "something-else",
+]
+DETAILS = [
+    "no v=STSv1 record",
+    "2 v=STSv1 records; exactly one",
+    "policy host m (1.2.3.4) answered HTTP 404 x",
+    "policy host m (1.2.3.4) served the policy as 'text/html', not text/plain",
+    "line 1 'x': mode must be",
+    "",
+]
+BOOLEANS = [False, True]
+
+
+def combinations(*choices: list[Any]) -> st.SearchStrategy[tuple[Any, ...]]:
+    """One of each of `choices`, as one draw."""
+    return st.sampled_from(list(itertools.product(*choices)))
 
 
 def host(
@@ -614,60 +626,97 @@ def base_record(domain: str = "example.com", **changes: Any) -> dict[str, Any]:
     return record
 
 
+# An address's result types: any list of up to two (repeats included), one as likely as another.
+RESULT_TYPE_LISTS = [
+    (),
+    *(
+        kinds
+        for size in (1, 2)
+        for kinds in itertools.product(
+            ["certificate-expired", "starttls-not-supported"], repeat=size
+        )
+    ),
+]
+
+
+def address(
+    choices: tuple[str, str, str | None, str | int | None, tuple[str, ...], int | None],
+) -> dict[str, Any]:
+    ip, status, reason, starttls, result_types, attempts = choices
+    return {
+        "ip": ip,
+        "status": status,
+        "reason": reason,
+        "starttls": starttls,
+        "result_types": list(result_types),
+        "attempts": attempts,
+    }
+
+
 addresses = st.lists(
-    st.fixed_dictionaries(
-        {
-            "ip": st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::1"]),
-            "status": st.sampled_from(["tested", "not-testable", "weird"]),
-            "reason": st.sampled_from([None, "timeout:greeting", "busy:421 x"]),
-            "starttls": st.sampled_from([None, "offered", "missing", "stripped", 3]),
-            "result_types": st.lists(
-                st.sampled_from(["certificate-expired", "starttls-not-supported"]), max_size=2
-            ),
-            "attempts": st.sampled_from([None, 1, 3]),
-        }
+    st.builds(
+        address,
+        combinations(
+            ["192.0.2.1", "192.0.2.2", "2001:db8::1"],
+            ["tested", "not-testable", "weird"],
+            [None, "timeout:greeting", "busy:421 x"],
+            [None, "offered", "missing", "stripped", 3],
+            RESULT_TYPE_LISTS,
+            [None, 1, 3],
+        ),
     ),
     max_size=3,
 )
+# No policy half the time, else one of each mode and max_age (`st.one_of` of the two).
+POLICIES: list[tuple[str, int] | None] = [None] * len(MODES) * 11 + list(
+    itertools.product(MODES, range(11))
+)
+
+
+def funnel_record(
+    choices: tuple[Any, ...], policy: tuple[str, int] | None, hosts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    sts_record, error_type, detail, null_mx, implicit, ready, tlsrpt = choices
+    return base_record(
+        mta_sts={
+            "record": sts_record,
+            "id": "1" if sts_record else None,
+            "policy": None
+            if policy is None
+            else {"mode": policy[0], "mx": ["mx.example"], "max_age": policy[1]},
+            "error": {"result_type": error_type, "detail": detail}
+            if error_type or detail
+            else None,
+        },
+        mx_lookup={"null_mx": null_mx, "implicit": implicit},
+        mx=hosts,
+        enforce_ready=ready,
+        tlsrpt={"record": tlsrpt},
+    )
+
+
 records = st.builds(
-    lambda sts_record, policy, error_type, detail, null_mx, implicit, hosts, ready, tlsrpt: (
-        base_record(
-            mta_sts={
-                "record": sts_record,
-                "id": "1" if sts_record else None,
-                "policy": policy,
-                "error": {"result_type": error_type, "detail": detail}
-                if error_type or detail
-                else None,
-            },
-            mx_lookup={"null_mx": null_mx, "implicit": implicit},
-            mx=hosts,
-            enforce_ready=ready,
-            tlsrpt={"record": tlsrpt},
-        )
+    funnel_record,
+    combinations(
+        [None, "v=STSv1; id=1", 7],
+        RESULT_TYPES,
+        DETAILS,
+        BOOLEANS,
+        BOOLEANS,
+        BOOLEANS,
+        [None, "v=TLSRPTv1; rua=mailto:x@example.com"],
     ),
-    st.sampled_from([None, "v=STSv1; id=1", 7]),
-    st.one_of(
-        st.none(),
-        st.fixed_dictionaries(
-            {"mode": MODES, "mx": st.just(["mx.example"]), "max_age": st.integers(0, 10)}
-        ),
-    ),
-    RESULT_TYPES,
-    DETAILS,
-    st.booleans(),
-    st.booleans(),
+    st.sampled_from(POLICIES),
     st.lists(
         st.builds(
-            lambda a, s, p: host("mx.example", source=s, addresses=a, in_policy=p),
+            lambda a, source_in_policy: host(
+                "mx.example", source=source_in_policy[0], addresses=a, in_policy=source_in_policy[1]
+            ),
             addresses,
-            st.sampled_from(["dns", "policy"]),
-            st.sampled_from([None, True, False]),
+            combinations(["dns", "policy"], [None, True, False]),
         ),
         max_size=3,
     ),
-    st.booleans(),
-    st.sampled_from([None, "v=TLSRPTv1; rua=mailto:x@example.com"]),
 )
 
 
