@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from commands import LOOPBACK_IDLE
+from commands import LOOPBACK_IDLE, lab_in_command
 from hypothesis import HealthCheck, settings
 from trio.testing import MockClock
 
@@ -57,9 +57,19 @@ async def demo_lab(demo_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
 
 
 @pytest.fixture
+def demo_lab_command(demo_world: World, tmp_path: Path) -> Iterator[Lab]:
+    """The demo world served inside each `trio.run` of a command run in-process
+    (`commands.invoke`), on virtual time (`commands.lab_in_command`): no deadline of the
+    command expires because the machine is busy. Not for commands that start worker
+    processes (`scan --input` without `--workers 1`): those need `demo_lab_thread`."""
+    with lab_in_command(demo_world, tmp_path / "lab") as lab:
+        yield lab
+
+
+@pytest.fixture
 def demo_lab_thread(demo_world: World, tmp_path: Path) -> Iterator[Lab]:
-    """The demo world served from a thread of its own, for commands run in-process
-    (`commands.invoke`); the CA file lives in tmp_path."""
+    """The demo world served from a thread of its own, on real time, for commands run
+    in-process that start worker processes; the CA file lives in tmp_path."""
     with lab_in_thread(demo_world, tmp_path / "lab") as lab:
         yield lab
 
@@ -98,7 +108,8 @@ async def bulk_lab(bulk_world: World, tmp_path: Path) -> AsyncIterator[Lab]:
 
 
 @pytest.fixture
-def bulk_lab_thread(bulk_world: World, tmp_path: Path) -> Iterator[Lab]:
-    """The bulk world served from a thread, for commands run in-process."""
-    with lab_in_thread(bulk_world, tmp_path / "lab") as lab:
+def bulk_lab_command(bulk_world: World, tmp_path: Path) -> Iterator[Lab]:
+    """The bulk world served inside each command run in-process, on virtual time (as
+    `demo_lab_command`)."""
+    with lab_in_command(bulk_world, tmp_path / "lab") as lab:
         yield lab

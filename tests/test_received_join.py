@@ -38,7 +38,7 @@ def recent(days_ago: int) -> str:
 
 
 def test_failures_senders_report_block_a_domain_the_probe_finds_ready(
-    demo_lab_thread: Lab, tmp_path: Path
+    demo_lab_command: Lab, tmp_path: Path
 ) -> None:
     failing = report_dict(domain=DOMAIN, day=recent(2), successful=900, failed=100)
     db = database(tmp_path, failing)
@@ -49,7 +49,7 @@ def test_failures_senders_report_block_a_domain_the_probe_finds_ready(
         "1",
         "--greeting-timeout",
         "1",
-        *demo_lab_thread.scanner_args(),
+        *demo_lab_command.scanner_args(),
     ]
     # Reports read from files carry no DKIM: by default they do not count, and the
     # verdict is the probe's, with the received evidence shown beside it.
@@ -76,10 +76,10 @@ def test_failures_senders_report_block_a_domain_the_probe_finds_ready(
     )
 
 
-def test_clean_reports_leave_a_ready_domain_ready(demo_lab_thread: Lab, tmp_path: Path) -> None:
+def test_clean_reports_leave_a_ready_domain_ready(demo_lab_command: Lab, tmp_path: Path) -> None:
     db = database(tmp_path, clean_report(domain=DOMAIN, day=recent(1), successful=5000))
     code, text = run(
-        "check", DOMAIN, "--timeout", "1", "--greeting-timeout", "1", *demo_lab_thread.scanner_args(),
+        "check", DOMAIN, "--timeout", "1", "--greeting-timeout", "1", *demo_lab_command.scanner_args(),
         "--reports", str(db), "--include-unverified", "--json",
     )  # fmt: skip
     assert code == 0, text
@@ -88,9 +88,13 @@ def test_clean_reports_leave_a_ready_domain_ready(demo_lab_thread: Lab, tmp_path
     assert line["enforce_ready"] is True
 
 
-def test_a_missing_database_is_a_usage_error(demo_lab_thread: Lab, tmp_path: Path) -> None:
+def test_a_missing_database_is_a_usage_error(demo_lab_command: Lab, tmp_path: Path) -> None:
     code, text = run(
-        "check", DOMAIN, *demo_lab_thread.scanner_args(), "--reports", str(tmp_path / "none.sqlite")
+        "check",
+        DOMAIN,
+        *demo_lab_command.scanner_args(),
+        "--reports",
+        str(tmp_path / "none.sqlite"),
     )
     assert code == 2
     assert "--reports" in text

@@ -93,11 +93,11 @@ async def test_scan_of_demo_world_reaches_every_expected_verdict(
     assert failures == {}
 
 
-def test_check_exit_codes_and_verdict(demo_lab_thread: Lab) -> None:
+def test_check_exit_codes_and_verdict(demo_lab_command: Lab) -> None:
     ready = invoke(
         "check",
         "testing-ready.example",
-        *lab_options(demo_lab_thread),
+        *lab_options(demo_lab_command),
     )
     assert ready.exit_code == 0, ready.stdout + ready.stderr
     assert "Ready for mode: enforce" in ready.stdout
@@ -105,19 +105,19 @@ def test_check_exit_codes_and_verdict(demo_lab_thread: Lab) -> None:
     not_ready = invoke(
         "check",
         "backup-bad.example",
-        *lab_options(demo_lab_thread),
+        *lab_options(demo_lab_command),
     )
     assert not_ready.exit_code == 1
     text = not_ready.stdout
     assert "Not ready" in text
     assert "mx2.backup-bad.example" in text  # the blocker names the bad backup MX
 
-    invalid = invoke("check", "invalid..example", *demo_lab_thread.scanner_args())
+    invalid = invoke("check", "invalid..example", *demo_lab_command.scanner_args())
     assert invalid.exit_code == 2
     assert "invalid-domain" in invalid.stdout
 
 
-def test_report_writes_one_rfc8460_file_per_domain(demo_lab_thread: Lab, tmp_path: Path) -> None:
+def test_report_writes_one_rfc8460_file_per_domain(demo_lab_command: Lab, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     scanned = invoke(
         "scan",
@@ -129,7 +129,7 @@ def test_report_writes_one_rfc8460_file_per_domain(demo_lab_thread: Lab, tmp_pat
         "--no-progress",
         "--contact",
         "tlsrpt@reporter.example",
-        *lab_options(demo_lab_thread),
+        *lab_options(demo_lab_command),
     )
     assert scanned.exit_code == 0, scanned.stderr
     reports = tmp_path / "reports"
@@ -152,7 +152,7 @@ def test_report_writes_one_rfc8460_file_per_domain(demo_lab_thread: Lab, tmp_pat
 
 
 def test_input_lines_are_normalised_deduplicated_and_invalid_ones_recorded(
-    bulk_lab_thread: Lab, tmp_path: Path
+    bulk_lab_command: Lab, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
     stdin = b"# comment\n\n  Hosted0.Example.  \nhosted0.example\nhosted1.example\nnot a domain\n"
@@ -165,7 +165,7 @@ def test_input_lines_are_normalised_deduplicated_and_invalid_ones_recorded(
         "--no-progress",
         "--workers",
         "1",  # the parent reads the input, with worker processes or without
-        *lab_options(bulk_lab_thread),
+        *lab_options(bulk_lab_command),
         stdin=stdin,
     )
     assert result.exit_code == 0, result.stderr
@@ -181,7 +181,7 @@ def test_input_lines_are_normalised_deduplicated_and_invalid_ones_recorded(
 
 
 def test_probe_cache_one_connection_per_address(
-    bulk_lab_thread: Lab, bulk_world: World, tmp_path: Path
+    bulk_lab_command: Lab, bulk_world: World, tmp_path: Path
 ) -> None:
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
     out = tmp_path / "out.jsonl"
@@ -193,7 +193,7 @@ def test_probe_cache_one_connection_per_address(
         "--no-progress",
         "--concurrency",
         "16",
-        *lab_options(bulk_lab_thread),
+        *lab_options(bulk_lab_command),
     )
     assert result.exit_code == 0, result.stderr
     lines = read_jsonl(out)
@@ -203,8 +203,8 @@ def test_probe_cache_one_connection_per_address(
             "offered",
             "offered",
         ]
-    assert bulk_lab_thread.smtp_connections("127.0.3.1") == 1
-    assert bulk_lab_thread.smtp_connections("127.0.3.2") == 1
+    assert bulk_lab_command.smtp_connections("127.0.3.1") == 1
+    assert bulk_lab_command.smtp_connections("127.0.3.2") == 1
 
 
 @pytest.mark.parametrize("per_ip", [1, 3])
@@ -245,7 +245,7 @@ async def test_per_ip_limit_is_honoured(
 
 
 def test_resume_completes_a_torn_file(
-    bulk_lab_thread: Lab, bulk_world: World, tmp_path: Path
+    bulk_lab_command: Lab, bulk_world: World, tmp_path: Path
 ) -> None:
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")][:6]
     out = tmp_path / "out.jsonl"
@@ -255,7 +255,7 @@ def test_resume_completes_a_torn_file(
         "--out",
         str(out),
         "--no-progress",
-        *lab_options(bulk_lab_thread),
+        *lab_options(bulk_lab_command),
     )
     assert first.exit_code == 0
     with out.open("a", encoding="utf-8") as handle:
@@ -267,7 +267,7 @@ def test_resume_completes_a_torn_file(
         str(out),
         "--resume",
         "--no-progress",
-        *lab_options(bulk_lab_thread),
+        *lab_options(bulk_lab_command),
     )
     assert second.exit_code == 0, second.stderr
     lines = read_jsonl(out)  # every line parses: the torn one is gone
@@ -275,7 +275,7 @@ def test_resume_completes_a_torn_file(
 
 
 def test_shards_split_the_input_without_overlap(
-    bulk_lab_thread: Lab, bulk_world: World, tmp_path: Path
+    bulk_lab_command: Lab, bulk_world: World, tmp_path: Path
 ) -> None:
     hosted = [name for name in bulk_world.domain_names if name.startswith("hosted")]
     seen: list[str] = []
@@ -289,7 +289,7 @@ def test_shards_split_the_input_without_overlap(
             "--out",
             str(out),
             "--no-progress",
-            *lab_options(bulk_lab_thread),
+            *lab_options(bulk_lab_command),
         )
         assert result.exit_code == 0, result.stderr
         shard_domains = [line["domain"] for line in read_jsonl(out)]
@@ -367,7 +367,7 @@ def test_demo_command_writes_a_line_per_domain_and_exits_by_its_summary(
     assert len(read_jsonl(out)) == len(demo_world.domains)
 
 
-def test_stats_counts_a_results_file(demo_lab_thread: Lab, tmp_path: Path) -> None:
+def test_stats_counts_a_results_file(demo_lab_command: Lab, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     scanned = invoke(
         "scan",
@@ -378,7 +378,7 @@ def test_stats_counts_a_results_file(demo_lab_thread: Lab, tmp_path: Path) -> No
         "--out",
         str(out),
         "--no-progress",
-        *lab_options(demo_lab_thread),
+        *lab_options(demo_lab_command),
     )
     assert scanned.exit_code == 0, scanned.stderr
     result = invoke("stats", str(out), "--json")
@@ -420,18 +420,18 @@ async def test_lab_serve_prints_how_to_reach_it_and_stops_on_ctrl_c(tmp_path: Pa
             assert await process.wait() == 130
 
 
-def test_check_exits_2_when_the_mx_lookup_fails(demo_lab_thread: Lab) -> None:
+def test_check_exits_2_when_the_mx_lookup_fails(demo_lab_command: Lab) -> None:
     result = invoke(
         "check",
         "dns-servfail.example",
-        *lab_options(demo_lab_thread),
+        *lab_options(demo_lab_command),
     )
     assert result.exit_code == 2, result.stdout
     assert "MX lookup failed" in result.stdout
 
 
 def test_undecodable_and_overlong_input_lines_become_error_lines(
-    bulk_lab_thread: Lab, tmp_path: Path
+    bulk_lab_command: Lab, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
     stdin = b"hosted0.example\n\xffbad.example\n" + b"x" * 200_000 + b"\nhosted1.example\n"
@@ -444,7 +444,7 @@ def test_undecodable_and_overlong_input_lines_become_error_lines(
         "--no-progress",
         "--workers",
         "1",  # the parent reads the input, with worker processes or without
-        *lab_options(bulk_lab_thread),
+        *lab_options(bulk_lab_command),
         stdin=stdin,
     )
     assert result.exit_code == 0, result.stderr
@@ -457,7 +457,7 @@ def test_undecodable_and_overlong_input_lines_become_error_lines(
     assert max(len(json.dumps(line)) for line in errors) < 5_000
 
 
-def test_undecodable_argument_is_an_error_line(bulk_lab_thread: Lab, tmp_path: Path) -> None:
+def test_undecodable_argument_is_an_error_line(bulk_lab_command: Lab, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     # Python hands a program an argument that is not UTF-8 with its bytes escaped (PEP 383).
     undecodable = b"\xff.example".decode("utf-8", "surrogateescape")
@@ -468,7 +468,7 @@ def test_undecodable_argument_is_an_error_line(bulk_lab_thread: Lab, tmp_path: P
         "--out",
         str(out),
         "--no-progress",
-        *bulk_lab_thread.scanner_args(),
+        *bulk_lab_command.scanner_args(),
     )
     assert result.exit_code == 0, result.stderr
     lines = read_jsonl(out)
@@ -476,11 +476,11 @@ def test_undecodable_argument_is_an_error_line(bulk_lab_thread: Lab, tmp_path: P
 
 
 def test_an_existing_output_file_is_never_silently_replaced(
-    bulk_lab_thread: Lab, tmp_path: Path
+    bulk_lab_command: Lab, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
     out.write_text("precious\n", encoding="utf-8")
-    refused = invoke("scan", "hosted0.example", "--out", str(out), *bulk_lab_thread.scanner_args())
+    refused = invoke("scan", "hosted0.example", "--out", str(out), *bulk_lab_command.scanner_args())
     assert refused.exit_code == 2
     assert "--overwrite" in refused.stderr
     assert out.read_text(encoding="utf-8") == "precious\n"
@@ -491,13 +491,13 @@ def test_an_existing_output_file_is_never_silently_replaced(
         str(out),
         "--overwrite",
         "--no-progress",
-        *bulk_lab_thread.scanner_args(),
+        *bulk_lab_command.scanner_args(),
     )
     assert replaced.exit_code == 0, replaced.stderr
     assert [line["domain"] for line in read_jsonl(out)] == ["hosted0.example"]
 
 
-def test_a_directory_as_output_is_a_usage_error(bulk_lab_thread: Lab, tmp_path: Path) -> None:
+def test_a_directory_as_output_is_a_usage_error(bulk_lab_command: Lab, tmp_path: Path) -> None:
     for extra in ([], ["--resume"]):
         result = invoke(
             "scan",
@@ -505,7 +505,7 @@ def test_a_directory_as_output_is_a_usage_error(bulk_lab_thread: Lab, tmp_path: 
             "--out",
             str(tmp_path),
             *extra,
-            *bulk_lab_thread.scanner_args(),
+            *bulk_lab_command.scanner_args(),
         )
         assert result.exit_code == 2, result.stderr
         assert "is a directory" in result.stderr
@@ -550,7 +550,7 @@ async def test_parallel_runs_with_default_output_never_share_a_file(
     assert shard0[0] + shard1[0] == 30
 
 
-def test_write_failure_stops_the_scan_with_a_clear_error(bulk_lab_thread: Lab) -> None:
+def test_write_failure_stops_the_scan_with_a_clear_error(bulk_lab_command: Lab) -> None:
     result = invoke(
         "scan",
         "hosted0.example",
@@ -558,7 +558,7 @@ def test_write_failure_stops_the_scan_with_a_clear_error(bulk_lab_thread: Lab) -
         "/dev/full",
         "--overwrite",
         "--no-progress",
-        *bulk_lab_thread.scanner_args(),
+        *bulk_lab_command.scanner_args(),
     )
     assert result.exit_code == 1
     stderr = result.stderr

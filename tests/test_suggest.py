@@ -262,9 +262,9 @@ def run_suggest(*args: str) -> tuple[int, str, str]:
     return done.exit_code, done.stdout, done.stderr
 
 
-def test_suggest_against_the_demo_lab(demo_lab_thread: Lab) -> None:
+def test_suggest_against_the_demo_lab(demo_lab_command: Lab) -> None:
     code, out, err = run_suggest(
-        "testing-ready.example", "--timeout", "1", *demo_lab_thread.scanner_args()
+        "testing-ready.example", "--timeout", "1", *demo_lab_command.scanner_args()
     )
     assert code == 0, err
     body = "\n".join(
@@ -286,19 +286,19 @@ def test_suggest_against_the_demo_lab(demo_lab_thread: Lab) -> None:
     assert "the live policy differs in meaning (mode testing → enforce)" in err
     # Neither policy nor TLS-RPT record: both proposed.
     code, out, err = run_suggest(
-        "no-sts.example", "--timeout", "1", *demo_lab_thread.scanner_args()
+        "no-sts.example", "--timeout", "1", *demo_lab_command.scanner_args()
     )
     assert code == 0, err
     assert "mode: testing" in out
     assert '_smtp._tls.no-sts.example. IN TXT "v=TLSRPTv1; rua=mailto:tlsrpt@no-sts.example"' in out
 
     code, out, err = run_suggest(
-        "backup-bad.example", "--timeout", "1", *demo_lab_thread.scanner_args()
+        "backup-bad.example", "--timeout", "1", *demo_lab_command.scanner_args()
     )
     assert code == 0, err
     assert "mode: testing" in out  # not ready: testing
     code, _, err = run_suggest(
-        "no-such-domain.example", "--timeout", "1", *demo_lab_thread.scanner_args()
+        "no-such-domain.example", "--timeout", "1", *demo_lab_command.scanner_args()
     )
     assert code == 2
     assert "error:" in err
