@@ -321,8 +321,10 @@ async def test_a_killed_worker_process_is_reported_by_the_command(
     """A smoke test of the above with real processes: a worker killed (SIGKILL) mid-scan.
 
     The command must end with an error, say that a worker ended early and how many
-    domains have no line, and write every other line whole. Short deadlines: the
-    silent host's probes only keep the scan going until the kill.
+    domains have no line, and write every other line whole. A short greeting deadline:
+    the silent host's probes only keep the scan going until the kill. The other
+    deadlines are long: on a busy machine this loop, which serves the lab, may be slow
+    to answer, and a scan whose lookups all time out never reaches the silent host.
     """
     out = tmp_path / "out.jsonl"
     domains = [n for n in bulk_world.domain_names if n.startswith(("hosted", "slow"))]
@@ -330,13 +332,14 @@ async def test_a_killed_worker_process_is_reported_by_the_command(
     listed.write_text("\n".join(domains) + "\n", encoding="utf-8")
     async with process_of(
         [sys.executable, "-m", "scanner", "scan", "--input", str(listed), "--out", str(out),
-         "--no-progress", "--timeout", "0.2", "--greeting-timeout", "0.2", "--per-ip", "1",
+         "--no-progress", "--timeout", "10", "--greeting-timeout", "0.5", "--per-ip", "1",
          "--workers", "2", *bulk_lab.scanner_args()],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     ) as process:  # fmt: skip
         assert process.stderr is not None
         with trio.fail_after(60):
-            while bulk_lab.smtp_connections("127.0.3.9") == 0:  # noqa: ASYNC110
+            while bulk_lab.smtp_connections("127.0.3.9") == 0:
+                assert process.poll() is None, "the scan ended before its slow probes"
                 await trio.sleep(0.05)  # until the slow probes are under way
             workers = _children(process.pid)
             assert len(workers) == 2
