@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from trio.testing import MockClock
 
 from scanner.lab import Lab, World, demo_world_path, lab_in_thread, load_world, open_lab
+from scanner.workers import usable_cpus
 
 # What a command prints does not depend on the terminal the tests were started from
 # (pytest-xdist's workers are given COLUMNS=80): a test that wants a width sets it.
@@ -41,6 +42,16 @@ settings.register_profile("scanner", deadline=None, suppress_health_check=[Healt
 settings.load_profile("scanner")
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the default, pyproject.toml): two test processes per usable CPU.
+
+    A test process waits about a third of its time: for the processes its tests start,
+    for the disk, and for virtual time's idle cushion (`LOOPBACK_IDLE`); a second one
+    per CPU computes meanwhile.
+    """
+    return 2 * usable_cpus()
 
 
 @pytest.fixture(scope="session")
