@@ -8,6 +8,7 @@ import ast
 import re
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -162,8 +163,10 @@ def test_a_mistyped_command_is_matched_against_commands_on_demand(name: str, mes
     assert message in result.output
 
 
+@cache
 def command_paths() -> list[tuple[str, ...]]:
-    """Every command and command group of `scanner`, on-demand ones included."""
+    """Every command and command group of `scanner`, on-demand ones included (built once:
+    it imports every command's module)."""
     from typer._click.core import Context
     from typer.core import TyperGroup as Group
 
