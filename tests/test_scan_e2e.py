@@ -526,7 +526,7 @@ async def test_parallel_runs_with_default_output_never_share_a_file(
                 "--shard",
                 shard,
                 "--workers",
-                "1",  # three processes at once, not nine
+                "1",  # two processes at once, not six
                 "--no-progress",
                 *lab_options(bulk_lab),
             ],
@@ -539,15 +539,14 @@ async def test_parallel_runs_with_default_output_never_share_a_file(
         assert result.returncode == 0, result.stderr.decode()
 
     async with trio.open_nursery() as nursery:
-        for shard in ("0/2", "1/2", "0/2"):  # two runs of the same shard at the same second
+        for shard in ("0/2", "0/2"):  # two runs of the same shard at the same second
             nursery.start_soon(one, shard)
     files = sorted((tmp_path / "results").glob("scan-*.jsonl"))
-    assert len(files) == 3  # three runs, three files
-    shard0 = [len(read_jsonl(path)) for path in files if "-shard0of2" in path.name]  # each parses
-    shard1 = [len(read_jsonl(path)) for path in files if "-shard1of2" in path.name]
-    assert len(shard0) == 2
-    assert shard0[0] == shard0[1]
-    assert shard0[0] + shard1[0] == 30
+    assert len(files) == 2  # two runs, two files
+    assert all("-shard0of2" in path.name for path in files)
+    counts = [len(read_jsonl(path)) for path in files]  # each parses
+    assert counts[0] == counts[1]
+    assert 0 < counts[0] < 30
 
 
 def test_write_failure_stops_the_scan_with_a_clear_error(bulk_lab_command: Lab) -> None:
