@@ -16,8 +16,9 @@ module only moves them, holds one deadline per phase (`ProbeSettings.step_timeou
 the greeting has its own, `greeting_timeout`) inside one deadline for the whole
 session (`total_timeout`), and records facts. Both deadlines are one cancel scope:
 each phase moves its deadline to the phase's end or the session's, whichever comes
-first, and when it passes the phase it was in is the reason (a cancel scope per
-phase cost more than the rest of a reply's handling).
+first, and when it passes, the phase it was in is the reason. Moving a deadline
+costs less than entering and leaving a cancel scope per phase, and the facts are
+kept in place (`_Facts`) and become a `ProbeOutcome` once, at the end.
 
 The greeting (RFC 5321 §3.1, §4.5.3.2.1: a client may wait 5 minutes for it) is
 awaited longer than other replies: greet-pause defences such as Postfix postscreen
