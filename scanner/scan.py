@@ -491,7 +491,9 @@ class Scanner:
         await _each(
             [partial(resolve, index, hostname) for index, (hostname, _) in enumerate(hosts)]
         )
-        caps = dataclasses.replace(self.settings.caps, max_addresses=max(0, max_addresses))
+        caps = self.settings.caps
+        if max_addresses != caps.max_addresses:
+            caps = dataclasses.replace(caps, max_addresses=max(0, max_addresses))
         plans, over_limit = plan_addresses(
             [
                 (name, a.addresses + aaaa.addresses)
@@ -636,6 +638,8 @@ class Scanner:
                 attempt + 1,
             )
             await trio.sleep(pause)
+        if attempt == outcome.attempts and not notes:
+            return outcome  # one session, nothing to add
         return dataclasses.replace(
             outcome, attempts=attempt, transcript=(*notes, *outcome.transcript)
         )

@@ -11,6 +11,7 @@ multicast, unspecified, reserved and invalid never.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -111,6 +112,13 @@ def _teredo_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address,
     return () if teredo is None else teredo
 
 
+# An address is asked about at every connection to it, and shared providers' addresses
+# come back domain after domain: each text is classified once, in a cache of bounded
+# entries. A text too long to be a plain address is classified each time.
+CLASSIFY_CACHE_SIZE = 8192
+_CACHED_TEXT_MAX = 64  # characters; an IPv6 address with a long zone is not kept
+
+
 def classify_address(ip: str) -> AddressClass:
     """Classify one textual IPv4 or IPv6 address.
 
@@ -121,6 +129,12 @@ def classify_address(ip: str) -> AddressClass:
     (2001::/32) is public: it is reached through a public relay. Anything that
     does not parse is `invalid`.
     """
+    if len(ip) > _CACHED_TEXT_MAX:
+        return _classify(ip)
+    return _classify_cached(ip)
+
+
+def _classify(ip: str) -> AddressClass:
     address = parse_address(ip)
     if address is None:
         return AddressClass.INVALID
@@ -139,6 +153,9 @@ def classify_address(ip: str) -> AddressClass:
         if any(address in network for network in networks):
             return address_class
     return AddressClass.PUBLIC
+
+
+_classify_cached = functools.lru_cache(maxsize=CLASSIFY_CACHE_SIZE)(_classify)
 
 
 _ALLOWED_WITH_PRIVATE = frozenset(

@@ -216,25 +216,31 @@ def bind_lab(
 
 
 @asynccontextmanager
-async def serve_bound(bound: BoundLab) -> AsyncIterator[Lab]:
+async def serve_bound(bound: BoundLab, *, once: bool = False) -> AsyncIterator[Lab]:
     """Serve a bound lab for the duration of the block, in the current event loop.
 
     It serves from duplicates of the bound sockets and closes only those, so the
-    same `BoundLab` can be served again (by each `trio.run` of a command).
+    same `BoundLab` can be served again (by each `trio.run` of a command). With
+    `once`, it serves the bound sockets themselves and closes them: half the open
+    files, for a lab served only once (a large world's thousands of addresses).
     """
     responder = bound.lab.dns
     latency = bound.latency
-    udp = trio.socket.from_stdlib_socket(bound.dns.udp.dup())
+
+    def served(sock: socket.socket) -> socket.socket:
+        return sock if once else sock.dup()
+
+    udp = trio.socket.from_stdlib_socket(served(bound.dns.udp))
     dns_tcp = (
-        [trio.SocketListener(trio.socket.from_stdlib_socket(bound.dns.tcp.dup()))]
+        [trio.SocketListener(trio.socket.from_stdlib_socket(served(bound.dns.tcp)))]
         if bound.conduct.tcp
         else []
     )
     smtp_listeners = BoundTcp(
-        bound.smtp.port, tuple(s.dup() for s in bound.smtp.sockets)
+        bound.smtp.port, tuple(served(s) for s in bound.smtp.sockets)
     ).listeners()
     https_listeners = BoundTcp(
-        bound.https.port, tuple(s.dup() for s in bound.https.sockets)
+        bound.https.port, tuple(served(s) for s in bound.https.sockets)
     ).listeners()
     try:
         async with trio.open_nursery() as nursery:
@@ -294,7 +300,7 @@ async def open_lab(
         dns_conduct=dns_conduct,
     )
     try:
-        async with serve_bound(bound) as lab:
+        async with serve_bound(bound, once=True) as lab:
             yield lab
     finally:
         bound.close()

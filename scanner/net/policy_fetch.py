@@ -12,10 +12,12 @@ Every expected failure (DNS, refused or disallowed address, timeout, TLS,
 certificate, HTTP status, size, media type, syntax) comes back as a
 `PolicyFetch` whose `failure` carries one of the three sts-* result types and a
 detail an operator can act on. Each network step has its own deadline
-(`FetchSettings.timeout`), held here with `trio.move_on_after`, except the DNS
-lookup of the policy host, whose deadline the resolver holds (it starts when the
-lookup is sent, not while it waits for a slot); cancellation from outside is
-never swallowed.
+(`FetchSettings.timeout`), held here: the connect to each address with
+`trio.move_on_after`, the steps over the connection (handshake, request and
+response headers, body) by one cancel scope whose deadline each step moves. The
+DNS lookup of the policy host is the exception: the resolver holds its deadline
+(it starts when the lookup is sent, not while it waits for a slot). Cancellation
+from outside is never swallowed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -45,8 +47,10 @@ from scanner.core.policy_response import (
 from scanner.core.reasons import reason_text
 from scanner.models import (
     AddressAnswer,
+    CertificateCheck,
     DnsStatus,
     InterruptionKind,
+    Policy,
     PolicyFailure,
     PolicyFetch,
     ResultType,
@@ -100,11 +104,6 @@ def policy_host(domain: str) -> str:
 
 def _fetch_error(code: PolicyCode, detail: str, ip: str | None = None) -> PolicyFetch:
     return PolicyFetch(policy=None, failure=fetch_error(code, detail), ip=ip)
-
-
-def _failure(code: PolicyCode, detail: str, partial: PolicyFetch) -> PolicyFetch:
-    """A `sts-policy-fetch-error` after `partial`'s facts."""
-    return replace(partial, policy=None, failure=fetch_error(code, detail))
 
 
 async def fetch_policy(
@@ -256,6 +255,47 @@ def _connect_error(error: OSError) -> str:
 # ---------------------------------------------------------------- TLS, certificate, HTTP
 
 
+@dataclass(slots=True)
+class _Fetched:
+    """What the fetch over one connection has learnt so far, kept in place, and its deadline.
+
+    `deadline` is the cancel scope of the steps over the connection; each step moves
+    it (`begin`) and says what the fetch failed to do when it passes (`late`).
+    """
+
+    ip: str
+    certificate: CertificateCheck | None = None
+    http_status: int | None = None
+    content_type: str | None = None
+    location: str | None = None
+    text: str | None = None
+    deadline: trio.CancelScope = field(default_factory=trio.CancelScope)
+    late: tuple[PolicyCode, str] = (PolicyCode.TLS_HANDSHAKE, "")
+
+    def begin(self, seconds: float, code: PolicyCode, late: str) -> None:
+        """A step begins: it must end within `seconds`, or the fetch fails with `code`, `late`."""
+        self.deadline.deadline = trio.current_time() + seconds
+        self.late = (code, late)
+
+    def ended(
+        self, *, policy: Policy | None = None, failure: PolicyFailure | None = None
+    ) -> PolicyFetch:
+        return PolicyFetch(
+            policy=policy,
+            failure=failure,
+            ip=self.ip,
+            http_status=self.http_status,
+            content_type=self.content_type,
+            location=self.location,
+            text=self.text,
+            certificate=self.certificate,
+        )
+
+    def failed(self, code: PolicyCode, detail: str) -> PolicyFetch:
+        """A `sts-policy-fetch-error` after the facts so far."""
+        return self.ended(failure=fetch_error(code, detail))
+
+
 async def _fetch_over(
     host: str,
     ip: str,
@@ -264,24 +304,32 @@ async def _fetch_over(
     settings: FetchSettings,
     now: datetime,
 ) -> PolicyFetch:
-    partial = PolicyFetch(policy=None, failure=None, ip=ip)
-    where = f"policy host {host} ({ip})"
+    fetched = _Fetched(ip)
+    with fetched.deadline:
+        return await _fetch_steps(host, tcp_stream, tls, settings, now, fetched)
+    return fetched.failed(*fetched.late)
+
+
+async def _fetch_steps(
+    host: str,
+    tcp_stream: TcpStream,
+    tls: TlsClient,
+    settings: FetchSettings,
+    now: datetime,
+    fetched: _Fetched,
+) -> PolicyFetch:
+    where = f"policy host {host} ({fetched.ip})"
 
     # RFC 8461 §7.1: SNI is the policy host name.
-    tls_stream = None
-    with trio.move_on_after(settings.timeout):
-        tls_stream = await tls.start(tcp_stream, host)
-    if tls_stream is None:
-        return _failure(
-            PolicyCode.TLS_HANDSHAKE,
-            f"TLS handshake with {where} timed out after {settings.timeout:g} s",
-            partial,
-        )
+    fetched.begin(
+        settings.timeout,
+        PolicyCode.TLS_HANDSHAKE,
+        f"TLS handshake with {where} timed out after {settings.timeout:g} s",
+    )
+    tls_stream = await tls.start(tcp_stream, host)
     if isinstance(tls_stream, TlsFailure):
-        return _failure(
-            PolicyCode.TLS_HANDSHAKE,
-            f"TLS handshake with {where} failed: {tls_stream.reason}",
-            partial,
+        return fetched.failed(
+            PolicyCode.TLS_HANDSHAKE, f"TLS handshake with {where} failed: {tls_stream.reason}"
         )
     # No close_notify at the end: the caller closes the TCP stream under the TLS one
     # (the request said "Connection: close"), which ends the fetch either way.
@@ -294,13 +342,13 @@ async def _fetch_over(
             f"{where} presented no certificate",
             PolicyCode.WEBPKI_NO_CERTIFICATE,
         )
-        return replace(partial, failure=failure)
+        return fetched.ended(failure=failure)
     check = tls.check(session, host, now, presented=tls_stream.presented_chain())
-    partial = replace(partial, certificate=check)
+    fetched.certificate = check
     problem = certificate_failure(where, host, check)
     if problem is not None:
-        return replace(partial, failure=problem)
-    return await _http_get(host, where, tls_stream, settings, partial)
+        return fetched.ended(failure=problem)
+    return await _http_get(host, where, tls_stream, settings, fetched)
 
 
 def _request_bytes(connection: h11.Connection, host: str) -> bytes:
@@ -332,26 +380,24 @@ async def _http_get(
     where: str,
     stream: trio.abc.Stream,
     settings: FetchSettings,
-    partial: PolicyFetch,
+    fetched: _Fetched,
 ) -> PolicyFetch:
     connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_RESPONSE_HEADERS)
     timeout = f"{settings.timeout:g} s"
-    response: h11.Response | None = None
     try:
-        with trio.move_on_after(settings.timeout):
-            await stream.send_all(_request_bytes(connection, host))
-            response = await _receive_response(connection, stream)
-        if response is None:
-            return _failure(
-                PolicyCode.HTTP_TIMEOUT,
-                f"{where} sent no response headers within {timeout}",
-                partial,
-            )
+        fetched.begin(
+            settings.timeout,
+            PolicyCode.HTTP_TIMEOUT,
+            f"{where} sent no response headers within {timeout}",
+        )
+        await stream.send_all(_request_bytes(connection, host))
+        response = await _receive_response(connection, stream)
         content_type = _header(response, b"content-type")
-        partial = replace(partial, http_status=response.status_code, content_type=content_type)
+        fetched.http_status = response.status_code
+        fetched.content_type = content_type
         location = _header(response, b"location")
         if 300 <= response.status_code < 400:
-            partial = replace(partial, location=location)
+            fetched.location = location
         refused = head_failure(
             where,
             host,
@@ -362,46 +408,39 @@ async def _http_get(
             max_body=settings.max_body,
         )
         if refused is not None:
-            return replace(partial, failure=refused)
+            return fetched.ended(failure=refused)
 
-        body: bytes | None = None
-        with trio.move_on_after(settings.timeout):
-            body = await _receive_body(connection, stream, settings.max_body)
-        if body is None:
-            return _failure(
-                PolicyCode.HTTP_TIMEOUT,
-                f"{where} did not finish sending the policy body within {timeout}",
-                partial,
-            )
+        fetched.begin(
+            settings.timeout,
+            PolicyCode.HTTP_TIMEOUT,
+            f"{where} did not finish sending the policy body within {timeout}",
+        )
+        body = await _receive_body(connection, stream, settings.max_body)
         if len(body) > settings.max_body:
-            return replace(partial, failure=oversized_body(where, settings.max_body))
+            return fetched.ended(failure=oversized_body(where, settings.max_body))
     except h11.RemoteProtocolError as error:
-        return _failure(
-            PolicyCode.HTTP_PROTOCOL,
-            f"{where} sent a malformed HTTP response ({error})",
-            partial,
+        return fetched.failed(
+            PolicyCode.HTTP_PROTOCOL, f"{where} sent a malformed HTTP response ({error})"
         )
     except _WireBudgetError as error:
-        return _failure(
+        return fetched.failed(
             PolicyCode.HTTP_PROTOCOL,
             f"{where} sent too much for its HTTP response ({error}); reading stopped there",
-            partial,
         )
     except STREAM_ERRORS as error:
-        return _failure(
+        return fetched.failed(
             PolicyCode.HTTP_PROTOCOL,
             f"connection to {where} broke during the HTTP exchange ({type(error).__name__}: {error})",
-            partial,
         )
 
     text = decode_body(where, body)
     if isinstance(text, PolicyFailure):
-        return replace(partial, failure=text)
-    partial = replace(partial, text=text)
+        return fetched.ended(failure=text)
+    fetched.text = text
     parsed = policy_of(where, text, content_type)
     if isinstance(parsed, PolicyFailure):
-        return replace(partial, failure=parsed)
-    return replace(partial, policy=parsed)
+        return fetched.ended(failure=parsed)
+    return fetched.ended(policy=parsed)
 
 
 class _WireBudgetError(Exception):

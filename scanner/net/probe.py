@@ -14,7 +14,11 @@ RCPT and DATA are never sent.
 `scanner.core.smtp.SmtpClient` decides everything about the SMTP bytes; this
 module only moves them, holds one deadline per phase (`ProbeSettings.step_timeout`;
 the greeting has its own, `greeting_timeout`) inside one deadline for the whole
-session (`total_timeout`), and records facts.
+session (`total_timeout`), and records facts. Both deadlines are one cancel scope:
+each phase moves its deadline to the phase's end or the session's, whichever comes
+first, and when it passes, the phase it was in is the reason. Moving a deadline
+costs less than entering and leaving a cancel scope per phase, and the facts are
+kept in place (`_Facts`) and become a `ProbeOutcome` once, at the end.
 
 The greeting (RFC 5321 §3.1, §4.5.3.2.1: a client may wait 5 minutes for it) is
 awaited longer than other replies: greet-pause defences such as Postfix postscreen
@@ -59,7 +63,7 @@ the connection is only closed.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
@@ -83,7 +87,15 @@ from scanner.core.smtp import (
     is_partial_greeting,
     parse_ehlo_reply,
 )
-from scanner.models import AddressStatus, Interruption, InterruptionKind, Phase, ProbeOutcome
+from scanner.models import (
+    AddressStatus,
+    CertificateCheck,
+    Interruption,
+    InterruptionKind,
+    Phase,
+    ProbeOutcome,
+    TlsSession,
+)
 from scanner.net.connect import TcpStream, connect_tcp
 from scanner.net.tls import TlsClient, TlsFailure
 
@@ -232,8 +244,29 @@ def _sni(hostname: str) -> str | None:
 # ---------------------------------------------------------------- the session
 
 
+@dataclass(slots=True)
+class _Facts:
+    """What the session has observed so far, kept in place; `ProbeOutcome` says what each is."""
+
+    local_ip: str | None = None
+    greeting: str | None = None
+    ehlo_keywords: tuple[str, ...] = ()
+    helo_only: bool = False
+    starttls_advertised: bool = False
+    masked_keyword: str | None = None
+    starttls_reply: int | None = None
+    starttls_reply_text: str | None = None
+    plaintext_injection: int = 0
+    handshake_error: str | None = None
+    tls: TlsSession | None = None
+    certificate: CertificateCheck | None = None
+    ehlo_after_tls: tuple[str, ...] | None = None
+    starttls_after_tls: bool = False
+    after_tls: Interruption | None = None
+
+
 class _Session:
-    """The mutable state of one probe: the stream, the SMTP client and the facts so far."""
+    """The mutable state of one probe: the stream, the SMTP client, the deadline and the facts so far."""
 
     def __init__(
         self,
@@ -251,26 +284,71 @@ class _Session:
         self.now = now
         self.client = SmtpClient(settings.limits)
         self.transcript = Transcript()
-        self.outcome = ProbeOutcome(hostname=hostname, ip=ip, status=AddressStatus.TESTED)
+        self.facts = _Facts()
         self.phase = Phase.CONNECT
         self.tcp: TcpStream | None = None
         self.stream: trio.abc.Stream | None = None
         self.tls_started = False  # the 220 to STARTTLS was received
         self.refusal: Interruption | None = None  # the server declined to serve us
+        # The session's one cancel scope (`probe` enters it) and its own deadline.
+        self.deadline = trio.CancelScope(deadline=trio.current_time() + settings.total_timeout)
+        self.session_ends = self.deadline.deadline
+        self.phase_ends_first = False  # the phase's deadline comes before the session's
 
     def note_after_tls(self, trouble: Interruption) -> None:
         """Record the first trouble after a completed handshake; ignored before TLS."""
-        if self.outcome.tls is not None and self.outcome.after_tls is None:
-            self.outcome = replace(self.outcome, after_tls=trouble)
+        if self.facts.tls is not None and self.facts.after_tls is None:
+            self.facts.after_tls = trouble
 
     def finish(self, interruption: Interruption | None = None) -> ProbeOutcome:
         status = AddressStatus.TESTED if interruption is None else AddressStatus.NOT_TESTABLE
-        return replace(
-            self.outcome,
+        facts = self.facts
+        return ProbeOutcome(
+            hostname=self.hostname,
+            ip=self.ip,
             status=status,
             interruption=interruption,
+            local_ip=facts.local_ip,
+            greeting=facts.greeting,
+            ehlo_keywords=facts.ehlo_keywords,
+            helo_only=facts.helo_only,
+            starttls_advertised=facts.starttls_advertised,
+            masked_keyword=facts.masked_keyword,
+            starttls_reply=facts.starttls_reply,
+            starttls_reply_text=facts.starttls_reply_text,
+            plaintext_injection=facts.plaintext_injection,
+            handshake_error=facts.handshake_error,
+            tls=facts.tls,
+            certificate=facts.certificate,
+            ehlo_after_tls=facts.ehlo_after_tls,
+            starttls_after_tls=facts.starttls_after_tls,
             transcript=self.transcript.lines(),
+            after_tls=facts.after_tls,
         )
+
+    # -- deadlines
+
+    def begin(self, phase: Phase, seconds: float | None) -> None:
+        """`phase` begins and must end within `seconds` (None: only the session's deadline).
+
+        Moves the session's cancel scope to whichever deadline comes first; `probe`
+        tells them apart when it passes (`expired`).
+        """
+        self.phase = phase
+        if seconds is None:
+            self.phase_ends_first = False
+            self.deadline.deadline = self.session_ends
+            return
+        ends = trio.current_time() + seconds
+        self.phase_ends_first = ends < self.session_ends
+        self.deadline.deadline = min(ends, self.session_ends)
+
+    def expired(self) -> Interruption:
+        """The deadline of the session's scope passed in `self.phase`: say which, and why."""
+        phase = self.phase
+        if self.phase_ends_first:
+            return self.timed_out(phase, f"[timeout during {phase.value}]")
+        return self.timed_out(phase, f"[session deadline during {phase.value}]")
 
     # -- moving bytes
 
@@ -300,7 +378,7 @@ class _Session:
                 )
             raise AssertionError(f"unexpected SMTP client event {event!r}")
 
-    def deadline(self, phase: Phase) -> float:
+    def phase_timeout(self, phase: Phase) -> float:
         """Seconds the reply of `phase` is awaited: the greeting has its own deadline."""
         if phase is Phase.GREETING:
             return self.settings.greeting_timeout
@@ -309,17 +387,15 @@ class _Session:
     async def exchange(self, phase: Phase, command: bytes | None) -> Reply:
         """Send `command` (if any) and read one reply, within the phase's deadline."""
         assert self.stream is not None
-        self.phase = phase
-        with trio.move_on_after(self.deadline(phase)):
-            if command is not None:
-                self.transcript.sent(command)
-                try:
-                    await self.stream.send_all(command)
-                except trio.BrokenResourceError:
-                    self.transcript.add(f"[closed by server during {phase.value}]")
-                    raise _Interrupted(Interruption(InterruptionKind.CLOSED, phase)) from None
-            return await self._read_reply()
-        raise _Interrupted(self.timed_out(phase, f"[timeout during {phase.value}]"))
+        self.begin(phase, self.phase_timeout(phase))
+        if command is not None:
+            self.transcript.sent(command)
+            try:
+                await self.stream.send_all(command)
+            except trio.BrokenResourceError:
+                self.transcript.add(f"[closed by server during {phase.value}]")
+                raise _Interrupted(Interruption(InterruptionKind.CLOSED, phase)) from None
+        return await self._read_reply()
 
     def timed_out(self, phase: Phase, marker: str) -> Interruption:
         """A deadline passed in `phase`: keep what arrived of the reply, and say so.
@@ -339,20 +415,16 @@ class _Session:
     # -- the dialogue
 
     async def connect(self) -> None:
-        self.phase = Phase.CONNECT
-        with trio.move_on_after(self.settings.step_timeout) as scope:
-            try:
-                self.tcp = await connect_tcp(self.ip, self.settings.smtp_port)
-            except OSError as exc:
-                failure = connect_failure(exc, self.ip)
-                self.transcript.add(f"[{reason_text(failure)}]")
-                raise _Interrupted(failure) from None
-        if scope.cancelled_caught or self.tcp is None:
-            self.transcript.add("[timeout during connect]")
-            raise _Interrupted(Interruption(InterruptionKind.TIMEOUT, Phase.CONNECT))
+        self.begin(Phase.CONNECT, self.settings.step_timeout)
+        try:
+            self.tcp = await connect_tcp(self.ip, self.settings.smtp_port)
+        except OSError as exc:
+            failure = connect_failure(exc, self.ip)
+            self.transcript.add(f"[{reason_text(failure)}]")
+            raise _Interrupted(failure) from None
         self.stream = self.tcp
         local = self.tcp.socket.getsockname()
-        self.outcome = replace(self.outcome, local_ip=str(local[0]))
+        self.facts.local_ip = str(local[0])
         self.transcript.add(f"[connected to {self.ip} port {self.settings.smtp_port}]")
 
     async def abandon(self) -> None:
@@ -373,6 +445,7 @@ class _Session:
             return
         command = self.client.abandon_with_quit()
         self.transcript.sent(command)
+        self.begin(self.phase, None)  # within the session's deadline, if still inside it
         with trio.move_on_after(min(QUIT_GRACE, self.settings.step_timeout)):
             try:
                 await self.stream.send_all(command)
@@ -392,7 +465,7 @@ class _Session:
         await self.connect()
 
         greeting = await self.exchange(Phase.GREETING, None)
-        self.outcome = replace(self.outcome, greeting=greeting.text)
+        self.facts.greeting = greeting.text
         if greeting.code != 220:
             # RFC 5321 §3.1: 554 means no service here; QUIT anyway, politely.
             await self.refuse(greeting)
@@ -401,18 +474,15 @@ class _Session:
         ehlo = await self.exchange(Phase.EHLO, self.client.send_ehlo(name))
         if ehlo.code == 250:
             parsed = parse_ehlo_reply(ehlo)
-            self.outcome = replace(
-                self.outcome,
-                ehlo_keywords=tuple(dict.fromkeys(parsed.keywords)),
-                starttls_advertised=parsed.has("STARTTLS"),
-                masked_keyword=find_masked_starttls(parsed.keywords),
-            )
+            self.facts.ehlo_keywords = tuple(dict.fromkeys(parsed.keywords))
+            self.facts.starttls_advertised = parsed.has("STARTTLS")
+            self.facts.masked_keyword = find_masked_starttls(parsed.keywords)
         elif 500 <= ehlo.code < 600:
             # RFC 5321 §3.2: EHLO refused, fall back to HELO (no extensions, no STARTTLS).
             helo = await self.exchange(Phase.EHLO, self.client.send_helo(name))
             if helo.code != 250:
                 await self.refuse(helo)
-            self.outcome = replace(self.outcome, helo_only=True)
+            self.facts.helo_only = True
         else:
             await self.refuse(ehlo)
 
@@ -426,18 +496,14 @@ class _Session:
             # STARTTLS answered by anything but 220 is refused or missing;
             # a close, a reset or a malformed reply is no 220 either.
             closed = interrupted.kind is InterruptionKind.CLOSED
-            self.outcome = replace(
-                self.outcome,
-                starttls_reply=None,
-                starttls_reply_text=(
-                    "connection closed" if closed else reason_text(interrupted.interruption)
-                ),
+            self.facts.starttls_reply = None
+            self.facts.starttls_reply_text = (
+                "connection closed" if closed else reason_text(interrupted.interruption)
             )
             await self.abandon()
             return
-        self.outcome = replace(
-            self.outcome, starttls_reply=starttls.code, starttls_reply_text=starttls.text
-        )
+        self.facts.starttls_reply = starttls.code
+        self.facts.starttls_reply_text = starttls.text
         if starttls.code != 220:
             await self.quit()
             return
@@ -453,9 +519,7 @@ class _Session:
         """
         early = self.client.unsolicited_data
         if early:
-            self.outcome = replace(
-                self.outcome, plaintext_injection=self.outcome.plaintext_injection + len(early)
-            )
+            self.facts.plaintext_injection += len(early)
             self.transcript.add(f"[unsolicited data before STARTTLS: {len(early)} bytes]")
 
     async def collect_injection(self) -> None:
@@ -467,6 +531,7 @@ class _Session:
         """
         assert self.tcp is not None
         injected = bytearray(self.client.trailing_data)
+        self.begin(Phase.HANDSHAKE, None)  # the handshake's deadline starts after this wait
         if self.settings.injection_wait > 0:
             with trio.move_on_after(self.settings.injection_wait):
                 while len(injected) < INJECTION_CAP:
@@ -478,10 +543,7 @@ class _Session:
                         break  # closed: likewise
                     injected += data
         if injected:
-            self.outcome = replace(
-                self.outcome,
-                plaintext_injection=self.outcome.plaintext_injection + len(injected),
-            )
+            self.facts.plaintext_injection += len(injected)
             self.transcript.add(
                 "[plaintext after 220] " + injected.decode("ascii", errors="backslashreplace")
             )
@@ -489,31 +551,27 @@ class _Session:
     async def secure(self) -> None:
         """Handshake and the post-TLS EHLO; failures are recorded, a stall is raised.
 
-        Raises `_Interrupted("timeout:handshake")` when the handshake does not end
-        within the phase deadline (docs/output.md#not-testable-reasons: not testable).
+        A handshake that does not end within the phase deadline ends the session
+        (`timeout:handshake`, docs/output.md#not-testable-reasons: not testable).
         """
         assert self.tcp is not None
-        self.phase = Phase.HANDSHAKE
         await self.collect_injection()
-        with trio.move_on_after(self.settings.step_timeout):
-            result = await self.tls.start(self.tcp, _sni(self.hostname))
-            if isinstance(result, TlsFailure):
-                self.outcome = replace(self.outcome, handshake_error=result.reason)
-                self.transcript.add(f"[tls] handshake failed: {result.reason}")
-                return
-            self.stream = result
-            session = result.session()
-            self.transcript.add(f"[tls] {session.version} {session.cipher}")
-            certificate = (
-                self.tls.check(session, self.hostname, self.now, presented=result.presented_chain())
-                if session.leaf is not None
-                else None
-            )
-            self.outcome = replace(self.outcome, tls=session, certificate=certificate)
-            self.client.tls_established()
-        if self.outcome.tls is None:
-            self.transcript.add("[timeout during handshake]")
-            raise _Interrupted(Interruption(InterruptionKind.TIMEOUT, Phase.HANDSHAKE))
+        self.begin(Phase.HANDSHAKE, self.settings.step_timeout)
+        result = await self.tls.start(self.tcp, _sni(self.hostname))
+        if isinstance(result, TlsFailure):
+            self.facts.handshake_error = result.reason
+            self.transcript.add(f"[tls] handshake failed: {result.reason}")
+            return
+        self.stream = result
+        session = result.session()
+        self.transcript.add(f"[tls] {session.version} {session.cipher}")
+        self.facts.tls = session
+        self.facts.certificate = (
+            self.tls.check(session, self.hostname, self.now, presented=result.presented_chain())
+            if session.leaf is not None
+            else None
+        )
+        self.client.tls_established()
 
         try:
             ehlo = await self.exchange(
@@ -526,12 +584,9 @@ class _Session:
             return  # the TLS facts stand
         if ehlo.code == 250:
             parsed = parse_ehlo_reply(ehlo)
-            self.outcome = replace(
-                self.outcome,
-                ehlo_after_tls=tuple(dict.fromkeys(parsed.keywords)),
-                # RFC 3207 §4.2: a server must not advertise STARTTLS after TLS.
-                starttls_after_tls=parsed.has("STARTTLS"),
-            )
+            self.facts.ehlo_after_tls = tuple(dict.fromkeys(parsed.keywords))
+            # RFC 3207 §4.2: a server must not advertise STARTTLS after TLS.
+            self.facts.starttls_after_tls = parsed.has("STARTTLS")
         else:
             # RFC 3207 §4.2: the client must send EHLO again; a server refusing it
             # accepts no mail over this TLS session.
@@ -585,14 +640,16 @@ async def probe(
     session = _Session(hostname, ip, tls=tls, settings=settings, now=now)
     reason: Interruption | None = None
     try:
-        with trio.move_on_after(settings.total_timeout) as total:
+        with session.deadline:
             try:
                 await session.dialogue()
             except _Interrupted as interrupted:
                 reason = interrupted.interruption
-        if total.cancelled_caught:
+        if session.deadline.cancelled_caught:
+            # A deadline passed: the phase's or the session's. Either way the phase
+            # it was in is the reason, or after TLS the trouble noted.
             phase = session.phase
-            timeout = session.timed_out(phase, f"[session deadline during {phase.value}]")
+            timeout = session.expired()
             if phase in (Phase.EHLO_AFTER_TLS, Phase.QUIT):
                 reason = session.refusal  # the facts gathered so far stand
                 session.note_after_tls(timeout)

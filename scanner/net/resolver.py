@@ -536,7 +536,7 @@ class Resolver:
         self._servers = tuple(_Server.of(nameserver) for nameserver in nameservers)
         self._timeout = timeout
         self._per_try = per_try_timeout(timeout)
-        self._limiter = trio.CapacityLimiter(max_in_flight)
+        self._limiter = trio.Semaphore(max_in_flight)  # lookups in flight
         self._cache = _AnswerCache(cache_size)
         self._counters = _Counters()
         self._pool_of_run: trio.lowlevel.RunVar[_SocketPool] = trio.lowlevel.RunVar(
