@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import itertools
 import tempfile
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -399,12 +398,13 @@ def test_adding_any_report_never_removes_a_blocker(
     include_unverified: bool,
 ) -> None:
     before, after = evidence_before_and_after(base, extra, include_unverified)
-    codes_before = Counter(blocker.code for blocker in before.blockers)
-    codes_after = Counter(blocker.code for blocker in after.blockers)
-    assert all(codes_after[code] >= count for code, count in codes_before.items()), (
-        before.blockers,
-        after.blockers,
-    )
+    # Every kind of blocker stays. Their number may fall: a copy that joins two reporters
+    # into one (a better authenticity for a stored report) leaves that reporter's own
+    # line, which then holds what "all reporters together" held.
+    codes_before = {blocker.code for blocker in before.blockers}
+    codes_after = {blocker.code for blocker in after.blockers}
+    assert codes_before <= codes_after, (before.blockers, after.blockers)
+    assert after.failed_sessions >= before.failed_sessions
     if not before.ready:
         assert not after.ready
 
