@@ -7,6 +7,7 @@ import string
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from strategies import dns_labels
 
 from scanner.core.sts import is_broad_pattern, mx_matches, policy_covers, policy_warnings
 from scanner.models import Policy, PolicyMode
@@ -129,14 +130,7 @@ def test_policy_warnings(policy: Policy, mx_hosts: list[str], fragments: list[st
 
 # ---------------------------------------------------------------- properties
 
-# What r"[A-Za-z0-9]([A-Za-z0-9-]{0,6}[A-Za-z0-9])?" matches, as its ends and its middle
-# (a regex strategy draws each character on its own).
-LETTERS_DIGITS = string.ascii_letters + string.digits
-labels = st.builds(
-    lambda ends, middle: ends if len(ends) == 1 else ends[0] + middle + ends[1],
-    st.text(alphabet=LETTERS_DIGITS, min_size=1, max_size=2),
-    st.text(alphabet=LETTERS_DIGITS + "-", max_size=6),
-)
+labels = dns_labels(string.ascii_letters + string.digits, 6)
 names = st.lists(labels, min_size=1, max_size=5).map(".".join)
 
 

@@ -7,6 +7,7 @@ import string
 import pytest
 from hypothesis import example, given, reject
 from hypothesis import strategies as st
+from strategies import dns_labels
 
 from scanner.core.sts import (
     MAX_AGE_LIMIT,
@@ -346,15 +347,7 @@ def test_parse_policy_bytes(data: bytes, valid: bool) -> None:
 
 # ---------------------------------------------------------------- properties
 
-# What r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?" matches, as its ends and its middle (a
-# regex strategy draws each character on its own, and Hypothesis checks a `.filter`'s
-# predicate again on every draw).
-LETTERS_DIGITS = string.ascii_lowercase + string.digits
-labels = st.builds(
-    lambda ends, middle: ends if len(ends) == 1 else ends[0] + middle + ends[1],
-    st.text(alphabet=LETTERS_DIGITS, min_size=1, max_size=2),
-    st.text(alphabet=LETTERS_DIGITS + "-", max_size=8),
-)
+labels = dns_labels(string.ascii_lowercase + string.digits, 8)
 
 
 @st.composite

@@ -14,6 +14,7 @@ import pytest
 from commands import invoke
 from hypothesis import given, reject
 from hypothesis import strategies as st
+from strategies import dns_labels
 
 from scanner.core.policy_suggestion import (
     DEFAULT_MAX_AGE,
@@ -200,14 +201,7 @@ def test_text_is_what_was_decided() -> None:
     assert suggestion.record == "v=STSv1; id=20260403123005"
 
 
-# A label, [a-z0-9]([a-z0-9-]{0,8}[a-z0-9])? (RFC 1123 §2.1), as its ends and its middle:
-# the labels `st.from_regex` gives, in three draws rather than one for each character.
-LETTERS_DIGITS = string.ascii_lowercase + string.digits
-LABEL = st.builds(
-    lambda ends, middle: ends if len(ends) == 1 else ends[0] + middle + ends[1],
-    st.text(alphabet=LETTERS_DIGITS, min_size=1, max_size=2),
-    st.text(alphabet=LETTERS_DIGITS + "-", max_size=8),
-)
+LABEL = dns_labels(string.ascii_lowercase + string.digits, 8)
 
 
 @st.composite
