@@ -6,6 +6,10 @@ process, several at once), so they run the command here (`invoke`), with the lab
 scans served inside the command's own `trio.run` on virtual time (`lab_in_command`) or
 in another thread (`scanner.lab.lab_in_thread`). The command's `trio.run` then has the
 main thread, signal handling included, as it has in `python -m scanner`.
+
+Also here: what several command tests share (the results line validator, `process_of`
+for the processes a test starts and waits for itself, `line_count` of a file another
+process writes).
 """
 
 from __future__ import annotations

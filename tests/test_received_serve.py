@@ -25,7 +25,7 @@ import h11
 import pytest
 import trio
 import trustme
-from commands import run_command
+from commands import process_of, run_command
 from hypothesis import given
 from hypothesis import strategies as st
 from test_received_builders import POLICY_DOMAIN, clean_report, report_bytes, report_dict
@@ -633,7 +633,7 @@ async def test_command_serves_https_and_stops_on_sigterm(tmp_path: Path, ca: tru
     pem = tmp_path / "server.pem"
     ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
     database = tmp_path / "r.sqlite"
-    process = await trio.lowlevel.open_process(
+    async with process_of(
         command(
             "--listen",
             "127.0.0.1:0",
@@ -650,10 +650,9 @@ async def test_command_serves_https_and_stops_on_sigterm(tmp_path: Path, ca: tru
         ),
         stderr=subprocess.PIPE,
         env={**os.environ, "COLUMNS": "300"},
-    )
-    assert process.stderr is not None
-    output = b""
-    try:
+    ) as process:
+        assert process.stderr is not None
+        output = b""
         with trio.fail_after(60):
             while b"listening on https://127.0.0.1:" not in output or not output.endswith(b"\n"):
                 chunk = await process.stderr.receive_some(4096)
@@ -670,10 +669,6 @@ async def test_command_serves_https_and_stops_on_sigterm(tmp_path: Path, ca: tru
             code = await process.wait()
         while chunk := await process.stderr.receive_some(4096):
             output += chunk
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     assert code == 0
     text = output.decode()
     assert "127.0.0.1 200 stored" in text

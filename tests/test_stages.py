@@ -231,25 +231,27 @@ def _scanned(lab: Lab, listing: Path, out: Path) -> list[dict[str, Any]]:
     return [json.loads(text) for text in text_lines(out)]
 
 
-def test_the_stage_commands_write_a_scans_lines(demo_world: World, tmp_path: Path) -> None:
+def test_the_stage_commands_write_a_scans_lines(
+    demo_lab_command: Lab, demo_world: World, tmp_path: Path
+) -> None:
     """`scanner stage discover | probe | verdict`, in-process, on virtual time, against `scan`."""
     listing = _listing(demo_world, tmp_path / "domains.txt")
-    with lab_in_command(demo_world, tmp_path / "lab") as lab:
-        one = _scanned(lab, listing, tmp_path / "scan.jsonl")
-        lab_args = ("--timeout", "1", "--greeting-timeout", "1", *lab.scanner_args())
-        directory = tmp_path / "stages"
-        found = invoke("stage", "discover", "--shard", "0/1", "--input", str(listing),
-                       "--out", str(directory), *lab_args)  # fmt: skip
-        assert found.exit_code == 0, found.stderr
-        refused = invoke("stage", "verdict", "--shard", "0/1", "--in", str(directory),
-                         "--out", str(tmp_path / "v.jsonl"), *lab_args)  # fmt: skip
-        assert refused.exit_code == 1
-        assert "holds no probe outcomes files: run that stage first" in refused.stderr
-        probed = invoke("stage", "probe", "--shard", "0/1", "--in", str(directory), *lab_args)
-        assert probed.exit_code == 0, probed.stderr
-        judged = invoke("stage", "verdict", "--shard", "0/1", "--in", str(directory),
-                        "--out", str(tmp_path / "v.jsonl"), *lab_args)  # fmt: skip
-        assert judged.exit_code == 0, judged.stderr
+    lab = demo_lab_command
+    one = _scanned(lab, listing, tmp_path / "scan.jsonl")
+    lab_args = ("--timeout", "1", "--greeting-timeout", "1", *lab.scanner_args())
+    directory = tmp_path / "stages"
+    found = invoke("stage", "discover", "--shard", "0/1", "--input", str(listing),
+                   "--out", str(directory), *lab_args)  # fmt: skip
+    assert found.exit_code == 0, found.stderr
+    refused = invoke("stage", "verdict", "--shard", "0/1", "--in", str(directory),
+                     "--out", str(tmp_path / "v.jsonl"), *lab_args)  # fmt: skip
+    assert refused.exit_code == 1
+    assert "holds no probe outcomes files: run that stage first" in refused.stderr
+    probed = invoke("stage", "probe", "--shard", "0/1", "--in", str(directory), *lab_args)
+    assert probed.exit_code == 0, probed.stderr
+    judged = invoke("stage", "verdict", "--shard", "0/1", "--in", str(directory),
+                    "--out", str(tmp_path / "v.jsonl"), *lab_args)  # fmt: skip
+    assert judged.exit_code == 0, judged.stderr
     assert differences(one, [json.loads(t) for t in text_lines(tmp_path / "v.jsonl")]) == []
 
 
